@@ -1,0 +1,265 @@
+// Package protect is the two-sided interface every aggregation mode implements.
+//
+// The round engine never sees a key, a ciphertext or a mask: it moves opaque
+// byte payloads between a [Party] on each node and a [Helper] on the
+// coordinator, in the order below. Every mode (mhe, secagg, paillier, tee,
+// plain) reads alike, after age's Recipient/Identity pair and Lattigo's
+// multiparty verbs.
+//
+// # The session
+//
+// A [Session] fixes the members, the threshold t and an identifier that every
+// payload is bound to. Setup runs once per session:
+//
+//  1. Each party calls [Party.Announce] and the coordinator relays all the
+//     announcements to everyone.
+//  2. Each party calls [Party.Deal] with all announcements. The Public part goes
+//     to the coordinator. Each Private payload is for one recipient only and
+//     MUST be sealed end to end to that recipient (HPKE) before it leaves the
+//     node: the coordinator only relays it.
+//  3. The coordinator calls [Helper.Setup] with the announcements and the public
+//     parts, and broadcasts the result.
+//  4. Each party calls [Party.Accept] with the setup and the private payloads
+//     dealt to it (opened by the runtime).
+//
+// # A round
+//
+//  1. Each party in the cohort calls [Party.Protect] on its (clipped, noised,
+//     weighted) update and uploads the result.
+//  2. The coordinator calls [Helper.Aggregate] on what arrived in time.
+//  3. The runtime fixes a set of exactly [Helper.Needed] revealers. Each calls
+//     [Party.Reveal], which records (round, digest) in its [Ledger] before it
+//     returns the share, and refuses a second reveal for the round.
+//  4. [Helper.Open] combines the shares into a result that only the holder of
+//     the [Target] (the federation's group key) can read with [Target.Decrypt].
+//
+// A set of revealers is fixed before any share is made. If one of them drops
+// out, that round's reveal is abandoned; it is never retried on the same
+// aggregate.
+//
+// # Bytes
+//
+// Every method that takes bytes may be given hostile bytes from the network.
+// Implementations validate them fully and return an error wrapping
+// [ErrMalformed] or [ErrForeign]; they never panic and never allocate more
+// than the declared, checked sizes allow. The conformance suite in
+// protect/protecttest checks this.
+package protect
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+)
+
+// Sentinel errors callers branch on. Implementations wrap them with context
+// that names the input, e.g. fmt.Errorf("aggregate from %s: %w", node, ErrMalformed).
+var (
+	// ErrMalformed: the bytes are not a well-formed payload of this scheme
+	// (truncated, bad header, impossible lengths, hostile values).
+	ErrMalformed = errors.New("protect: malformed payload")
+	// ErrForeign: a well-formed payload of another session, parameter set,
+	// round, kind or member.
+	ErrForeign = errors.New("protect: payload from another session or parameter set")
+	// ErrRevealed: this party already revealed for that round.
+	ErrRevealed = errors.New("protect: already revealed in this round")
+	// ErrNotEnoughShares: fewer reveal shares than the threshold.
+	ErrNotEnoughShares = errors.New("protect: not enough reveal shares")
+	// ErrNotMember: a node that is not a member of the session.
+	ErrNotMember = errors.New("protect: not a session member")
+	// ErrNotReady: the method was called before setup completed.
+	ErrNotReady = errors.New("protect: key setup has not completed")
+	// ErrRange: an input outside the scheme's Limits.
+	ErrRange = errors.New("protect: value out of range")
+)
+
+// Session fixes who takes part in a key setup.
+type Session struct {
+	// ID binds every payload to this session (for example the hash of the
+	// signed manifest and the key epoch). At most 64 bytes.
+	ID []byte
+	// Members lists the session's members, distinct, in any order.
+	Members []fl.NodeID
+	// Threshold t: any t members can reveal an aggregate; t−1 cannot.
+	Threshold int
+}
+
+// Validate checks that the session is well-formed.
+func (s Session) Validate() error {
+	if len(s.ID) == 0 || len(s.ID) > 64 {
+		return fmt.Errorf("protect: session ID must have 1 to 64 bytes, has %d", len(s.ID))
+	}
+	if len(s.Members) < 1 {
+		return errors.New("protect: session has no members")
+	}
+	seen := make(map[fl.NodeID]bool, len(s.Members))
+	for _, m := range s.Members {
+		if m == "" {
+			return errors.New("protect: session has an empty member name")
+		}
+		if seen[m] {
+			return fmt.Errorf("protect: member %q listed twice", m)
+		}
+		seen[m] = true
+	}
+	if s.Threshold < 1 || s.Threshold > len(s.Members) {
+		return fmt.Errorf("protect: threshold %d outside 1..%d", s.Threshold, len(s.Members))
+	}
+	return nil
+}
+
+// Index returns the position of id in the sorted member list, or -1.
+func (s Session) Index(id fl.NodeID) int {
+	sorted := s.Sorted()
+	i, ok := slices.BinarySearch(sorted, id)
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+// Sorted returns the members in ascending order (a copy).
+func (s Session) Sorted() []fl.NodeID {
+	m := slices.Clone(s.Members)
+	slices.Sort(m)
+	return m
+}
+
+// Limits states what a scheme can carry and how exactly.
+type Limits struct {
+	// MaxAbs bounds the absolute value of every coordinate of a SUM (and of
+	// the summed weight) that Decrypt returns correctly. Callers scale their
+	// inputs so that sums stay within it.
+	MaxAbs float64
+	// MaxError bounds the absolute error of every decrypted coordinate.
+	MaxError float64
+	// MaxParties is the largest number of summed inputs for which MaxError holds.
+	MaxParties int
+	// MaxDim is the longest vector Protect accepts.
+	MaxDim int
+}
+
+// Dealing is what Deal produces.
+type Dealing struct {
+	// Public goes to the coordinator (Helper.Setup).
+	Public []byte
+	// Private holds one payload per recipient (including, possibly, the dealer
+	// itself). Each MUST be sealed to its recipient before it leaves the node.
+	Private map[fl.NodeID][]byte
+}
+
+// RevealRequest names the aggregate to reveal and to whom.
+type RevealRequest struct {
+	Round     fl.Round
+	Aggregate []byte      // Helper.Aggregate's output
+	Revealers []fl.NodeID // exactly Helper.Needed() distinct members, fixed before any share
+	Target    []byte      // Target.Public() of the key the result is switched to
+}
+
+// Digest returns the SHA-256 of the aggregate the request reveals. The ledger
+// records it.
+func (r RevealRequest) Digest() [32]byte { return sha256.Sum256(r.Aggregate) }
+
+// Sum is a decrypted aggregate: the sum of the protected vectors and of their
+// weights.
+type Sum struct {
+	Vector fl.Vector
+	Weight float64
+}
+
+// Party is the node side of a scheme.
+type Party interface {
+	// Announce returns this party's public announcement (a fresh nonce and
+	// whatever else the scheme needs) for the setup.
+	Announce() ([]byte, error)
+	// Deal takes every member's announcement and returns this party's setup
+	// contributions.
+	Deal(announcements map[fl.NodeID][]byte) (Dealing, error)
+	// Accept completes setup with the coordinator's Setup result and the
+	// private payloads dealt to this party, keyed by dealer.
+	Accept(setup []byte, private map[fl.NodeID][]byte) error
+	// Protect hides v and its weight for round r. The result is uploaded.
+	Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
+	// Reveal returns this party's reveal share for req. It records
+	// (req.Round, req.Digest()) in l before returning, and refuses with
+	// ErrRevealed if l already holds a reveal for that round.
+	Reveal(req RevealRequest, l Ledger) ([]byte, error)
+	// MarshalBinary returns the party's secret state (key shares) for
+	// sealed storage at rest; Scheme.LoadParty restores it.
+	MarshalBinary() ([]byte, error)
+}
+
+// Helper is the coordinator side of a scheme. It learns nothing secret.
+type Helper interface {
+	// Setup combines the announcements and public dealings into the
+	// session's public setup, broadcast to all parties.
+	Setup(announcements, publics map[fl.NodeID][]byte) ([]byte, error)
+	// Aggregate sums the protected payloads of round r.
+	Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, error)
+	// Needed is the number of reveal shares Open needs: the threshold t.
+	Needed() int
+	// Open combines the reveal shares for req into a result that only
+	// Target.Decrypt can read.
+	Open(req RevealRequest, shares map[fl.NodeID][]byte) ([]byte, error)
+}
+
+// Target is the key pair an aggregate is revealed to: the federation's group
+// key, known to attested members and never to the coordinator.
+type Target interface {
+	// Public returns the public key, for RevealRequest.Target.
+	Public() []byte
+	// Decrypt reads a result of Helper.Open.
+	Decrypt(result []byte) (Sum, error)
+	// MarshalBinary returns the secret key, to be sealed to members.
+	MarshalBinary() ([]byte, error)
+}
+
+// Scheme makes the parties, helpers and targets of one aggregation mode.
+type Scheme interface {
+	// Name is the mode's name, e.g. "mhe" or "plain".
+	Name() string
+	// Limits states the scheme's range and precision.
+	Limits() Limits
+	// NewParty returns member self's party for session s. rand is the source
+	// of all its secret randomness (crypto/rand.Reader in production).
+	NewParty(s Session, self fl.NodeID, rand io.Reader) (Party, error)
+	// LoadParty restores a party from Party.MarshalBinary.
+	LoadParty(s Session, self fl.NodeID, state []byte, rand io.Reader) (Party, error)
+	// NewHelper returns the coordinator side for session s.
+	NewHelper(s Session) (Helper, error)
+	// NewTarget generates a fresh target key pair.
+	NewTarget(rand io.Reader) (Target, error)
+	// LoadTarget restores a target from Target.MarshalBinary.
+	LoadTarget(secret []byte) (Target, error)
+}
+
+// Ledger is a party's durable reveal-once record.
+type Ledger interface {
+	// Record notes that the party reveals the aggregate with the given digest
+	// in round r. It must be durable when it returns. If any reveal is already
+	// recorded for r it returns an error wrapping ErrRevealed and records
+	// nothing.
+	Record(r fl.Round, digest [32]byte) error
+}
+
+// MemLedger is an in-memory Ledger for tests and simulations. It is not
+// durable: a real node persists its ledger (see package store).
+type MemLedger struct {
+	seen map[fl.Round][32]byte
+}
+
+// Record implements Ledger.
+func (l *MemLedger) Record(r fl.Round, digest [32]byte) error {
+	if l.seen == nil {
+		l.seen = make(map[fl.Round][32]byte)
+	}
+	if d, ok := l.seen[r]; ok {
+		return fmt.Errorf("round %d (recorded digest %x, asked %x): %w", r, d[:6], digest[:6], ErrRevealed)
+	}
+	l.seen[r] = digest
+	return nil
+}
