@@ -1,0 +1,72 @@
+package plot_test
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/cloisterfl/cloister/plot"
+)
+
+func TestWriteSVG(t *testing.T) {
+	f := plot.Figure{
+		Title:  "acc & <loss>",
+		XLabel: "round",
+		Panels: []plot.Panel{
+			{YLabel: "accuracy", Series: []plot.Series{{Name: "mhe", X: []float64{1, 2, 3}, Y: []float64{0.5, 0.7, math.NaN()}}}},
+			{YLabel: "loss", Series: []plot.Series{{Name: "loss", X: []float64{1, 2, 3}, Y: []float64{2, 1, 0.5}}}},
+		},
+	}
+	var buf bytes.Buffer
+	if err := f.WriteSVG(&buf); err != nil {
+		t.Fatal(err)
+	}
+	// Well-formed XML, escaped title, axis labels and legends present.
+	d := xml.NewDecoder(bytes.NewReader(buf.Bytes()))
+	for {
+		if _, err := d.Token(); err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("SVG is not well-formed XML: %v", err)
+			}
+			break
+		}
+	}
+	for _, want := range []string{"acc &amp; &lt;loss&gt;", ">round<", ">accuracy<", ">loss<", ">mhe<", "<path"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("SVG lacks %q", want)
+		}
+	}
+	if strings.Contains(buf.String(), "NaN") {
+		t.Error("SVG contains NaN coordinates")
+	}
+}
+
+func TestNoData(t *testing.T) {
+	for _, f := range []plot.Figure{
+		{},
+		{Panels: []plot.Panel{{Series: []plot.Series{{X: []float64{math.NaN()}, Y: []float64{1}}}}}},
+	} {
+		if err := f.WriteSVG(&bytes.Buffer{}); !errors.Is(err, plot.ErrNoData) {
+			t.Errorf("WriteSVG(%+v) = %v, want ErrNoData", f, err)
+		}
+	}
+}
+
+func ExampleFigure_WriteSVG() {
+	f := plot.Figure{
+		Title:  "FedAvg",
+		XLabel: "round",
+		Panels: []plot.Panel{{
+			YLabel: "test accuracy",
+			Series: []plot.Series{{Name: "plain", X: []float64{1, 2, 3}, Y: []float64{0.71, 0.80, 0.84}}},
+		}},
+	}
+	var buf bytes.Buffer
+	err := f.WriteSVG(&buf)
+	fmt.Println(err, strings.HasPrefix(buf.String(), "<svg"))
+	// Output: <nil> true
+}
