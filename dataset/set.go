@@ -10,6 +10,10 @@ type Set struct {
 	Y        []int     // one label per row, in [0, Classes)
 	Features int       // values per row
 	Classes  int       // number of distinct labels the task has
+
+	// ClassNames, when not nil, names each class: ClassNames[y] is the
+	// name of label y, and len(ClassNames) == Classes.
+	ClassNames []string
 }
 
 // Len returns the number of examples.
@@ -26,6 +30,8 @@ func (s *Set) Subset(idx []int) *Set {
 		Y:        make([]int, 0, len(idx)),
 		Features: s.Features,
 		Classes:  s.Classes,
+
+		ClassNames: s.ClassNames,
 	}
 	for _, i := range idx {
 		out.X = append(out.X, s.Row(i)...)
@@ -41,6 +47,9 @@ func (s *Set) Validate() error {
 	}
 	if len(s.X) != len(s.Y)*s.Features {
 		return fmt.Errorf("dataset %s: %d values for %d rows of %d features", s.Name, len(s.X), len(s.Y), s.Features)
+	}
+	if s.ClassNames != nil && len(s.ClassNames) != s.Classes {
+		return fmt.Errorf("dataset %s: %d class names for %d classes", s.Name, len(s.ClassNames), s.Classes)
 	}
 	for i, y := range s.Y {
 		if y < 0 || y >= s.Classes {
