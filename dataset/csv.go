@@ -69,6 +69,12 @@ func LoadCSV(path, label string, testFraction float64, seed uint64) (Split, erro
 
 // loadCSV is LoadCSV without the standardization.
 func loadCSV(path, label string, testFraction float64, seed uint64) (Split, error) {
+	if testFraction == 0 {
+		testFraction = DefaultTestFraction
+	}
+	if !(testFraction > 0 && testFraction < 1) {
+		return Split{}, fmt.Errorf("test fraction %v outside (0, 1)", testFraction)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -92,12 +98,13 @@ func loadCSV(path, label string, testFraction float64, seed uint64) (Split, erro
 func readCSV(r io.Reader, name, label string) (*Set, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1 // field counts are checked below, with better messages
+	cr.TrimLeadingSpace = true
 	header, err := cr.Read()
 	if err == io.EOF {
 		return nil, &ParseError{File: name, Err: errors.New("empty file; want a header row")}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, csvError(name, err)
 	}
 	header[0] = strings.TrimPrefix(header[0], "\ufeff") // a byte-order mark some editors add
 	labelCol := -1
@@ -127,7 +134,7 @@ func readCSV(r io.Reader, name, label string) (*Set, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, csvError(name, err)
 		}
 		line, _ := cr.FieldPos(0)
 		if labelCol >= len(rec) {
@@ -165,6 +172,15 @@ func readCSV(r io.Reader, name, label string) (*Set, error) {
 			Err: fmt.Errorf("every row has label %q; need at least two classes", s.ClassNames[0])}
 	}
 	return s, nil
+}
+
+// csvError turns an encoding/csv syntax error into a *ParseError.
+func csvError(name string, err error) error {
+	var ce *csv.ParseError
+	if errors.As(err, &ce) {
+		return &ParseError{File: name, Line: ce.Line, Err: ce.Err}
+	}
+	return fmt.Errorf("%s: %w", name, err)
 }
 
 // parseFeature parses one feature value, which must be a finite number.
@@ -215,14 +231,8 @@ func rank[T cmp.Ordered](vals []T) (pos []int, distinct []T) {
 }
 
 // holdOut splits s at random, reproducibly for a given seed, into training
-// and test sets that are both non-empty.
+// and test sets that are both non-empty. testFraction must lie in (0, 1).
 func holdOut(s *Set, testFraction float64, seed uint64) (Split, error) {
-	if testFraction == 0 {
-		testFraction = DefaultTestFraction
-	}
-	if !(testFraction > 0 && testFraction < 1) {
-		return Split{}, fmt.Errorf("test fraction %v outside (0, 1)", testFraction)
-	}
 	n := s.Len()
 	if n < 2 {
 		return Split{}, fmt.Errorf("cannot split %d example(s) into non-empty training and test sets", n)
