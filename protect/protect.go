@@ -41,9 +41,17 @@
 //
 // Every method that takes bytes may be given hostile bytes from the network.
 // Implementations validate them fully and return an error wrapping
-// [ErrMalformed] or [ErrForeign]; they never panic and never allocate more
-// than the declared, checked sizes allow. The conformance suite in
-// protect/protecttest checks this.
+// [ErrMalformed] (truncated, bad header, impossible lengths or values) or
+// [ErrForeign] (a well-formed payload bound to another session, round,
+// member, kind, aggregate, revealer set or target); they never panic and
+// never allocate more than the declared, checked sizes allow. A NodeID that
+// is not a member (as a map key, in Revealers, or as self) gives
+// [ErrNotMember]. A call that returns an error changes nothing, so the caller
+// can go on as if it had not been made.
+//
+// The conformance suite in protect/protecttest checks all of this; every
+// scheme runs it. Package protect/plain is the reference implementation,
+// which protects nothing.
 package protect
 
 import (
@@ -135,7 +143,10 @@ type Limits struct {
 	// the summed weight) that Decrypt returns correctly. Callers scale their
 	// inputs so that sums stay within it.
 	MaxAbs float64
-	// MaxError bounds the absolute error of every decrypted coordinate.
+	// MaxError bounds the absolute error of every decrypted coordinate,
+	// beyond the rounding of adding the inputs in float64 (which every
+	// scheme that returns float64 incurs). A scheme without encoding error,
+	// like plain, has MaxError 0.
 	MaxError float64
 	// MaxParties is the largest number of summed inputs for which MaxError holds.
 	MaxParties int
@@ -183,10 +194,18 @@ type Party interface {
 	// private payloads dealt to this party, keyed by dealer.
 	Accept(setup []byte, private map[fl.NodeID][]byte) error
 	// Protect hides v and its weight for round r. The result is uploaded.
+	// It returns ErrNotReady before Accept has succeeded, and an error
+	// wrapping ErrRange if v is longer than Limits.MaxDim, or if v or weight
+	// holds a value that is not finite or exceeds Limits.MaxAbs.
 	Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
-	// Reveal returns this party's reveal share for req. It records
-	// (req.Round, req.Digest()) in l before returning, and refuses with
-	// ErrRevealed if l already holds a reveal for that round.
+	// Reveal returns this party's reveal share for req. It first checks req
+	// completely (the aggregate belongs to this session and req.Round, the
+	// target is a key of this scheme, req.Revealers are exactly t distinct
+	// members and include this party); a request it rejects records nothing.
+	// Then it records (req.Round, req.Digest()) in l, and returns the share
+	// only if Record succeeded: it refuses with ErrRevealed if l already
+	// holds a reveal for that round (even of another aggregate), and returns
+	// no share if the ledger fails.
 	Reveal(req RevealRequest, l Ledger) ([]byte, error)
 	// MarshalBinary returns the party's secret state (key shares) for
 	// sealed storage at rest; Scheme.LoadParty restores it.
@@ -198,12 +217,19 @@ type Helper interface {
 	// Setup combines the announcements and public dealings into the
 	// session's public setup, broadcast to all parties.
 	Setup(announcements, publics map[fl.NodeID][]byte) ([]byte, error)
-	// Aggregate sums the protected payloads of round r.
+	// Aggregate sums the protected payloads of round r, keyed by sender.
+	// Every key must be a member (ErrNotMember) and its payload that
+	// member's, for this session and round r (ErrForeign). Payloads of
+	// different lengths, or no payload at all, are an error.
 	Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, error)
 	// Needed is the number of reveal shares Open needs: the threshold t.
 	Needed() int
-	// Open combines the reveal shares for req into a result that only
-	// Target.Decrypt can read.
+	// Open combines the reveal shares for req, keyed by revealer, into a
+	// result that only Target.Decrypt can read. It needs the share of every
+	// one of req.Revealers: fewer give ErrNotEnoughShares. A share under a key
+	// outside req.Revealers, or one made for another request (round,
+	// aggregate, revealer set or target), is rejected with ErrForeign (or
+	// ErrNotMember for a key that is not a member).
 	Open(req RevealRequest, shares map[fl.NodeID][]byte) ([]byte, error)
 }
 
@@ -212,7 +238,8 @@ type Helper interface {
 type Target interface {
 	// Public returns the public key, for RevealRequest.Target.
 	Public() []byte
-	// Decrypt reads a result of Helper.Open.
+	// Decrypt reads a result of Helper.Open. A result opened to another
+	// target is rejected with ErrForeign.
 	Decrypt(result []byte) (Sum, error)
 	// MarshalBinary returns the secret key, to be sealed to members.
 	MarshalBinary() ([]byte, error)
@@ -247,7 +274,8 @@ type Ledger interface {
 }
 
 // MemLedger is an in-memory Ledger for tests and simulations. It is not
-// durable: a real node persists its ledger (see package store).
+// durable (a real node persists its ledger, see package store) and not safe
+// for concurrent use. The zero value is empty and ready to use.
 type MemLedger struct {
 	seen map[fl.Round][32]byte
 }
