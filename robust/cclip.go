@@ -32,16 +32,19 @@ type CenteredClip struct {
 	ref   fl.Vector
 }
 
+// maxIters bounds L, so that a spec cannot ask for unbounded work.
+const maxIters = 100
+
 // NewCenteredClip returns centered clipping for n updates of which f may be
-// Byzantine, with radius tau ≥ 0 (0 for automatic) and iters ≥ 1
+// Byzantine, with radius tau ≥ 0 (0 for automatic) and 1 ≤ iters ≤ 100
 // iterations. It requires 2f < n.
 func NewCenteredClip(n, f int, tau float64, iters int) (*CenteredClip, error) {
 	r := &CenteredClip{n: n, f: f, tau: tau, iters: iters}
 	if !(tau >= 0) || math.IsInf(tau, 0) {
 		return nil, &InfeasibleError{Rule: r.Name(), N: n, F: f, Need: fmt.Sprintf("finite τ ≥ 0, have τ=%v", tau)}
 	}
-	if iters < 1 {
-		return nil, &InfeasibleError{Rule: r.Name(), N: n, F: f, Need: fmt.Sprintf("L ≥ 1 iterations, have %d", iters)}
+	if iters < 1 || iters > maxIters {
+		return nil, &InfeasibleError{Rule: r.Name(), N: n, F: f, Need: fmt.Sprintf("1 ≤ L ≤ %d iterations, have %d", maxIters, iters)}
 	}
 	if err := r.feasible(n); err != nil {
 		return nil, err
@@ -112,7 +115,7 @@ func (r *CenteredClip) Aggregate(updates []fl.Vector) (fl.Vector, error) {
 		}
 		tau := r.tau * s
 		if r.tau == 0 {
-			tau = medianOf(dist)
+			tau = medianOf(slices.Clone(dist))
 		}
 		for i, d := range dist {
 			lambda[i] = 1
@@ -149,9 +152,9 @@ func (r *CenteredClip) Aggregate(updates []fl.Vector) (fl.Vector, error) {
 	return v, nil
 }
 
-func medianOf(xs []float64) float64 {
-	c := slices.Clone(xs)
-	slices.Sort(c)
+// medianOf returns the median of xs, which it reorders.
+func medianOf(c []float64) float64 {
+	sortFloats(c)
 	n := len(c)
 	if n%2 == 1 {
 		return c[n/2]

@@ -222,15 +222,15 @@ func (r *Bulyan) Aggregate(updates []fl.Vector) (fl.Vector, error) {
 	}
 	theta := len(sel)
 	beta := theta - 2*f
-	out := make(fl.Vector, len(updates[sel[0]]))
-	col := make([]float64, theta)
-	for j := range out {
-		for k, i := range sel {
-			col[k] = updates[i][j]
-		}
-		slices.Sort(col)
-		out[j] = meanOf(closestToMedian(col, beta))
+	vs := make([]fl.Vector, theta)
+	for k, i := range sel {
+		vs[k] = updates[i]
 	}
+	out := make(fl.Vector, len(vs[0]))
+	columns(vs, func(j int, col []float64) {
+		sortFloats(col)
+		out[j] = meanOf(closestToMedian(col, beta))
+	})
 	return out, nil
 }
 

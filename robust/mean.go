@@ -3,7 +3,6 @@ package robust
 import (
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
 )
@@ -88,20 +87,8 @@ func (r *Median) Aggregate(updates []fl.Vector) (fl.Vector, error) {
 
 // median returns the coordinate-wise median of finite vectors.
 func median(vs []fl.Vector) fl.Vector {
-	n := len(vs)
 	out := make(fl.Vector, len(vs[0]))
-	col := make([]float64, n)
-	for j := range out {
-		for i, v := range vs {
-			col[i] = v[j]
-		}
-		slices.Sort(col)
-		if n%2 == 1 {
-			out[j] = col[n/2]
-		} else {
-			out[j] = col[n/2-1]*0.5 + col[n/2]*0.5
-		}
-	}
+	columns(vs, func(j int, col []float64) { out[j] = medianOf(col) })
 	return out
 }
 
@@ -160,13 +147,9 @@ func (r *TrimmedMean) Aggregate(updates []fl.Vector) (fl.Vector, error) {
 	n := len(kept)
 	t := r.trim(n)
 	out := make(fl.Vector, len(kept[0]))
-	col := make([]float64, n)
-	for j := range out {
-		for i, v := range kept {
-			col[i] = v[j]
-		}
-		slices.Sort(col)
+	columns(kept, func(j int, col []float64) {
+		sortFloats(col)
 		out[j] = meanOf(col[t : n-t])
-	}
+	})
 	return out, nil
 }

@@ -145,6 +145,7 @@ func TestInfeasible(t *testing.T) {
 		{"cclip τ < 0", func() error { _, err := NewCenteredClip(5, 1, -1, 1); return err }, false},
 		{"cclip τ = Inf", func() error { _, err := NewCenteredClip(5, 1, math.Inf(1), 1); return err }, false},
 		{"cclip L = 0", func() error { _, err := NewCenteredClip(5, 1, 1, 0); return err }, false},
+		{"cclip L = 101", func() error { _, err := NewCenteredClip(5, 1, 1, 101); return err }, false},
 		{"negative f", func() error { _, err := NewMedian(5, -1); return err }, false},
 		{"n = 0", func() error { _, err := NewMedian(0, 0); return err }, false},
 	} {
@@ -209,3 +210,8 @@ func allRules(t *testing.T, n, f int) []Rule {
 	}
 	return rules
 }
+
+var (
+	_ Weighted = (*Mean)(nil)
+	_ Weighted = (*MultiKrum)(nil)
+)

@@ -174,36 +174,64 @@ func meanOf(xs []float64) float64 {
 // result within the range of the vectors with positive weight.
 func average(dim int, vs []fl.Vector, p []float64) fl.Vector {
 	out := make(fl.Vector, dim)
-	inv := 1 / float64(len(vs))
-	for j := range out {
-		var s float64
-		lo, hi := math.Inf(1), math.Inf(-1)
-		for i, v := range vs {
-			w := inv
-			if p != nil {
-				w = p[i]
-			}
-			if w == 0 {
-				continue
-			}
-			x := v[j]
-			s += w * x
-			lo, hi = min(lo, x), max(hi, x)
+	lo := make([]float64, dim)
+	hi := make([]float64, dim)
+	for j := range lo {
+		lo[j], hi[j] = math.Inf(1), math.Inf(-1)
+	}
+	weight := func(i int) float64 {
+		if p == nil {
+			return 1 / float64(len(vs))
 		}
+		return p[i]
+	}
+	// Row by row, for the cache.
+	for i, v := range vs {
+		w := weight(i)
+		if w == 0 {
+			continue
+		}
+		for j, x := range v[:dim] {
+			out[j] += w * x
+			lo[j] = min(lo[j], x)
+			hi[j] = max(hi[j], x)
+		}
+	}
+	for j, s := range out {
 		if math.IsInf(s, 0) || math.IsNaN(s) {
+			// Only near the edge of the range: redo at half scale.
 			s = 0
 			for i, v := range vs {
-				w := inv
-				if p != nil {
-					w = p[i]
-				}
-				s += w * (v[j] * 0.5)
+				s += weight(i) * (v[j] * 0.5)
 			}
 			s *= 2
 		}
-		out[j] = min(max(s, lo), hi)
+		out[j] = min(max(s, lo[j]), hi[j])
 	}
 	return out
+}
+
+// tile is how many coordinates columns transposes at a time: 512
+// coordinates of 25 updates fit in L2.
+const tile = 512
+
+// columns calls fn for every coordinate j with the values of the vectors vs
+// at j, in a scratch slice fn may reorder. It transposes in tiles so that it
+// reads every vector sequentially.
+func columns(vs []fl.Vector, fn func(j int, col []float64)) {
+	n, dim := len(vs), len(vs[0])
+	buf := make([]float64, n*min(tile, dim))
+	for j0 := 0; j0 < dim; j0 += tile {
+		w := min(tile, dim-j0)
+		for i, v := range vs {
+			for t, x := range v[j0 : j0+w] {
+				buf[t*n+i] = x
+			}
+		}
+		for t := 0; t < w; t++ {
+			fn(j0+t, buf[t*n:(t+1)*n])
+		}
+	}
 }
 
 // probabilities validates weights and normalizes them.
@@ -418,4 +446,21 @@ func checkNF(rule string, n, f int) error {
 		return &InfeasibleError{Rule: rule, N: n, F: f, Need: "f ≥ 0"}
 	}
 	return nil
+}
+
+// sortFloats sorts finite xs: insertion sort for the short columns of a
+// cohort, which beats the general sort there, else slices.Sort.
+func sortFloats(xs []float64) {
+	if len(xs) > 40 {
+		slices.Sort(xs)
+		return
+	}
+	for i := 1; i < len(xs); i++ {
+		x := xs[i]
+		j := i
+		for ; j > 0 && xs[j-1] > x; j-- {
+			xs[j] = xs[j-1]
+		}
+		xs[j] = x
+	}
 }
