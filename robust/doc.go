@@ -73,7 +73,7 @@
 //	bulyan     f         –
 //	cclip      tau       f, iters    tau: clipping radius (default 0: the median
 //	                                 distance to v, each iteration); iters: L
-//	                                 (default 3)
+//	                                 (default 3, at most 100)
 //
 // When f is not given it defaults to the largest value the rule tolerates for
 // n (for trimmed, ⌊beta·n⌋), so a bare "krum" is as robust as Krum can be.

@@ -10,7 +10,7 @@
 //
 // and the round's leader calls [Strategy.Apply] with the current global model
 // and Δ̄. Under encryption only the leader ever sees Δ̄ in the clear; the
-// optimizer state (Adam moments, SCAFFOLD's control variate) is serialized with
+// optimizer state (the adaptive rules' moments m and v) is serialized with
 // [Strategy.MarshalBinary] and sealed with the group key next to the model, so
 // the next leader resumes from it with [Strategy.UnmarshalBinary].
 //
@@ -35,7 +35,14 @@
 //	x ← x + η·m / (√v + τ)
 //
 // with no bias correction, m and v starting at zero, and all operations
-// element-wise, exactly as in Flower's FedAdam, FedYogi and FedAdagrad.
+// element-wise, as in Flower's FedYogi and FedAdagrad (Flower's FedAdam adds
+// a bias correction; see below).
+//
+// SCAFFOLD's global vector is the join (x, c) of the model and the server
+// control variate, and its mean update the join (Δ̄y, Δ̄c), so that both
+// halves are aggregated as one vector under encryption; package
+// [github.com/cloisterfl/cloister/strategy/scaffold] holds the layout and the
+// node side.
 //
 // # Spec syntax
 //
