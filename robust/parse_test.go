@@ -118,3 +118,29 @@ func BenchmarkBulyan25x100k(b *testing.B)      { benchRule(b, "bulyan") }
 func BenchmarkCenteredClip25x100k(b *testing.B) {
 	benchRule(b, "cclip:tau=1,iters=3")
 }
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"mean", "median:f=2", "trimmed:beta=0.3,f=2", "multikrum:m=5", "bulyan", "cclip:tau=1,iters=2"} {
+		f.Add(s, 11)
+	}
+	f.Fuzz(func(t *testing.T, spec string, n int) {
+		n = n % 64
+		r, err := Parse(spec, n)
+		if err != nil {
+			if r != nil {
+				t.Fatal("rule and error")
+			}
+			return
+		}
+		if _, err := Parse(r.String(), n); err != nil {
+			t.Fatalf("canonical spec %q: %v", r, err)
+		}
+		updates := make([]fl.Vector, n)
+		for i := range updates {
+			updates[i] = fl.Vector{float64(i), -float64(i)}
+		}
+		if got, err := r.Aggregate(updates); err != nil || !got.Finite() {
+			t.Fatalf("%s on %d updates: %v, %v", r, n, got, err)
+		}
+	})
+}

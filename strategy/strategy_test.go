@@ -159,3 +159,25 @@ func equal(a, b fl.Vector) bool {
 	}
 	return true
 }
+
+func FuzzNew(f *testing.F) {
+	for _, s := range []string{"fedavg", "fedavg:0.5", "fedadam:lr=0.01,b1=0.9,b2=0.99,tau=1e-3", "scaffold:frac=0.1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		s, err := New(spec)
+		if err != nil {
+			if s != nil {
+				t.Fatal("strategy and error")
+			}
+			return
+		}
+		again, err := New(s.String())
+		if err != nil || again.String() != s.String() {
+			t.Fatalf("canonical spec %q: %v", s, err)
+		}
+		if _, err := s.Apply(fl.Vector{1, 2}, fl.Vector{0.5, -0.5}); err != nil && !errors.Is(err, ErrNonFinite) {
+			t.Fatalf("%s: Apply: %v", s, err)
+		}
+	})
+}
