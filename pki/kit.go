@@ -1,0 +1,575 @@
+package pki
+
+import (
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/cloisterfl/cloister/fl"
+)
+
+// KitConfigVersion is the config.json format version.
+const KitConfigVersion = 1
+
+// KitConfig is a kit's config.json: who this party is and where the
+// coordinator is.
+type KitConfig struct {
+	Version    int    `json:"version"`
+	Role       Role   `json:"role"`
+	Name       string `json:"name"`
+	Federation string `json:"federation"`
+	// CoordinatorAddress is the host:port the coordinator listens on and
+	// nodes dial.
+	CoordinatorAddress string `json:"coordinator_address"`
+}
+
+func (c KitConfig) validate() error {
+	if c.Version != KitConfigVersion {
+		return fmt.Errorf("config version %d, this build reads version %d", c.Version, KitConfigVersion)
+	}
+	switch c.Role {
+	case RoleNode:
+		if err := ValidateNodeID(fl.NodeID(c.Name)); err != nil {
+			return err
+		}
+	case RoleCoordinator:
+		if err := ValidateName(c.Name); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("role %s", c.Role)
+	}
+	if err := validateFederationID(c.Federation); err != nil {
+		return err
+	}
+	if _, port, err := net.SplitHostPort(c.CoordinatorAddress); err != nil {
+		return fmt.Errorf("coordinator_address %q: %w", truncate(c.CoordinatorAddress), err)
+	} else if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("coordinator_address %q: bad port", truncate(c.CoordinatorAddress))
+	}
+	return nil
+}
+
+// Kit is everything one party needs to take part in a federation: its
+// identity, its keys, the federation CA certificate and the signed
+// manifest. On disk it is a directory (see [WriteKit]):
+//
+//	ca.pem          federation CA certificate
+//	cert.pem        this party's certificate
+//	key.pem         its TLS private key (0600)
+//	audit-key.pem   its Ed25519 audit-log signing key (0600)
+//	manifest.json   the signed federation manifest
+//	config.json     KitConfig
+type Kit struct {
+	Config     KitConfig
+	CA         *x509.Certificate
+	Credential *Credential
+	AuditKey   ed25519.PrivateKey
+	// Manifest is SignedManifest, verified.
+	Manifest       *Manifest
+	SignedManifest []byte
+}
+
+// Identity returns the kit's party identity.
+func (k *Kit) Identity() Identity { return Identity{Role: k.Config.Role, Name: k.Config.Name} }
+
+// Party returns the manifest entry that describes this kit's party.
+func (k *Kit) Party() Party {
+	return Party{
+		Name:        k.Config.Name,
+		Fingerprint: Fingerprint(k.Credential.Cert),
+		AuditKey:    k.AuditKey.Public().(ed25519.PublicKey),
+	}
+}
+
+// check verifies the kit's internal consistency. In particular the signed
+// manifest must verify under the kit's CA and list this party with this
+// certificate and audit key.
+func (k *Kit) check() error {
+	if err := k.Config.validate(); err != nil {
+		return fmt.Errorf("%s: %w", ConfigFile, err)
+	}
+	if k.CA == nil || !k.CA.IsCA {
+		return fmt.Errorf("%s: not a CA certificate", CACertFile)
+	}
+	if err := checkOwn(k.CA, k.Credential); err != nil {
+		return err
+	}
+	id, err := Identify(k.Credential.Cert)
+	if err != nil {
+		return err
+	}
+	if id != k.Identity() {
+		return fmt.Errorf("%s is for %s but %s says %s", CertFile, id, ConfigFile, k.Identity())
+	}
+	if len(k.AuditKey) != ed25519.PrivateKeySize {
+		return fmt.Errorf("%w: %s: not an Ed25519 private key", ErrBadKey, AuditKeyFile)
+	}
+	m, err := VerifyManifest(k.SignedManifest, k.CA)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ManifestFile, err)
+	}
+	k.Manifest = m
+	return k.listed(m)
+}
+
+// listed checks that m describes this kit's party exactly.
+func (k *Kit) listed(m *Manifest) error {
+	if m.Federation != k.Config.Federation {
+		return fmt.Errorf("%w: manifest is for federation %q, %s for %q", ErrNotMember, m.Federation, ConfigFile, k.Config.Federation)
+	}
+	want := k.Party()
+	var got Party
+	var ok bool
+	if k.Config.Role == RoleCoordinator {
+		got, ok = m.Coordinator, m.Coordinator.Name == want.Name
+	} else {
+		got, ok = m.Member(fl.NodeID(want.Name))
+	}
+	if !ok {
+		return fmt.Errorf("%w: manifest serial %d does not list %s", ErrNotMember, m.Serial, k.Identity())
+	}
+	if got.Fingerprint != want.Fingerprint {
+		return fmt.Errorf("%w: manifest lists %s with certificate sha256 %s, %s is sha256 %s", ErrNotMember, k.Identity(), got.Fingerprint, CertFile, want.Fingerprint)
+	}
+	if !got.AuditKey.Equal(want.AuditKey) {
+		return fmt.Errorf("%w: manifest lists another audit key for %s than %s holds", ErrNotMember, k.Identity(), AuditKeyFile)
+	}
+	return nil
+}
+
+// TLSConfig returns the kit's mTLS configuration: [ServerConfig] for the
+// coordinator, [ClientConfig] for a node (pinned to the manifest's
+// coordinator name). Either admits only peers whose certificates the
+// manifest lists ([Manifest.Admit]), then runs opts.Authorize if set.
+func (k *Kit) TLSConfig(opts Options) (*tls.Config, error) {
+	m := k.Manifest
+	extra := opts.Authorize
+	opts.Authorize = func(cert *x509.Certificate) error {
+		if err := m.Admit(cert); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(cert)
+		}
+		return nil
+	}
+	if k.Config.Role == RoleCoordinator {
+		return ServerConfig(k.CA, k.Credential, opts)
+	}
+	if opts.PeerName == "" {
+		opts.PeerName = m.Coordinator.Name
+	}
+	return ClientConfig(k.CA, k.Credential, opts)
+}
+
+// WriteKit writes k to a new directory dir (mode 0700), atomically: the
+// files are written to a temporary sibling directory that is renamed to
+// dir at the end. Keys are written 0600. dir must not exist.
+func WriteKit(dir string, k *Kit) error {
+	if err := k.check(); err != nil {
+		return fmt.Errorf("pki: kit for %s: %w", dir, err)
+	}
+	return createDir(dir, func(tmp string) error { return writeKitFiles(tmp, k) })
+}
+
+func writeKitFiles(dir string, k *Kit) error {
+	cfg, err := json.MarshalIndent(k.Config, "", "  ")
+	if err != nil {
+		return fmt.Errorf("pki: encoding %s: %w", ConfigFile, err)
+	}
+	auditPEM, err := encodeKey(k.AuditKey)
+	if err != nil {
+		return err
+	}
+	if err := createFile(filepath.Join(dir, CACertFile), encodeCert(k.CA), publicPerm); err != nil {
+		return err
+	}
+	if err := SaveCredential(dir, k.Credential); err != nil {
+		return err
+	}
+	if err := createFile(filepath.Join(dir, AuditKeyFile), auditPEM, secretPerm); err != nil {
+		return err
+	}
+	if err := createFile(filepath.Join(dir, ManifestFile), k.SignedManifest, publicPerm); err != nil {
+		return err
+	}
+	return createFile(filepath.Join(dir, ConfigFile), append(cfg, '\n'), publicPerm)
+}
+
+// LoadKit reads and checks the kit in dir: key files must be 0600, keys
+// must match certificates, the certificate must be issued by the kit's CA
+// for the party config.json names, and the manifest must verify under the
+// CA and list this party with this certificate and audit key.
+func LoadKit(dir string) (*Kit, error) {
+	k := &Kit{}
+	var err error
+	if k.CA, err = readCertFile(filepath.Join(dir, CACertFile)); err != nil {
+		return nil, err
+	}
+	if k.Credential, err = LoadCredential(dir); err != nil {
+		return nil, err
+	}
+	auditPath := filepath.Join(dir, AuditKeyFile)
+	key, err := readPKCS8(auditPath)
+	if err != nil {
+		return nil, err
+	}
+	var ok bool
+	if k.AuditKey, ok = key.(ed25519.PrivateKey); !ok {
+		return nil, fmt.Errorf("%w: %s does not hold an Ed25519 key", ErrBadKey, auditPath)
+	}
+	if k.SignedManifest, err = readPublic(filepath.Join(dir, ManifestFile)); err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, ConfigFile)
+	cfg, err := readPublic(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := decodeStrict(cfg, &k.Config); err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", cfgPath, err)
+	}
+	if err := k.check(); err != nil {
+		return nil, fmt.Errorf("pki: kit %s: %w", dir, err)
+	}
+	return k, nil
+}
+
+// UpdateManifest atomically replaces the manifest of the kit in dir with
+// signed, after checking that it verifies under the kit's CA, is for the
+// same federation, has a higher Serial than the current one (no rollback),
+// and still lists this party with its certificate and audit key.
+func UpdateManifest(dir string, signed []byte) error {
+	k, err := LoadKit(dir)
+	if err != nil {
+		return err
+	}
+	m, err := VerifyManifest(signed, k.CA)
+	if err != nil {
+		return fmt.Errorf("pki: new manifest for %s: %w", dir, err)
+	}
+	if m.Serial <= k.Manifest.Serial {
+		return fmt.Errorf("pki: new manifest for %s has serial %d, not above the current %d", dir, m.Serial, k.Manifest.Serial)
+	}
+	if err := k.listed(m); err != nil {
+		return fmt.Errorf("pki: new manifest for %s: %w", dir, err)
+	}
+	return replaceFile(filepath.Join(dir, ManifestFile), signed, publicPerm)
+}
+
+// Directory names inside a federation directory (see [InitFederation]).
+const (
+	CADir          = "ca"
+	CoordinatorDir = "coordinator"
+)
+
+// Defaults of [InitOptions].
+const (
+	DefaultCAName      = "Cloister federation CA"
+	DefaultCoordinator = "coordinator"
+	DefaultAddress     = "127.0.0.1:7443"
+	// DefaultPreset is the HE preset name written for mode mhe when none is
+	// given; package mhe defines what it means.
+	DefaultPreset = "default"
+	// MaxNodes bounds InitOptions.Nodes.
+	MaxNodes = 1000
+)
+
+// DefaultDP is the DP configuration [InitFederation] writes when
+// InitOptions.DP is nil.
+var DefaultDP = DP{NoiseMultiplier: 1.0, Clip: 1.0, Epsilon: 8, Delta: 1e-5}
+
+// DefaultTraining holds the training settings [InitFederation] uses for
+// every zero field of InitOptions.Training.
+var DefaultTraining = Training{Rounds: 20, LocalEpochs: 1, Batch: 32, LearningRate: 0.1}
+
+// InitOptions describe a new federation for [InitFederation]. Only Nodes
+// and Threshold are required.
+type InitOptions struct {
+	Nodes     int // members, named node-1 … node-N
+	Threshold int // t
+	MinCohort int // 0 means Threshold
+
+	Federation  string   // "" means "fed-" and 16 random hex digits
+	CAName      string   // "" means DefaultCAName
+	Coordinator string   // "" means DefaultCoordinator
+	Address     string   // coordinator host:port; "" means DefaultAddress
+	Hosts       []string // coordinator certificate hosts; nil means localhost, 127.0.0.1 and Address's host
+
+	Mode        string       // "" means ModeMHE
+	Preset      string       // "" means DefaultPreset under ModeMHE
+	DP          *DP          // nil means DefaultDP; &DP{} turns DP off
+	Model       ModelSpec    // zero means {Kind: "softmax"}
+	Training    Training     // zero fields take DefaultTraining's
+	Attestation *Attestation // nil means simulated evidence only (development)
+}
+
+// manifest fills the defaults and returns the manifest template, without
+// parties.
+func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
+	if o.Nodes < 1 || o.Nodes > MaxNodes {
+		return nil, fmt.Errorf("pki: --nodes %d outside 1..%d", o.Nodes, MaxNodes)
+	}
+	if o.Threshold < 1 || o.Threshold > o.Nodes {
+		return nil, fmt.Errorf("pki: --threshold %d outside 1..%d (the node count)", o.Threshold, o.Nodes)
+	}
+	m := &Manifest{
+		Version:    ManifestVersion,
+		Federation: o.Federation,
+		Serial:     1,
+		Threshold:  o.Threshold,
+		MinCohort:  o.MinCohort,
+		Mode:       o.Mode,
+		Preset:     o.Preset,
+		Model:      o.Model,
+		Training:   o.Training,
+	}
+	if m.Federation == "" {
+		var b [8]byte
+		if _, err := io.ReadFull(random, b[:]); err != nil {
+			return nil, fmt.Errorf("pki: reading random federation ID: %w", err)
+		}
+		m.Federation = "fed-" + hex.EncodeToString(b[:])
+	}
+	if m.MinCohort == 0 {
+		m.MinCohort = m.Threshold
+	}
+	if m.Mode == "" {
+		m.Mode = ModeMHE
+	}
+	if m.Preset == "" && m.Mode == ModeMHE {
+		m.Preset = DefaultPreset
+	}
+	m.DP = DefaultDP
+	if o.DP != nil {
+		m.DP = *o.DP
+	}
+	if m.Model.Kind == "" {
+		m.Model.Kind = "softmax"
+	}
+	m.Model.Hidden = slices.Clone(m.Model.Hidden)
+	t := &m.Training
+	if t.Rounds == 0 {
+		t.Rounds = DefaultTraining.Rounds
+	}
+	if t.LocalEpochs == 0 {
+		t.LocalEpochs = DefaultTraining.LocalEpochs
+	}
+	if t.Batch == 0 {
+		t.Batch = DefaultTraining.Batch
+	}
+	if t.LearningRate == 0 {
+		t.LearningRate = DefaultTraining.LearningRate
+	}
+	m.Attestation = Attestation{Formats: []string{"sim"}, AllowSim: true}
+	if o.Attestation != nil {
+		m.Attestation = Attestation{
+			Formats:      slices.Clone(o.Attestation.Formats),
+			Measurements: slices.Clone(o.Attestation.Measurements),
+			AllowSim:     o.Attestation.AllowSim,
+		}
+	}
+	return m, nil
+}
+
+// InitFederation creates a complete federation in the new directory dir,
+// the work of `cloister init`:
+//
+//	dir/ca/            ca.pem, ca-key.pem (0600): keep offline
+//	dir/coordinator/   the coordinator's kit (whatever its name)
+//	dir/node-1/ …      one kit per node, named after it (see Kit)
+//
+// Every kit holds the same manifest, signed by the new CA, listing every
+// party's certificate fingerprint and audit key. The whole tree is built
+// in a temporary sibling directory and renamed to dir at the end, so dir
+// either appears complete or not at all. dir must not exist; its parent
+// must.
+func InitFederation(dir string, opts InitOptions, now time.Time, random io.Reader) error {
+	random = orCryptoRand(random)
+	m, err := opts.manifest(random)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("pki: refusing to overwrite %s: %w", dir, fs.ErrExist)
+	}
+	caName := opts.CAName
+	if caName == "" {
+		caName = DefaultCAName
+	}
+	coordName := opts.Coordinator
+	if coordName == "" {
+		coordName = DefaultCoordinator
+	}
+	addr := opts.Address
+	if addr == "" {
+		addr = DefaultAddress
+	}
+	hosts := opts.Hosts
+	if hosts == nil {
+		hosts = []string{"localhost", "127.0.0.1"}
+		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	ca, err := NewCA(caName, now, random)
+	if err != nil {
+		return err
+	}
+	newKit := func(role Role, name string, hosts []string) (*Kit, error) {
+		cred, err := ca.Issue(Request{Role: role, Name: name, Hosts: hosts}, now, random)
+		if err != nil {
+			return nil, err
+		}
+		_, auditKey, err := ed25519.GenerateKey(random)
+		if err != nil {
+			return nil, fmt.Errorf("pki: generating audit key for %s %s: %w", role, name, err)
+		}
+		return &Kit{
+			Config: KitConfig{
+				Version: KitConfigVersion, Role: role, Name: name,
+				Federation: m.Federation, CoordinatorAddress: addr,
+			},
+			CA: ca.Certificate(), Credential: cred, AuditKey: auditKey,
+		}, nil
+	}
+	coord, err := newKit(RoleCoordinator, coordName, hosts)
+	if err != nil {
+		return err
+	}
+	m.Coordinator = coord.Party()
+	kits := []*Kit{coord}
+	for i := 1; i <= opts.Nodes; i++ {
+		k, err := newKit(RoleNode, "node-"+strconv.Itoa(i), nil)
+		if err != nil {
+			return err
+		}
+		kits = append(kits, k)
+		m.Members = append(m.Members, k.Party())
+	}
+	signed, err := SignManifest(m, ca, random)
+	if err != nil {
+		return err
+	}
+	for _, k := range kits {
+		k.SignedManifest = signed
+		if err := k.check(); err != nil {
+			return fmt.Errorf("pki: kit for %s: %w", k.Identity(), err)
+		}
+	}
+	return createDir(dir, func(tmp string) error {
+		if err := ca.saveInto(filepath.Join(tmp, CADir)); err != nil {
+			return err
+		}
+		for _, k := range kits {
+			sub := filepath.Join(tmp, k.Config.Name)
+			if k.Config.Role == RoleCoordinator {
+				sub = filepath.Join(tmp, CoordinatorDir)
+			}
+			if err := os.Mkdir(sub, dirPerm); err != nil {
+				return fmt.Errorf("pki: %w", err)
+			}
+			if err := writeKitFiles(sub, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// saveInto writes the CA files into a new plain directory (no temporary
+// directory of its own: the caller's is atomic).
+func (ca *CA) saveInto(dir string) error {
+	keyPEM, err := encodeKey(ca.key)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, dirPerm); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := createFile(filepath.Join(dir, CACertFile), encodeCert(ca.cert), publicPerm); err != nil {
+		return err
+	}
+	return createFile(filepath.Join(dir, CAKeyFile), keyPEM, secretPerm)
+}
+
+// AddNode adds member id to the federation that [InitFederation] created in
+// dir, the work of `cloister ca issue --name <id>`: it issues a certificate
+// and audit key for id, signs a manifest with id appended to the members
+// and Serial one higher, writes the new kit to dir/<id>, and updates the
+// manifest of every existing kit in dir (the coordinator's and the
+// members').
+//
+// Threshold and MinCohort are unchanged. If updating an existing kit fails,
+// AddNode goes on with the others and reports every failure; rerun
+// [UpdateManifest] on those with the new kit's manifest.json.
+func AddNode(dir string, id fl.NodeID, now time.Time, random io.Reader) (*Kit, error) {
+	if err := ValidateNodeID(id); err != nil {
+		return nil, err
+	}
+	random = orCryptoRand(random)
+	ca, err := LoadCA(filepath.Join(dir, CADir))
+	if err != nil {
+		return nil, err
+	}
+	coord, err := LoadKit(filepath.Join(dir, CoordinatorDir))
+	if err != nil {
+		return nil, err
+	}
+	old := coord.Manifest
+	if _, dup := old.Member(id); dup {
+		return nil, fmt.Errorf("pki: %s is already a member of federation %s", id, old.Federation)
+	}
+	cred, err := ca.IssueNode(id, now, random)
+	if err != nil {
+		return nil, err
+	}
+	_, auditKey, err := ed25519.GenerateKey(random)
+	if err != nil {
+		return nil, fmt.Errorf("pki: generating audit key for %s: %w", id, err)
+	}
+	k := &Kit{
+		Config: KitConfig{
+			Version: KitConfigVersion, Role: RoleNode, Name: string(id),
+			Federation: old.Federation, CoordinatorAddress: coord.Config.CoordinatorAddress,
+		},
+		CA: ca.Certificate(), Credential: cred, AuditKey: auditKey,
+	}
+	m := *old
+	m.Members = append(slices.Clone(old.Members), k.Party())
+	m.Serial++
+	if k.SignedManifest, err = SignManifest(&m, ca, random); err != nil {
+		return nil, err
+	}
+	if err := WriteKit(filepath.Join(dir, string(id)), k); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, name := range append([]string{CoordinatorDir}, partyNames(old.Members)...) {
+		if err := UpdateManifest(filepath.Join(dir, name), k.SignedManifest); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return k, errors.Join(errs...)
+}
+
+func partyNames(ps []Party) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return names
+}

@@ -1,0 +1,547 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+)
+
+// Manifest errors.
+var (
+	// ErrBadSignature: a signed manifest whose signature does not verify
+	// under the given CA: signed by another CA, or altered after signing.
+	ErrBadSignature = errors.New("pki: manifest signature does not verify")
+	// ErrBadManifest: bytes that are not a well-formed signed manifest
+	// (bad JSON, unknown fields, not in canonical form, too large).
+	ErrBadManifest = errors.New("pki: malformed manifest")
+	// ErrInvalidManifest: a well-formed manifest whose content breaks a
+	// rule (threshold above the member count, duplicate members, …).
+	ErrInvalidManifest = errors.New("pki: invalid manifest")
+	// ErrNotMember: a certificate the manifest does not list.
+	ErrNotMember = errors.New("pki: not a federation member")
+)
+
+// ManifestVersion is the manifest format version this package reads and
+// writes.
+const ManifestVersion = 1
+
+// Aggregation modes a manifest may name (see DESIGN.md §2).
+const (
+	ModeMHE      = "mhe"      // threshold multiparty CKKS (the default)
+	ModeSecAgg   = "secagg"   // SecAgg+ masking
+	ModePaillier = "paillier" // threshold Paillier
+	ModeTEE      = "tee"      // attested aggregator enclave
+	ModePlain    = "plain"    // no protection: baselines and research only
+)
+
+var modes = []string{ModeMHE, ModeSecAgg, ModePaillier, ModeTEE, ModePlain}
+
+// Attestation evidence formats a manifest may allow.
+var attestationFormats = []string{"sim", "sev-snp", "tdx", "nitro"}
+
+// Manifest is the federation's constitution, signed by the federation CA:
+// who the members are, how updates are protected, and the privacy budget.
+// Nodes refuse anything that doesn't match it; the coordinator cannot add
+// members because it cannot sign a manifest.
+//
+// A Manifest is plain data. [SignManifest] validates and signs it;
+// [VerifyManifest] checks a signed one and returns it. Its JSON encoding
+// (encoding/json, fields in declaration order, no insignificant
+// whitespace) is canonical: it is what is signed and hashed.
+type Manifest struct {
+	// Version is the format version, ManifestVersion.
+	Version int `json:"version"`
+	// Federation identifies the federation (and its session): 1 to 128
+	// characters from [A-Za-z0-9._-].
+	Federation string `json:"federation"`
+	// Serial increases with every re-signed manifest of the federation, so a
+	// party can refuse to go back to an older one ([UpdateManifest]).
+	Serial uint64 `json:"serial"`
+	// Coordinator is the coordinator's name, certificate and audit key.
+	Coordinator Party `json:"coordinator"`
+	// Members are the nodes, in a fixed order. Names are NodeIDs.
+	Members []Party `json:"members"`
+	// Threshold t: any t members can reveal an aggregate, t−1 cannot.
+	Threshold int `json:"threshold"`
+	// MinCohort is the fewest updates a round may aggregate. It lies in
+	// [Threshold, len(Members)]: a round the coordinator may close must also
+	// be one whose own members can reveal it (t of them) and, under secagg,
+	// unmask it.
+	MinCohort int `json:"min_cohort"`
+	// Mode is the aggregation mode: ModeMHE, ModeSecAgg, ModePaillier,
+	// ModeTEE or ModePlain.
+	Mode string `json:"mode"`
+	// Preset names the HE parameter preset (required for ModeMHE). The mode's
+	// package checks that it knows the name.
+	Preset string `json:"he_preset,omitempty"`
+	// DP is the differential-privacy configuration.
+	DP DP `json:"dp"`
+	// Model is the model every node trains.
+	Model ModelSpec `json:"model"`
+	// Training holds the training schedule.
+	Training Training `json:"training"`
+	// Attestation is the TEE evidence policy.
+	Attestation Attestation `json:"attestation"`
+}
+
+// Party is a federation member or the coordinator.
+type Party struct {
+	// Name is a NodeID for a member, the coordinator's name otherwise.
+	Name string `json:"name"`
+	// Fingerprint is the [Fingerprint] of the party's certificate.
+	Fingerprint string `json:"fingerprint"`
+	// AuditKey is the Ed25519 public key the party signs its audit log
+	// with. It is separate from the TLS key.
+	AuditKey ed25519.PublicKey `json:"audit_key"`
+}
+
+// DP is the distributed differential-privacy configuration. NoiseMultiplier
+// 0 turns DP noise off; then Epsilon and Delta must be 0 too.
+type DP struct {
+	NoiseMultiplier float64 `json:"noise_multiplier"` // σ/C of the summed noise
+	Clip            float64 `json:"clip"`             // L2 bound C on each update; 0: no clipping
+	Epsilon         float64 `json:"epsilon"`          // total privacy budget ε
+	Delta           float64 `json:"delta"`            // δ
+}
+
+// ModelSpec names the model.
+type ModelSpec struct {
+	Kind   string `json:"kind"`             // e.g. "softmax", "mlp"
+	Hidden []int  `json:"hidden,omitempty"` // hidden layer sizes
+}
+
+// Training is the training schedule.
+type Training struct {
+	Rounds       int     `json:"rounds"`
+	LocalEpochs  int     `json:"local_epochs"`
+	Batch        int     `json:"batch"`
+	LearningRate float64 `json:"learning_rate"`
+}
+
+// Attestation is the TEE evidence policy. It is a placeholder that package
+// attest will give meaning to; pki only checks its form.
+type Attestation struct {
+	// Formats are the accepted evidence formats: "sim", "sev-snp", "tdx",
+	// "nitro".
+	Formats []string `json:"formats,omitempty"`
+	// Measurements are the accepted code measurements, as printed by the
+	// evidence format (typically hex).
+	Measurements []string `json:"measurements,omitempty"`
+	// AllowSim admits simulated evidence. It must be set for "sim" to be
+	// listed: development only.
+	AllowSim bool `json:"allow_sim"`
+}
+
+// Nodes returns the members' NodeIDs in manifest order.
+func (m *Manifest) Nodes() []fl.NodeID {
+	ids := make([]fl.NodeID, len(m.Members))
+	for i, p := range m.Members {
+		ids[i] = fl.NodeID(p.Name)
+	}
+	return ids
+}
+
+// Member returns the member named id.
+func (m *Manifest) Member(id fl.NodeID) (Party, bool) {
+	for _, p := range m.Members {
+		if p.Name == string(id) {
+			return p, true
+		}
+	}
+	return Party{}, false
+}
+
+// Admit checks that cert is the certificate the manifest lists for the
+// identity it carries: a member's for a node certificate, the
+// coordinator's for a coordinator certificate. Use it as
+// [Options.Authorize]. It returns an error wrapping [ErrNotMember] (or an
+// identity error) otherwise.
+func (m *Manifest) Admit(cert *x509.Certificate) error {
+	id, err := Identify(cert)
+	if err != nil {
+		return err
+	}
+	var p Party
+	var ok bool
+	switch id.Role {
+	case RoleNode:
+		p, ok = m.Member(fl.NodeID(id.Name))
+	case RoleCoordinator:
+		p, ok = m.Coordinator, m.Coordinator.Name == id.Name
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s is not listed in manifest %s serial %d", ErrNotMember, id, m.Federation, m.Serial)
+	}
+	if fp := Fingerprint(cert); fp != p.Fingerprint {
+		return fmt.Errorf("%w: %s presented certificate sha256 %s, the manifest lists %s", ErrNotMember, id, fp, p.Fingerprint)
+	}
+	return nil
+}
+
+// AuditKeys returns every party's audit public key by name (members and the
+// coordinator), the form package audit verifies logs with:
+// audit.Keys(m.AuditKeys()).
+func (m *Manifest) AuditKeys() map[string]ed25519.PublicKey {
+	keys := make(map[string]ed25519.PublicKey, len(m.Members)+1)
+	keys[m.Coordinator.Name] = m.Coordinator.AuditKey
+	for _, p := range m.Members {
+		keys[p.Name] = p.AuditKey
+	}
+	return keys
+}
+
+// Canonical returns the manifest's canonical JSON encoding: the bytes that
+// are signed and hashed.
+func (m *Manifest) Canonical() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding: %w", ErrInvalidManifest, err)
+	}
+	return b, nil
+}
+
+// Hash returns the SHA-256 of the canonical encoding. Bind to it wherever
+// an action must be tied to this exact manifest (attestation report data,
+// the protect session ID, the audit log's session-started record).
+func (m *Manifest) Hash() ([sha256.Size]byte, error) {
+	b, err := m.Canonical()
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidManifest, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the manifest's content. Errors wrap [ErrInvalidManifest]
+// and name the field.
+func (m *Manifest) Validate() error {
+	if m.Version != ManifestVersion {
+		return invalid("version %d, this build reads version %d", m.Version, ManifestVersion)
+	}
+	if err := validateFederationID(m.Federation); err != nil {
+		return err
+	}
+	if err := validateParty("coordinator", m.Coordinator); err != nil {
+		return err
+	}
+	n := len(m.Members)
+	if n == 0 {
+		return invalid("no members")
+	}
+	names := map[string]bool{m.Coordinator.Name: true}
+	fps := map[string]string{m.Coordinator.Fingerprint: "the coordinator"}
+	keys := map[string]string{string(m.Coordinator.AuditKey): "the coordinator"}
+	for i, p := range m.Members {
+		what := fmt.Sprintf("member %d (%q)", i+1, truncate(p.Name))
+		if err := ValidateNodeID(fl.NodeID(p.Name)); err != nil {
+			return invalid("%s: %v", what, err)
+		}
+		if err := validateParty(what, p); err != nil {
+			return err
+		}
+		if names[p.Name] {
+			return invalid("%s: name listed twice (or equal to the coordinator's)", what)
+		}
+		names[p.Name] = true
+		if other, dup := fps[p.Fingerprint]; dup {
+			return invalid("%s: certificate fingerprint %s is also %s's", what, p.Fingerprint, other)
+		}
+		fps[p.Fingerprint] = p.Name
+		if other, dup := keys[string(p.AuditKey)]; dup {
+			return invalid("%s: audit key is also %s's", what, other)
+		}
+		keys[string(p.AuditKey)] = p.Name
+	}
+	if m.Threshold < 1 || m.Threshold > n {
+		return invalid("threshold %d outside 1..%d (the member count)", m.Threshold, n)
+	}
+	if m.MinCohort < m.Threshold || m.MinCohort > n {
+		return invalid("min_cohort %d outside %d..%d (threshold..member count): a minimal round must be revealable by its own members", m.MinCohort, m.Threshold, n)
+	}
+	if !slices.Contains(modes, m.Mode) {
+		return invalid("mode %q, want one of %v", truncate(m.Mode), modes)
+	}
+	if m.Preset != "" {
+		if err := validateLabel(m.Preset); err != nil {
+			return invalid("he_preset %q: %v", truncate(m.Preset), err)
+		}
+	} else if m.Mode == ModeMHE {
+		return invalid("mode %s needs an he_preset", m.Mode)
+	}
+	if err := m.DP.validate(); err != nil {
+		return err
+	}
+	if err := m.Model.validate(); err != nil {
+		return err
+	}
+	if err := m.Training.validate(); err != nil {
+		return err
+	}
+	return m.Attestation.validate()
+}
+
+func validateFederationID(id string) error {
+	if id == "" || len(id) > 128 {
+		return invalid("federation ID %q must have 1 to 128 characters", truncate(id))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return invalid("federation ID %q has character %q; use A-Z, a-z, 0-9, '.', '_', '-'", truncate(id), rune(c))
+		}
+	}
+	return nil
+}
+
+func validateParty(what string, p Party) error {
+	if err := ValidateName(p.Name); err != nil {
+		return invalid("%s: %v", what, err)
+	}
+	if !validFingerprint(p.Fingerprint) {
+		return invalid("%s: fingerprint %q is not 64 lowercase hex digits", what, truncate(p.Fingerprint))
+	}
+	if len(p.AuditKey) != ed25519.PublicKeySize {
+		return invalid("%s: audit key has %d bytes, want %d", what, len(p.AuditKey), ed25519.PublicKeySize)
+	}
+	return nil
+}
+
+// validateLabel checks a short machine-readable label: 1 to 64 characters
+// from [A-Za-z0-9._-].
+func validateLabel(s string) error {
+	if s == "" || len(s) > 64 {
+		return errors.New("must have 1 to 64 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("has character %q", rune(c))
+		}
+	}
+	return nil
+}
+
+func finiteNonNeg(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) && x >= 0 }
+
+func (d DP) validate() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"noise_multiplier", d.NoiseMultiplier}, {"clip", d.Clip}, {"epsilon", d.Epsilon}, {"delta", d.Delta}} {
+		if !finiteNonNeg(f.v) {
+			return invalid("dp.%s %v must be finite and non-negative", f.name, f.v)
+		}
+	}
+	if d.NoiseMultiplier == 0 {
+		if d.Epsilon != 0 || d.Delta != 0 {
+			return invalid("dp: epsilon %v and delta %v are set but noise_multiplier is 0 (DP off)", d.Epsilon, d.Delta)
+		}
+		return nil
+	}
+	if d.Clip == 0 {
+		return invalid("dp: noise_multiplier %v needs a clip > 0", d.NoiseMultiplier)
+	}
+	if d.Epsilon == 0 {
+		return invalid("dp: noise_multiplier %v needs an epsilon budget > 0", d.NoiseMultiplier)
+	}
+	if d.Delta <= 0 || d.Delta >= 1 {
+		return invalid("dp: delta %v outside (0, 1)", d.Delta)
+	}
+	return nil
+}
+
+func (s ModelSpec) validate() error {
+	if err := validateLabel(s.Kind); err != nil {
+		return invalid("model.kind %q: %v", truncate(s.Kind), err)
+	}
+	if len(s.Hidden) > 64 {
+		return invalid("model.hidden has %d layers, at most 64", len(s.Hidden))
+	}
+	for i, h := range s.Hidden {
+		if h < 1 || h > 1<<20 {
+			return invalid("model.hidden[%d] = %d outside 1..%d", i, h, 1<<20)
+		}
+	}
+	return nil
+}
+
+func (t Training) validate() error {
+	if t.Rounds < 1 {
+		return invalid("training.rounds %d < 1", t.Rounds)
+	}
+	if t.LocalEpochs < 1 {
+		return invalid("training.local_epochs %d < 1", t.LocalEpochs)
+	}
+	if t.Batch < 1 {
+		return invalid("training.batch %d < 1", t.Batch)
+	}
+	if !finiteNonNeg(t.LearningRate) || t.LearningRate == 0 {
+		return invalid("training.learning_rate %v must be finite and > 0", t.LearningRate)
+	}
+	return nil
+}
+
+func (a Attestation) validate() error {
+	seen := map[string]bool{}
+	for _, f := range a.Formats {
+		if !slices.Contains(attestationFormats, f) {
+			return invalid("attestation.formats: unknown format %q, want one of %v", truncate(f), attestationFormats)
+		}
+		if seen[f] {
+			return invalid("attestation.formats: %q listed twice", f)
+		}
+		seen[f] = true
+	}
+	if seen["sim"] && !a.AllowSim {
+		return invalid(`attestation.formats lists "sim" but allow_sim is false`)
+	}
+	seen = map[string]bool{}
+	for i, m := range a.Measurements {
+		if m == "" || len(m) > 256 {
+			return invalid("attestation.measurements[%d] must have 1 to 256 characters", i)
+		}
+		for j := 0; j < len(m); j++ {
+			if m[j] <= ' ' || m[j] >= 0x7f {
+				return invalid("attestation.measurements[%d] %q has a space or non-ASCII character", i, truncate(m))
+			}
+		}
+		if seen[m] {
+			return invalid("attestation.measurements: %q listed twice", truncate(m))
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+// The signed-manifest file: the canonical manifest and a signature over it.
+type signedManifest struct {
+	Manifest  json.RawMessage `json:"manifest"`
+	Signature signature       `json:"signature"`
+}
+
+type signature struct {
+	Alg   string `json:"alg"`   // sigAlg
+	CA    string `json:"ca"`    // fingerprint of the signing CA's certificate
+	Value []byte `json:"value"` // ASN.1 ECDSA signature, base64
+}
+
+const (
+	sigAlg = "ecdsa-p256-sha256"
+	// sigContext separates manifest signatures from anything else the CA
+	// key might sign.
+	sigContext = "cloister manifest v1\x00"
+)
+
+func manifestDigest(canonical []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(sigContext))
+	h.Write(canonical)
+	return h.Sum(nil)
+}
+
+// SignManifest validates m and signs its canonical encoding with the CA
+// key. The result is the manifest.json of every kit; [VerifyManifest]
+// reads it. The output is indented for people; the signature covers the
+// compact canonical form, so whitespace does not matter.
+//
+// rand is accepted for the house style; since Go 1.26 ECDSA signing always
+// uses the system's secure random source.
+func SignManifest(m *Manifest, ca *CA, random io.Reader) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	canonical, err := m.Canonical()
+	if err != nil {
+		return nil, err
+	}
+	sig, err := ecdsa.SignASN1(orCryptoRand(random), ca.key, manifestDigest(canonical))
+	if err != nil {
+		return nil, fmt.Errorf("pki: signing manifest: %w", err)
+	}
+	out, err := json.MarshalIndent(signedManifest{
+		Manifest:  canonical,
+		Signature: signature{Alg: sigAlg, CA: ca.Fingerprint(), Value: sig},
+	}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("pki: encoding signed manifest: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// VerifyManifest checks a manifest signed by [SignManifest] against the
+// federation CA certificate ca and returns it.
+//
+// It verifies the signature before it parses the content, and refuses:
+// a signature by any other key, or over other bytes ([ErrBadSignature]);
+// malformed input, unknown fields, duplicate keys or a non-canonical
+// encoding ([ErrBadManifest]); and content that fails
+// [Manifest.Validate] ([ErrInvalidManifest]).
+func VerifyManifest(data []byte, ca *x509.Certificate) (*Manifest, error) {
+	if ca == nil {
+		return nil, errors.New("pki: no CA certificate to verify the manifest with")
+	}
+	if len(data) > maxFile {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadManifest, len(data), maxFile)
+	}
+	var env signedManifest
+	if err := decodeStrict(data, &env); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadManifest, err)
+	}
+	if env.Signature.Alg != sigAlg {
+		return nil, fmt.Errorf("%w: signature algorithm %q, want %q", ErrBadSignature, truncate(env.Signature.Alg), sigAlg)
+	}
+	if want := Fingerprint(ca); env.Signature.CA != want {
+		return nil, fmt.Errorf("%w: signed by CA sha256 %s, not the federation CA %s (sha256 %s)",
+			ErrBadSignature, truncate(env.Signature.CA), describe(ca), want)
+	}
+	pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: CA %s does not have an ECDSA key", ErrBadSignature, describe(ca))
+	}
+	var canonical bytes.Buffer
+	if err := json.Compact(&canonical, env.Manifest); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadManifest, err)
+	}
+	if !ecdsa.VerifyASN1(pub, manifestDigest(canonical.Bytes()), env.Signature.Value) {
+		return nil, fmt.Errorf("%w: signature by CA %s does not match the manifest's content", ErrBadSignature, describe(ca))
+	}
+	var m Manifest
+	if err := decodeStrict(canonical.Bytes(), &m); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadManifest, err)
+	}
+	again, err := m.Canonical()
+	if err != nil || !bytes.Equal(again, canonical.Bytes()) {
+		return nil, fmt.Errorf("%w: manifest is not in canonical form", ErrBadManifest)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}

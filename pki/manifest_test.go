@@ -1,0 +1,266 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// testManifest returns a valid manifest with n members and fake (but
+// well-formed) fingerprints and keys.
+func testManifest(n, t int) *Manifest {
+	party := func(name string, i int) Party {
+		fp := strings.Repeat(strconv.FormatInt(int64(i%16), 16), 64)
+		key := make(ed25519.PublicKey, ed25519.PublicKeySize)
+		key[0] = byte(i)
+		return Party{Name: name, Fingerprint: fp, AuditKey: key}
+	}
+	m := &Manifest{
+		Version:     ManifestVersion,
+		Federation:  "fed-test",
+		Serial:      1,
+		Coordinator: party("coordinator", 0),
+		Threshold:   t,
+		MinCohort:   t,
+		Mode:        ModeMHE,
+		Preset:      "test",
+		DP:          DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5},
+		Model:       ModelSpec{Kind: "mlp", Hidden: []int{64, 32}},
+		Training:    Training{Rounds: 5, LocalEpochs: 1, Batch: 32, LearningRate: 0.05},
+		Attestation: Attestation{Formats: []string{"sim", "sev-snp"}, Measurements: []string{"ab12"}, AllowSim: true},
+	}
+	for i := 1; i <= n; i++ {
+		m.Members = append(m.Members, party("node-"+strconv.Itoa(i), i))
+	}
+	return m
+}
+
+func TestManifestSignVerify(t *testing.T) {
+	f := newFixture(t)
+	m := testManifest(5, 3)
+	signed, err := SignManifest(m, f.ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifyManifest(signed, f.ca.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := m.Hash()
+	h2, _ := got.Hash()
+	if h1 != h2 {
+		t.Error("hash changed across sign/verify")
+	}
+	if got.Threshold != 3 || len(got.Members) != 5 || got.Members[4].Name != "node-5" || !got.Members[2].AuditKey.Equal(m.Members[2].AuditKey) {
+		t.Errorf("round trip lost data: %+v", got)
+	}
+	// Whitespace outside the canonical content does not matter.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, signed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyManifest(compact.Bytes(), f.ca.Certificate()); err != nil {
+		t.Errorf("compacted file: %v", err)
+	}
+}
+
+func TestManifestTampered(t *testing.T) {
+	f := newFixture(t)
+	signed, err := SignManifest(testManifest(5, 3), f.ca, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, edit := range []struct{ from, to string }{
+		{`"threshold": 3`, `"threshold": 2`},
+		{`"name": "node-5"`, `"name": "node-6"`},
+		{`"allow_sim": true`, `"allow_sim": false`},
+		{`"epsilon": 8`, `"epsilon": 80`},
+	} {
+		bad := bytes.Replace(signed, []byte(edit.from), []byte(edit.to), 1)
+		if bytes.Equal(bad, signed) {
+			t.Fatalf("edit %q not found in\n%s", edit.from, signed)
+		}
+		if _, err := VerifyManifest(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("edit %q → %q: error %v, want ErrBadSignature", edit.from, edit.to, err)
+		}
+	}
+	// A flipped signature byte.
+	var env signedManifest
+	if err := json.Unmarshal(signed, &env); err != nil {
+		t.Fatal(err)
+	}
+	env.Signature.Value[len(env.Signature.Value)-1] ^= 1
+	bad, _ := json.Marshal(env)
+	if _, err := VerifyManifest(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("flipped signature: %v, want ErrBadSignature", err)
+	}
+}
+
+func TestManifestOtherCA(t *testing.T) {
+	f := newFixture(t)
+	other, err := NewCA("Other CA", t0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := SignManifest(testManifest(3, 2), other, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyManifest(signed, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("manifest of another CA: %v, want ErrBadSignature", err)
+	}
+	// Claiming our CA's fingerprint does not help either.
+	var env signedManifest
+	json.Unmarshal(signed, &env)
+	env.Signature.CA = f.ca.Fingerprint()
+	bad, _ := json.Marshal(env)
+	if _, err := VerifyManifest(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("manifest of another CA with our fingerprint: %v, want ErrBadSignature", err)
+	}
+}
+
+// signRaw signs arbitrary manifest bytes with the CA key, bypassing
+// SignManifest's checks, to test what VerifyManifest does with content
+// that is signed but wrong.
+func signRaw(t *testing.T, ca *CA, raw []byte) []byte {
+	t.Helper()
+	var c bytes.Buffer
+	if err := json.Compact(&c, raw); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := ecdsa.SignASN1(rand.Reader, ca.key, manifestDigest(c.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := json.Marshal(signedManifest{Manifest: c.Bytes(), Signature: signature{Alg: sigAlg, CA: ca.Fingerprint(), Value: sig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestManifestSignedButMalformed(t *testing.T) {
+	f := newFixture(t)
+	canonical, _ := testManifest(3, 2).Canonical()
+	var generic map[string]any
+	json.Unmarshal(canonical, &generic)
+	reordered, _ := json.Marshal(generic) // keys sorted: not canonical order
+	cases := map[string][]byte{
+		"unknown field":  bytes.Replace(canonical, []byte(`{"version":1,`), []byte(`{"version":1,"extra":true,`), 1),
+		"duplicate key":  bytes.Replace(canonical, []byte(`{"version":1,`), []byte(`{"version":1,"threshold":1,`), 1),
+		"reordered keys": reordered,
+		"float form":     bytes.Replace(canonical, []byte(`"clip":1,`), []byte(`"clip":1.0,`), 1),
+		"case folding":   bytes.Replace(canonical, []byte(`"threshold"`), []byte(`"Threshold"`), 1),
+	}
+	for name, raw := range cases {
+		if bytes.Equal(raw, canonical) {
+			t.Fatalf("%s: edit did not apply", name)
+		}
+		if _, err := VerifyManifest(signRaw(t, f.ca, raw), f.ca.Certificate()); !errors.Is(err, ErrBadManifest) {
+			t.Errorf("%s: error %v, want ErrBadManifest", name, err)
+		}
+	}
+	// Signed, canonical, but invalid content.
+	bad := testManifest(3, 2)
+	bad.Threshold = 4
+	raw, _ := bad.Canonical()
+	if _, err := VerifyManifest(signRaw(t, f.ca, raw), f.ca.Certificate()); !errors.Is(err, ErrInvalidManifest) {
+		t.Errorf("threshold above n: error %v, want ErrInvalidManifest", err)
+	}
+	for name, data := range map[string][]byte{
+		"empty":    nil,
+		"garbage":  []byte("not json"),
+		"trailing": append(signRaw(t, f.ca, canonical), []byte(`{}`)...),
+		"huge":     make([]byte, maxFile+1),
+	} {
+		if _, err := VerifyManifest(data, f.ca.Certificate()); !errors.Is(err, ErrBadManifest) {
+			t.Errorf("%s: error %v, want ErrBadManifest", name, err)
+		}
+	}
+}
+
+func TestManifestValidate(t *testing.T) {
+	cases := map[string]func(m *Manifest){
+		"version":            func(m *Manifest) { m.Version = 2 },
+		"no federation":      func(m *Manifest) { m.Federation = "" },
+		"federation charset": func(m *Manifest) { m.Federation = "fed/1" },
+		"no members":         func(m *Manifest) { m.Members = nil },
+		"threshold 0":        func(m *Manifest) { m.Threshold = 0; m.MinCohort = 1 },
+		"threshold > n":      func(m *Manifest) { m.Threshold = 6; m.MinCohort = 6 },
+		"min cohort < t":     func(m *Manifest) { m.MinCohort = 2 },
+		"min cohort > n":     func(m *Manifest) { m.MinCohort = 6 },
+		"duplicate name":     func(m *Manifest) { m.Members[1].Name = m.Members[0].Name },
+		"duplicate fp":       func(m *Manifest) { m.Members[1].Fingerprint = m.Members[0].Fingerprint },
+		"fp equals coord":    func(m *Manifest) { m.Members[1].Fingerprint = m.Coordinator.Fingerprint },
+		"duplicate key":      func(m *Manifest) { m.Members[1].AuditKey = m.Members[0].AuditKey },
+		"bad fingerprint":    func(m *Manifest) { m.Members[0].Fingerprint = strings.ToUpper(m.Members[0].Fingerprint) + "0" },
+		"short audit key":    func(m *Manifest) { m.Members[0].AuditKey = m.Members[0].AuditKey[:31] },
+		"bad member name":    func(m *Manifest) { m.Members[0].Name = "Node 1" },
+		"member coordinator": func(m *Manifest) { m.Members[0].Name = "coordinator" },
+		"bad coord name":     func(m *Manifest) { m.Coordinator.Name = "" },
+		"mode":               func(m *Manifest) { m.Mode = "magic" },
+		"mhe without preset": func(m *Manifest) { m.Preset = "" },
+		"dp NaN":             func(m *Manifest) { m.DP.Clip = math.NaN() },
+		"dp negative":        func(m *Manifest) { m.DP.Epsilon = -1 },
+		"dp no clip":         func(m *Manifest) { m.DP.Clip = 0 },
+		"dp delta 1":         func(m *Manifest) { m.DP.Delta = 1 },
+		"dp budget w/o dp":   func(m *Manifest) { m.DP.NoiseMultiplier = 0 },
+		"model kind":         func(m *Manifest) { m.Model.Kind = "" },
+		"hidden 0":           func(m *Manifest) { m.Model.Hidden = []int{0} },
+		"rounds":             func(m *Manifest) { m.Training.Rounds = 0 },
+		"lr inf":             func(m *Manifest) { m.Training.LearningRate = math.Inf(1) },
+		"format":             func(m *Manifest) { m.Attestation.Formats = []string{"sgx"} },
+		"sim not allowed":    func(m *Manifest) { m.Attestation.AllowSim = false },
+		"measurement space":  func(m *Manifest) { m.Attestation.Measurements = []string{"a b"} },
+	}
+	if err := testManifest(5, 3).Validate(); err != nil {
+		t.Fatalf("valid manifest: %v", err)
+	}
+	for name, edit := range cases {
+		m := testManifest(5, 3)
+		edit(m)
+		if err := m.Validate(); !errors.Is(err, ErrInvalidManifest) {
+			t.Errorf("%s: Validate() = %v, want ErrInvalidManifest", name, err)
+		}
+	}
+	// Edges that are fine: t = n = min cohort, DP off, plain mode without preset.
+	m := testManifest(3, 3)
+	m.DP = DP{}
+	m.Mode, m.Preset = ModePlain, ""
+	if err := m.Validate(); err != nil {
+		t.Errorf("t = n, DP off, plain: %v", err)
+	}
+}
+
+func TestManifestAdmit(t *testing.T) {
+	f := newFixture(t)
+	m := testManifest(2, 1)
+	m.Coordinator.Fingerprint = Fingerprint(f.coord.Cert)
+	m.Members[0].Fingerprint = Fingerprint(f.node.Cert)
+	if err := m.Admit(f.node.Cert); err != nil {
+		t.Errorf("listed node: %v", err)
+	}
+	if err := m.Admit(f.coord.Cert); err != nil {
+		t.Errorf("listed coordinator: %v", err)
+	}
+	// Same name, another certificate (reissued, or stolen CA key).
+	again, _ := f.ca.IssueNode("node-1", t0, nil)
+	if err := m.Admit(again.Cert); !errors.Is(err, ErrNotMember) {
+		t.Errorf("unlisted certificate of node-1: %v, want ErrNotMember", err)
+	}
+	stranger, _ := f.ca.IssueNode("node-7", t0, nil)
+	if err := m.Admit(stranger.Cert); !errors.Is(err, ErrNotMember) {
+		t.Errorf("unlisted node-7: %v, want ErrNotMember", err)
+	}
+	keys := m.AuditKeys()
+	if len(keys) != 3 || !keys["node-2"].Equal(m.Members[1].AuditKey) {
+		t.Errorf("AuditKeys = %v", keys)
+	}
+}
