@@ -1,0 +1,356 @@
+package round
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+func (c *Coordinator) resetRound() {
+	c.uploads = make(map[fl.NodeID][]byte)
+	c.contribs = make(map[fl.NodeID]Contribution)
+	c.declined = make(map[fl.NodeID]bool)
+	c.aggregate = nil
+	c.shares = make(map[fl.NodeID][]byte)
+	c.expected = make(map[fl.NodeID]bool)
+	c.reported = make(map[fl.NodeID]bool)
+}
+
+func (c *Coordinator) inCohort(id fl.NodeID) bool { return slices.Contains(c.st.Cohort, id) }
+
+// startRound starts the next round if enough members are live, or waits.
+func (c *Coordinator) startRound() {
+	if c.st.MaxRoundReached(c.cfg.MaxRound) {
+		c.finish("last round number reached")
+		return
+	}
+	live := c.liveKeyed()
+	if need := max(c.cfg.MinCohort, c.cfg.Threshold); len(live) < need {
+		if c.st.Phase != PhaseWait {
+			c.st.Phase = PhaseWait
+			c.changed()
+		}
+		return
+	}
+	c.resetRound()
+	c.st.Round++
+	c.st.Cohort = c.sample(live)
+	c.st.Leaders = nil
+	c.st.Included, c.st.Aggregate, c.st.Revealers, c.st.Result = nil, Digest{}, nil, nil
+	leader, next := c.rotate(nil)
+	c.st.Leaders = []fl.NodeID{leader}
+	c.st.Rotation = next
+	c.st.Phase = PhaseCollect
+	c.elapsed = 0
+	c.changed()
+	c.emit(Event{Kind: EventRoundStarted, Round: c.st.Round, Node: leader, Nodes: c.st.Cohort,
+		Detail: fmt.Sprintf("leader %s, base model of round %d", leader, c.st.ModelRound)})
+	for _, m := range c.st.Cohort {
+		c.sendTrain(m)
+	}
+}
+
+// MaxRoundReached reports whether no further round may start under the limit max (0: none).
+func (s CoordinatorState) MaxRoundReached(max fl.Round) bool {
+	return max != 0 && s.Round >= max
+}
+
+func (c *Coordinator) sendTrain(to fl.NodeID) {
+	c.send(to, Message{Kind: KindTrain, Round: c.st.Round, Base: c.st.ModelRound, Model: c.st.Model,
+		Config: c.cfg.TrainConfig, Cohort: c.st.Cohort, Leader: c.leader()})
+}
+
+// sample picks the cohort among the live, keyed members (sorted).
+func (c *Coordinator) sample(live []fl.NodeID) []fl.NodeID {
+	f := c.cfg.Fraction
+	if f == 0 || f == 1 {
+		return slices.Clone(live)
+	}
+	k := int(math.Ceil(f * float64(len(live))))
+	k = min(max(k, c.cfg.MinCohort, c.cfg.Threshold), len(live))
+	perm := c.cfg.Rand.Perm(len(live))
+	cohort := make([]fl.NodeID, k)
+	for i := range k {
+		cohort[i] = live[perm[i]]
+	}
+	slices.Sort(cohort)
+	return cohort
+}
+
+// rotate returns the next live, keyed member in rotation order (from
+// st.Rotation, in sorted member order) that is not in skip, and the rotation
+// index after it. It returns "" if there is none.
+func (c *Coordinator) rotate(skip []fl.NodeID) (fl.NodeID, int) {
+	n := len(c.members)
+	for i := range n {
+		j := (c.st.Rotation + i) % n
+		m := c.members[j]
+		if c.live[m] && c.keyed[m] && !slices.Contains(skip, m) {
+			return m, (j + 1) % n
+		}
+	}
+	return "", c.st.Rotation
+}
+
+func (c *Coordinator) upload(from fl.NodeID, m Message) error {
+	if err := c.wantPhase(PhaseCollect); err != nil {
+		return err
+	}
+	if !c.inCohort(from) {
+		return fmt.Errorf("%w: %s is not in the cohort %v", ErrNotSelected, from, c.st.Cohort)
+	}
+	if c.uploads[from] != nil || c.declined[from] {
+		return fmt.Errorf("%w: %s already answered", ErrDuplicate, from)
+	}
+	if len(m.Payload) == 0 {
+		return fmt.Errorf("%w: upload: %v", ErrMalformed, errNoPayload)
+	}
+	d := DigestOf(m.Payload)
+	if err := c.cfg.Verifier.Verify(from, uploadSigned(c.cfg.Session, c.st.Epoch, c.st.Round, d), m.Signature); err != nil {
+		return fmt.Errorf("%w: upload signature: %v", ErrForged, err)
+	}
+	// Check the payload alone, so that one bad upload cannot spoil the sum.
+	if _, err := c.helper.Aggregate(c.st.Round, map[fl.NodeID][]byte{from: m.Payload}); err != nil {
+		return fmt.Errorf("%w: upload: %w", ErrMalformed, err)
+	}
+	c.uploads[from] = bytes.Clone(m.Payload)
+	c.contribs[from] = Contribution{Node: from, Digest: d, Signature: bytes.Clone(m.Signature)}
+	c.live[from] = true
+	c.emit(Event{Kind: EventUploaded, Round: c.st.Round, Node: from, Digest: d})
+	c.maybeCloseCollect()
+	return nil
+}
+
+// maybeCloseCollect closes the collection once every cohort member has
+// answered or is down.
+func (c *Coordinator) maybeCloseCollect() {
+	for _, m := range c.st.Cohort {
+		if c.uploads[m] == nil && !c.declined[m] && c.live[m] {
+			return
+		}
+	}
+	c.closeCollect(false)
+}
+
+func (c *Coordinator) closeCollect(deadline bool) {
+	if deadline {
+		for _, m := range c.st.Cohort {
+			if c.uploads[m] == nil && !c.declined[m] {
+				c.markDown(m, "no upload by the deadline")
+			}
+		}
+	}
+	if len(c.uploads) < c.cfg.MinCohort {
+		c.abort(fmt.Sprintf("quorum not reached: %d uploads, minimum cohort %d", len(c.uploads), c.cfg.MinCohort))
+		return
+	}
+	agg, err := c.helper.Aggregate(c.st.Round, c.uploads)
+	if err != nil {
+		c.abort(fmt.Sprintf("Helper.Aggregate: %v", err))
+		return
+	}
+	var included []Contribution
+	for _, m := range c.members {
+		if ct, ok := c.contribs[m]; ok {
+			included = append(included, ct)
+		}
+	}
+	revealers := c.pickRevealers(nodesOf(included))
+	c.st.Included = included
+	c.st.Aggregate = DigestOf(agg)
+	c.aggregate = agg
+	c.emit(Event{Kind: EventAggregated, Round: c.st.Round, Nodes: nodesOf(included), Digest: c.st.Aggregate})
+	if len(revealers) < c.cfg.Threshold {
+		c.abort(fmt.Sprintf("only %d live revealers among the included, threshold %d", len(revealers), c.cfg.Threshold))
+		return
+	}
+	c.st.Revealers = revealers
+	c.st.Phase = PhaseReveal
+	c.elapsed = 0
+	c.changed()
+	c.emit(Event{Kind: EventRevealRequested, Round: c.st.Round, Nodes: revealers, Digest: c.st.Aggregate})
+	for _, r := range revealers {
+		c.send(r, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: agg, Revealers: revealers,
+			Target: c.st.Target, Included: included})
+	}
+}
+
+// pickRevealers fixes exactly t revealers among the live included members:
+// the leader first if it is one, then in rotation order after the leader.
+func (c *Coordinator) pickRevealers(included []fl.NodeID) []fl.NodeID {
+	leader := c.leader()
+	start := max(slices.Index(c.members, leader), 0)
+	var rs []fl.NodeID
+	n := len(c.members)
+	for i := range n {
+		m := c.members[(start+i)%n]
+		if slices.Contains(included, m) && c.live[m] {
+			rs = append(rs, m)
+			if len(rs) == c.cfg.Threshold {
+				break
+			}
+		}
+	}
+	return rs
+}
+
+func (c *Coordinator) revealRequest() protect.RevealRequest {
+	return protect.RevealRequest{Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers, Target: c.st.Target}
+}
+
+func (c *Coordinator) share(from fl.NodeID, m Message) error {
+	if err := c.wantPhase(PhaseReveal); err != nil {
+		return err
+	}
+	if !slices.Contains(c.st.Revealers, from) {
+		return fmt.Errorf("%w: %s is not a revealer %v", ErrNotSelected, from, c.st.Revealers)
+	}
+	if c.shares[from] != nil {
+		return fmt.Errorf("%w: %s already sent its share", ErrDuplicate, from)
+	}
+	if len(m.Payload) == 0 {
+		return fmt.Errorf("%w: share: %v", ErrMalformed, errNoPayload)
+	}
+	c.shares[from] = bytes.Clone(m.Payload)
+	c.emit(Event{Kind: EventRevealed, Round: c.st.Round, Node: from, Digest: c.st.Aggregate})
+	if len(c.shares) < len(c.st.Revealers) {
+		return nil
+	}
+	res, err := c.helper.Open(c.revealRequest(), c.shares)
+	if err != nil {
+		c.abort(fmt.Sprintf("Helper.Open: %v", err))
+		return nil
+	}
+	c.st.Result = res
+	c.st.Phase = PhaseCommit
+	c.elapsed = 0
+	c.changed()
+	leader := c.leader()
+	c.emit(Event{Kind: EventOpened, Round: c.st.Round, Node: leader, Digest: DigestOf(res)})
+	if c.live[leader] {
+		c.sendDecrypt(leader)
+	} else {
+		c.nextLeader(fmt.Sprintf("leader %s is down", leader))
+	}
+	return nil
+}
+
+func (c *Coordinator) sendDecrypt(to fl.NodeID) {
+	c.send(to, Message{Kind: KindDecrypt, Round: c.st.Round, Base: c.st.ModelRound, Model: c.st.Model,
+		Payload: c.st.Result, Included: c.st.Included, Record: Record{Aggregate: c.st.Aggregate}})
+}
+
+// nextLeader hands the same Open result to the next leader in rotation.
+func (c *Coordinator) nextLeader(why string) {
+	c.markDown(c.leader(), why)
+	next, idx := c.rotate(c.st.Leaders)
+	if next == "" {
+		c.abort(fmt.Sprintf("no leader left: %s", why))
+		return
+	}
+	c.st.Leaders = append(c.st.Leaders, next)
+	c.st.Rotation = idx
+	c.elapsed = 0
+	c.changed()
+	c.emit(Event{Kind: EventLeaderFailed, Round: c.st.Round, Node: next, Detail: why})
+	c.sendDecrypt(next)
+}
+
+func (c *Coordinator) commit(from fl.NodeID, m Message) error {
+	if err := c.wantPhase(PhaseCommit); err != nil {
+		return err
+	}
+	if !slices.Contains(c.st.Leaders, from) {
+		return fmt.Errorf("%w: %s is not a leader of round %d %v", ErrNotSelected, from, c.st.Round, c.st.Leaders)
+	}
+	want := Record{Epoch: c.st.Epoch, Round: c.st.Round, Base: c.st.ModelRound, Included: nodesOf(c.st.Included),
+		Aggregate: c.st.Aggregate, Model: DigestOf(m.Model)}
+	if len(m.Model) == 0 {
+		return fmt.Errorf("%w: commit without a model", ErrMalformed)
+	}
+	if !m.Record.equal(want) {
+		return fmt.Errorf("%w: round record %+v does not match %+v", ErrMalformed, m.Record, want)
+	}
+	if err := c.cfg.Verifier.Verify(from, want.Signed(c.cfg.Session), m.Signature); err != nil {
+		return fmt.Errorf("%w: round record signature: %v", ErrForged, err)
+	}
+	c.st.Model = bytes.Clone(m.Model)
+	c.st.ModelRound = c.st.Round
+	c.st.LastCommitted = c.st.Round
+	c.st.Commits++
+	c.st.Phase = PhaseEvaluate
+	c.live[from] = true
+	c.elapsed = 0
+	c.changed()
+	c.emit(Event{Kind: EventCommitted, Round: c.st.Round, Node: from, Nodes: want.Included, Digest: want.Digest(c.cfg.Session),
+		Detail: fmt.Sprintf("commit %d of %d, model %s", c.st.Commits, c.cfg.Rounds, want.Model)})
+	c.expected = make(map[fl.NodeID]bool)
+	c.reported = make(map[fl.NodeID]bool)
+	for _, to := range c.liveKeyed() {
+		c.expected[to] = true
+		c.send(to, Message{Kind: KindModel, Round: c.st.Round, Model: c.st.Model, Record: want,
+			Signature: bytes.Clone(m.Signature), Leader: from})
+	}
+	c.maybeFinishEval()
+	return nil
+}
+
+func (c *Coordinator) metrics(from fl.NodeID, m Message) error {
+	if err := c.wantPhase(PhaseEvaluate); err != nil {
+		return err
+	}
+	if !c.expected[from] {
+		return fmt.Errorf("%w: %s was not sent the model", ErrNotSelected, from)
+	}
+	if c.reported[from] {
+		return fmt.Errorf("%w: %s already reported", ErrDuplicate, from)
+	}
+	mt := m.Metrics
+	if math.IsNaN(mt.Accuracy) || mt.Accuracy < 0 || mt.Accuracy > 1 || math.IsNaN(mt.Loss) || math.IsInf(mt.Loss, 0) || mt.Examples < 0 {
+		return fmt.Errorf("%w: metrics %+v", ErrMalformed, mt)
+	}
+	c.reported[from] = true
+	c.emit(Event{Kind: EventMetrics, Round: c.st.Round, Node: from, Metrics: &mt})
+	c.maybeFinishEval()
+	return nil
+}
+
+func (c *Coordinator) maybeFinishEval() {
+	for _, m := range c.members {
+		if c.expected[m] && !c.reported[m] && c.live[m] {
+			return
+		}
+	}
+	c.finishEval()
+}
+
+func (c *Coordinator) finishEval() {
+	if c.st.Commits >= c.cfg.Rounds {
+		c.finish(fmt.Sprintf("%d rounds committed", c.st.Commits))
+		return
+	}
+	c.startRound()
+}
+
+func (c *Coordinator) finish(why string) {
+	c.st.Phase = PhaseDone
+	c.changed()
+	c.emit(Event{Kind: EventDone, Round: c.st.Round, Detail: why})
+	for _, m := range c.liveKeyed() {
+		c.send(m, Message{Kind: KindDone, Round: c.st.Round})
+	}
+}
+
+// abort ends the current round without a commit and starts the next one.
+// Its reveal, if any, is never retried.
+func (c *Coordinator) abort(why string) {
+	c.emit(Event{Kind: EventAborted, Round: c.st.Round, Detail: why})
+	c.resetRound()
+	c.st.Phase = PhaseWait
+	c.changed()
+	c.startRound()
+}

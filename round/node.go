@@ -1,0 +1,396 @@
+package round
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// nodeStep is where a node is in its current round.
+type nodeStep uint8
+
+const (
+	stepIdle     nodeStep = iota // nothing asked of it in st.Round
+	stepTraining                 // a training task is out
+	stepUploaded                 // its update is uploaded
+	stepRevealed                 // it revealed the round's aggregate
+)
+
+var stepNames = [...]string{"idle", "training", "uploaded", "revealed"}
+
+func (s nodeStep) String() string { return stepNames[s] }
+
+// Node is a member's state machine. It holds the member's key share (its
+// protect.Party), the group key and the plaintext model; none of them leaves
+// it unsealed.
+//
+// A Node is not safe for concurrent use: one goroutine calls Step, Tick,
+// Reconnect, Ready and Advance.
+type Node struct {
+	cfg      NodeConfig
+	dl       Deadlines
+	members  []fl.NodeID
+	isMember map[fl.NodeID]bool
+	dealer   fl.NodeID
+	st       NodeState
+	out      outbox
+
+	party    protect.Party  // of st.Epoch
+	target   protect.Target // the group key
+	modelKey []byte
+
+	idle       int
+	distrusted map[fl.NodeID]bool
+
+	// A key setup in progress.
+	setupEpoch   uint64
+	setupStep    int // 0: none, 1: announced, 2: dealt
+	pending      protect.Party
+	announcement []byte
+
+	// The current round (st.Round).
+	step      nodeStep
+	uploaded  Digest
+	evalRound fl.Round
+}
+
+// NodeStatus is a read-only summary of a node.
+type NodeStatus struct {
+	Epoch       uint64
+	Keyed       bool // holds a party of Epoch
+	GroupKey    bool // holds the group key
+	Round       fl.Round
+	Step        string
+	ModelRound  fl.Round
+	Led         fl.Round
+	Distrusted  []fl.NodeID
+	Done        bool
+	SetupEpoch  uint64
+	PendingEval fl.Round
+}
+
+// NewNode returns a node that has not joined yet. Its first Ready carries
+// its Hello.
+func NewNode(cfg NodeConfig) (*Node, error) {
+	n, err := newNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.st = NodeState{Session: bytes.Clone(cfg.Session)}
+	n.hello()
+	return n, nil
+}
+
+// RestartNode returns a node restored from st, a state from an earlier
+// NodeReady: its party is restored with Scheme.LoadParty and its group key
+// with Scheme.LoadTarget. Its first Ready carries a Hello, with which it
+// rejoins the session.
+func RestartNode(cfg NodeConfig, st NodeState) (*Node, error) {
+	n, err := newNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(st.Session, cfg.Session) {
+		return nil, fmt.Errorf("round: restoring state of session %x into session %x: %w", st.Session, cfg.Session, ErrWrongSession)
+	}
+	n.st = st.clone()
+	if st.Party != nil {
+		n.party, err = cfg.Scheme.LoadParty(n.protectSession(st.Epoch), cfg.Self, st.Party, cfg.Rand)
+		if err != nil {
+			return nil, fmt.Errorf("round: restoring the party of epoch %d: %w", st.Epoch, err)
+		}
+	}
+	if st.GroupKey != nil {
+		sec, key, err := decodeGroupKey(st.GroupKey)
+		if err != nil {
+			return nil, fmt.Errorf("round: restoring the group key: %w", err)
+		}
+		if n.target, err = cfg.Scheme.LoadTarget(sec); err != nil {
+			return nil, fmt.Errorf("round: restoring the group key: %w", err)
+		}
+		n.modelKey = key
+	}
+	n.emit(Event{Kind: EventRestarted, Round: st.Round, Detail: fmt.Sprintf("key epoch %d", st.Epoch)})
+	n.hello()
+	return n, nil
+}
+
+func newNode(cfg NodeConfig) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Members = slices.Clone(cfg.Members)
+	cfg.Session = bytes.Clone(cfg.Session)
+	n := &Node{
+		cfg:        cfg,
+		dl:         cfg.Deadlines.withDefaults(),
+		members:    cfg.sorted(),
+		isMember:   make(map[fl.NodeID]bool),
+		dealer:     cfg.dealer(),
+		distrusted: make(map[fl.NodeID]bool),
+	}
+	for _, m := range n.members {
+		n.isMember[m] = true
+	}
+	return n, nil
+}
+
+func (n *Node) protectSession(epoch uint64) protect.Session {
+	return protect.Session{ID: protectSessionID(n.cfg.Session, epoch), Members: n.members, Threshold: n.cfg.Threshold}
+}
+
+func (n *Node) hello() {
+	n.send(Message{Kind: KindHello, Epoch: max(n.st.Epoch, n.setupEpoch), Evidence: n.cfg.Evidence})
+}
+
+// Reconnect tells the node that its connection to the coordinator was
+// (re)established: it says Hello again.
+func (n *Node) Reconnect() {
+	n.idle = 0
+	n.hello()
+}
+
+// Tick advances the node's logical clock. A node that hears nothing from the
+// coordinator for Deadlines.Idle ticks says Hello again.
+func (n *Node) Tick() {
+	if n.st.Done {
+		return
+	}
+	n.idle++
+	if n.idle >= n.dl.Idle {
+		n.idle = 0
+		n.hello()
+	}
+}
+
+// Ready returns the pending output. It is safe to call Ready again before
+// Advance: the result then includes the earlier output.
+func (n *Node) Ready() NodeReady {
+	n.out.hand()
+	rd := NodeReady{Audit: slices.Clone(n.out.audit), Messages: slices.Clone(n.out.messages),
+		Tasks: slices.Clone(n.out.tasks), Done: n.out.done}
+	if n.out.dirty != 0 {
+		st := n.st.clone()
+		rd.State = &st
+	}
+	return rd
+}
+
+// HasReady reports whether Ready has anything to hand out.
+func (n *Node) HasReady() bool {
+	o := &n.out
+	return o.dirty != 0 || len(o.audit) != 0 || len(o.messages) != 0 || len(o.tasks) != 0 || o.done
+}
+
+// Advance tells the node that the last Ready has been handled.
+func (n *Node) Advance() { n.out.advance() }
+
+// Status returns a summary of the node's state.
+func (n *Node) Status() NodeStatus {
+	s := NodeStatus{Epoch: n.st.Epoch, Keyed: n.party != nil, GroupKey: n.target != nil, Round: n.st.Round,
+		Step: n.step.String(), ModelRound: n.st.ModelRound, Led: n.st.Led, Done: n.st.Done,
+		SetupEpoch: n.setupEpoch, PendingEval: n.evalRound}
+	for _, m := range n.members {
+		if n.distrusted[m] {
+			s.Distrusted = append(s.Distrusted, m)
+		}
+	}
+	return s
+}
+
+// Step processes a message. from is the authenticated sender: the
+// coordinator for network messages, or the node itself (Config.Self) for the
+// results of its tasks (KindTrained, KindEvaluated). A rejected message
+// returns a *StepError wrapping a sentinel error, is reported as an
+// EventRejected audit event, and changes nothing else. A well-formed request
+// the node declines (see ErrRefused) is also answered with a KindRefuse
+// message.
+func (n *Node) Step(from fl.NodeID, m Message) error {
+	if err := n.step1(from, m); err != nil {
+		n.emit(Event{Kind: EventRejected, Epoch: m.Epoch, Round: m.Round, Node: from, Detail: fmt.Sprintf("%s: %v", m.Kind, err)})
+		return &StepError{From: from, Kind: m.Kind, Epoch: m.Epoch, Round: m.Round, Err: err}
+	}
+	return nil
+}
+
+func (n *Node) step1(from fl.NodeID, m Message) error {
+	if m.Kind == KindUnknown || m.Kind >= kindEnd {
+		return ErrUnknownKind
+	}
+	if from == n.cfg.Self {
+		switch m.Kind {
+		case KindTrained:
+			return n.trained(m)
+		case KindEvaluated:
+			return n.evaluated(m)
+		}
+		return fmt.Errorf("%w: %s is not a local input", ErrForged, m.Kind)
+	}
+	switch {
+	case m.Kind.local():
+		return fmt.Errorf("%w: local input %s from %s", ErrForged, m.Kind, from)
+	case from != n.cfg.Coordinator:
+		return fmt.Errorf("%w: %s is not the coordinator", ErrNotMember, from)
+	case !m.Kind.toNode():
+		return fmt.Errorf("%w: the coordinator does not send %s", ErrForged, m.Kind)
+	case !bytes.Equal(m.Session, n.cfg.Session):
+		return fmt.Errorf("%w: %x", ErrWrongSession, m.Session)
+	}
+	var err error
+	switch m.Kind {
+	case KindWelcome:
+		err = n.welcome(m)
+	case KindPeer:
+		err = n.peer(m)
+	case KindSetupStart:
+		err = n.setupStart(m)
+	case KindAnnouncements:
+		err = n.announcements(m)
+	case KindSetup:
+		err = n.setup(m)
+	case KindKeyRequest:
+		err = n.keyRequest(m)
+	case KindKeyDelivery:
+		err = n.keyDelivery(m)
+	case KindTrain:
+		err = n.train(m)
+	case KindRevealRequest:
+		err = n.revealRequest(m)
+	case KindDecrypt:
+		err = n.decrypt(m)
+	case KindModel:
+		err = n.model(m)
+	case KindDone:
+		err = n.done(m)
+	default:
+		err = fmt.Errorf("%w: %s", ErrUnknownKind, m.Kind)
+	}
+	if err == nil || errors.Is(err, ErrRefused) {
+		n.idle = 0
+	}
+	return err
+}
+
+func (n *Node) emit(e Event) {
+	if e.Epoch == 0 {
+		e.Epoch = n.st.Epoch
+	}
+	n.out.audit = append(n.out.audit, e)
+}
+
+func (n *Node) send(m Message) {
+	m.To = n.cfg.Coordinator
+	m.Session = n.cfg.Session
+	if m.Epoch == 0 {
+		m.Epoch = n.st.Epoch
+	}
+	n.out.messages = append(n.out.messages, m)
+}
+
+// refuse declines a well-formed request: it answers with a Refuse message
+// and returns an error wrapping ErrRefused (and cause).
+func (n *Node) refuse(epoch uint64, r fl.Round, cause error, format string, args ...any) error {
+	reason := fmt.Sprintf(format, args...)
+	n.emit(Event{Kind: EventRefused, Epoch: epoch, Round: r, Detail: reason})
+	n.send(Message{Kind: KindRefuse, Epoch: epoch, Round: r, Reason: reason})
+	if cause != nil {
+		return fmt.Errorf("%w: %s: %w", ErrRefused, reason, cause)
+	}
+	return fmt.Errorf("%w: %s", ErrRefused, reason)
+}
+
+// checkPeers runs VerifyPeer on relayed evidence. It returns the verdicts
+// without changing anything.
+func (n *Node) checkPeers(evs map[fl.NodeID][]byte) (map[fl.NodeID]error, error) {
+	verdicts := make(map[fl.NodeID]error)
+	for id, ev := range evs {
+		if !n.isMember[id] {
+			return nil, fmt.Errorf("%w: evidence of non-member %q", ErrMalformed, id)
+		}
+		if id == n.cfg.Self || n.cfg.VerifyPeer == nil {
+			continue
+		}
+		verdicts[id] = n.cfg.VerifyPeer(id, ev)
+	}
+	return verdicts, nil
+}
+
+// applyPeers records verdicts: a failed member is distrusted, a verified one
+// trusted again.
+func (n *Node) applyPeers(verdicts map[fl.NodeID]error) {
+	for _, id := range n.members {
+		err, ok := verdicts[id]
+		if !ok {
+			continue
+		}
+		if err != nil {
+			n.distrusted[id] = true
+			n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: err.Error()})
+		} else {
+			delete(n.distrusted, id)
+		}
+	}
+}
+
+func (n *Node) welcome(m Message) error {
+	verdicts, err := n.checkPeers(m.Evidences)
+	if err != nil {
+		return err
+	}
+	var key *groupKey
+	if m.Sealed != nil && n.target == nil && n.party != nil && m.Epoch == n.st.Epoch {
+		if key, err = n.openGroupKey(m.Dealer, m.Sealed, m.Target); err != nil {
+			return err
+		}
+	}
+	n.applyPeers(verdicts)
+	if m.Epoch != n.st.Epoch {
+		n.emit(Event{Kind: EventRefused, Detail: fmt.Sprintf("the coordinator is at key epoch %d, this node holds epoch %d", m.Epoch, n.st.Epoch)})
+	}
+	if key != nil {
+		n.setGroupKey(key)
+	}
+	return nil
+}
+
+func (n *Node) peer(m Message) error {
+	verdicts, err := n.checkPeers(m.Evidences)
+	if err != nil {
+		return err
+	}
+	n.applyPeers(verdicts)
+	return nil
+}
+
+func (n *Node) done(m Message) error {
+	if n.st.Done {
+		return fmt.Errorf("%w: the session is already done", ErrDuplicate)
+	}
+	n.st.Done = true
+	n.out.done = true
+	n.out.changed()
+	n.emit(Event{Kind: EventDone, Round: m.Round})
+	return nil
+}
+
+func (s NodeState) clone() NodeState {
+	s.Session = bytes.Clone(s.Session)
+	s.Party = bytes.Clone(s.Party)
+	s.GroupKey = bytes.Clone(s.GroupKey)
+	s.Target = bytes.Clone(s.Target)
+	return s
+}
+
+// readKey reads a fresh key from the node's secret source.
+func (n *Node) readKey(size int) ([]byte, error) {
+	k := make([]byte, size)
+	if _, err := io.ReadFull(n.cfg.Rand, k); err != nil {
+		return nil, fmt.Errorf("round: reading a key: %w", err)
+	}
+	return k, nil
+}

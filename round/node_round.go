@@ -1,0 +1,262 @@
+package round
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// checkRoundKeys checks that the node can take part in rounds of epoch e.
+func (n *Node) checkRoundKeys(e uint64) error {
+	if err := n.checkKeyed(e); err != nil {
+		return err
+	}
+	if n.target == nil {
+		return fmt.Errorf("%w: the node holds no group key", ErrWrongPhase)
+	}
+	return nil
+}
+
+// openModel opens a sealed model produced by round r (0: the initial model).
+func (n *Node) openModel(sealed []byte, r fl.Round) (fl.Vector, []byte, error) {
+	pt, err := n.cfg.Box.Open(n.modelKey, sealed, modelAD(n.cfg.Session, r))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: opening the model of round %d: %v", ErrMalformed, r, err)
+	}
+	return decodeModel(pt)
+}
+
+func (n *Node) train(m Message) error {
+	if err := n.checkRoundKeys(m.Epoch); err != nil {
+		return err
+	}
+	r := m.Round
+	switch {
+	case r < n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
+	case n.st.Protected >= r || (r == n.st.Round && n.step != stepIdle):
+		return fmt.Errorf("%w: this node already trained in round %d", ErrDuplicate, r)
+	case !slices.Contains(m.Cohort, n.cfg.Self):
+		return fmt.Errorf("%w: not in the cohort %v", ErrNotSelected, m.Cohort)
+	case m.Base >= r:
+		return fmt.Errorf("%w: round %d trains on the model of round %d", ErrMalformed, r, m.Base)
+	case m.Base < n.st.ModelRound:
+		return fmt.Errorf("%w: base model of round %d, this node has seen round %d", ErrReplay, m.Base, n.st.ModelRound)
+	}
+	v, _, err := n.openModel(m.Model, m.Base)
+	if err != nil {
+		return err
+	}
+	n.st.Round, n.st.ModelRound = r, m.Base
+	n.step = stepTraining
+	n.out.changed()
+	n.out.tasks = append(n.out.tasks, Task{Kind: TaskTrain, Round: r, Model: v, Config: m.Config})
+	return nil
+}
+
+func (n *Node) trained(m Message) error {
+	u := m.Update
+	switch {
+	case n.step != stepTraining || u.Round != n.st.Round:
+		return fmt.Errorf("%w: no training task for round %d", ErrStale, u.Round)
+	case u.Node != "" && u.Node != n.cfg.Self:
+		return fmt.Errorf("%w: update of %s", ErrForged, u.Node)
+	case len(u.Delta) == 0 || !u.Delta.Finite() || math.IsNaN(u.Weight) || math.IsInf(u.Weight, 0) || u.Weight < 0:
+		return fmt.Errorf("%w: update with %d values, weight %v", ErrMalformed, len(u.Delta), u.Weight)
+	}
+	p, err := n.party.Protect(u.Round, u.Delta, u.Weight)
+	if err != nil {
+		return fmt.Errorf("protect: %w", err)
+	}
+	d := DigestOf(p)
+	sig, err := n.cfg.Signer.Sign(uploadSigned(n.cfg.Session, n.st.Epoch, u.Round, d))
+	if err != nil {
+		return fmt.Errorf("round: signing the upload: %w", err)
+	}
+	n.st.Protected = u.Round
+	n.step, n.uploaded = stepUploaded, d
+	n.out.changed()
+	n.emit(Event{Kind: EventUploaded, Round: u.Round, Node: n.cfg.Self, Digest: d})
+	n.send(Message{Kind: KindUpload, Round: u.Round, Payload: p, Signature: sig})
+	return nil
+}
+
+// checkIncluded checks an included set: sorted distinct members, trusted,
+// at least the minimum cohort, each with a valid signature over its digest.
+func (n *Node) checkIncluded(r fl.Round, inc []Contribution) error {
+	if len(inc) < n.cfg.MinCohort {
+		return fmt.Errorf("included set of %d, minimum cohort %d", len(inc), n.cfg.MinCohort)
+	}
+	for i, c := range inc {
+		switch {
+		case !n.isMember[c.Node]:
+			return fmt.Errorf("included non-member %q", c.Node)
+		case i > 0 && inc[i-1].Node >= c.Node:
+			return fmt.Errorf("included set not sorted and distinct at %s", c.Node)
+		case n.distrusted[c.Node]:
+			return fmt.Errorf("included %s failed attestation", c.Node)
+		}
+		if err := n.cfg.Verifier.Verify(c.Node, uploadSigned(n.cfg.Session, n.st.Epoch, r, c.Digest), c.Signature); err != nil {
+			return fmt.Errorf("bad upload signature of %s: %v", c.Node, err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) revealRequest(m Message) error {
+	if err := n.checkRoundKeys(m.Epoch); err != nil {
+		return err
+	}
+	r := m.Round
+	switch {
+	case r < n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
+	case r > n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrFuture, r, n.st.Round)
+	case n.step == stepRevealed:
+		return fmt.Errorf("%w: already revealed in round %d", ErrDuplicate, r)
+	case n.step != stepUploaded:
+		return fmt.Errorf("%w: no upload in round %d (step %s)", ErrWrongPhase, r, n.step)
+	case len(m.Aggregate) == 0:
+		return fmt.Errorf("%w: empty aggregate", ErrMalformed)
+	}
+	if string(m.Target) != string(n.st.Target) {
+		return n.refuse(m.Epoch, r, nil, "the reveal is to a key other than the group key")
+	}
+	if len(m.Revealers) != n.cfg.Threshold || !slices.Contains(m.Revealers, n.cfg.Self) {
+		return n.refuse(m.Epoch, r, nil, "revealers %v: want %d including this node", m.Revealers, n.cfg.Threshold)
+	}
+	seen := make(map[fl.NodeID]bool)
+	for _, id := range m.Revealers {
+		if !n.isMember[id] || seen[id] {
+			return n.refuse(m.Epoch, r, nil, "revealers %v are not distinct members", m.Revealers)
+		}
+		seen[id] = true
+	}
+	if err := n.checkIncluded(r, m.Included); err != nil {
+		return n.refuse(m.Epoch, r, nil, "%v", err)
+	}
+	if i := slices.IndexFunc(m.Included, func(c Contribution) bool { return c.Node == n.cfg.Self }); i < 0 || m.Included[i].Digest != n.uploaded {
+		return n.refuse(m.Epoch, r, nil, "the included set does not hold this node's upload")
+	}
+	req := protect.RevealRequest{Round: r, Aggregate: m.Aggregate, Revealers: m.Revealers, Target: m.Target}
+	share, err := n.party.Reveal(req, n.cfg.Ledger)
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "reveal")
+	}
+	n.step = stepRevealed
+	n.emit(Event{Kind: EventRevealed, Round: r, Node: n.cfg.Self, Nodes: nodesOf(m.Included), Digest: DigestOf(m.Aggregate)})
+	n.send(Message{Kind: KindShare, Round: r, Payload: share})
+	return nil
+}
+
+func (n *Node) decrypt(m Message) error {
+	if err := n.checkRoundKeys(m.Epoch); err != nil {
+		return err
+	}
+	r := m.Round
+	switch {
+	case r < n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
+	case r <= n.st.Led:
+		return fmt.Errorf("%w: this node already committed round %d", ErrDuplicate, n.st.Led)
+	case m.Base >= r:
+		return fmt.Errorf("%w: round %d applies to the model of round %d", ErrMalformed, r, m.Base)
+	case m.Base < n.st.ModelRound:
+		return fmt.Errorf("%w: base model of round %d, this node has seen round %d", ErrReplay, m.Base, n.st.ModelRound)
+	case len(m.Payload) == 0:
+		return fmt.Errorf("%w: empty result", ErrMalformed)
+	}
+	global, optState, err := n.openModel(m.Model, m.Base)
+	if err != nil {
+		return err
+	}
+	if err := n.checkIncluded(r, m.Included); err != nil {
+		return n.refuse(m.Epoch, r, nil, "%v", err)
+	}
+	sum, err := n.target.Decrypt(m.Payload)
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "decrypt")
+	}
+	if len(sum.Vector) != len(global) || !sum.Vector.Finite() || !(sum.Weight > 0) || math.IsInf(sum.Weight, 0) {
+		return n.refuse(m.Epoch, r, nil, "sum of %d values with weight %v for a model of %d", len(sum.Vector), sum.Weight, len(global))
+	}
+	mean := sum.Vector.Clone()
+	mean.Scale(1 / sum.Weight)
+	if err := n.cfg.Optimizer.UnmarshalBinary(optState); err != nil {
+		return n.refuse(m.Epoch, r, err, "optimizer state")
+	}
+	next, err := n.cfg.Optimizer.Apply(global, mean)
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "optimizer")
+	}
+	state, err := n.cfg.Optimizer.MarshalBinary()
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "optimizer state")
+	}
+	sealed, err := n.cfg.Box.Seal(n.modelKey, encodeModel(next, state), modelAD(n.cfg.Session, r))
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "sealing the model")
+	}
+	rec := Record{Epoch: n.st.Epoch, Round: r, Base: m.Base, Included: nodesOf(m.Included),
+		Aggregate: m.Record.Aggregate, Model: DigestOf(sealed)}
+	sig, err := n.cfg.Signer.Sign(rec.Signed(n.cfg.Session))
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "signing the round record")
+	}
+	if r > n.st.Round {
+		n.st.Round, n.step = r, stepIdle
+	}
+	n.st.Led, n.st.ModelRound = r, m.Base
+	n.out.changed()
+	n.emit(Event{Kind: EventCommitted, Round: r, Node: n.cfg.Self, Nodes: rec.Included, Digest: rec.Digest(n.cfg.Session),
+		Detail: fmt.Sprintf("led: weight %g, model %s", sum.Weight, rec.Model)})
+	n.send(Message{Kind: KindCommit, Round: r, Model: sealed, Record: rec, Signature: sig})
+	return nil
+}
+
+func (n *Node) model(m Message) error {
+	if err := n.checkRoundKeys(m.Epoch); err != nil {
+		return err
+	}
+	r, rec := m.Round, m.Record
+	switch {
+	case r < n.st.ModelRound:
+		return fmt.Errorf("%w: model of round %d, this node has seen round %d", ErrReplay, r, n.st.ModelRound)
+	case r == n.st.ModelRound || r == n.evalRound:
+		return fmt.Errorf("%w: model of round %d already received", ErrDuplicate, r)
+	case rec.Epoch != n.st.Epoch || rec.Round != r || rec.Base >= r || rec.Model != DigestOf(m.Model) || !n.isMember[m.Leader]:
+		return fmt.Errorf("%w: round record %+v does not match the model of round %d", ErrMalformed, rec, r)
+	}
+	if err := n.cfg.Verifier.Verify(m.Leader, rec.Signed(n.cfg.Session), m.Signature); err != nil {
+		return fmt.Errorf("%w: round record signature of %s: %v", ErrForged, m.Leader, err)
+	}
+	v, _, err := n.openModel(m.Model, r)
+	if err != nil {
+		return err
+	}
+	if r > n.st.Round {
+		n.st.Round, n.step = r, stepIdle
+	}
+	n.st.ModelRound = r
+	n.evalRound = r
+	n.out.changed()
+	n.out.tasks = append(n.out.tasks, Task{Kind: TaskEvaluate, Round: r, Model: v})
+	return nil
+}
+
+func (n *Node) evaluated(m Message) error {
+	mt := m.Metrics
+	switch {
+	case n.evalRound == 0 || m.Round != n.evalRound:
+		return fmt.Errorf("%w: no evaluation task for round %d", ErrStale, m.Round)
+	case math.IsNaN(mt.Accuracy) || mt.Accuracy < 0 || mt.Accuracy > 1 || math.IsNaN(mt.Loss) || math.IsInf(mt.Loss, 0) || mt.Examples < 0:
+		return fmt.Errorf("%w: metrics %+v", ErrMalformed, mt)
+	}
+	n.evalRound = 0
+	n.send(Message{Kind: KindMetrics, Round: m.Round, Metrics: mt})
+	return nil
+}

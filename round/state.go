@@ -1,0 +1,147 @@
+package round
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/cloisterfl/cloister/fl"
+)
+
+// Phase is where the coordinator is in the session.
+type Phase uint8
+
+// Coordinator phases, in protocol order. A round runs Collect, Reveal,
+// Commit, Evaluate; an aborted round goes back to Wait (or straight to the
+// next round's Collect).
+const (
+	PhaseJoin     Phase = iota // waiting for every member's Hello to start a key setup
+	PhaseAnnounce              // collecting announcements
+	PhaseDeal                  // collecting dealings
+	PhaseAccept                // collecting acceptances
+	PhaseGroupKey              // waiting for the group key, then for every member's acknowledgement
+	PhaseWait                  // waiting for enough live members to start a round
+	PhaseCollect               // collecting the cohort's uploads
+	PhaseReveal                // collecting the revealers' shares
+	PhaseCommit                // waiting for the leader's commit
+	PhaseEvaluate              // collecting metrics on the committed model
+	PhaseDone                  // the session is over
+	phaseEnd
+)
+
+var phaseNames = [...]string{
+	PhaseJoin: "join", PhaseAnnounce: "announce", PhaseDeal: "deal", PhaseAccept: "accept",
+	PhaseGroupKey: "group-key", PhaseWait: "wait", PhaseCollect: "collect", PhaseReveal: "reveal",
+	PhaseCommit: "commit", PhaseEvaluate: "evaluate", PhaseDone: "done",
+}
+
+func (p Phase) String() string {
+	if p < phaseEnd {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("Phase(%d)", uint8(p))
+}
+
+// stateVersion is the version of the persisted formats.
+const stateVersion = 1
+
+// CoordinatorState is what a coordinator must persist to resume its session.
+// It holds nothing secret: sealed blobs, digests and public values.
+type CoordinatorState struct {
+	Session []byte
+	Epoch   uint64 // the current key epoch
+	Phase   Phase
+	Round   fl.Round // the current (or last) round
+	// Commits counts committed rounds; LastCommitted is the newest.
+	Commits       int
+	LastCommitted fl.Round
+	// Model is the newest sealed model, produced by ModelRound (0: initial).
+	Model      []byte
+	ModelRound fl.Round
+	// The group key: Dealer sealed Sealed[m] to each member m; Target is its
+	// public part.
+	Dealer fl.NodeID
+	Sealed map[fl.NodeID][]byte
+	Target []byte
+	// Rotation is the index (in sorted member order) where the next leader
+	// search starts.
+	Rotation int
+
+	// The current round, from its start.
+	Cohort  []fl.NodeID
+	Leaders []fl.NodeID // every leader named this round, the current one last
+	// From the end of collection.
+	Included  []Contribution
+	Aggregate Digest
+	Revealers []fl.NodeID
+	// Result is Helper.Open's output, kept so that a failed leader's
+	// successor (or a restarted coordinator) gets the same result.
+	Result []byte
+}
+
+// NodeState is what a node must persist. It is secret: it holds the node's
+// key shares and the group key. Seal it at rest.
+type NodeState struct {
+	Session  []byte
+	Epoch    uint64 // the key epoch Party belongs to (0: none yet)
+	Party    []byte // Party.MarshalBinary
+	GroupKey []byte // the group key (target secret and model key), opened
+	Target   []byte // the group key's public part
+	// Round is the newest round the node took part in; Protected the newest
+	// round whose update it protected (it never protects twice in a round);
+	// ModelRound the newest committed model it opened; Led the newest round it
+	// committed as leader.
+	Round      fl.Round
+	Protected  fl.Round
+	ModelRound fl.Round
+	Led        fl.Round
+	Done       bool
+}
+
+type coordinatorFile struct {
+	Version int
+	CoordinatorState
+}
+
+type nodeFile struct {
+	Version int
+	NodeState
+}
+
+// MarshalBinary encodes the state (versioned JSON).
+func (s *CoordinatorState) MarshalBinary() ([]byte, error) {
+	return json.Marshal(coordinatorFile{stateVersion, *s})
+}
+
+// UnmarshalBinary decodes a state written by MarshalBinary.
+func (s *CoordinatorState) UnmarshalBinary(b []byte) error {
+	var f coordinatorFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("round: coordinator state: %w", err)
+	}
+	if f.Version != stateVersion {
+		return fmt.Errorf("round: coordinator state version %d, want %d", f.Version, stateVersion)
+	}
+	if f.Phase >= phaseEnd {
+		return fmt.Errorf("round: coordinator state has phase %d", f.Phase)
+	}
+	*s = f.CoordinatorState
+	return nil
+}
+
+// MarshalBinary encodes the state (versioned JSON).
+func (s *NodeState) MarshalBinary() ([]byte, error) {
+	return json.Marshal(nodeFile{stateVersion, *s})
+}
+
+// UnmarshalBinary decodes a state written by MarshalBinary.
+func (s *NodeState) UnmarshalBinary(b []byte) error {
+	var f nodeFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("round: node state: %w", err)
+	}
+	if f.Version != stateVersion {
+		return fmt.Errorf("round: node state version %d, want %d", f.Version, stateVersion)
+	}
+	*s = f.NodeState
+	return nil
+}
