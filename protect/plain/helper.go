@@ -1,0 +1,160 @@
+package plain
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// helper is the coordinator side. It is immutable.
+type helper struct {
+	sess *session
+}
+
+// Setup checks every announcement and that every member's public dealing is
+// bound to their transcript.
+func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
+	transcript, err := h.sess.transcript(anns)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.sess.keys(publics, "public dealing from"); err != nil {
+		return nil, err
+	}
+	for i, m := range h.sess.members {
+		b, ok := publics[m]
+		if !ok {
+			return nil, fmt.Errorf("plain: no public dealing from member %q", m)
+		}
+		what := fmt.Sprintf("public dealing from %s", m)
+		r, err := openFixed(b, kindPublic, publicLen, what)
+		if err != nil {
+			return nil, err
+		}
+		h.sess.checkSession(r)
+		dealer, t := h.sess.member(r), r.hash()
+		if err := r.done(); err != nil {
+			return nil, err
+		}
+		if dealer != i {
+			return nil, foreign(what, "dealt by %s", h.sess.name(dealer))
+		}
+		if t != transcript {
+			return nil, foreign(what, "for other announcements")
+		}
+	}
+	b := newPayload(kindSetup, setupLen)
+	b = append(b, h.sess.digest[:]...)
+	return append(b, transcript[:]...), nil
+}
+
+// Aggregate adds the protected payloads of round r in member order.
+func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, error) {
+	if len(protected) == 0 {
+		return nil, fmt.Errorf("plain: aggregate of round %d: no inputs", r)
+	}
+	ids, err := h.sess.keys(protected, "protected update from")
+	if err != nil {
+		return nil, err
+	}
+	var (
+		sum      fl.Vector
+		weight   float64
+		included = make([]int, 0, len(ids))
+	)
+	for _, id := range ids {
+		idx, _ := h.sess.index(id, "")
+		what := fmt.Sprintf("protected update from %s", id)
+		rd, err := open(protected[id], kindProtected, what)
+		if err != nil {
+			return nil, err
+		}
+		h.sess.checkSession(rd)
+		round, member, count := fl.Round(rd.u64()), h.sess.member(rd), rd.count()
+		w := rd.weight(limitMaxAbs)
+		raw := rd.values(count, limitMaxAbs)
+		if err := rd.done(); err != nil {
+			return nil, err
+		}
+		switch {
+		case round != r:
+			return nil, foreign(what, "for round %d, want %d", round, r)
+		case member != idx:
+			return nil, foreign(what, "made by %s", h.sess.name(member))
+		case sum == nil:
+			sum = make(fl.Vector, count)
+		case count != len(sum):
+			return nil, fmt.Errorf("plain: %s: %d values, others have %d: %w: %w", what, count, len(sum),
+				fl.ErrDimension, protect.ErrMalformed)
+		}
+		addValues(sum, raw)
+		weight += w
+		included = append(included, idx)
+	}
+	b := newPayload(kindAggregate, aggregateFixed+4*len(included)+8*len(sum))
+	b = append(b, h.sess.digest[:]...)
+	b = appendU64(b, uint64(r))
+	b = appendU32(b, len(sum))
+	b = appendU32(b, len(included))
+	b = appendF64(b, weight)
+	for _, i := range included {
+		b = appendU32(b, i)
+	}
+	return appendVector(b, sum), nil
+}
+
+// Needed returns the threshold t.
+func (h *helper) Needed() int { return h.sess.t }
+
+// Open checks the share of every revealer and copies the sum into a result
+// for the target.
+func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([]byte, error) {
+	q, err := h.sess.checkRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := h.sess.keys(shares, "reveal share from")
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		idx, _ := h.sess.index(id, "")
+		what := fmt.Sprintf("reveal share from %s", id)
+		if _, ok := slices.BinarySearch(q.revealers, idx); !ok {
+			return nil, foreign(what, "%s is not among the round's revealers", id)
+		}
+		r, err := openFixed(shares[id], kindShare, shareLen, what)
+		if err != nil {
+			return nil, err
+		}
+		h.sess.checkSession(r)
+		round, revealer := fl.Round(r.u64()), h.sess.member(r)
+		digest, set, target := r.hash(), r.hash(), r.hash()
+		if err := r.done(); err != nil {
+			return nil, err
+		}
+		switch {
+		case round != req.Round:
+			return nil, foreign(what, "for round %d, want %d", round, req.Round)
+		case revealer != idx:
+			return nil, foreign(what, "made by %s", h.sess.name(revealer))
+		case digest != q.digest:
+			return nil, foreign(what, "for another aggregate")
+		case set != q.set:
+			return nil, foreign(what, "for another revealer set")
+		case target != q.target:
+			return nil, foreign(what, "for another target key")
+		}
+	}
+	if len(ids) < h.sess.t {
+		return nil, fmt.Errorf("plain: open for round %d: %d of the %d shares: %w", req.Round, len(ids), h.sess.t, protect.ErrNotEnoughShares)
+	}
+	a := q.agg
+	b := newPayload(kindResult, resultFixed+len(a.values))
+	b = append(b, q.target[:]...)
+	b = appendU32(b, a.count)
+	b = appendF64(b, a.weight)
+	return append(b, a.values...), nil
+}

@@ -1,0 +1,221 @@
+package plain
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// party is the node side. Its setup runs Announce → Deal → Accept.
+type party struct {
+	sess *session
+	self int
+	rand io.Reader
+
+	mu           sync.Mutex
+	announcement []byte        // set by Announce
+	dealt        bool          // set by Deal
+	transcript   [hashLen]byte // set by Deal
+	ready        bool          // set by Accept
+}
+
+func (p *party) String() string { return string(p.sess.name(p.self)) }
+
+// Announce draws the party's nonce. Later calls return the same
+// announcement.
+func (p *party) Announce() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ready {
+		return nil, fmt.Errorf("plain: %s: setup has already completed", p)
+	}
+	if p.announcement == nil {
+		var nonce [nonceLen]byte
+		if _, err := io.ReadFull(p.rand, nonce[:]); err != nil {
+			return nil, fmt.Errorf("plain: %s: drawing the announcement nonce: %w", p, err)
+		}
+		b := newPayload(kindAnnouncement, announcementLen)
+		b = append(b, p.sess.digest[:]...)
+		b = appendU32(b, p.self)
+		p.announcement = append(b, nonce[:]...)
+	}
+	return bytes.Clone(p.announcement), nil
+}
+
+// Deal checks every member's announcement, including that the party's own is
+// the one it made, and binds its dealing to their transcript. It may be
+// called again until Accept succeeds.
+func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ready {
+		return protect.Dealing{}, fmt.Errorf("plain: %s: setup has already completed", p)
+	}
+	if p.announcement == nil {
+		return protect.Dealing{}, fmt.Errorf("plain: %s: Deal before Announce: %w", p, protect.ErrNotReady)
+	}
+	transcript, err := p.sess.transcript(anns)
+	if err != nil {
+		return protect.Dealing{}, err
+	}
+	if !bytes.Equal(anns[p.sess.name(p.self)], p.announcement) {
+		return protect.Dealing{}, foreign(fmt.Sprintf("announcement from %s", p), "not the one this party made")
+	}
+	p.dealt, p.transcript = true, transcript
+
+	d := protect.Dealing{Private: make(map[fl.NodeID][]byte, len(p.sess.members))}
+	d.Public = newPayload(kindPublic, publicLen)
+	d.Public = append(d.Public, p.sess.digest[:]...)
+	d.Public = appendU32(d.Public, p.self)
+	d.Public = append(d.Public, transcript[:]...)
+	for i, m := range p.sess.members {
+		b := newPayload(kindPrivate, privateLen)
+		b = append(b, p.sess.digest[:]...)
+		b = appendU32(b, p.self)
+		b = appendU32(b, i)
+		d.Private[m] = append(b, transcript[:]...)
+	}
+	return d, nil
+}
+
+// Accept checks that the setup and one private dealing from every member
+// are bound to the transcript the party dealt on.
+func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ready {
+		return fmt.Errorf("plain: %s: setup has already completed", p)
+	}
+	if !p.dealt {
+		return fmt.Errorf("plain: %s: Accept before Deal: %w", p, protect.ErrNotReady)
+	}
+	r, err := openFixed(setup, kindSetup, setupLen, "setup")
+	if err != nil {
+		return err
+	}
+	p.sess.checkSession(r)
+	transcript := r.hash()
+	if err := r.done(); err != nil {
+		return err
+	}
+	if transcript != p.transcript {
+		return foreign("setup", "for other announcements than %s dealt on", p)
+	}
+	if _, err := p.sess.keys(private, "private dealing from"); err != nil {
+		return err
+	}
+	for i, m := range p.sess.members {
+		b, ok := private[m]
+		if !ok {
+			return fmt.Errorf("plain: %s: no private dealing from member %q", p, m)
+		}
+		what := fmt.Sprintf("private dealing from %s", m)
+		r, err := openFixed(b, kindPrivate, privateLen, what)
+		if err != nil {
+			return err
+		}
+		p.sess.checkSession(r)
+		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.hash()
+		if err := r.done(); err != nil {
+			return err
+		}
+		switch {
+		case dealer != i:
+			return foreign(what, "dealt by %s", p.sess.name(dealer))
+		case recipient != p.self:
+			return foreign(what, "dealt to %s", p.sess.name(recipient))
+		case transcript != p.transcript:
+			return foreign(what, "for other announcements than %s dealt on", p)
+		}
+	}
+	p.ready = true
+	return nil
+}
+
+// Protect writes v and weight as they are: plain hides nothing.
+func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
+	p.mu.Lock()
+	ready := p.ready
+	p.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("plain: %s: Protect before setup: %w", p, protect.ErrNotReady)
+	}
+	if err := checkInput(r, v, weight); err != nil {
+		return nil, fmt.Errorf("plain: %s: %w", p, err)
+	}
+	b := newPayload(kindProtected, protectedFixed+8*len(v))
+	b = append(b, p.sess.digest[:]...)
+	b = appendU64(b, uint64(r))
+	b = appendU32(b, p.self)
+	b = appendU32(b, len(v))
+	b = appendF64(b, weight)
+	return appendVector(b, v), nil
+}
+
+// checkInput checks Protect's arguments against the limits.
+func checkInput(r fl.Round, v fl.Vector, weight float64) error {
+	if r == 0 {
+		return fmt.Errorf("round 0: rounds start at 1: %w", protect.ErrRange)
+	}
+	if len(v) > limitMaxDim {
+		return fmt.Errorf("vector of %d values, at most %d allowed: %w", len(v), limitMaxDim, protect.ErrRange)
+	}
+	if i := slices.IndexFunc(v, func(x float64) bool { return !finiteWithin(x, limitMaxAbs) }); i >= 0 {
+		return fmt.Errorf("value %d is %v, outside ±2⁵³: %w", i, v[i], protect.ErrRange)
+	}
+	if !finiteWithin(weight, limitMaxAbs) || weight < 0 {
+		return fmt.Errorf("weight %v outside [0, 2⁵³]: %w", weight, protect.ErrRange)
+	}
+	return nil
+}
+
+// Reveal checks req, records it in l and returns a share that binds the
+// round, the aggregate, the revealer set and the target.
+func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, error) {
+	p.mu.Lock()
+	ready := p.ready
+	p.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("plain: %s: Reveal before setup: %w", p, protect.ErrNotReady)
+	}
+	if l == nil {
+		return nil, errors.New("plain: Reveal with a nil ledger")
+	}
+	q, err := p.sess.checkRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := slices.BinarySearch(q.revealers, p.self); !ok {
+		return nil, foreign(fmt.Sprintf("reveal request for round %d", req.Round), "does not name %s as a revealer", p)
+	}
+	b := newPayload(kindShare, shareLen)
+	b = append(b, p.sess.digest[:]...)
+	b = appendU64(b, uint64(req.Round))
+	b = appendU32(b, p.self)
+	b = append(b, q.digest[:]...)
+	b = append(b, q.set[:]...)
+	b = append(b, q.target[:]...)
+	if err := l.Record(req.Round, q.digest); err != nil {
+		return nil, fmt.Errorf("plain: %s: recording the reveal for round %d: %w", p, req.Round, err)
+	}
+	return b, nil
+}
+
+// MarshalBinary returns the party's state after setup.
+func (p *party) MarshalBinary() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ready {
+		return nil, fmt.Errorf("plain: %s: MarshalBinary before setup: %w", p, protect.ErrNotReady)
+	}
+	b := newPayload(kindPartyState, partyStateLen)
+	b = append(b, p.sess.digest[:]...)
+	b = appendU32(b, p.self)
+	return append(b, p.transcript[:]...), nil
+}

@@ -1,0 +1,417 @@
+// Package plain is the aggregation mode that PROTECTS NOTHING.
+//
+// # Warning
+//
+// In mode plain every update travels in the clear. The coordinator, and
+// anyone who can read its traffic, logs or disk, sees each node's update,
+// its weight and every sum. The reveal shares and the target key are
+// formalities: they protect nothing either. The mode exists for baselines,
+// benchmarks and research on unprotected federated learning; never use it
+// with real data. A runtime that runs a session in this mode prints
+// [Warning] at start-up and in every round record.
+//
+// # What it is for
+//
+// plain implements the whole [protect] protocol with the same shape and the
+// same checks as the modes that do protect (mhe, secagg, paillier): the
+// setup has the same three steps, and rounds have the same Protect,
+// Aggregate, Reveal, Open and Decrypt steps, with the same errors. So a
+// runtime, a simulation or a benchmark can swap it in for mhe and measure
+// what protection costs, and its code paths are exercised without any
+// cryptography in the way. It passes the conformance suite in
+// protect/protecttest, and serves as the reference implementation of the
+// interface.
+//
+// # The protocol
+//
+// Setup:
+//   - [protect.Party.Announce] draws a 32-byte nonce from the party's random
+//     source.
+//   - [protect.Party.Deal] checks every member's announcement and binds the
+//     dealing (one public part, one private part per member) to the hash of
+//     all the announcements, the transcript.
+//   - [protect.Helper.Setup] checks the announcements and that every public
+//     dealing is bound to the same transcript.
+//   - [protect.Party.Accept] checks that the setup and every private dealing
+//     are bound to the transcript the party dealt on, so a setup replayed
+//     from another run is refused.
+//
+// A round:
+//   - [protect.Party.Protect] writes the vector and weight as they are,
+//     bound to the session, the round and the member.
+//   - [protect.Helper.Aggregate] adds them in member order.
+//   - [protect.Party.Reveal] checks the request, records it in the
+//     [protect.Ledger] and returns a share that binds the round, the
+//     aggregate's digest, the revealer set and the target, and carries
+//     nothing else.
+//   - [protect.Helper.Open] needs the share of each of the t revealers, and
+//     copies the sum into a result bound to the target key.
+//   - [protect.Target.Decrypt] returns the [protect.Sum].
+//
+// # Limits
+//
+// Values are carried as float64. A single input is at most 2⁵³ in absolute
+// value (so integer inputs sum exactly), sessions have at most 2²⁰ members
+// and vectors at most 2²⁴ values (a 128 MiB payload). There is no encoding
+// error: [protect.Limits.MaxError] is 0, and the sum is the float64 sum of
+// the inputs in ascending member order.
+//
+// # Formats
+//
+// All integers are big-endian; float64 values are IEEE 754 binary64,
+// big-endian. Every payload starts with a 6-byte header: the magic "CLPL",
+// the version 1, and a kind byte. Session, transcript, digest and target
+// fields are 32-byte hashes; member indices are uint32 positions in the
+// sorted member list. After the header:
+//
+//	kind  name               body
+//	1     announcement       session, member u32, nonce[32]
+//	2     public dealing     session, dealer u32, transcript
+//	3     private dealing    session, dealer u32, recipient u32, transcript
+//	4     setup              session, transcript
+//	5     protected update   session, round u64, member u32, count u32, weight f64, count × f64
+//	6     aggregate          session, round u64, count u32, k u32, weight f64, k × member u32 (ascending), count × f64
+//	7     reveal share       session, round u64, revealer u32, aggregate digest, revealer set, target
+//	8     result             target, count u32, weight f64, count × f64
+//	9     target public key  id[32]
+//	10    target secret key  id[32]
+//	11    party state        session, self u32, transcript
+//
+// The session hash covers the session ID, the threshold and the sorted
+// members; the aggregate digest is [protect.RevealRequest.Digest]. Every
+// decoder checks the header, the kind, every declared count against the
+// bytes that follow (before it allocates), and every value, and refuses
+// trailing bytes. Errors wrap [protect.ErrMalformed] or [protect.ErrForeign].
+//
+// Parties are safe for concurrent use; so are helpers and targets, which
+// are immutable.
+package plain
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// Warning is what a runtime prints when a session uses this mode.
+const Warning = "plain: WARNING: aggregation mode \"plain\" protects nothing: " +
+	"the coordinator sees every update, weight and sum in the clear. " +
+	"Use it for baselines and research only, never with real data."
+
+// Name is the mode's name in a federation manifest.
+const Name = "plain"
+
+const (
+	limitMaxAbs     = 1 << 53 // integers up to 2⁵³ are exact in float64
+	limitMaxParties = 1 << 20
+	limitMaxDim     = 1 << 24 // 128 MiB of float64 per payload
+)
+
+// Scheme is the plain mode. The zero value is ready to use.
+type Scheme struct{}
+
+var _ protect.Scheme = Scheme{}
+
+// Name returns "plain".
+func (Scheme) Name() string { return Name }
+
+// Limits returns plain's limits: inputs up to 2⁵³, no encoding error, up to
+// 2²⁰ parties and 2²⁴ values.
+func (Scheme) Limits() protect.Limits {
+	return protect.Limits{
+		MaxAbs:     limitMaxAbs,
+		MaxError:   0,
+		MaxParties: limitMaxParties,
+		MaxDim:     limitMaxDim,
+	}
+}
+
+// NewParty returns member self's party for session s. rand supplies the
+// announcement nonce.
+func (Scheme) NewParty(s protect.Session, self fl.NodeID, rand io.Reader) (protect.Party, error) {
+	sess, idx, err := newSession(s, self)
+	if err != nil {
+		return nil, err
+	}
+	if rand == nil {
+		return nil, errors.New("plain: nil random source")
+	}
+	return &party{sess: sess, self: idx, rand: rand}, nil
+}
+
+// LoadParty restores a party from its MarshalBinary state. The state must
+// be for the same session and member.
+func (Scheme) LoadParty(s protect.Session, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
+	sess, idx, err := newSession(s, self)
+	if err != nil {
+		return nil, err
+	}
+	if rand == nil {
+		return nil, errors.New("plain: nil random source")
+	}
+	what := fmt.Sprintf("state of party %s", self)
+	r, err := openFixed(state, kindPartyState, partyStateLen, what)
+	if err != nil {
+		return nil, err
+	}
+	digest, stateSelf, transcript := r.hash(), sess.member(r), r.hash()
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	if digest != sess.digest {
+		return nil, foreign(what, "for another session")
+	}
+	if stateSelf != idx {
+		return nil, foreign(what, "belongs to member %s", sess.name(stateSelf))
+	}
+	return &party{sess: sess, self: idx, rand: rand, dealt: true, ready: true, transcript: transcript}, nil
+}
+
+// NewHelper returns the coordinator side for session s.
+func (Scheme) NewHelper(s protect.Session) (protect.Helper, error) {
+	sess, _, err := newSession(s, "")
+	if err != nil {
+		return nil, err
+	}
+	return &helper{sess: sess}, nil
+}
+
+// NewTarget returns a fresh target, identified by 32 bytes from rand. Its
+// "secret" key is its identifier: plain hides nothing from anyone.
+func (Scheme) NewTarget(rand io.Reader) (protect.Target, error) {
+	if rand == nil {
+		return nil, errors.New("plain: nil random source")
+	}
+	var t target
+	if _, err := io.ReadFull(rand, t.id[:]); err != nil {
+		return nil, fmt.Errorf("plain: drawing a target id: %w", err)
+	}
+	return &t, nil
+}
+
+// LoadTarget restores a target from its MarshalBinary secret.
+func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
+	r, err := openFixed(secret, kindTargetSecret, targetLen, "target secret key")
+	if err != nil {
+		return nil, err
+	}
+	var t target
+	copy(t.id[:], r.take(idLen))
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// session is a checked protect.Session.
+type session struct {
+	digest  [hashLen]byte // binds every payload
+	members []fl.NodeID   // sorted
+	t       int
+}
+
+// newSession checks s and, unless self is empty, that self is a member,
+// whose index it returns.
+func newSession(s protect.Session, self fl.NodeID) (*session, int, error) {
+	if err := s.Validate(); err != nil {
+		return nil, 0, fmt.Errorf("plain: %w", err)
+	}
+	if len(s.Members) > limitMaxParties {
+		return nil, 0, fmt.Errorf("plain: session has %d members, at most %d allowed: %w", len(s.Members), limitMaxParties, protect.ErrRange)
+	}
+	sess := &session{members: s.Sorted(), t: s.Threshold}
+	var b []byte
+	b = appendU32(b, len(s.ID))
+	b = append(b, s.ID...)
+	b = appendU32(b, s.Threshold)
+	b = appendU32(b, len(sess.members))
+	for _, m := range sess.members {
+		b = appendU32(b, len(m))
+		b = append(b, m...)
+	}
+	sess.digest = hashOf("session", b)
+	idx := -1
+	if self != "" {
+		var err error
+		if idx, err = sess.index(self, "self"); err != nil {
+			return nil, 0, err
+		}
+	}
+	return sess, idx, nil
+}
+
+// index returns the position of id among the sorted members, or ErrNotMember.
+func (s *session) index(id fl.NodeID, role string) (int, error) {
+	i, ok := slices.BinarySearch(s.members, id)
+	if !ok {
+		return 0, fmt.Errorf("plain: %s %q: %w", role, id, protect.ErrNotMember)
+	}
+	return i, nil
+}
+
+// name names the member at index i, which the caller has checked.
+func (s *session) name(i int) fl.NodeID { return s.members[i] }
+
+// member reads a member index and checks it is in range.
+func (s *session) member(r *reader) int {
+	i := r.u32()
+	if r.err == nil && i >= len(s.members) {
+		r.err = malformed(r.what, "member index %d, the session has %d members", i, len(s.members))
+	}
+	return i
+}
+
+// checkSession reads the session field of a payload.
+func (s *session) checkSession(r *reader) {
+	d := r.hash()
+	if r.err == nil && d != s.digest {
+		r.err = foreign(r.what, "for another session")
+	}
+}
+
+// keys returns the keys of m that are members, sorted, or ErrNotMember.
+func (s *session) keys(m map[fl.NodeID][]byte, role string) ([]fl.NodeID, error) {
+	ids := make([]fl.NodeID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if _, err := s.index(id, role); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// transcript checks one announcement per member and returns their hash.
+func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
+	if _, err := s.keys(anns, "announcement from"); err != nil {
+		return [hashLen]byte{}, err
+	}
+	parts := make([][]byte, 0, 1+len(s.members))
+	parts = append(parts, s.digest[:])
+	for i, m := range s.members {
+		b, ok := anns[m]
+		if !ok {
+			return [hashLen]byte{}, fmt.Errorf("plain: no announcement from member %q", m)
+		}
+		what := fmt.Sprintf("announcement from %s", m)
+		r, err := openFixed(b, kindAnnouncement, announcementLen, what)
+		if err != nil {
+			return [hashLen]byte{}, err
+		}
+		s.checkSession(r)
+		who := s.member(r)
+		r.take(nonceLen)
+		if err := r.done(); err != nil {
+			return [hashLen]byte{}, err
+		}
+		if who != i {
+			return [hashLen]byte{}, foreign(what, "made by %s", s.name(who))
+		}
+		parts = append(parts, b)
+	}
+	return hashOf("transcript", parts...), nil
+}
+
+// revealers checks a revealer set: exactly t distinct members. It returns
+// their indices, sorted, and the set's hash.
+func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
+	if len(list) != s.t {
+		return nil, [hashLen]byte{}, fmt.Errorf("plain: revealer set has %d members, the threshold is %d: %w", len(list), s.t, protect.ErrMalformed)
+	}
+	idx := make([]int, len(list))
+	for i, id := range list {
+		var err error
+		if idx[i], err = s.index(id, "revealer"); err != nil {
+			return nil, [hashLen]byte{}, err
+		}
+	}
+	slices.Sort(idx)
+	var b []byte
+	for i, x := range idx {
+		if i > 0 && idx[i-1] == x {
+			return nil, [hashLen]byte{}, fmt.Errorf("plain: revealer %q listed twice: %w", s.name(x), protect.ErrMalformed)
+		}
+		b = appendU32(b, x)
+	}
+	return idx, hashOf("revealers", b), nil
+}
+
+// aggregate is a decoded aggregate payload.
+type aggregate struct {
+	round    fl.Round
+	count    int
+	included []int
+	weight   float64
+	values   []byte // count checked float64s
+}
+
+func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
+	r, err := open(b, kindAggregate, what)
+	if err != nil {
+		return aggregate{}, err
+	}
+	s.checkSession(r)
+	var a aggregate
+	a.round = fl.Round(r.u64())
+	a.count = r.count()
+	k := r.u32()
+	if r.err == nil && (k < 1 || k > len(s.members)) {
+		r.err = malformed(what, "sums %d inputs, the session has %d members", k, len(s.members))
+	}
+	a.weight = r.weight(float64(k) * limitMaxAbs)
+	if r.err == nil && len(r.b) != 4*k+8*a.count {
+		r.err = malformed(what, "declares %d members and %d values, which take %d bytes, but %d bytes follow", k, a.count, 4*k+8*a.count, len(r.b))
+	}
+	if r.err != nil {
+		return aggregate{}, r.err
+	}
+	a.included = make([]int, k)
+	for i := range a.included {
+		a.included[i] = s.member(r)
+		if r.err == nil && i > 0 && a.included[i] <= a.included[i-1] {
+			r.err = malformed(what, "included members not in ascending order")
+		}
+	}
+	a.values = r.values(a.count, float64(k)*limitMaxAbs)
+	if err := r.done(); err != nil {
+		return aggregate{}, err
+	}
+	return a, nil
+}
+
+// request is a checked protect.RevealRequest.
+type request struct {
+	agg       aggregate
+	digest    [hashLen]byte // of the aggregate
+	target    [hashLen]byte // hash of the target public key
+	revealers []int         // sorted indices
+	set       [hashLen]byte // hash of the revealer set
+}
+
+// checkRequest checks the aggregate, target and revealers of req.
+func (s *session) checkRequest(req protect.RevealRequest) (request, error) {
+	what := fmt.Sprintf("aggregate of round %d", req.Round)
+	a, err := s.parseAggregate(req.Aggregate, what)
+	if err != nil {
+		return request{}, err
+	}
+	if a.round != req.Round {
+		return request{}, foreign(what, "for round %d", a.round)
+	}
+	tgt, err := targetHash(req.Target)
+	if err != nil {
+		return request{}, err
+	}
+	idx, set, err := s.revealers(req.Revealers)
+	if err != nil {
+		return request{}, err
+	}
+	return request{agg: a, digest: req.Digest(), target: tgt, revealers: idx, set: set}, nil
+}
