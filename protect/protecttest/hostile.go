@@ -131,8 +131,8 @@ func hostileSetup(t *testing.T, e *env, m, g *fixture, k kinds) {
 	h := e.cfg.HeaderLen
 	f := newParties(t, e, m.label) // same Session.ID as m: m's payloads are another setup run
 	f.announce()
-	P := e.ids[0]        // the party attacked
-	Q := e.ids[len(e.ids)-1] // the member whose payload is replaced
+	P := e.ids[0]                  // the party attacked
+	Q := e.ids[len(e.ids)-1]       // the member whose payload is replaced
 	X, hasX := otherThan(e.ids, Q) // another member
 	anyOther := func(name string, b []byte, ok bool) []Mutation {
 		if !ok {
