@@ -1,0 +1,230 @@
+package mhe
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// testPreset is InsecureTest under -short and Agg128 otherwise.
+func testPreset() *Preset {
+	if testing.Short() {
+		return InsecureTest
+	}
+	return Agg128
+}
+
+// seeded returns a deterministic randomness source for tests.
+func seeded(seed uint64) io.Reader {
+	var s [32]byte
+	for i := range 8 {
+		s[i] = byte(seed >> (8 * i))
+	}
+	return rand.NewChaCha8(s)
+}
+
+func members(n int) []fl.NodeID {
+	m := make([]fl.NodeID, n)
+	for i := range m {
+		m[i] = fl.NodeID(fmt.Sprintf("node-%02d", i))
+	}
+	return m
+}
+
+// fixture is a session whose setup has run in one process.
+type fixture struct {
+	sch     *Scheme
+	sess    protect.Session
+	parties map[fl.NodeID]protect.Party
+	helper  protect.Helper
+	target  protect.Target
+	anns    map[fl.NodeID][]byte
+	publics map[fl.NodeID][]byte
+	private map[fl.NodeID]map[fl.NodeID][]byte // recipient → dealer → payload
+	setup   []byte
+}
+
+func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
+	tb.Helper()
+	sch, err := New(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &fixture{sch: sch, sess: protect.Session{ID: []byte("test session"), Members: members(n), Threshold: t},
+		parties: map[fl.NodeID]protect.Party{}, anns: map[fl.NodeID][]byte{}, publics: map[fl.NodeID][]byte{},
+		private: map[fl.NodeID]map[fl.NodeID][]byte{}}
+	for i, m := range f.sess.Members {
+		pa, err := sch.NewParty(f.sess, m, seeded(uint64(1000+i)))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f.parties[m] = pa
+		if f.anns[m], err = pa.Announce(); err != nil {
+			tb.Fatal(err)
+		}
+		f.private[m] = map[fl.NodeID][]byte{}
+	}
+	for _, m := range f.sess.Members {
+		d, err := f.parties[m].Deal(f.anns)
+		if err != nil {
+			tb.Fatalf("%s: Deal: %v", m, err)
+		}
+		f.publics[m] = d.Public
+		for r, b := range d.Private {
+			f.private[r][m] = b
+		}
+	}
+	if f.helper, err = sch.NewHelper(f.sess); err != nil {
+		tb.Fatal(err)
+	}
+	if f.setup, err = f.helper.Setup(f.anns, f.publics); err != nil {
+		tb.Fatal(err)
+	}
+	for _, m := range f.sess.Members {
+		if err := f.parties[m].Accept(f.setup, f.private[m]); err != nil {
+			tb.Fatalf("%s: Accept: %v", m, err)
+		}
+	}
+	if f.target, err = sch.NewTarget(seeded(7)); err != nil {
+		tb.Fatal(err)
+	}
+	return f
+}
+
+// round protects one vector per member of in, aggregates, reveals with the
+// first t members of revealers and opens.
+func (f *fixture) round(tb testing.TB, r fl.Round, in map[fl.NodeID]fl.Vector, w map[fl.NodeID]float64, revealers []fl.NodeID) (protect.Sum, protect.RevealRequest) {
+	tb.Helper()
+	up := map[fl.NodeID][]byte{}
+	for m, v := range in {
+		b, err := f.parties[m].Protect(r, v, w[m])
+		if err != nil {
+			tb.Fatalf("%s: Protect: %v", m, err)
+		}
+		up[m] = b
+	}
+	agg, err := f.helper.Aggregate(r, up)
+	if err != nil {
+		tb.Fatalf("Aggregate: %v", err)
+	}
+	req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: revealers, Target: f.target.Public()}
+	shares := map[fl.NodeID][]byte{}
+	for _, m := range revealers {
+		s, err := f.parties[m].Reveal(req, &protect.MemLedger{})
+		if err != nil {
+			tb.Fatalf("%s: Reveal: %v", m, err)
+		}
+		shares[m] = s
+	}
+	res, err := f.helper.Open(req, shares)
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	sum, err := f.target.Decrypt(res)
+	if err != nil {
+		tb.Fatalf("Decrypt: %v", err)
+	}
+	return sum, req
+}
+
+func randomVector(r *rand.Rand, d int, norm float64) fl.Vector {
+	v := make(fl.Vector, d)
+	for i := range v {
+		v[i] = r.NormFloat64()
+	}
+	if n := v.Norm(); n > 0 {
+		v.Scale(norm / n)
+	}
+	return v
+}
+
+// maxErr returns the largest absolute error of got against want, and of
+// the weights.
+func maxErr(tb testing.TB, got protect.Sum, want fl.Vector, wantW float64) float64 {
+	tb.Helper()
+	if len(got.Vector) != len(want) {
+		tb.Fatalf("got %d values, want %d", len(got.Vector), len(want))
+	}
+	m := math.Abs(got.Weight - wantW)
+	for i := range want {
+		m = max(m, math.Abs(got.Vector[i]-want[i]))
+	}
+	return m
+}
+
+func TestEndToEnd(t *testing.T) {
+	p := testPreset()
+	S := p.Slots()
+	for _, tc := range []struct {
+		n, t int
+		dims []int
+	}{
+		{3, 2, []int{0, 1, 100, S - 1, S, S + 1}},
+		{4, 4, []int{2*S + 5}},
+		{1, 1, []int{10}},
+		{5, 1, []int{10}},
+	} {
+		t.Run(fmt.Sprintf("n=%d,t=%d", tc.n, tc.t), func(t *testing.T) {
+			f := newFixture(t, p, tc.n, tc.t)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for ri, d := range tc.dims {
+				in := map[fl.NodeID]fl.Vector{}
+				w := map[fl.NodeID]float64{}
+				want := make(fl.Vector, d)
+				var wantW float64
+				for _, m := range f.sess.Members {
+					in[m] = randomVector(rng, d, 1)
+					w[m] = rng.Float64()
+					want.Add(1, in[m])
+					wantW += w[m]
+				}
+				// revealers: the last t members, in reverse order
+				var rev []fl.NodeID
+				for i := tc.n - 1; len(rev) < tc.t; i-- {
+					rev = append(rev, f.sess.Members[i])
+				}
+				sum, _ := f.round(t, fl.Round(ri+1), in, w, rev)
+				e := maxErr(t, sum, want, wantW)
+				if e > p.Limits().MaxError {
+					t.Errorf("d=%d: max error %g > MaxError %g", d, e, p.Limits().MaxError)
+				}
+				t.Logf("d=%d: max error 2^%.1f (MaxError 2^%.1f)", d, math.Log2(e), math.Log2(p.Limits().MaxError))
+			}
+		})
+	}
+}
+
+func TestRevealOnce(t *testing.T) {
+	p := InsecureTest
+	f := newFixture(t, p, 3, 2)
+	in := map[fl.NodeID]fl.Vector{}
+	w := map[fl.NodeID]float64{}
+	for _, m := range f.sess.Members {
+		in[m], w[m] = fl.Vector{1, 2, 3}, 1
+	}
+	_, req := f.round(t, 1, in, w, f.sess.Members[:2])
+	l := &protect.MemLedger{}
+	pa := f.parties[f.sess.Members[0]]
+	if _, err := pa.Reveal(req, l); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pa.Reveal(req, l)
+	if !errors.Is(err, protect.ErrRevealed) || s != nil {
+		t.Fatalf("second reveal: %v, %d bytes; want ErrRevealed and no share", err, len(s))
+	}
+	// Open with t−1 shares.
+	s0, err := pa.Reveal(req, &protect.MemLedger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.helper.Open(req, map[fl.NodeID][]byte{f.sess.Members[0]: s0})
+	if !errors.Is(err, protect.ErrNotEnoughShares) {
+		t.Fatalf("Open with t−1 shares: %v, want ErrNotEnoughShares", err)
+	}
+}

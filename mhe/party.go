@@ -1,0 +1,586 @@
+package mhe
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/multiparty"
+	"github.com/tuneinsight/lattigo/v6/ring"
+	"github.com/tuneinsight/lattigo/v6/ring/ringqp"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+	"github.com/tuneinsight/lattigo/v6/utils/structs"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// Party is the node side of the scheme: it implements protect.Party. Its
+// methods are safe for concurrent use (they serialize).
+type Party struct {
+	sch  *Scheme
+	p    *Preset
+	sess *session
+	self int
+	rand io.Reader
+
+	mu        sync.Mutex
+	stage     stage
+	nonce     [32]byte
+	sk        *rlwe.SecretKey               // additive share s_i of the collective key
+	crsSeed   [32]byte                      // from Deal
+	ownPublic [32]byte                      // SHA-256 of our public dealing's key share
+	tsk       *multiparty.ShamirSecretShare // S(α_i), when t < n
+	pk        *rlwe.PublicKey               // the collective public key
+}
+
+type stage uint8
+
+const (
+	stageFresh stage = iota // announced (or not yet)
+	stageDealt              // Deal returned
+	stageReady              // Accept succeeded
+)
+
+var _ protect.Party = (*Party)(nil)
+
+// Announce returns this party's announcement: its 32-byte nonce, which
+// enters the common reference string.
+func (pa *Party) Announce() ([]byte, error) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	h := pa.p.header(kindAnnouncement, -1, -1)
+	h.session, h.sender = pa.sess.hash, uint16(pa.self)
+	return encode(h, pa.nonce[:]), nil
+}
+
+// readAnnouncements checks that anns holds exactly one valid announcement
+// per member and returns the nonces in sorted member order.
+func readAnnouncements(p *Preset, ss *session, anns map[fl.NodeID][]byte) ([][32]byte, error) {
+	nonces := make([][32]byte, ss.n)
+	for id, b := range anns {
+		i, err := ss.member("announcement", id)
+		if err != nil {
+			return nil, err
+		}
+		what := fmt.Sprintf("announcement from %s", id)
+		h, elems, err := parse(what, b, 1)
+		if err != nil {
+			return nil, err
+		}
+		sender := uint16(i)
+		if err := (expect{kind: kindAnnouncement, preset: p, session: &ss.hash, sender: &sender, level: -1}).check(what, h); err != nil {
+			return nil, err
+		}
+		if h.round != 0 || h.aux != 0 || h.bind != [16]byte{} || len(elems) != 1 || len(elems[0]) != 32 {
+			return nil, malformed(what, "want one 32-byte nonce and zero round, aux and binding")
+		}
+		nonces[i] = [32]byte(elems[0])
+	}
+	if len(anns) != ss.n {
+		for _, m := range ss.sorted {
+			if _, ok := anns[m]; !ok {
+				return nil, fmt.Errorf("mhe: no announcement from %s (%d of %d present)", m, len(anns), ss.n)
+			}
+		}
+	}
+	return nonces, nil
+}
+
+// Deal returns this party's setup contributions: the Public part is its
+// share of the collective public key (multiparty.PublicKeyGenProtocol) on
+// the common random polynomial derived from all the announcements. When
+// t < n, Private holds one Shamir share of this party's secret key share
+// per member (multiparty.Thresholdizer), the dealer included.
+//
+// THE PRIVATE PAYLOADS ARE SECRET KEY MATERIAL IN THE CLEAR. The runtime
+// MUST seal each one to its recipient (HPKE) before it leaves the node; the
+// coordinator only relays the sealed blobs. Deal may be called once.
+func (pa *Party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if pa.stage != stageFresh {
+		return protect.Dealing{}, errors.New("mhe: Deal called twice: a second key share for the same CRS is never sent")
+	}
+	nonces, err := readAnnouncements(pa.p, pa.sess, anns)
+	if err != nil {
+		return protect.Dealing{}, err
+	}
+	if nonces[pa.self] != pa.nonce {
+		return protect.Dealing{}, fmt.Errorf("mhe: our own announcement was altered: %w", protect.ErrForeign)
+	}
+	seed := crsSeed(pa.p, pa.sess, nonces)
+	a, err := crp(pa.p, seed)
+	if err != nil {
+		return protect.Dealing{}, err
+	}
+	params := pa.p.params
+	level := params.MaxLevel()
+
+	ckg := multiparty.NewPublicKeyGenProtocol(params)
+	share := ckg.AllocateShare()
+	ckg.GenShare(pa.sk, a, &share)
+	elem := pa.p.packPoly(nil, share.Value.Q, level)
+	h := pa.p.header(kindPublicDealing, level, 0)
+	h.session, h.sender = pa.sess.hash, uint16(pa.self)
+	d := protect.Dealing{Public: encode(h, elem)}
+
+	if pa.sess.threshold() {
+		// The Shamir polynomial S_i(X) = s_i + a_1 X + … + a_{t−1} X^{t−1},
+		// its coefficients drawn from our injected randomness (as
+		// Thresholdizer.GenShamirPolynomial does from its own PRNG).
+		prng, err := keyedPRNG(pa.rand)
+		if err != nil {
+			return protect.Dealing{}, err
+		}
+		us := ringqp.NewUniformSampler(prng, *params.RingQP())
+		coeffs := make([]ringqp.Poly, pa.sess.t)
+		coeffs[0] = *pa.sk.Value.CopyNew()
+		for i := 1; i < len(coeffs); i++ {
+			coeffs[i] = params.RingQP().NewPoly()
+			us.Read(coeffs[i])
+		}
+		poly := multiparty.ShamirPolynomial{Value: structs.Vector[ringqp.Poly](coeffs)}
+		thr := multiparty.NewThresholdizer(params)
+		sh := thr.AllocateThresholdSecretShare()
+		d.Private = make(map[fl.NodeID][]byte, pa.sess.n)
+		for j, m := range pa.sess.sorted {
+			thr.GenShamirSecretShare(point(j), poly, &sh)
+			h := pa.p.header(kindPrivateDealing, level, 0)
+			h.session, h.sender, h.aux = pa.sess.hash, uint16(pa.self), uint32(j)
+			d.Private[m] = encode(h, pa.p.packPoly(nil, sh.Q, level))
+		}
+		for i := range coeffs {
+			coeffs[i].Q.Zero()
+		}
+	}
+	pa.crsSeed = seed
+	pa.ownPublic = sha256.Sum256(elem)
+	pa.stage = stageDealt
+	return d, nil
+}
+
+// Accept completes the setup. It recomputes the collective public key from
+// every member's key share in setup (checking that ours is there, unchanged)
+// and, when t < n, sums the Shamir shares dealt to it into its threshold
+// secret share. private must hold exactly one payload per member when t < n
+// and none when t = n.
+func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	switch pa.stage {
+	case stageFresh:
+		return fmt.Errorf("mhe: Accept before Deal: %w", protect.ErrNotReady)
+	case stageReady:
+		return errors.New("mhe: Accept called twice")
+	}
+	p, params, level := pa.p, pa.p.params, pa.p.params.MaxLevel()
+	shares, err := readSetup(p, pa.sess, setup)
+	if err != nil {
+		return err
+	}
+	if sha256.Sum256(shares[pa.self]) != pa.ownPublic {
+		return fmt.Errorf("mhe: setup does not carry our key share: %w", protect.ErrForeign)
+	}
+	ckg := multiparty.NewPublicKeyGenProtocol(params)
+	sum, tmp := ckg.AllocateShare(), ckg.AllocateShare()
+	for i, b := range shares {
+		if err := p.unpackPoly("setup", b, tmp.Value.Q, level); err != nil {
+			return err
+		}
+		if i == 0 {
+			sum.Value.Copy(tmp.Value)
+		} else {
+			ckg.AggregateShares(sum, tmp, &sum)
+		}
+	}
+	a, err := crp(p, pa.crsSeed)
+	if err != nil {
+		return err
+	}
+	pk := rlwe.NewPublicKey(params)
+	ckg.GenPublicKey(sum, a, pk)
+
+	var tsk *multiparty.ShamirSecretShare
+	if !pa.sess.threshold() {
+		if len(private) != 0 {
+			return fmt.Errorf("mhe: %d private dealings in an n-of-n session, which has none: %w", len(private), protect.ErrForeign)
+		}
+	} else {
+		thr := multiparty.NewThresholdizer(params)
+		acc, sh := thr.AllocateThresholdSecretShare(), thr.AllocateThresholdSecretShare()
+		for id, b := range private {
+			i, err := pa.sess.member("private dealing", id)
+			if err != nil {
+				return err
+			}
+			what := fmt.Sprintf("private dealing from %s", id)
+			h, elems, err := parse(what, b, 1)
+			if err != nil {
+				return err
+			}
+			sender := uint16(i)
+			if err := (expect{kind: kindPrivateDealing, preset: p, session: &pa.sess.hash, sender: &sender, level: level, degree: 0}).check(what, h); err != nil {
+				return err
+			}
+			if h.aux != uint32(pa.self) {
+				return mismatch(what, "recipient index", pa.self, h.aux)
+			}
+			if h.round != 0 || h.bind != [16]byte{} || len(elems) != 1 {
+				return malformed(what, "want one share and zero round and binding")
+			}
+			if err := p.unpackPoly(what, elems[0], sh.Q, level); err != nil {
+				return err
+			}
+			if err := thr.AggregateShares(acc, sh, &acc); err != nil {
+				return fmt.Errorf("mhe: %s: %w", what, err)
+			}
+		}
+		if len(private) != pa.sess.n {
+			for _, m := range pa.sess.sorted {
+				if _, ok := private[m]; !ok {
+					return fmt.Errorf("mhe: no private dealing from %s (%d of %d present)", m, len(private), pa.sess.n)
+				}
+			}
+		}
+		tsk = &acc
+	}
+	pa.pk, pa.tsk, pa.stage = pk, tsk, stageReady
+	return nil
+}
+
+// readSetup returns the n key shares of a setup payload, in sorted member
+// order, after checking its framing and sizes.
+func readSetup(p *Preset, ss *session, b []byte) ([][]byte, error) {
+	level := p.params.MaxLevel()
+	h, elems, err := parse("setup", b, ss.n)
+	if err != nil {
+		return nil, err
+	}
+	if err := (expect{kind: kindSetup, preset: p, session: &ss.hash, level: level, degree: 0}).check("setup", h); err != nil {
+		return nil, err
+	}
+	if h.sender != noSender || h.round != 0 || h.aux != 0 || h.bind != [16]byte{} {
+		return nil, malformed("setup", "nonzero sender, round, aux or binding")
+	}
+	if len(elems) != ss.n {
+		return nil, malformed("setup", "%d key shares for %d members", len(elems), ss.n)
+	}
+	if err := checkLengths("setup", elems, p.polySize(level)); err != nil {
+		return nil, err
+	}
+	return elems, nil
+}
+
+// Protect encrypts v ‖ weight under the collective public key for round r:
+// value i goes to slot i mod Slots of ciphertext i / Slots, the weight to
+// slot d. It refuses values that are not finite or exceed MaxAbs, and
+// weights outside [0, MaxAbs] (ErrRange).
+func (pa *Party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if pa.stage != stageReady {
+		return nil, fmt.Errorf("mhe: Protect: %w", protect.ErrNotReady)
+	}
+	p := pa.p
+	if len(v) > p.lit.MaxDim {
+		return nil, fmt.Errorf("mhe: vector of %d values, at most %d: %w", len(v), p.lit.MaxDim, protect.ErrRange)
+	}
+	for i, x := range v {
+		if !(math.Abs(x) <= p.lit.MaxAbs) {
+			return nil, fmt.Errorf("mhe: value %d is %v, outside ±%v: %w", i, x, p.lit.MaxAbs, protect.ErrRange)
+		}
+	}
+	if !(weight >= 0 && weight <= p.lit.MaxAbs) {
+		return nil, fmt.Errorf("mhe: weight %v outside [0, %v]: %w", weight, p.lit.MaxAbs, protect.ErrRange)
+	}
+	h := p.header(kindUpdate, p.params.MaxLevel(), 1)
+	h.session, h.sender, h.round, h.aux = pa.sess.hash, uint16(pa.self), uint64(r), uint32(len(v))
+	return encryptVector(pa.sch, pa.pk, h, v, weight)
+}
+
+// encryptVector encrypts v ‖ weight under pk into a payload with header h,
+// one ciphertext per worker at a time.
+func encryptVector(s *Scheme, pk *rlwe.PublicKey, h header, v fl.Vector, weight float64) ([]byte, error) {
+	p := s.p
+	level := p.params.MaxLevel()
+	k := p.ciphertexts(len(v))
+	size := p.ctSize(level)
+	lengths := make([]int, k)
+	for i := range lengths {
+		lengths[i] = size
+	}
+	out := appendHeader(make([]byte, 0, headerSize+4*k+k*size), h, lengths)
+	body := out[len(out) : len(out)+k*size]
+	out = out[:len(out)+k*size]
+
+	type worker struct {
+		enc  *encoder
+		enc2 *rlwe.Encryptor
+		ct   *rlwe.Ciphertext
+	}
+	ws := make([]*worker, s.workersFor(k))
+	for i := range ws {
+		ws[i] = &worker{enc: p.newEncoder(), enc2: rlwe.NewEncryptor(p.params, pk), ct: p.newCiphertext(level)}
+	}
+	S := p.slots
+	err := parallel(len(ws), k, func(w, i int) error {
+		wk := ws[w]
+		vals := wk.enc.vals
+		clear(vals)
+		lo, hi := i*S, min((i+1)*S, len(v))
+		if lo < hi {
+			copy(vals, v[lo:hi])
+		}
+		if d := len(v); d >= lo && d < lo+S {
+			vals[d-lo] = weight
+		}
+		pt, err := wk.enc.encode(level)
+		if err != nil {
+			return err
+		}
+		if err := wk.enc2.Encrypt(pt, wk.ct); err != nil {
+			return fmt.Errorf("mhe: encrypting: %w", err)
+		}
+		dst := body[i*size : i*size : (i+1)*size]
+		p.packCiphertext(dst, wk.ct)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// encoder turns Slots float64 values into a plaintext at scale Δ.
+type encoder struct {
+	p    *Preset
+	ecd  *ckks.Encoder
+	pt   *rlwe.Plaintext
+	vals []float64
+	cplx []complex128
+}
+
+func (p *Preset) newEncoder() *encoder {
+	e := &encoder{p: p, ecd: ckks.NewEncoder(p.params, 53), vals: make([]float64, p.slots)}
+	e.pt = ckks.NewPlaintext(p.params, p.params.MaxLevel())
+	if p.lit.Encoding == Slots && p.lit.Ring == ring.Standard {
+		e.cplx = make([]complex128, p.params.MaxSlots())
+	}
+	return e
+}
+
+// encode encodes e.vals at scale 2^encodeLogScale, where MaxAbs·scale fits
+// a uint64 (Lattigo's fast path), then multiplies by the integer
+// 2^(LogScale−encodeLogScale) to reach Δ.
+func (e *encoder) encode(level int) (*rlwe.Plaintext, error) {
+	p := e.p
+	pt := e.pt
+	pt.Resize(0, level)
+	pt.IsNTT = true
+	pt.IsBatched = p.lit.Encoding == Slots
+	pt.LogDimensions = p.params.LogMaxDimensions()
+	pt.Scale = rlwe.NewScale(math.Exp2(float64(p.encodeLogScale)))
+	var err error
+	if e.cplx != nil {
+		for j := range e.cplx {
+			e.cplx[j] = complex(e.vals[2*j], e.vals[2*j+1])
+		}
+		err = e.ecd.Encode(e.cplx, pt)
+	} else {
+		err = e.ecd.Encode(e.vals, pt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mhe: encoding: %w", err)
+	}
+	if step := p.lit.LogScale - p.encodeLogScale; step > 0 {
+		p.params.RingQ().AtLevel(level).MulScalar(pt.Value, uint64(1)<<step, pt.Value)
+	}
+	pt.Scale = rlwe.NewScale(math.Exp2(float64(p.lit.LogScale)))
+	return pt, nil
+}
+
+// Reveal returns this party's share of the public key switch
+// (multiparty.PublicKeySwitchProtocol) that moves req.Aggregate from the
+// collective key to req.Target, flooded with discrete Gaussian noise of σ =
+// Preset.FloodSigma(). With t < n the party first turns its threshold share
+// into an additive share for exactly req.Revealers (multiparty.Combiner).
+//
+// Every input is validated first. Then (req.Round, req.Digest()) is recorded
+// in l; if that fails (ErrRevealed for a second reveal in a round) Reveal
+// returns the error and no share. Only then is the share computed.
+func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, error) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if pa.stage != stageReady {
+		return nil, fmt.Errorf("mhe: Reveal: %w", protect.ErrNotReady)
+	}
+	if l == nil {
+		return nil, errors.New("mhe: Reveal without a ledger")
+	}
+	p, ss := pa.p, pa.sess
+	rv, err := readRequest(p, ss, req)
+	if err != nil {
+		return nil, err
+	}
+	own := -1
+	for _, j := range rv.revealers {
+		if j == pa.self {
+			own = j
+		}
+	}
+	if own < 0 {
+		return nil, fmt.Errorf("mhe: %s is not among the revealers: %w", ss.sorted[pa.self], protect.ErrForeign)
+	}
+
+	if err := l.Record(req.Round, req.Digest()); err != nil {
+		return nil, fmt.Errorf("mhe: recording the reveal of round %d: %w", req.Round, err)
+	}
+
+	sk := pa.sk
+	if ss.threshold() {
+		points := make([]multiparty.ShamirPublicPoint, len(rv.revealers))
+		for i, j := range rv.revealers {
+			points[i] = point(j)
+		}
+		cmb := multiparty.NewCombiner(p.params, point(pa.self), points, ss.t)
+		sk = rlwe.NewSecretKey(p.params)
+		if err := cmb.GenAdditiveShare(points, point(pa.self), *pa.tsk, sk); err != nil {
+			return nil, fmt.Errorf("mhe: combining the threshold share: %w", err)
+		}
+	}
+
+	level := p.params.MaxLevel()
+	k := len(rv.cts)
+	size := p.ctSize(level)
+	h := p.header(kindRevealShare, level, 1)
+	h.session, h.sender, h.round, h.aux, h.bind = ss.hash, uint16(pa.self), uint64(req.Round), rv.dim, rv.bind
+	lengths := make([]int, k)
+	for i := range lengths {
+		lengths[i] = size
+	}
+	out := appendHeader(make([]byte, 0, headerSize+4*k+k*size), h, lengths)
+	body := out[len(out) : len(out)+k*size]
+	out = out[:len(out)+k*size]
+
+	type worker struct {
+		pcks  multiparty.PublicKeySwitchProtocol
+		ct    *rlwe.Ciphertext
+		share multiparty.PublicKeySwitchShare
+	}
+	ws := make([]*worker, pa.sch.workersFor(k))
+	for i := range ws {
+		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+		if err != nil {
+			return nil, fmt.Errorf("mhe: key switch: %w", err)
+		}
+		ws[i] = &worker{pcks: pcks, ct: p.newCiphertext(level), share: pcks.AllocateShare(level)}
+	}
+	err = parallel(len(ws), k, func(w, i int) error {
+		wk := ws[w]
+		if err := p.unpackCiphertext("aggregate", rv.cts[i], wk.ct); err != nil {
+			return err
+		}
+		wk.pcks.GenShare(sk, rv.target, wk.ct, &wk.share)
+		dst := body[i*size : i*size : (i+1)*size]
+		dst = p.packPoly(dst, wk.share.Value[0], level)
+		p.packPoly(dst, wk.share.Value[1], level)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// request is a validated RevealRequest.
+type request struct {
+	revealers []int           // indices, in the order of req.Revealers
+	target    *rlwe.PublicKey // the key the result is switched to
+	targetID  [16]byte        // binding of the result to the target
+	dim       uint32          // vector length
+	cts       [][]byte        // the aggregate's packed ciphertexts
+	bind      [16]byte        // binding of the shares to the request
+}
+
+// readRequest validates every part of a reveal request.
+func readRequest(p *Preset, ss *session, req protect.RevealRequest) (*request, error) {
+	rv := &request{}
+	var err error
+	if rv.revealers, err = ss.revealers(req.Revealers); err != nil {
+		return nil, err
+	}
+	if rv.target, err = readTargetPublic(p, req.Target); err != nil {
+		return nil, fmt.Errorf("mhe: reveal request: %w", err)
+	}
+	rv.targetID = targetID(req.Target)
+	level := p.params.MaxLevel()
+	h, elems, err := parse("aggregate", req.Aggregate, maxCiphertexts+1)
+	if err != nil {
+		return nil, err
+	}
+	round := uint64(req.Round)
+	if err := (expect{kind: kindAggregate, preset: p, session: &ss.hash, round: &round, level: level, degree: 1}).check("aggregate", h); err != nil {
+		return nil, err
+	}
+	if h.sender != noSender || h.bind != [16]byte{} {
+		return nil, malformed("aggregate", "nonzero sender or binding")
+	}
+	if _, err := checkAggregateFrame(p, ss, h, elems); err != nil {
+		return nil, err
+	}
+	rv.dim, rv.cts = h.aux, elems[1:]
+
+	b := sha256.New()
+	b.Write([]byte("cloister/mhe reveal v1\x00"))
+	b.Write(ss.hash[:])
+	b.Write(be64(round))
+	d := req.Digest()
+	b.Write(d[:])
+	b.Write(rv.targetID[:])
+	for _, j := range rv.revealers {
+		b.Write(be64(uint64(j)))
+	}
+	copy(rv.bind[:], b.Sum(nil))
+	return rv, nil
+}
+
+// checkAggregateFrame checks the included-member bitmap (element 0) and
+// the ciphertext count and sizes; it returns the number of summed inputs.
+func checkAggregateFrame(p *Preset, ss *session, h header, elems [][]byte) (int, error) {
+	if int64(h.aux) > int64(p.lit.MaxDim) {
+		return 0, malformed("aggregate", "vector length %d above %d", h.aux, p.lit.MaxDim)
+	}
+	k := p.ciphertexts(int(h.aux))
+	if len(elems) != k+1 {
+		return 0, malformed("aggregate", "%d elements for a vector of %d values, want %d", len(elems), h.aux, k+1)
+	}
+	bm := elems[0]
+	if len(bm) != (ss.n+7)/8 {
+		return 0, malformed("aggregate", "member bitmap of %d bytes, want %d", len(bm), (ss.n+7)/8)
+	}
+	count := 0
+	for i := range len(bm) * 8 {
+		if bm[i/8]>>(i%8)&1 != 0 {
+			if i >= ss.n {
+				return 0, malformed("aggregate", "bitmap names member %d of %d", i, ss.n)
+			}
+			count++
+		}
+	}
+	if count < 1 || count > p.lit.MaxParties {
+		return 0, malformed("aggregate", "%d summed inputs", count)
+	}
+	if err := checkLengths("aggregate", elems[1:], p.ctSize(p.params.MaxLevel())); err != nil {
+		return 0, err
+	}
+	return count, nil
+}
+
+func be64(v uint64) []byte {
+	return []byte{byte(v >> 56), byte(v >> 48), byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
