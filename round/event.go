@@ -12,28 +12,28 @@ type EventKind uint8
 
 // Audit event kinds. C: emitted by the coordinator, N: by a node.
 const (
-	EventUnknown        EventKind = iota
-	EventRejected                 // C, N: a message was rejected; Node is the sender, Detail the error
-	EventAdmitted                 // C: a member said Hello; Digest is its evidence's digest
-	EventDown                     // C: a member missed a deadline or is unreachable; Detail says which
-	EventSetupStarted             // C: a key setup attempt started (Epoch); Nodes are the members
-	EventRelayed                  // C: sealed payloads relayed; Node is the dealer, Nodes the recipients, Digest of the payloads
-	EventSetupDone                // C: the collective key and the group key are in place; Digest of the group key's public part
-	EventRoundStarted             // C: Nodes is the cohort, Detail names the leader
-	EventUploaded                 // C, N: an upload; Node its sender, Digest its digest
-	EventAggregated               // C: Nodes is the included set, Digest the aggregate's
-	EventRevealRequested          // C: Nodes are the revealers, Digest the aggregate's
-	EventRevealed                 // C: a share arrived; N: this node revealed (its ledger recorded it). Digest of the aggregate
-	EventOpened                   // C: Helper.Open succeeded; Digest of the result; Node the leader it goes to
-	EventLeaderFailed             // C: the leader did not commit in time; Node the next leader
-	EventCommitted                // C, N: a round record was signed (N) or recorded (C); Digest of the record, Node the leader
-	EventMetrics                  // C: a node's evaluation metrics
-	EventAborted                  // C: the round was aborted; Detail says why
-	EventDone                     // C, N: the session is over
-	EventRestarted                // C, N: the machine was restored from its persisted state
-	EventKeyed                    // N: Party.Accept succeeded (Epoch) or the group key was opened (Digest of its public part)
-	EventPeerDistrusted           // N: a member's evidence failed VerifyPeer; Node is the member
-	EventRefused                  // N: this node refused a request; Detail says why
+	EventUnknown         EventKind = iota
+	EventRejected                  // C, N: a message was rejected; Node is the sender, Detail the error
+	EventAdmitted                  // C: a member said Hello; Digest is its evidence's digest
+	EventDown                      // C: a member missed a deadline or is unreachable; Detail says which
+	EventSetupStarted              // C: a key setup attempt started (Epoch); Nodes are the members
+	EventRelayed                   // C: sealed payloads relayed; Node is the dealer, Nodes the recipients, Digest of the payloads
+	EventSetupDone                 // C: the collective key and the group key are in place; Digest of the group key's public part
+	EventRoundStarted              // C: Nodes is the cohort, Detail names the leader
+	EventUploaded                  // C, N: an upload; Node its sender, Digest its digest
+	EventAggregated                // C: Nodes is the included set, Digest the aggregate's
+	EventRevealRequested           // C: Nodes are the revealers, Digest the aggregate's
+	EventRevealed                  // C: a share arrived; N: this node revealed (its ledger recorded it). Digest of the aggregate
+	EventOpened                    // C: Helper.Open succeeded; Digest of the result; Node the leader it goes to
+	EventLeaderFailed              // C: the leader did not commit in time; Node the next leader
+	EventCommitted                 // C, N: a round record was signed (N) or recorded (C); Digest of the record, Node the leader
+	EventMetrics                   // C: a node's evaluation metrics
+	EventAborted                   // C: the round was aborted; Detail says why
+	EventDone                      // C, N: the session is over
+	EventRestarted                 // C, N: the machine was restored from its persisted state
+	EventKeyed                     // N: Party.Accept succeeded (Epoch) or the group key was opened (Digest of its public part)
+	EventPeerDistrusted            // N: a member's evidence failed VerifyPeer; Node is the member
+	EventRefused                   // N: this node refused a request; Detail says why
 	eventEnd
 )
 

@@ -78,6 +78,7 @@ type fedOptions struct {
 	strategy              string
 	init                  fl.Vector
 	seed                  uint64
+	badEvidence           []fl.NodeID // members whose evidence fails everyone's VerifyPeer
 }
 
 func newFed(tb testing.TB, o fedOptions) *fed {
@@ -117,6 +118,12 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 			Sealer: fakeSealer{id}, Box: fakeBox{}, Signer: fakeSigner{id}, Verifier: fakeVerifier{},
 			Ledger: sn.ledger, Optimizer: opt, Init: func() fl.Vector { return init.Clone() },
 			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id),
+			VerifyPeer: func(peer fl.NodeID, ev []byte) error {
+				if slices.Contains(o.badEvidence, peer) || string(ev) != "evidence:"+string(peer) {
+					return fmt.Errorf("evidence of %s does not meet the policy", peer)
+				}
+				return nil
+			},
 		}
 		if sn.n, err = NewNode(sn.cfg); err != nil {
 			tb.Fatal(err)
@@ -145,7 +152,7 @@ func (f *fed) drain() bool {
 		}
 		for _, e := range rd.Audit {
 			f.caudit = append(f.caudit, e)
-			if f.show != "none" && e.Kind != EventRejected {
+			if f.show != "none" {
 				f.printf("c: %s", e)
 			}
 		}
@@ -168,7 +175,7 @@ func (f *fed) drain() bool {
 			sn.state = b
 		}
 		for _, e := range rd.Audit {
-			if f.show == "all" && e.Kind != EventRejected {
+			if f.show == "all" {
 				f.printf("%s: %s", sn.id, e)
 			}
 		}
@@ -206,7 +213,6 @@ func (f *fed) runTask(sn *simNode, t Task) {
 	}
 	if err := sn.n.Step(sn.id, m); err != nil {
 		f.errs = append(f.errs, err)
-		f.printf("%s: %v", sn.id, err)
 	}
 }
 
@@ -244,10 +250,8 @@ func (f *fed) deliverOne() bool {
 		err = f.byID[e.to].n.Step(e.from, e.m)
 	}
 	if err != nil {
+		// The machine reports it as an EventRejected audit event.
 		f.errs = append(f.errs, err)
-		if f.show != "none" {
-			f.printf("%s: %v", e.to, err)
-		}
 	}
 	return true
 }
@@ -258,11 +262,11 @@ func (f *fed) run(stop func() bool) {
 		if i > 100000 {
 			f.tb.Fatal("federation does not settle")
 		}
-		if stop != nil && stop() {
-			return
-		}
 		if f.drain() {
 			continue
+		}
+		if stop != nil && stop() {
+			return
 		}
 		if !f.deliverOne() {
 			return
@@ -306,7 +310,7 @@ func (f *fed) restartCoordinator() {
 
 func (f *fed) crashNode(id fl.NodeID) {
 	sn := f.byID[id]
-	sn.n, sn.held = nil, nil
+	sn.n, sn.held, sn.hold = nil, nil, false
 	f.dropInflight(id)
 }
 

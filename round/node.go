@@ -54,9 +54,10 @@ type Node struct {
 	announcement []byte
 
 	// The current round (st.Round).
-	step      nodeStep
-	uploaded  Digest
-	evalRound fl.Round
+	step       nodeStep
+	uploaded   Digest
+	evalRound  fl.Round
+	lastCommit *Message // the Commit this node sent for st.Led, resent if asked again
 }
 
 // NodeStatus is a read-only summary of a node.

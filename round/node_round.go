@@ -158,11 +158,14 @@ func (n *Node) decrypt(m Message) error {
 		return err
 	}
 	r := m.Round
+	if r == n.st.Led && n.lastCommit != nil && r != 0 {
+		// The coordinator lost our commit (a restart): send the same one.
+		n.send(*n.lastCommit)
+		return nil
+	}
 	switch {
-	case r < n.st.Round:
+	case r < n.st.Round || r < n.st.Led:
 		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
-	case r <= n.st.Led:
-		return fmt.Errorf("%w: this node already committed round %d", ErrDuplicate, n.st.Led)
 	case m.Base >= r:
 		return fmt.Errorf("%w: round %d applies to the model of round %d", ErrMalformed, r, m.Base)
 	case m.Base < n.st.ModelRound:
@@ -214,7 +217,9 @@ func (n *Node) decrypt(m Message) error {
 	n.out.changed()
 	n.emit(Event{Kind: EventCommitted, Round: r, Node: n.cfg.Self, Nodes: rec.Included, Digest: rec.Digest(n.cfg.Session),
 		Detail: fmt.Sprintf("led: weight %g, model %s", sum.Weight, rec.Model)})
-	n.send(Message{Kind: KindCommit, Round: r, Model: sealed, Record: rec, Signature: sig})
+	commit := Message{Kind: KindCommit, Round: r, Model: sealed, Record: rec, Signature: sig}
+	n.lastCommit = &commit
+	n.send(commit)
 	return nil
 }
 
