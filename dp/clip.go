@@ -21,12 +21,14 @@ func Clip(v fl.Vector, c float64) (scale float64, err error) {
 	if !(c > 0) || math.IsInf(c, 1) {
 		return 0, invalid("clipping norm c=%v must be positive and finite", c)
 	}
-	for i, x := range v {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return 0, fmt.Errorf("%w: element %d of the vector to clip is %v", ErrNonFinite, i, x)
+	n := norm(v)
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		for i, x := range v {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return 0, fmt.Errorf("%w: element %d of the vector to clip is %v", ErrNonFinite, i, x)
+			}
 		}
 	}
-	n := norm(v)
 	if n <= c {
 		return 1, nil
 	}
@@ -46,20 +48,30 @@ func Clip(v fl.Vector, c float64) (scale float64, err error) {
 	return scale, nil
 }
 
-// norm returns the L2 norm of v without overflow or harmful underflow
-// (the scaled sum of squares of LAPACK's dnrm2).
+// norm returns the L2 norm of v without overflow or harmful underflow: the
+// plain sum of squares when it is safe, else the scaled sum of squares of
+// LAPACK's dnrm2. It returns NaN or Inf only if v holds a NaN or an infinity.
 func norm(v fl.Vector) float64 {
+	var s float64
+	for _, x := range v {
+		s += x * x
+	}
+	if s >= 0x1p-900 && s <= math.MaxFloat64 {
+		return math.Sqrt(s)
+	}
+	if math.IsNaN(s) {
+		return s
+	}
 	var m float64
 	for _, x := range v {
-		m = math.Max(m, math.Abs(x))
+		if a := math.Abs(x); a > m || math.IsNaN(a) {
+			m = a
+		}
 	}
-	if m == 0 {
-		return 0
+	if m == 0 || math.IsInf(m, 0) || math.IsNaN(m) {
+		return m
 	}
-	if m > 1e-150 && m < 1e150 && float64(len(v))*m*m < math.MaxFloat64/4 {
-		return v.Norm()
-	}
-	var s float64
+	s = 0
 	for _, x := range v {
 		r := x / m
 		s += r * r
