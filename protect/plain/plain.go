@@ -14,8 +14,8 @@
 //
 // plain implements the whole [protect] protocol with the same shape and the
 // same checks as the modes that do protect (mhe, secagg, paillier): the
-// setup has the same three steps, and rounds have the same Protect,
-// Aggregate, Reveal, Open and Decrypt steps, with the same errors. So a
+// same setup steps (Announce, Deal, Setup, Accept) and round steps
+// (Protect, Aggregate, Reveal, Open, Decrypt), with the same errors. So a
 // runtime, a simulation or a benchmark can swap it in for mhe and measure
 // what protection costs, and its code paths are exercised without any
 // cryptography in the way. It passes the conformance suite in

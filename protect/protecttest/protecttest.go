@@ -58,6 +58,26 @@
 //     afterwards the valid payload must still be accepted, because a
 //     rejected call changes nothing.
 //
+// # What payloads must bind
+//
+// To pass Hostile and Threshold, a scheme's payloads carry a checked header
+// (magic, version, kind) and are parsed to their exact length (no trailing
+// bytes, no count beyond the bytes that follow). Besides the session, they
+// bind:
+//
+//   - an announcement: its member;
+//   - a public or private dealing: its dealer, (private) its recipient, and
+//     the hash of all the announcements, so that a dealing or a setup from
+//     another run of the same session is refused; a party also checks that
+//     its own announcement is the one it made;
+//   - the setup: the hash of the announcements;
+//   - a protected update: its round, its member and its length;
+//   - an aggregate: its round;
+//   - a reveal share: its round, its revealer, the aggregate's digest, the
+//     revealer set and the target key;
+//   - a result: the target key;
+//   - a party's state: its member.
+//
 // Failure messages name the entry point and the mutation, for example
 // "Helper.Aggregate(protected) accepted truncated to 17 of 120 bytes". A
 // panic in the scheme is recovered and reported with its stack.
@@ -92,7 +112,9 @@ type Config struct {
 	Seed uint64
 	// Rand, if not nil, returns the random source for each NewParty,
 	// LoadParty and NewTarget (for example, one returning
-	// crypto/rand.Reader) instead of a stream derived from Seed.
+	// crypto/rand.Reader) instead of a stream derived from Seed. Each call
+	// must return an independent source: the suite tells setup runs apart
+	// by their fresh nonces.
 	Rand func() io.Reader
 	// Tolerance is the absolute error allowed in each decrypted coordinate
 	// and in the summed weight, on top of float64 summation rounding. Zero
