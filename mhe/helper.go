@@ -36,9 +36,11 @@ func (hp *Helper) Needed() int { return hp.sess.t }
 // (123 kB per member for Agg128).
 func (hp *Helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 	p, ss := hp.p, hp.sess
-	if _, err := readAnnouncements(p, ss, anns); err != nil {
+	nonces, err := readAnnouncements(p, ss, anns)
+	if err != nil {
 		return nil, err
 	}
+	bind := crsBinding(crsSeed(p, ss, nonces))
 	level := p.params.MaxLevel()
 	elems := make([][]byte, ss.n)
 	poly := p.params.RingQ().NewPoly()
@@ -53,11 +55,11 @@ func (hp *Helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 			return nil, err
 		}
 		sender := uint16(i)
-		if err := (expect{kind: kindPublicDealing, preset: p, session: &ss.hash, sender: &sender, level: level, degree: 0}).check(what, h); err != nil {
+		if err := (expect{kind: kindPublicDealing, preset: p, session: &ss.hash, sender: &sender, level: level, degree: 0, bind: &bind}).check(what, h); err != nil {
 			return nil, err
 		}
-		if h.round != 0 || h.aux != 0 || h.bind != [16]byte{} || len(es) != 1 {
-			return nil, malformed(what, "want one key share and zero round, aux and binding")
+		if h.round != 0 || h.aux != 0 || len(es) != 1 {
+			return nil, malformed(what, "want one key share and zero round and aux")
 		}
 		if err := p.unpackPoly(what, es[0], poly, level); err != nil {
 			return nil, err
@@ -70,7 +72,7 @@ func (hp *Helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		}
 	}
 	h := p.header(kindSetup, level, 0)
-	h.session = ss.hash
+	h.session, h.bind = ss.hash, bind
 	return encode(h, elems...), nil
 }
 

@@ -34,7 +34,7 @@ type Party struct {
 	sk        *rlwe.SecretKey               // additive share s_i of the collective key
 	crsSeed   [32]byte                      // from Deal
 	ownPublic [32]byte                      // SHA-256 of our public dealing's key share
-	tsk       *multiparty.ShamirSecretShare // S(α_i), when t < n
+	tsk       *multiparty.ShamirSecretShare // S(α_i), our threshold share
 	pk        *rlwe.PublicKey               // the collective public key
 }
 
@@ -93,9 +93,12 @@ func readAnnouncements(p *Preset, ss *session, anns map[fl.NodeID][]byte) ([][32
 
 // Deal returns this party's setup contributions: the Public part is its
 // share of the collective public key (multiparty.PublicKeyGenProtocol) on
-// the common random polynomial derived from all the announcements. When
-// t < n, Private holds one Shamir share of this party's secret key share
-// per member (multiparty.Thresholdizer), the dealer included.
+// the common random polynomial derived from all the announcements. Private
+// holds one Shamir share (threshold t) of this party's secret key share per
+// member (multiparty.Thresholdizer), the dealer included. Lattigo's
+// threshold scheme works for every 1 ≤ t ≤ n, so t = n uses it too (one
+// code path; Combiner then yields the n-of-n additive shares). Both
+// payloads are bound to this setup run (the CRS seed).
 //
 // THE PRIVATE PAYLOADS ARE SECRET KEY MATERIAL IN THE CLEAR. The runtime
 // MUST seal each one to its recipient (HPKE) before it leaves the node; the
@@ -125,38 +128,37 @@ func (pa *Party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	share := ckg.AllocateShare()
 	ckg.GenShare(pa.sk, a, &share)
 	elem := pa.p.packPoly(nil, share.Value.Q, level)
+	bind := crsBinding(seed)
 	h := pa.p.header(kindPublicDealing, level, 0)
-	h.session, h.sender = pa.sess.hash, uint16(pa.self)
+	h.session, h.sender, h.bind = pa.sess.hash, uint16(pa.self), bind
 	d := protect.Dealing{Public: encode(h, elem)}
 
-	if pa.sess.threshold() {
-		// The Shamir polynomial S_i(X) = s_i + a_1 X + … + a_{t−1} X^{t−1},
-		// its coefficients drawn from our injected randomness (as
-		// Thresholdizer.GenShamirPolynomial does from its own PRNG).
-		prng, err := keyedPRNG(pa.rand)
-		if err != nil {
-			return protect.Dealing{}, err
-		}
-		us := ringqp.NewUniformSampler(prng, *params.RingQP())
-		coeffs := make([]ringqp.Poly, pa.sess.t)
-		coeffs[0] = *pa.sk.Value.CopyNew()
-		for i := 1; i < len(coeffs); i++ {
-			coeffs[i] = params.RingQP().NewPoly()
-			us.Read(coeffs[i])
-		}
-		poly := multiparty.ShamirPolynomial{Value: structs.Vector[ringqp.Poly](coeffs)}
-		thr := multiparty.NewThresholdizer(params)
-		sh := thr.AllocateThresholdSecretShare()
-		d.Private = make(map[fl.NodeID][]byte, pa.sess.n)
-		for j, m := range pa.sess.sorted {
-			thr.GenShamirSecretShare(point(j), poly, &sh)
-			h := pa.p.header(kindPrivateDealing, level, 0)
-			h.session, h.sender, h.aux = pa.sess.hash, uint16(pa.self), uint32(j)
-			d.Private[m] = encode(h, pa.p.packPoly(nil, sh.Q, level))
-		}
-		for i := range coeffs {
-			coeffs[i].Q.Zero()
-		}
+	// The Shamir polynomial S_i(X) = s_i + a_1 X + … + a_{t−1} X^{t−1},
+	// its coefficients drawn from our injected randomness (as
+	// Thresholdizer.GenShamirPolynomial does from its own PRNG).
+	prng, err := keyedPRNG(pa.rand)
+	if err != nil {
+		return protect.Dealing{}, err
+	}
+	us := ringqp.NewUniformSampler(prng, *params.RingQP())
+	coeffs := make([]ringqp.Poly, pa.sess.t)
+	coeffs[0] = *pa.sk.Value.CopyNew()
+	for i := 1; i < len(coeffs); i++ {
+		coeffs[i] = params.RingQP().NewPoly()
+		us.Read(coeffs[i])
+	}
+	poly := multiparty.ShamirPolynomial{Value: structs.Vector[ringqp.Poly](coeffs)}
+	thr := multiparty.NewThresholdizer(params)
+	sh := thr.AllocateThresholdSecretShare()
+	d.Private = make(map[fl.NodeID][]byte, pa.sess.n)
+	for j, m := range pa.sess.sorted {
+		thr.GenShamirSecretShare(point(j), poly, &sh)
+		h := pa.p.header(kindPrivateDealing, level, 0)
+		h.session, h.sender, h.aux, h.bind = pa.sess.hash, uint16(pa.self), uint32(j), bind
+		d.Private[m] = encode(h, pa.p.packPoly(nil, sh.Q, level))
+	}
+	for i := range coeffs {
+		coeffs[i].Q.Zero()
 	}
 	pa.crsSeed = seed
 	pa.ownPublic = sha256.Sum256(elem)
@@ -166,9 +168,8 @@ func (pa *Party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 
 // Accept completes the setup. It recomputes the collective public key from
 // every member's key share in setup (checking that ours is there, unchanged)
-// and, when t < n, sums the Shamir shares dealt to it into its threshold
-// secret share. private must hold exactly one payload per member when t < n
-// and none when t = n.
+// and sums the Shamir shares dealt to it into its threshold secret share.
+// private must hold exactly one payload per member, made in this setup run.
 func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	pa.mu.Lock()
 	defer pa.mu.Unlock()
@@ -179,7 +180,7 @@ func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		return errors.New("mhe: Accept called twice")
 	}
 	p, params, level := pa.p, pa.p.params, pa.p.params.MaxLevel()
-	shares, err := readSetup(p, pa.sess, setup)
+	shares, err := readSetup(p, pa.sess, setup, crsBinding(pa.crsSeed))
 	if err != nil {
 		return err
 	}
@@ -205,67 +206,63 @@ func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	pk := rlwe.NewPublicKey(params)
 	ckg.GenPublicKey(sum, a, pk)
 
-	var tsk *multiparty.ShamirSecretShare
-	if !pa.sess.threshold() {
-		if len(private) != 0 {
-			return fmt.Errorf("mhe: %d private dealings in an n-of-n session, which has none: %w", len(private), protect.ErrForeign)
+	bind := crsBinding(pa.crsSeed)
+	thr := multiparty.NewThresholdizer(params)
+	acc, sh := thr.AllocateThresholdSecretShare(), thr.AllocateThresholdSecretShare()
+	for id, b := range private {
+		i, err := pa.sess.member("private dealing", id)
+		if err != nil {
+			return err
 		}
-	} else {
-		thr := multiparty.NewThresholdizer(params)
-		acc, sh := thr.AllocateThresholdSecretShare(), thr.AllocateThresholdSecretShare()
-		for id, b := range private {
-			i, err := pa.sess.member("private dealing", id)
-			if err != nil {
-				return err
-			}
-			what := fmt.Sprintf("private dealing from %s", id)
-			h, elems, err := parse(what, b, 1)
-			if err != nil {
-				return err
-			}
-			sender := uint16(i)
-			if err := (expect{kind: kindPrivateDealing, preset: p, session: &pa.sess.hash, sender: &sender, level: level, degree: 0}).check(what, h); err != nil {
-				return err
-			}
-			if h.aux != uint32(pa.self) {
-				return mismatch(what, "recipient index", pa.self, h.aux)
-			}
-			if h.round != 0 || h.bind != [16]byte{} || len(elems) != 1 {
-				return malformed(what, "want one share and zero round and binding")
-			}
-			if err := p.unpackPoly(what, elems[0], sh.Q, level); err != nil {
-				return err
-			}
-			if err := thr.AggregateShares(acc, sh, &acc); err != nil {
-				return fmt.Errorf("mhe: %s: %w", what, err)
-			}
+		what := fmt.Sprintf("private dealing from %s", id)
+		h, elems, err := parse(what, b, 1)
+		if err != nil {
+			return err
 		}
-		if len(private) != pa.sess.n {
-			for _, m := range pa.sess.sorted {
-				if _, ok := private[m]; !ok {
-					return fmt.Errorf("mhe: no private dealing from %s (%d of %d present)", m, len(private), pa.sess.n)
-				}
-			}
+		sender := uint16(i)
+		if err := (expect{kind: kindPrivateDealing, preset: p, session: &pa.sess.hash, sender: &sender, level: level, degree: 0}).check(what, h); err != nil {
+			return err
 		}
-		tsk = &acc
+		if h.aux != uint32(pa.self) {
+			return mismatch(what, "recipient index", pa.self, h.aux)
+		}
+		if h.bind != bind {
+			return mismatch(what, "setup run (CRS binding)", fmt.Sprintf("%x", bind[:4]), fmt.Sprintf("%x", h.bind[:4]))
+		}
+		if h.round != 0 || len(elems) != 1 {
+			return malformed(what, "want one share and zero round")
+		}
+		if err := p.unpackPoly(what, elems[0], sh.Q, level); err != nil {
+			return err
+		}
+		if err := thr.AggregateShares(acc, sh, &acc); err != nil {
+			return fmt.Errorf("mhe: %s: %w", what, err)
+		}
 	}
-	pa.pk, pa.tsk, pa.stage = pk, tsk, stageReady
+	if len(private) != pa.sess.n {
+		for _, m := range pa.sess.sorted {
+			if _, ok := private[m]; !ok {
+				return fmt.Errorf("mhe: no private dealing from %s (%d of %d present)", m, len(private), pa.sess.n)
+			}
+		}
+	}
+	pa.pk, pa.tsk, pa.stage = pk, &acc, stageReady
 	return nil
 }
 
 // readSetup returns the n key shares of a setup payload, in sorted member
 // order, after checking its framing and sizes.
-func readSetup(p *Preset, ss *session, b []byte) ([][]byte, error) {
+func readSetup(p *Preset, ss *session, b []byte, bind [16]byte) ([][]byte, error) {
 	level := p.params.MaxLevel()
 	h, elems, err := parse("setup", b, ss.n)
 	if err != nil {
 		return nil, err
 	}
-	if err := (expect{kind: kindSetup, preset: p, session: &ss.hash, level: level, degree: 0}).check("setup", h); err != nil {
+	if err := (expect{kind: kindSetup, preset: p, session: &ss.hash, level: level, degree: 0, bind: &bind}).check("setup", h); err != nil {
 		return nil, err
 	}
-	if h.sender != noSender || h.round != 0 || h.aux != 0 || h.bind != [16]byte{} {
-		return nil, malformed("setup", "nonzero sender, round, aux or binding")
+	if h.sender != noSender || h.round != 0 || h.aux != 0 {
+		return nil, malformed("setup", "nonzero sender, round or aux")
 	}
 	if len(elems) != ss.n {
 		return nil, malformed("setup", "%d key shares for %d members", len(elems), ss.n)
@@ -441,17 +438,14 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 		return nil, fmt.Errorf("mhe: recording the reveal of round %d: %w", req.Round, err)
 	}
 
-	sk := pa.sk
-	if ss.threshold() {
-		points := make([]multiparty.ShamirPublicPoint, len(rv.revealers))
-		for i, j := range rv.revealers {
-			points[i] = point(j)
-		}
-		cmb := multiparty.NewCombiner(p.params, point(pa.self), points, ss.t)
-		sk = rlwe.NewSecretKey(p.params)
-		if err := cmb.GenAdditiveShare(points, point(pa.self), *pa.tsk, sk); err != nil {
-			return nil, fmt.Errorf("mhe: combining the threshold share: %w", err)
-		}
+	points := make([]multiparty.ShamirPublicPoint, len(rv.revealers))
+	for i, j := range rv.revealers {
+		points[i] = point(j)
+	}
+	cmb := multiparty.NewCombiner(p.params, point(pa.self), points, ss.t)
+	sk := rlwe.NewSecretKey(p.params)
+	if err := cmb.GenAdditiveShare(points, point(pa.self), *pa.tsk, sk); err != nil {
+		return nil, fmt.Errorf("mhe: combining the threshold share: %w", err)
 	}
 
 	level := p.params.MaxLevel()

@@ -144,11 +144,6 @@ func writeBytes(h io.Writer, b []byte) {
 	h.Write(b)
 }
 
-// threshold reports whether the session uses Shamir shares (t < n). With
-// t = n the key shares are plain additive shares and Deal makes no private
-// payloads.
-func (ss *session) threshold() bool { return ss.t < ss.n }
-
 // point is the Shamir public point of member i (its 1-based sorted index).
 func point(i int) multiparty.ShamirPublicPoint { return multiparty.ShamirPublicPoint(i + 1) }
 
@@ -196,6 +191,12 @@ func crsSeed(p *Preset, ss *session, nonces [][32]byte) [32]byte {
 	}
 	writeBytes(h, ss.id)
 	return [32]byte(h.Sum(nil))
+}
+
+// crsBinding binds the dealings and the setup to one setup run.
+func crsBinding(seed [32]byte) [16]byte {
+	h := sha256.Sum256(append([]byte("cloister/mhe setup run v1\x00"), seed[:]...))
+	return [16]byte(h[:16])
 }
 
 // crp derives the collective public key's common random polynomial.

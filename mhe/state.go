@@ -16,7 +16,7 @@ import (
 //
 //	element 0: stage (1 byte) ‖ nonce (32) ‖ CRS seed (32) ‖ SHA-256 of our key share (32)
 //	element 1: secret key share s_i
-//	element 2: threshold share S(α_i) (ready and t < n), else empty
+//	element 2: threshold share S(α_i) (ready), else empty
 //	element 3, 4: collective public key (ready), else empty
 const stateMetaSize = 1 + 32 + 32 + 32
 
@@ -86,10 +86,7 @@ func (s *Scheme) LoadParty(sess protect.Session, self fl.NodeID, state []byte, r
 	switch pa.stage {
 	case stageFresh, stageDealt:
 	case stageReady:
-		want = [3]int{0, ps, ps}
-		if ss.threshold() {
-			want[0] = ps
-		}
+		want = [3]int{ps, ps, ps}
 	default:
 		return nil, malformed(what, "unknown stage %d", m[0])
 	}
@@ -106,13 +103,11 @@ func (s *Scheme) LoadParty(sess protect.Session, self fl.NodeID, state []byte, r
 		return nil, err
 	}
 	if pa.stage == stageReady {
-		if ss.threshold() {
-			sh := multiparty.NewThresholdizer(p.params).AllocateThresholdSecretShare()
-			if err := p.unpackPoly(what, elems[2], sh.Q, level); err != nil {
-				return nil, err
-			}
-			pa.tsk = &sh
+		sh := multiparty.NewThresholdizer(p.params).AllocateThresholdSecretShare()
+		if err := p.unpackPoly(what, elems[2], sh.Q, level); err != nil {
+			return nil, err
 		}
+		pa.tsk = &sh
 		pa.pk = rlwe.NewPublicKey(p.params)
 		for i := range 2 {
 			if err := p.unpackPoly(what, elems[3+i], pa.pk.Value[i].Q, level); err != nil {

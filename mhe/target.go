@@ -134,6 +134,7 @@ func keyPairMatches(p *Preset, sk *rlwe.SecretKey, pk *rlwe.PublicKey) bool {
 	e := rq.NewPoly()
 	rq.MulCoeffsMontgomery(pk.Value[1].Q, sk.Value.Q, e)
 	rq.Add(e, pk.Value[0].Q, e)
+	rq.IMForm(e, e)
 	rq.INTT(e, e)
 	q := rq.SubRings[0].Modulus
 	bound := uint64(1 << 20)
