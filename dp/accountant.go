@@ -69,8 +69,8 @@ func (a *Accountant) Clone() *Accountant {
 func (a *Accountant) Compose(q, sigma float64, steps int) error {
 	a.init()
 	step, err := stepRDP(a.orders, q, sigma, steps)
-	if err != nil {
-		return err
+	if err != nil || steps == 0 {
+		return err // zero steps cost nothing, even without noise
 	}
 	for i, r := range step {
 		a.rdp[i] += float64(steps) * r
@@ -207,14 +207,15 @@ func NoiseFor(epsilon, delta, q float64, steps int) (float64, error) {
 	}
 	if ok {
 		for {
-			if lo < minNoise {
-				return minNoise, nil
-			}
+			lo = math.Max(lo, minNoise)
 			if ok, err = meets(lo); err != nil {
 				return 0, err
 			}
 			if !ok {
 				break
+			}
+			if lo == minNoise {
+				return minNoise, nil
 			}
 			hi, lo = lo, lo/2
 		}

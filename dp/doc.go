@@ -47,8 +47,11 @@
 // probability exp(−(|Y| − σ²/t)²/(2σ²)), every Bernoulli(exp(−γ)) decided by
 // comparisons of uniform integers with γ a ratio of integers. [DiscreteGaussian]
 // holds σ² as a rational rounded up from the requested σ, so the noise is
-// never less than asked for. It costs about 150–220 ns a sample on one core
-// (see the benchmarks), some 0.2 s for a million coordinates.
+// never less than asked for. It costs about 150–400 ns a sample on one core,
+// depending on the reader and the machine's load, so noising a million
+// coordinates takes well under a second (BenchmarkDiscreteGaussian,
+// BenchmarkNoiseAdd; BenchmarkGaussianFloat is the unsafe floating-point
+// baseline, about 10 ns).
 //
 // For an integer-valued query of L2 sensitivity Δ, the discrete Gaussian
 // gives the same guarantee as the continuous one: ½(Δ/σ)²-concentrated DP,

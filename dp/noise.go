@@ -36,6 +36,9 @@ const MinGridSigma = 1
 // dimension d and L2 norm at most C has norm below C + √d·2^-bits after it:
 // that, not C, is the sensitivity the privacy guarantee must use
 // ([QuantizedSensitivity], [DistributedMultiplier]).
+//
+// A Noise holds no state besides its parameters and is safe for concurrent
+// use (each call with its own reader).
 type Noise struct {
 	std  float64
 	bits int

@@ -417,6 +417,10 @@ func TestAccountantErrors(t *testing.T) {
 	if _, err := RDP(0.1, 1, 1); !errors.Is(err, ErrInvalid) {
 		t.Errorf("RDP at order 1: %v, want ErrInvalid", err)
 	}
+	// Zero steps cost nothing, even without noise.
+	if err := a.Compose(0.1, 0, 0); err != nil || a.RDP()[0] != 0 {
+		t.Errorf("zero steps without noise: %v, RDP %v", err, a.RDP()[0])
+	}
 	// A round without noise: infinite ε, not an error.
 	if err := a.Compose(0.1, 0, 1); err != nil {
 		t.Fatal(err)
@@ -494,6 +498,18 @@ func TestNoiseFor(t *testing.T) {
 	}
 	if s, err := NoiseFor(1e6, 0.1, 1e-6, 1); err != nil || s != minNoise {
 		t.Errorf("trivial target: σ = %v, %v; want %v", s, err, minNoise)
+	}
+	// A target met near, but not at, the bottom of the search range.
+	for _, target := range []float64{2e5, 5e5, 8e5} {
+		s, err := NoiseFor(target, 1e-5, 1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := NewAccountant(nil)
+		_ = a.Compose(1, s, 1)
+		if e, _, _ := a.Epsilon(1e-5); e > target {
+			t.Errorf("NoiseFor(%v) = %v gives ε = %v", target, s, e)
+		}
 	}
 	for _, bad := range []struct {
 		eps, delta, q float64
