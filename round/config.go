@@ -47,6 +47,10 @@ type Deadlines struct {
 	Reveal  int // collecting reveal shares; default 5
 	Commit  int // each leader's commit; default 5
 	Eval    int // collecting metrics; default 5
+	// Gather: a coordinator waiting for members (after a restart, or after
+	// too many dropped) starts the next round at once when every member is
+	// back, or this many ticks after enough are; default 3.
+	Gather int
 	// Idle: a node that hears nothing from the coordinator for this many
 	// ticks says Hello again (the coordinator may have marked it down);
 	// default 100.
@@ -65,6 +69,7 @@ func (d Deadlines) withDefaults() Deadlines {
 	def(&d.Commit, 5)
 	def(&d.Eval, 5)
 	def(&d.Idle, 100)
+	def(&d.Gather, 3)
 	return d
 }
 

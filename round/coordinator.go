@@ -197,6 +197,8 @@ func (c *Coordinator) Tick() {
 		if c.elapsed >= c.dl.Setup {
 			c.setupTimeout()
 		}
+	case PhaseWait:
+		c.maybeStartFromWait()
 	case PhaseCollect:
 		if c.elapsed >= c.dl.Collect {
 			c.closeCollect(true)

@@ -32,6 +32,7 @@ func (c *Coordinator) startRound() {
 	if need := max(c.cfg.MinCohort, c.cfg.Threshold); len(live) < need {
 		if c.st.Phase != PhaseWait {
 			c.st.Phase = PhaseWait
+			c.elapsed = 0
 			c.changed()
 		}
 		return
@@ -57,6 +58,14 @@ func (c *Coordinator) startRound() {
 // MaxRoundReached reports whether no further round may start under the limit max (0: none).
 func (s CoordinatorState) MaxRoundReached(max fl.Round) bool {
 	return max != 0 && s.Round >= max
+}
+
+// maybeStartFromWait starts a round from PhaseWait when every member is
+// back, or once the gather window has passed.
+func (c *Coordinator) maybeStartFromWait() {
+	if len(c.liveKeyed()) == len(c.members) || c.elapsed >= c.dl.Gather {
+		c.startRound()
+	}
 }
 
 func (c *Coordinator) sendTrain(to fl.NodeID) {
@@ -351,6 +360,7 @@ func (c *Coordinator) abort(why string) {
 	c.emit(Event{Kind: EventAborted, Round: c.st.Round, Detail: why})
 	c.resetRound()
 	c.st.Phase = PhaseWait
+	c.elapsed = 0
 	c.changed()
 	c.startRound()
 }

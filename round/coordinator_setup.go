@@ -49,7 +49,7 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 		c.welcome(from, fresh)
 		switch c.st.Phase {
 		case PhaseWait:
-			c.startRound()
+			c.maybeStartFromWait()
 		case PhaseCollect:
 			if c.keyed[from] && c.inCohort(from) && c.uploads[from] == nil && !c.declined[from] {
 				c.sendTrain(from)

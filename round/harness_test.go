@@ -49,6 +49,8 @@ type simNode struct {
 	hold   bool // keep tasks instead of running them
 	held   []Task
 	cut    bool // partitioned: messages to and from it are lost
+	delay  bool // its outgoing messages are stashed until undelayed
+	stash  []flight
 	evals  map[fl.Round]fl.Vector
 }
 
@@ -240,6 +242,13 @@ func (f *fed) deliverOne() bool {
 		}
 	}
 	if lost != "" {
+		return true
+	}
+	if sn := f.byID[e.from]; sn != nil && sn.delay {
+		sn.stash = append(sn.stash, e)
+		if f.show == "all" {
+			f.printf("  (delayed)")
+		}
 		return true
 	}
 	f.sent = append(f.sent, e)

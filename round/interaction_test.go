@@ -234,6 +234,18 @@ func interpret(t *testing.T, fp **fed, line string) string {
 			sn.cut = cmd == "partition"
 		}
 		return "ok"
+	case "delay":
+		for _, sn := range targets() {
+			sn.delay = true
+		}
+		return "ok"
+	case "undelay":
+		for _, sn := range targets() {
+			sn.delay = false
+			f.inflight = append(f.inflight, sn.stash...)
+			sn.stash = nil
+		}
+		f.run(stop)
 	case "hold":
 		for _, sn := range targets() {
 			sn.hold = true
@@ -399,7 +411,7 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 			}
 		}
 		if !found {
-			t.Fatalf("replay: no %s from %s delivered", kind, from)
+			return fmt.Sprintf("no %s from %s was delivered", kind, from)
 		}
 		if as, ok := a.kv["as"]; ok {
 			from = fl.NodeID(as)
@@ -456,10 +468,12 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 	} else {
 		b.WriteString("state changed\n")
 	}
-	// Show what the machine emitted (the rejection's audit event, a refusal).
+	// Show what the machines emitted (the rejection's audit event, a
+	// refusal); the messages stay in flight.
 	f.show = "all"
 	f.w.Reset()
-	f.run(nil)
+	for f.drain() {
+	}
 	b.WriteString(f.w.String())
 	return b.String()
 }

@@ -370,7 +370,7 @@ func (n *Node) peer(m Message) error {
 
 func (n *Node) done(m Message) error {
 	if n.st.Done {
-		return fmt.Errorf("%w: the session is already done", ErrDuplicate)
+		return nil // told again after a reconnect
 	}
 	n.st.Done = true
 	n.out.done = true
