@@ -1,0 +1,34 @@
+# Cloister: the two commands are `make demo` and `make test`.
+GO       ?= go
+BIN      := bin/cloister
+OUT      := out
+DATASET  := /usr/share/datasets/fashion-mnist
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: build demo test bench dataset clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cloister
+
+# dataset installs Debian's Fashion-MNIST package when it is missing.
+dataset:
+	@if [ ! -d $(DATASET) ]; then \
+		echo "cloister: installing dataset-fashion-mnist"; \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; \
+	fi
+
+demo: build dataset
+	@mkdir -p $(OUT)
+	$(BIN) simulate --data fashion-mnist --model mlp --nodes 10 --partition dirichlet:0.5 \
+		--rounds 20 --seed 1 --json $(OUT)/demo.json --plot $(OUT)/demo.svg
+	@echo "cloister: wrote $(OUT)/demo.json and $(OUT)/demo.svg"
+
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+clean:
+	rm -rf bin $(OUT)

@@ -1,0 +1,113 @@
+// Command cloister is the one binary of the Cloister federated learning
+// system: simulations and baselines, the federation's daemons, provisioning,
+// benchmarks and audit.
+//
+// Run `cloister help` for the list of commands.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		report(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// command is one subcommand of the binary.
+type command struct {
+	summary string
+	run     func(args []string, stdin io.Reader, stdout, stderr io.Writer) error
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"train":    {"train one model centrally: the baseline for federated runs", runTrain},
+		"simulate": {"simulate a plaintext federation in one process", runSimulate},
+	}
+}
+
+const usage = `cloister: privacy-preserving federated learning
+
+Usage: cloister COMMAND [flags]
+
+Commands:
+%s
+Run 'cloister COMMAND -h' for the flags of a command.
+`
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		names := make([]string, 0, len(commands))
+		for name := range commands {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		for _, name := range names {
+			fmt.Fprintf(&b, "  %-12s %s\n", name, commands[name].summary)
+		}
+		fmt.Fprintf(stdout, usage, b.String())
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return nil
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		return withHint(fmt.Errorf("unknown command %q", args[0]), "run 'cloister help' for the list of commands")
+	}
+	err := c.run(args[1:], stdin, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// hintError carries an error together with advice for the user.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+func (e *hintError) Unwrap() error { return e.err }
+
+func withHint(err error, hint string) error { return &hintError{err, hint} }
+
+// report prints err, and its hint if it has one, with the binary's prefix.
+func report(w io.Writer, err error) {
+	fmt.Fprintf(w, "cloister: error: %v\n", err)
+	var h *hintError
+	if errors.As(err, &h) {
+		fmt.Fprintf(w, "cloister: hint: %s\n", h.hint)
+	}
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("cloister "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse parses args and refuses positional arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return withHint(fmt.Errorf("unexpected argument %q", fs.Arg(0)), "flags come after the command: cloister "+strings.TrimPrefix(fs.Name(), "cloister ")+" -h")
+	}
+	return nil
+}
