@@ -402,8 +402,12 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 	var m Message
 	if cmd == "replay" {
 		found := false
-		for i := len(f.sent) - 1; i >= 0; i-- {
-			e := f.sent[i]
+		pool := f.sent
+		if a.kv["inflight"] == "1" {
+			pool = f.inflight
+		}
+		for i := len(pool) - 1; i >= 0; i-- {
+			e := pool[i]
 			if e.m.Kind == kind && e.from == from && (a.kv["to"] == "" || e.to == to) &&
 				(a.kv["round"] == "" || int(e.m.Round) == a.int(t, "round", 0)) {
 				m, to, found = e.m, e.to, true
@@ -425,6 +429,15 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 	if _, ok := a.kv["round"]; ok && cmd == "inject" {
 		m.Round = fl.Round(a.int(t, "round", 0))
 	}
+	if _, ok := a.kv["setround"]; ok {
+		m.Round = fl.Round(a.int(t, "setround", 0))
+	}
+	if _, ok := a.kv["base"]; ok {
+		m.Base = fl.Round(a.int(t, "base", 0))
+	}
+	if s, ok := a.kv["dealer"]; ok {
+		m.Dealer = fl.NodeID(s)
+	}
 	if _, ok := a.kv["epoch"]; ok {
 		m.Epoch = uint64(a.int(t, "epoch", 0))
 	}
@@ -445,6 +458,29 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 	}
 	if s, ok := a.kv["target"]; ok {
 		m.Target = []byte(s)
+	}
+	if s, ok := a.kv["aggregate"]; ok {
+		m.Aggregate = []byte(s)
+	}
+	if s, ok := a.kv["cohort"]; ok {
+		m.Cohort = nil
+		for _, id := range strings.Split(s, ",") {
+			m.Cohort = append(m.Cohort, fl.NodeID(id))
+		}
+	}
+	if s, ok := a.kv["included"]; ok {
+		keep := strings.Split(s, ",")
+		m.Included = slices.DeleteFunc(slices.Clone(m.Included), func(c Contribution) bool {
+			return !slices.Contains(keep, string(c.Node))
+		})
+	}
+	if a.kv["tamper"] == "sig" && len(m.Included) > 0 {
+		m.Included = slices.Clone(m.Included)
+		m.Included[0].Signature = []byte("tampered")
+	}
+	if a.kv["sign"] == "1" {
+		// a valid signature by from over whatever payload the message has
+		m.Signature, _ = fakeSigner{from}.Sign(uploadSigned(m.Session, m.Epoch, m.Round, DigestOf(m.Payload)))
 	}
 	before := f.snapshot(to)
 	if to == coordID {
