@@ -282,8 +282,8 @@ const (
 	DefaultCoordinator = "coordinator"
 	DefaultAddress     = "127.0.0.1:7443"
 	// DefaultPreset is the HE preset name written for mode mhe when none is
-	// given; package mhe defines what it means.
-	DefaultPreset = "default"
+	// given: package mhe's 128-bit production preset.
+	DefaultPreset = "Agg128"
 	// MaxNodes bounds InitOptions.Nodes.
 	MaxNodes = 1000
 )
