@@ -238,18 +238,24 @@ func (c *Coordinator) Unreachable(id fl.NodeID) {
 		return
 	}
 	c.markDown(id, "unreachable")
+	c.stopWaitingFor(id, fmt.Sprintf("%s is unreachable", id))
+}
+
+// stopWaitingFor ends the current step's wait for id, which cannot answer
+// (down, or without a key share of the current epoch).
+func (c *Coordinator) stopWaitingFor(id fl.NodeID, why string) {
 	switch c.st.Phase {
 	case PhaseAnnounce, PhaseDeal, PhaseAccept:
-		c.restartSetup(fmt.Sprintf("%s is unreachable", id))
+		c.restartSetup(why)
 	case PhaseCollect:
 		c.maybeCloseCollect()
 	case PhaseReveal:
 		if slices.Contains(c.st.Revealers, id) && c.shares[id] == nil {
-			c.abort(fmt.Sprintf("reveal abandoned: revealer %s is unreachable", id))
+			c.abort("reveal abandoned: revealer " + why)
 		}
 	case PhaseCommit:
 		if id == c.leader() {
-			c.nextLeader(fmt.Sprintf("leader %s is unreachable", id))
+			c.nextLeader("leader " + why)
 		}
 	case PhaseEvaluate:
 		c.maybeFinishEval()
@@ -438,6 +444,9 @@ func (c *Coordinator) leader() fl.NodeID {
 	}
 	return ""
 }
+
+// canAnswer reports whether id can take part in the current round.
+func (c *Coordinator) canAnswer(id fl.NodeID) bool { return c.live[id] && c.keyed[id] }
 
 // liveKeyed returns the live members that hold a party of the current epoch,
 // sorted.

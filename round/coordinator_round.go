@@ -138,7 +138,7 @@ func (c *Coordinator) upload(from fl.NodeID, m Message) error {
 // answered or is down.
 func (c *Coordinator) maybeCloseCollect() {
 	for _, m := range c.st.Cohort {
-		if c.uploads[m] == nil && !c.declined[m] && c.live[m] {
+		if c.uploads[m] == nil && !c.declined[m] && c.canAnswer(m) {
 			return
 		}
 	}
@@ -183,9 +183,13 @@ func (c *Coordinator) closeCollect(deadline bool) {
 	c.changed()
 	c.emit(Event{Kind: EventRevealRequested, Round: c.st.Round, Nodes: revealers, Digest: c.st.Aggregate})
 	for _, r := range revealers {
-		c.send(r, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: agg, Revealers: revealers,
-			Target: c.st.Target, Included: included})
+		c.sendRevealRequest(r)
 	}
+}
+
+func (c *Coordinator) sendRevealRequest(to fl.NodeID) {
+	c.send(to, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers,
+		Target: c.st.Target, Included: c.st.Included})
 }
 
 // pickRevealers fixes exactly t revealers among the live included members:
@@ -197,7 +201,7 @@ func (c *Coordinator) pickRevealers(included []fl.NodeID) []fl.NodeID {
 	n := len(c.members)
 	for i := range n {
 		m := c.members[(start+i)%n]
-		if slices.Contains(included, m) && c.live[m] {
+		if slices.Contains(included, m) && c.canAnswer(m) {
 			rs = append(rs, m)
 			if len(rs) == c.cfg.Threshold {
 				break
@@ -240,7 +244,7 @@ func (c *Coordinator) share(from fl.NodeID, m Message) error {
 	c.changed()
 	leader := c.leader()
 	c.emit(Event{Kind: EventOpened, Round: c.st.Round, Node: leader, Digest: DigestOf(res)})
-	if c.live[leader] {
+	if c.canAnswer(leader) {
 		c.sendDecrypt(leader)
 	} else {
 		c.nextLeader(fmt.Sprintf("leader %s is down", leader))
@@ -330,7 +334,7 @@ func (c *Coordinator) metrics(from fl.NodeID, m Message) error {
 
 func (c *Coordinator) maybeFinishEval() {
 	for _, m := range c.members {
-		if c.expected[m] && !c.reported[m] && c.live[m] {
+		if c.expected[m] && !c.reported[m] && c.canAnswer(m) {
 			return
 		}
 	}
@@ -349,7 +353,7 @@ func (c *Coordinator) finish(why string) {
 	c.st.Phase = PhaseDone
 	c.changed()
 	c.emit(Event{Kind: EventDone, Round: c.st.Round, Detail: why})
-	for _, m := range c.liveKeyed() {
+	for _, m := range c.sortedSet(c.live) {
 		c.send(m, Message{Kind: KindDone, Round: c.st.Round})
 	}
 }

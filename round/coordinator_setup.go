@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
 )
@@ -43,23 +44,32 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 		}
 	default:
 		c.keyed[from] = m.Epoch == c.st.Epoch
-		if !c.keyed[from] {
-			c.emit(Event{Kind: EventDown, Node: from, Detail: fmt.Sprintf("holds key epoch %d, not %d: excluded until re-keyed", m.Epoch, c.st.Epoch)})
-		}
 		c.welcome(from, fresh)
+		if c.st.Phase == PhaseDone {
+			c.send(from, Message{Kind: KindDone, Round: c.st.Round})
+			return nil
+		}
+		if !c.keyed[from] {
+			why := fmt.Sprintf("%s holds key epoch %d, not %d: excluded until re-keyed", from, m.Epoch, c.st.Epoch)
+			c.emit(Event{Kind: EventDown, Round: c.roundIfRunning(), Node: from, Detail: why})
+			c.stopWaitingFor(from, why)
+			return nil
+		}
 		switch c.st.Phase {
 		case PhaseWait:
 			c.maybeStartFromWait()
 		case PhaseCollect:
-			if c.keyed[from] && c.inCohort(from) && c.uploads[from] == nil && !c.declined[from] {
+			if c.inCohort(from) && c.uploads[from] == nil && !c.declined[from] {
 				c.sendTrain(from)
+			}
+		case PhaseReveal:
+			if slices.Contains(c.st.Revealers, from) && c.shares[from] == nil {
+				c.sendRevealRequest(from)
 			}
 		case PhaseCommit:
 			if from == c.leader() {
 				c.sendDecrypt(from)
 			}
-		case PhaseDone:
-			c.send(from, Message{Kind: KindDone, Round: c.st.Round})
 		}
 	}
 	return nil

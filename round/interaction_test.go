@@ -290,6 +290,9 @@ func interpret(t *testing.T, fp **fed, line string) string {
 			if p == "c" {
 				f.restartCoordinator()
 			} else {
+				if a.kv["wipe"] == "1" {
+					f.byID[fl.NodeID(p)].state = nil
+				}
 				f.restartNode(fl.NodeID(p))
 			}
 		}

@@ -116,6 +116,9 @@ func RestartNode(cfg NodeConfig, st NodeState) (*Node, error) {
 		}
 		n.modelKey = key
 	}
+	if st.Protected != 0 && st.Protected == st.Round {
+		n.step, n.uploaded = stepUploaded, st.Uploaded
+	}
 	n.emit(Event{Kind: EventRestarted, Round: st.Round, Detail: fmt.Sprintf("key epoch %d", st.Epoch)})
 	n.hello()
 	return n, nil

@@ -76,7 +76,7 @@ func (n *Node) trained(m Message) error {
 	if err != nil {
 		return fmt.Errorf("round: signing the upload: %w", err)
 	}
-	n.st.Protected = u.Round
+	n.st.Protected, n.st.Uploaded = u.Round, d
 	n.step, n.uploaded = stepUploaded, d
 	n.out.changed()
 	n.emit(Event{Kind: EventUploaded, Round: u.Round, Node: n.cfg.Self, Digest: d})

@@ -94,7 +94,11 @@ type NodeState struct {
 	Protected  fl.Round
 	ModelRound fl.Round
 	Led        fl.Round
-	Done       bool
+	// Uploaded is the digest of the update uploaded in round Protected, so
+	// that a restarted node can still reveal that round (once: its ledger
+	// decides).
+	Uploaded Digest
+	Done     bool
 }
 
 type coordinatorFile struct {
