@@ -48,6 +48,7 @@ type fixture struct {
 	publics map[fl.NodeID][]byte
 	private map[fl.NodeID]map[fl.NodeID][]byte // recipient → dealer → payload
 	setup   []byte
+	dealt   map[fl.NodeID][]byte // party states after Deal, before Accept
 }
 
 func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
@@ -58,7 +59,7 @@ func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
 	}
 	f := &fixture{sch: sch, sess: protect.Session{ID: []byte("test session"), Members: members(n), Threshold: t},
 		parties: map[fl.NodeID]protect.Party{}, anns: map[fl.NodeID][]byte{}, publics: map[fl.NodeID][]byte{},
-		private: map[fl.NodeID]map[fl.NodeID][]byte{}}
+		private: map[fl.NodeID]map[fl.NodeID][]byte{}, dealt: map[fl.NodeID][]byte{}}
 	for i, m := range f.sess.Members {
 		pa, err := sch.NewParty(f.sess, m, seeded(uint64(1000+i)))
 		if err != nil {
@@ -76,6 +77,9 @@ func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
 			tb.Fatalf("%s: Deal: %v", m, err)
 		}
 		f.publics[m] = d.Public
+		if f.dealt[m], err = f.parties[m].MarshalBinary(); err != nil {
+			tb.Fatal(err)
+		}
 		for r, b := range d.Private {
 			f.private[r][m] = b
 		}
