@@ -9,11 +9,12 @@ import (
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/strategy"
 )
 
 // testScheme is the scheme the engine's tests run on.
-var testScheme protect.Scheme = fakeScheme{}
+var testScheme protect.Scheme = plain.Scheme{}
 
 const coordID fl.NodeID = "c"
 
@@ -81,21 +82,25 @@ type fedOptions struct {
 	init                  fl.Vector
 	seed                  uint64
 	badEvidence           []fl.NodeID // members whose evidence fails everyone's VerifyPeer
+	scheme                protect.Scheme // testScheme if nil
 }
 
 func newFed(tb testing.TB, o fedOptions) *fed {
 	tb.Helper()
+	if o.scheme == nil {
+		o.scheme = testScheme
+	}
 	var members []fl.NodeID
 	for i := 1; i <= o.nodes; i++ {
 		members = append(members, fl.NodeID(fmt.Sprintf("n%d", i)))
 	}
 	cfg := Config{
 		Session: []byte("test-session"), Members: members, Threshold: o.t, MinCohort: o.min,
-		Rounds: o.rounds, MaxRound: o.maxRound, Fraction: o.fraction, Mode: testScheme.Name(),
+		Rounds: o.rounds, MaxRound: o.maxRound, Fraction: o.fraction, Mode: o.scheme.Name(),
 		TrainConfig: []byte("epochs=1"), Deadlines: o.deadlines,
 	}
 	f := &fed{tb: tb, cfg: cfg, byID: map[fl.NodeID]*simNode{}, w: &strings.Builder{}, show: "all"}
-	f.ccfg = CoordinatorConfig{Config: cfg, Scheme: testScheme, Verifier: fakeVerifier{}, Rand: rand.New(rand.NewPCG(o.seed, 1))}
+	f.ccfg = CoordinatorConfig{Config: cfg, Scheme: o.scheme, Verifier: fakeVerifier{}, Rand: rand.New(rand.NewPCG(o.seed, 1))}
 	c, err := NewCoordinator(f.ccfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -116,7 +121,7 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 		init := o.init.Clone()
 		sn := &simNode{id: id, ledger: &recLedger{}, weight: 1, delta: fl.Vector{k, -k}, evals: map[fl.Round]fl.Vector{}}
 		sn.cfg = NodeConfig{
-			Config: cfg, Self: id, Coordinator: coordID, Scheme: testScheme,
+			Config: cfg, Self: id, Coordinator: coordID, Scheme: o.scheme,
 			Sealer: fakeSealer{id}, Box: fakeBox{}, Signer: fakeSigner{id}, Verifier: fakeVerifier{},
 			Ledger: sn.ledger, Optimizer: opt, Init: func() fl.Vector { return init.Clone() },
 			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id),

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mhe"
 )
 
 // TestSimulation runs a whole federation in memory: 5 nodes, t = 3, 5
@@ -74,4 +75,36 @@ func closeTo(a, b fl.Vector, eps float64) bool {
 		}
 	}
 	return true
+}
+
+// TestSimulationMHE runs the same engine on threshold multiparty CKKS
+// (insecure test parameters): the engine is mode-agnostic.
+func TestSimulationMHE(t *testing.T) {
+	s, err := mhe.New(mhe.InsecureTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFed(t, fedOptions{nodes: 4, t: 3, min: 3, rounds: 2, init: fl.Vector{1, 2, 3}, scheme: s})
+	f.show = "none"
+	deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, 0.5, 0.5}, {-1, 4, 2}}
+	mean := make(fl.Vector, 3)
+	for i, sn := range f.nodes {
+		sn.delta = deltas[i]
+		_ = mean.Add(0.25, deltas[i])
+	}
+	f.run(nil)
+	if len(f.errs) != 0 {
+		t.Fatalf("errors: %v", f.errs)
+	}
+	if st := f.c.Status(); st.Phase != PhaseDone || st.Commits != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	want := fl.Vector{1, 2, 3}
+	_ = want.Add(2, mean)
+	got, _ := f.globalModel()
+	// Each round's mean carries the scheme's error, divided by Σw = 4.
+	if tol := 2*s.Limits().MaxError + 1e-9; !closeTo(got, want, tol) {
+		t.Fatalf("model %v, want %v within %g", got, want, tol)
+	}
+	t.Logf("mhe: model %v (exact %v)", got, want)
 }
