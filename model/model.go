@@ -72,7 +72,7 @@ type Model interface {
 // rng and its biases zero. Hidden layers (followed by ReLU) use He
 // initialization, N(0, 2/fan_in); the output layer uses Glorot
 // initialization, U(±√(6/(fan_in+fan_out))). The same spec and rng state
-// give the same parameters on every platform.
+// give the same parameters every time.
 func New(spec Spec, rng *rand.Rand) (Model, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err

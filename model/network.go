@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
@@ -127,9 +129,7 @@ func (n *network) forward(x []float64, rows int) []float64 {
 		for r := 0; r < rows; r++ {
 			copy(z[r*ly.out:(r+1)*ly.out], b)
 		}
-		// z += in · Wᵀ
-		impl.Dgemm(blas.NoTrans, blas.Trans, rows, ly.out, ly.in,
-			1, in, ly.in, ly.weights(n.w), ly.in, 1, z, ly.out)
+		mulAddTransposed(rows, ly.in, ly.out, in, ly.weights(n.w), z)
 		if l < last {
 			for i, v := range z {
 				if v < 0 {
@@ -140,6 +140,36 @@ func (n *network) forward(x []float64, rows int) []float64 {
 		in = z
 	}
 	return n.act[last][:rows*n.spec.Classes]
+}
+
+// parallelWork is the number of multiply-adds above which
+// mulAddTransposed splits its rows among goroutines.
+const parallelWork = 1 << 18
+
+// mulAddTransposed sets z += x·wᵀ for x (rows×in), w (out×in) and z
+// (rows×out), all row-major.
+//
+// gonum's Dgemm only parallelizes products with at least four 64×64 output
+// blocks, which a layer's forward pass on a batch of 64 (64×128 outputs)
+// does not have. Here the rows are split among up to GOMAXPROCS
+// goroutines instead. Every output element is still one dot product
+// computed by the same code, so the result does not depend on the split.
+func mulAddTransposed(rows, in, out int, x, w, z []float64) {
+	workers := min(runtime.GOMAXPROCS(0), rows/8)
+	if workers < 2 || rows*in*out < parallelWork {
+		impl.Dgemm(blas.NoTrans, blas.Trans, rows, out, in, 1, x, in, w, in, 1, z, out)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (rows + workers - 1) / workers
+	for r0 := 0; r0 < rows; r0 += per {
+		r1 := min(rows, r0+per)
+		wg.Go(func() {
+			impl.Dgemm(blas.NoTrans, blas.Trans, r1-r0, out, in,
+				1, x[r0*in:r1*in], in, w, in, 1, z[r0*out:r1*out], out)
+		})
+	}
+	wg.Wait()
 }
 
 // logSumExp returns log Σ exp(row[j]), computed stably by factoring out
