@@ -39,7 +39,7 @@ func (l *learning) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.kind, "model", "mlp", "model: softmax or mlp")
 	fs.StringVar(&l.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
 	fs.IntVar(&l.batch, "batch", 64, "minibatch size")
-	fs.Float64Var(&l.lr, "lr", 0.05, "learning rate")
+	fs.Float64Var(&l.lr, "lr", 0.02, "learning rate")
 	fs.Float64Var(&l.momentum, "momentum", 0.9, "SGD momentum")
 	fs.Float64Var(&l.weightDecay, "weight-decay", 0, "L2 weight decay")
 	fs.Uint64Var(&l.seed, "seed", 1, "random seed: the same seed gives the same result")
