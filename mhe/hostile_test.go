@@ -24,7 +24,7 @@ const lattigoOOM = "\x00\x00\x00\x00\x00\x00\x01\x00\x00"
 // entry point per decoder, shared by the hostile tests and fuzz targets.
 type hostileEnv struct {
 	f       *fixture
-	valid   map[string][]byte                // kind → a valid payload
+	valid   map[string][]byte               // kind → a valid payload
 	entries map[string]func(b []byte) error // kind → the decoder under test
 }
 

@@ -349,6 +349,14 @@ func (p *Preset) Literal() PresetLiteral {
 	return l
 }
 
+// Parameters returns the Lattigo parameters, for baselines and tools that
+// measure raw Lattigo primitives on the same ring.
+func (p *Preset) Parameters() ckks.Parameters { return p.params }
+
+// EncodeLogScale returns log2 of the scale at which Protect encodes values
+// before it multiplies the plaintext up to Δ = 2^LogScale by an integer.
+func (p *Preset) EncodeLogScale() int { return p.encodeLogScale }
+
 // Limits returns the range and precision contract of the preset.
 func (p *Preset) Limits() protect.Limits { return p.limits }
 

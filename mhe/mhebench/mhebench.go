@@ -1,0 +1,365 @@
+// Package mhebench measures the mhe aggregation mode end to end and
+// against raw Lattigo primitives on the same ring, in the same run.
+//
+// It is the library behind `cloister bench mhe`: Run sets up a session of
+// Config.Nodes members in one process, runs one round on random updates of
+// Config.Params parameters clipped to L2 norm 1, and reports timings per
+// million parameters, wire size and precision. Unlike package mhe, it reads
+// the clock.
+//
+//	rep, err := mhebench.Run(mhebench.Config{Params: 1_000_000, Nodes: 10})
+//	b, _ := json.Marshal(rep)
+//
+// Timings on a shared machine drift; compare each mhe figure with its raw
+// Lattigo baseline from the same report (raw_lattigo_encrypt_s_per_million,
+// raw_lattigo_reveal_s_per_million, raw_lattigo_add_ms_per_million), never
+// with figures from another run.
+package mhebench
+
+import (
+	crand "crypto/rand"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/multiparty"
+	"github.com/tuneinsight/lattigo/v6/ring"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// Config says what to measure.
+type Config struct {
+	// Params is the vector length d (default 1,000,000).
+	Params int
+	// Nodes is the number of members n, all of whom protect an update
+	// (default 10).
+	Nodes int
+	// Threshold is t (default n/2+1).
+	Threshold int
+	// Preset is the parameter set (default mhe.Agg128).
+	Preset *mhe.Preset
+	// Workers bounds the goroutines per call (default GOMAXPROCS).
+	Workers int
+	// Rand is the randomness source (default crypto/rand.Reader).
+	Rand io.Reader
+	// Seed seeds the test vectors.
+	Seed uint64
+}
+
+// Report is what Run measures. The first seven fields are the contract of
+// `cloister bench mhe --json`; the rest are extras.
+type Report struct {
+	Cores                         int     `json:"cores"`
+	EncryptSPerMillion            float64 `json:"encrypt_s_per_million"`
+	RawLattigoEncryptSPerMillion  float64 `json:"raw_lattigo_encrypt_s_per_million"`
+	AggregateMsPerPartyPerMillion float64 `json:"aggregate_ms_per_party_per_million"`
+	RevealSPerPartyPerMillion     float64 `json:"reveal_s_per_party_per_million"`
+	BytesPerParam                 float64 `json:"bytes_per_param"`
+	PrecisionBits                 float64 `json:"precision_bits"`
+
+	Preset                          string  `json:"preset"`
+	Params                          int     `json:"params"`
+	Nodes                           int     `json:"nodes"`
+	Threshold                       int     `json:"threshold"`
+	Workers                         int     `json:"workers"`
+	Ciphertexts                     int     `json:"ciphertexts"`
+	LogQ                            float64 `json:"log_q"`
+	LogFloodSigma                   float64 `json:"log2_flood_sigma"`
+	FloodSecurityBits               float64 `json:"flood_statistical_security_bits_per_coefficient"`
+	MaxErrorBound                   float64 `json:"max_error_bound"`
+	MaxAbsError                     float64 `json:"max_abs_error"`
+	SetupS                          float64 `json:"setup_s"`
+	EncryptSpeedup                  float64 `json:"encrypt_speedup_vs_raw"`
+	RawLattigoAddMsPerMillion       float64 `json:"raw_lattigo_add_ms_per_million"`
+	RawLattigoRevealSPerMillion     float64 `json:"raw_lattigo_reveal_s_per_million"`
+	OpenSPerMillion                 float64 `json:"open_s_per_million"`
+	DecryptSPerMillion              float64 `json:"decrypt_s_per_million"`
+	ResultBytesPerParam             float64 `json:"result_bytes_per_param"`
+	SetupBytes                      int     `json:"setup_bytes"`
+	PrivateDealingBytesPerRecipient int     `json:"private_dealing_bytes_per_recipient"`
+}
+
+// Run measures one session and one round; see Report.
+func Run(cfg Config) (Report, error) {
+	if cfg.Params == 0 {
+		cfg.Params = 1_000_000
+	}
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 10
+	}
+	if cfg.Threshold == 0 {
+		cfg.Threshold = cfg.Nodes/2 + 1
+	}
+	if cfg.Preset == nil {
+		cfg.Preset = mhe.Agg128
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = crand.Reader
+	}
+	p := cfg.Preset
+	d, n, t := cfg.Params, cfg.Nodes, cfg.Threshold
+	if d < 1 || d > p.Limits().MaxDim {
+		return Report{}, fmt.Errorf("mhebench: %d parameters, want 1 to %d", d, p.Limits().MaxDim)
+	}
+	if n < 1 || t < 1 || t > n {
+		return Report{}, fmt.Errorf("mhebench: %d nodes, threshold %d", n, t)
+	}
+	s, err := mhe.New(p, mhe.Workers(cfg.Workers))
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{Cores: runtime.NumCPU(), Preset: p.Name(), Params: d, Nodes: n, Threshold: t, Workers: cfg.Workers,
+		Ciphertexts: (d + p.Slots()) / p.Slots(), LogQ: p.LogQ(), LogFloodSigma: math.Log2(p.FloodSigma()),
+		FloodSecurityBits: p.FloodSecurity(), MaxErrorBound: p.Limits().MaxError}
+	perM := func(dt time.Duration) float64 { return dt.Seconds() / float64(d) * 1e6 }
+
+	// Setup.
+	sess := protect.Session{ID: []byte("mhebench"), Threshold: t}
+	for i := range n {
+		sess.Members = append(sess.Members, fl.NodeID(fmt.Sprintf("node-%03d", i)))
+	}
+	start := time.Now()
+	parties, helper, err := setup(s, sess, cfg.Rand, &rep)
+	if err != nil {
+		return Report{}, err
+	}
+	rep.SetupS = time.Since(start).Seconds()
+	target, err := s.NewTarget(cfg.Rand)
+	if err != nil {
+		return Report{}, err
+	}
+
+	// Protect: every member, timed one by one.
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6d6865))
+	up := make(map[fl.NodeID][]byte, n)
+	want := make(fl.Vector, d)
+	var wantW float64
+	var encT time.Duration
+	var first fl.Vector
+	for _, m := range sess.Members {
+		v := clipped(rng, d)
+		if first == nil {
+			first = v
+		}
+		w := 1.0
+		want.Add(1, v)
+		wantW += w
+		start := time.Now()
+		b, err := parties[m].Protect(1, v, w)
+		if err != nil {
+			return Report{}, err
+		}
+		encT += time.Since(start)
+		up[m] = b
+	}
+	rep.EncryptSPerMillion = perM(encT) / float64(n)
+	rep.BytesPerParam = float64(len(up[sess.Members[0]])) / float64(d)
+
+	// Raw Lattigo encode + encrypt of the same ciphertexts, one thread.
+	if rep.RawLattigoEncryptSPerMillion, err = rawEncrypt(p, first); err != nil {
+		return Report{}, err
+	}
+	rep.EncryptSpeedup = rep.RawLattigoEncryptSPerMillion / rep.EncryptSPerMillion
+
+	// Aggregate.
+	start = time.Now()
+	agg, err := helper.Aggregate(1, up)
+	if err != nil {
+		return Report{}, err
+	}
+	rep.AggregateMsPerPartyPerMillion = perM(time.Since(start)) * 1e3 / float64(n)
+	rep.RawLattigoAddMsPerMillion = rawAdd(p, rep.Ciphertexts, d)
+
+	// Reveal by the first t members.
+	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: sess.Members[:t], Target: target.Public()}
+	shares := make(map[fl.NodeID][]byte, t)
+	var revT time.Duration
+	for _, m := range req.Revealers {
+		start := time.Now()
+		if shares[m], err = parties[m].Reveal(req, &protect.MemLedger{}); err != nil {
+			return Report{}, err
+		}
+		revT += time.Since(start)
+	}
+	rep.RevealSPerPartyPerMillion = perM(revT) / float64(t)
+	if rep.RawLattigoRevealSPerMillion, err = rawReveal(p, rep.Ciphertexts, d); err != nil {
+		return Report{}, err
+	}
+
+	// Open and decrypt.
+	start = time.Now()
+	res, err := helper.Open(req, shares)
+	if err != nil {
+		return Report{}, err
+	}
+	rep.OpenSPerMillion = perM(time.Since(start))
+	rep.ResultBytesPerParam = float64(len(res)) / float64(d)
+	start = time.Now()
+	sum, err := target.Decrypt(res)
+	if err != nil {
+		return Report{}, err
+	}
+	rep.DecryptSPerMillion = perM(time.Since(start))
+
+	if len(sum.Vector) != d {
+		return Report{}, fmt.Errorf("mhebench: decrypted %d values, want %d", len(sum.Vector), d)
+	}
+	e := math.Abs(sum.Weight - wantW)
+	for i := range want {
+		e = max(e, math.Abs(sum.Vector[i]-want[i]))
+	}
+	rep.MaxAbsError = e
+	rep.PrecisionBits = -math.Log2(e)
+	return rep, nil
+}
+
+func setup(s *mhe.Scheme, sess protect.Session, rand io.Reader, rep *Report) (map[fl.NodeID]protect.Party, protect.Helper, error) {
+	parties := map[fl.NodeID]protect.Party{}
+	anns := map[fl.NodeID][]byte{}
+	for _, m := range sess.Members {
+		p, err := s.NewParty(sess, m, rand)
+		if err != nil {
+			return nil, nil, err
+		}
+		parties[m] = p
+		if anns[m], err = p.Announce(); err != nil {
+			return nil, nil, err
+		}
+	}
+	publics := map[fl.NodeID][]byte{}
+	private := map[fl.NodeID]map[fl.NodeID][]byte{}
+	for _, m := range sess.Members {
+		d, err := parties[m].Deal(anns)
+		if err != nil {
+			return nil, nil, err
+		}
+		publics[m] = d.Public
+		for r, b := range d.Private {
+			if private[r] == nil {
+				private[r] = map[fl.NodeID][]byte{}
+			}
+			private[r][m] = b
+			rep.PrivateDealingBytesPerRecipient = len(b)
+		}
+	}
+	h, err := s.NewHelper(sess)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := h.Setup(anns, publics)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep.SetupBytes = len(st)
+	for _, m := range sess.Members {
+		if err := parties[m].Accept(st, private[m]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return parties, h, nil
+}
+
+// clipped returns a Gaussian vector scaled to L2 norm 1.
+func clipped(rng *rand.Rand, d int) fl.Vector {
+	v := make(fl.Vector, d)
+	for i := range v {
+		v[i] = rng.NormFloat64()
+	}
+	v.Scale(1 / v.Norm())
+	return v
+}
+
+// rawKeys returns a secret and public key of the preset's ring.
+func rawKeys(p *mhe.Preset) (*rlwe.SecretKey, *rlwe.PublicKey) {
+	kg := rlwe.NewKeyGenerator(p.Parameters())
+	sk := kg.GenSecretKeyNew()
+	return sk, kg.GenPublicKeyNew(sk)
+}
+
+// rawEncrypt times Lattigo's encode and public-key encrypt of v ‖ 1 on one
+// thread, with the preset's encoding, and returns s per million values.
+func rawEncrypt(p *mhe.Preset, v fl.Vector) (float64, error) {
+	params := p.Parameters()
+	_, pk := rawKeys(p)
+	ecd := ckks.NewEncoder(params, 53)
+	enc := rlwe.NewEncryptor(params, pk)
+	pt := ckks.NewPlaintext(params, params.MaxLevel())
+	pt.IsBatched = p.Literal().Encoding == mhe.Slots
+	pt.Scale = rlwe.NewScale(math.Exp2(float64(p.EncodeLogScale())))
+	ct := ckks.NewCiphertext(params, 1, params.MaxLevel())
+	S := p.Slots()
+	vals := make([]float64, S)
+	var cplx []complex128
+	if pt.IsBatched && p.Literal().Ring == ring.Standard {
+		cplx = make([]complex128, S/2)
+	}
+	k := (len(v) + S) / S
+	start := time.Now()
+	for i := range k {
+		clear(vals)
+		copy(vals, v[min(i*S, len(v)):min((i+1)*S, len(v))])
+		var err error
+		if cplx != nil {
+			for j := range cplx {
+				cplx[j] = complex(vals[2*j], vals[2*j+1])
+			}
+			err = ecd.Encode(cplx, pt)
+		} else {
+			err = ecd.Encode(vals, pt)
+		}
+		if err != nil {
+			return 0, err
+		}
+		if err := enc.Encrypt(pt, ct); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start).Seconds() / float64(len(v)) * 1e6, nil
+}
+
+// rawAdd times k ciphertext additions (one party's contribution) on one
+// thread, in ms per million values.
+func rawAdd(p *mhe.Preset, k, d int) float64 {
+	params := p.Parameters()
+	eval := ckks.NewEvaluator(params, nil)
+	acc := ckks.NewCiphertext(params, 1, params.MaxLevel())
+	x := ckks.NewCiphertext(params, 1, params.MaxLevel())
+	start := time.Now()
+	for range k {
+		if err := eval.Add(acc, x, acc); err != nil {
+			return math.NaN()
+		}
+	}
+	return time.Since(start).Seconds() / float64(d) * 1e9
+}
+
+// rawReveal times k flooded public-key-switch shares on one thread, in s
+// per million values.
+func rawReveal(p *mhe.Preset, k, d int) (float64, error) {
+	params := p.Parameters()
+	sk, _ := rawKeys(p)
+	_, tpk := rawKeys(p)
+	sigma := p.FloodSigma()
+	pcks, err := multiparty.NewPublicKeySwitchProtocol(params, ring.DiscreteGaussian{Sigma: sigma, Bound: 16 * sigma})
+	if err != nil {
+		return 0, err
+	}
+	ct := ckks.NewCiphertext(params, 1, params.MaxLevel())
+	sh := pcks.AllocateShare(params.MaxLevel())
+	start := time.Now()
+	for range k {
+		pcks.GenShare(sk, tpk, ct, &sh)
+	}
+	return time.Since(start).Seconds() / float64(d) * 1e6, nil
+}
