@@ -26,12 +26,15 @@ func (n *Node) setupStart(m Message) error {
 			}
 		}
 	}
-	n.applyPeers(verdicts)
+	// A setup needs every member: refuse it if one fails (recording
+	// nothing, the refusal changes no state).
 	for _, id := range n.members {
-		if n.distrusted[id] {
+		if err := verdicts[id]; err != nil {
+			n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: err.Error()})
 			return n.refuse(m.Epoch, 0, nil, "member %s failed attestation", id)
 		}
 	}
+	n.applyPeers(verdicts)
 	p, err := n.cfg.Scheme.NewParty(n.protectSession(m.Epoch), n.cfg.Self, n.cfg.Rand)
 	if err != nil {
 		return n.refuse(m.Epoch, 0, err, "new party")

@@ -1,0 +1,84 @@
+// Package round is Cloister's protocol engine: the pure [Coordinator] and
+// [Node] state machines that run a federation session (admission, key setup,
+// the group model key, and rounds of train → protect → aggregate → reveal →
+// decrypt → commit → evaluate), for any aggregation mode behind
+// [protect.Scheme].
+//
+// The package does no I/O. It imports no network, disk, clock or global
+// randomness, no cryptography library and no wire format: messages are plain
+// Go values ([Message]), time arrives as Tick, cohort sampling uses an
+// injected *rand.Rand, secrets come from an injected io.Reader, and every
+// operation that needs keys or the system's randomness (end-to-end sealing,
+// the model box, signatures) is behind a small interface ([Sealer],
+// [ModelBox], [Signer], [Verifier]). The design follows etcd's raft.
+//
+// # Driving a machine: Step, Tick, Ready, Advance
+//
+// The application owns goroutines, sockets and disks. For each machine it
+// runs one loop:
+//
+//	for {
+//		select {
+//		case in := <-network:          // from the authenticated transport
+//			err := m.Step(in.From, in.Msg) // a *StepError if rejected; nothing changed
+//		case <-ticker.C:
+//			m.Tick()
+//		case res := <-taskResults:      // node only: results of its tasks
+//			m.Step(self, res)
+//		}
+//		for m.HasReady() {
+//			rd := m.Ready()
+//			persist(rd.State)       // 1. durable (and, on a node, sealed at rest)
+//			appendAudit(rd.Audit)   // 2. durable, BEFORE anything is sent
+//			send(rd.Messages)       // 3. only now
+//			startTasks(rd.Tasks)    // node: training and evaluation, outside the loop
+//			m.Advance()
+//		}
+//	}
+//
+// The ordering is the contract: state and audit events are durable before
+// any message of the same Ready leaves. That is what makes a reveal happen
+// at most once per round (the node's [protect.Ledger] and its State record
+// it before its share is sent) and a round commit at most once (the
+// coordinator's State records it before the new model is broadcast).
+//
+// Step takes the sender's NodeID from the transport, which authenticated
+// it (mutual TLS); a NodeID inside a message is never trusted. A node steps
+// its own task results with from = its own NodeID; the transport must never
+// deliver a network message under that identity.
+//
+// # Restarting
+//
+// [RestartCoordinator] and [RestartNode] resume from the last persisted
+// [CoordinatorState] and [NodeState]. After a coordinator restart every
+// member is down until it says Hello again (the transport calls
+// [Node.Reconnect] on reconnection). A round caught collecting or revealing
+// is aborted (its reveal is never retried); one caught waiting for its
+// commit resumes with the persisted Open result; a committed round is never
+// committed again. A restarted node rejoins with its key share
+// (Scheme.LoadParty) and group key, and never protects twice in a round.
+//
+// # Failures
+//
+// Members that miss a deadline, or that the transport reports with
+// [Coordinator.Unreachable], are down until their next Hello; a node that
+// hears nothing for a while says Hello by itself. A round whose included
+// set is smaller than the minimum cohort, or that cannot find t live
+// revealers, aborts and the next round starts. A revealer that drops out
+// abandons the reveal: the round aborts. A leader that does not commit is
+// replaced by the next in rotation with the same Open result.
+//
+// # Errors
+//
+// Step returns a [*StepError] wrapping one sentinel: [ErrNotMember],
+// [ErrForged], [ErrWrongSession], [ErrReplay], [ErrFuture], [ErrWrongPhase],
+// [ErrNotSelected], [ErrDuplicate], [ErrStale], [ErrMalformed], [ErrRefused]
+// or [ErrUnknownKind]. A rejected message never panics and never changes the
+// machine's state; it is reported as an [EventRejected] audit event.
+//
+// # Tests
+//
+// The transcripts in testdata/*.txt drive the machines by hand through every
+// phase and failure; go test ./round -run TestInteraction -rewrite
+// regenerates them for review.
+package round

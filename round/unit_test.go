@@ -1,0 +1,249 @@
+package round
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect/plain"
+)
+
+func TestReadyAdvance(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 1})
+	c := f.c
+	rd := c.Ready()
+	if rd.State == nil || rd.State.Phase != PhaseJoin || len(rd.Messages) != 0 {
+		t.Fatalf("first Ready: %+v", rd)
+	}
+	c.Advance()
+	if c.HasReady() || !c.Ready().Empty() {
+		t.Fatal("Ready after Advance is not empty")
+	}
+	_ = c.Step("n1", Message{Kind: KindHello, Session: f.cfg.Session})
+	first := c.Ready()
+	if len(first.Audit) != 1 {
+		t.Fatalf("audit %v", first.Audit)
+	}
+	// A step between Ready and Advance: its output survives the Advance.
+	_ = c.Step("n2", Message{Kind: KindHello, Session: f.cfg.Session})
+	again := c.Ready()
+	if len(again.Audit) != 2 {
+		t.Fatalf("Ready before Advance must repeat the earlier output: %v", again.Audit)
+	}
+	_ = c.Step("n3", Message{Kind: KindHello, Session: f.cfg.Session})
+	c.Advance()
+	rd = c.Ready()
+	if rd.State == nil || rd.State.Phase != PhaseAnnounce || len(rd.Messages) != 3 {
+		t.Fatalf("output of the step after Ready was lost: state %v, %d messages", rd.State, len(rd.Messages))
+	}
+	c.Advance()
+	if c.HasReady() {
+		t.Fatal("still ready")
+	}
+}
+
+func TestRejectedStepChangesNothing(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2})
+	f.show = "none"
+	f.run(func() bool { return f.c.st.Phase == PhaseCollect })
+	before := f.snapshot(coordID)
+	err := f.c.Step("n1", Message{Kind: KindUpload, Session: f.cfg.Session, Epoch: 1, Round: 1, Payload: []byte("x")})
+	var se *StepError
+	if !errors.As(err, &se) || se.From != "n1" || se.Round != 1 || se.Kind != KindUpload || !errors.Is(err, ErrForged) {
+		t.Fatalf("error %#v", err)
+	}
+	if f.snapshot(coordID) != before {
+		t.Fatal("rejected message changed the coordinator")
+	}
+	rd := f.c.Ready()
+	if n := len(rd.Audit); n == 0 || rd.Audit[n-1].Kind != EventRejected || rd.Audit[n-1].Node != "n1" {
+		t.Fatalf("no rejection event: %v", rd.Audit)
+	}
+}
+
+func TestStateEncoding(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2})
+	f.show = "none"
+	f.run(func() bool { return f.c.st.Phase == PhaseCommit })
+	cs := f.c.st.clone()
+	b, err := cs.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back CoordinatorState
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := back.MarshalBinary()
+	if !bytes.Equal(b, b2) || len(back.Result) == 0 || back.Phase != PhaseCommit {
+		t.Fatalf("round trip: %+v", back)
+	}
+	ns := f.byID["n1"].n.st.clone()
+	nb, _ := ns.MarshalBinary()
+	var nback NodeState
+	if err := nback.UnmarshalBinary(nb); err != nil || !bytes.Equal(nback.Party, ns.Party) || nback.Epoch != ns.Epoch {
+		t.Fatalf("node round trip: %v", err)
+	}
+	for _, bad := range [][]byte{nil, []byte("{"), []byte(`{"Version":2}`), []byte(`{"Version":1,"Phase":200}`)} {
+		if err := back.UnmarshalBinary(bad); err == nil {
+			t.Errorf("coordinator state %q accepted", bad)
+		}
+	}
+	if err := nback.UnmarshalBinary([]byte(`{"Version":9}`)); err == nil {
+		t.Error("node state of another version accepted")
+	}
+	// A state of another session is refused.
+	cs.Session = []byte("other")
+	if _, err := RestartCoordinator(f.ccfg, cs); !errors.Is(err, ErrWrongSession) {
+		t.Errorf("restart with another session: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := Config{Session: []byte("s"), Members: []fl.NodeID{"a", "b", "c"}, Threshold: 2, MinCohort: 2, Rounds: 1, Mode: "plain"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Config){
+		"no session":     func(c *Config) { c.Session = nil },
+		"long session":   func(c *Config) { c.Session = make([]byte, 65) },
+		"duplicate":      func(c *Config) { c.Members = []fl.NodeID{"a", "a", "b"} },
+		"threshold 0":    func(c *Config) { c.Threshold = 0 },
+		"threshold > n":  func(c *Config) { c.Threshold = 4 },
+		"min cohort 0":   func(c *Config) { c.MinCohort = 0 },
+		"min cohort > n": func(c *Config) { c.MinCohort = 4 },
+		"no rounds":      func(c *Config) { c.Rounds = 0 },
+		"fraction":       func(c *Config) { c.Fraction = 1.5 },
+		"no mode":        func(c *Config) { c.Mode = "" },
+	} {
+		c := good
+		c.Members = slices.Clone(good.Members)
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	cc := CoordinatorConfig{Config: good, Scheme: plain.Scheme{}, Verifier: fakeVerifier{}, Rand: rand.New(rand.NewPCG(1, 1))}
+	if _, err := NewCoordinator(cc); err != nil {
+		t.Fatal(err)
+	}
+	cc.Mode = "mhe"
+	if _, err := NewCoordinator(cc); err == nil {
+		t.Error("scheme of another mode accepted")
+	}
+	nc := NodeConfig{Config: good, Self: "a", Coordinator: "c", Scheme: plain.Scheme{}}
+	if _, err := NewNode(nc); err == nil {
+		t.Error("node without crypto accepted")
+	}
+}
+
+func TestCohortSampling(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 5, t: 2, min: 2, rounds: 4, fraction: 0.4, seed: 7})
+	f.show = "none"
+	f.run(nil)
+	if len(f.errs) != 0 {
+		t.Fatal(f.errs)
+	}
+	var cohorts [][]fl.NodeID
+	for _, e := range f.caudit {
+		if e.Kind == EventRoundStarted {
+			cohorts = append(cohorts, e.Nodes)
+			if len(e.Nodes) != 2 || !slices.IsSorted(e.Nodes) {
+				t.Fatalf("cohort %v: want 2 = ceil(0.4·5), sorted", e.Nodes)
+			}
+		}
+	}
+	if len(cohorts) != 4 || f.c.st.Commits != 4 {
+		t.Fatalf("cohorts %v, commits %d", cohorts, f.c.st.Commits)
+	}
+	distinct := map[string]bool{}
+	for _, c := range cohorts {
+		distinct[fmt.Sprint(c)] = true
+	}
+	if len(distinct) < 2 {
+		t.Fatalf("sampling picked the same cohort every round: %v", cohorts)
+	}
+}
+
+// MaxRound bounds the round numbers, aborted rounds included.
+func TestMaxRound(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 3, rounds: 5, maxRound: 2, deadlines: Deadlines{Collect: 1}})
+	f.show = "none"
+	f.byID["n3"].hold = true
+	f.run(nil)
+	f.tick(1, false) // round 1: quorum not reached, abort; round 2 waits for n3
+	if st := f.c.Status(); st.Phase != PhaseWait || st.Round != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	f.byID["n3"].hold = false
+	f.byID["n3"].held = nil
+	f.byID["n3"].n.Reconnect()
+	f.run(nil)
+	if st := f.c.Status(); st.Phase != PhaseDone || st.Round != 2 || st.Commits != 1 {
+		t.Fatalf("MaxRound: status %+v", st)
+	}
+}
+
+func FuzzDecoders(f *testing.F) {
+	f.Add(encodeModel(fl.Vector{1, 2}, []byte("opt")))
+	f.Add(encodeGroupKey([]byte("t"), []byte("k")))
+	f.Add(envelope(purposeDeal, []byte("s"), 1, "a", "b", []byte("p")))
+	f.Add([]byte(`{"Version":1,"Phase":3}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if v, st, err := decodeModel(b); err == nil {
+			if !bytes.Equal(encodeModel(v, st), b) {
+				t.Fatal("model does not re-encode")
+			}
+		}
+		_, _, _ = decodeGroupKey(b)
+		_, _ = openEnvelope(b, purposeDeal, []byte("s"), 1, "a", "b")
+		var cs CoordinatorState
+		_ = cs.UnmarshalBinary(b)
+		var ns NodeState
+		_ = ns.UnmarshalBinary(b)
+	})
+}
+
+// FuzzStep steps arbitrary messages into a coordinator collecting round 1
+// and into a node: nothing panics, and a rejected message changes nothing.
+func FuzzStep(f *testing.F) {
+	f.Add(uint8(KindUpload), uint8(1), uint64(1), uint64(1), []byte("payload"), []byte("sig"), false)
+	f.Add(uint8(KindShare), uint8(2), uint64(1), uint64(1), []byte{}, []byte{}, false)
+	f.Add(uint8(KindTrain), uint8(0), uint64(1), uint64(2), []byte("model"), []byte{}, true)
+	f.Add(uint8(KindRevealRequest), uint8(0), uint64(1), uint64(1), []byte("agg"), []byte("t"), true)
+	fd := newFed(f, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2})
+	fd.show = "none"
+	fd.byID["n3"].hold = true
+	fd.run(func() bool { return fd.c.st.Phase == PhaseCollect })
+	fd.run(nil)
+	f.Fuzz(func(t *testing.T, kind, sender uint8, epoch, r uint64, payload, extra []byte, toNode bool) {
+		froms := []fl.NodeID{"n1", "n2", "n3", "mallory", "c"}
+		from := froms[int(sender)%len(froms)]
+		m := Message{Kind: Kind(kind), Session: fd.cfg.Session, Epoch: epoch, Round: fl.Round(r),
+			Payload: payload, Signature: extra, Model: payload, Aggregate: payload, Target: extra, Sealed: payload,
+			Payloads: map[fl.NodeID][]byte{"n1": payload, "x": extra}, Cohort: []fl.NodeID{"n1", "n2", "n3"},
+			Included: []Contribution{{Node: "n1", Signature: extra}}, Revealers: []fl.NodeID{"n1", "n3"},
+			Update: fl.Update{Round: fl.Round(r), Delta: fl.Vector{1, 2}, Weight: 1}}
+		to := coordID
+		if toNode {
+			to = "n3"
+		}
+		before := fd.snapshot(to)
+		var err error
+		if toNode {
+			err = fd.byID["n3"].n.Step(from, m)
+		} else {
+			err = fd.c.Step(from, m)
+		}
+		if err != nil && fd.snapshot(to) != before {
+			t.Fatalf("rejected %s from %s changed the state: %v", m.Kind, from, err)
+		}
+		if err == nil {
+			t.Skip("accepted; the machine moved on")
+		}
+	})
+}
