@@ -81,7 +81,7 @@ type fedOptions struct {
 	strategy              string
 	init                  fl.Vector
 	seed                  uint64
-	badEvidence           []fl.NodeID // members whose evidence fails everyone's VerifyPeer
+	badEvidence           []fl.NodeID    // members whose evidence fails everyone's VerifyPeer
 	scheme                protect.Scheme // testScheme if nil
 }
 
