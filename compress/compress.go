@@ -1,0 +1,279 @@
+package compress
+
+import (
+	"encoding"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"github.com/cloisterfl/cloister/fl"
+)
+
+var (
+	// ErrSpec reports a scheme spec that Parse cannot read.
+	ErrSpec = errors.New("compress: bad spec")
+	// ErrNonFinite reports a NaN or infinite value in a vector to encode.
+	ErrNonFinite = errors.New("compress: non-finite value")
+	// ErrRange reports a value too large for the encoding: beyond float32
+	// for the payloads, beyond [Quantizer.MaxAbs] for a Quantizer.
+	ErrRange = errors.New("compress: value out of range")
+	// ErrFormat reports a payload or an integer encoding that does not
+	// decode: wrong tag, wrong length, indices out of order, and so on.
+	ErrFormat = errors.New("compress: malformed payload")
+)
+
+// MaxLen is the longest vector a payload may carry: 2²⁷ values, the
+// model package's MaxParams.
+const MaxLen = 1 << 27
+
+// DefaultBucket is the number of values that share one lower end and step
+// in 8-bit quantization.
+const DefaultBucket = 256
+
+// Payload tags, the first byte of every binary payload.
+const (
+	tagDense     = 'D'
+	tagSparse    = 'S'
+	tagQuantized = 'Q'
+)
+
+// A Payload is one encoded update: what a node puts on the wire.
+type Payload interface {
+	// Len returns the length of the vector it encodes.
+	Len() int
+	// Vector returns the decoded vector, a new slice.
+	Vector() fl.Vector
+	// WireSize returns the exact length of MarshalBinary's output.
+	WireSize() int
+	encoding.BinaryMarshaler
+}
+
+// An Encoder compresses one node's updates. Encoders with memory (TopK)
+// belong to one node and are not safe for concurrent use.
+type Encoder interface {
+	// Encode compresses v, reading any randomness from rng. It does not
+	// modify v.
+	Encode(v fl.Vector, rng *rand.Rand) (Payload, error)
+}
+
+// Scheme is a parsed compression spec; see the package documentation.
+// The zero Scheme is "none".
+type Scheme struct {
+	kind   string // "", "topk" or "q8"
+	frac   float64
+	bucket int
+}
+
+// Parse reads a compression spec: "none" (or ""), "topk:F" with F in
+// (0, 1] the fraction of coordinates sent, "q8" or "q8:B" with B ≥ 1 the
+// bucket size.
+func Parse(spec string) (Scheme, error) {
+	name, arg, hasArg := strings.Cut(strings.TrimSpace(spec), ":")
+	name = strings.ToLower(strings.TrimSpace(name))
+	arg = strings.TrimSpace(arg)
+	fail := func(format string, a ...any) (Scheme, error) {
+		return Scheme{}, fmt.Errorf("%w %q: %s", ErrSpec, spec, fmt.Sprintf(format, a...))
+	}
+	switch name {
+	case "", "none":
+		if hasArg {
+			return fail("none takes no argument")
+		}
+		return Scheme{}, nil
+	case "topk":
+		if !hasArg {
+			return fail("topk needs the fraction of coordinates to send, as in topk:0.01")
+		}
+		f, err := strconv.ParseFloat(arg, 64)
+		if err != nil || !(f > 0 && f <= 1) {
+			return fail("fraction %q is not a number in (0, 1]", arg)
+		}
+		return Scheme{kind: "topk", frac: f}, nil
+	case "q8":
+		b := DefaultBucket
+		if hasArg {
+			n, err := strconv.Atoi(arg)
+			if err != nil || n < 1 || n > MaxLen {
+				return fail("bucket size %q is not an integer in [1, %d]", arg, MaxLen)
+			}
+			b = n
+		}
+		return Scheme{kind: "q8", bucket: b}, nil
+	}
+	return fail("unknown scheme %q (want none, topk:F or q8)", name)
+}
+
+// String returns the canonical spec, which Parse accepts back.
+func (s Scheme) String() string {
+	switch s.kind {
+	case "topk":
+		return "topk:" + strconv.FormatFloat(s.frac, 'g', -1, 64)
+	case "q8":
+		if s.bucket == DefaultBucket {
+			return "q8"
+		}
+		return "q8:" + strconv.Itoa(s.bucket)
+	}
+	return "none"
+}
+
+// NewEncoder returns a fresh encoder for one node: a TopK with an empty
+// residual, a Q8, or the dense float32 encoder.
+func (s Scheme) NewEncoder() Encoder {
+	switch s.kind {
+	case "topk":
+		return &TopK{frac: s.frac}
+	case "q8":
+		return Q8{Bucket: s.bucket}
+	}
+	return denseEncoder{}
+}
+
+// Decode reads a binary payload of any kind and returns the vector it
+// encodes. dim is the length the receiver expects (the model's), checked
+// before anything is allocated, so a hostile payload cannot claim a huge
+// vector.
+func Decode(data []byte, dim int) (fl.Vector, error) {
+	if dim < 0 || dim > MaxLen {
+		return nil, fmt.Errorf("%w: expected length %d outside [0, %d]", ErrFormat, dim, MaxLen)
+	}
+	if len(data) < 5 {
+		return nil, fmt.Errorf("%w: %d bytes, shorter than a header", ErrFormat, len(data))
+	}
+	if n := int(binary.LittleEndian.Uint32(data[1:5])); n != dim {
+		return nil, fmt.Errorf("%w: payload of length %d, want %d", ErrFormat, n, dim)
+	}
+	var p interface {
+		Payload
+		encoding.BinaryUnmarshaler
+	}
+	switch data[0] {
+	case tagDense:
+		p = new(Dense)
+	case tagSparse:
+		p = new(Sparse)
+	case tagQuantized:
+		p = new(Quantized)
+	default:
+		return nil, fmt.Errorf("%w: unknown tag %#x", ErrFormat, data[0])
+	}
+	if err := p.UnmarshalBinary(data); err != nil {
+		return nil, err
+	}
+	return p.Vector(), nil
+}
+
+// checkFloat32 reports the first value of v that is not finite or does not
+// fit a float32.
+func checkFloat32(v fl.Vector) error {
+	if len(v) > MaxLen {
+		return fmt.Errorf("%w: vector of length %d, more than %d", ErrRange, len(v), MaxLen)
+	}
+	for i, x := range v {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("%w: element %d is %v", ErrNonFinite, i, x)
+		}
+		if math.Abs(x) > math.MaxFloat32 {
+			return fmt.Errorf("%w: element %d is %g, beyond float32", ErrRange, i, x)
+		}
+	}
+	return nil
+}
+
+// header appends the tag and the vector length.
+func header(tag byte, n, size int) []byte {
+	b := make([]byte, 5, size)
+	b[0] = tag
+	binary.LittleEndian.PutUint32(b[1:], uint32(n))
+	return b
+}
+
+// readHeader checks the tag and returns the length.
+func readHeader(data []byte, tag byte, what string) (int, error) {
+	if len(data) < 5 || data[0] != tag {
+		return 0, fmt.Errorf("%w: not a %s payload", ErrFormat, what)
+	}
+	n := binary.LittleEndian.Uint32(data[1:5])
+	if n > MaxLen {
+		return 0, fmt.Errorf("%w: %s payload of length %d, more than %d", ErrFormat, what, n, MaxLen)
+	}
+	return int(n), nil
+}
+
+func appendFloat32(b []byte, x float32) []byte {
+	return binary.LittleEndian.AppendUint32(b, math.Float32bits(x))
+}
+
+func readFloat32(b []byte) (float32, bool) {
+	x := math.Float32frombits(binary.LittleEndian.Uint32(b))
+	return x, !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
+}
+
+// Dense is an uncompressed update in float32: the baseline.
+type Dense struct {
+	Values []float32
+}
+
+type denseEncoder struct{}
+
+func (denseEncoder) Encode(v fl.Vector, _ *rand.Rand) (Payload, error) {
+	if err := checkFloat32(v); err != nil {
+		return nil, err
+	}
+	d := &Dense{Values: make([]float32, len(v))}
+	for i, x := range v {
+		d.Values[i] = float32(x)
+	}
+	return d, nil
+}
+
+// Len returns the number of values.
+func (d *Dense) Len() int { return len(d.Values) }
+
+// Vector returns the values as float64.
+func (d *Dense) Vector() fl.Vector {
+	v := make(fl.Vector, len(d.Values))
+	for i, x := range d.Values {
+		v[i] = float64(x)
+	}
+	return v
+}
+
+// WireSize returns 5 + 4·Len.
+func (d *Dense) WireSize() int { return 5 + 4*len(d.Values) }
+
+// MarshalBinary encodes 'D', the length (uint32) and the float32 values,
+// little-endian.
+func (d *Dense) MarshalBinary() ([]byte, error) {
+	b := header(tagDense, len(d.Values), d.WireSize())
+	for _, x := range d.Values {
+		b = appendFloat32(b, x)
+	}
+	return b, nil
+}
+
+// UnmarshalBinary decodes MarshalBinary's output. It rejects non-finite
+// values.
+func (d *Dense) UnmarshalBinary(data []byte) error {
+	n, err := readHeader(data, tagDense, "dense")
+	if err != nil {
+		return err
+	}
+	if len(data) != 5+4*n {
+		return fmt.Errorf("%w: dense payload of length %d has %d bytes, want %d", ErrFormat, n, len(data), 5+4*n)
+	}
+	vals := make([]float32, n)
+	for i := range vals {
+		x, ok := readFloat32(data[5+4*i:])
+		if !ok {
+			return fmt.Errorf("%w: dense element %d is not finite", ErrFormat, i)
+		}
+		vals[i] = x
+	}
+	d.Values = vals
+	return nil
+}
