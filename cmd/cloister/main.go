@@ -34,6 +34,7 @@ func init() {
 	commands = map[string]command{
 		"train":    {"train one model centrally: the baseline for federated runs", runTrain},
 		"simulate": {"simulate a plaintext federation in one process", runSimulate},
+		"privacy":  {"differential privacy: the ε of a training run, or the noise for a target ε", runPrivacy},
 	}
 }
 

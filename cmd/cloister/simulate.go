@@ -1,10 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
+	"strings"
 
+	"github.com/cloisterfl/cloister/attack"
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/plot"
+	"github.com/cloisterfl/cloister/robust"
 	"github.com/cloisterfl/cloister/simulation"
 	"github.com/cloisterfl/cloister/strategy"
 )
@@ -17,10 +28,36 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	partition := fs.String("partition", "iid", "how data is split over sites: iid, dirichlet:ALPHA or shards:K")
 	rounds := fs.Int("rounds", 30, "federated rounds")
 	localEpochs := fs.Int("local-epochs", 1, "local epochs per round on each site")
-	server := fs.String("strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi, fedadagrad")
+	cohort := fs.Int("cohort", 0, "sites drawn at random to train in each round (0: all)")
+	server := fs.String("strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi, fedadagrad or scaffold, with options as in fedadam:lr=0.01")
 	proxMu := fs.Float64("prox-mu", 0, "FedProx proximal term μ (0 is plain FedAvg)")
+	atkSpec := fs.String("attack", "none", "what the Byzantine sites do: none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor")
+	byzantine := fs.Int("byzantine", 0, "number of Byzantine sites: the first F sites attack")
+	ruleSpec := fs.String("rule", "mean", "aggregation rule: mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip")
+	clip := fs.Float64("clip", 0, "L2 bound C every update is clipped to, on the sites (0: none)")
+	noise := fs.Float64("dp-noise", 0, "noise multiplier σ of distributed DP: the sum of updates gets noise σ·C (needs --clip)")
+	minCohort := fs.Int("min-cohort", 0, "DP: k, the honest sites whose noise shares σC/√k make up the noise (0: the whole cohort)")
+	delta := fs.Float64("delta", simulation.DefaultDelta, "DP: δ at which ε is reported")
+	budget := fs.Float64("epsilon-budget", 0, "DP: stop before a round that would spend more than this ε (0: no budget)")
+	compSpec := fs.String("compress", "none", "update compression: none, topk:FRACTION or q8")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if *nodes < 1 {
+		return fmt.Errorf("--nodes %d: want at least 1", *nodes)
+	}
+	if *rounds < 1 || *localEpochs < 1 {
+		return fmt.Errorf("--rounds %d, --local-epochs %d: want at least 1 each", *rounds, *localEpochs)
+	}
+	m := *cohort
+	if m == 0 {
+		m = *nodes
+	}
+	if m < 1 || m > *nodes {
+		return fmt.Errorf("--cohort %d: want between 1 and --nodes %d", *cohort, *nodes)
 	}
 	part, err := dataset.ParsePartition(*partition)
 	if err != nil {
@@ -28,7 +65,64 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	strat, err := strategy.New(*server)
 	if err != nil {
-		return err
+		return withHint(err, "use fedavg, fedadam, fedyogi, fedadagrad or scaffold")
+	}
+	if _, ok := strat.(*strategy.Scaffold); ok && m < *nodes && !strings.Contains(*server, "frac") {
+		return withHint(fmt.Errorf("--strategy %s with a cohort of %d out of %d sites: SCAFFOLD needs the cohort fraction", *server, m, *nodes),
+			fmt.Sprintf("use --strategy scaffold:frac=%g", float64(m)/float64(*nodes)))
+	}
+	if *byzantine < 0 || *byzantine > *nodes {
+		return fmt.Errorf("--byzantine %d: want between 0 and --nodes %d", *byzantine, *nodes)
+	}
+	atk, err := attack.Parse(*atkSpec, m, min(*byzantine, m))
+	if err != nil {
+		return withHint(err, "use none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor, with options as in sign-flip:scale=4")
+	}
+	_, isBackdoor := atk.(attack.Backdoor)
+	switch {
+	case *byzantine > 0 && atk.Name() == "none":
+		return withHint(fmt.Errorf("--byzantine %d without --attack: Byzantine sites need an attack", *byzantine), "add --attack sign-flip, for instance")
+	case *byzantine == 0 && atk.Name() != "none" && !isBackdoor:
+		return withHint(fmt.Errorf("--attack %s without attackers", *atkSpec), "add --byzantine F: the first F sites attack")
+	}
+	rule, err := robust.Parse(*ruleSpec, m)
+	if err != nil {
+		return withHint(err, "use mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip; robust rules need enough sites for their f")
+	}
+	if !(*clip >= 0) || *clip > 1e300 {
+		return fmt.Errorf("--clip %v: want a finite bound ≥ 0", *clip)
+	}
+	var priv *simulation.Privacy
+	if set["dp-noise"] {
+		if !(*noise > 0) || *noise > 1e12 {
+			return fmt.Errorf("--dp-noise %v: want a noise multiplier > 0", *noise)
+		}
+		if *clip == 0 {
+			return withHint(errors.New("--dp-noise needs --clip: the noise is calibrated to the clipping bound"), "add --clip 1, for instance; the run's update_norm in --json output helps choose it")
+		}
+		if rule.Name() != "Mean" {
+			return withHint(fmt.Errorf("--dp-noise with --rule %s: the accountant covers the noised mean only", *ruleSpec), "drop --rule, or drop --dp-noise and keep --clip as a norm bound")
+		}
+		if *minCohort < 0 || *minCohort > m {
+			return fmt.Errorf("--min-cohort %d: want between 1 and the cohort of %d sites (0: all)", *minCohort, m)
+		}
+		if !(*delta > 0 && *delta < 1) {
+			return fmt.Errorf("--delta %v: want a value in (0, 1)", *delta)
+		}
+		if !(*budget >= 0) || *budget > 1e12 {
+			return fmt.Errorf("--epsilon-budget %v: want a finite ε ≥ 0", *budget)
+		}
+		priv = &simulation.Privacy{Noise: *noise, MinCohort: *minCohort, Delta: *delta, Budget: *budget}
+	} else {
+		for _, name := range []string{"min-cohort", "delta", "epsilon-budget"} {
+			if set[name] {
+				return withHint(fmt.Errorf("--%s applies only to DP runs", name), "add --dp-noise Z --clip C")
+			}
+		}
+	}
+	comp, err := compress.Parse(*compSpec)
+	if err != nil {
+		return withHint(err, "use none, topk:0.01 or q8")
 	}
 	spec, err := l.spec()
 	if err != nil {
@@ -40,15 +134,133 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	opt := l.optimizer()
 	opt.ProxMu = *proxMu
+	if err := opt.Validate(); err != nil {
+		return err
+	}
+
 	fmt.Fprintf(stderr, "cloister: simulating %d nodes (%s) training %s on %s, %s, %d rounds (plaintext: nothing is protected)\n",
 		*nodes, part, spec.Kind, split.Train.Name, strat.Name(), *rounds)
-	res, err := simulation.Run(simulation.Config{
+	if *byzantine > 0 {
+		fmt.Fprintf(stderr, "cloister: nodes 1–%d attack with %s; aggregation rule %s\n", *byzantine, atk, rule)
+	} else if isBackdoor {
+		fmt.Fprintf(stderr, "cloister: no node attacks; measuring the backdoor accuracy of the clean model (%s); aggregation rule %s\n", atk, rule)
+	} else if rule.Name() != "Mean" {
+		fmt.Fprintf(stderr, "cloister: aggregation rule %s\n", rule)
+	}
+	if *clip > 0 {
+		fmt.Fprintf(stderr, "cloister: every update is clipped to L2 norm %g\n", *clip)
+	}
+	if priv != nil {
+		k := *minCohort
+		if k == 0 {
+			k = m
+		}
+		fmt.Fprintf(stderr, "cloister: distributed DP: σ = %g, C = %g, k = %d: each node adds noise of std %.4g; q = %g, δ = %g (noise from a seeded stream: a simulation; nodes use crypto/rand)\n",
+			*noise, *clip, k, *noise**clip/math.Sqrt(float64(k)), float64(m)/float64(*nodes), *delta)
+	}
+	if comp != (compress.Scheme{}) {
+		fmt.Fprintf(stderr, "cloister: updates compressed with %s\n", comp)
+	}
+	cfg := simulation.Config{
 		Data: split, Model: spec, Optimizer: opt, Strategy: strat,
 		Nodes: *nodes, Partition: part, Rounds: *rounds, LocalEpochs: *localEpochs, Seed: l.seed,
-	}, progress(stderr, "round", *rounds))
+		Cohort: *cohort, Rule: rule, Byzantine: *byzantine, Clip: *clip, Privacy: priv, Compress: comp,
+	}
+	if atk.Name() != "none" {
+		cfg.Attack = atk
+	}
+	res, err := simulation.Run(cfg, simProgress(stderr, *rounds, comp != (compress.Scheme{})))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "final test accuracy %.4f, loss %.4f after %d rounds\n", res.Final.Accuracy, res.Final.Loss, *rounds)
-	return l.output(res, fmt.Sprintf("FedAvg: %d nodes, %s, %s on %s", *nodes, part, spec.Kind, split.Train.Name), "round")
+	if res.Stopped != "" {
+		fmt.Fprintf(stderr, "cloister: stopped: %s\n", res.Stopped)
+	}
+	line := fmt.Sprintf("final test accuracy %.4f, loss %.4f after %d rounds", res.Final.Accuracy, res.Final.Loss, len(res.Rounds))
+	if priv != nil {
+		line += fmt.Sprintf(", ε = %.4g (δ = %g)", res.Final.Epsilon, *delta)
+	}
+	if b := res.Final.BackdoorAccuracy; b != nil {
+		line += fmt.Sprintf(", backdoor accuracy %.4f", *b)
+	}
+	fmt.Fprintln(stdout, line)
+	title := fmt.Sprintf("%s: %d nodes, %s, %s on %s", strat.Name(), *nodes, part, spec.Kind, split.Train.Name)
+	if *byzantine > 0 {
+		title += fmt.Sprintf("; %d × %s vs %s", *byzantine, atk.Name(), rule.Name())
+	}
+	return l.simOutput(res, title, priv != nil)
+}
+
+// simProgress prints one line per round: accuracy, loss, and ε, backdoor
+// accuracy and bytes on the wire when they apply.
+func simProgress(w io.Writer, total int, compressed bool) func(simulation.RoundResult) {
+	return func(r simulation.RoundResult) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "round %*d/%d  accuracy %.4f  loss %.4f", len(strconv.Itoa(total)), r.Round, total, r.Accuracy, r.Loss)
+		if r.Epsilon > 0 {
+			fmt.Fprintf(&b, "  ε %.4g", r.Epsilon)
+		}
+		if r.BackdoorAccuracy != nil {
+			fmt.Fprintf(&b, "  backdoor %.4f", *r.BackdoorAccuracy)
+		}
+		if compressed {
+			fmt.Fprintf(&b, "  up %s (dense %s)", size(r.BytesUp), size(r.BytesUpDense))
+		}
+		fmt.Fprintf(&b, "  %.1fs\n", r.Seconds)
+		io.WriteString(w, b.String())
+	}
+}
+
+// size formats a byte count.
+func size(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// simOutput writes the JSON and SVG results of a simulation: accuracy (with
+// the backdoor accuracy when there is one), loss, and ε when DP is on.
+func (l *learning) simOutput(res *simulation.Result, title string, withEpsilon bool) error {
+	if l.jsonPath != "" {
+		data, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := writeFileAtomic(l.jsonPath, append(data, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if l.plotPath == "" {
+		return nil
+	}
+	var x, acc, loss, eps, bd []float64
+	for _, r := range res.Rounds {
+		x = append(x, float64(r.Round))
+		acc = append(acc, r.Accuracy)
+		loss = append(loss, r.Loss)
+		eps = append(eps, r.Epsilon)
+		if r.BackdoorAccuracy != nil {
+			bd = append(bd, *r.BackdoorAccuracy)
+		}
+	}
+	accPanel := plot.Panel{YLabel: "test accuracy", Series: []plot.Series{{Name: "accuracy", X: x, Y: acc}}}
+	if len(bd) == len(x) {
+		accPanel.Series = append(accPanel.Series, plot.Series{Name: "backdoor accuracy", X: x, Y: bd})
+	}
+	f := plot.Figure{Title: title, XLabel: "round", Panels: []plot.Panel{
+		accPanel,
+		{YLabel: "test loss", Series: []plot.Series{{Name: "loss", X: x, Y: loss}}},
+	}}
+	if withEpsilon {
+		f.Panels = append(f.Panels, plot.Panel{YLabel: "ε spent", Series: []plot.Series{{Name: "ε", X: x, Y: eps}}})
+	}
+	var buf bytes.Buffer
+	if err := f.WriteSVG(&buf); err != nil {
+		return err
+	}
+	return writeFileAtomic(l.plotPath, buf.Bytes(), 0o644)
 }
