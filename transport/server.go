@@ -1,0 +1,500 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/transport/internal/pb"
+)
+
+// Metadata keys. The server accepts a stream by sending a header with
+// mdNode (the NodeID it authenticated) and ends it with a trailer whose
+// mdReason says why.
+const (
+	mdNode   = "cloister-node"
+	mdReason = "cloister-reason"
+
+	reasonReplaced = "replaced"
+	reasonShutdown = "shutdown"
+)
+
+// Defaults.
+const (
+	DefaultKeepalive = 30 * time.Second
+	DefaultQueue     = 64
+
+	// keepaliveMinTime is the most often the server lets clients ping;
+	// below gRPC's client minimum of 10s, so no client is ever refused.
+	keepaliveMinTime = 5 * time.Second
+	// handshakeTimeout bounds a connection's TLS handshake.
+	handshakeTimeout = 20 * time.Second
+	// maxStreamsPerConn bounds concurrent streams on one connection. A node
+	// needs one; a few more let a reconnecting node replace its stream on
+	// the same connection.
+	maxStreamsPerConn = 4
+)
+
+// ServerConfig configures a [Server].
+type ServerConfig struct {
+	// TLS is the coordinator's mutual-TLS configuration, from
+	// pki.ServerConfig or Kit.TLSConfig. It must require and verify client
+	// certificates. The server uses a copy restricted to TLS 1.3 without
+	// session tickets.
+	TLS *tls.Config
+	// Limits bound the messages the server accepts and sends.
+	Limits Limits
+	// Logger receives connection, replacement and rejection records. nil
+	// discards them.
+	Logger *slog.Logger
+	// Metrics, if set, accumulates the server's counters (so that they
+	// survive a restart of the server in the same process); nil means a new
+	// Metrics, which [Server.Metrics] returns.
+	Metrics *Metrics
+	// Queue is the number of events buffered for Recv; when it is full,
+	// streams stop reading (and their nodes stop sending) until Recv
+	// catches up. 0 means DefaultQueue.
+	Queue int
+	// Keepalive is the idle time after which the server pings a node, and
+	// how long it waits for the answer before dropping the connection. 0
+	// means DefaultKeepalive.
+	Keepalive time.Duration
+}
+
+// EventKind says what an [Event] reports.
+type EventKind uint8
+
+// Event kinds.
+const (
+	// EventConnect: a node opened its stream. Messages from it follow.
+	EventConnect EventKind = iota + 1
+	// EventMessage: a message from the node, Msg.
+	EventMessage
+	// EventDisconnect: the node's stream ended, for the reason in Err. No
+	// message of that stream follows; the node may connect again.
+	EventDisconnect
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventConnect:
+		return "connect"
+	case EventMessage:
+		return "message"
+	case EventDisconnect:
+		return "disconnect"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// Event is what [Server.Recv] returns: a node connected, sent a message,
+// or disconnected. The events of one node come in order: Connect, its
+// messages, Disconnect, then the next stream's Connect.
+type Event struct {
+	Kind EventKind
+	// Node is the sender, authenticated by its certificate. Pass it to
+	// round's Step as the sender.
+	Node fl.NodeID
+	// Msg is the message (EventMessage).
+	Msg round.Message
+	// Err is why the stream ended (EventDisconnect): nil when the node
+	// closed it, an error wrapping ErrReplaced, ErrServerClosed, a
+	// protocol violation (ErrImpersonation, ErrTooLarge, ErrFrame,
+	// ErrMalformed) or a network error otherwise.
+	Err error
+}
+
+// Server is the coordinator's end of the federation: it accepts one stream
+// per node, authenticates each by its certificate, and turns the streams
+// into a single ordered sequence of events ([Server.Recv]) and per-node
+// sends ([Server.Send]). Create it with [NewServer].
+type Server struct {
+	lim     Limits
+	log     *slog.Logger
+	metrics *Metrics
+	grpc    *grpc.Server
+	events  chan Event
+
+	closing   chan struct{} // closed by Shutdown
+	closeOnce sync.Once
+
+	mu      sync.Mutex
+	streams map[fl.NodeID]*serverStream
+	readers sync.WaitGroup // one per registered stream; Add under mu before closing
+}
+
+type serverStream struct {
+	node       fl.NodeID
+	addr       string
+	ctx        context.Context
+	cancel     context.CancelCauseFunc
+	ep         *endpoint
+	readerDone chan struct{} // closed after the stream's Disconnect event is queued
+}
+
+// NewServer returns a server for cfg. It does not listen: call
+// [Server.Serve] with a listener.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	lim, err := cfg.Limits.normalize()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := serverTLS(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Queue < 0 || cfg.Keepalive < 0 {
+		return nil, fmt.Errorf("%w: negative Queue %d or Keepalive %v", ErrConfig, cfg.Queue, cfg.Keepalive)
+	}
+	s := &Server{
+		lim:     lim,
+		log:     cfg.Logger,
+		metrics: cfg.Metrics,
+		events:  make(chan Event, cmp(cfg.Queue, DefaultQueue)),
+		closing: make(chan struct{}),
+		streams: make(map[fl.NodeID]*serverStream),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.metrics == nil {
+		s.metrics = new(Metrics)
+	}
+	ka := cmp(cfg.Keepalive, DefaultKeepalive)
+	s.grpc = grpc.NewServer(
+		grpc.Creds(countingCreds{credentials.NewTLS(tc), s.metrics, s.log}),
+		grpc.MaxRecvMsgSize(lim.frameLimit()),
+		grpc.MaxSendMsgSize(lim.frameLimit()),
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka, Timeout: ka}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+	)
+	pb.RegisterFederationServer(s.grpc, service{s: s})
+	return s, nil
+}
+
+// cmp returns v, or def if v is zero.
+func cmp[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Serve accepts connections on l until [Server.Shutdown], which closes l.
+// It returns ErrServerClosed after Shutdown, or the error that stopped
+// accepting. Serve may be called with several listeners.
+func (s *Server) Serve(l net.Listener) error {
+	if s.isClosing() {
+		return ErrServerClosed
+	}
+	err := s.grpc.Serve(l)
+	if err == nil || errors.Is(err, grpc.ErrServerStopped) || s.isClosing() {
+		return ErrServerClosed
+	}
+	return fmt.Errorf("transport: serving on %s: %w", l.Addr(), err)
+}
+
+func (s *Server) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// Metrics returns the server's counters.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Recv returns the next event. It blocks until there is one, ctx ends
+// (ctx.Err()) or the server shuts down (ErrServerClosed).
+func (s *Server) Recv(ctx context.Context) (Event, error) {
+	if s.isClosing() {
+		return Event{}, ErrServerClosed
+	}
+	select {
+	case e := <-s.events:
+		return e, nil
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	case <-s.closing:
+		return Event{}, ErrServerClosed
+	}
+}
+
+// Connected returns the nodes that have an open stream, sorted.
+func (s *Server) Connected() []fl.NodeID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]fl.NodeID, 0, len(s.streams))
+	for id := range s.streams {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Send sends m to node to. m.To must be empty or to. It returns an error
+// wrapping ErrNotConnected if the node has no open stream, ErrTooLarge or
+// ErrMalformed if m cannot be sent, or the stream's error.
+//
+// Sends to one node go out one message at a time, in the order of the
+// calls; sends to different nodes run in parallel. Send returns once the
+// message is handed to gRPC, not when the node has it. If ctx ends while
+// the message is partly written, the node's stream ends (the node will
+// reconnect), since the rest of it can no longer be sent.
+func (s *Server) Send(ctx context.Context, to fl.NodeID, m round.Message) error {
+	if m.To != "" && m.To != to {
+		return fmt.Errorf("%w: %s for %s given to Send to %s", ErrMisaddressed, m.Kind, m.To, to)
+	}
+	b, err := marshalMessage(m)
+	if err != nil {
+		return fmt.Errorf("sending %s to %s: %w", m.Kind, to, err)
+	}
+	if int64(len(b)) > s.lim.MaxMessage {
+		return fmt.Errorf("sending %s to %s: %w: %d bytes, the limit is %d", m.Kind, to, ErrTooLarge, len(b), s.lim.MaxMessage)
+	}
+	if s.isClosing() {
+		return ErrServerClosed
+	}
+	s.mu.Lock()
+	ss := s.streams[to]
+	s.mu.Unlock()
+	if ss == nil {
+		return fmt.Errorf("sending %s to %s: %w", m.Kind, to, ErrNotConnected)
+	}
+	if err := ss.ep.send(ctx, b); err != nil {
+		if errors.Is(err, errStreamEnded) {
+			err = context.Cause(ss.ctx)
+		}
+		return fmt.Errorf("sending %s to %s: %w", m.Kind, to, err)
+	}
+	return nil
+}
+
+// Shutdown ends every stream (nodes see ErrServerClosed), stops accepting
+// connections, closes the listeners and waits until the streams are gone
+// or ctx ends, in which case it closes the connections and returns
+// ctx.Err(). Recv returns ErrServerClosed from now on; events not yet
+// received are dropped.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closeOnce.Do(func() { close(s.closing) })
+	for _, ss := range s.streams {
+		ss.cancel(ErrServerClosed)
+	}
+	s.mu.Unlock()
+
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	var err error
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.grpc.Stop()
+		<-stopped
+	}
+	s.readers.Wait()
+	return err
+}
+
+// push queues an event; it gives up when the server shuts down.
+func (s *Server) push(e Event) bool {
+	select {
+	case s.events <- e:
+		return true
+	case <-s.closing:
+		return false
+	}
+}
+
+// service implements the generated interface, so that its methods stay
+// off Server.
+type service struct {
+	pb.UnimplementedFederationServer
+	s *Server
+}
+
+// Connect serves one node's stream.
+func (sv service) Connect(stream pb.Federation_ConnectServer) error {
+	s := sv.s
+	ctx := stream.Context()
+	addr := "?"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	id, err := nodeOf(ctx)
+	if err != nil {
+		s.metrics.reject(ReasonIdentity)
+		s.log.Warn("transport: stream refused", "remote", addr, "reason", ReasonIdentity, "err", err)
+		stream.SetTrailer(metadata.Pairs(mdReason, ReasonIdentity.String()))
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ss := &serverStream{node: id, addr: addr, ctx: ctx, cancel: cancel, readerDone: make(chan struct{})}
+	ss.ep = newEndpoint(stream, s.lim, s.metrics, "", ctx, cancel)
+	if err := s.register(ss); err != nil {
+		return s.endStatus(stream, id, err)
+	}
+	s.metrics.Connects.Add(1)
+	s.log.Info("transport: node connected", "node", id, "remote", addr)
+	s.push(Event{Kind: EventConnect, Node: id})
+	go s.read(ss)
+	if err := stream.SendHeader(metadata.Pairs(mdNode, string(id))); err != nil {
+		cancel(err)
+	}
+	<-ctx.Done()
+	return s.endStatus(stream, id, context.Cause(ctx))
+}
+
+// nodeOf returns the NodeID of the stream's peer certificate, which the
+// TLS configuration verified during the handshake.
+func nodeOf(ctx context.Context) (fl.NodeID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", fmt.Errorf("%w: no peer information", ErrUnauthenticated)
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "", fmt.Errorf("%w: connection from %s is not TLS", ErrUnauthenticated, p.Addr)
+	}
+	cs := ti.State
+	if !cs.HandshakeComplete || cs.Version < tls.VersionTLS13 || len(cs.PeerCertificates) == 0 {
+		return "", fmt.Errorf("%w: connection from %s has no verified TLS 1.3 client certificate", ErrUnauthenticated, p.Addr)
+	}
+	id, err := pki.NodeID(cs.PeerCertificates[0])
+	if err != nil {
+		return "", fmt.Errorf("%w: connection from %s: %w", ErrUnauthenticated, p.Addr, err)
+	}
+	return id, nil
+}
+
+// register makes ss the node's stream. An existing stream of the node is
+// ended first, and register waits until its Disconnect event is queued.
+func (s *Server) register(ss *serverStream) error {
+	for {
+		s.mu.Lock()
+		if s.isClosing() {
+			s.mu.Unlock()
+			return ErrServerClosed
+		}
+		old := s.streams[ss.node]
+		if old == nil {
+			s.streams[ss.node] = ss
+			s.readers.Add(1)
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+		if old.ctx.Err() == nil {
+			s.metrics.Replaced.Add(1)
+			s.log.Warn("transport: replacing stream", "node", ss.node, "old", old.addr, "new", ss.addr)
+			old.cancel(fmt.Errorf("%w (new stream from %s)", ErrReplaced, ss.addr))
+		}
+		select {
+		case <-old.readerDone:
+		case <-ss.ctx.Done():
+			return context.Cause(ss.ctx)
+		case <-s.closing:
+			return ErrServerClosed
+		}
+	}
+}
+
+// read receives the stream's messages until it ends, then unregisters it
+// and queues its Disconnect event.
+func (s *Server) read(ss *serverStream) {
+	defer s.readers.Done()
+	defer close(ss.readerDone)
+	ss.cancel(s.readLoop(ss))
+	cause := context.Cause(ss.ctx)
+
+	s.mu.Lock()
+	if s.streams[ss.node] == ss {
+		delete(s.streams, ss.node)
+	}
+	s.mu.Unlock()
+	s.metrics.Disconnects.Add(1)
+
+	var err error
+	if !errors.Is(cause, io.EOF) {
+		err = fmt.Errorf("stream of %s: %w", ss.node, cause)
+	}
+	s.log.Info("transport: node disconnected", "node", ss.node, "remote", ss.addr, "err", err)
+	s.push(Event{Kind: EventDisconnect, Node: ss.node, Err: err})
+}
+
+func (s *Server) readLoop(ss *serverStream) error {
+	for {
+		b, claim, err := ss.ep.recv()
+		if err == nil && claim != "" && claim != string(ss.node) {
+			err = &ClaimError{Peer: ss.node, Claimed: claim}
+		}
+		var m round.Message
+		if err == nil {
+			m, err = unmarshalMessage(b)
+		}
+		if err != nil {
+			if r := reasonOf(err); r != 0 {
+				s.metrics.reject(r)
+				s.log.Warn("transport: rejected a message; dropping the stream", "node", ss.node, "remote", ss.addr, "reason", r, "err", err)
+			}
+			return err
+		}
+		s.metrics.MessagesIn.Add(1)
+		if !s.push(Event{Kind: EventMessage, Node: ss.node, Msg: m}) {
+			return ErrServerClosed
+		}
+	}
+}
+
+// endStatus is the status a stream handler returns for the cause that
+// ended the stream. The trailer tells the node why.
+func (s *Server) endStatus(stream grpc.ServerStream, id fl.NodeID, cause error) error {
+	var reason string
+	var code codes.Code
+	switch r := reasonOf(cause); {
+	case errors.Is(cause, io.EOF):
+		return nil
+	case errors.Is(cause, ErrReplaced):
+		reason, code = reasonReplaced, codes.Aborted
+	case errors.Is(cause, ErrServerClosed):
+		reason, code = reasonShutdown, codes.Unavailable
+	case r == ReasonImpersonation:
+		reason, code = r.String(), codes.PermissionDenied
+	case r == ReasonTooLarge:
+		reason, code = r.String(), codes.ResourceExhausted
+	case r != 0:
+		reason, code = r.String(), codes.InvalidArgument
+	default:
+		return status.FromContextError(cause).Err()
+	}
+	stream.SetTrailer(metadata.Pairs(mdReason, reason))
+	return status.Error(code, fmt.Sprintf("stream of %s: %v", id, cause))
+}
