@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -77,7 +78,11 @@ func Open(path string) (*DB, error) {
 	}
 	// A file: URI, so that any byte of the path (?, #, %) is escaped
 	// rather than read as a parameter.
-	dsn := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: url.Values{
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // file:///C:/… on Windows
+	}
+	dsn := url.URL{Scheme: "file", Path: p, RawQuery: url.Values{
 		"_pragma": {
 			fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()),
 			"foreign_keys(1)",

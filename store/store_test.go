@@ -75,7 +75,8 @@ func TestMigrateEmptyFile(t *testing.T) {
 		}
 		var mode string
 		db.sql.QueryRow("PRAGMA journal_mode").Scan(&mode)
-		if mode != "wal" || pragma(t, db, "synchronous") != 2 || pragma(t, db, "foreign_keys") != 1 {
+		if mode != "wal" || pragma(t, db, "synchronous") != 2 || pragma(t, db, "foreign_keys") != 1 ||
+			pragma(t, db, "busy_timeout") != int(busyTimeout.Milliseconds()) {
 			t.Errorf("%s: journal_mode %s synchronous %d foreign_keys %d", name, mode,
 				pragma(t, db, "synchronous"), pragma(t, db, "foreign_keys"))
 		}
