@@ -1,0 +1,171 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/store"
+)
+
+// metrics are the coordinator's Prometheus metrics, in their own registry.
+type metrics struct {
+	reg         *prometheus.Registry
+	rounds      *prometheus.CounterVec   // by event: started, committed, aborted
+	phase       *prometheus.HistogramVec // seconds per phase
+	stepSeconds *prometheus.HistogramVec // engine Step time by message kind (aggregation, Open, ...)
+	rejected    *prometheus.CounterVec   // by reason
+	dropouts    prometheus.Counter
+	round       prometheus.Gauge
+	live        prometheus.Gauge
+}
+
+func newMetrics(c *Coordinator) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	const ns = "cloister_coordinator"
+	m.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rounds_total",
+		Help: "Rounds by event: started, committed, aborted."}, []string{"event"})
+	m.phase = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "phase_seconds",
+		Help:    "Time spent in each phase of a round (collect, reveal, commit, evaluate).",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}, []string{"phase"})
+	m.stepSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "step_seconds",
+		Help:    "Time the engine spent on one accepted message, by kind (uploads include checking and summing ciphertexts).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"kind"})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejected_total",
+		Help: "Messages or streams rejected, by reason."}, []string{"reason"})
+	m.dropouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dropouts_total",
+		Help: "Members marked down (missed a deadline or unreachable)."})
+	m.round = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "round", Help: "The current round."})
+	m.live = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "live_members", Help: "Members that said Hello and are not down."})
+	m.reg.MustRegister(m.rounds, m.phase, m.stepSeconds, m.rejected, m.dropouts, m.round, m.live,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_received_total",
+			Help: "Bytes received from nodes (transport frames)."}, func() float64 { return float64(c.tm.BytesIn.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_sent_total",
+			Help: "Bytes sent to nodes (transport frames)."}, func() float64 { return float64(c.tm.BytesOut.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "connected_nodes",
+			Help: "Nodes with an open stream."}, func() float64 { return float64(len(c.srv.Connected())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "commits",
+			Help: "Rounds committed in this session."}, func() float64 { return float64(c.Status().Commits) }),
+	)
+	return m
+}
+
+// observe updates the metrics from a Ready's events.
+func (c *Coordinator) observe(evs []round.Event) {
+	for _, e := range evs {
+		if e.Kind == round.EventDown {
+			c.met.dropouts.Inc()
+		}
+	}
+}
+
+// RoundInfo is one round in the /rounds history.
+type RoundInfo struct {
+	Round     fl.Round           `json:"round"`
+	Outcome   string             `json:"outcome"`
+	Reason    string             `json:"reason,omitempty"`
+	Leader    fl.NodeID          `json:"leader"`
+	Cohort    []fl.NodeID        `json:"cohort"`
+	Included  []fl.NodeID        `json:"included"`
+	Started   time.Time          `json:"started"`
+	Ended     time.Time          `json:"ended,omitzero"`
+	Seconds   float64            `json:"seconds"`
+	Phases    map[string]float64 `json:"phase_seconds"`
+	BytesUp   uint64             `json:"bytes_up"`
+	BytesDown uint64             `json:"bytes_down"`
+	// The nodes' evaluation of the model committed in this round,
+	// example-weighted: the only plaintext the coordinator sees.
+	Nodes    int      `json:"nodes_reporting"`
+	Examples int      `json:"examples"`
+	Accuracy *float64 `json:"accuracy,omitempty"`
+	Loss     *float64 `json:"loss,omitempty"`
+}
+
+// History is the /rounds document.
+type History struct {
+	Session string      `json:"session"`
+	Mode    string      `json:"mode"`
+	Phase   string      `json:"phase"`
+	Round   fl.Round    `json:"round"`
+	Commits int         `json:"commits"`
+	Rounds  int         `json:"rounds_planned"`
+	Live    []fl.NodeID `json:"live"`
+	History []RoundInfo `json:"history"`
+}
+
+// History returns the session's round history from the store.
+func (c *Coordinator) History(ctx context.Context) (*History, error) {
+	st := c.Status()
+	h := &History{Session: c.sessionName(), Mode: c.scheme.Name(), Phase: st.Phase.String(), Round: st.Round,
+		Commits: st.Commits, Rounds: c.rcfg.Rounds, Live: st.Live, History: []RoundInfo{}}
+	rs, err := c.sc.Rounds(ctx, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	sums, err := c.sc.Summaries(ctx, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	byRound := make(map[fl.Round]store.Summary)
+	for _, s := range sums {
+		byRound[s.Round] = s
+	}
+	for _, r := range rs {
+		ri := RoundInfo{Round: r.Round, Outcome: r.Outcome.String(), Reason: r.Reason, Leader: r.Leader, Cohort: r.Cohort,
+			Started: r.Started, Ended: r.Ended, Phases: map[string]float64{}, BytesUp: r.BytesUp, BytesDown: r.BytesDown}
+		for _, ct := range r.Included {
+			ri.Included = append(ri.Included, ct.Node)
+		}
+		for _, t := range r.Timings {
+			ri.Phases[t.Phase] += t.Duration.Seconds()
+		}
+		if !r.Ended.IsZero() {
+			ri.Seconds = r.Ended.Sub(r.Started).Seconds()
+		}
+		if s, ok := byRound[r.Round]; ok {
+			ri.Nodes, ri.Examples = s.Nodes, s.Examples
+			if !math.IsNaN(s.Accuracy) {
+				a, l := s.Accuracy, s.Loss
+				ri.Accuracy, ri.Loss = &a, &l
+			}
+		}
+		h.History = append(h.History, ri)
+	}
+	return h, nil
+}
+
+// Handler serves /metrics (Prometheus), /rounds (the History as JSON) and
+// /status (the engine's status as JSON). Serve it on its own listener.
+func (c *Coordinator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /rounds", func(w http.ResponseWriter, r *http.Request) {
+		h, err := c.History(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, h)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		st := c.Status()
+		writeJSON(w, map[string]any{"phase": st.Phase.String(), "epoch": st.Epoch, "round": st.Round, "commits": st.Commits,
+			"last_committed": st.LastCommitted, "live": st.Live, "cohort": st.Cohort, "leader": st.Leader,
+			"connected": c.srv.Connected()})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

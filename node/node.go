@@ -1,0 +1,738 @@
+// Package node is the member daemon, `cloister node`: it dials the
+// coordinator over mutual TLS, runs a member's round engine (round.Node)
+// with its aggregation scheme, trains and evaluates on the site's local
+// data, and keeps its secrets sealed at rest.
+//
+// # What a node owns
+//
+// A Node owns its goroutines (the engine loop, the connection with its
+// reconnect backoff, and one worker for training and evaluation tasks),
+// its state directory and its session keys:
+//
+//	STATE/node.db    store: the engine state (key shares and group key
+//	                 sealed with the at-rest key), the reveal-once ledger,
+//	                 the newest sealed model
+//	STATE/audit.log  this node's signed, hash-chained audit log
+//
+// For each Ready of the engine the loop persists the state (sealed), then
+// appends the audit records (fsynced), then sends the messages, then hands
+// the tasks to the worker, whose results come back into the engine as
+// local inputs (round.KindTrained, round.KindEvaluated).
+//
+// # Keys
+//
+// See [SessionKeys] and [Keyring]: fresh HPKE and Ed25519 session keys per
+// process, announced in the Hello evidence signed with the audit key from
+// the kit, and verified by every peer against the manifest. Uploads and round
+// records are signed with the audit key ([AuditSigner]); models are sealed
+// with AES-256-GCM under the group model key ([GCMBox]).
+//
+// # Training
+//
+// A training task trains the manifest's model with SGD from the manifest's
+// settings (learning rate, batch, local epochs), plus the node's momentum
+// and FedProx μ, computes Δ = local − global, clips it and adds this node's
+// share of the distributed DP noise when the manifest has DP, and scales it
+// by its weight (see trainer.trainTask for the rule that keeps sums within
+// the scheme's range).
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/store"
+	"github.com/cloisterfl/cloister/strategy"
+	"github.com/cloisterfl/cloister/transport"
+)
+
+// Files in a node's state directory.
+const (
+	DBFile    = "node.db"
+	AuditFile = "audit.log"
+)
+
+// DefaultTick is the engine's tick when Config.Tick is 0.
+const DefaultTick = 500 * time.Millisecond
+
+// Config configures a Node.
+type Config struct {
+	// Kit is the node's kit (pki.LoadKit): identity, keys, signed manifest.
+	Kit *pki.Kit
+	// StateDir holds node.db and audit.log; it is created (0700) if missing.
+	StateDir string
+	// AtRest seals the node's secrets in its store. nil means
+	// store.LoadOrCreateKey(StateDir); `cloister node` passes the key kept
+	// in the kit directory instead, so that a copy of the state directory
+	// alone does not hold the key.
+	AtRest store.Sealer
+	// Train and Test are this node's local data.
+	Train, Test *dataset.Set
+	// Logger receives the node's records; nil discards them.
+	Logger *slog.Logger
+	// Tick is the engine's clock period; 0 means DefaultTick.
+	Tick time.Duration
+	// Idle is how long the node waits without hearing from the coordinator
+	// before it says Hello again; 0 means 60s.
+	Idle time.Duration
+	// Seed seeds local training (shuffling) and, on the member that makes
+	// the group key, the initial model.
+	Seed uint64
+	// Momentum and ProxMu are local SGD settings the manifest does not
+	// carry (SGD momentum; the FedProx proximal coefficient μ).
+	Momentum, ProxMu float64
+	// Backoff bounds reconnection delays; the zero value means 250ms to 5s.
+	Backoff transport.Backoff
+	// Limits bound transport messages; both ends should agree. The zero
+	// value means the transport's defaults.
+	Limits transport.Limits
+	// Scheme overrides the scheme the manifest names (tests).
+	Scheme protect.Scheme
+	// Random is the source of the node's secrets; nil means crypto/rand.
+	Random io.Reader
+}
+
+// Stats are a node's counters, for logs and tests.
+type Stats struct {
+	Trained, Evaluated, Revealed, Led atomic.Uint64
+	Rejected                          atomic.Uint64 // messages the engine rejected
+	Connects                          atomic.Uint64
+}
+
+// Node is a member daemon. Create it with New, then call Run once.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	man     *pki.Manifest
+	self    fl.NodeID
+	session []byte
+	rcfg    round.Config
+	scheme  protect.Scheme
+	keys    *Keyring
+	db      *store.DB
+	sn      *store.Node
+	alog    *audit.Log
+	rn      *round.Node
+	tr      *trainer
+	stats   Stats
+
+	savedModel fl.Round // round of the newest sealed model in the store (-1 as none: use hasModel)
+	hasModel   bool
+	pendModel  *store.Model
+	pendAudit  []auditEntry // records from VerifyPeer, appended with the next Ready
+	closeOnce  sync.Once
+}
+
+// SchemeFor returns the aggregation scheme the manifest names: mhe with its
+// preset, or plain (which protects nothing; the caller warns loudly).
+func SchemeFor(man *pki.Manifest) (protect.Scheme, error) {
+	switch man.Mode {
+	case pki.ModeMHE:
+		var p *mhe.Preset
+		switch man.Preset {
+		case mhe.Agg128.Name():
+			p = mhe.Agg128
+		case mhe.InsecureTest.Name():
+			p = mhe.InsecureTest
+		default:
+			return nil, fmt.Errorf("node: unknown mhe preset %q (want %s or %s)", man.Preset, mhe.Agg128.Name(), mhe.InsecureTest.Name())
+		}
+		return mhe.New(p)
+	case pki.ModePlain:
+		return plain.Scheme{}, nil
+	}
+	return nil, fmt.Errorf("node: aggregation mode %q is not implemented by this build (mhe, plain)", man.Mode)
+}
+
+// RoundConfig returns the engine configuration the manifest implies. The
+// coordinator derives the same one (coordinator.RoundConfig).
+func RoundConfig(man *pki.Manifest) (round.Config, error) {
+	h, err := man.Hash()
+	if err != nil {
+		return round.Config{}, err
+	}
+	tc, err := json.Marshal(man.Training)
+	if err != nil {
+		return round.Config{}, err
+	}
+	return round.Config{
+		Session: h[:], Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
+		Rounds: man.Training.Rounds, Mode: man.Mode, TrainConfig: tc,
+	}, nil
+}
+
+// New opens (or creates) the node's state and returns a node ready to Run.
+// A node with persisted state resumes its session (round.RestartNode).
+func New(cfg Config) (*Node, error) {
+	if cfg.Kit == nil || cfg.Kit.Manifest == nil {
+		return nil, errors.New("node: no kit")
+	}
+	if id := cfg.Kit.Identity(); id.Role != pki.RoleNode {
+		return nil, fmt.Errorf("node: the kit is the %s's, not a node's", id)
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("node: no state directory")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = DefaultTick
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 60 * time.Second
+	}
+	if cfg.Backoff == (transport.Backoff{}) {
+		cfg.Backoff = transport.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
+	}
+	if cfg.Random == nil {
+		cfg.Random = rand.Reader
+	}
+	n := &Node{cfg: cfg, man: cfg.Kit.Manifest, self: fl.NodeID(cfg.Kit.Config.Name)}
+	n.log = cfg.Logger
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.log = n.log.With("node", n.self)
+	var err error
+	if n.rcfg, err = RoundConfig(n.man); err != nil {
+		return nil, err
+	}
+	n.rcfg.Deadlines.Idle = max(1, int(cfg.Idle/cfg.Tick))
+	n.session = n.rcfg.Session
+	n.scheme = cfg.Scheme
+	if n.scheme == nil {
+		if n.scheme, err = SchemeFor(n.man); err != nil {
+			return nil, err
+		}
+	}
+	if n.scheme.Name() == plain.Name {
+		n.log.Warn(plain.Warning)
+	}
+	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed, cfg.Momentum, cfg.ProxMu); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: state directory: %w", err)
+	}
+	if err := n.open(); err != nil {
+		n.close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) open() error {
+	ctx := context.Background()
+	atRest := n.cfg.AtRest
+	if atRest == nil {
+		k, err := store.LoadOrCreateKey(n.cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		atRest = k
+	}
+	var err error
+	if n.db, err = store.Open(filepath.Join(n.cfg.StateDir, DBFile)); err != nil {
+		return err
+	}
+	if _, err := n.db.Session(ctx, n.session); errors.Is(err, store.ErrNotFound) {
+		mh, _ := n.man.Hash()
+		if err := n.db.CreateSession(ctx, store.Session{ID: n.session, Manifest: mh, Created: time.Now()}); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	n.sn = n.db.Node(n.session, atRest)
+	saved, err := n.sn.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("node: loading state: %w", err)
+	}
+	if saved.Model != nil {
+		n.savedModel, n.hasModel = saved.Model.Round, true
+	}
+
+	if n.alog, err = audit.Open(filepath.Join(n.cfg.StateDir, AuditFile), n.cfg.Kit.AuditKey, string(n.self),
+		audit.Options{Keys: audit.Keys(n.man.AuditKeys()), RepairTorn: true}); err != nil {
+		return err
+	}
+	if st := n.alog.State(); st.Seq == 0 {
+		mh, _ := n.man.Hash()
+		if _, err := n.alog.Append(audit.SessionStarted, audit.Data{Session: n.sessionName(), Manifest: mh, Members: n.man.Nodes()}); err != nil {
+			return err
+		}
+	} else if st.Session != n.sessionName() {
+		return fmt.Errorf("node: %s belongs to session %s, the manifest is session %s: use a new state directory", n.alog.Path(), st.Session, n.sessionName())
+	}
+
+	sk, err := NewSessionKeys(n.cfg.Random)
+	if err != nil {
+		return err
+	}
+	auditKeys := make(map[fl.NodeID]ed25519.PublicKey)
+	for _, p := range n.man.Members {
+		auditKeys[fl.NodeID(p.Name)] = p.AuditKey
+	}
+	n.keys = NewKeyring(n.session, n.self, sk, auditKeys)
+	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, time.Now())
+
+	opt, err := strategy.New("fedavg")
+	if err != nil {
+		return err
+	}
+	rc := round.NodeConfig{
+		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.man.Coordinator.Name), Scheme: n.scheme,
+		Sealer: n.keys, Box: GCMBox{}, Signer: AuditSigner{n.cfg.Kit.AuditKey}, Verifier: AuditVerifier(auditKeys),
+		Ledger: n.sn, Optimizer: opt, Init: n.tr.initial, Rand: n.cfg.Random, Evidence: evidence,
+		VerifyPeer: n.verifyPeer,
+	}
+	if saved.State != nil {
+		var st round.NodeState
+		if err := st.UnmarshalBinary(saved.State); err != nil {
+			return fmt.Errorf("node: stored engine state: %w", err)
+		}
+		if n.rn, err = round.RestartNode(rc, st); err != nil {
+			return err
+		}
+		n.log.Info("resuming the session", "round", st.Round, "epoch", st.Epoch, "model_round", st.ModelRound, "done", st.Done)
+	} else {
+		if n.rn, err = round.NewNode(rc); err != nil {
+			return err
+		}
+		n.log.Info("joining a new session", "session", n.sessionName(), "mode", n.scheme.Name(), "members", len(n.man.Members))
+	}
+	return nil
+}
+
+func (n *Node) sessionName() string { return hex.EncodeToString(n.session) }
+
+// verifyPeer is round's VerifyPeer hook: it checks a member's session-key
+// evidence and records the verdict for the audit log.
+func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
+	err := n.keys.VerifyPeer(id, ev)
+	d := audit.Digest(round.DigestOf(ev))
+	if err != nil {
+		n.log.Warn("a member's evidence failed", "member", id, "err", err)
+		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: reason(err.Error()), Digest: d}})
+	} else {
+		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: "session-keys", Digest: d}})
+	}
+	return err
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() *Stats { return &n.stats }
+
+// input is what the connection goroutine hands to the engine loop.
+type input struct {
+	conn *transport.Conn // on connect (and with each message)
+	msg  *round.Message
+	down error // on disconnect: why
+}
+
+// Run dials the coordinator at addr and runs the node until the session is
+// done (nil), ctx ends (ctx.Err()), or an error makes going on unsafe (a
+// failed write of state or audit, another process with the same identity).
+// It reconnects with backoff after any connection failure. Run closes the
+// node's files when it returns; call it once.
+func (n *Node) Run(ctx context.Context, addr string) error {
+	defer n.close()
+	tlsCfg, err := n.cfg.Kit.TLSConfig(pki.Options{})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	inputs := make(chan input)
+	tasks := make(chan round.Task, 64)
+	results := make(chan round.Message, 64)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); n.connect(ctx, cancel, addr, tlsCfg, inputs) }()
+	go func() { defer wg.Done(); n.work(ctx, tasks, results) }()
+	err = n.loop(ctx, inputs, tasks, results)
+	cancel(err)
+	wg.Wait()
+	return err
+}
+
+func (n *Node) close() {
+	n.closeOnce.Do(func() {
+		if n.alog != nil {
+			n.alog.Close()
+		}
+		if n.db != nil {
+			n.db.Close()
+		}
+	})
+}
+
+// errDone stops the goroutines when the session is over.
+var errDone = errors.New("node: session done")
+
+// connect keeps a connection to the coordinator open, with backoff, and
+// feeds what arrives to the loop.
+func (n *Node) connect(ctx context.Context, cancel context.CancelCauseFunc, addr string, tc *tls.Config, inputs chan<- input) {
+	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	metrics := new(transport.Metrics)
+	for attempt := 0; ctx.Err() == nil; {
+		conn, err := transport.Dial(ctx, addr, transport.ClientConfig{TLS: tc, Limits: n.cfg.Limits, Logger: n.log, Metrics: metrics})
+		if err != nil {
+			if errors.Is(err, transport.ErrConfig) {
+				cancel(err)
+				return
+			}
+			if ctx.Err() == nil {
+				lvl := slog.LevelInfo
+				if attempt > 3 {
+					lvl = slog.LevelWarn
+				}
+				n.log.Log(ctx, lvl, "cannot reach the coordinator", "addr", addr, "attempt", attempt+1, "err", err)
+			}
+			sleep(ctx, n.cfg.Backoff.Delay(attempt, rng))
+			attempt++
+			continue
+		}
+		attempt = 0
+		n.stats.Connects.Add(1)
+		n.log.Info("connected to the coordinator", "addr", addr, "coordinator", conn.Coordinator())
+		select {
+		case inputs <- input{conn: conn}:
+		case <-ctx.Done():
+			conn.Close()
+			return
+		}
+		var why error
+		for {
+			m, err := conn.Recv(ctx)
+			if err != nil {
+				why = err
+				break
+			}
+			select {
+			case inputs <- input{conn: conn, msg: &m}:
+				continue
+			case <-ctx.Done():
+				why = ctx.Err()
+			}
+			break
+		}
+		conn.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case inputs <- input{conn: conn, down: why}:
+		case <-ctx.Done():
+			return
+		}
+		if errors.Is(why, transport.ErrReplaced) {
+			cancel(fmt.Errorf("node: another process connected as %s: %w", n.self, why))
+			return
+		}
+		n.log.Warn("lost the coordinator; reconnecting", "err", why)
+		sleep(ctx, n.cfg.Backoff.Delay(0, rng))
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// work runs tasks one at a time and returns their results. A task for a
+// round older than a queued one is skipped.
+func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<- round.Message) {
+	for {
+		var t round.Task
+		select {
+		case t = <-tasks:
+		case <-ctx.Done():
+			return
+		}
+		var res round.Message
+		switch t.Kind {
+		case round.TaskTrain:
+			r, err := n.tr.trainTask(t.Round, t.Model)
+			if err != nil {
+				n.log.Error("training failed; this node sends no update this round", "round", t.Round, "err", err)
+				continue
+			}
+			n.stats.Trained.Add(1)
+			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
+				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
+			res = round.Message{Kind: round.KindTrained, Round: t.Round, Update: r.Update}
+		case round.TaskEvaluate:
+			start := time.Now()
+			m, err := n.tr.evaluate(t.Model)
+			if err != nil {
+				n.log.Error("evaluation failed", "round", t.Round, "err", err)
+				continue
+			}
+			n.stats.Evaluated.Add(1)
+			n.log.Info("evaluated", "round", t.Round, "accuracy", m.Accuracy, "loss", m.Loss, "examples", m.Examples,
+				"eval_s", time.Since(start).Seconds())
+			res = round.Message{Kind: round.KindEvaluated, Round: t.Round, Metrics: m}
+		default:
+			continue
+		}
+		select {
+		case results <- res:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// loop is the engine's goroutine: the only one that touches n.rn.
+func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round.Task, results <-chan round.Message) error {
+	ticker := time.NewTicker(n.cfg.Tick)
+	defer ticker.Stop()
+	var conn *transport.Conn
+	for {
+		done, err := n.drain(ctx, conn, tasks)
+		if err != nil {
+			return err
+		}
+		if done {
+			n.log.Info("the session is over")
+			if conn != nil {
+				conn.Close()
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+				return c
+			}
+			return ctx.Err()
+		case in := <-inputs:
+			switch {
+			case in.msg != nil:
+				n.step(in.conn.Coordinator(), *in.msg)
+			case in.down != nil:
+				if conn == in.conn {
+					conn = nil
+				}
+			default:
+				conn = in.conn
+				n.rn.Reconnect()
+			}
+		case res := <-results:
+			n.step(n.self, res)
+		case <-ticker.C:
+			n.rn.Tick()
+		}
+	}
+}
+
+// step feeds one message to the engine and notes what the daemon must
+// persist besides the engine's state (the newest sealed model).
+func (n *Node) step(from fl.NodeID, m round.Message) {
+	start := time.Now()
+	err := n.rn.Step(from, m)
+	secs := time.Since(start).Seconds()
+	if err != nil {
+		n.stats.Rejected.Add(1)
+		lvl := slog.LevelWarn
+		if errors.Is(err, round.ErrStale) {
+			lvl = slog.LevelDebug
+		}
+		n.log.Log(context.Background(), lvl, "rejected a message", "from", from, "kind", m.Kind, "round", m.Round, "err", err)
+		return
+	}
+	switch m.Kind {
+	case round.KindTrained:
+		n.log.Info("protected", "round", m.Round, "protect_s", secs, "mode", n.scheme.Name())
+	case round.KindRevealRequest:
+		n.stats.Revealed.Add(1)
+		n.log.Info("revealed", "round", m.Round, "reveal_s", secs)
+	case round.KindDecrypt:
+		n.stats.Led.Add(1)
+		n.log.Info("led the round: decrypted, applied, sealed and signed", "round", m.Round, "decrypt_s", secs)
+	case round.KindTrain:
+		n.noteModel(m.Base, m.Model)
+	case round.KindModel:
+		n.noteModel(m.Round, m.Model)
+		// Every node records the commit it verified (the leader's
+		// signature over the round record), so that every log of the
+		// session agrees on each committed round.
+		n.pendAudit = append(n.pendAudit, auditEntry{audit.Committed, audit.Data{Round: m.Round,
+			Digest: audit.Digest(m.Record.Digest(n.session)), Leader: m.Leader, Session: n.sessionName()}})
+	}
+}
+
+func (n *Node) noteModel(r fl.Round, sealed []byte) {
+	if len(sealed) == 0 || n.hasModel && r <= n.savedModel || n.pendModel != nil && r <= n.pendModel.Round {
+		return
+	}
+	n.pendModel = &store.Model{Round: r, Sealed: bytes.Clone(sealed)}
+}
+
+// drain handles every pending Ready: persist, audit, send, start tasks.
+func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- round.Task) (done bool, err error) {
+	for n.rn.HasReady() || n.pendModel != nil || len(n.pendAudit) > 0 {
+		var rd round.NodeReady
+		hasReady := n.rn.HasReady()
+		if hasReady {
+			rd = n.rn.Ready()
+		}
+		// 1. State (sealed by the store) and the newest sealed model.
+		var b store.NodeBatch
+		if rd.State != nil {
+			if b.State, err = rd.State.MarshalBinary(); err != nil {
+				return false, err
+			}
+			b.Epoch = rd.State.Epoch
+		}
+		if n.pendModel != nil {
+			b.Model = n.pendModel
+		}
+		if b.State != nil || b.Model != nil {
+			if err := n.sn.Save(context.Background(), b); err != nil {
+				return false, fmt.Errorf("node: persisting state: %w", err)
+			}
+			if b.Model != nil {
+				n.savedModel, n.hasModel, n.pendModel = b.Model.Round, true, nil
+			}
+		}
+		// 2. Audit, durably, before anything is sent.
+		entries := slices.Concat(n.pendAudit, n.auditEntries(rd.Audit))
+		n.pendAudit = nil
+		for _, e := range entries {
+			if err := n.appendAudit(e); err != nil {
+				return false, err
+			}
+		}
+		// 3. Messages.
+		for _, m := range rd.Messages {
+			if conn == nil {
+				n.log.Debug("not connected: dropping a message", "kind", m.Kind, "round", m.Round)
+				continue
+			}
+			// The engine addresses messages to the coordinator by name; the
+			// transport sends them there anyway and validates To as a
+			// NodeID, which the coordinator's name is not.
+			m.To = ""
+			if err := conn.Send(ctx, m); err != nil {
+				n.log.Warn("sending failed", "kind", m.Kind, "round", m.Round, "err", err)
+			}
+		}
+		// 4. Tasks.
+		for _, t := range rd.Tasks {
+			select {
+			case tasks <- t:
+			default:
+				n.log.Error("task queue full: dropping a task", "kind", t.Kind, "round", t.Round)
+			}
+		}
+		if rd.Done {
+			done = true
+		}
+		if hasReady {
+			n.rn.Advance()
+		}
+	}
+	return done || n.rn.Status().Done, nil
+}
+
+type auditEntry struct {
+	kind audit.Kind
+	data audit.Data
+}
+
+func (n *Node) appendAudit(e auditEntry) error {
+	_, err := n.alog.Append(e.kind, e.data)
+	if e.kind == audit.Committed && errors.Is(err, audit.ErrDuplicateCommit) {
+		if c, ok := n.alog.State().Commits[e.data.Round]; ok && c.Model == e.data.Digest {
+			return nil // the same commit again (a restarted node hears it twice)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("node: audit log: %w", err)
+	}
+	return nil
+}
+
+// auditEntries maps the engine's node events to audit records. Events
+// without a matching record kind (restarts, done) are only logged.
+func (n *Node) auditEntries(evs []round.Event) []auditEntry {
+	var out []auditEntry
+	for _, e := range evs {
+		switch e.Kind {
+		case round.EventRejected:
+			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
+		case round.EventUploaded:
+			out = append(out, auditEntry{audit.UpdateAccepted, audit.Data{Round: e.Round, Node: e.Node, Digest: audit.Digest(e.Digest)}})
+		case round.EventRevealed:
+			out = append(out, auditEntry{audit.Revealed, audit.Data{Round: e.Round, Digest: audit.Digest(e.Digest)}})
+		case round.EventKeyed:
+			d := audit.Data{Epoch: e.Epoch, Digest: audit.Digest(e.Digest)}
+			if d.Epoch == 0 {
+				continue
+			}
+			out = append(out, auditEntry{audit.KeySetup, d})
+		case round.EventPeerDistrusted:
+			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: reason(e.Detail)}})
+		case round.EventRefused:
+			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: reason("refused: " + e.Detail)}})
+		case round.EventCommitted:
+			// The leader signed a round record. It is recorded as committed
+			// when the coordinator broadcasts it (KindModel), like on every
+			// other node: a leader that dies after signing did not commit.
+			n.log.Info("signed the round record as leader", "round", e.Round, "record", e.Digest)
+		default:
+			n.log.Debug("engine event", "event", e.String())
+		}
+	}
+	return out
+}
+
+// reason makes s a valid audit reason: printable, at most audit.MaxReason bytes.
+func reason(s string) string {
+	b := make([]rune, 0, len(s))
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			r = ' '
+		}
+		b = append(b, r)
+	}
+	s = string(b)
+	for len(s) > audit.MaxReason {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	if s == "" {
+		s = "unspecified"
+	}
+	return s
+}

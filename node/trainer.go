@@ -1,0 +1,179 @@
+package node
+
+import (
+	"crypto/rand"
+	"fmt"
+	"hash/fnv"
+	"math"
+	mrand "math/rand/v2"
+	"time"
+
+	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/model"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// ExamplesPerWeight is the number of local training examples that count as
+// one unit of an update's weight (without DP): w = examples / 1024, a power
+// of two so the division is exact.
+const ExamplesPerWeight = 1024
+
+// trainer runs a node's training and evaluation tasks. It is used by one
+// goroutine at a time.
+type trainer struct {
+	self     fl.NodeID
+	spec     model.Spec
+	sgd      model.SGD
+	epochs   int
+	train    *dataset.Set
+	test     *dataset.Set
+	dp       pki.DP
+	members  int
+	cohort   int // the manifest's minimum cohort: the k of dp.NoiseShare
+	limits   protect.Limits
+	seed     uint64
+	salt     uint64 // from the NodeID, so that nodes shuffle differently
+	initSeed uint64
+}
+
+func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64, momentum, proxMu float64) (*trainer, error) {
+	if train == nil || train.Len() == 0 {
+		return nil, fmt.Errorf("node: no training data")
+	}
+	if test == nil || test.Len() == 0 {
+		return nil, fmt.Errorf("node: no test data")
+	}
+	if test.Features != train.Features || test.Classes != train.Classes {
+		return nil, fmt.Errorf("node: test data has %d features and %d classes, training data %d and %d",
+			test.Features, test.Classes, train.Features, train.Classes)
+	}
+	spec := model.Spec{Kind: man.Model.Kind, Inputs: train.Features, Classes: train.Classes, Hidden: man.Model.Hidden}
+	if spec.Kind == model.Softmax {
+		spec.Hidden = nil
+	}
+	if n := spec.NumParams(); n < 1 || n+1 > lim.MaxDim {
+		return nil, fmt.Errorf("node: model %s with %d parameters does not fit the scheme (at most %d values)", spec.Kind, n, lim.MaxDim-1)
+	}
+	tr := man.Training
+	sgd := model.SGD{LR: tr.LearningRate, Momentum: momentum, Batch: tr.Batch, ProxMu: proxMu}
+	if err := sgd.Validate(); err != nil {
+		return nil, fmt.Errorf("node: training settings from the manifest: %w", err)
+	}
+	if tr.LocalEpochs < 1 {
+		return nil, fmt.Errorf("node: %d local epochs in the manifest", tr.LocalEpochs)
+	}
+	h := fnv.New64a()
+	h.Write([]byte(self))
+	return &trainer{
+		self: self, spec: spec, sgd: sgd, epochs: tr.LocalEpochs, train: train, test: test,
+		dp: man.DP, members: len(man.Members), cohort: man.MinCohort, limits: lim,
+		seed: seed, salt: h.Sum64(), initSeed: seed,
+	}, nil
+}
+
+// initial returns the initial model (only the member that makes the group
+// key calls it): seeded by the node's seed, so runs with the same seed start
+// from the same model.
+func (t *trainer) initial() fl.Vector {
+	m, err := model.New(t.spec, mrand.New(mrand.NewPCG(t.initSeed, 0x636c6f6973746572)))
+	if err != nil {
+		return nil // round refuses an empty initial model
+	}
+	return m.Params()
+}
+
+// trainResult is what a training task reports besides the update.
+type trainResult struct {
+	Update   fl.Update
+	Loss     float64
+	Examples int
+	Clip     float64 // the factor dp.Clip applied (1: none)
+	Capped   bool    // the weight was lowered to keep the sum within the scheme's range
+	Seconds  float64
+}
+
+// trainTask trains on the local data from global and returns the update
+// the round engine protects: Δ = local − global, clipped to C and noised
+// with this node's share when the manifest has DP, scaled by the weight w.
+//
+// The weight. Without DP, w = examples/ExamplesPerWeight, so the federation
+// computes the example-weighted mean Σ wΔ / Σ w. The scheme decrypts sums
+// correctly only within ±Limits.MaxAbs (2048 for mhe's presets), for every
+// coordinate of Σ wΔ and for Σ w itself. Each node therefore caps its own
+// contribution at MaxAbs/(2n) per coordinate, n the number of members:
+//
+//	w ≤ MaxAbs / (2 · n · max(1, max_j |Δ_j|))
+//
+// so that the sum over all n members stays within MaxAbs/2, whatever the
+// others send. A capped node counts for less than its examples: the result
+// is still a weighted mean of the updates. With DP, w = 1 for every node:
+// each update's sensitivity is then C and the noise shares add up to σ·C on
+// the sum, as the accountant assumes; weighting by examples would scale both.
+func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
+	start := time.Now()
+	m, err := model.NewFromParams(t.spec, global)
+	if err != nil {
+		return trainResult{}, fmt.Errorf("the global model does not fit this node's model %s (%d inputs, %d classes): %w",
+			t.spec.Kind, t.spec.Inputs, t.spec.Classes, err)
+	}
+	var anchor fl.Vector
+	if t.sgd.ProxMu > 0 {
+		anchor = global
+	}
+	rng := mrand.New(mrand.NewPCG(t.seed^t.salt, uint64(r)))
+	loss, err := t.sgd.Train(m, t.train, t.epochs, anchor, rng)
+	if err != nil {
+		return trainResult{}, fmt.Errorf("training: %w", err)
+	}
+	delta := m.Params()
+	if err := delta.Add(-1, global); err != nil {
+		return trainResult{}, err
+	}
+	res := trainResult{Loss: loss, Examples: t.train.Len(), Clip: 1}
+	var w float64
+	if t.dp.NoiseMultiplier > 0 || t.dp.Clip > 0 {
+		if t.dp.Clip > 0 {
+			if res.Clip, err = dp.Clip(delta, t.dp.Clip); err != nil {
+				return trainResult{}, fmt.Errorf("clipping: %w", err)
+			}
+		}
+		if t.dp.NoiseMultiplier > 0 {
+			std, err := dp.NoiseShare(t.dp.NoiseMultiplier, t.dp.Clip, t.cohort)
+			if err != nil {
+				return trainResult{}, fmt.Errorf("noise share: %w", err)
+			}
+			if err := dp.AddNoise(delta, std, rand.Reader); err != nil {
+				return trainResult{}, fmt.Errorf("noise: %w", err)
+			}
+		}
+		w = 1
+	} else {
+		w = float64(t.train.Len()) / ExamplesPerWeight
+	}
+	if !delta.Finite() {
+		return trainResult{}, fmt.Errorf("the update is not finite")
+	}
+	peak := 1.0
+	for _, x := range delta {
+		peak = max(peak, math.Abs(x))
+	}
+	if wmax := t.limits.MaxAbs / (2 * float64(t.members) * peak); w > wmax {
+		w, res.Capped = wmax, true
+	}
+	delta.Scale(w)
+	res.Update = fl.Update{Node: t.self, Round: r, Delta: delta, Weight: w}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// evaluate returns the metrics of model v on the local test data.
+func (t *trainer) evaluate(v fl.Vector) (fl.Metrics, error) {
+	m, err := model.NewFromParams(t.spec, v)
+	if err != nil {
+		return fl.Metrics{}, err
+	}
+	return m.Evaluate(t.test)
+}
