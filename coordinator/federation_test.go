@@ -2,12 +2,10 @@ package coordinator_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -53,6 +51,8 @@ type fed struct {
 	nodes  map[fl.NodeID]*runningNode
 	logs   *syncBuffer
 	logger *slog.Logger
+	// onUpdate, if set, sees every node's plaintext update.
+	onUpdate func(fl.Update)
 }
 
 type runningNode struct {
@@ -157,7 +157,8 @@ func (f *fed) startNode(name string, train, test *dataset.Set) {
 	n, err := node.New(node.Config{
 		Kit: f.kits[name], StateDir: filepath.Join(f.dir, name+"-state"), AtRest: key, Train: train, Test: test,
 		Logger: f.logger.With("who", name), Tick: 50 * time.Millisecond, Seed: 7, Momentum: 0.5,
-		Backoff: struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond},
+		Backoff:  struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond},
+		OnUpdate: f.onUpdate,
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -228,8 +229,6 @@ func (f *fed) verifyAudit(commits int) {
 	if len(res) != len(f.nodes)+1 {
 		f.t.Errorf("%d logs, want %d", len(res), len(f.nodes)+1)
 	}
-	_ = errors.New
-	_ = os.Getenv
 }
 
 func deref(p *float64) float64 {
@@ -237,4 +236,35 @@ func deref(p *float64) float64 {
 		return -1
 	}
 	return *p
+}
+
+func TestFederationMHE(t *testing.T) {
+	preset := "Agg128"
+	if testing.Short() {
+		preset = "InsecureTest"
+	}
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{},
+		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	for i, name := range nodeNames(3) {
+		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
+	}
+	f.waitNodes(3 * time.Minute)
+	st := f.coord.Status()
+	if st.Phase != round.PhaseDone || st.Commits != 2 {
+		t.Fatalf("coordinator status %+v, want done after 2 commits", st)
+	}
+	h, err := f.coord.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range h.History {
+		t.Logf("round %d %s leader %s included %v phases %v up %d down %d accuracy %v", r.Round, r.Outcome, r.Leader, r.Included, r.Phases, r.BytesUp, r.BytesDown, deref(r.Accuracy))
+	}
+	if a := h.History[len(h.History)-1].Accuracy; a == nil || *a < 0.9 {
+		t.Errorf("final accuracy %v, want ≥ 0.9", a)
+	}
+	f.stopCoordinator()
+	f.verifyAudit(2)
 }

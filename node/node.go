@@ -115,6 +115,11 @@ type Config struct {
 	Scheme protect.Scheme
 	// Random is the source of the node's secrets; nil means crypto/rand.
 	Random io.Reader
+	// OnUpdate, if set, is called with every plaintext update (clipped,
+	// noised and weighted) before the engine protects it. It exists for
+	// tests that check what the coordinator can see; never send what it
+	// gets anywhere the coordinator can read.
+	OnUpdate func(fl.Update)
 }
 
 // Stats are a node's counters, for logs and tests.
@@ -489,6 +494,9 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 			n.stats.Trained.Add(1)
 			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
 				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
+			if n.cfg.OnUpdate != nil {
+				n.cfg.OnUpdate(fl.Update{Node: r.Update.Node, Round: r.Update.Round, Delta: r.Update.Delta.Clone(), Weight: r.Update.Weight})
+			}
 			res = round.Message{Kind: round.KindTrained, Round: t.Round, Update: r.Update}
 		case round.TaskEvaluate:
 			start := time.Now()
