@@ -1,7 +1,9 @@
 package model
 
 import (
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cloisterfl/cloister/dataset"
 )
@@ -36,11 +38,13 @@ func BenchmarkMLPStep(b *testing.B) {
 	}
 	x, y := t.gather(set, seq(0, 64))
 	b.ReportAllocs()
+	cpu := cpuTime()
 	for b.Loop() {
 		if _, err := t.step(x, y); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
 	b.ReportMetric(float64(64*b.N)/b.Elapsed().Seconds(), "samples/s")
 }
 
@@ -52,10 +56,31 @@ func BenchmarkMLPEpoch(b *testing.B) {
 	m := mustNew(b, benchSpec, 1)
 	rng := newRand(2)
 	b.ReportAllocs()
+	cpu := cpuTime()
 	for b.Loop() {
 		if _, err := DefaultSGD().Train(m, set, 1, nil, rng); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "samples/s")
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+// On a machine shared with other work, CPU time per operation varies much
+// less than wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the process CPU time per operation since start, in
+// the unit cpu-ns/op.
+func reportCPU(b *testing.B, start time.Duration) {
+	if used := cpuTime() - start; start > 0 && used > 0 {
+		b.ReportMetric(float64(used)/float64(b.N), "cpu-ns/op")
+	}
 }

@@ -172,6 +172,53 @@ func mulAddTransposed(rows, in, out int, x, w, z []float64) {
 	wg.Wait()
 }
 
+// Tile sizes of mulTransposedA: a 64×192 tile is below the size at which
+// gonum's Dgemm splits a product into 64×64 blocks, so each tile runs its
+// serial kernel, whose vector operations then span 192 columns instead of
+// 64.
+const (
+	tileRows = 64
+	tileCols = 192
+)
+
+// mulTransposedA sets c = aᵀ·b for a (k×m), b (k×n) and c (m×n), all
+// row-major; in the backward pass, the weight gradient dᵀ·x of a batch of
+// k examples.
+//
+// The output is cut into tiles computed independently, by up to
+// GOMAXPROCS goroutines when the product is large. Every element is the
+// same sum over k in the same order whatever the tiling or the number of
+// goroutines, so results are bit-identical.
+func mulTransposedA(k, m, n int, a, b, c []float64) {
+	type tile struct{ i, j, rows, cols int }
+	run := func(t tile) {
+		impl.Dgemm(blas.Trans, blas.NoTrans, t.rows, t.cols, k,
+			1, a[t.i:], m, b[t.j:], n, 0, c[t.i*n+t.j:], n)
+	}
+	tiles := ((m + tileRows - 1) / tileRows) * ((n + tileCols - 1) / tileCols)
+	workers := min(runtime.GOMAXPROCS(0), tiles)
+	next := func(idx int) tile {
+		perRow := (n + tileCols - 1) / tileCols
+		i, j := (idx/perRow)*tileRows, (idx%perRow)*tileCols
+		return tile{i, j, min(tileRows, m-i), min(tileCols, n-j)}
+	}
+	if workers < 2 || k*m*n < parallelWork {
+		for idx := 0; idx < tiles; idx++ {
+			run(next(idx))
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for idx := w; idx < tiles; idx += workers {
+				run(next(idx))
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // logSumExp returns log Σ exp(row[j]), computed stably by factoring out
 // the maximum.
 func logSumExp(row []float64) float64 {
@@ -229,9 +276,7 @@ func (n *network) Gradient(x []float64, y []int, grad fl.Vector) (float64, error
 		if l > 0 {
 			in = n.act[l-1][:rows*ly.in]
 		}
-		// dW = dᵀ · in
-		impl.Dgemm(blas.Trans, blas.NoTrans, ly.out, ly.in, rows,
-			1, d, ly.out, in, ly.in, 0, ly.weights(grad), ly.in)
+		mulTransposedA(rows, ly.out, ly.in, d, in, ly.weights(grad))
 		// db = column sums of d
 		db := ly.bias(grad)
 		copy(db, d[:ly.out])
