@@ -333,3 +333,5 @@ func (f *tdxForger) quote(t testing.TB, edit func(*tpb.TDQuoteBody)) []byte {
 }
 
 func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+func tdxRawQuote() []byte { return bytes.Clone(tdxtd.RawQuote) }
