@@ -33,13 +33,22 @@ type learning struct {
 	plotPath     string
 }
 
+// defaultLR is the learning rate each command starts from, measured on
+// Fashion-MNIST (docs/BENCHMARKS.md): one model trained for many epochs wants
+// a smaller step than the one local epoch per round of a federation.
+var defaultLR = map[string]float64{"cloister train": 0.02, "cloister simulate": 0.05}
+
 func (l *learning) register(fs *flag.FlagSet) {
+	lr, ok := defaultLR[fs.Name()]
+	if !ok {
+		lr = 0.02
+	}
 	fs.StringVar(&l.data, "data", "fashion-mnist", "dataset: fashion-mnist, fashion-mnist:DIR or csv:PATH:label=COLUMN")
 	fs.Float64Var(&l.testFraction, "test-fraction", 0.2, "fraction of a CSV held out for testing")
 	fs.StringVar(&l.kind, "model", "mlp", "model: softmax or mlp")
 	fs.StringVar(&l.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
 	fs.IntVar(&l.batch, "batch", 64, "minibatch size")
-	fs.Float64Var(&l.lr, "lr", 0.02, "learning rate")
+	fs.Float64Var(&l.lr, "lr", lr, "learning rate")
 	fs.Float64Var(&l.momentum, "momentum", 0.9, "SGD momentum")
 	fs.Float64Var(&l.weightDecay, "weight-decay", 0, "L2 weight decay")
 	fs.Uint64Var(&l.seed, "seed", 1, "random seed: the same seed gives the same result")
