@@ -250,7 +250,8 @@ func (c *Conn) Coordinator() fl.NodeID { return c.coordinator }
 // Metrics returns the connection's counters.
 func (c *Conn) Metrics() *Metrics { return c.metrics }
 
-// Done is closed when the stream has ended; [Conn.Err] then says why.
+// Done is closed when the stream has ended and Recv has returned every
+// message that arrived before the end; [Conn.Err] then says why.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns why the stream ended, or nil while it is open: ErrClosed
@@ -350,7 +351,11 @@ func (c *Conn) readLoop() error {
 			if cause := context.Cause(c.ctx); cause != nil {
 				return cause
 			}
-			return remoteError(c.stream, err)
+			err = remoteError(c.stream, err)
+			if reasonOf(err) == 0 && !errors.Is(err, ErrReplaced) && !errors.Is(err, ErrServerClosed) {
+				err = fmt.Errorf("stream to the coordinator ended: %w", err)
+			}
+			return err
 		}
 		var m round.Message
 		if err == nil {

@@ -116,6 +116,12 @@ func (r *reassembler) chunkFrame(c *pb.Chunk) ([]byte, string, error) {
 	case len(c.Data) > r.want-len(r.buf):
 		return nil, "", fmt.Errorf("%w: message %d: chunk of %d bytes at offset %d overruns the declared %d bytes", ErrFrame, seq, len(c.Data), c.Offset, r.want)
 	}
+	if need := len(r.buf) + len(c.Data); need > cap(r.buf) {
+		// Double, but never beyond the declared length.
+		nb := make([]byte, len(r.buf), min(r.want, max(2*cap(r.buf), need)))
+		copy(nb, r.buf)
+		r.buf = nb
+	}
 	r.buf = append(r.buf, c.Data...)
 	if len(r.buf) < r.want {
 		return nil, "", nil

@@ -98,3 +98,8 @@ func TestReassembleAllocatesAsChunksArrive(t *testing.T) {
 		t.Fatalf("allocated %d bytes for a declared %d", cap(r.buf), int64(MaxMaxMessage))
 	}
 }
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}

@@ -122,6 +122,18 @@ type Event struct {
 	Err error
 }
 
+// String returns "connect node-1", "message node-1: Hello epoch=0" or
+// "disconnect node-1: <err>".
+func (e Event) String() string {
+	switch {
+	case e.Kind == EventMessage:
+		return fmt.Sprintf("%s %s: %s", e.Kind, e.Node, e.Msg)
+	case e.Err != nil:
+		return fmt.Sprintf("%s %s: %v", e.Kind, e.Node, e.Err)
+	}
+	return fmt.Sprintf("%s %s", e.Kind, e.Node)
+}
+
 // Server is the coordinator's end of the federation: it accepts one stream
 // per node, authenticates each by its certificate, and turns the streams
 // into a single ordered sequence of events ([Server.Recv]) and per-node

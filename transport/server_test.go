@@ -509,3 +509,73 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("attempt 1000: %v", d)
 	}
 }
+
+// A node that stops reading holds Send back by flow control; when Send's
+// context ends mid-message, the stream is dropped rather than left with
+// half a message.
+func TestSendAbandoned(t *testing.T) {
+	fed := newFederation(t, 2)
+	lim := Limits{MaxMessage: 32 << 20}
+	s, addr := startServer(t, ServerConfig{TLS: fed.coordinator, Limits: lim})
+	c := dial(t, addr, ClientConfig{TLS: fed.nodes["node-1"], Limits: lim})
+	expect(t, s, EventConnect, "node-1")
+
+	// A context that has already ended sends nothing and keeps the stream.
+	done, cancel := context.WithCancel(bg())
+	cancel()
+	if err := s.Send(done, "node-1", round.Message{Kind: round.KindDone}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Send with a canceled context: %v", err)
+	}
+
+	big := round.Message{Kind: round.KindModel, Model: make([]byte, 4<<20)}
+	var err error
+	for i := 0; i < 40 && err == nil; i++ { // the node never calls Recv
+		ctx, cancel := context.WithTimeout(bg(), time.Second)
+		err = s.Send(ctx, "node-1", big)
+		cancel()
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send to a node that does not read: %v", err)
+	}
+	e := expect(t, s, EventDisconnect, "node-1")
+	var ab errSendAbandoned
+	if !errors.As(e.Err, &ab) {
+		t.Errorf("Disconnect: %v", e.Err)
+	}
+	// The node learns it once it has received what arrived before the end.
+	for {
+		ctx, cancel := context.WithTimeout(bg(), 20*time.Second)
+		_, err := c.Recv(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal("node stream still open")
+		}
+		if err != nil {
+			t.Logf("node: %v", err)
+			break
+		}
+	}
+}
+
+// A server configuration that lets any certificate through still gets
+// node identities only from node certificates.
+func TestNoNodeIdentity(t *testing.T) {
+	fed := newFederation(t, 2)
+	lax := fed.coordinator.Clone()
+	lax.VerifyConnection = func(tls.ConnectionState) error { return nil } // accepts anything
+	s, addr := startServer(t, ServerConfig{TLS: lax})
+
+	// A client presenting the coordinator's own certificate.
+	cfg := fed.nodes["node-1"].Clone()
+	own := fed.coordinator.Certificates[0]
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &own, nil }
+	_, err := Dial(bg(), addr, ClientConfig{TLS: cfg})
+	var rej *RejectError
+	if !errors.As(err, &rej) || rej.Reason != ReasonIdentity || !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "role coordinator, want node") {
+		t.Fatalf("Dial: %v", err)
+	}
+	if got := s.Metrics().Rejected[ReasonIdentity].Load(); got != 1 {
+		t.Errorf("Rejected[identity] = %d", got)
+	}
+}
