@@ -35,7 +35,7 @@ func Example() {
 		AllowSim:     true,
 	}
 	for _, w := range policy.Warnings() {
-		fmt.Println("warning:", w[:60])
+		fmt.Println("warning:", w[:59])
 	}
 
 	// The coordinator issues a nonce. Both ends of the TLS connection
