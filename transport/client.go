@@ -105,7 +105,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 	if c.metrics == nil {
 		c.metrics = new(Metrics)
 	}
-	ka := cmp(cfg.Keepalive, DefaultKeepalive)
+	ka := orDefault(cfg.Keepalive, DefaultKeepalive)
 	c.cc, err = grpc.NewClient(addr,
 		grpc.WithTransportCredentials(refusalCreds{credentials.NewTLS(tc)}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(lim.frameLimit()), grpc.MaxCallSendMsgSize(lim.frameLimit())),
@@ -374,7 +374,8 @@ func (c *Conn) readLoop() error {
 		select {
 		case c.msgs <- m:
 		case <-c.closing:
-			return ErrClosed
+			// Closing: drop the message and read on until the
+			// coordinator acknowledges the end of the stream.
 		case <-c.ctx.Done():
 			return context.Cause(c.ctx)
 		}
@@ -394,7 +395,7 @@ type Backoff struct {
 // Delay returns the delay before attempt n (0 for the first retry), drawn
 // from r.
 func (b Backoff) Delay(n int, r *rand.Rand) time.Duration {
-	lo, hi := cmp(b.Min, time.Second), cmp(b.Max, time.Minute)
+	lo, hi := orDefault(b.Min, time.Second), orDefault(b.Max, time.Minute)
 	d := hi
 	if n < 32 && lo<<n > 0 && lo<<n < hi {
 		d = lo << n

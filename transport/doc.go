@@ -32,7 +32,9 @@
 //			rd := coord.Ready()
 //			// persist, audit, then:
 //			for _, m := range rd.Messages {
-//				srv.Send(ctx, m.To, m) // ErrNotConnected: the node is down
+//				sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+//				srv.Send(sctx, m.To, m) // ErrNotConnected: the node is down
+//				cancel()
 //			}
 //			coord.Advance()
 //		}

@@ -180,7 +180,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		lim:     lim,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
-		events:  make(chan Event, cmp(cfg.Queue, DefaultQueue)),
+		events:  make(chan Event, orDefault(cfg.Queue, DefaultQueue)),
 		closing: make(chan struct{}),
 		streams: make(map[fl.NodeID]*serverStream),
 	}
@@ -190,7 +190,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.metrics == nil {
 		s.metrics = new(Metrics)
 	}
-	ka := cmp(cfg.Keepalive, DefaultKeepalive)
+	ka := orDefault(cfg.Keepalive, DefaultKeepalive)
 	s.grpc = grpc.NewServer(
 		grpc.Creds(countingCreds{credentials.NewTLS(tc), s.metrics, s.log}),
 		grpc.MaxRecvMsgSize(lim.frameLimit()),
@@ -204,8 +204,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// cmp returns v, or def if v is zero.
-func cmp[T comparable](v, def T) T {
+// orDefault returns v, or def if v is zero.
+func orDefault[T comparable](v, def T) T {
 	var zero T
 	if v == zero {
 		return def
@@ -273,9 +273,12 @@ func (s *Server) Connected() []fl.NodeID {
 //
 // Sends to one node go out one message at a time, in the order of the
 // calls; sends to different nodes run in parallel. Send returns once the
-// message is handed to gRPC, not when the node has it. If ctx ends while
-// the message is partly written, the node's stream ends (the node will
-// reconnect), since the rest of it can no longer be sent.
+// message is handed to gRPC, not when the node has it.
+//
+// Give ctx a deadline: a node that stops reading holds Send back through
+// flow control. If ctx ends while the message is partly written, the
+// node's stream ends (the node will reconnect), since the rest of the
+// message can no longer be sent.
 func (s *Server) Send(ctx context.Context, to fl.NodeID, m round.Message) error {
 	if m.To != "" && m.To != to {
 		return fmt.Errorf("%w: %s for %s given to Send to %s", ErrMisaddressed, m.Kind, m.To, to)

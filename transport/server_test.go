@@ -579,3 +579,25 @@ func TestNoNodeIdentity(t *testing.T) {
 		t.Errorf("Rejected[identity] = %d", got)
 	}
 }
+
+// Close is a clean end for the coordinator even when messages are waiting
+// for a Recv that never comes.
+func TestCloseWithUnreadMessages(t *testing.T) {
+	fed := newFederation(t, 2)
+	s, addr := startServer(t, ServerConfig{TLS: fed.coordinator})
+	c := dial(t, addr, ClientConfig{TLS: fed.nodes["node-2"]})
+	expect(t, s, EventConnect, "node-2")
+	for range 3 {
+		if err := s.Send(bg(), "node-2", round.Message{Kind: round.KindPeer}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, func() bool { return c.Metrics().MessagesIn.Load() >= 1 })
+	c.Close()
+	if e := expect(t, s, EventDisconnect, "node-2"); e.Err != nil {
+		t.Errorf("Disconnect: %v", e.Err)
+	}
+	if _, err := c.Recv(bg()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Recv after Close: %v", err)
+	}
+}
