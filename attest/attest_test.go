@@ -407,3 +407,41 @@ func TestVerifyClaims(t *testing.T) {
 		t.Fatalf("AgeError: %v", err)
 	}
 }
+
+// One Verifier serves concurrent verifications of every format (run with
+// -race).
+func TestVerifierConcurrent(t *testing.T) {
+	zero := strings.Repeat("00", 48)
+	q := tdxSample(t)
+	f := newNitroForger(t, snpNow, elliptic.P384())
+	p := Policy{Formats: Formats, AllowSim: true, AllowDebug: true, MaxAge: Duration(time.Hour),
+		Measurements: map[string][]string{FormatSim: {zero}, FormatSNP: {snpSampleMeasurement},
+			FormatTDX: {tdxMeasurement(q)}, FormatNitro: {f.measurement()}}}
+	v := mustVerifier(t, p, Roots{Nitro: f.pool})
+	b := testBinding(t, snpNow, 1)
+	var nrd [64]byte
+	cases := []struct {
+		ev  []byte
+		rd  [64]byte
+		now time.Time
+	}{
+		{mustAttest(t, newSim(t, SimConfig{}), b, snpNow), b.ReportData(), snpNow},
+		{envelope(t, FormatSNP, Binding{}, snpSamplePayload(t)), snpSampleReportData(), snpNow},
+		{envelope(t, FormatTDX, Binding{}, tdxRawQuote()), tdxReportData(q), tdxNow},
+		{envelope(t, FormatNitro, Binding{}, f.document(t, nrd[:])), nrd, snpNow},
+	}
+	errs := make(chan error, 4*len(cases))
+	for i := 0; i < 4; i++ {
+		for _, c := range cases {
+			go func() {
+				_, err := v.VerifyReportData(c.ev, c.rd, c.now, c.now)
+				errs <- err
+			}()
+		}
+	}
+	for range 4 * len(cases) {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

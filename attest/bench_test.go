@@ -1,7 +1,11 @@
 package attest
 
 import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha512"
 	"testing"
 	"time"
 )
@@ -93,6 +97,31 @@ func BenchmarkVerifyNitroForged(b *testing.B) {
 	for b.Loop() {
 		if _, err := v.VerifyReportData(ev, rd, simNow, simNow); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// Baselines, measured in the same run (absolute times drift on shared
+// machines): the signature checks the formats are made of.
+
+func BenchmarkBaselineEd25519Verify(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(detRand(1))
+	msg := make([]byte, simSignedSize)
+	sig := ed25519.Sign(priv, msg)
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("no")
+		}
+	}
+}
+
+func BenchmarkBaselineP384Verify(b *testing.B) {
+	k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	h := sha512.Sum384([]byte("report"))
+	sig, _ := ecdsa.SignASN1(rand.Reader, k, h[:])
+	for b.Loop() {
+		if !ecdsa.VerifyASN1(&k.PublicKey, h[:], sig) {
+			b.Fatal("no")
 		}
 	}
 }
