@@ -46,9 +46,15 @@
 // minibatch SGD over a [dataset.Set], reshuffling with the caller's rng
 // each epoch:
 //
-//	opt := model.DefaultSGD() // lr 0.05, momentum 0.9, batch 64
+//	opt := model.DefaultSGD() // lr 0.05, momentum 0.9, batch 64, cosine annealing
 //	loss, err := opt.Train(m, train, epochs, nil, rng)
 //	metrics, err := m.Evaluate(test) // fl.Metrics: accuracy, mean loss, examples
+//
+// With these defaults, ten epochs in one Train call on Fashion-MNIST
+// (pixels in [0, 1]) reach about 0.89 test accuracy with the MLP
+// 784-128-10 and 0.84 with softmax regression. The cosine schedule
+// ([SGD.Cosine], [CosineLR]) spans the epochs of one call; a single-epoch
+// call, as in a federated round, uses LR unchanged.
 //
 // The update is PyTorch's SGD with momentum and L2 weight decay
 // ([SGD.WeightDecay] adds λ/2·‖w‖² to the objective). For FedProx, set
@@ -80,7 +86,7 @@
 // training run allocates its buffers once. Large products are spread over
 // GOMAXPROCS goroutines, in a way that never changes the order of any sum,
 // so results stay bit-identical whatever the number of cores. On the
-// 784-128-10 MLP, one batch-64 step takes about 1.5–2 ms on two cores; see
+// 784-128-10 MLP, one batch-64 step takes about 1.5 ms of CPU time; see
 // BenchmarkMLPStep, BenchmarkMLPEpoch and bench/ for a PyTorch comparison.
 //
 // A [Model] keeps scratch buffers, so it is not safe for concurrent use.
