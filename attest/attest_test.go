@@ -445,3 +445,24 @@ func TestVerifierConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestInspect(t *testing.T) {
+	ev := envelope(t, FormatSNP, testBinding(t, snpNow, 1), snpSamplePayload(t))
+	e, c, err := Inspect(ev, Roots{}, snpNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Format != FormatSNP || c.Measurement != snpSampleMeasurement || !c.Debug || !c.Time.IsZero() {
+		t.Fatalf("%+v %+v", e, c)
+	}
+	bad := alterPayload(t, ev, func(p []byte) []byte { p[0x90] ^= 1; return p })
+	if _, _, err := Inspect(bad, Roots{}, snpNow); !errors.Is(err, ErrSignature) {
+		t.Fatalf("tampered: %v", err)
+	}
+	if _, _, err := Inspect([]byte("junk"), Roots{}, snpNow); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("junk: %v", err)
+	}
+	if _, _, err := Inspect(envelope(t, "sgx", Binding{}, nil), Roots{}, snpNow); !errors.Is(err, ErrFormatNotAllowed) {
+		t.Fatalf("unknown format: %v", err)
+	}
+}

@@ -140,9 +140,9 @@
 //     image.
 //
 // For any format, the claims of evidence from a known-good deployment
-// (`cloister attest inspect FILE`) show the values the hardware reports;
-// check them against values computed from the reproducible build, never
-// take them on faith.
+// ([Inspect], which `cloister attest inspect FILE` prints) show the values
+// the hardware reports; check them against values computed from the
+// reproducible build, never take them on faith.
 //
 // # Trust anchors
 //

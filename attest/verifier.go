@@ -45,10 +45,42 @@ type SNPRoot struct {
 // allows. It is immutable and safe for concurrent use.
 type Verifier struct {
 	policy *compiled
-	sim    ed25519.PublicKey
-	snp    map[string][]*trust.AMDRootCerts // nil: go-sev-guest's embedded AMD roots
-	tdx    *x509.CertPool
-	nitro  *x509.CertPool
+	*anchors
+}
+
+// anchors are the trust anchors in the form the format verifiers use.
+type anchors struct {
+	sim   ed25519.PublicKey
+	snp   map[string][]*trust.AMDRootCerts // nil: go-sev-guest's embedded AMD roots
+	tdx   *x509.CertPool
+	nitro *x509.CertPool
+}
+
+func newAnchors(r Roots) (*anchors, error) {
+	a := &anchors{sim: r.Sim, tdx: r.TDX, nitro: r.Nitro}
+	if a.sim == nil {
+		a.sim = SimVendorPublicKey()
+	} else if len(a.sim) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("attest: sim root key has %d bytes, want %d", len(a.sim), ed25519.PublicKeySize)
+	}
+	if a.tdx == nil {
+		a.tdx = intelRoots()
+	}
+	if a.nitro == nil {
+		a.nitro = awsNitroRoots()
+	}
+	if r.SNP != nil {
+		a.snp = map[string][]*trust.AMDRootCerts{}
+		for _, root := range r.SNP {
+			if root.ProductLine == "" || root.ARK == nil || root.ASK == nil {
+				return nil, errors.New("attest: an SNP root needs a product line, an ARK and an ASK")
+			}
+			c := trust.AMDRootCertsProduct(root.ProductLine)
+			c.ProductCerts = &trust.ProductCerts{Ark: root.ARK, Ask: root.ASK, Asvk: root.ASVK}
+			a.snp[root.ProductLine] = append(a.snp[root.ProductLine], c)
+		}
+	}
+	return a, nil
 }
 
 // NewVerifier returns a Verifier for a valid policy (see [Policy.Validate])
@@ -58,30 +90,34 @@ func NewVerifier(p Policy, r Roots) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{policy: c, sim: r.Sim, tdx: r.TDX, nitro: r.Nitro}
-	if v.sim == nil {
-		v.sim = SimVendorPublicKey()
-	} else if len(v.sim) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("attest: sim root key has %d bytes, want %d", len(v.sim), ed25519.PublicKeySize)
+	a, err := newAnchors(r)
+	if err != nil {
+		return nil, err
 	}
-	if v.tdx == nil {
-		v.tdx = intelRoots()
+	return &Verifier{policy: c, anchors: a}, nil
+}
+
+// Inspect decodes evidence and verifies its signature chain to the given
+// roots at now, and applies NO policy and no binding: for `cloister attest
+// inspect` and for reading what a known-good deployment reports. The claims
+// are authentic but not approved: never admit a node on them. Their Time is
+// zero for formats without a clock (sev-snp, tdx).
+func Inspect(evidence []byte, r Roots, now time.Time) (*Evidence, *Claims, error) {
+	e, err := ParseEvidence(evidence)
+	if err != nil {
+		return nil, nil, err
 	}
-	if v.nitro == nil {
-		v.nitro = awsNitroRoots()
+	a, err := newAnchors(r)
+	if err != nil {
+		return nil, nil, err
 	}
-	if r.SNP != nil {
-		v.snp = map[string][]*trust.AMDRootCerts{}
-		for _, root := range r.SNP {
-			if root.ProductLine == "" || root.ARK == nil || root.ASK == nil {
-				return nil, errors.New("attest: an SNP root needs a product line, an ARK and an ASK")
-			}
-			c := trust.AMDRootCertsProduct(root.ProductLine)
-			c.ProductCerts = &trust.ProductCerts{Ark: root.ARK, Ask: root.ASK, Asvk: root.ASVK}
-			v.snp[root.ProductLine] = append(v.snp[root.ProductLine], c)
-		}
+	rep, err := a.payload(e.Format, e.Payload, now)
+	if err != nil {
+		return e, nil, err
 	}
-	return v, nil
+	rep.claims.Format = e.Format
+	rep.claims.Measurement = formatMeasurement(rep.regs...)
+	return e, &rep.claims, nil
 }
 
 // Policy returns a copy of the verifier's policy.
@@ -206,7 +242,7 @@ func (v *Verifier) verify(evidence []byte, now time.Time, bind func(*Evidence, *
 // payload verifies a format's payload: its parse and its signature chain.
 // Nothing in it may panic on hostile bytes; the recover is a last resort
 // for the vendor libraries it calls.
-func (v *Verifier) payload(format string, payload []byte, now time.Time) (r *report, err error) {
+func (v *anchors) payload(format string, payload []byte, now time.Time) (r *report, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r, err = nil, fmt.Errorf("%w: %s payload crashed its parser: %v", ErrMalformed, format, p)
