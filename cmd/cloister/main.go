@@ -32,9 +32,16 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"train":    {"train one model centrally: the baseline for federated runs", runTrain},
-		"simulate": {"simulate a plaintext federation in one process", runSimulate},
-		"privacy":  {"differential privacy: the ε of a training run, or the noise for a target ε", runPrivacy},
+		"train":       {"train one model centrally: the baseline for federated runs", runTrain},
+		"simulate":    {"simulate a plaintext federation in one process", runSimulate},
+		"init":        {"provision a federation: CA, signed manifest, one kit per party", runInit},
+		"ca":          {"federation CA by hand: ca init, ca issue (add a member)", runCA},
+		"coordinator": {"run the coordinator daemon", runCoordinator},
+		"node":        {"run a member node daemon", runNode},
+		"model":       {"model export: write the current global model in plaintext (on a node)", runModel},
+		"audit":       {"audit verify: check the audit logs under a directory", runAudit},
+		"demo":        {"run a local federation of real processes on Fashion-MNIST", runDemo},
+		"privacy":     {"differential privacy: the ε of a training run, or the noise for a target ε", runPrivacy},
 	}
 }
 

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/pki"
+)
+
+func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "verify" {
+		fmt.Fprint(stdout, `Usage:
+  cloister audit verify [--kit KIT] DIR
+      verify every audit log (*.log) under DIR: the hash chain, every signature
+      (audit keys from the signed manifest of KIT, or of the first kit found
+      under DIR), no round committed twice, no node revealing twice, and that
+      all logs agree on every committed model
+`)
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			if len(args) == 0 {
+				return errors.New("no audit subcommand")
+			}
+			return nil
+		}
+		return withHint(fmt.Errorf("unknown audit subcommand %q", args[0]), "cloister audit verify DIR")
+	}
+	fs := newFlags("audit verify", stderr)
+	kitDir := fs.String("kit", "", "a kit whose signed manifest gives the audit keys (default: the first kit under DIR)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return withHint(errors.New("want one directory"), "cloister audit verify [--kit KIT] DIR")
+	}
+	dir := fs.Arg(0)
+	if *kitDir == "" {
+		k, err := findKit(dir)
+		if err != nil {
+			return withHint(err, "pass --kit with a kit of the federation")
+		}
+		*kitDir = k
+	}
+	kit, err := pki.LoadKit(*kitDir)
+	if err != nil {
+		return fmt.Errorf("loading the manifest: %w", err)
+	}
+	res, err := audit.VerifyDir(dir, audit.Keys(kit.Manifest.AuditKeys()))
+	bad := 0
+	for _, r := range res {
+		if r.Err != nil {
+			bad++
+			fmt.Fprintf(stdout, "FAIL %s: %v\n", r.Path, r.Err)
+			continue
+		}
+		fmt.Fprintf(stdout, "ok   %s: %d records, %d rounds committed, %d reveals, head %s\n", r.Path, r.Summary.Records,
+			r.Summary.Rounds, r.Summary.Kinds[audit.Revealed], r.Summary.Last.String()[:16])
+	}
+	if err != nil {
+		if bad == 0 {
+			return err // no logs, or the logs disagree
+		}
+		var ve *audit.VerifyError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("%d of %d logs failed; first: %s line %d (seq %d): %s", bad, len(res), ve.Path, ve.Line, ve.Seq, ve.Reason)
+		}
+		return fmt.Errorf("%d of %d logs failed: %w", bad, len(res), err)
+	}
+	fmt.Fprintf(stdout, "%d logs verified with the audit keys of federation %s (manifest serial %d)\n", len(res), kit.Manifest.Federation, kit.Manifest.Serial)
+	return nil
+}
+
+// findKit returns the first directory under dir (in lexical order) that
+// holds a kit: manifest.json and ca.pem, preferring the coordinator's.
+func findKit(dir string) (string, error) {
+	var found []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if _, err := os.Stat(filepath.Join(path, pki.ManifestFile)); err == nil {
+				if _, err := os.Stat(filepath.Join(path, pki.CACertFile)); err == nil {
+					found = append(found, path)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if len(found) == 0 {
+		return "", fmt.Errorf("no kit (%s and %s) under %s", pki.ManifestFile, pki.CACertFile, dir)
+	}
+	sort.SliceStable(found, func(i, j int) bool {
+		return strings.HasSuffix(found[i], pki.CoordinatorDir) && !strings.HasSuffix(found[j], pki.CoordinatorDir)
+	})
+	return found[0], nil
+}

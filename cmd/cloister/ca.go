@@ -1,0 +1,138 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
+)
+
+func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, `Usage:
+  cloister ca init --dir ca/ [--name NAME]
+      create a federation CA (keep it offline); use it with 'cloister init --ca ca/'
+  cloister ca issue --name node-7 --dir fed/ [--ca fed/ca]
+      add member node-7 to the federation in fed/: issue its kit (fed/node-7), sign a
+      manifest that lists it, and update the manifest of every kit in fed/
+`)
+		if len(args) == 0 {
+			return errors.New("no ca subcommand")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "init":
+		return runCAInit(args[1:], stdout, stderr)
+	case "issue":
+		return runCAIssue(args[1:], stdout, stderr)
+	}
+	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init or cloister ca issue")
+}
+
+func runCAInit(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ca init", stderr)
+	dir := fs.String("dir", "", "new directory for the CA (required)")
+	name := fs.String("name", pki.DefaultCAName, "the CA's name")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return withHint(errors.New("no --dir"), "cloister ca init --dir ca/")
+	}
+	ca, err := pki.NewCA(*name, time.Now(), nil)
+	if err != nil {
+		return err
+	}
+	if err := ca.Save(*dir); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return withHint(err, "a CA is never overwritten: pick a new --dir")
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "CA %q in %s (fingerprint %s): keep %s offline\n", *name, *dir, ca.Fingerprint(), filepath.Join(*dir, pki.CAKeyFile))
+	return nil
+}
+
+func runCAIssue(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ca issue", stderr)
+	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
+	name := fs.String("name", "", "the new member's name, e.g. node-7 (required)")
+	dir := fs.String("dir", "", "the federation directory: coordinator/ and the members' kits (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *name == "" || *dir == "" {
+		return withHint(errors.New("--name and --dir are required"), "cloister ca issue --name node-7 --dir fed/")
+	}
+	id := fl.NodeID(*name)
+	if err := pki.ValidateNodeID(id); err != nil {
+		return withHint(err, "names are 1 to 64 characters from a-z, 0-9 and '-'")
+	}
+	if *caDir == "" {
+		*caDir = filepath.Join(*dir, pki.CADir)
+	}
+	k, err := addNode(*dir, *caDir, id, time.Now())
+	if k != nil {
+		fmt.Fprintf(stdout, "issued %s's kit in %s; federation %s now has %d members (manifest serial %d)\n",
+			id, filepath.Join(*dir, *name), k.Manifest.Federation, len(k.Manifest.Members), k.Manifest.Serial)
+		fmt.Fprintf(stdout, "the manifest changed: the next session sets up new keys with every member\n")
+	}
+	return err
+}
+
+// addNode is pki.AddNode with the CA in its own directory: it issues a kit
+// for id, signs a manifest listing it, writes the kit to dir/id and updates
+// the manifest of every kit in dir.
+func addNode(dir, caDir string, id fl.NodeID, now time.Time) (*pki.Kit, error) {
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		return nil, err
+	}
+	coord, err := pki.LoadKit(filepath.Join(dir, pki.CoordinatorDir))
+	if err != nil {
+		return nil, err
+	}
+	old := coord.Manifest
+	if _, dup := old.Member(id); dup {
+		return nil, fmt.Errorf("%s is already a member of federation %s", id, old.Federation)
+	}
+	cred, err := ca.IssueNode(id, now, nil)
+	if err != nil {
+		return nil, err
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	k := &pki.Kit{Config: pki.KitConfig{Version: pki.KitConfigVersion, Role: pki.RoleNode, Name: string(id),
+		Federation: old.Federation, CoordinatorAddress: coord.Config.CoordinatorAddress},
+		CA: ca.Certificate(), Credential: cred, AuditKey: key}
+	m := *old
+	m.Members = append(slices.Clone(old.Members), k.Party())
+	m.Serial++
+	if k.SignedManifest, err = pki.SignManifest(&m, ca, nil); err != nil {
+		return nil, err
+	}
+	if k.Manifest, err = pki.VerifyManifest(k.SignedManifest, ca.Certificate()); err != nil {
+		return nil, err
+	}
+	if err := pki.WriteKit(filepath.Join(dir, string(id)), k); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, p := range append([]pki.Party{{Name: pki.CoordinatorDir}}, old.Members...) {
+		if err := pki.UpdateManifest(filepath.Join(dir, p.Name), k.SignedManifest); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return k, errors.Join(errs...)
+}

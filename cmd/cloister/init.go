@@ -1,0 +1,221 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/protect/plain"
+)
+
+// federationFlags are the manifest settings of `cloister init`.
+type federationFlags struct {
+	nodes, threshold, minCohort int
+	mode, preset                string
+	rounds, localEpochs, batch  int
+	lr                          float64
+	kind, hidden                string
+	dpNoise, dpClip, eps, delta float64
+	address, federation         string
+}
+
+func (f *federationFlags) register(fs *flag.FlagSet) {
+	fs.IntVar(&f.nodes, "nodes", 5, "number of member sites")
+	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
+	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
+	fs.StringVar(&f.mode, "mode", pki.ModeMHE, "aggregation mode: mhe or plain (plain protects nothing)")
+	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "HE preset for mode mhe: Agg128, or InsecureTest for tests")
+	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
+	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
+	fs.IntVar(&f.batch, "batch", pki.DefaultTraining.Batch, "minibatch size")
+	fs.Float64Var(&f.lr, "lr", pki.DefaultTraining.LearningRate, "local learning rate")
+	fs.StringVar(&f.kind, "model", "mlp", "model: softmax or mlp")
+	fs.StringVar(&f.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
+	fs.Float64Var(&f.dpNoise, "dp-noise", pki.DefaultDP.NoiseMultiplier, "DP noise multiplier σ of the summed noise (0: no DP)")
+	fs.Float64Var(&f.dpClip, "dp-clip", pki.DefaultDP.Clip, "L2 clipping norm C of each update")
+	fs.Float64Var(&f.eps, "epsilon", pki.DefaultDP.Epsilon, "total privacy budget ε")
+	fs.Float64Var(&f.delta, "delta", pki.DefaultDP.Delta, "δ")
+	fs.StringVar(&f.address, "address", pki.DefaultAddress, "host:port the coordinator listens on and nodes dial")
+	fs.StringVar(&f.federation, "federation", "", "federation name (default: fed- and 16 random hex digits)")
+}
+
+func (f *federationFlags) options() (pki.InitOptions, error) {
+	o := pki.InitOptions{
+		Nodes: f.nodes, Threshold: f.threshold, MinCohort: f.minCohort, Federation: f.federation, Address: f.address,
+		Mode: f.mode, Model: pki.ModelSpec{Kind: f.kind},
+		Training: pki.Training{Rounds: f.rounds, LocalEpochs: f.localEpochs, Batch: f.batch, LearningRate: f.lr},
+	}
+	if f.mode == pki.ModeMHE {
+		o.Preset = f.preset
+	}
+	switch f.mode {
+	case pki.ModeMHE, pki.ModePlain:
+	default:
+		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE) or --mode plain (no protection)")
+	}
+	if f.mode == pki.ModeMHE && f.preset != "Agg128" && f.preset != "InsecureTest" {
+		return o, withHint(fmt.Errorf("--preset %q is not a known mhe preset", f.preset), "use Agg128 (128-bit) or InsecureTest (tests only)")
+	}
+	if f.kind == "mlp" {
+		for _, s := range strings.Split(f.hidden, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n < 1 {
+				return o, fmt.Errorf("--hidden %q: %q is not a positive layer size", f.hidden, s)
+			}
+			o.Model.Hidden = append(o.Model.Hidden, n)
+		}
+	} else if f.kind != "softmax" {
+		return o, withHint(fmt.Errorf("--model %q is not a known model", f.kind), "use softmax or mlp")
+	}
+	if f.dpNoise == 0 {
+		o.DP = &pki.DP{}
+	} else {
+		o.DP = &pki.DP{NoiseMultiplier: f.dpNoise, Clip: f.dpClip, Epsilon: f.eps, Delta: f.delta}
+	}
+	return o, nil
+}
+
+func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("init", stderr)
+	var ff federationFlags
+	ff.register(fs)
+	dir := fs.String("dir", "", "new federation directory to create (required)")
+	caDir := fs.String("ca", "", "use this existing CA (from 'cloister ca init') instead of a new one; its key stays there")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return withHint(errors.New("no --dir"), "cloister init --nodes 5 --threshold 3 --dir fed/")
+	}
+	opts, err := ff.options()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if *caDir == "" {
+		err = pki.InitFederation(*dir, opts, now, nil)
+	} else {
+		err = initWithCA(*dir, *caDir, opts, now)
+	}
+	if errors.Is(err, os.ErrExist) {
+		return withHint(err, "pick a new --dir: init never overwrites a federation")
+	}
+	if err != nil {
+		return err
+	}
+	k, err := pki.LoadKit(filepath.Join(*dir, pki.CoordinatorDir))
+	if err != nil {
+		return err
+	}
+	m := k.Manifest
+	fmt.Fprintf(stdout, "federation %s: %d nodes, threshold %d, minimum cohort %d, mode %s", m.Federation, len(m.Members), m.Threshold, m.MinCohort, m.Mode)
+	if m.Preset != "" {
+		fmt.Fprintf(stdout, " (%s)", m.Preset)
+	}
+	fmt.Fprintf(stdout, ", %s model, %d rounds\n", m.Model.Kind, m.Training.Rounds)
+	if *caDir == "" {
+		fmt.Fprintf(stdout, "  %s  the federation CA: keep it offline\n", filepath.Join(*dir, pki.CADir))
+	}
+	fmt.Fprintf(stdout, "  %s  the coordinator's kit\n", filepath.Join(*dir, pki.CoordinatorDir))
+	for _, p := range m.Members {
+		fmt.Fprintf(stdout, "  %s  %s's kit\n", filepath.Join(*dir, p.Name), p.Name)
+	}
+	if m.Mode == pki.ModePlain {
+		fmt.Fprintf(stderr, "cloister: warning: %s\n", plain.Warning)
+	}
+	if m.DP.NoiseMultiplier > 0 {
+		fmt.Fprintf(stderr, "cloister: note: DP is on (σ %g, C %g, ε %g): with few sites the noise costs accuracy; --dp-noise 0 turns it off\n",
+			m.DP.NoiseMultiplier, m.DP.Clip, m.DP.Epsilon)
+	}
+	return nil
+}
+
+// initWithCA is InitFederation with an existing CA: the CA's key is used to
+// issue the kits and sign the manifest, and is not copied into dir.
+func initWithCA(dir, caDir string, o pki.InitOptions, now time.Time) error {
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("refusing to overwrite %s: %w", dir, os.ErrExist)
+	}
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		return err
+	}
+	m := &pki.Manifest{Version: pki.ManifestVersion, Federation: o.Federation, Serial: 1, Threshold: o.Threshold,
+		MinCohort: o.MinCohort, Mode: o.Mode, Preset: o.Preset, DP: *o.DP, Model: o.Model, Training: o.Training,
+		Attestation: pki.Attestation{Formats: []string{"sim"}, AllowSim: true}}
+	if m.Federation == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		m.Federation = "fed-" + hex.EncodeToString(b[:])
+	}
+	if m.MinCohort == 0 {
+		m.MinCohort = m.Threshold
+	}
+	host, _, err := net.SplitHostPort(o.Address)
+	if err != nil {
+		return fmt.Errorf("--address %q: %w", o.Address, err)
+	}
+	hosts := []string{"localhost", "127.0.0.1"}
+	if host != "" && host != "localhost" && host != "127.0.0.1" {
+		hosts = append(hosts, host)
+	}
+	newKit := func(role pki.Role, name string, hosts []string) (*pki.Kit, error) {
+		cred, err := ca.Issue(pki.Request{Role: role, Name: name, Hosts: hosts}, now, nil)
+		if err != nil {
+			return nil, err
+		}
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return &pki.Kit{Config: pki.KitConfig{Version: pki.KitConfigVersion, Role: role, Name: name,
+			Federation: m.Federation, CoordinatorAddress: o.Address}, CA: ca.Certificate(), Credential: cred, AuditKey: key}, nil
+	}
+	coord, err := newKit(pki.RoleCoordinator, pki.DefaultCoordinator, hosts)
+	if err != nil {
+		return err
+	}
+	m.Coordinator = coord.Party()
+	kits := []*pki.Kit{coord}
+	for i := 1; i <= o.Nodes; i++ {
+		k, err := newKit(pki.RoleNode, string(fl.NodeID(fmt.Sprintf("node-%d", i))), nil)
+		if err != nil {
+			return err
+		}
+		kits = append(kits, k)
+		m.Members = append(m.Members, k.Party())
+	}
+	signed, err := pki.SignManifest(m, ca, nil)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	for _, k := range kits {
+		k.SignedManifest = signed
+		if k.Manifest, err = pki.VerifyManifest(signed, ca.Certificate()); err != nil {
+			return err
+		}
+		sub := filepath.Join(dir, k.Config.Name)
+		if k.Config.Role == pki.RoleCoordinator {
+			sub = filepath.Join(dir, pki.CoordinatorDir)
+		}
+		if err := pki.WriteKit(sub, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/store"
+	"github.com/cloisterfl/cloister/transport"
+)
+
+func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("node", stderr)
+	kitDir := fs.String("kit", "", "this node's kit directory (required)")
+	addr := fs.String("coordinator", "", "the coordinator's host:port (default: the kit's coordinator address)")
+	data := fs.String("data", "fashion-mnist", "local data: fashion-mnist, fashion-mnist:DIR or csv:PATH:label=COLUMN")
+	partition := fs.String("partition", "", "demo only: train on this node's share of --data, split by iid, dirichlet:ALPHA or shards:K (node i of n takes part i)")
+	testFraction := fs.Float64("test-fraction", 0.2, "fraction of a CSV held out for evaluation")
+	seed := fs.Uint64("seed", 1, "seed of the partition, of local shuffling and (on the key dealer) of the initial model")
+	state := fs.String("state", "", "state directory (default: KIT/state)")
+	momentum := fs.Float64("momentum", 0.9, "local SGD momentum")
+	proxMu := fs.Float64("prox-mu", 0, "FedProx proximal term μ (0: FedAvg's local step)")
+	tick := fs.Duration("tick", node.DefaultTick, "engine clock period")
+	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: the transport default, 64 MiB); must match the coordinator")
+	dump := fs.String("insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
+	var lf logFlags
+	lf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	kit, err := loadKit(*kitDir, pki.RoleNode)
+	if err != nil {
+		return err
+	}
+	if *addr == "" {
+		*addr = kit.Config.CoordinatorAddress
+	}
+	if *state == "" {
+		*state = filepath.Join(*kitDir, "state")
+	}
+	self := fl.NodeID(kit.Config.Name)
+	train, test, err := localData(*data, *partition, *testFraction, *seed, kit.Manifest, self)
+	if err != nil {
+		return err
+	}
+	key, err := store.LoadOrCreateKey(*kitDir)
+	if err != nil {
+		return err
+	}
+	var onUpdate func(fl.Update)
+	if *dump != "" {
+		if err := os.MkdirAll(*dump, 0o700); err != nil {
+			return err
+		}
+		log.Warn("writing plaintext updates for a test", "dir", *dump)
+		onUpdate = func(u fl.Update) {
+			b := make([]byte, 0, 8*len(u.Delta))
+			for _, x := range u.Delta {
+				b = binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
+			}
+			os.WriteFile(filepath.Join(*dump, fmt.Sprintf("round-%d.f64", u.Round)), b, 0o600)
+		}
+	}
+	n, err := node.New(node.Config{
+		Kit: kit, StateDir: *state, AtRest: key, Train: train, Test: test, Logger: log, Tick: *tick,
+		Seed: *seed, Momentum: *momentum, ProxMu: *proxMu, Limits: transport.Limits{MaxMessage: *maxMsg},
+		OnUpdate: onUpdate,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("local data", "node", self, "train", train.Len(), "test", test.Len(), "features", train.Features, "classes", train.Classes)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stdout, "%s of federation %s: %d training and %d test examples; dialing %s\n", self, kit.Manifest.Federation, train.Len(), test.Len(), *addr)
+	err = n.Run(ctx, *addr)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if err == nil {
+		fmt.Fprintf(stdout, "%s: the session is over\n", self)
+	}
+	return err
+}
+
+// localData loads the node's training and test sets. With a partition spec,
+// node i of the manifest's n members takes part i of the seeded partition of
+// the training set, and part i of an IID split of the test set (so that the
+// members' example-weighted test accuracy is the accuracy on the whole test
+// set).
+func localData(selector, spec string, testFraction float64, seed uint64, man *pki.Manifest, self fl.NodeID) (train, test *dataset.Set, err error) {
+	split, err := dataset.Open(selector, dataset.Options{TestFraction: testFraction, Seed: seed})
+	if errors.Is(err, dataset.ErrNotFound) && strings.HasPrefix(selector, "fashion-mnist") {
+		return nil, nil, withHint(err, "install it with: apt-get install -y dataset-fashion-mnist")
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if spec == "" {
+		return split.Train, split.Test, nil
+	}
+	part, err := dataset.ParsePartition(spec)
+	if err != nil {
+		return nil, nil, withHint(err, "use iid, dirichlet:0.5 or shards:2")
+	}
+	members := man.Nodes()
+	i := slices.Index(members, self)
+	n := len(members)
+	sites, err := part.Split(split.Train.Y, split.Train.Classes, n, rand.New(rand.NewPCG(seed, 0)))
+	if err != nil {
+		return nil, nil, err
+	}
+	tests, err := dataset.IID{}.Split(split.Test.Y, split.Test.Classes, n, rand.New(rand.NewPCG(seed, 1)))
+	if err != nil {
+		return nil, nil, err
+	}
+	train, test = split.Train.Subset(sites[i]), split.Test.Subset(tests[i])
+	train.Name = fmt.Sprintf("%s part %d/%d (%s)", split.Train.Name, i+1, n, part)
+	test.Name = fmt.Sprintf("%s part %d/%d (iid)", split.Test.Name, i+1, n)
+	return train, test, nil
+}
