@@ -757,7 +757,13 @@ func Centralized(cfg Config, progress func(RoundResult)) (*Result, error) {
 	res := &Result{}
 	for e := 1; e <= cfg.Rounds; e++ {
 		start := cfg.Now()
-		if _, err := cfg.Optimizer.Train(m, cfg.Data.Train, 1, nil, rng); err != nil {
+		opt := cfg.Optimizer
+		if opt.Cosine {
+			// One Train call per epoch, to report progress in between, so
+			// the schedule spans the whole run here, not one call.
+			opt.LR, opt.Cosine = model.CosineLR(opt.LR, e, cfg.Rounds), false
+		}
+		if _, err := opt.Train(m, cfg.Data.Train, 1, nil, rng); err != nil {
 			return nil, fmt.Errorf("epoch %d: %w", e, err)
 		}
 		metrics, err := m.Evaluate(cfg.Data.Test)

@@ -33,22 +33,13 @@ type learning struct {
 	plotPath     string
 }
 
-// defaultLR is the learning rate each command starts from, measured on
-// Fashion-MNIST (docs/BENCHMARKS.md): one model trained for many epochs wants
-// a smaller step than the one local epoch per round of a federation.
-var defaultLR = map[string]float64{"cloister train": 0.02, "cloister simulate": 0.05}
-
 func (l *learning) register(fs *flag.FlagSet) {
-	lr, ok := defaultLR[fs.Name()]
-	if !ok {
-		lr = 0.02
-	}
 	fs.StringVar(&l.data, "data", "fashion-mnist", "dataset: fashion-mnist, fashion-mnist:DIR or csv:PATH:label=COLUMN")
 	fs.Float64Var(&l.testFraction, "test-fraction", 0.2, "fraction of a CSV held out for testing")
 	fs.StringVar(&l.kind, "model", "mlp", "model: softmax or mlp")
 	fs.StringVar(&l.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
 	fs.IntVar(&l.batch, "batch", 64, "minibatch size")
-	fs.Float64Var(&l.lr, "lr", lr, "learning rate")
+	fs.Float64Var(&l.lr, "lr", 0.05, "learning rate")
 	fs.Float64Var(&l.momentum, "momentum", 0.9, "SGD momentum")
 	fs.Float64Var(&l.weightDecay, "weight-decay", 0, "L2 weight decay")
 	fs.Uint64Var(&l.seed, "seed", 1, "random seed: the same seed gives the same result")
@@ -127,8 +118,17 @@ func runTrain(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	var l learning
 	l.register(fs)
 	epochs := fs.Int("epochs", 10, "training epochs")
+	schedule := fs.String("schedule", "cosine", "learning-rate schedule over the epochs: cosine or constant")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	opt := l.optimizer()
+	switch *schedule {
+	case "cosine":
+		opt.Cosine = true
+	case "constant":
+	default:
+		return fmt.Errorf("--schedule %q: want cosine or constant", *schedule)
 	}
 	spec, err := l.spec()
 	if err != nil {
@@ -140,7 +140,7 @@ func runTrain(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "cloister: training %s centrally on %s: %d training and %d test examples\n", spec.Kind, split.Train.Name, split.Train.Len(), split.Test.Len())
 	res, err := simulation.Centralized(simulation.Config{
-		Data: split, Model: spec, Optimizer: l.optimizer(), Rounds: *epochs, Seed: l.seed,
+		Data: split, Model: spec, Optimizer: opt, Rounds: *epochs, Seed: l.seed,
 	}, progress(stderr, "epoch", *epochs))
 	if err != nil {
 		return err
