@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 	"github.com/tuneinsight/lattigo/v6/multiparty"
@@ -306,6 +307,52 @@ func BenchmarkPrecision(b *testing.B) {
 				worst = max(worst, maxErr(b, sum, want, wantW))
 			}
 			b.ReportMetric(-math.Log2(worst), "bits")
+		})
+	}
+}
+
+// BenchmarkProtectSpeedup alternates the raw single-threaded baseline and
+// Protect in every iteration, so that both see the same load on a shared
+// machine, and reports their ratio (the goal is ≥ 0.9 × cores).
+func BenchmarkProtectSpeedup(b *testing.B) {
+	p := benchPreset()
+	f := benchFixture(b, 3)
+	pa := f.parties[f.sess.Members[0]]
+	pk := pa.(*Party).pk
+	for _, d := range benchDims {
+		b.Run(fmt.Sprintf("d=%d", d), func(b *testing.B) {
+			v := benchVector(d, 1)
+			k := p.ciphertexts(d)
+			ecd := ckks.NewEncoder(p.params, 53)
+			enc := rlwe.NewEncryptor(p.params, pk)
+			pt := ckks.NewPlaintext(p.params, p.params.MaxLevel())
+			pt.IsBatched = false
+			pt.Scale = rlwe.NewScale(math.Exp2(float64(p.encodeLogScale)))
+			ct := p.newCiphertext(p.params.MaxLevel())
+			vals := make([]float64, p.slots)
+			var raw, ours time.Duration
+			for b.Loop() {
+				start := time.Now()
+				for i := range k {
+					clear(vals)
+					copy(vals, v[min(i*p.slots, d):min((i+1)*p.slots, d)])
+					if err := ecd.Encode(vals, pt); err != nil {
+						b.Fatal(err)
+					}
+					if err := enc.Encrypt(pt, ct); err != nil {
+						b.Fatal(err)
+					}
+				}
+				raw += time.Since(start)
+				start = time.Now()
+				if _, err := pa.Protect(1, v, 1); err != nil {
+					b.Fatal(err)
+				}
+				ours += time.Since(start)
+			}
+			b.ReportMetric(raw.Seconds()/float64(b.N)/float64(d)*1e6, "raw-s/Mparam")
+			b.ReportMetric(ours.Seconds()/float64(b.N)/float64(d)*1e6, "s/Mparam")
+			b.ReportMetric(raw.Seconds()/ours.Seconds(), "speedup")
 		})
 	}
 }

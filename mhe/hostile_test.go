@@ -294,6 +294,9 @@ func sortedKeys[V any](m map[string]V) []string {
 func TestPackRoundTrip(t *testing.T) {
 	for _, w := range []uint{1, 7, 13, 57, 58, 60, 61, 63, 64} {
 		n := 64
+		if w == 60 {
+			n = 66 // also the generic path below, on an odd count
+		}
 		c := make([]uint64, n)
 		for i := range c {
 			c[i] = (uint64(i)*0x9e3779b97f4a7c15 + 12345) >> (64 - w)
@@ -310,8 +313,43 @@ func TestPackRoundTrip(t *testing.T) {
 				t.Fatalf("w=%d: value %d = %x, want %x", w, i, got[i], c[i])
 			}
 		}
+		if w == 60 { // the generic path agrees with pack60/unpack60
+			g := make([]byte, len(b))
+			packResiduesGeneric(g, c, w)
+			if string(g) != string(b) {
+				t.Fatalf("w=60: pack60 and the generic packing differ")
+			}
+			odd := make([]uint64, n-1)
+			ob := make([]byte, (n-2)*60/8)
+			packResidues(ob, c[:n-2], w)
+			if !unpackResidues(odd[:n-2], ob, w, q) || odd[n-3] != c[n-3] {
+				t.Fatalf("w=60: round trip of %d values failed", n-2)
+			}
+		}
 		if w < 64 && bits.Len64(c[n-1]) > int(w) {
 			t.Fatal("test values too wide")
 		}
+	}
+}
+
+func BenchmarkUnpack(b *testing.B) {
+	p := Agg128
+	ct := p.newCiphertext(1)
+	buf := p.packCiphertext(nil, ct)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if err := p.unpackCiphertext("bench", buf, ct); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPack(b *testing.B) {
+	p := Agg128
+	ct := p.newCiphertext(1)
+	buf := make([]byte, 0, p.ctSize(1))
+	b.SetBytes(int64(p.ctSize(1)))
+	for b.Loop() {
+		p.packCiphertext(buf[:0], ct)
 	}
 }

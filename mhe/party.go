@@ -36,6 +36,9 @@ type Party struct {
 	ownPublic [32]byte                      // SHA-256 of our public dealing's key share
 	tsk       *multiparty.ShamirSecretShare // S(α_i), our threshold share
 	pk        *rlwe.PublicKey               // the collective public key
+
+	pw []*protectWorker // kept across calls
+	rw []*revealWorker
 }
 
 type stage uint8
@@ -297,13 +300,51 @@ func (pa *Party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error
 	}
 	h := p.header(kindUpdate, p.params.MaxLevel(), 1)
 	h.session, h.sender, h.round, h.aux = pa.sess.hash, uint16(pa.self), uint64(r), uint32(len(v))
-	return encryptVector(pa.sch, pa.pk, h, v, weight)
+	return pa.encryptVector(h, v, weight)
 }
 
-// encryptVector encrypts v ‖ weight under pk into a payload with header h,
-// one ciphertext per worker at a time.
-func encryptVector(s *Scheme, pk *rlwe.PublicKey, h header, v fl.Vector, weight float64) ([]byte, error) {
-	p := s.p
+// protectWorker holds one worker's Lattigo objects for Protect; they are
+// not safe for concurrent use. A party keeps them across calls (its methods
+// are serialized).
+type protectWorker struct {
+	enc  *encoder
+	encr *rlwe.Encryptor
+	ct   *rlwe.Ciphertext
+}
+
+// revealWorker holds one worker's Lattigo objects for Reveal.
+type revealWorker struct {
+	pcks  multiparty.PublicKeySwitchProtocol
+	ct    *rlwe.Ciphertext
+	share multiparty.PublicKeySwitchShare
+}
+
+// protectWorkers returns at least n workers (up to the scheme's limit).
+func (pa *Party) protectWorkers(n int) []*protectWorker {
+	p := pa.p
+	for len(pa.pw) < pa.sch.workersFor(n) {
+		pa.pw = append(pa.pw, &protectWorker{enc: p.newEncoder(), encr: rlwe.NewEncryptor(p.params, pa.pk), ct: p.newCiphertext(p.params.MaxLevel())})
+	}
+	return pa.pw[:pa.sch.workersFor(n)]
+}
+
+func (pa *Party) revealWorkers(n int) ([]*revealWorker, error) {
+	p := pa.p
+	level := p.params.MaxLevel()
+	for len(pa.rw) < pa.sch.workersFor(n) {
+		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+		if err != nil {
+			return nil, fmt.Errorf("mhe: key switch: %w", err)
+		}
+		pa.rw = append(pa.rw, &revealWorker{pcks: pcks, ct: p.newCiphertext(level), share: pcks.AllocateShare(level)})
+	}
+	return pa.rw[:pa.sch.workersFor(n)], nil
+}
+
+// encryptVector encrypts v ‖ weight under the collective key into a
+// payload with header h, one ciphertext per worker at a time.
+func (pa *Party) encryptVector(h header, v fl.Vector, weight float64) ([]byte, error) {
+	p := pa.p
 	level := p.params.MaxLevel()
 	k := p.ciphertexts(len(v))
 	size := p.ctSize(level)
@@ -315,15 +356,7 @@ func encryptVector(s *Scheme, pk *rlwe.PublicKey, h header, v fl.Vector, weight 
 	body := out[len(out) : len(out)+k*size]
 	out = out[:len(out)+k*size]
 
-	type worker struct {
-		enc  *encoder
-		enc2 *rlwe.Encryptor
-		ct   *rlwe.Ciphertext
-	}
-	ws := make([]*worker, s.workersFor(k))
-	for i := range ws {
-		ws[i] = &worker{enc: p.newEncoder(), enc2: rlwe.NewEncryptor(p.params, pk), ct: p.newCiphertext(level)}
-	}
+	ws := pa.protectWorkers(k)
 	S := p.slots
 	err := parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
@@ -340,7 +373,7 @@ func encryptVector(s *Scheme, pk *rlwe.PublicKey, h header, v fl.Vector, weight 
 		if err != nil {
 			return err
 		}
-		if err := wk.enc2.Encrypt(pt, wk.ct); err != nil {
+		if err := wk.encr.Encrypt(pt, wk.ct); err != nil {
 			return fmt.Errorf("mhe: encrypting: %w", err)
 		}
 		dst := body[i*size : i*size : (i+1)*size]
@@ -461,18 +494,9 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	body := out[len(out) : len(out)+k*size]
 	out = out[:len(out)+k*size]
 
-	type worker struct {
-		pcks  multiparty.PublicKeySwitchProtocol
-		ct    *rlwe.Ciphertext
-		share multiparty.PublicKeySwitchShare
-	}
-	ws := make([]*worker, pa.sch.workersFor(k))
-	for i := range ws {
-		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
-		if err != nil {
-			return nil, fmt.Errorf("mhe: key switch: %w", err)
-		}
-		ws[i] = &worker{pcks: pcks, ct: p.newCiphertext(level), share: pcks.AllocateShare(level)}
+	ws, err := pa.revealWorkers(k)
+	if err != nil {
+		return nil, err
 	}
 	err = parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]

@@ -327,6 +327,14 @@ func (p *Preset) unpackPoly(what string, b []byte, pol ring.Poly, level int) err
 // packResidues ORs each value of c, in w ≤ 64 bits, least significant bit
 // first, into dst, which is zero and has exactly len(c)·w/8 bytes.
 func packResidues(dst []byte, c []uint64, w uint) {
+	if w == 60 && len(c)%2 == 0 {
+		pack60(dst, c)
+		return
+	}
+	packResiduesGeneric(dst, c, w)
+}
+
+func packResiduesGeneric(dst []byte, c []uint64, w uint) {
 	for i, v := range c {
 		o := uint(i) * w
 		bi, sh := o>>3, o&7
@@ -348,6 +356,9 @@ func packResidues(dst []byte, c []uint64, w uint) {
 // unpackResidues reads len(c) values of w ≤ 64 bits from b (exactly
 // len(c)·w/8 bytes) and reports whether all are below q.
 func unpackResidues(c []uint64, b []byte, w uint, q uint64) bool {
+	if w == 60 && len(c)%2 == 0 && len(b) == len(c)/2*15 {
+		return unpack60(c, b, q)
+	}
 	mask := ^uint64(0) >> (64 - w)
 	bad := false
 	for i := range c {
@@ -367,6 +378,33 @@ func unpackResidues(c []uint64, b []byte, w uint, q uint64) bool {
 		}
 		c[i] = v
 		bad = bad || v >= q
+	}
+	return !bad
+}
+
+// pack60 and unpack60 are packResidues and unpackResidues for 60-bit
+// residues (the primes of the presets): two values per 15 bytes.
+func pack60(dst []byte, c []uint64) {
+	dst = dst[:len(c)/2*15]
+	for i, j := 0, 0; i+1 < len(c); i, j = i+2, j+15 {
+		v0, v1 := c[i], c[i+1]
+		b := dst[j : j+15 : j+15]
+		binary.LittleEndian.PutUint64(b[0:8], v0|v1<<60)
+		binary.LittleEndian.PutUint64(b[7:15], v0>>56|v1<<4)
+	}
+}
+
+func unpack60(c []uint64, b []byte, q uint64) bool {
+	const mask = 1<<60 - 1
+	bad := false
+	for i, j := 0, 0; i+1 < len(c); i, j = i+2, j+15 {
+		x := b[j : j+15 : j+15]
+		v0 := binary.LittleEndian.Uint64(x[0:8]) & mask
+		v1 := binary.LittleEndian.Uint64(x[7:15]) >> 4
+		c[i], c[i+1] = v0, v1
+		if v0 >= q || v1 >= q {
+			bad = true
+		}
 	}
 	return !bad
 }
