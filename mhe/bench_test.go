@@ -353,6 +353,28 @@ func BenchmarkProtectSpeedup(b *testing.B) {
 			b.ReportMetric(raw.Seconds()/float64(b.N)/float64(d)*1e6, "raw-s/Mparam")
 			b.ReportMetric(ours.Seconds()/float64(b.N)/float64(d)*1e6, "s/Mparam")
 			b.ReportMetric(raw.Seconds()/ours.Seconds(), "speedup")
+			b.ReportMetric(scalingCeiling(p, f.sch.workers), "ceiling")
 		})
 	}
+}
+
+// scalingCeiling measures how much faster an embarrassingly parallel loop
+// of NTTs (no shared state) runs on w goroutines than on one, right now: the
+// best speedup the machine allows Protect.
+func scalingCeiling(p *Preset, w int) float64 {
+	work := func(_, _ int) error {
+		r := p.params.RingQ()
+		x := r.NewPoly()
+		for range 20 {
+			r.NTT(x, x)
+		}
+		return nil
+	}
+	n := 16 * w
+	start := time.Now()
+	parallel(1, n, work)
+	one := time.Since(start)
+	start = time.Now()
+	parallel(w, n, work)
+	return one.Seconds() / time.Since(start).Seconds()
 }

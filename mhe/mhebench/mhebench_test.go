@@ -2,6 +2,8 @@ package mhebench
 
 import (
 	"encoding/json"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/cloisterfl/cloister/mhe"
@@ -32,5 +34,21 @@ func TestRun(t *testing.T) {
 	if rep.BytesPerParam > 32 {
 		t.Errorf("%.2f bytes per parameter, want ≤ 32", rep.BytesPerParam)
 	}
+	t.Logf("%s", b)
+}
+
+// TestRunReport prints the report for `MHEBENCH_PARAMS=1000000
+// MHEBENCH_NODES=10 go test -run TestRunReport -v ./mhe/mhebench` (Agg128).
+func TestRunReport(t *testing.T) {
+	d, _ := strconv.Atoi(os.Getenv("MHEBENCH_PARAMS"))
+	n, _ := strconv.Atoi(os.Getenv("MHEBENCH_NODES"))
+	if d == 0 || n == 0 {
+		t.Skip("set MHEBENCH_PARAMS and MHEBENCH_NODES")
+	}
+	rep, err := Run(Config{Params: d, Nodes: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
 	t.Logf("%s", b)
 }
