@@ -108,7 +108,9 @@ func marshalMessage(m round.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := proto.Marshal(p)
+	// Deterministic: the same message always has the same bytes (map keys
+	// sorted), so its digest is reproducible.
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encoding %s: %v", ErrMalformed, m.Kind, err)
 	}

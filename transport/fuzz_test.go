@@ -33,12 +33,16 @@ func encodeFrames(fs []*pb.Frame) []byte {
 	return b
 }
 
+// fuzzLimits keeps the fuzzer's inputs small: short chunks, so that a few
+// hundred bytes make a message of several chunks.
+var fuzzLimits = Limits{MaxMessage: 1 << 16, ChunkSize: 16}
+
 // reassemblerSeeds are frame sequences: valid ones and the garbage the
 // tests reject.
 func reassemblerSeeds() [][]byte {
-	msg, _ := marshalMessage(round.Message{Kind: round.KindUpload, Round: 3, Payload: bytes.Repeat([]byte{7}, 2500)})
-	good := chunkFrames(1, "node-1", msg, MinChunkSize)
-	two := append(append([]*pb.Frame{}, good...), chunkFrames(2, "", []byte{0x08, 0x01}, MinChunkSize)...)
+	msg, _ := marshalMessage(round.Message{Kind: round.KindUpload, Round: 3, Payload: bytes.Repeat([]byte{7}, 40)})
+	good := chunkFrames(1, "node-1", msg, fuzzLimits.ChunkSize)
+	two := append(append([]*pb.Frame{}, good...), chunkFrames(2, "", []byte{0x08, 0x01}, fuzzLimits.ChunkSize)...)
 	return [][]byte{
 		encodeFrames(good),
 		encodeFrames(two),
@@ -62,7 +66,7 @@ func FuzzReassemble(f *testing.F) {
 }
 
 func runReassemble(t *testing.T, data []byte) {
-	r := newReassembler(testLimits)
+	r := newReassembler(fuzzLimits)
 	for len(data) > 0 {
 		n, k := binary.Uvarint(data)
 		if k <= 0 || n > uint64(len(data)-k) {
@@ -81,7 +85,7 @@ func runReassemble(t *testing.T, data []byte) {
 		if err != nil {
 			return
 		}
-		if int64(len(r.buf)) > testLimits.MaxMessage || len(r.buf) > r.want || cap(r.buf) > r.want {
+		if int64(len(r.buf)) > fuzzLimits.MaxMessage || len(r.buf) > r.want || cap(r.buf) > r.want {
 			t.Fatalf("buffer of %d (cap %d) for a declared %d", len(r.buf), cap(r.buf), r.want)
 		}
 		if msg != nil {
