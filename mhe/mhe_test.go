@@ -232,3 +232,76 @@ func TestRevealOnce(t *testing.T) {
 		t.Fatalf("Open with t−1 shares: %v, want ErrNotEnoughShares", err)
 	}
 }
+
+// A party restored at any stage of the setup carries on from there.
+func TestPersistStages(t *testing.T) {
+	p := InsecureTest
+	sch, _ := New(p)
+	sess := protect.Session{ID: []byte("stages"), Members: members(3), Threshold: 2}
+	parties := map[fl.NodeID]protect.Party{}
+	anns := map[fl.NodeID][]byte{}
+	reload := func(m fl.NodeID) {
+		t.Helper()
+		st, err := parties[m].MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parties[m], err = sch.LoadParty(sess, m, st, seeded(99)); err != nil {
+			t.Fatalf("LoadParty(%s): %v", m, err)
+		}
+	}
+	for i, m := range sess.Members {
+		var err error
+		if parties[m], err = sch.NewParty(sess, m, seeded(uint64(i))); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := parties[m].Announce()
+		reload(m) // fresh
+		if anns[m], _ = parties[m].Announce(); string(anns[m]) != string(a) {
+			t.Fatal("a restored fresh party announces another nonce")
+		}
+	}
+	publics := map[fl.NodeID][]byte{}
+	private := map[fl.NodeID]map[fl.NodeID][]byte{}
+	for _, m := range sess.Members {
+		d, err := parties[m].Deal(anns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reload(m) // dealt
+		if _, err := parties[m].Deal(anns); err == nil {
+			t.Fatal("a restored dealt party deals again")
+		}
+		publics[m] = d.Public
+		for r, b := range d.Private {
+			if private[r] == nil {
+				private[r] = map[fl.NodeID][]byte{}
+			}
+			private[r][m] = b
+		}
+	}
+	h, _ := sch.NewHelper(sess)
+	setup, err := h.Setup(anns, publics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range sess.Members {
+		if err := parties[m].Accept(setup, private[m]); err != nil {
+			t.Fatal(err)
+		}
+		reload(m) // ready
+	}
+	f := &fixture{sch: sch, sess: sess, parties: parties, helper: h}
+	if f.target, err = sch.NewTarget(seeded(5)); err != nil {
+		t.Fatal(err)
+	}
+	in := map[fl.NodeID]fl.Vector{}
+	w := map[fl.NodeID]float64{}
+	for _, m := range sess.Members {
+		in[m], w[m] = fl.Vector{1, -1}, 2
+	}
+	sum, _ := f.round(t, 1, in, w, sess.Members[1:])
+	if e := maxErr(t, sum, fl.Vector{3, -3}, 6); e > p.Limits().MaxError {
+		t.Fatalf("error %g after restoring at every stage", e)
+	}
+}

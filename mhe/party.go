@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
@@ -457,13 +458,7 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
-	own := -1
-	for _, j := range rv.revealers {
-		if j == pa.self {
-			own = j
-		}
-	}
-	if own < 0 {
+	if !slices.Contains(rv.revealers, pa.self) {
 		return nil, fmt.Errorf("mhe: %s is not among the revealers: %w", ss.sorted[pa.self], protect.ErrForeign)
 	}
 
