@@ -152,7 +152,7 @@ func randMessage(r *rand.Rand) round.Message {
 		}
 	}
 	if r.IntN(4) != 0 {
-		m.Metrics = fl.Metrics{Accuracy: float(), Loss: float(), Examples: r.IntN(1 << 40)}
+		m.Metrics = fl.Metrics{Accuracy: float(), Loss: float(), Examples: r.IntN(1 << 30)}
 	}
 	return m
 }

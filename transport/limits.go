@@ -12,7 +12,7 @@ const (
 const (
 	MinChunkSize  = 1 << 10 // 1 KiB
 	MaxChunkSize  = 16 << 20
-	MaxMaxMessage = 1 << 32 // 4 GiB
+	MaxMaxMessage = 1<<31 - 1 // 2 GiB, so that lengths fit an int everywhere
 )
 
 // frameOverhead is what a frame adds to its chunk data at most: the

@@ -217,14 +217,11 @@ func orDefault[T comparable](v, def T) T {
 // It returns ErrServerClosed after Shutdown, or the error that stopped
 // accepting. Serve may be called with several listeners.
 func (s *Server) Serve(l net.Listener) error {
-	if s.isClosing() {
-		return ErrServerClosed
-	}
 	err := s.grpc.Serve(l)
 	if err == nil || errors.Is(err, grpc.ErrServerStopped) || s.isClosing() {
 		return ErrServerClosed
 	}
-	return fmt.Errorf("transport: serving on %s: %w", l.Addr(), err)
+	return fmt.Errorf("serving on %s: %w", l.Addr(), err)
 }
 
 func (s *Server) isClosing() bool {
