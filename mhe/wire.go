@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"github.com/tuneinsight/lattigo/v6/ring"
 
@@ -301,8 +302,12 @@ func (p *Preset) packPoly(b []byte, pol ring.Poly, level int) []byte {
 	for i, q := range p.lit.Q[:level+1] {
 		w := uint(bits.Len64(q - 1))
 		n := p.params.N() * int(w) / 8
-		b = append(b, make([]byte, n)...)
-		packResidues(b[len(b)-n:], pol.Coeffs[i], w)
+		b = slices.Grow(b, n)[:len(b)+n]
+		dst := b[len(b)-n:]
+		if w != 60 { // pack60 writes every byte; the generic packer ORs
+			clear(dst)
+		}
+		packResidues(dst, pol.Coeffs[i], w)
 	}
 	return b
 }
@@ -324,8 +329,9 @@ func (p *Preset) unpackPoly(what string, b []byte, pol ring.Poly, level int) err
 	return nil
 }
 
-// packResidues ORs each value of c, in w ≤ 64 bits, least significant bit
-// first, into dst, which is zero and has exactly len(c)·w/8 bytes.
+// packResidues writes each value of c, in w ≤ 64 bits, least significant
+// bit first, into dst, which has exactly len(c)·w/8 bytes and must be zero
+// unless w = 60 and len(c) is even.
 func packResidues(dst []byte, c []uint64, w uint) {
 	if w == 60 && len(c)%2 == 0 {
 		pack60(dst, c)
