@@ -535,6 +535,11 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		entries := slices.Concat(c.pendAudit, c.auditEntries(rd.Audit, rd.State))
 		c.pendAudit = nil
 		for _, e := range entries {
+			if err := audit.ValidateData(e.kind, e.data); err != nil {
+				// A mapping bug, not a storage failure: say so, keep going.
+				c.log.Error("cannot record an audit event", "kind", e.kind, "err", err)
+				continue
+			}
 			if _, err := c.alog.Append(e.kind, e.data); err != nil {
 				return fmt.Errorf("coordinator: audit log: %w", err)
 			}
@@ -587,8 +592,10 @@ func (c *Coordinator) send(ctx context.Context, msgs []round.Message) []fl.NodeI
 		wg.Go(func() {
 			for _, m := range byNode[to] {
 				sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+				start := time.Now()
 				err := c.srv.Send(sctx, to, m)
 				cancel()
+				c.log.Debug("sent", "member", to, "kind", m.Kind, "round", m.Round, "send_s", time.Since(start).Seconds(), "err", err)
 				if err != nil {
 					c.log.Info("cannot send", "member", to, "kind", m.Kind, "round", m.Round, "err", err)
 					mu.Lock()
@@ -620,7 +627,7 @@ func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState
 		d := audit.Digest(e.Digest)
 		switch e.Kind {
 		case round.EventRejected:
-			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Round: e.Round, Reason: reason(e.Detail)})
+			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Reason: reason(e.Detail)})
 		case round.EventAdmitted:
 			add(audit.NodeAdmitted, audit.Data{Node: e.Node, Digest: d})
 		case round.EventDown:

@@ -13,6 +13,7 @@ import (
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
+	"github.com/cloisterfl/cloister/transport"
 )
 
 // metrics are the coordinator's Prometheus metrics, in their own registry.
@@ -54,6 +55,11 @@ func newMetrics(c *Coordinator) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "commits",
 			Help: "Rounds committed in this session."}, func() float64 { return float64(c.Status().Commits) }),
 	)
+	for _, r := range transport.Reasons() {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "transport_rejected_total",
+			Help:        "Connections and streams the transport refused, by reason (handshake: no or foreign certificate).",
+			ConstLabels: prometheus.Labels{"reason": r.String()}}, func() float64 { return float64(c.tm.Rejected[r].Load()) }))
+	}
 	return m
 }
 

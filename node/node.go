@@ -679,6 +679,11 @@ type auditEntry struct {
 }
 
 func (n *Node) appendAudit(e auditEntry) error {
+	if err := audit.ValidateData(e.kind, e.data); err != nil {
+		// A mapping bug, not a storage failure: say so, keep going.
+		n.log.Error("cannot record an audit event", "kind", e.kind, "err", err)
+		return nil
+	}
 	_, err := n.alog.Append(e.kind, e.data)
 	if e.kind == audit.Committed && errors.Is(err, audit.ErrDuplicateCommit) {
 		if c, ok := n.alog.State().Commits[e.data.Round]; ok && c.Model == e.data.Digest {
