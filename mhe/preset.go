@@ -116,7 +116,7 @@ var (
 	//     prime cannot: see README). No P.
 	//   - Δ = 2^107: |sum| ≤ 2048 uses 2^118 < Q/2 ≈ 2^119.
 	//   - Flooding σ = 2^79 per revealer: the statistical distance per revealed
-	//     coefficient is below 2^-58 for 1000 parties (2^-60 for 100).
+	//     coefficient is below 2^-58 for 1000 parties (2^-61 for 100).
 	//   - After Open rescales by q1, Δ' = 2^107/q1 ≈ 2^47 and the result lives
 	//     mod q0.
 	Agg128 = mustPreset(PresetLiteral{

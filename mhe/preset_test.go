@@ -67,3 +67,14 @@ func TestPresetImmutable(t *testing.T) {
 		t.Fatal("Literal returned the preset's own moduli")
 	}
 }
+
+func TestPresetByName(t *testing.T) {
+	for _, p := range Presets() {
+		if got, err := PresetByName(p.Name()); err != nil || got != p {
+			t.Errorf("PresetByName(%q) = %v, %v", p.Name(), got, err)
+		}
+	}
+	if _, err := PresetByName("Agg256"); !errors.Is(err, ErrUnknownPreset) {
+		t.Errorf("PresetByName(Agg256): %v", err)
+	}
+}
