@@ -34,6 +34,7 @@ func init() {
 	commands = map[string]command{
 		"train":       {"train one model centrally: the baseline for federated runs", runTrain},
 		"simulate":    {"simulate a plaintext federation in one process", runSimulate},
+		"bench":       {"bench mhe: measure threshold HE aggregation against raw Lattigo", runBench},
 		"attest":      {"attest measure: the sim measurement of a binary; attest inspect: the claims of evidence", runAttest},
 		"init":        {"provision a federation: CA, signed manifest, one kit per party", runInit},
 		"ca":          {"federation CA by hand: ca init, ca issue (add a member)", runCA},
