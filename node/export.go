@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -90,6 +91,9 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 	sess, err := kit.Manifest.Hash()
 	if err != nil {
 		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, DBFile)); err != nil {
+		return nil, fmt.Errorf("%w: no %s in %s (has the node run?)", ErrNoModel, DBFile, stateDir)
 	}
 	db, err := store.Open(filepath.Join(stateDir, DBFile))
 	if err != nil {

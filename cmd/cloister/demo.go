@@ -35,7 +35,7 @@ import (
 //	DIR/fed/                 the federation (cloister init)
 //	DIR/state/coordinator/   the coordinator's state (coordinator.db, audit.log)
 //	DIR/state/node-i/        each node's state (node.db, audit.log)
-//	DIR/logs/*.log           each process's stdout and stderr (JSON records)
+//	DIR/logs/*.txt           each process's stdout and stderr (JSON records)
 type localFed struct {
 	dir       string
 	exe       string
@@ -98,7 +98,7 @@ func (f *localFed) kit(name string) string { return filepath.Join(f.dir, "fed", 
 func (f *localFed) state(name string) string {
 	return filepath.Join(f.dir, "state", name)
 }
-func (f *localFed) logPath(name string) string { return filepath.Join(f.dir, "logs", name+".log") }
+func (f *localFed) logPath(name string) string { return filepath.Join(f.dir, "logs", name+".txt") }
 
 // start runs `cloister args...` as process name, appending to its log.
 func (f *localFed) start(name string, args ...string) error {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -60,6 +61,7 @@ type testFed struct {
 	*localFed
 	t     *testing.T
 	names []string
+	final *coordinator.History // the history when the session ended
 }
 
 // newTestFed provisions and starts a federation of real processes. Under
@@ -137,6 +139,11 @@ func (f *testFed) finish(timeout time.Duration) {
 			f.t.Fatalf("%s still running after %v; coordinator %+v", n, timeout, s)
 		}
 	}
+	h, err := f.history()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.final = h
 	if err := f.signal("coordinator", syscall.SIGTERM); err == nil {
 		<-f.proc("coordinator").done
 	}
@@ -146,9 +153,12 @@ func (f *testFed) finish(timeout time.Duration) {
 // through a fresh coordinator process's view: here, /rounds while running).
 func (f *testFed) roundOf(r fl.Round) (outcome string, leader fl.NodeID, included []fl.NodeID) {
 	f.t.Helper()
-	h, err := f.history()
-	if err != nil {
-		f.t.Fatal(err)
+	h := f.final
+	if h == nil {
+		var err error
+		if h, err = f.history(); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	for _, ri := range h.History {
 		if ri.Round == r {
@@ -240,7 +250,7 @@ func reveals(t *testing.T, path string, r fl.Round) map[fl.NodeID]int {
 }
 
 func TestFaultNodeKilledMidCollection(t *testing.T) {
-	f := newTestFed(t, 4, 2, 4, 30)
+	f := newTestFed(t, 4, 2, 4, 1000)
 	f.startAll()
 	// Round 2, collecting: kill a node that is neither the leader nor done training.
 	s := f.wait(3*time.Minute, "round 2 collecting", func(s fedStatus) bool { return s.Round == 2 && s.Phase == "collect" })
@@ -271,7 +281,7 @@ func TestFaultNodeKilledMidCollection(t *testing.T) {
 }
 
 func TestFaultLeaderKilledAfterReveal(t *testing.T) {
-	f := newTestFed(t, 4, 2, 8, 20)
+	f := newTestFed(t, 4, 2, 8, 200)
 	f.startAll()
 	var killed fl.NodeID
 	var r fl.Round
@@ -348,7 +358,7 @@ func ledgerReveals(t *testing.T, f *testFed, name string, r fl.Round) int {
 }
 
 func TestFaultCoordinatorRestart(t *testing.T) {
-	f := newTestFed(t, 3, 2, 4, 30)
+	f := newTestFed(t, 3, 2, 4, 1000)
 	f.startAll()
 	s := f.wait(3*time.Minute, "round 2 collecting", func(s fedStatus) bool { return s.Round == 2 && s.Phase == "collect" })
 	if err := f.kill("coordinator"); err != nil {
@@ -501,7 +511,7 @@ func TestDemoBlind(t *testing.T) {
 		t.Fatal("positive control: the scan does not find the model in its own encoding")
 	}
 	var hits []string
-	for _, p := range []string{filepath.Join(dir, "state", "coordinator"), filepath.Join(dir, "logs", "coordinator.log")} {
+	for _, p := range []string{filepath.Join(dir, "state", "coordinator"), filepath.Join(dir, "logs", "coordinator.txt")} {
 		filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return err
