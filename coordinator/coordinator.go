@@ -140,6 +140,7 @@ type Coordinator struct {
 	hasModel   bool
 	pendAudit  []auditEntry
 	leader     fl.NodeID
+	savedKeys  round.Digest // of the GroupKeyFile content last written
 
 	startOnce sync.Once
 	loopDone  chan struct{}
@@ -303,9 +304,9 @@ func (c *Coordinator) open() error {
 	rc := round.CoordinatorConfig{Config: c.rcfg, Scheme: c.scheme, Verifier: keys, Rand: rand.New(rand.NewPCG(seed, 0x636f6f7264))}
 	c.hist = newHistory(c)
 	if saved != nil {
-		var st round.CoordinatorState
-		if err := st.UnmarshalBinary(saved); err != nil {
-			return fmt.Errorf("coordinator: stored engine state: %w", err)
+		st, err := c.loadState(ctx, saved)
+		if err != nil {
+			return err
 		}
 		if c.rc, err = round.RestartCoordinator(rc, st); err != nil {
 			return err
@@ -462,9 +463,10 @@ func (c *Coordinator) handle(ev transport.Event) {
 	case transport.EventMessage:
 		start := time.Now()
 		err := c.rc.Step(ev.Node, ev.Msg)
+		c.log.Debug("step", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round, "step_s", time.Since(start).Seconds(), "err", err)
 		if err != nil {
 			c.met.rejected.WithLabelValues(sentinel(err)).Inc()
-			c.log.Warn("rejected a message", "member", ev.Node, "kind", ev.Msg.Kind, "round", ev.Msg.Round, "err", err)
+			c.log.Warn("rejected a message", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round, "err", err)
 			return
 		}
 		c.met.stepSeconds.WithLabelValues(ev.Msg.Kind.String()).Observe(time.Since(start).Seconds())
@@ -501,14 +503,14 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		// 1. State, round records, sealed model, commit and metrics: one transaction.
 		var b store.CoordinatorBatch
 		if rd.State != nil {
-			var err error
-			if b.State, err = rd.State.MarshalBinary(); err != nil {
-				return err
-			}
-			b.Epoch = rd.State.Epoch
 			if rd.State.Model != nil && (!c.hasModel || rd.State.ModelRound > c.modelRound) {
 				b.Models = append(b.Models, store.Model{Round: rd.State.ModelRound, Sealed: rd.State.Model})
 			}
+			var err error
+			if b.State, err = c.slimState(*rd.State); err != nil {
+				return err
+			}
+			b.Epoch = rd.State.Epoch
 		}
 		b.Rounds = c.hist.apply(rd, now)
 		for _, e := range rd.Audit {
@@ -523,6 +525,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 				}
 			}
 		}
+		t0 := time.Now()
 		if b.State != nil || len(b.Rounds) > 0 || len(b.Models) > 0 || len(b.Commits) > 0 || len(b.Metrics) > 0 {
 			if err := c.sc.Save(context.Background(), b); err != nil {
 				return fmt.Errorf("coordinator: persisting state: %w", err)
@@ -545,8 +548,11 @@ func (c *Coordinator) drain(ctx context.Context) error {
 			}
 		}
 		c.observe(rd.Audit)
+		t1 := time.Now()
 		// 3. Messages, in order per recipient, recipients in parallel.
 		failed := c.send(ctx, rd.Messages)
+		c.log.Debug("ready", "state_bytes", len(b.State), "persist_audit_s", t1.Sub(t0).Seconds(), "audit", len(entries),
+			"messages", len(rd.Messages), "send_s", time.Since(t1).Seconds())
 		if has {
 			c.rc.Advance()
 		}
@@ -595,9 +601,9 @@ func (c *Coordinator) send(ctx context.Context, msgs []round.Message) []fl.NodeI
 				start := time.Now()
 				err := c.srv.Send(sctx, to, m)
 				cancel()
-				c.log.Debug("sent", "member", to, "kind", m.Kind, "round", m.Round, "send_s", time.Since(start).Seconds(), "err", err)
+				c.log.Debug("sent", "member", to, "kind", m.Kind.String(), "round", m.Round, "send_s", time.Since(start).Seconds(), "err", err)
 				if err != nil {
-					c.log.Info("cannot send", "member", to, "kind", m.Kind, "round", m.Round, "err", err)
+					c.log.Info("cannot send", "member", to, "kind", m.Kind.String(), "round", m.Round, "err", err)
 					mu.Lock()
 					failed = append(failed, to)
 					mu.Unlock()
@@ -609,6 +615,105 @@ func (c *Coordinator) send(ctx context.Context, msgs []round.Message) []fl.NodeI
 	wg.Wait()
 	slices.Sort(failed)
 	return failed
+}
+
+// The engine state holds the newest sealed model and the sealed group keys:
+// megabytes that change once a round or once a key epoch, while the state is
+// saved several times a round. slimState leaves them out of the stored
+// state: a committed model is in the store's model table (written in the
+// same transaction), the group key material in GroupKeyFile (written, and
+// synced, before the state that leaves it out). loadState puts them back.
+
+// GroupKeyFile holds the current epoch's sealed group keys and public part.
+const GroupKeyFile = "groupkey.json"
+
+type groupKeyFile struct {
+	Epoch  uint64
+	Dealer fl.NodeID
+	Sealed map[fl.NodeID][]byte
+	Target []byte
+}
+
+func (c *Coordinator) slimState(st round.CoordinatorState) ([]byte, error) {
+	if st.ModelRound > 0 {
+		// A committed model: in the model table, stored before or with this
+		// state. (The initial model stays: a key setup that starts over makes
+		// another one for round 0.)
+		st.Model = nil
+	}
+	if len(st.Sealed) > 0 || len(st.Target) > 0 {
+		g := groupKeyFile{Epoch: st.Epoch, Dealer: st.Dealer, Sealed: st.Sealed, Target: st.Target}
+		b, err := json.Marshal(g)
+		if err != nil {
+			return nil, err
+		}
+		if d := round.DigestOf(b); d != c.savedKeys {
+			if err := writeSynced(filepath.Join(c.cfg.StateDir, GroupKeyFile), b); err != nil {
+				return nil, fmt.Errorf("coordinator: %w", err)
+			}
+			c.savedKeys = d
+		}
+		st.Sealed, st.Target = nil, nil
+	}
+	return st.MarshalBinary()
+}
+
+func (c *Coordinator) loadState(ctx context.Context, b []byte) (round.CoordinatorState, error) {
+	var st round.CoordinatorState
+	if err := st.UnmarshalBinary(b); err != nil {
+		return st, fmt.Errorf("coordinator: stored engine state: %w", err)
+	}
+	if st.Model == nil && st.ModelRound > 0 {
+		m, err := c.sc.Model(ctx, st.ModelRound)
+		if err != nil {
+			return st, fmt.Errorf("coordinator: the model of round %d: %w", st.ModelRound, err)
+		}
+		st.Model = m.Sealed
+	}
+	if st.Sealed == nil && st.Target == nil {
+		raw, err := os.ReadFile(filepath.Join(c.cfg.StateDir, GroupKeyFile))
+		if err == nil {
+			var g groupKeyFile
+			if err := json.Unmarshal(raw, &g); err != nil {
+				return st, fmt.Errorf("coordinator: %s: %w", GroupKeyFile, err)
+			}
+			if g.Epoch == st.Epoch && g.Dealer == st.Dealer {
+				st.Sealed, st.Target = g.Sealed, g.Target
+				c.savedKeys = round.DigestOf(raw)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return st, fmt.Errorf("coordinator: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// writeSynced writes data to path atomically and durably: a synced
+// temporary file renamed over path, then the directory synced.
+func writeSynced(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 type auditEntry struct {

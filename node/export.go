@@ -107,9 +107,9 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 	if err != nil {
 		return nil, err
 	}
-	var st round.NodeState
-	if err := st.UnmarshalBinary(b.State); err != nil {
-		return nil, fmt.Errorf("node: stored state: %w", err)
+	st, err := loadState(b)
+	if err != nil {
+		return nil, err
 	}
 	if st.GroupKey == nil {
 		return nil, fmt.Errorf("%w: the node holds no group key", ErrNoModel)

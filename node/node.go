@@ -146,8 +146,10 @@ type Node struct {
 	tr      *trainer
 	stats   Stats
 
-	savedModel fl.Round // round of the newest sealed model in the store (-1 as none: use hasModel)
+	savedModel fl.Round // round of the newest sealed model in the store (see hasModel)
 	hasModel   bool
+	savedParty []byte // the key share and group key as last stored, to store them only when they change
+	savedKeys  []byte
 	pendModel  *store.Model
 	pendAudit  []auditEntry // records from VerifyPeer, appended with the next Ready
 	closeOnce  sync.Once
@@ -279,6 +281,7 @@ func (n *Node) open() error {
 	if saved.Model != nil {
 		n.savedModel, n.hasModel = saved.Model.Round, true
 	}
+	n.savedParty, n.savedKeys = saved.Party, saved.GroupKey
 
 	if n.alog, err = audit.Open(filepath.Join(n.cfg.StateDir, AuditFile), n.cfg.Kit.AuditKey, string(n.self),
 		audit.Options{Keys: audit.Keys(n.man.AuditKeys()), RepairTorn: true}); err != nil {
@@ -315,9 +318,9 @@ func (n *Node) open() error {
 		VerifyPeer: n.verifyPeer,
 	}
 	if saved.State != nil {
-		var st round.NodeState
-		if err := st.UnmarshalBinary(saved.State); err != nil {
-			return fmt.Errorf("node: stored engine state: %w", err)
+		st, err := loadState(saved)
+		if err != nil {
+			return err
 		}
 		if n.rn, err = round.RestartNode(rc, st); err != nil {
 			return err
@@ -575,7 +578,7 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 		if errors.Is(err, round.ErrStale) {
 			lvl = slog.LevelDebug
 		}
-		n.log.Log(context.Background(), lvl, "rejected a message", "from", from, "kind", m.Kind, "round", m.Round, "err", err)
+		n.log.Log(context.Background(), lvl, "rejected a message", "from", from, "kind", m.Kind.String(), "round", m.Round, "err", err)
 		return
 	}
 	switch m.Kind {
@@ -617,14 +620,14 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 		// 1. State (sealed by the store) and the newest sealed model.
 		var b store.NodeBatch
 		if rd.State != nil {
-			if b.State, err = rd.State.MarshalBinary(); err != nil {
+			if b, err = n.splitState(*rd.State); err != nil {
 				return false, err
 			}
-			b.Epoch = rd.State.Epoch
 		}
 		if n.pendModel != nil {
 			b.Model = n.pendModel
 		}
+		t0 := time.Now()
 		if b.State != nil || b.Model != nil {
 			if err := n.sn.Save(context.Background(), b); err != nil {
 				return false, fmt.Errorf("node: persisting state: %w", err)
@@ -632,7 +635,14 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 			if b.Model != nil {
 				n.savedModel, n.hasModel, n.pendModel = b.Model.Round, true, nil
 			}
+			if b.Party != nil {
+				n.savedParty = b.Party
+			}
+			if b.GroupKey != nil {
+				n.savedKeys = b.GroupKey
+			}
 		}
+		t1 := time.Now()
 		// 2. Audit, durably, before anything is sent.
 		entries := slices.Concat(n.pendAudit, n.auditEntries(rd.Audit))
 		n.pendAudit = nil
@@ -641,10 +651,11 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 				return false, err
 			}
 		}
+		t2 := time.Now()
 		// 3. Messages.
 		for _, m := range rd.Messages {
 			if conn == nil {
-				n.log.Debug("not connected: dropping a message", "kind", m.Kind, "round", m.Round)
+				n.log.Debug("not connected: dropping a message", "kind", m.Kind.String(), "round", m.Round)
 				continue
 			}
 			// The engine addresses messages to the coordinator by name; the
@@ -652,15 +663,17 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 			// NodeID, which the coordinator's name is not.
 			m.To = ""
 			if err := conn.Send(ctx, m); err != nil {
-				n.log.Warn("sending failed", "kind", m.Kind, "round", m.Round, "err", err)
+				n.log.Warn("sending failed", "kind", m.Kind.String(), "round", m.Round, "err", err)
 			}
 		}
+		n.log.Debug("ready", "state_bytes", len(b.State), "persist_s", t1.Sub(t0).Seconds(), "audit", len(entries),
+			"audit_s", t2.Sub(t1).Seconds(), "messages", len(rd.Messages), "send_s", time.Since(t2).Seconds())
 		// 4. Tasks.
 		for _, t := range rd.Tasks {
 			select {
 			case tasks <- t:
 			default:
-				n.log.Error("task queue full: dropping a task", "kind", t.Kind, "round", t.Round)
+				n.log.Error("task queue full: dropping a task", "kind", t.Kind.String(), "round", t.Round)
 			}
 		}
 		if rd.Done {
@@ -671,6 +684,62 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 		}
 	}
 	return done || n.rn.Status().Done, nil
+}
+
+// splitState returns the batch that stores st: the engine state without
+// its key share and group key, which go to the store's own (sealed) slots
+// only when they change. They are the bulk of the state (about 1.5 MB under
+// mhe's Agg128), and the state is saved several times a round.
+func (n *Node) splitState(st round.NodeState) (store.NodeBatch, error) {
+	var b store.NodeBatch
+	party, keys := st.Party, encodeKeys(st.GroupKey, st.Target)
+	st.Party, st.GroupKey, st.Target = nil, nil, nil
+	var err error
+	if b.State, err = st.MarshalBinary(); err != nil {
+		return b, err
+	}
+	b.Epoch = st.Epoch
+	if !bytes.Equal(party, n.savedParty) {
+		b.Party = append([]byte{}, party...) // never nil: an empty party is stored as empty
+	}
+	if !bytes.Equal(keys, n.savedKeys) {
+		b.GroupKey = keys
+	}
+	return b, nil
+}
+
+// encodeKeys packs the group key and its public part for the GroupKey slot.
+func encodeKeys(groupKey, target []byte) []byte {
+	var w wbuf
+	w.str("cloister/node/v1/keys")
+	w.bytes(groupKey)
+	w.bytes(target)
+	return w.b
+}
+
+// loadState reassembles the engine state from the store's slots.
+func loadState(saved store.NodeBatch) (round.NodeState, error) {
+	var st round.NodeState
+	if err := st.UnmarshalBinary(saved.State); err != nil {
+		return st, fmt.Errorf("node: stored engine state: %w", err)
+	}
+	if len(saved.Party) > 0 {
+		st.Party = saved.Party
+	}
+	if len(saved.GroupKey) > 0 {
+		r := rbuf{b: saved.GroupKey}
+		label, gk, target := r.str(), r.bytes(), r.bytes()
+		if err := r.end(); err != nil || label != "cloister/node/v1/keys" {
+			return st, fmt.Errorf("node: stored group key does not decode (%v)", err)
+		}
+		if len(gk) > 0 {
+			st.GroupKey = gk
+		}
+		if len(target) > 0 {
+			st.Target = target
+		}
+	}
+	return st, nil
 }
 
 type auditEntry struct {

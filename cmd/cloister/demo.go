@@ -360,6 +360,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 64, "local minibatch size")
 	localEpochs := fs.Int("local-epochs", 1, "local epochs per round")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
+	logLevel := fs.String("log-level", "info", "log level of the processes (logs in DIR/logs)")
 	dump := fs.Bool("insecure-dump-updates", false, "TESTING ONLY: nodes write their plaintext updates under DIR/updates (blindness tests; needs --keep)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -388,7 +389,8 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	defer f.stopAll()
 	f.nodeArgs = []string{"--data", *data, "--partition", *partition, "--seed", strconv.FormatUint(*seed, 10),
 		"--momentum", strconv.FormatFloat(*momentum, 'g', -1, 64)}
-	f.coordArgs = []string{"--tick", "200ms"}
+	f.coordArgs = []string{"--tick", "200ms", "--log-level", *logLevel}
+	f.nodeArgs = append(f.nodeArgs, "--log-level", *logLevel)
 	if *dump {
 		if *keep == "" {
 			return withHint(errors.New("--insecure-dump-updates needs --keep"), "cloister demo --keep DIR --insecure-dump-updates")
