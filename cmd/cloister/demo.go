@@ -358,7 +358,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	lr := fs.Float64("lr", 0.05, "local learning rate")
 	momentum := fs.Float64("momentum", 0.9, "local SGD momentum")
 	batch := fs.Int("batch", 64, "local minibatch size")
-	localEpochs := fs.Int("local-epochs", 1, "local epochs per round")
+	localEpochs := fs.Int("local-epochs", 3, "local epochs per round (3 reaches 0.85 on Dirichlet 0.5 in 20 rounds; 1 does not quite)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	logLevel := fs.String("log-level", "info", "log level of the processes (logs in DIR/logs)")
 	dump := fs.Bool("insecure-dump-updates", false, "TESTING ONLY: nodes write their plaintext updates under DIR/updates (blindness tests; needs --keep)")
