@@ -174,13 +174,11 @@ func RoundConfig(man *pki.Manifest) (round.Config, error) {
 func SchemeFor(man *pki.Manifest) (protect.Scheme, error) {
 	switch man.Mode {
 	case pki.ModeMHE:
-		switch man.Preset {
-		case mhe.Agg128.Name():
-			return mhe.New(mhe.Agg128)
-		case mhe.InsecureTest.Name():
-			return mhe.New(mhe.InsecureTest)
+		p, err := mhe.PresetByName(man.Preset)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: the manifest's HE preset: %w", err)
 		}
-		return nil, fmt.Errorf("coordinator: unknown mhe preset %q (want %s or %s)", man.Preset, mhe.Agg128.Name(), mhe.InsecureTest.Name())
+		return mhe.New(p)
 	case pki.ModePlain:
 		return plain.Scheme{}, nil
 	}

@@ -160,14 +160,9 @@ type Node struct {
 func SchemeFor(man *pki.Manifest) (protect.Scheme, error) {
 	switch man.Mode {
 	case pki.ModeMHE:
-		var p *mhe.Preset
-		switch man.Preset {
-		case mhe.Agg128.Name():
-			p = mhe.Agg128
-		case mhe.InsecureTest.Name():
-			p = mhe.InsecureTest
-		default:
-			return nil, fmt.Errorf("node: unknown mhe preset %q (want %s or %s)", man.Preset, mhe.Agg128.Name(), mhe.InsecureTest.Name())
+		p, err := mhe.PresetByName(man.Preset)
+		if err != nil {
+			return nil, fmt.Errorf("node: the manifest's HE preset: %w", err)
 		}
 		return mhe.New(p)
 	case pki.ModePlain:

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
 )
@@ -65,8 +66,10 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	default:
 		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE) or --mode plain (no protection)")
 	}
-	if f.mode == pki.ModeMHE && f.preset != "Agg128" && f.preset != "InsecureTest" {
-		return o, withHint(fmt.Errorf("--preset %q is not a known mhe preset", f.preset), "use Agg128 (128-bit) or InsecureTest (tests only)")
+	if f.mode == pki.ModeMHE {
+		if _, err := mhe.PresetByName(f.preset); err != nil {
+			return o, withHint(fmt.Errorf("--preset %q is not a known mhe preset: %w", f.preset, err), "use Agg128 (128-bit) or InsecureTest (tests only)")
+		}
 	}
 	if f.kind == "mlp" {
 		for _, s := range strings.Split(f.hidden, ",") {
