@@ -5,7 +5,7 @@ OUT      := out
 DATASET  := /usr/share/datasets/fashion-mnist
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build demo test bench dataset clean
+.PHONY: build demo simulate test bench dataset clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cloister
@@ -19,9 +19,15 @@ dataset:
 
 demo: build dataset
 	@mkdir -p $(OUT)
-	$(BIN) simulate --data fashion-mnist --model mlp --nodes 10 --partition dirichlet:0.5 \
-		--rounds 20 --seed 1 --json $(OUT)/demo.json --plot $(OUT)/demo.svg
+	$(BIN) demo --nodes 5 --threshold 3 --rounds 20 --mode mhe --seed 1 \
+		--json $(OUT)/demo.json --plot $(OUT)/demo.svg
 	@echo "cloister: wrote $(OUT)/demo.json and $(OUT)/demo.svg"
+
+# simulate is the in-process plaintext baseline (no network, no encryption).
+simulate: build dataset
+	@mkdir -p $(OUT)
+	$(BIN) simulate --data fashion-mnist --model mlp --nodes 10 --partition dirichlet:0.5 \
+		--rounds 30 --seed 1 --json $(OUT)/simulate.json --plot $(OUT)/simulate.svg
 
 test:
 	$(GO) vet ./...

@@ -588,3 +588,22 @@ func TestLongLines(t *testing.T) {
 		t.Errorf("%d-byte line: %v, want ErrMalformed", len(huge), err)
 	}
 }
+
+func TestReason(t *testing.T) {
+	long := strings.Repeat("é", MaxReason) // 2 bytes a rune
+	for _, tc := range []struct{ in, want string }{
+		{"", "unspecified"},
+		{"ok", "ok"},
+		{"a\nb\x7fc", "a b c"},
+		{"bad \xff utf8", "bad   utf8"},
+		{long, strings.Repeat("é", MaxReason/2)},
+	} {
+		got := Reason(tc.in)
+		if got != tc.want {
+			t.Errorf("Reason(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if err := ValidateData(NodeRefused, Data{Reason: got}); err != nil {
+			t.Errorf("Reason(%q) = %q is not a valid reason: %v", tc.in, got, err)
+		}
+	}
+}

@@ -493,3 +493,25 @@ var (
 	// an ε total that overflows).
 	ErrInvariant = errors.New("audit: log breaks a protocol invariant")
 )
+
+// Reason makes s a valid [Data.Reason]: control characters and invalid
+// UTF-8 become spaces, it is cut to at most MaxReason bytes on a rune
+// boundary, and an empty reason becomes "unspecified".
+func Reason(s string) string {
+	b := make([]rune, 0, len(s))
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			r = ' '
+		}
+		b = append(b, r)
+	}
+	s = string(b)
+	for len(s) > MaxReason {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	if s == "" {
+		s = "unspecified"
+	}
+	return s
+}

@@ -43,11 +43,10 @@ import (
 	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -170,21 +169,6 @@ func RoundConfig(man *pki.Manifest) (round.Config, error) {
 	}, nil
 }
 
-// SchemeFor returns the Helper side's scheme the manifest names.
-func SchemeFor(man *pki.Manifest) (protect.Scheme, error) {
-	switch man.Mode {
-	case pki.ModeMHE:
-		p, err := mhe.PresetByName(man.Preset)
-		if err != nil {
-			return nil, fmt.Errorf("coordinator: the manifest's HE preset: %w", err)
-		}
-		return mhe.New(p)
-	case pki.ModePlain:
-		return plain.Scheme{}, nil
-	}
-	return nil, fmt.Errorf("coordinator: aggregation mode %q is not implemented by this build (mhe, plain)", man.Mode)
-}
-
 // verifier checks signatures with the members' audit keys from the manifest.
 type verifier map[fl.NodeID]ed25519.PublicKey
 
@@ -229,7 +213,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.rcfg.Deadlines = cfg.Deadlines.ticks(cfg.Tick)
 	c.session = c.rcfg.Session
 	if c.scheme = cfg.Scheme; c.scheme == nil {
-		if c.scheme, err = SchemeFor(c.man); err != nil {
+		if c.scheme, err = mode.Scheme(c.man.Mode, c.man.Preset); err != nil {
 			return nil, err
 		}
 	}
@@ -453,7 +437,7 @@ func (c *Coordinator) handle(ev transport.Event) {
 		for _, s := range []error{transport.ErrImpersonation, transport.ErrTooLarge, transport.ErrFrame, transport.ErrMalformed} {
 			if errors.Is(ev.Err, s) {
 				c.met.rejected.WithLabelValues("transport").Inc()
-				c.pendAudit = append(c.pendAudit, auditEntry{audit.NodeRefused, audit.Data{Node: ev.Node, Reason: reason(ev.Err.Error())}})
+				c.pendAudit = append(c.pendAudit, auditEntry{audit.NodeRefused, audit.Data{Node: ev.Node, Reason: audit.Reason(ev.Err.Error())}})
 				break
 			}
 		}
@@ -730,13 +714,13 @@ func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState
 		d := audit.Digest(e.Digest)
 		switch e.Kind {
 		case round.EventRejected:
-			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Reason: reason(e.Detail)})
+			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Reason: audit.Reason(e.Detail)})
 		case round.EventAdmitted:
 			add(audit.NodeAdmitted, audit.Data{Node: e.Node, Digest: d})
 		case round.EventDown:
-			add(audit.NodeDropped, audit.Data{Node: e.Node, Round: e.Round, Reason: reason(e.Detail)})
+			add(audit.NodeDropped, audit.Data{Node: e.Node, Round: e.Round, Reason: audit.Reason(e.Detail)})
 		case round.EventSetupStarted:
-			add(audit.KeyRotated, audit.Data{Epoch: e.Epoch, Members: e.Nodes, Reason: reason("key setup started " + e.Detail)})
+			add(audit.KeyRotated, audit.Data{Epoch: e.Epoch, Members: e.Nodes, Reason: audit.Reason("key setup started " + e.Detail)})
 		case round.EventRelayed:
 			for _, to := range e.Nodes {
 				add(audit.PayloadRelayed, audit.Data{Node: e.Node, Recipient: to, Digest: d, Epoch: e.Epoch})
@@ -754,12 +738,12 @@ func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState
 			failed := c.leader
 			c.leader = e.Node
 			if failed != "" {
-				add(audit.NodeDropped, audit.Data{Node: failed, Round: e.Round, Reason: reason("leader failed (" + e.Detail + "); next leader " + string(e.Node))})
+				add(audit.NodeDropped, audit.Data{Node: failed, Round: e.Round, Reason: audit.Reason("leader failed (" + e.Detail + "); next leader " + string(e.Node))})
 			}
 		case round.EventCommitted:
 			add(audit.Committed, audit.Data{Round: e.Round, Digest: d, Leader: e.Node, Session: c.sessionName()})
 		case round.EventAborted:
-			add(audit.Aborted, audit.Data{Round: e.Round, Reason: reason(e.Detail)})
+			add(audit.Aborted, audit.Data{Round: e.Round, Reason: audit.Reason(e.Detail)})
 		}
 	}
 	return out
@@ -770,24 +754,4 @@ func nodeOrEmpty(id fl.NodeID) fl.NodeID {
 		return ""
 	}
 	return id
-}
-
-// reason makes s a valid audit reason: printable, at most audit.MaxReason bytes.
-func reason(s string) string {
-	b := make([]rune, 0, len(s))
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			r = ' '
-		}
-		b = append(b, r)
-	}
-	s = string(b)
-	for len(s) > audit.MaxReason {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	if s == "" {
-		s = "unspecified"
-	}
-	return s
 }

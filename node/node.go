@@ -56,12 +56,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -155,22 +154,6 @@ type Node struct {
 	closeOnce  sync.Once
 }
 
-// SchemeFor returns the aggregation scheme the manifest names: mhe with its
-// preset, or plain (which protects nothing; the caller warns loudly).
-func SchemeFor(man *pki.Manifest) (protect.Scheme, error) {
-	switch man.Mode {
-	case pki.ModeMHE:
-		p, err := mhe.PresetByName(man.Preset)
-		if err != nil {
-			return nil, fmt.Errorf("node: the manifest's HE preset: %w", err)
-		}
-		return mhe.New(p)
-	case pki.ModePlain:
-		return plain.Scheme{}, nil
-	}
-	return nil, fmt.Errorf("node: aggregation mode %q is not implemented by this build (mhe, plain)", man.Mode)
-}
-
 // RoundConfig returns the engine configuration the manifest implies. The
 // coordinator derives the same one (coordinator.RoundConfig).
 func RoundConfig(man *pki.Manifest) (round.Config, error) {
@@ -226,7 +209,7 @@ func New(cfg Config) (*Node, error) {
 	n.session = n.rcfg.Session
 	n.scheme = cfg.Scheme
 	if n.scheme == nil {
-		if n.scheme, err = SchemeFor(n.man); err != nil {
+		if n.scheme, err = mode.Scheme(n.man.Mode, n.man.Preset); err != nil {
 			return nil, err
 		}
 	}
@@ -339,7 +322,7 @@ func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
 	d := audit.Digest(round.DigestOf(ev))
 	if err != nil {
 		n.log.Warn("a member's evidence failed", "member", id, "err", err)
-		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: reason(err.Error()), Digest: d}})
+		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: audit.Reason(err.Error()), Digest: d}})
 	} else {
 		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: "session-keys", Digest: d}})
 	}
@@ -767,7 +750,7 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 	for _, e := range evs {
 		switch e.Kind {
 		case round.EventRejected:
-			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
+			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
 		case round.EventUploaded:
 			out = append(out, auditEntry{audit.UpdateAccepted, audit.Data{Round: e.Round, Node: e.Node, Digest: audit.Digest(e.Digest)}})
 		case round.EventRevealed:
@@ -779,9 +762,9 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 			}
 			out = append(out, auditEntry{audit.KeySetup, d})
 		case round.EventPeerDistrusted:
-			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: reason(e.Detail)}})
+			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: audit.Reason(e.Detail)}})
 		case round.EventRefused:
-			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: reason("refused: " + e.Detail)}})
+			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("refused: " + e.Detail)}})
 		case round.EventCommitted:
 			// The leader signed a round record. It is recorded as committed
 			// when the coordinator broadcasts it (KindModel), like on every
@@ -792,24 +775,4 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 		}
 	}
 	return out
-}
-
-// reason makes s a valid audit reason: printable, at most audit.MaxReason bytes.
-func reason(s string) string {
-	b := make([]rune, 0, len(s))
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
-			r = ' '
-		}
-		b = append(b, r)
-	}
-	s = string(b)
-	for len(s) > audit.MaxReason {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	if s == "" {
-		s = "unspecified"
-	}
-	return s
 }
