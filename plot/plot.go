@@ -71,6 +71,9 @@ func (f Figure) WriteSVG(w io.Writer) error {
 		return fmt.Errorf("plot %q: %w", f.Title, ErrNoData)
 	}
 	xt := ticks(xmin, xmax, 8)
+	if integral(f.Panels) {
+		xt = integerTicks(xmin, xmax, 8)
+	}
 	height := titleHeight + float64(len(f.Panels))*(panelHeight+gap) - gap + bottom
 
 	b := bufio.NewWriter(w)
@@ -169,6 +172,43 @@ func ticks(lo, hi float64, n int) tickSet {
 		}
 	}
 	t := tickSet{lo: math.Floor(lo/step) * step, hi: math.Ceil(hi/step) * step, step: step}
+	for v := t.lo; v <= t.hi+step/2; v += step {
+		t.values = append(t.values, v)
+	}
+	return t
+}
+
+// integral reports whether every x value is a whole number (rounds, epochs).
+func integral(panels []Panel) bool {
+	for _, p := range panels {
+		for _, s := range p.Series {
+			for _, v := range s.X {
+				if finite(v) && v != math.Trunc(v) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// integerTicks is ticks with a whole-number step of 1, 2 or 5 × 10^k.
+func integerTicks(lo, hi float64, n int) tickSet {
+	t := ticks(lo, hi, n)
+	if t.step >= 1 && t.step == math.Trunc(t.step) {
+		return t
+	}
+	step := 1.0
+	for _, m := range []float64{1, 2, 5, 10, 20, 50} {
+		if m*float64(n) >= hi-lo {
+			step = m
+			break
+		}
+	}
+	t = tickSet{lo: math.Floor(lo/step) * step, hi: math.Ceil(hi/step) * step, step: step}
+	if t.hi == t.lo {
+		t.hi = t.lo + step
+	}
 	for v := t.lo; v <= t.hi+step/2; v += step {
 		t.values = append(t.values, v)
 	}

@@ -70,3 +70,18 @@ func ExampleFigure_WriteSVG() {
 	fmt.Println(err, strings.HasPrefix(buf.String(), "<svg"))
 	// Output: <nil> true
 }
+
+func TestIntegerAxis(t *testing.T) {
+	x := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}
+	f := plot.Figure{XLabel: "round", Panels: []plot.Panel{{YLabel: "acc", Series: []plot.Series{{Name: "a", X: x, Y: x}}}}}
+	var buf bytes.Buffer
+	if err := f.WriteSVG(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), ">2.5<") || strings.Contains(buf.String(), ">7.5<") {
+		t.Error("a round axis has fractional ticks")
+	}
+	if !strings.Contains(buf.String(), ">20<") {
+		t.Error("the round axis lacks a tick at 20")
+	}
+}
