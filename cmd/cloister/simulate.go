@@ -100,7 +100,7 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if *clip == 0 {
 			return withHint(errors.New("--dp-noise needs --clip: the noise is calibrated to the clipping bound"), "add --clip 1, for instance; the run's update_norm in --json output helps choose it")
 		}
-		if rule.Name() != "Mean" {
+		if _, mean := rule.(*robust.Mean); !mean {
 			return withHint(fmt.Errorf("--dp-noise with --rule %s: the accountant covers the noised mean only", *ruleSpec), "drop --rule, or drop --dp-noise and keep --clip as a norm bound")
 		}
 		if *minCohort < 0 || *minCohort > m {
@@ -144,7 +144,7 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "cloister: nodes 1–%d attack with %s; aggregation rule %s\n", *byzantine, atk, rule)
 	} else if isBackdoor {
 		fmt.Fprintf(stderr, "cloister: no node attacks; measuring the backdoor accuracy of the clean model (%s); aggregation rule %s\n", atk, rule)
-	} else if rule.Name() != "Mean" {
+	} else if _, mean := rule.(*robust.Mean); !mean {
 		fmt.Fprintf(stderr, "cloister: aggregation rule %s\n", rule)
 	}
 	if *clip > 0 {
