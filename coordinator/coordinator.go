@@ -152,23 +152,6 @@ type Coordinator struct {
 	status round.Status
 }
 
-// RoundConfig returns the engine configuration the manifest implies; every
-// node derives the same (node.RoundConfig).
-func RoundConfig(man *pki.Manifest) (round.Config, error) {
-	h, err := man.Hash()
-	if err != nil {
-		return round.Config{}, err
-	}
-	tc, err := json.Marshal(man.Training)
-	if err != nil {
-		return round.Config{}, err
-	}
-	return round.Config{
-		Session: h[:], Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
-		Rounds: man.Training.Rounds, Mode: man.Mode, TrainConfig: tc,
-	}, nil
-}
-
 // verifier checks signatures with the members' audit keys from the manifest.
 type verifier map[fl.NodeID]ed25519.PublicKey
 
@@ -207,7 +190,7 @@ func New(cfg Config) (*Coordinator, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	var err error
-	if c.rcfg, err = RoundConfig(c.man); err != nil {
+	if c.rcfg, err = mode.RoundConfig(c.man); err != nil {
 		return nil, err
 	}
 	c.rcfg.Deadlines = cfg.Deadlines.ticks(cfg.Tick)

@@ -1,10 +1,12 @@
-// Package mode turns the aggregation mode a federation manifest names into
-// the [protect.Scheme] that implements it.
+// Package mode turns what a signed federation manifest says into what the
+// round engine runs: the [protect.Scheme] of its aggregation mode, and the
+// engine's [round.Config].
 //
-// Both daemons (and tools) must agree on this mapping, so it lives in one
-// place:
+// The coordinator and every node must derive exactly the same, so it lives
+// in one place:
 //
 //	scheme, err := mode.Scheme(man.Mode, man.Preset)
+//	cfg, err := mode.RoundConfig(man)
 //
 // # Modes
 //
@@ -18,6 +20,7 @@
 package mode
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -25,6 +28,7 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/round"
 )
 
 // ErrUnsupported reports a mode this build does not implement.
@@ -44,4 +48,22 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 		return plain.Scheme{}, nil
 	}
 	return nil, fmt.Errorf("%w: %q (this build has %s and %s)", ErrUnsupported, name, pki.ModeMHE, pki.ModePlain)
+}
+
+// RoundConfig returns the engine configuration the manifest implies: the
+// session is the manifest's hash, and the training settings travel to the
+// nodes as the engine's opaque training configuration.
+func RoundConfig(man *pki.Manifest) (round.Config, error) {
+	h, err := man.Hash()
+	if err != nil {
+		return round.Config{}, err
+	}
+	tc, err := json.Marshal(man.Training)
+	if err != nil {
+		return round.Config{}, err
+	}
+	return round.Config{
+		Session: h[:], Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
+		Rounds: man.Training.Rounds, Mode: man.Mode, TrainConfig: tc,
+	}, nil
 }

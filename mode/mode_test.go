@@ -1,12 +1,16 @@
 package mode_test
 
 import (
+	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/mode"
+	"github.com/cloisterfl/cloister/pki"
 )
 
 func TestScheme(t *testing.T) {
@@ -36,4 +40,26 @@ func ExampleScheme() {
 	s, err := mode.Scheme("mhe", "Agg128")
 	fmt.Println(s.Name(), err, s.Limits().MaxParties)
 	// Output: mhe <nil> 1000
+}
+
+func TestRoundConfig(t *testing.T) {
+	dir := t.TempDir() + "/fed"
+	if err := pki.InitFederation(dir, pki.InitOptions{Nodes: 3, Threshold: 2}, time.Now(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	kit, err := pki.LoadKit(dir + "/node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := mode.RoundConfig(kit.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := kit.Manifest.Hash()
+	if !bytes.Equal(cfg.Session, h[:]) || cfg.Threshold != 2 || len(cfg.Members) != 3 {
+		t.Errorf("RoundConfig = %+v; want session %x, t 2, 3 members", cfg, h)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("RoundConfig gives an invalid engine configuration: %v", err)
+	}
 }

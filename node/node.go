@@ -44,7 +44,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -154,23 +153,6 @@ type Node struct {
 	closeOnce  sync.Once
 }
 
-// RoundConfig returns the engine configuration the manifest implies. The
-// coordinator derives the same one (coordinator.RoundConfig).
-func RoundConfig(man *pki.Manifest) (round.Config, error) {
-	h, err := man.Hash()
-	if err != nil {
-		return round.Config{}, err
-	}
-	tc, err := json.Marshal(man.Training)
-	if err != nil {
-		return round.Config{}, err
-	}
-	return round.Config{
-		Session: h[:], Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
-		Rounds: man.Training.Rounds, Mode: man.Mode, TrainConfig: tc,
-	}, nil
-}
-
 // New opens (or creates) the node's state and returns a node ready to Run.
 // A node with persisted state resumes its session (round.RestartNode).
 func New(cfg Config) (*Node, error) {
@@ -202,7 +184,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.log = n.log.With("node", n.self)
 	var err error
-	if n.rcfg, err = RoundConfig(n.man); err != nil {
+	if n.rcfg, err = mode.RoundConfig(n.man); err != nil {
 		return nil, err
 	}
 	n.rcfg.Deadlines.Idle = max(1, int(cfg.Idle/cfg.Tick))
