@@ -188,7 +188,7 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *byzantine > 0 {
 		title += fmt.Sprintf("; %d × %s vs %s", *byzantine, atk.Name(), rule.Name())
 	}
-	return l.simOutput(res, title, priv != nil)
+	return l.output(res, title, "round", priv != nil)
 }
 
 // simProgress prints one line per round: accuracy, loss, and ε, backdoor
@@ -222,9 +222,10 @@ func size(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// simOutput writes the JSON and SVG results of a simulation: accuracy (with
-// the backdoor accuracy when there is one), loss, and ε when DP is on.
-func (l *learning) simOutput(res *simulation.Result, title string, withEpsilon bool) error {
+// output writes the JSON and SVG results that were asked for: accuracy
+// (and backdoor accuracy when measured), loss, and ε spent when withEpsilon.
+// xlabel names the unit of a row: "round", or "epoch" for train.
+func (l *learning) output(res *simulation.Result, title, xlabel string, withEpsilon bool) error {
 	if l.jsonPath != "" {
 		data, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
@@ -251,7 +252,7 @@ func (l *learning) simOutput(res *simulation.Result, title string, withEpsilon b
 	if len(bd) == len(x) {
 		accPanel.Series = append(accPanel.Series, plot.Series{Name: "backdoor accuracy", X: x, Y: bd})
 	}
-	f := plot.Figure{Title: title, XLabel: "round", Panels: []plot.Panel{
+	f := plot.Figure{Title: title, XLabel: xlabel, Panels: []plot.Panel{
 		accPanel,
 		{YLabel: "test loss", Series: []plot.Series{{Name: "loss", X: x, Y: loss}}},
 	}}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/model"
-	"github.com/cloisterfl/cloister/plot"
 	"github.com/cloisterfl/cloister/simulation"
 )
 
@@ -80,39 +77,6 @@ func progress(w io.Writer, unit string, total int) func(simulation.RoundResult) 
 	}
 }
 
-// output writes the JSON and SVG results that were asked for.
-func (l *learning) output(res *simulation.Result, title, xlabel string) error {
-	if l.jsonPath != "" {
-		data, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := writeFileAtomic(l.jsonPath, append(data, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	if l.plotPath != "" {
-		var x, acc, loss []float64
-		for _, r := range res.Rounds {
-			x = append(x, float64(r.Round))
-			acc = append(acc, r.Accuracy)
-			loss = append(loss, r.Loss)
-		}
-		f := plot.Figure{Title: title, XLabel: xlabel, Panels: []plot.Panel{
-			{YLabel: "test accuracy", Series: []plot.Series{{Name: "accuracy", X: x, Y: acc}}},
-			{YLabel: "test loss", Series: []plot.Series{{Name: "loss", X: x, Y: loss}}},
-		}}
-		var buf bytes.Buffer
-		if err := f.WriteSVG(&buf); err != nil {
-			return err
-		}
-		if err := writeFileAtomic(l.plotPath, buf.Bytes(), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func runTrain(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("train", stderr)
 	var l learning
@@ -146,7 +110,7 @@ func runTrain(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "final test accuracy %.4f, loss %.4f after %d epochs\n", res.Final.Accuracy, res.Final.Loss, *epochs)
-	return l.output(res, fmt.Sprintf("centralized %s on %s", spec.Kind, split.Train.Name), "epoch")
+	return l.output(res, fmt.Sprintf("centralized %s on %s", spec.Kind, split.Train.Name), "epoch", false)
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same
