@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 
@@ -12,17 +11,6 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
-)
-
-// The formats below are package round's (round/codec.go): the group key
-// round keeps in NodeState.GroupKey, the associated data of a sealed model
-// and the model payload. round does not export a way to open a sealed model
-// outside its engine, so this file restates them for `cloister model
-// export`; TestExportMatchesEvaluated checks that they still agree.
-const (
-	roundLabelModelAD  = "cloister/round/v1/model"
-	roundLabelModel    = "cloister/round/v1/model-payload"
-	roundLabelGroupKey = "cloister/round/v1/group-key"
 )
 
 // ErrNoModel: the node's store holds no model yet.
@@ -45,34 +33,9 @@ type Exported struct {
 // OpenModel opens a model of round r sealed with the group key (the
 // NodeState.GroupKey of package round) under session.
 func OpenModel(groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, error) {
-	g := rbuf{b: groupKey}
-	label, _, key := g.str(), g.bytes(), g.bytes()
-	if err := g.end(); err != nil || label != roundLabelGroupKey {
-		return nil, fmt.Errorf("node: the stored group key does not decode (%v)", err)
-	}
-	var ad wbuf
-	ad.str(roundLabelModelAD)
-	ad.bytes(session)
-	ad.u64(uint64(r))
-	pt, err := GCMBox{}.Open(key, sealed, ad.b)
+	v, err := round.OpenModel(GCMBox{}, groupKey, session, r, sealed)
 	if err != nil {
-		return nil, fmt.Errorf("node: opening the model of round %d: %w", r, err)
-	}
-	p := rbuf{b: pt}
-	if p.str() != roundLabelModel && p.err == nil {
-		return nil, fmt.Errorf("node: the sealed model of round %d is not a model payload", r)
-	}
-	n := p.u64()
-	if p.err == nil && n*8 > uint64(len(p.b)) {
-		return nil, fmt.Errorf("node: model of %d values in %d bytes", n, len(p.b))
-	}
-	v := make(fl.Vector, 0, n)
-	for range n {
-		v = append(v, math.Float64frombits(p.u64()))
-	}
-	p.bytes() // optimizer state
-	if err := p.end(); err != nil {
-		return nil, fmt.Errorf("node: model payload of round %d: %v", r, err)
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	return v, nil
 }

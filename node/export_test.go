@@ -17,7 +17,7 @@ import (
 
 // TestExportMatchesEvaluated runs a two-member federation of round engines
 // in memory, with this package's keyring, model box and signers, and checks
-// that OpenModel (which restates round's formats) opens every committed
+// that OpenModel (round.OpenModel with this package's GCMBox) opens every committed
 // model to exactly the vector the engine handed to the evaluation task.
 func TestExportMatchesEvaluated(t *testing.T) {
 	members := []fl.NodeID{"node-1", "node-2"}

@@ -218,3 +218,20 @@ func protectSessionID(session []byte, epoch uint64) []byte {
 	d := sha256.Sum256(e.b)
 	return d[:]
 }
+
+// OpenModel opens a model of round r (0: the initial model) sealed by the
+// engine, outside the engine: for tools such as `cloister model export`.
+// groupKey is NodeState.GroupKey, box the node's ModelBox and session
+// Config.Session. It returns the model without its optimizer state.
+func OpenModel(box ModelBox, groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, error) {
+	_, key, err := decodeGroupKey(groupKey)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := box.Open(key, sealed, modelAD(session, r))
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening the model of round %d: %v", ErrMalformed, r, err)
+	}
+	v, _, err := decodeModel(pt)
+	return v, err
+}
