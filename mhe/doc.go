@@ -46,8 +46,11 @@
 //     share is there unchanged, and sums its Shamir shares into its
 //     threshold share S(α_i).
 //   - Protect puts v ‖ weight in the coefficients of ⌈(d+1)/N⌉ plaintexts
-//     at scale Δ and encrypts them under pk, one ciphertext per worker.
-//   - Helper.Aggregate checks every update and adds them.
+//     at scale Δ and encrypts them under pk, one ciphertext per worker. The
+//     ciphertexts stay in the coefficient domain (three NTTs each instead
+//     of four).
+//   - Helper.Aggregate checks every update, adds them, and moves the sum to
+//     the NTT domain.
 //   - Reveal records (round, digest) in the ledger, turns S(α_i) into an
 //     additive share for the fixed revealer set (multiparty.Combiner), and
 //     returns its public-key-switch share towards the target key with

@@ -70,7 +70,7 @@ func TestFloodingPositiveControl(t *testing.T) {
 	for i := range e.vals {
 		e.vals[i] = math.Sin(float64(i))
 	}
-	pt, err := e.encode(p.params.MaxLevel())
+	pt, err := e.encode(p.params.MaxLevel(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 	e := p.newEncoder()
 	copy(e.vals, sum.Vector)
 	e.vals[d] = sum.Weight
-	pub, err := e.encode(level)
+	pub, err := e.encode(level, true)
 	if err != nil {
 		t.Fatal(err)
 	}

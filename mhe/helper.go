@@ -149,16 +149,16 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 	body := out[len(out) : len(out)+k*size]
 	out = out[:len(out)+k*size]
 
-	type worker struct {
-		eval     *ckks.Evaluator
-		acc, tmp *rlwe.Ciphertext
-	}
+	type worker struct{ acc, tmp *rlwe.Ciphertext }
 	ws := make([]*worker, hp.sch.workersFor(k))
 	for i := range ws {
-		ws[i] = &worker{eval: ckks.NewEvaluator(p.params, nil), acc: p.newCiphertext(level), tmp: p.newCiphertext(level)}
+		ws[i] = &worker{acc: p.newUpdateCiphertext(level), tmp: p.newUpdateCiphertext(level)}
 	}
+	ringQ := p.params.RingQ().AtLevel(level)
 	// Stream: each worker sums ciphertext i over all inputs, so memory stays
-	// at two ciphertexts per worker whatever the number of inputs.
+	// at two ciphertexts per worker whatever the number of inputs. Updates
+	// are in the coefficient domain (encryptVector); the sum moves to the
+	// NTT domain once, here, for the reveal and Open.
 	err := parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
 		for j, in := range inputs {
@@ -170,12 +170,17 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 				return fmt.Errorf("mhe: input %d: %w", j, err)
 			}
 			if j > 0 {
-				if err := wk.eval.Add(wk.acc, wk.tmp, wk.acc); err != nil {
-					return fmt.Errorf("mhe: adding: %w", err)
-				}
+				// The sum of ciphertexts of one preset, level and scale
+				// (checked above): the residues add modulo each prime.
+				ringQ.Add(wk.acc.Value[0], wk.tmp.Value[0], wk.acc.Value[0])
+				ringQ.Add(wk.acc.Value[1], wk.tmp.Value[1], wk.acc.Value[1])
 			}
 		}
+		ringQ.NTT(wk.acc.Value[0], wk.acc.Value[0])
+		ringQ.NTT(wk.acc.Value[1], wk.acc.Value[1])
+		wk.acc.IsNTT = true
 		p.packCiphertext(body[i*size:i*size:(i+1)*size], wk.acc)
+		wk.acc.IsNTT = false
 		return nil
 	})
 	if err != nil {

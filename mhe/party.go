@@ -324,7 +324,7 @@ type revealWorker struct {
 func (pa *Party) protectWorkers(n int) []*protectWorker {
 	p := pa.p
 	for len(pa.pw) < pa.sch.workersFor(n) {
-		pa.pw = append(pa.pw, &protectWorker{enc: p.newEncoder(), encr: rlwe.NewEncryptor(p.params, pa.pk), ct: p.newCiphertext(p.params.MaxLevel())})
+		pa.pw = append(pa.pw, &protectWorker{enc: p.newEncoder(), encr: rlwe.NewEncryptor(p.params, pa.pk), ct: p.newUpdateCiphertext(p.params.MaxLevel())})
 	}
 	return pa.pw[:pa.sch.workersFor(n)]
 }
@@ -344,6 +344,13 @@ func (pa *Party) revealWorkers(n int) ([]*revealWorker, error) {
 
 // encryptVector encrypts v ‖ weight under the collective key into a
 // payload with header h, one ciphertext per worker at a time.
+//
+// Updates stay in the coefficient domain: a public-key encryption there
+// takes three NTTs (u, and back for u·pk0 and u·pk1, with the errors added
+// in place) instead of four in the NTT domain (u, e0, e1 and the
+// plaintext). The helper sums updates in the coefficient domain and moves
+// only the sum to the NTT domain (Aggregate), once per round instead of
+// once per party.
 func (pa *Party) encryptVector(h header, v fl.Vector, weight float64) ([]byte, error) {
 	p := pa.p
 	level := p.params.MaxLevel()
@@ -370,7 +377,7 @@ func (pa *Party) encryptVector(h header, v fl.Vector, weight float64) ([]byte, e
 		if d := len(v); d >= lo && d < lo+S {
 			vals[d-lo] = weight
 		}
-		pt, err := wk.enc.encode(level)
+		pt, err := wk.enc.encode(level, false)
 		if err != nil {
 			return err
 		}
@@ -407,12 +414,14 @@ func (p *Preset) newEncoder() *encoder {
 
 // encode encodes e.vals at scale 2^encodeLogScale, where MaxAbs·scale fits
 // a uint64 (Lattigo's fast path), then multiplies by the integer
-// 2^(LogScale−encodeLogScale) to reach Δ.
-func (e *encoder) encode(level int) (*rlwe.Plaintext, error) {
+// 2^(LogScale−encodeLogScale) to reach Δ. With ntt the plaintext is in the
+// NTT domain, as the preset's aggregates and results are; without, it stays
+// in the coefficient domain, as Protect's updates are (see encryptVector).
+func (e *encoder) encode(level int, ntt bool) (*rlwe.Plaintext, error) {
 	p := e.p
 	pt := e.pt
 	pt.Resize(0, level)
-	pt.IsNTT = true
+	pt.IsNTT = ntt
 	pt.IsBatched = p.lit.Encoding == Slots
 	pt.LogDimensions = p.params.LogMaxDimensions()
 	pt.Scale = rlwe.NewScale(math.Exp2(float64(p.encodeLogScale)))

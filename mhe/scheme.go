@@ -293,6 +293,14 @@ func (p *Preset) newCiphertext(level int) *rlwe.Ciphertext {
 	return ct
 }
 
+// newUpdateCiphertext allocates a ciphertext with the metadata of a fresh
+// update: as newCiphertext, but in the coefficient domain.
+func (p *Preset) newUpdateCiphertext(level int) *rlwe.Ciphertext {
+	ct := p.newCiphertext(level)
+	ct.IsNTT = false
+	return ct
+}
+
 func (p *Preset) setMeta(m *rlwe.MetaData, level int) {
 	m.IsNTT = true
 	m.IsBatched = p.lit.Encoding == Slots
