@@ -51,6 +51,10 @@ type Deadlines struct {
 	// too many dropped) starts the next round at once when every member is
 	// back, or this many ticks after enough are; default 3.
 	Gather int
+	// Join: a key setup starts at once when every member that is not
+	// excluded is live, or this many ticks after the first Hello of the
+	// attempt if at least max(Threshold, MinCohort) of them are; default 60.
+	Join int
 	// Idle: a node that hears nothing from the coordinator for this many
 	// ticks says Hello again (the coordinator may have marked it down);
 	// default 100.
@@ -70,6 +74,7 @@ func (d Deadlines) withDefaults() Deadlines {
 	def(&d.Eval, 5)
 	def(&d.Idle, 100)
 	def(&d.Gather, 3)
+	def(&d.Join, 60)
 	return d
 }
 
@@ -193,7 +198,8 @@ type NodeConfig struct {
 	// Optimizer is applied when this node leads a round.
 	Optimizer Optimizer
 	// Init returns the initial model. It is called only on the member that
-	// makes the group key (the first member in sorted order).
+	// makes the first group key (the first participant of the first key
+	// setup, in sorted order), which may be any member.
 	Init func() fl.Vector
 	// Rand is the source of every secret this node makes (key shares, the
 	// group key, the model key): crypto/rand.Reader in production.
@@ -229,13 +235,8 @@ func (c NodeConfig) validate() error {
 		return errors.New("round: node has no random source")
 	case c.Box.KeySize() < 16:
 		return fmt.Errorf("round: model box key size %d is too small", c.Box.KeySize())
-	}
-	if c.Self == c.sorted()[0] && c.Init == nil {
-		return fmt.Errorf("round: %s makes the group key and needs Init for the initial model", c.Self)
+	case c.Init == nil:
+		return fmt.Errorf("round: %s has no Init for the initial model (any member may make the first group key)", c.Self)
 	}
 	return nil
 }
-
-// dealer is the member that makes the group model key: the first member in
-// sorted order.
-func (c Config) dealer() fl.NodeID { return c.sorted()[0] }

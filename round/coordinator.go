@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -22,7 +23,6 @@ type Coordinator struct {
 	dl       Deadlines
 	members  []fl.NodeID // sorted
 	isMember map[fl.NodeID]bool
-	dealer   fl.NodeID
 	helper   protect.Helper // for st.Epoch
 	st       CoordinatorState
 	out      outbox
@@ -32,6 +32,11 @@ type Coordinator struct {
 	live     map[fl.NodeID]bool   // said Hello and has not missed a deadline since
 	keyed    map[fl.NodeID]bool   // holds a party of st.Epoch
 	evidence map[fl.NodeID][]byte // from the last Hello
+	// In PhaseJoin: joining is set from the first Hello of the attempt
+	// (elapsed counts from then), joinWhy says why the setup runs.
+	joining    bool
+	joinWhy    string
+	readmitted map[fl.NodeID]bool // since the last setup started, for the re-key's reason
 
 	// Key setup.
 	announcements map[fl.NodeID][]byte
@@ -63,10 +68,14 @@ type Status struct {
 	Uploaded      []fl.NodeID
 	Included      []fl.NodeID
 	Revealers     []fl.NodeID
+	// Participants are the members of the current epoch's key setup;
+	// Excluded the members excluded by Exclude.
+	Participants []fl.NodeID
+	Excluded     []fl.NodeID
 }
 
-// NewCoordinator returns a coordinator for a new session. It waits for every
-// member's Hello, then runs the key setup.
+// NewCoordinator returns a coordinator for a new session. It waits for the
+// members' Hellos, then runs the key setup (see [Deadlines].Join).
 func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	c, err := newCoordinator(cfg)
 	if err != nil {
@@ -78,10 +87,12 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 }
 
 // RestartCoordinator returns a coordinator that resumes from st, a state
-// from an earlier Ready. Every member is down until it says Hello again. A
-// round caught collecting or revealing is aborted (its reveal is never
-// retried); a round caught waiting for its commit resumes with the same Open
-// result; a key setup caught half-way restarts with a new epoch.
+// from an earlier Ready. Every member is down until it says Hello again;
+// excluded members stay excluded. A round caught collecting or revealing is
+// aborted (its reveal is never retried); a round caught waiting for its
+// commit resumes with the same Open result; a key setup caught before its
+// group key step restarts with a new epoch (a re-key too: the model it
+// carries over is still sealed under the previous group key).
 func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState) (*Coordinator, error) {
 	c, err := newCoordinator(cfg)
 	if err != nil {
@@ -94,6 +105,21 @@ func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState) (*Coordinato
 		return nil, fmt.Errorf("round: restoring state in phase %d", st.Phase)
 	}
 	c.st = st.clone()
+	if c.st.Epoch > 0 && len(c.st.Participants) == 0 {
+		// A state written before key setups over subsets: every member.
+		c.st.Participants = slices.Clone(c.members)
+		if c.st.Phase >= PhaseWait && c.st.KeyEpoch == 0 {
+			c.st.KeyEpoch, c.st.Keyholders = c.st.Epoch, slices.Clone(c.members)
+		}
+	}
+	for id := range c.st.Excluded {
+		if !c.isMember[id] {
+			return nil, fmt.Errorf("round: restoring state that excludes non-member %q", id)
+		}
+	}
+	if c.st.Phase == PhaseJoin && c.st.KeyEpoch > 0 {
+		c.joinWhy = "re-key after a coordinator restart"
+	}
 	if c.st.Epoch > 0 {
 		if c.helper, err = c.newHelper(c.st.Epoch); err != nil {
 			return nil, err
@@ -120,12 +146,12 @@ func newCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg:      cfg,
 		dl:       cfg.Deadlines.withDefaults(),
-		members:  cfg.sorted(),
-		isMember: make(map[fl.NodeID]bool),
-		dealer:   cfg.dealer(),
-		live:     make(map[fl.NodeID]bool),
-		keyed:    make(map[fl.NodeID]bool),
-		evidence: make(map[fl.NodeID][]byte),
+		members:    cfg.sorted(),
+		isMember:   make(map[fl.NodeID]bool),
+		live:       make(map[fl.NodeID]bool),
+		keyed:      make(map[fl.NodeID]bool),
+		evidence:   make(map[fl.NodeID][]byte),
+		readmitted: make(map[fl.NodeID]bool),
 	}
 	for _, m := range c.members {
 		c.isMember[m] = true
@@ -147,7 +173,7 @@ func (c *Coordinator) newHelper(epoch uint64) (protect.Helper, error) {
 }
 
 func (c *Coordinator) protectSession(epoch uint64) protect.Session {
-	return protect.Session{ID: protectSessionID(c.cfg.Session, epoch), Members: c.members, Threshold: c.cfg.Threshold}
+	return protect.Session{ID: protectSessionID(c.cfg.Session, epoch), Members: c.st.Participants, Threshold: c.cfg.Threshold}
 }
 
 // Ready returns the pending output. It is safe to call Ready again before
@@ -178,6 +204,7 @@ func (c *Coordinator) Status() Status {
 		LastCommitted: c.st.LastCommitted, Cohort: slices.Clone(c.st.Cohort),
 		Included: nodesOf(c.st.Included), Revealers: slices.Clone(c.st.Revealers),
 		Live: c.sortedSet(c.live), Uploaded: c.sortedSet(boolSet(c.uploads)),
+		Participants: slices.Clone(c.st.Participants), Excluded: c.sortedSet(boolSet(c.st.Excluded)),
 	}
 	if len(s.Included) == 0 {
 		s.Included = nil
@@ -193,6 +220,8 @@ func (c *Coordinator) Status() Status {
 func (c *Coordinator) Tick() {
 	c.elapsed++
 	switch c.st.Phase {
+	case PhaseJoin:
+		c.maybeStartSetup()
 	case PhaseAnnounce, PhaseDeal, PhaseAccept, PhaseGroupKey:
 		if c.elapsed >= c.dl.Setup {
 			c.setupTimeout()
@@ -246,7 +275,9 @@ func (c *Coordinator) Unreachable(id fl.NodeID) {
 func (c *Coordinator) stopWaitingFor(id fl.NodeID, why string) {
 	switch c.st.Phase {
 	case PhaseAnnounce, PhaseDeal, PhaseAccept:
-		c.restartSetup(why)
+		if c.isParticipant(id) {
+			c.restartSetup(why)
+		}
 	case PhaseCollect:
 		c.maybeCloseCollect()
 	case PhaseReveal:
@@ -260,6 +291,132 @@ func (c *Coordinator) stopWaitingFor(id fl.NodeID, why string) {
 	case PhaseEvaluate:
 		c.maybeFinishEval()
 	}
+}
+
+// Exclude excludes member id from the session, for reason (its attestation
+// failed, expired or was revoked). Until [Coordinator.Readmit] it is down:
+// it is in no cohort, key setup, reveal or leader rotation, it is sent
+// nothing, and every message from it, Hello included, is rejected with
+// [ErrExcluded]. Exclude emits an [EventExcluded] event.
+//
+// If id holds a party of the current key epoch, the coordinator re-keys:
+// the current round stops waiting for it (a round whose included set holds
+// it is aborted once collection has closed; an upload it made while
+// collecting is dropped), and when the round ends, a key setup among the
+// live members that are not excluded replaces the collective key, the
+// threshold shares and the group key, carrying the model over. A key setup
+// in progress that includes id restarts without it.
+//
+// Exclude is idempotent: excluding an excluded member changes nothing. A
+// NodeID that is not a member is ignored.
+func (c *Coordinator) Exclude(id fl.NodeID, reason string) {
+	if !c.isMember[id] || c.excluded(id) {
+		return
+	}
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	if c.st.Excluded == nil {
+		c.st.Excluded = make(map[fl.NodeID]string)
+	}
+	c.st.Excluded[id] = reason
+	delete(c.readmitted, id)
+	c.changed()
+	c.emit(Event{Kind: EventExcluded, Round: c.roundIfRunning(), Node: id, Detail: reason})
+	delete(c.live, id)
+	delete(c.keyed, id)
+	c.out.drop(id)
+	why := fmt.Sprintf("%s is excluded (%s)", id, reason)
+	switch c.st.Phase {
+	case PhaseJoin:
+		c.maybeStartSetup()
+	case PhaseAnnounce, PhaseDeal, PhaseAccept, PhaseGroupKey:
+		if c.isParticipant(id) {
+			c.restartSetup(why)
+		}
+	case PhaseWait:
+		c.maybeStartFromWait()
+	case PhaseCollect:
+		if _, ok := c.contribs[id]; ok {
+			delete(c.uploads, id)
+			delete(c.contribs, id)
+		}
+		c.maybeCloseCollect()
+	case PhaseReveal, PhaseCommit:
+		if slices.Contains(nodesOf(c.st.Included), id) {
+			c.abort("the included set holds " + why)
+		} else {
+			c.stopWaitingFor(id, why)
+		}
+	case PhaseEvaluate:
+		c.maybeFinishEval()
+	}
+}
+
+// Readmit ends the exclusion of member id (it presented fresh, valid
+// evidence). It stays down until its next Hello; then, if it holds no party
+// of the current key epoch, the next round boundary re-keys to include it.
+// Readmit emits an [EventReadmitted] event; readmitting a member that is not
+// excluded changes nothing.
+func (c *Coordinator) Readmit(id fl.NodeID) {
+	if !c.excluded(id) {
+		return
+	}
+	delete(c.st.Excluded, id)
+	if len(c.st.Excluded) == 0 {
+		c.st.Excluded = nil
+	}
+	c.readmitted[id] = true
+	c.changed()
+	c.emit(Event{Kind: EventReadmitted, Round: c.roundIfRunning(), Node: id})
+}
+
+func (c *Coordinator) excluded(id fl.NodeID) bool {
+	_, ok := c.st.Excluded[id]
+	return ok
+}
+
+func (c *Coordinator) isParticipant(id fl.NodeID) bool {
+	_, ok := slices.BinarySearch(c.st.Participants, id)
+	return ok
+}
+
+// eligible returns the live members that are not excluded, sorted.
+func (c *Coordinator) eligible() []fl.NodeID {
+	var ns []fl.NodeID
+	for _, m := range c.members {
+		if c.live[m] && !c.excluded(m) {
+			ns = append(ns, m)
+		}
+	}
+	return ns
+}
+
+// needRekey says why the current epoch's keys must be replaced at this round
+// boundary ("" if they need not): a participant was excluded, or a live
+// member that is not excluded holds no party of the epoch.
+func (c *Coordinator) needRekey() string {
+	if c.st.Epoch == 0 {
+		return ""
+	}
+	var why []string
+	for _, m := range c.st.Participants {
+		if r, ok := c.st.Excluded[m]; ok {
+			why = append(why, fmt.Sprintf("%s excluded (%s)", m, r))
+		}
+	}
+	for _, m := range c.members {
+		switch {
+		case !c.live[m] || c.excluded(m) || c.keyed[m]:
+		case c.readmitted[m]:
+			why = append(why, fmt.Sprintf("%s readmitted", m))
+		case c.isParticipant(m):
+			why = append(why, fmt.Sprintf("%s lost its key share of epoch %d", m, c.st.Epoch))
+		default:
+			why = append(why, fmt.Sprintf("%s is not a participant of epoch %d", m, c.st.Epoch))
+		}
+	}
+	return strings.Join(why, "; ")
 }
 
 // Step processes a message from the member the transport authenticated as
@@ -278,6 +435,8 @@ func (c *Coordinator) step(from fl.NodeID, m Message) error {
 	switch {
 	case !c.isMember[from]:
 		return ErrNotMember
+	case c.excluded(from):
+		return fmt.Errorf("%w: %s", ErrExcluded, c.st.Excluded[from])
 	case m.Kind == KindUnknown || m.Kind >= kindEnd:
 		return ErrUnknownKind
 	case !m.Kind.toCoordinator():
@@ -295,6 +454,9 @@ func (c *Coordinator) step(from fl.NodeID, m Message) error {
 		return err
 	}
 	if m.Kind.setup() {
+		if !c.isParticipant(from) {
+			return fmt.Errorf("%w: %s is not a participant of key epoch %d %v", ErrNotSelected, from, c.st.Epoch, c.st.Participants)
+		}
 		switch m.Kind {
 		case KindAnnounce:
 			return c.announce(from, m)
@@ -460,9 +622,10 @@ func (c *Coordinator) liveKeyed() []fl.NodeID {
 	return ns
 }
 
-func (c *Coordinator) allLive() bool {
+// allEligibleLive reports whether every member that is not excluded is live.
+func (c *Coordinator) allEligibleLive() bool {
 	for _, m := range c.members {
-		if !c.live[m] {
+		if !c.live[m] && !c.excluded(m) {
 			return false
 		}
 	}
@@ -494,6 +657,12 @@ func (s CoordinatorState) clone() CoordinatorState {
 	s.Result = bytes.Clone(s.Result)
 	if s.Sealed != nil {
 		s.Sealed = maps.Clone(s.Sealed)
+	}
+	s.SetupModel = bytes.Clone(s.SetupModel)
+	s.Keyholders = slices.Clone(s.Keyholders)
+	s.Participants = slices.Clone(s.Participants)
+	if s.Excluded != nil {
+		s.Excluded = maps.Clone(s.Excluded)
 	}
 	s.Cohort = slices.Clone(s.Cohort)
 	s.Leaders = slices.Clone(s.Leaders)

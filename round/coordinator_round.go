@@ -28,6 +28,10 @@ func (c *Coordinator) startRound() {
 		c.finish("last round number reached")
 		return
 	}
+	if why := c.needRekey(); why != "" {
+		c.rekey(why)
+		return
+	}
 	live := c.liveKeyed()
 	if need := max(c.cfg.MinCohort, c.cfg.Threshold); len(live) < need {
 		if c.st.Phase != PhaseWait {
@@ -60,10 +64,17 @@ func (s CoordinatorState) MaxRoundReached(max fl.Round) bool {
 	return max != 0 && s.Round >= max
 }
 
-// maybeStartFromWait starts a round from PhaseWait when every member is
-// back, or once the gather window has passed.
+// maybeStartFromWait starts a round from PhaseWait when every participant
+// that is not excluded is back, or once the gather window has passed, and
+// re-keys at once if it must.
 func (c *Coordinator) maybeStartFromWait() {
-	if len(c.liveKeyed()) == len(c.members) || c.elapsed >= c.dl.Gather {
+	all := true
+	for _, m := range c.st.Participants {
+		if !c.excluded(m) && !(c.live[m] && c.keyed[m]) {
+			all = false
+		}
+	}
+	if all || c.elapsed >= c.dl.Gather || c.needRekey() != "" {
 		c.startRound()
 	}
 }
@@ -293,6 +304,7 @@ func (c *Coordinator) commit(from fl.NodeID, m Message) error {
 	}
 	c.st.Model = bytes.Clone(m.Model)
 	c.st.ModelRound = c.st.Round
+	c.st.Resealed = false
 	c.st.LastCommitted = c.st.Round
 	c.st.Commits++
 	c.st.Phase = PhaseEvaluate

@@ -21,29 +21,31 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 		Detail: fmt.Sprintf("holds key epoch %d", m.Epoch)})
 	switch c.st.Phase {
 	case PhaseJoin:
-		if c.allLive() {
-			c.startSetup()
-		}
+		c.maybeStartSetup()
 	case PhaseAnnounce, PhaseDeal, PhaseAccept:
-		// A member that is still in this attempt reports its epoch; any
-		// other lost its progress.
-		if m.Epoch != c.st.Epoch {
+		// A participant that is still in this attempt reports its epoch;
+		// any other lost its progress. A member that is not a participant
+		// waits for the next round boundary, which re-keys to include it.
+		if c.isParticipant(from) && m.Epoch != c.st.Epoch {
 			c.restartSetup(fmt.Sprintf("%s rejoined without its setup state", from))
 		}
 	case PhaseGroupKey:
+		if !c.isParticipant(from) {
+			return nil
+		}
 		if m.Epoch != c.st.Epoch {
 			c.restartSetup(fmt.Sprintf("%s lost its key share", from))
 			return nil
 		}
 		c.keyed[from] = true
 		switch {
-		case c.st.Sealed == nil && from == c.dealer:
-			c.send(from, Message{Kind: KindKeyRequest})
+		case c.st.Sealed == nil && from == c.st.Dealer:
+			c.sendKeyRequest()
 		case c.st.Sealed != nil && !c.acked[from]:
 			c.deliverKey(from)
 		}
 	default:
-		c.keyed[from] = m.Epoch == c.st.Epoch
+		c.keyed[from] = m.Epoch == c.st.Epoch && c.isParticipant(from)
 		c.welcome(from, fresh)
 		if c.st.Phase == PhaseDone {
 			c.send(from, Message{Kind: KindDone, Round: c.st.Round})
@@ -53,6 +55,9 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 			why := fmt.Sprintf("%s holds key epoch %d, not %d: excluded until re-keyed", from, m.Epoch, c.st.Epoch)
 			c.emit(Event{Kind: EventDown, Round: c.roundIfRunning(), Node: from, Detail: why})
 			c.stopWaitingFor(from, why)
+			if c.st.Phase == PhaseWait {
+				c.maybeStartFromWait() // a round boundary: re-key now
+			}
 			return nil
 		}
 		switch c.st.Phase {
@@ -80,10 +85,11 @@ const maxEvidence = 1 << 20
 
 // welcome tells a member that (re)joined after the setup where the session
 // is, relays the other members' evidence to it and its evidence to them.
+// Excluded members' evidence is not relayed.
 func (c *Coordinator) welcome(id fl.NodeID, relay bool) {
 	ev := make(map[fl.NodeID][]byte)
 	for _, m := range c.members {
-		if m != id && c.evidence[m] != nil {
+		if m != id && c.evidence[m] != nil && !c.excluded(m) {
 			ev[m] = c.evidence[m]
 		}
 	}
@@ -102,31 +108,93 @@ func (c *Coordinator) welcome(id fl.NodeID, relay bool) {
 	}
 }
 
-// startSetup starts a key setup attempt with a new epoch. Every member must be live.
-func (c *Coordinator) startSetup() {
+// maybeStartSetup starts a key setup from PhaseJoin when the start rule
+// allows: every member that is not excluded is live, or at least
+// max(Threshold, MinCohort) of them are and Deadlines.Join ticks have passed
+// since the first Hello of the attempt. A re-key also needs a live holder of
+// the previous group key to carry the model over (unless no round has
+// committed yet).
+func (c *Coordinator) maybeStartSetup() {
+	if c.st.Phase != PhaseJoin {
+		return
+	}
+	eligible := c.eligible()
+	if len(eligible) == 0 {
+		return
+	}
+	if !c.joining {
+		c.joining, c.elapsed = true, 0
+	}
+	if len(eligible) < max(c.cfg.Threshold, c.cfg.MinCohort) {
+		return
+	}
+	if !c.allEligibleLive() && c.elapsed < c.dl.Join {
+		return
+	}
+	dealer := c.pickDealer(eligible)
+	if dealer == "" {
+		return
+	}
+	c.startSetup(eligible, dealer)
+}
+
+// pickDealer names the member of participants that makes the group key: the
+// first (sorted) that holds the previous epoch's group key, so that it can
+// carry the model over; the first if there is no previous group key, or if
+// none holds it and no round has committed (it makes a new initial model).
+// It returns "" if the model cannot be carried over.
+func (c *Coordinator) pickDealer(participants []fl.NodeID) fl.NodeID {
+	if c.st.KeyEpoch == 0 {
+		return participants[0]
+	}
+	for _, p := range participants {
+		if slices.Contains(c.st.Keyholders, p) {
+			return p
+		}
+	}
+	if c.st.ModelRound == 0 {
+		return participants[0]
+	}
+	return ""
+}
+
+// carry reports whether the running setup's dealer carries Model over to
+// the new group key.
+func (c *Coordinator) carry() bool {
+	return c.st.KeyEpoch != 0 && slices.Contains(c.st.Keyholders, c.st.Dealer)
+}
+
+// startSetup starts a key setup attempt with a new epoch among participants
+// (live, sorted).
+func (c *Coordinator) startSetup(participants []fl.NodeID, dealer fl.NodeID) {
 	c.st.Epoch++
+	c.st.Participants = slices.Clone(participants)
 	h, err := c.newHelper(c.st.Epoch)
 	if err != nil {
 		// The configuration was validated; a scheme that cannot make a
-		// helper for it is a programming error of the scheme. Stay in Join.
+		// helper for it is a programming error of the scheme. Stay in Join
+		// until the next Hello.
 		c.emit(Event{Kind: EventAborted, Detail: err.Error()})
 		c.st.Phase = PhaseJoin
+		c.joining = false
 		c.changed()
 		return
 	}
 	c.helper = h
 	c.resetSetup()
 	c.st.Phase = PhaseAnnounce
-	c.st.Sealed, c.st.Target, c.st.Dealer = nil, nil, ""
-	c.elapsed = 0
+	c.st.Sealed, c.st.Target, c.st.SetupModel = nil, nil, nil
+	c.st.Dealer = dealer
+	c.elapsed, c.joining = 0, false
+	c.readmitted = make(map[fl.NodeID]bool)
 	c.changed()
-	c.emit(Event{Kind: EventSetupStarted, Nodes: c.members})
-	ev := make(map[fl.NodeID][]byte, len(c.members))
-	for _, m := range c.members {
+	c.emit(Event{Kind: EventSetupStarted, Nodes: c.st.Participants, Detail: c.joinWhy})
+	ev := make(map[fl.NodeID][]byte, len(participants))
+	for _, m := range participants {
 		ev[m] = c.evidence[m]
 	}
-	for _, m := range c.members {
-		c.send(m, Message{Kind: KindSetupStart, Evidences: ev})
+	for _, m := range participants {
+		c.send(m, Message{Kind: KindSetupStart, Evidences: ev, Participants: c.st.Participants})
 	}
 }
 
@@ -140,15 +208,26 @@ func (c *Coordinator) resetSetup() {
 }
 
 // restartSetup abandons the current setup attempt. The next attempt (a new
-// epoch) starts as soon as every member is live.
+// epoch) starts by the start rule (see maybeStartSetup).
 func (c *Coordinator) restartSetup(why string) {
 	c.emit(Event{Kind: EventAborted, Detail: "key setup restarted: " + why})
 	c.resetSetup()
 	c.st.Phase = PhaseJoin
+	c.st.SetupModel = nil
+	c.joining = false
 	c.changed()
-	if c.allLive() {
-		c.startSetup()
-	}
+	c.maybeStartSetup()
+}
+
+// rekey replaces the current epoch's keys at a round boundary: a key setup
+// among the live members that are not excluded, by the start rule.
+func (c *Coordinator) rekey(why string) {
+	c.resetRound()
+	c.st.Phase = PhaseJoin
+	c.joining = false
+	c.joinWhy = "re-key: " + why
+	c.changed()
+	c.maybeStartSetup()
 }
 
 func (c *Coordinator) setupTimeout() {
@@ -164,12 +243,12 @@ func (c *Coordinator) setupTimeout() {
 		done = c.acked
 		if c.st.Sealed == nil {
 			done = map[fl.NodeID]bool{}
-			for _, m := range c.members {
-				done[m] = m != c.dealer
+			for _, m := range c.st.Participants {
+				done[m] = m != c.st.Dealer
 			}
 		}
 	}
-	for _, m := range c.members {
+	for _, m := range c.st.Participants {
 		if !done[m] {
 			c.markDown(m, fmt.Sprintf("no answer in setup phase %s by the deadline", c.st.Phase))
 		}
@@ -188,11 +267,11 @@ func (c *Coordinator) announce(from fl.NodeID, m Message) error {
 		return fmt.Errorf("%w: announcement: %v", ErrMalformed, errNoPayload)
 	}
 	c.announcements[from] = bytes.Clone(m.Payload)
-	if len(c.announcements) == len(c.members) {
+	if len(c.announcements) == len(c.st.Participants) {
 		c.st.Phase = PhaseDeal
 		c.elapsed = 0
 		c.changed()
-		for _, to := range c.members {
+		for _, to := range c.st.Participants {
 			c.send(to, Message{Kind: KindAnnouncements, Payloads: c.announcements})
 		}
 	}
@@ -210,13 +289,13 @@ func (c *Coordinator) deal(from fl.NodeID, m Message) error {
 		return fmt.Errorf("%w: public dealing: %v", ErrMalformed, errNoPayload)
 	}
 	for to, p := range m.Payloads {
-		if !c.isMember[to] || len(p) == 0 {
-			return fmt.Errorf("%w: private dealing for %q", ErrMalformed, to)
+		if !c.isParticipant(to) || len(p) == 0 {
+			return fmt.Errorf("%w: private dealing for %q, not a participant", ErrMalformed, to)
 		}
 	}
 	c.publics[from] = bytes.Clone(m.Payload)
 	c.privates[from] = maps.Clone(m.Payloads)
-	if len(c.publics) < len(c.members) {
+	if len(c.publics) < len(c.st.Participants) {
 		return nil
 	}
 	setup, err := c.helper.Setup(c.announcements, c.publics)
@@ -228,10 +307,10 @@ func (c *Coordinator) deal(from fl.NodeID, m Message) error {
 	c.st.Phase = PhaseAccept
 	c.elapsed = 0
 	c.changed()
-	for _, dealer := range c.members {
+	for _, dealer := range c.st.Participants {
 		var to []fl.NodeID
 		var all []byte
-		for _, r := range c.members {
+		for _, r := range c.st.Participants {
 			if p := c.privates[dealer][r]; p != nil {
 				to = append(to, r)
 				all = append(all, p...)
@@ -241,9 +320,9 @@ func (c *Coordinator) deal(from fl.NodeID, m Message) error {
 			c.emit(Event{Kind: EventRelayed, Node: dealer, Nodes: to, Digest: DigestOf(all), Detail: "private dealings"})
 		}
 	}
-	for _, to := range c.members {
+	for _, to := range c.st.Participants {
 		priv := make(map[fl.NodeID][]byte)
-		for _, dealer := range c.members {
+		for _, dealer := range c.st.Participants {
 			if p := c.privates[dealer][to]; p != nil {
 				priv[dealer] = p
 			}
@@ -262,33 +341,48 @@ func (c *Coordinator) accept(from fl.NodeID) error {
 	}
 	c.accepted[from] = true
 	c.keyed[from] = true
-	if len(c.accepted) == len(c.members) {
+	if len(c.accepted) == len(c.st.Participants) {
 		c.st.Phase = PhaseGroupKey
 		c.elapsed = 0
 		c.changed()
-		c.send(c.dealer, Message{Kind: KindKeyRequest})
+		c.sendKeyRequest()
 	}
 	return nil
+}
+
+// sendKeyRequest asks the dealer for the group key; at a re-key, with the
+// model to carry over.
+func (c *Coordinator) sendKeyRequest() {
+	m := Message{Kind: KindKeyRequest}
+	if c.carry() {
+		m.Model, m.Base = c.st.Model, c.st.ModelRound
+	}
+	c.send(c.st.Dealer, m)
 }
 
 func (c *Coordinator) groupKey(from fl.NodeID, m Message) error {
 	if err := c.wantPhase(PhaseGroupKey); err != nil {
 		return err
 	}
-	if from != c.dealer {
-		return fmt.Errorf("%w: the group key is made by %s", ErrNotSelected, c.dealer)
+	if from != c.st.Dealer {
+		return fmt.Errorf("%w: the group key is made by %s", ErrNotSelected, c.st.Dealer)
 	}
 	if c.st.Sealed != nil {
 		return fmt.Errorf("%w: the group key is already in place", ErrDuplicate)
 	}
 	if len(m.Target) == 0 || len(m.Model) == 0 {
-		return fmt.Errorf("%w: group key without target or initial model", ErrMalformed)
+		return fmt.Errorf("%w: group key without target or model", ErrMalformed)
 	}
-	if len(m.Payloads) != len(c.members) {
-		return fmt.Errorf("%w: group key sealed to %d members, want %d", ErrMalformed, len(m.Payloads), len(c.members))
+	if base := c.st.ModelRound; c.carry() && m.Base != base {
+		return fmt.Errorf("%w: group key carries the model of round %d, want %d", ErrMalformed, m.Base, base)
+	} else if !c.carry() && m.Base != 0 {
+		return fmt.Errorf("%w: group key with a model of round %d, want the initial model", ErrMalformed, m.Base)
+	}
+	if len(m.Payloads) != len(c.st.Participants) {
+		return fmt.Errorf("%w: group key sealed to %d members, want %d", ErrMalformed, len(m.Payloads), len(c.st.Participants))
 	}
 	var all []byte
-	for _, to := range c.members {
+	for _, to := range c.st.Participants {
 		p := m.Payloads[to]
 		if len(p) == 0 {
 			return fmt.Errorf("%w: group key not sealed to %s", ErrMalformed, to)
@@ -297,14 +391,16 @@ func (c *Coordinator) groupKey(from fl.NodeID, m Message) error {
 	}
 	c.st.Sealed = maps.Clone(m.Payloads)
 	c.st.Target = bytes.Clone(m.Target)
-	c.st.Dealer = from
-	c.st.Model = bytes.Clone(m.Model)
-	c.st.ModelRound = 0
+	c.st.SetupModel = bytes.Clone(m.Model)
 	c.elapsed = 0
 	c.changed()
-	c.emit(Event{Kind: EventRelayed, Node: from, Nodes: c.members, Digest: DigestOf(all), Detail: "group key"})
+	detail := "group key"
+	if c.carry() {
+		detail = fmt.Sprintf("group key, model of round %d carried over", m.Base)
+	}
+	c.emit(Event{Kind: EventRelayed, Node: from, Nodes: c.st.Participants, Digest: DigestOf(all), Detail: detail})
 	c.acked[from] = true
-	for _, to := range c.members {
+	for _, to := range c.st.Participants {
 		if to != from && c.live[to] {
 			c.deliverKey(to)
 		}
@@ -333,10 +429,18 @@ func (c *Coordinator) keyAck(from fl.NodeID) error {
 }
 
 func (c *Coordinator) maybeFinishSetup() {
-	if len(c.acked) < len(c.members) {
+	if len(c.acked) < len(c.st.Participants) {
 		return
 	}
-	c.emit(Event{Kind: EventSetupDone, Node: c.st.Dealer, Nodes: c.members, Digest: DigestOf(c.st.Target)})
+	if c.carry() {
+		c.st.Resealed = true
+	} else {
+		c.st.ModelRound, c.st.Resealed = 0, false
+	}
+	c.st.Model, c.st.SetupModel = c.st.SetupModel, nil
+	c.st.KeyEpoch, c.st.Keyholders = c.st.Epoch, slices.Clone(c.st.Participants)
+	c.joinWhy = ""
+	c.emit(Event{Kind: EventSetupDone, Node: c.st.Dealer, Nodes: c.st.Participants, Digest: DigestOf(c.st.Target)})
 	c.st.Phase = PhaseWait
 	c.changed()
 	c.startRound()

@@ -44,6 +44,9 @@ var (
 	ErrRefused = errors.New("round: request refused")
 	// ErrUnknownKind: a message kind this machine does not know.
 	ErrUnknownKind = errors.New("round: unknown message kind")
+	// ErrExcluded: the sender is excluded from the session
+	// ([Coordinator.Exclude]) until it is readmitted.
+	ErrExcluded = errors.New("round: sender is excluded")
 )
 
 // StepError is the error Step returns for a rejected message. The machine's

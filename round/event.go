@@ -16,9 +16,9 @@ const (
 	EventRejected                  // C, N: a message was rejected; Node is the sender, Detail the error
 	EventAdmitted                  // C: a member said Hello; Digest is its evidence's digest
 	EventDown                      // C: a member missed a deadline or is unreachable; Detail says which
-	EventSetupStarted              // C: a key setup attempt started (Epoch); Nodes are the members
+	EventSetupStarted              // C: a key setup attempt started (Epoch); Nodes are its participants, Detail why (a re-key names the member)
 	EventRelayed                   // C: sealed payloads relayed; Node is the dealer, Nodes the recipients, Digest of the payloads
-	EventSetupDone                 // C: the collective key and the group key are in place; Digest of the group key's public part
+	EventSetupDone                 // C: the collective key and the group key are in place; Nodes are the participants, Digest of the group key's public part
 	EventRoundStarted              // C: Nodes is the cohort, Detail names the leader
 	EventUploaded                  // C, N: an upload; Node its sender, Digest its digest
 	EventAggregated                // C: Nodes is the included set, Digest the aggregate's
@@ -32,8 +32,10 @@ const (
 	EventDone                      // C, N: the session is over
 	EventRestarted                 // C, N: the machine was restored from its persisted state
 	EventKeyed                     // N: Party.Accept succeeded (Epoch) or the group key was opened (Digest of its public part)
-	EventPeerDistrusted            // N: a member's evidence failed VerifyPeer; Node is the member
+	EventPeerDistrusted            // N: a member's evidence failed VerifyPeer, or Node.Distrust; Node is the member
 	EventRefused                   // N: this node refused a request; Detail says why
+	EventExcluded                  // C: Coordinator.Exclude; Node is the member, Detail the reason
+	EventReadmitted                // C: Coordinator.Readmit; Node is the member
 	eventEnd
 )
 
@@ -44,7 +46,8 @@ var eventNames = [...]string{
 	EventRevealRequested: "reveal-requested", EventRevealed: "revealed", EventOpened: "opened",
 	EventLeaderFailed: "leader-failed", EventCommitted: "committed", EventMetrics: "metrics",
 	EventAborted: "aborted", EventDone: "done", EventRestarted: "restarted", EventKeyed: "keyed",
-	EventPeerDistrusted: "peer-distrusted", EventRefused: "refused",
+	EventPeerDistrusted: "peer-distrusted", EventRefused: "refused", EventExcluded: "excluded",
+	EventReadmitted: "readmitted",
 }
 
 func (k EventKind) String() string {

@@ -23,14 +23,14 @@ const (
 	KindPeer    // C→N: Evidences of members that (re)joined
 
 	// Key setup.
-	KindSetupStart    // C→N: Epoch, Evidences of all members: start (or restart) the key setup
+	KindSetupStart    // C→N: Epoch, Participants, their Evidences: start (or restart) a key setup among the participants
 	KindAnnounce      // N→C: Epoch, Payload = Party.Announce()
-	KindAnnouncements // C→N: Epoch, Payloads = every member's announcement
+	KindAnnouncements // C→N: Epoch, Payloads = every participant's announcement
 	KindDeal          // N→C: Epoch, Payload = Dealing.Public, Payloads = private dealings sealed to each recipient
 	KindSetup         // C→N: Epoch, Payload = Helper.Setup(), Payloads = the private dealings sealed to the recipient, by dealer
 	KindAccept        // N→C: Epoch: Party.Accept succeeded and the party is durable
-	KindKeyRequest    // C→N: Epoch: the dealer of the group model key makes it
-	KindGroupKey      // N→C: Epoch, Payloads = group key sealed to each member, Target, Model (initial sealed model)
+	KindKeyRequest    // C→N: Epoch: the dealer of the group model key makes it; at a re-key, Model and Base: the newest model, to carry over
+	KindGroupKey      // N→C: Epoch, Payloads = group key sealed to each participant, Target, Model (the initial model, or the carried-over one re-sealed), Base
 	KindKeyDelivery   // C→N: Epoch, Dealer, Sealed (the group key sealed to the recipient), Target
 	KindKeyAck        // N→C: Epoch: the group key is open and durable
 
@@ -136,7 +136,7 @@ type Message struct {
 	Sealed    []byte               // Welcome, KeyDelivery: the group key sealed to the recipient
 	Target    []byte               // the group key's public part (Target.Public)
 	Model     []byte               // a sealed model (model box)
-	Base      fl.Round             // Train, Decrypt: the round whose model Model is (0: the initial model)
+	Base      fl.Round             // Train, Decrypt, KeyRequest, GroupKey: the round whose model Model is (0: the initial model)
 	Config    []byte               // Train: opaque training configuration
 	Cohort    []fl.NodeID          // Train
 	Leader    fl.NodeID            // Train, Model
@@ -148,6 +148,10 @@ type Message struct {
 	Update    fl.Update            // Trained
 	Metrics   fl.Metrics           // Evaluated, Metrics
 	Reason    string               // Refuse
+
+	// SetupStart: the members taking part in the key setup, sorted. The
+	// epoch's protect.Session has exactly these members.
+	Participants []fl.NodeID
 }
 
 // Contribution is one included upload: who sent it, its digest and the

@@ -36,7 +36,6 @@ type Node struct {
 	dl       Deadlines
 	members  []fl.NodeID
 	isMember map[fl.NodeID]bool
-	dealer   fl.NodeID
 	st       NodeState
 	out      outbox
 
@@ -46,10 +45,13 @@ type Node struct {
 
 	idle       int
 	distrusted map[fl.NodeID]bool
+	seen       map[fl.NodeID]Digest // the digest of the newest evidence VerifyPeer checked
+	pinned     map[fl.NodeID]Digest // Distrust: evidence that stays distrusted
 
 	// A key setup in progress.
 	setupEpoch   uint64
 	setupStep    int // 0: none, 1: announced, 2: dealt
+	setupMembers []fl.NodeID
 	pending      protect.Party
 	announcement []byte
 
@@ -101,7 +103,10 @@ func RestartNode(cfg NodeConfig, st NodeState) (*Node, error) {
 	}
 	n.st = st.clone()
 	if st.Party != nil {
-		n.party, err = cfg.Scheme.LoadParty(n.protectSession(st.Epoch), cfg.Self, st.Party, cfg.Rand)
+		if !slices.Contains(n.participants(), cfg.Self) {
+			return nil, fmt.Errorf("round: restoring a party of epoch %d whose participants %v do not include %s", st.Epoch, n.participants(), cfg.Self)
+		}
+		n.party, err = cfg.Scheme.LoadParty(n.protectSession(st.Epoch, n.participants()), cfg.Self, st.Party, cfg.Rand)
 		if err != nil {
 			return nil, fmt.Errorf("round: restoring the party of epoch %d: %w", st.Epoch, err)
 		}
@@ -135,8 +140,9 @@ func newNode(cfg NodeConfig) (*Node, error) {
 		dl:         cfg.Deadlines.withDefaults(),
 		members:    cfg.sorted(),
 		isMember:   make(map[fl.NodeID]bool),
-		dealer:     cfg.dealer(),
 		distrusted: make(map[fl.NodeID]bool),
+		seen:       make(map[fl.NodeID]Digest),
+		pinned:     make(map[fl.NodeID]Digest),
 	}
 	for _, m := range n.members {
 		n.isMember[m] = true
@@ -144,8 +150,38 @@ func newNode(cfg NodeConfig) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) protectSession(epoch uint64) protect.Session {
-	return protect.Session{ID: protectSessionID(n.cfg.Session, epoch), Members: n.members, Threshold: n.cfg.Threshold}
+func (n *Node) protectSession(epoch uint64, participants []fl.NodeID) protect.Session {
+	return protect.Session{ID: protectSessionID(n.cfg.Session, epoch), Members: participants, Threshold: n.cfg.Threshold}
+}
+
+// participants returns the members of the key setup of st.Epoch.
+func (n *Node) participants() []fl.NodeID {
+	if len(n.st.Participants) == 0 {
+		return n.members // a state written before key setups over subsets
+	}
+	return n.st.Participants
+}
+
+func (n *Node) isParticipant(id fl.NodeID) bool { return slices.Contains(n.participants(), id) }
+
+// Distrust tells the node that member id's attestation can no longer be
+// trusted (its evidence expired, or was revoked), for reason. The node
+// refuses key setups that include id and reveals and decryptions of
+// aggregates that include it, and emits an [EventPeerDistrusted] event.
+// The distrust lasts until VerifyPeer accepts evidence of id other than the
+// evidence the node holds now (fresh evidence, relayed after id attested
+// again). Distrusting a member already distrusted for the same evidence
+// changes nothing; a NodeID that is not another member is ignored.
+func (n *Node) Distrust(id fl.NodeID, reason string) {
+	if !n.isMember[id] || id == n.cfg.Self {
+		return
+	}
+	if d, ok := n.pinned[id]; ok && d == n.seen[id] && n.distrusted[id] {
+		return
+	}
+	n.distrusted[id] = true
+	n.pinned[id] = n.seen[id]
+	n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: reason})
 }
 
 func (n *Node) hello() {
@@ -324,21 +360,31 @@ func (n *Node) checkPeers(evs map[fl.NodeID][]byte) (map[fl.NodeID]error, error)
 	return verdicts, nil
 }
 
-// applyPeers records verdicts: a failed member is distrusted, a verified one
-// trusted again.
-func (n *Node) applyPeers(verdicts map[fl.NodeID]error) {
+// applyPeers records verdicts on evs: a failed member is distrusted, a
+// verified one trusted again (unless Distrust pinned that evidence).
+func (n *Node) applyPeers(verdicts map[fl.NodeID]error, evs map[fl.NodeID][]byte) {
 	for _, id := range n.members {
 		err, ok := verdicts[id]
 		if !ok {
 			continue
 		}
-		if err != nil {
+		n.seen[id] = DigestOf(evs[id])
+		switch {
+		case err != nil:
 			n.distrusted[id] = true
 			n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: err.Error()})
-		} else {
+		case n.stillPinned(id, evs[id]):
+		default:
 			delete(n.distrusted, id)
+			delete(n.pinned, id)
 		}
 	}
+}
+
+// stillPinned reports whether Distrust pinned ev, the evidence of id.
+func (n *Node) stillPinned(id fl.NodeID, ev []byte) bool {
+	d, ok := n.pinned[id]
+	return ok && d == DigestOf(ev)
 }
 
 func (n *Node) welcome(m Message) error {
@@ -352,7 +398,7 @@ func (n *Node) welcome(m Message) error {
 			return err
 		}
 	}
-	n.applyPeers(verdicts)
+	n.applyPeers(verdicts, m.Evidences)
 	if m.Epoch != n.st.Epoch {
 		n.emit(Event{Kind: EventRefused, Detail: fmt.Sprintf("the coordinator is at key epoch %d, this node holds epoch %d", m.Epoch, n.st.Epoch)})
 	}
@@ -367,7 +413,7 @@ func (n *Node) peer(m Message) error {
 	if err != nil {
 		return err
 	}
-	n.applyPeers(verdicts)
+	n.applyPeers(verdicts, m.Evidences)
 	return nil
 }
 
@@ -387,6 +433,14 @@ func (s NodeState) clone() NodeState {
 	s.Party = bytes.Clone(s.Party)
 	s.GroupKey = bytes.Clone(s.GroupKey)
 	s.Target = bytes.Clone(s.Target)
+	s.Participants = slices.Clone(s.Participants)
+	if s.OldModelKeys != nil {
+		old := make(map[uint64][]byte, len(s.OldModelKeys))
+		for e, k := range s.OldModelKeys {
+			old[e] = bytes.Clone(k)
+		}
+		s.OldModelKeys = old
+	}
 	return s
 }
 

@@ -50,6 +50,7 @@ func (n *Node) train(m Message) error {
 	if err != nil {
 		return err
 	}
+	n.dropOldModelKeys()
 	n.st.Round, n.st.ModelRound = r, m.Base
 	n.step = stepTraining
 	n.out.changed()
@@ -96,6 +97,8 @@ func (n *Node) checkIncluded(r fl.Round, inc []Contribution) error {
 			return fmt.Errorf("included non-member %q", c.Node)
 		case i > 0 && inc[i-1].Node >= c.Node:
 			return fmt.Errorf("included set not sorted and distinct at %s", c.Node)
+		case !n.isParticipant(c.Node):
+			return fmt.Errorf("included %s, not a participant of key epoch %d", c.Node, n.st.Epoch)
 		case n.distrusted[c.Node]:
 			return fmt.Errorf("included %s failed attestation", c.Node)
 		}
@@ -131,8 +134,8 @@ func (n *Node) revealRequest(m Message) error {
 	}
 	seen := make(map[fl.NodeID]bool)
 	for _, id := range m.Revealers {
-		if !n.isMember[id] || seen[id] {
-			return n.refuse(m.Epoch, r, nil, "revealers %v are not distinct members", m.Revealers)
+		if !n.isParticipant(id) || seen[id] {
+			return n.refuse(m.Epoch, r, nil, "revealers %v are not distinct participants", m.Revealers)
 		}
 		seen[id] = true
 	}
@@ -233,7 +236,7 @@ func (n *Node) model(m Message) error {
 		return fmt.Errorf("%w: model of round %d, this node has seen round %d", ErrReplay, r, n.st.ModelRound)
 	case r == n.st.ModelRound || r == n.evalRound:
 		return fmt.Errorf("%w: model of round %d already received", ErrDuplicate, r)
-	case rec.Epoch != n.st.Epoch || rec.Round != r || rec.Base >= r || rec.Model != DigestOf(m.Model) || !n.isMember[m.Leader]:
+	case rec.Epoch != n.st.Epoch || rec.Round != r || rec.Base >= r || rec.Model != DigestOf(m.Model) || !n.isParticipant(m.Leader):
 		return fmt.Errorf("%w: round record %+v does not match the model of round %d", ErrMalformed, rec, r)
 	}
 	if err := n.cfg.Verifier.Verify(m.Leader, rec.Signed(n.cfg.Session), m.Signature); err != nil {
@@ -243,6 +246,7 @@ func (n *Node) model(m Message) error {
 	if err != nil {
 		return err
 	}
+	n.dropOldModelKeys()
 	if r > n.st.Round {
 		n.st.Round, n.step = r, stepIdle
 	}

@@ -3,6 +3,8 @@ package round
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -15,27 +17,43 @@ func (n *Node) setupStart(m Message) error {
 	case m.Epoch == n.setupEpoch && n.setupStep > 0:
 		return fmt.Errorf("%w: setup epoch %d already started", ErrDuplicate, m.Epoch)
 	}
-	verdicts, err := n.checkPeers(m.Evidences)
+	parts := m.Participants
+	if err := n.checkParticipants(parts); err != nil {
+		return fmt.Errorf("%w: participants %v: %v", ErrMalformed, parts, err)
+	}
+	evs := make(map[fl.NodeID][]byte, len(parts))
+	for id, ev := range m.Evidences {
+		if slices.Contains(parts, id) {
+			evs[id] = ev
+		}
+	}
+	verdicts, err := n.checkPeers(evs)
 	if err != nil {
 		return err
 	}
+	if !slices.Contains(parts, n.cfg.Self) {
+		return n.refuse(m.Epoch, 0, nil, "not a participant of key setup %d %v", m.Epoch, parts)
+	}
 	if n.cfg.VerifyPeer != nil {
-		for _, id := range n.members {
-			if id != n.cfg.Self && m.Evidences[id] == nil {
+		for _, id := range parts {
+			if id != n.cfg.Self && evs[id] == nil {
 				verdicts[id] = fmt.Errorf("no evidence relayed for %s", id)
 			}
 		}
 	}
-	// A setup needs every member: refuse it if one fails (recording
-	// nothing, the refusal changes no state).
-	for _, id := range n.members {
+	// Every participant must be trusted: refuse the setup if one is not
+	// (recording nothing, the refusal changes no state).
+	for _, id := range parts {
 		if err := verdicts[id]; err != nil {
 			n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: err.Error()})
 			return n.refuse(m.Epoch, 0, nil, "member %s failed attestation", id)
 		}
+		if _, checked := verdicts[id]; n.distrusted[id] && (!checked || n.stillPinned(id, evs[id])) {
+			return n.refuse(m.Epoch, 0, nil, "member %s is distrusted", id)
+		}
 	}
-	n.applyPeers(verdicts)
-	p, err := n.cfg.Scheme.NewParty(n.protectSession(m.Epoch), n.cfg.Self, n.cfg.Rand)
+	n.applyPeers(verdicts, evs)
+	p, err := n.cfg.Scheme.NewParty(n.protectSession(m.Epoch, parts), n.cfg.Self, n.cfg.Rand)
 	if err != nil {
 		return n.refuse(m.Epoch, 0, err, "new party")
 	}
@@ -44,7 +62,25 @@ func (n *Node) setupStart(m Message) error {
 		return n.refuse(m.Epoch, 0, err, "announce")
 	}
 	n.setupEpoch, n.setupStep, n.pending, n.announcement = m.Epoch, 1, p, ann
+	n.setupMembers = slices.Clone(parts)
 	n.send(Message{Kind: KindAnnounce, Epoch: m.Epoch, Payload: ann})
+	return nil
+}
+
+// checkParticipants checks a key setup's participant set: sorted, distinct
+// members, at least max(Threshold, MinCohort) of them.
+func (n *Node) checkParticipants(parts []fl.NodeID) error {
+	if need := max(n.cfg.Threshold, n.cfg.MinCohort); len(parts) < need {
+		return fmt.Errorf("%d participants, at least %d are needed", len(parts), need)
+	}
+	for i, id := range parts {
+		switch {
+		case !n.isMember[id]:
+			return fmt.Errorf("%q is not a member", id)
+		case i > 0 && parts[i-1] >= id:
+			return fmt.Errorf("not sorted and distinct at %s", id)
+		}
+	}
 	return nil
 }
 
@@ -67,10 +103,10 @@ func (n *Node) announcements(m Message) error {
 	if err := n.checkSetupStep(m, 1); err != nil {
 		return err
 	}
-	if len(m.Payloads) != len(n.members) {
-		return fmt.Errorf("%w: %d announcements for %d members", ErrMalformed, len(m.Payloads), len(n.members))
+	if len(m.Payloads) != len(n.setupMembers) {
+		return fmt.Errorf("%w: %d announcements for %d participants", ErrMalformed, len(m.Payloads), len(n.setupMembers))
 	}
-	for _, id := range n.members {
+	for _, id := range n.setupMembers {
 		if len(m.Payloads[id]) == 0 {
 			return fmt.Errorf("%w: no announcement from %s", ErrMalformed, id)
 		}
@@ -83,7 +119,7 @@ func (n *Node) announcements(m Message) error {
 		return fmt.Errorf("%w: deal: %w", ErrMalformed, err)
 	}
 	sealed := make(map[fl.NodeID][]byte, len(d.Private))
-	for _, to := range n.members {
+	for _, to := range n.setupMembers {
 		p, ok := d.Private[to]
 		if !ok {
 			continue
@@ -108,8 +144,8 @@ func (n *Node) setup(m Message) error {
 	}
 	private := make(map[fl.NodeID][]byte, len(m.Payloads))
 	for dealer, ct := range m.Payloads {
-		if !n.isMember[dealer] {
-			return fmt.Errorf("%w: dealing from non-member %q", ErrMalformed, dealer)
+		if !slices.Contains(n.setupMembers, dealer) {
+			return fmt.Errorf("%w: dealing from %q, not a participant", ErrMalformed, dealer)
 		}
 		pt, err := n.cfg.Sealer.Open(dealer, ct)
 		if err != nil {
@@ -128,10 +164,13 @@ func (n *Node) setup(m Message) error {
 	if err != nil {
 		return fmt.Errorf("round: saving the party: %w", err)
 	}
+	if n.modelKey != nil {
+		n.keepOldModelKey(n.st.Epoch, n.modelKey)
+	}
 	n.party, n.pending = n.pending, nil
-	n.st.Epoch, n.st.Party = m.Epoch, state
+	n.st.Epoch, n.st.Party, n.st.Participants = m.Epoch, state, n.setupMembers
 	n.st.GroupKey, n.st.Target, n.target, n.modelKey = nil, nil, nil, nil
-	n.setupStep, n.announcement = 0, nil
+	n.setupStep, n.announcement, n.setupMembers = 0, nil, nil
 	n.out.changed()
 	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Detail: "key share accepted"})
 	n.send(Message{Kind: KindAccept, Epoch: m.Epoch})
@@ -158,13 +197,59 @@ type groupKey struct {
 	key     []byte
 }
 
+// maxOldModelKeys bounds NodeState.OldModelKeys: a node keeps the model
+// keys of this many earlier epochs at most (each failed key setup attempt
+// in which it got a group key adds one).
+const maxOldModelKeys = 16
+
+// keepOldModelKey keeps the model key of epoch e's group key, to open a
+// model a re-key carries over.
+func (n *Node) keepOldModelKey(e uint64, key []byte) {
+	if n.st.OldModelKeys == nil {
+		n.st.OldModelKeys = make(map[uint64][]byte)
+	}
+	n.st.OldModelKeys[e] = bytes.Clone(key)
+	for len(n.st.OldModelKeys) > maxOldModelKeys {
+		delete(n.st.OldModelKeys, slices.Min(slices.Collect(maps.Keys(n.st.OldModelKeys))))
+	}
+}
+
+// dropOldModelKeys forgets the model keys of earlier epochs, once a model
+// sealed under the current group key was opened.
+func (n *Node) dropOldModelKeys() {
+	if n.st.OldModelKeys != nil {
+		n.st.OldModelKeys = nil
+		n.out.changed()
+	}
+}
+
+// openCarried opens a model of round r sealed under the group key of an
+// earlier epoch, trying the newest epoch first. It returns the plaintext
+// model payload.
+func (n *Node) openCarried(sealed []byte, r fl.Round) ([]byte, error) {
+	epochs := slices.Sorted(maps.Keys(n.st.OldModelKeys))
+	for i := len(epochs) - 1; i >= 0; i-- {
+		pt, err := n.cfg.Box.Open(n.st.OldModelKeys[epochs[i]], sealed, modelAD(n.cfg.Session, r))
+		if err != nil {
+			continue
+		}
+		if _, _, err := decodeModel(pt); err != nil {
+			return nil, err
+		}
+		return pt, nil
+	}
+	return nil, fmt.Errorf("no group key of an earlier epoch (%d held) opens the model of round %d", len(epochs), r)
+}
+
 func (n *Node) keyRequest(m Message) error {
 	if err := n.checkKeyed(m.Epoch); err != nil {
 		return err
 	}
-	if n.cfg.Self != n.dealer {
-		return fmt.Errorf("%w: %s makes the group key", ErrNotSelected, n.dealer)
+	if len(m.Model) > 0 && m.Base < n.st.ModelRound {
+		return fmt.Errorf("%w: carrying over the model of round %d, this node has seen round %d", ErrReplay, m.Base, n.st.ModelRound)
 	}
+	// The coordinator names the dealer: any participant of the epoch (it
+	// holds a party of it) may make the group key.
 	t := n.target
 	key := n.modelKey
 	if t == nil {
@@ -181,20 +266,33 @@ func (n *Node) keyRequest(m Message) error {
 		return n.refuse(m.Epoch, 0, err, "target secret")
 	}
 	gk := encodeGroupKey(sec, key)
-	v := n.cfg.Init()
-	if len(v) == 0 || !v.Finite() {
-		return n.refuse(m.Epoch, 0, nil, "the initial model is empty or not finite")
+	var pt []byte
+	detail := "made the group key"
+	if len(m.Model) > 0 {
+		// A re-key: carry the newest model (and the optimizer state sealed
+		// with it) over to the new group key, under the same round.
+		if pt, err = n.openCarried(m.Model, m.Base); err != nil {
+			return n.refuse(m.Epoch, 0, err, "carrying the model of round %d over", m.Base)
+		}
+		detail = fmt.Sprintf("made the group key, carried the model of round %d over", m.Base)
+	} else {
+		v := n.cfg.Init()
+		if len(v) == 0 || !v.Finite() {
+			return n.refuse(m.Epoch, 0, nil, "the initial model is empty or not finite")
+		}
+		opt, err := n.cfg.Optimizer.MarshalBinary()
+		if err != nil {
+			return n.refuse(m.Epoch, 0, err, "optimizer state")
+		}
+		pt = encodeModel(v, opt)
 	}
-	opt, err := n.cfg.Optimizer.MarshalBinary()
+	model, err := n.cfg.Box.Seal(key, pt, modelAD(n.cfg.Session, m.Base))
 	if err != nil {
-		return n.refuse(m.Epoch, 0, err, "optimizer state")
+		return n.refuse(m.Epoch, 0, err, "sealing the model")
 	}
-	model, err := n.cfg.Box.Seal(key, encodeModel(v, opt), modelAD(n.cfg.Session, 0))
-	if err != nil {
-		return n.refuse(m.Epoch, 0, err, "sealing the initial model")
-	}
-	sealed := make(map[fl.NodeID][]byte, len(n.members))
-	for _, to := range n.members {
+	parts := n.participants()
+	sealed := make(map[fl.NodeID][]byte, len(parts))
+	for _, to := range parts {
 		ct, err := n.cfg.Sealer.Seal(to, envelope(purposeGroupKey, n.cfg.Session, m.Epoch, n.cfg.Self, to, gk))
 		if err != nil {
 			return n.refuse(m.Epoch, 0, err, "sealing the group key to %s", to)
@@ -204,16 +302,16 @@ func (n *Node) keyRequest(m Message) error {
 	n.target, n.modelKey = t, key
 	n.st.GroupKey, n.st.Target = gk, t.Public()
 	n.out.changed()
-	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Nodes: n.members, Digest: DigestOf(n.st.Target), Detail: "made the group key"})
-	n.send(Message{Kind: KindGroupKey, Epoch: m.Epoch, Payloads: sealed, Target: n.st.Target, Model: model})
+	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Nodes: parts, Digest: DigestOf(n.st.Target), Detail: detail})
+	n.send(Message{Kind: KindGroupKey, Epoch: m.Epoch, Payloads: sealed, Target: n.st.Target, Model: model, Base: m.Base})
 	return nil
 }
 
 // openGroupKey opens the group key dealer sealed to this node and checks it
 // against its public part. It changes nothing.
 func (n *Node) openGroupKey(dealer fl.NodeID, sealed, public []byte) (*groupKey, error) {
-	if dealer != n.dealer {
-		return nil, fmt.Errorf("%w: group key dealt by %s, not %s", ErrForged, dealer, n.dealer)
+	if !n.isParticipant(dealer) {
+		return nil, fmt.Errorf("%w: group key dealt by %s, not a participant of key epoch %d", ErrForged, dealer, n.st.Epoch)
 	}
 	pt, err := n.cfg.Sealer.Open(dealer, sealed)
 	if err != nil {

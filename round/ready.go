@@ -115,3 +115,14 @@ func (o *outbox) advance() {
 }
 
 func (o *outbox) changed() { o.dirty++ }
+
+// drop removes the messages to id that no Ready has handed out yet.
+func (o *outbox) drop(id fl.NodeID) {
+	keep := o.messages[:o.nMessages:o.nMessages]
+	for _, m := range o.messages[o.nMessages:] {
+		if m.To != id {
+			keep = append(keep, m)
+		}
+	}
+	o.messages = keep
+}

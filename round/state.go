@@ -14,7 +14,7 @@ type Phase uint8
 // Commit, Evaluate; an aborted round goes back to Wait (or straight to the
 // next round's Collect).
 const (
-	PhaseJoin     Phase = iota // waiting for every member's Hello to start a key setup
+	PhaseJoin     Phase = iota // waiting for the members' Hellos to start a key setup (see Deadlines.Join)
 	PhaseAnnounce              // collecting announcements
 	PhaseDeal                  // collecting dealings
 	PhaseAccept                // collecting acceptances
@@ -54,14 +54,33 @@ type CoordinatorState struct {
 	// Commits counts committed rounds; LastCommitted is the newest.
 	Commits       int
 	LastCommitted fl.Round
-	// Model is the newest sealed model, produced by ModelRound (0: initial).
+	// Model is the newest sealed model, produced by ModelRound (0: initial),
+	// sealed under the group key of KeyEpoch. Resealed says that it is not
+	// the sealed model of ModelRound's commit record but that model carried
+	// over to a later epoch's group key by a re-key (an application that
+	// stores committed models apart must keep this one).
 	Model      []byte
 	ModelRound fl.Round
-	// The group key: Dealer sealed Sealed[m] to each member m; Target is its
-	// public part.
+	Resealed   bool
+	// KeyEpoch is the newest epoch whose key setup completed (0: none), and
+	// Keyholders its participants: the members that hold its group key.
+	KeyEpoch   uint64
+	Keyholders []fl.NodeID
+	// Participants are the members taking part in the key setup of Epoch
+	// (sorted): its protect.Session's members.
+	Participants []fl.NodeID
+	// The group key of Epoch: Dealer (named when the setup starts) sealed
+	// Sealed[m] to each participant m; Target is its public part.
 	Dealer fl.NodeID
 	Sealed map[fl.NodeID][]byte
 	Target []byte
+	// SetupModel is the model the dealer sealed under the group key of Epoch
+	// (the initial model, or Model carried over); it replaces Model when
+	// the setup completes.
+	SetupModel []byte
+	// Excluded maps the members excluded by [Coordinator.Exclude] to the
+	// reason given.
+	Excluded map[fl.NodeID]string
 	// Rotation is the index (in sorted member order) where the next leader
 	// search starts.
 	Rotation int
@@ -86,6 +105,14 @@ type NodeState struct {
 	Party    []byte // Party.MarshalBinary
 	GroupKey []byte // the group key (target secret and model key), opened
 	Target   []byte // the group key's public part
+	// Participants are the members of Epoch's key setup (sorted); empty in
+	// a state written before subsets existed, meaning every member.
+	Participants []fl.NodeID
+	// OldModelKeys are the model keys of group keys this node held in
+	// earlier epochs, by epoch: a re-key's dealer opens the model it carries
+	// over with one. They are dropped once this node opens a model under
+	// the group key of its current epoch.
+	OldModelKeys map[uint64][]byte
 	// Round is the newest round the node took part in; Protected the newest
 	// round whose update it protected (it never protects twice in a round);
 	// ModelRound the newest committed model it opened; Led the newest round it

@@ -177,6 +177,9 @@ func toPB(m round.Message) (*pb.Message, error) {
 	if p.Revealers, err = nodesToPB("revealers", m.Revealers); err != nil {
 		return nil, err
 	}
+	if p.Participants, err = nodesToPB("participants", m.Participants); err != nil {
+		return nil, err
+	}
 	if err := checkCount("included", len(m.Included)); err != nil {
 		return nil, err
 	}
@@ -259,6 +262,9 @@ func fromPB(p *pb.Message) (round.Message, error) {
 		return round.Message{}, err
 	}
 	if m.Revealers, err = nodesFromPB("revealers", p.Revealers); err != nil {
+		return round.Message{}, err
+	}
+	if m.Participants, err = nodesFromPB("participants", p.Participants); err != nil {
 		return round.Message{}, err
 	}
 	if err := checkCount("included", len(p.Included)); err != nil {

@@ -136,7 +136,7 @@ func randMessage(r *rand.Rand) round.Message {
 		Evidence: bs(), Evidences: byNode(), Payload: bs(), Payloads: byNode(), Dealer: opt(),
 		Sealed: bs(), Target: bs(), Model: bs(), Base: fl.Round(r.Uint64()), Config: bs(),
 		Cohort: nodes(), Leader: opt(), Revealers: nodes(), Aggregate: bs(), Signature: bs(),
-		Reason: reasons[r.IntN(len(reasons))],
+		Reason: reasons[r.IntN(len(reasons))], Participants: nodes(),
 	}
 	for range r.IntN(4) {
 		m.Included = append(m.Included, round.Contribution{Node: node(), Digest: digest(), Signature: bs()})
@@ -187,6 +187,7 @@ func canonical(m round.Message) (round.Message, []uint64) {
 	m.Model, m.Config, m.Aggregate, m.Signature = nb(m.Model), nb(m.Config), nb(m.Aggregate), nb(m.Signature)
 	m.Evidences, m.Payloads = nm(m.Evidences), nm(m.Payloads)
 	m.Cohort, m.Revealers, m.Record.Included = nn(m.Cohort), nn(m.Revealers), nn(m.Record.Included)
+	m.Participants = nn(m.Participants)
 	if len(m.Included) == 0 {
 		m.Included = nil
 	}
@@ -259,6 +260,7 @@ func TestToPBRejects(t *testing.T) {
 		{"reserved leader", round.Message{Kind: round.KindTrain, Leader: "coordinator"}, "leader:"},
 		{"empty cohort entry", round.Message{Kind: round.KindTrain, Cohort: []fl.NodeID{"a", ""}}, "cohort[1]"},
 		{"too many revealers", round.Message{Kind: round.KindRevealRequest, Revealers: many}, "revealers: 1001 entries"},
+		{"too many participants", round.Message{Kind: round.KindSetupStart, Participants: many}, "participants: 1001 entries"},
 		{"bad map key", round.Message{Kind: round.KindSetup, Payloads: map[fl.NodeID][]byte{"UPPER": nil}}, "payloads key"},
 		{"negative examples", round.Message{Kind: round.KindMetrics, Metrics: fl.Metrics{Examples: -1}}, "metrics.examples: negative"},
 		{"bad included node", round.Message{Kind: round.KindDecrypt, Included: []round.Contribution{{Node: "x y"}}}, "included[0].node"},
