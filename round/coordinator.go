@@ -144,8 +144,8 @@ func newCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	cfg.Members = slices.Clone(cfg.Members)
 	cfg.Session = bytes.Clone(cfg.Session)
 	c := &Coordinator{
-		cfg:      cfg,
-		dl:       cfg.Deadlines.withDefaults(),
+		cfg:        cfg,
+		dl:         cfg.Deadlines.withDefaults(),
 		members:    cfg.sorted(),
 		isMember:   make(map[fl.NodeID]bool),
 		live:       make(map[fl.NodeID]bool),
