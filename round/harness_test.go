@@ -53,6 +53,7 @@ type simNode struct {
 	delay  bool // its outgoing messages are stashed until undelayed
 	stash  []flight
 	evals  map[fl.Round]fl.Vector
+	trains map[fl.Round]fl.Vector // the model each training task started from
 }
 
 // fed is an in-memory federation: a coordinator, its members and a router
@@ -119,7 +120,8 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 			tb.Fatal(err)
 		}
 		init := o.init.Clone()
-		sn := &simNode{id: id, ledger: &recLedger{}, weight: 1, delta: fl.Vector{k, -k}, evals: map[fl.Round]fl.Vector{}}
+		sn := &simNode{id: id, ledger: &recLedger{}, weight: 1, delta: fl.Vector{k, -k}, evals: map[fl.Round]fl.Vector{},
+			trains: map[fl.Round]fl.Vector{}}
 		sn.cfg = NodeConfig{
 			Config: cfg, Self: id, Coordinator: coordID, Scheme: o.scheme,
 			Sealer: fakeSealer{id}, Box: fakeBox{}, Signer: fakeSigner{id}, Verifier: fakeVerifier{},
@@ -211,6 +213,7 @@ func (f *fed) runTask(sn *simNode, t Task) {
 	var m Message
 	switch t.Kind {
 	case TaskTrain:
+		sn.trains[t.Round] = t.Model.Clone()
 		d := sn.delta.Clone()
 		d.Scale(sn.weight)
 		m = Message{Kind: KindTrained, Update: fl.Update{Node: sn.id, Round: t.Round, Delta: d, Weight: sn.weight}}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -149,7 +150,7 @@ func interpret(t *testing.T, fp **fed, line string) string {
 			strategy: a.kv["strategy"], seed: uint64(a.int(t, "seed", 1)),
 			deadlines: Deadlines{Setup: a.int(t, "setup", 0), Collect: a.int(t, "collect", 0),
 				Reveal: a.int(t, "reveal", 0), Commit: a.int(t, "commit", 0), Eval: a.int(t, "eval", 0),
-				Idle: a.int(t, "idle", 0)},
+				Idle: a.int(t, "idle", 0), Join: a.int(t, "join", 0), Gather: a.int(t, "gather", 0)},
 		}
 		if s, ok := a.kv["fraction"]; ok {
 			o.fraction, _ = strconv.ParseFloat(s, 64)
@@ -311,6 +312,45 @@ func interpret(t *testing.T, fp **fed, line string) string {
 		f.run(stop)
 	case "status":
 		return f.status()
+	case "exclude":
+		for _, sn := range targets() {
+			f.c.Exclude(sn.id, a.kv["reason"])
+		}
+		f.run(stop)
+	case "readmit":
+		for _, sn := range targets() {
+			f.c.Readmit(sn.id)
+		}
+		f.run(stop)
+	case "distrust":
+		// distrust n3 by=n1,n2 reason=...: n1 and n2 call Distrust(n3)
+		for _, by := range strings.Split(a.kv["by"], ",") {
+			for _, sn := range targets() {
+				f.byID[fl.NodeID(by)].n.Distrust(sn.id, a.kv["reason"])
+			}
+		}
+		f.run(stop)
+	case "keys":
+		return f.keys()
+	case "received":
+		// what was delivered to the named nodes, by kind
+		var b strings.Builder
+		for _, sn := range targets() {
+			count := map[Kind]int{}
+			for _, e := range f.sent {
+				if e.to == sn.id {
+					count[e.m.Kind]++
+				}
+			}
+			fmt.Fprintf(&b, "%s:", sn.id)
+			for k := KindUnknown; k < kindEnd; k++ {
+				if count[k] > 0 {
+					fmt.Fprintf(&b, " %s=%d", k, count[k])
+				}
+			}
+			b.WriteString("\n")
+		}
+		return b.String()
 	case "ledgers":
 		var b strings.Builder
 		for _, sn := range f.nodes {
@@ -357,6 +397,31 @@ func (f *fed) status() string {
 	return b.String()
 }
 
+// keys shows who holds which key epoch.
+func (f *fed) keys() string {
+	var b strings.Builder
+	if f.c != nil {
+		st := f.c.st
+		excl := slices.Sorted(maps.Keys(st.Excluded))
+		fmt.Fprintf(&b, "c: epoch=%d participants=%v dealer=%s key-epoch=%d keyholders=%v excluded=%v model-round=%d resealed=%t\n",
+			st.Epoch, st.Participants, st.Dealer, st.KeyEpoch, st.Keyholders, excl, st.ModelRound, st.Resealed)
+	}
+	for _, sn := range f.nodes {
+		if sn.n == nil {
+			fmt.Fprintf(&b, "%s: down\n", sn.id)
+			continue
+		}
+		st := sn.n.st
+		gk := "none"
+		if st.Target != nil {
+			gk = DigestOf(st.Target).String()
+		}
+		fmt.Fprintf(&b, "%s: epoch=%d participants=%v groupkey=%s old-keys=%v distrusted=%v\n", sn.id, st.Epoch,
+			st.Participants, gk, slices.Sorted(maps.Keys(st.OldModelKeys)), sn.n.Status().Distrusted)
+	}
+	return b.String()
+}
+
 var sentinels = []struct {
 	name string
 	err  error
@@ -365,6 +430,7 @@ var sentinels = []struct {
 	{"ErrReplay", ErrReplay}, {"ErrFuture", ErrFuture}, {"ErrWrongPhase", ErrWrongPhase},
 	{"ErrNotSelected", ErrNotSelected}, {"ErrDuplicate", ErrDuplicate}, {"ErrStale", ErrStale},
 	{"ErrMalformed", ErrMalformed}, {"ErrRefused", ErrRefused}, {"ErrUnknownKind", ErrUnknownKind},
+	{"ErrExcluded", ErrExcluded},
 }
 
 func sentinelOf(err error) string {
