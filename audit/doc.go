@@ -42,7 +42,8 @@
 //	revealed             round, digest              node (if not the writer)
 //	committed            round, digest (model)      leader, session; cosignature
 //	aborted              reason                     round
-//	epsilon-spent        micro_epsilon              round, node
+//	epsilon-spent        micro_epsilon              round, node, total_micro_epsilon, delta
+//	budget-exhausted     round, reason              total_micro_epsilon, delta
 //	attestation-ok       node                       format, digest
 //	attestation-failed   node, reason               format, digest
 //	key-rotated          epoch                      members, digest, reason

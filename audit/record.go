@@ -66,6 +66,7 @@ const (
 	Committed         Kind = "committed"          // a round's model was committed
 	Aborted           Kind = "aborted"            // a round or the session was aborted
 	EpsilonSpent      Kind = "epsilon-spent"      // privacy budget spent, in micro-ε
+	BudgetExhausted   Kind = "budget-exhausted"   // the session stopped: another round would pass the ε budget
 	AttestationOK     Kind = "attestation-ok"     // a node's evidence verified
 	AttestationFailed Kind = "attestation-failed" // a node's evidence failed
 	KeyRotated        Kind = "key-rotated"        // the group key was rotated to a new epoch
@@ -88,8 +89,12 @@ type Data struct {
 	Members      []fl.NodeID `json:"members,omitempty"`
 	Size         int64       `json:"size,omitzero"`          // payload size in bytes
 	MicroEpsilon int64       `json:"micro_epsilon,omitzero"` // ε × 10⁶, rounded up by the caller
-	Format       string      `json:"format,omitzero"`        // evidence format, e.g. "sev-snp"
-	Reason       string      `json:"reason,omitzero"`        // short, human-readable
+	// TotalMicroEpsilon is the cumulative ε × 10⁶ after the record; in an
+	// epsilon-spent record it equals the sum of the log's micro_epsilon.
+	TotalMicroEpsilon int64   `json:"total_micro_epsilon,omitzero"`
+	Delta             float64 `json:"delta,omitzero"`  // the δ at which ε is stated, in (0, 1)
+	Format            string  `json:"format,omitzero"` // evidence format, e.g. "sev-snp"
+	Reason            string  `json:"reason,omitzero"` // short, human-readable
 }
 
 type field uint16
@@ -108,9 +113,11 @@ const (
 	fMicroEpsilon
 	fFormat
 	fReason
+	fTotalMicroEpsilon
+	fDelta
 )
 
-var fieldNames = []string{"session", "manifest", "node", "recipient", "leader", "round", "epoch", "digest", "members", "size", "micro_epsilon", "format", "reason"}
+var fieldNames = []string{"session", "manifest", "node", "recipient", "leader", "round", "epoch", "digest", "members", "size", "micro_epsilon", "format", "reason", "total_micro_epsilon", "delta"}
 
 func (f field) String() string {
 	var b []byte
@@ -145,6 +152,8 @@ func (d *Data) fields() field {
 	set(d.MicroEpsilon != 0, fMicroEpsilon)
 	set(d.Format != "", fFormat)
 	set(d.Reason != "", fReason)
+	set(d.TotalMicroEpsilon != 0, fTotalMicroEpsilon)
+	set(d.Delta != 0, fDelta)
 	return f
 }
 
@@ -165,7 +174,8 @@ var kinds = map[Kind]kindSpec{
 	Revealed:          {required: fRound | fDigest, optional: fNode},
 	Committed:         {required: fRound | fDigest, optional: fLeader | fSession, cosign: true},
 	Aborted:           {required: fReason, optional: fRound},
-	EpsilonSpent:      {required: fMicroEpsilon, optional: fRound | fNode},
+	EpsilonSpent:      {required: fMicroEpsilon, optional: fRound | fNode | fTotalMicroEpsilon | fDelta},
+	BudgetExhausted:   {required: fRound | fReason, optional: fTotalMicroEpsilon | fDelta},
 	AttestationOK:     {required: fNode, optional: fFormat | fDigest},
 	AttestationFailed: {required: fNode | fReason, optional: fFormat | fDigest},
 	KeyRotated:        {required: fEpoch, optional: fMembers | fDigest | fReason},
@@ -226,6 +236,12 @@ func ValidateData(kind Kind, data Data) error {
 	}
 	if data.MicroEpsilon < 0 {
 		return fmt.Errorf("%w: negative micro_epsilon %d", ErrMalformed, data.MicroEpsilon)
+	}
+	if data.TotalMicroEpsilon < 0 {
+		return fmt.Errorf("%w: negative total_micro_epsilon %d", ErrMalformed, data.TotalMicroEpsilon)
+	}
+	if data.Delta != 0 && !(data.Delta > 0 && data.Delta < 1) {
+		return fmt.Errorf("%w: delta %v outside (0, 1)", ErrMalformed, data.Delta)
 	}
 	if data.Format != "" {
 		if len(data.Format) > 32 || validateName(data.Format) != nil {

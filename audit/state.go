@@ -61,8 +61,10 @@ func (r *Record) Revealer() fl.NodeID {
 // current Head, one Actor per log), the record's form, and the protocol
 // invariants: no round committed twice ([ErrDuplicateCommit]), no node
 // revealing twice in a round ([ErrDuplicateReveal]), at most one session
-// start, no overflow of the ε total ([ErrInvariant]). It does not verify
-// signatures: that takes keys, see [Verify].
+// start, no overflow of the ε total, and an epsilon-spent record's
+// total_micro_epsilon, if set, equal to the sum of the log's micro_epsilon
+// ([ErrInvariant]). It does not verify signatures: that takes keys, see
+// [Verify].
 //
 // On error s is unchanged.
 func (s *State) Apply(r Record) error {
@@ -109,6 +111,9 @@ func (s *State) check(r *Record) error {
 	case EpsilonSpent:
 		if s.MicroEpsilon > math.MaxInt64-r.Data.MicroEpsilon {
 			return fmt.Errorf("%w: ε total overflows", ErrInvariant)
+		}
+		if t := r.Data.TotalMicroEpsilon; t != 0 && t != s.MicroEpsilon+r.Data.MicroEpsilon {
+			return fmt.Errorf("%w: seq %d says %d micro-ε in total, but the log's records add up to %d", ErrInvariant, r.Seq, t, s.MicroEpsilon+r.Data.MicroEpsilon)
 		}
 	}
 	return nil

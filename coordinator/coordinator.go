@@ -132,6 +132,7 @@ type Coordinator struct {
 	alog    *audit.Log
 	rc      *round.Coordinator
 	met     *metrics
+	budget  *budget // nil without DP
 
 	// Owned by the loop goroutine.
 	hist       *history
@@ -203,6 +204,12 @@ func New(cfg Config) (*Coordinator, error) {
 	if c.scheme.Name() == plain.Name {
 		c.log.Warn(plain.Warning)
 	}
+	if c.budget, err = newBudget(c.man, c.rcfg, c.scheme.Limits()); err != nil {
+		return nil, err
+	}
+	if c.budget != nil {
+		c.rcfg.MaxRound = c.budget.maxRound
+	}
 	tlsCfg, err := cfg.Kit.TLSConfig(pki.Options{})
 	if err != nil {
 		return nil, err
@@ -257,6 +264,9 @@ func (c *Coordinator) open() error {
 	} else if st.Session != c.sessionName() {
 		return fmt.Errorf("coordinator: %s belongs to session %s, the manifest is session %s: use a new state directory", c.alog.Path(), st.Session, c.sessionName())
 	}
+	if c.budget != nil {
+		c.budget.spent = c.alog.State().MicroEpsilon
+	}
 
 	keys := make(verifier)
 	for _, p := range c.man.Members {
@@ -290,6 +300,9 @@ func (c *Coordinator) open() error {
 		}
 		c.log.Info("new session", "session", c.sessionName(), "mode", c.scheme.Name(), "members", len(c.man.Members),
 			"threshold", c.man.Threshold, "min_cohort", c.man.MinCohort, "rounds", c.rcfg.Rounds)
+	}
+	if err := c.budget.logPlan(c.log, c.rcfg.Rounds); err != nil {
+		return err
 	}
 	c.setStatus()
 	return nil
@@ -476,6 +489,9 @@ func (c *Coordinator) drain(ctx context.Context) error {
 				return err
 			}
 			b.Epoch = rd.State.Epoch
+		}
+		if err := c.budget.charge(rd.Audit); err != nil {
+			return err
 		}
 		b.Rounds = c.hist.apply(rd, now)
 		for _, e := range rd.Audit {
@@ -725,6 +741,13 @@ func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState
 			}
 		case round.EventCommitted:
 			add(audit.Committed, audit.Data{Round: e.Round, Digest: d, Leader: e.Node, Session: c.sessionName()})
+			if ent, ok := c.budget.spentEntry(c.log, e); ok {
+				out = append(out, ent)
+			}
+		case round.EventDone:
+			if ent, ok := c.budget.exhaustedEntry(c.log, e.Round, c.rc.Status().Commits, c.rcfg.Rounds); ok {
+				out = append(out, ent)
+			}
 		case round.EventAborted:
 			add(audit.Aborted, audit.Data{Round: e.Round, Reason: audit.Reason(e.Detail)})
 		}

@@ -53,6 +53,8 @@ type fed struct {
 	logger *slog.Logger
 	// onUpdate, if set, sees every node's plaintext update.
 	onUpdate func(fl.Update)
+	// nodeConfig, if set, adjusts each node's configuration.
+	nodeConfig func(name string, c *node.Config)
 }
 
 type runningNode struct {
@@ -154,12 +156,16 @@ func (f *fed) startNode(name string, train, test *dataset.Set) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	n, err := node.New(node.Config{
+	cfg := node.Config{
 		Kit: f.kits[name], StateDir: filepath.Join(f.dir, name+"-state"), AtRest: key, Train: train, Test: test,
 		Logger: f.logger.With("who", name), Tick: 50 * time.Millisecond, Seed: 7, Momentum: 0.5,
 		Backoff:  struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond},
 		OnUpdate: f.onUpdate,
-	})
+	}
+	if f.nodeConfig != nil {
+		f.nodeConfig(name, &cfg)
+	}
+	n, err := node.New(cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -103,6 +103,7 @@ func (h *history) apply(rd round.Ready, now time.Time) []store.Round {
 		case round.EventCommitted:
 			if h.switchPhase(e, PhaseEvaluate, now) {
 				h.cur.Outcome, h.cur.Leader = store.Committed, e.Node
+				h.cur.MicroEpsilon = e.MicroEpsilon // priced by budget.charge
 				h.c.met.rounds.WithLabelValues("committed").Inc()
 				touched = true
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cloisterfl/cloister/dp"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
@@ -92,6 +93,12 @@ type RoundInfo struct {
 	Examples int      `json:"examples"`
 	Accuracy *float64 `json:"accuracy,omitempty"`
 	Loss     *float64 `json:"loss,omitempty"`
+	// With DP, for a committed round: Epsilon is the ε this round added to
+	// the total (aborted rounds since the last commit included), and
+	// EpsilonTotal the federation's cumulative ε after it, at the
+	// manifest's δ (improved conversion, as recorded in the audit log).
+	Epsilon      float64 `json:"epsilon,omitempty"`
+	EpsilonTotal float64 `json:"epsilon_total,omitempty"`
 }
 
 // History is the /rounds document.
@@ -103,6 +110,7 @@ type History struct {
 	Commits int         `json:"commits"`
 	Rounds  int         `json:"rounds_planned"`
 	Live    []fl.NodeID `json:"live"`
+	Privacy *Privacy    `json:"privacy,omitempty"` // nil without DP
 	History []RoundInfo `json:"history"`
 }
 
@@ -111,6 +119,12 @@ func (c *Coordinator) History(ctx context.Context) (*History, error) {
 	st := c.Status()
 	h := &History{Session: c.sessionName(), Mode: c.scheme.Name(), Phase: st.Phase.String(), Round: st.Round,
 		Commits: st.Commits, Rounds: c.rcfg.Rounds, Live: st.Live, History: []RoundInfo{}}
+	if b := c.budget; b != nil {
+		d := c.man.DP
+		h.Privacy = &Privacy{NoiseMultiplier: d.NoiseMultiplier, Clip: d.Clip, Budget: d.Epsilon, Delta: d.Delta,
+			Multiplier: b.rule.Multiplier, SampleRate: b.rule.SampleRate, MaxRound: b.maxRound,
+			Exhausted: st.Phase == round.PhaseDone && st.Round >= b.maxRound && st.Commits < c.rcfg.Rounds}
+	}
 	rs, err := c.sc.Rounds(ctx, 1, 0)
 	if err != nil {
 		return nil, err
@@ -134,6 +148,12 @@ func (c *Coordinator) History(ctx context.Context) (*History, error) {
 		}
 		if !r.Ended.IsZero() {
 			ri.Seconds = r.Ended.Sub(r.Started).Seconds()
+		}
+		if c.budget != nil && r.Outcome == store.Committed {
+			ri.Epsilon = dp.EpsilonFromMicro(int64(r.MicroEpsilon))
+			if _, total, err := c.budget.cost(r.Round); err == nil {
+				ri.EpsilonTotal = dp.EpsilonFromMicro(total)
+			}
 		}
 		if s, ok := byRound[r.Round]; ok {
 			ri.Nodes, ri.Examples = s.Nodes, s.Examples

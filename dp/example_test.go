@@ -115,3 +115,24 @@ func ExampleDiscreteGaussian() {
 	// Output:
 	// [1 -3 2 1 -4 -7 -5 0] 9/1
 }
+
+// A federation of 10 sites, each clipping its update of 101,770 values to
+// C = 1 and adding its share of σ = 2 noise, every site in every round:
+// the ε of the first rounds, and how many rounds a budget of 8 affords.
+func ExampleRounds() {
+	rule, err := dp.NewRounds(2, 1, 10, 101_770, 1, 1e-5)
+	if err != nil {
+		panic(err)
+	}
+	for _, r := range []int{1, 5, 10} {
+		c, _ := rule.After(r)
+		fmt.Printf("after %2d rounds: ε = %.3f (classic %.3f)\n", r, c.Epsilon, c.Classic)
+	}
+	n, _ := rule.MaxRounds(8)
+	fmt.Println("rounds within ε = 8:", n)
+	// Output:
+	// after  1 rounds: ε = 2.166 (classic 2.525)
+	// after  5 rounds: ε = 5.380 (classic 5.992)
+	// after 10 rounds: ε = 8.082 (classic 8.841)
+	// rounds within ε = 8: 9
+}

@@ -101,6 +101,11 @@ type Config struct {
 	// Seed seeds local training (shuffling) and, on the member that makes
 	// the group key, the initial model.
 	Seed uint64
+	// MaxEpsilon, if not 0, is this site's own privacy limit: the node
+	// refuses to train for a round after which the federation's cumulative
+	// ε (mode.Privacy's rule) would pass it. The coordinator cannot
+	// override it. It needs DP in the manifest.
+	MaxEpsilon float64
 	// Momentum and ProxMu are local SGD settings the manifest does not
 	// carry (SGD momentum; the FedProx proximal coefficient μ).
 	Momentum, ProxMu float64
@@ -142,6 +147,7 @@ type Node struct {
 	alog    *audit.Log
 	rn      *round.Node
 	tr      *trainer
+	budget  *budget // nil without DP and without a local limit
 	stats   Stats
 
 	savedModel fl.Round // round of the newest sealed model in the store (see hasModel)
@@ -197,6 +203,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if n.scheme.Name() == plain.Name {
 		n.log.Warn(plain.Warning)
+	}
+	if n.budget, err = newBudget(n.man, n.rcfg, n.scheme.Limits(), cfg.MaxEpsilon, n.log); err != nil {
+		return nil, err
 	}
 	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed, cfg.Momentum, cfg.ProxMu); err != nil {
 		return nil, err
@@ -255,6 +264,9 @@ func (n *Node) open() error {
 	} else if st.Session != n.sessionName() {
 		return fmt.Errorf("node: %s belongs to session %s, the manifest is session %s: use a new state directory", n.alog.Path(), st.Session, n.sessionName())
 	}
+	if n.budget != nil {
+		n.budget.spent = n.alog.State().MicroEpsilon
+	}
 
 	sk, err := NewSessionKeys(n.cfg.Random)
 	if err != nil {
@@ -275,7 +287,7 @@ func (n *Node) open() error {
 		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.man.Coordinator.Name), Scheme: n.scheme,
 		Sealer: n.keys, Box: GCMBox{}, Signer: AuditSigner{n.cfg.Kit.AuditKey}, Verifier: AuditVerifier(auditKeys),
 		Ledger: n.sn, Optimizer: opt, Init: n.tr.initial, Rand: n.cfg.Random, Evidence: evidence,
-		VerifyPeer: n.verifyPeer,
+		VerifyPeer: n.verifyPeer, MayTrain: n.budget.policy(),
 	}
 	if saved.State != nil {
 		st, err := loadState(saved)
@@ -559,6 +571,7 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 		// session agrees on each committed round.
 		n.pendAudit = append(n.pendAudit, auditEntry{audit.Committed, audit.Data{Round: m.Round,
 			Digest: audit.Digest(m.Record.Digest(n.session)), Leader: m.Leader, Session: n.sessionName()}})
+		n.pendAudit = append(n.pendAudit, n.budget.spend(m.Round)...)
 	}
 }
 

@@ -210,6 +210,12 @@ type NodeConfig struct {
 	// whose evidence fails is distrusted: the node refuses a key setup with it
 	// and refuses to reveal an aggregate that includes it.
 	VerifyPeer func(id fl.NodeID, evidence []byte) error
+	// MayTrain, if set, is asked before each training task with the round
+	// number: a non-nil error makes the node refuse the round (a KindRefuse
+	// answer and an EventRefused whose Detail is the error). It is site
+	// policy, such as a local privacy limit. Step calls it: it must be
+	// quick and must not block.
+	MayTrain func(r fl.Round) error
 }
 
 func (c NodeConfig) validate() error {

@@ -46,6 +46,11 @@ func (n *Node) train(m Message) error {
 	case m.Base < n.st.ModelRound:
 		return fmt.Errorf("%w: base model of round %d, this node has seen round %d", ErrReplay, m.Base, n.st.ModelRound)
 	}
+	if n.cfg.MayTrain != nil {
+		if err := n.cfg.MayTrain(r); err != nil {
+			return n.refuse(m.Epoch, r, nil, "%v", err)
+		}
+	}
 	v, _, err := n.openModel(m.Model, m.Base)
 	if err != nil {
 		return err

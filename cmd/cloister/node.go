@@ -34,6 +34,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	state := fs.String("state", "", "state directory (default: KIT/state)")
 	momentum := fs.Float64("momentum", 0.9, "local SGD momentum")
 	proxMu := fs.Float64("prox-mu", 0, "FedProx proximal term μ (0: FedAvg's local step)")
+	maxEps := fs.Float64("max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
 	tick := fs.Duration("tick", node.DefaultTick, "engine clock period")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: the transport default, 64 MiB); must match the coordinator")
 	dump := fs.String("insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
@@ -81,7 +82,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	n, err := node.New(node.Config{
 		Kit: kit, StateDir: *state, AtRest: key, Train: train, Test: test, Logger: log, Tick: *tick,
-		Seed: *seed, Momentum: *momentum, ProxMu: *proxMu, Limits: transport.Limits{MaxMessage: *maxMsg},
+		Seed: *seed, Momentum: *momentum, ProxMu: *proxMu, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
 		OnUpdate: onUpdate,
 	})
 	if err != nil {

@@ -1,0 +1,74 @@
+package mode_test
+
+import (
+	"crypto/rand"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/mode"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/round"
+)
+
+func manifest(t *testing.T, o pki.InitOptions) *pki.Manifest {
+	t.Helper()
+	dir := t.TempDir() + "/fed"
+	if err := pki.InitFederation(dir, o, time.Now(), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	kit, err := pki.LoadKit(dir + "/node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kit.Manifest
+}
+
+func TestPrivacy(t *testing.T) {
+	man := manifest(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 3, Mode: pki.ModePlain,
+		DP: &pki.DP{NoiseMultiplier: 2, Clip: 0.5, Epsilon: 8, Delta: 1e-6}})
+	scheme, err := mode.Scheme(man.Mode, man.Preset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := mode.RoundConfig(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule, ok, err := mode.Privacy(man, cfg, scheme.Limits())
+	if err != nil || !ok {
+		t.Fatalf("Privacy = %+v, %v, %v", rule, ok, err)
+	}
+	// k is the minimum cohort, the dimension the scheme's bound less the
+	// weight slot, q = 1 for a cohort of every live member.
+	z, err := dp.DistributedMultiplier(2, 0.5, 3, scheme.Limits().MaxDim-1, dp.DefaultBits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rule != (dp.Rounds{Multiplier: z, SampleRate: 1, Delta: 1e-6}) {
+		t.Errorf("rule %+v, want multiplier %v, q 1, δ 1e-6", rule, z)
+	}
+	cfg.Fraction = 0.5
+	if rule, _, _ := mode.Privacy(man, cfg, scheme.Limits()); rule.SampleRate != 0.5 {
+		t.Errorf("sampling half the members: q = %v", rule.SampleRate)
+	}
+
+	off := manifest(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModePlain, DP: &pki.DP{}})
+	if _, ok, err := mode.Privacy(off, cfg, scheme.Limits()); ok || err != nil {
+		t.Errorf("no DP: ok %v, err %v", ok, err)
+	}
+}
+
+func ExamplePrivacy() {
+	man := &pki.Manifest{MinCohort: 10, DP: pki.DP{NoiseMultiplier: 2.01649, Clip: 1, Epsilon: 8, Delta: 1e-5}}
+	scheme, _ := mode.Scheme("mhe", "Agg128")
+	rule, _, err := mode.Privacy(man, round.Config{}, scheme.Limits())
+	if err != nil {
+		panic(err)
+	}
+	c, _ := rule.After(10)
+	n, _ := rule.MaxRounds(man.DP.Epsilon)
+	fmt.Printf("%s; %d rounds fit in ε = 8\n", c, n)
+	// Output: ε=8.03754 after 10 rounds at δ=1e-05 (Balle et al. 2020, α=3.9; classic 8.7947, α=4); 9 rounds fit in ε = 8
+}
