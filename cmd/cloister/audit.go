@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/dp"
 	"github.com/cloisterfl/cloister/pki"
 )
 
@@ -59,8 +60,12 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "FAIL %s: %v\n", r.Path, r.Err)
 			continue
 		}
-		fmt.Fprintf(stdout, "ok   %s: %d records, %d rounds committed, %d reveals, head %s\n", r.Path, r.Summary.Records,
-			r.Summary.Rounds, r.Summary.Kinds[audit.Revealed], r.Summary.Last.String()[:16])
+		eps := ""
+		if m := r.Summary.State.MicroEpsilon; m > 0 {
+			eps = fmt.Sprintf(", ε spent %.6g", dp.EpsilonFromMicro(m))
+		}
+		fmt.Fprintf(stdout, "ok   %s: %d records, %d rounds committed, %d reveals%s, head %s\n", r.Path, r.Summary.Records,
+			r.Summary.Rounds, r.Summary.Kinds[audit.Revealed], eps, r.Summary.Last.String()[:16])
 	}
 	if err != nil {
 		if bad == 0 {

@@ -329,6 +329,12 @@ type demoResult struct {
 	BytesDownPerRound  []uint64  `json:"bytes_down_per_round"`
 	AccuracyPerRound   []float64 `json:"accuracy_per_round"`
 	LossPerRound       []float64 `json:"loss_per_round"`
+	// With DP: the federation's cumulative ε after each committed round and
+	// at the end, at the manifest's δ (the coordinator's /rounds), and the
+	// DP settings with the round cap the budget sets.
+	EpsilonPerRound []float64            `json:"epsilon_per_round,omitempty"`
+	EpsilonTotal    float64              `json:"epsilon_total,omitempty"`
+	DP              *coordinator.Privacy `json:"dp,omitempty"`
 	// PhaseSeconds lists, per phase, the seconds of each round.
 	PhaseSeconds map[string][]float64 `json:"phase_seconds_per_round"`
 	// NodeSeconds are the nodes' mean seconds per task: local training,
@@ -362,12 +368,20 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	logLevel := fs.String("log-level", "info", "log level of the processes (logs in DIR/logs)")
 	dump := fs.Bool("insecure-dump-updates", false, "TESTING ONLY: nodes write their plaintext updates under DIR/updates (blindness tests; needs --keep)")
+	dpNoise := fs.Float64("dp-noise", 0, "distributed DP: noise multiplier σ of the summed noise (0: no DP)")
+	clip := fs.Float64("clip", 1, "with --dp-noise: L2 clipping norm C of each update")
+	epsilon := fs.Float64("epsilon", 8, "with --dp-noise: the federation's ε budget; the coordinator stops at the last round within it")
+	delta := fs.Float64("delta", 1e-5, "with --dp-noise: δ")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := checkDemoDP(*dpNoise, *clip, *epsilon, *delta); err != nil {
+		return err
+	}
 	ff := federationFlags{nodes: *nodes, threshold: *threshold, mode: *mode, preset: *preset, rounds: *rounds,
-		localEpochs: *localEpochs, batch: *batch, lr: *lr, kind: *kind, hidden: *hidden, address: pki.DefaultAddress}
-	opts, err := ff.options() // DP off: dp-noise 0
+		localEpochs: *localEpochs, batch: *batch, lr: *lr, kind: *kind, hidden: *hidden, address: pki.DefaultAddress,
+		dpNoise: *dpNoise, dpClip: *clip, eps: *epsilon, delta: *delta}
+	opts, err := ff.options() // DP off unless --dp-noise
 	if err != nil {
 		return err
 	}
@@ -407,6 +421,11 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
 	}
 	fmt.Fprintf(stdout, "federation, states and logs in %s\n", dir)
+	if *dpNoise > 0 {
+		if err := printDemoDP(stdout, f, *rounds); err != nil {
+			return err
+		}
+	}
 	if err := f.startCoordinator(); err != nil {
 		return err
 	}
@@ -452,6 +471,11 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		}
 	}
 	if res.Rounds < *rounds {
+		if res.DP != nil && res.DP.Exhausted {
+			fmt.Fprintf(stdout, "stopped by the privacy budget: %d of %d rounds committed (round %d would pass ε = %g)\n",
+				res.Rounds, *rounds, res.DP.MaxRound+1, res.DP.Budget)
+			return nil
+		}
 		return fmt.Errorf("only %d of %d rounds committed", res.Rounds, *rounds)
 	}
 	return nil
@@ -531,8 +555,12 @@ func printRound(w io.Writer, r coordinator.RoundInfo, total int) {
 	if r.Accuracy != nil {
 		acc, loss = *r.Accuracy, *r.Loss
 	}
-	fmt.Fprintf(w, "round %2d/%d  accuracy %.4f  loss %.4f  %5.1fs (collect %.1fs reveal %.2fs commit %.2fs evaluate %.2fs)  up %s down %s\n",
-		r.Round, total, acc, loss, r.Seconds, r.Phases[coordinator.PhaseCollect], r.Phases[coordinator.PhaseReveal],
+	eps := ""
+	if r.EpsilonTotal > 0 {
+		eps = fmt.Sprintf("  ε %.4g", r.EpsilonTotal)
+	}
+	fmt.Fprintf(w, "round %2d/%d  accuracy %.4f  loss %.4f%s  %5.1fs (collect %.1fs reveal %.2fs commit %.2fs evaluate %.2fs)  up %s down %s\n",
+		r.Round, total, acc, loss, eps, r.Seconds, r.Phases[coordinator.PhaseCollect], r.Phases[coordinator.PhaseReveal],
 		r.Phases[coordinator.PhaseCommit], r.Phases[coordinator.PhaseEvaluate], mb(r.BytesUp), mb(r.BytesDown))
 }
 
@@ -573,11 +601,16 @@ func summarize(h *coordinator.History, nt nodeTimes, opts pki.InitOptions, seed 
 		}
 		res.AccuracyPerRound = append(res.AccuracyPerRound, acc)
 		res.LossPerRound = append(res.LossPerRound, loss)
+		if h.Privacy != nil {
+			res.EpsilonPerRound = append(res.EpsilonPerRound, r.EpsilonTotal)
+			res.EpsilonTotal = r.EpsilonTotal
+		}
 		for _, p := range []string{coordinator.PhaseCollect, coordinator.PhaseReveal, coordinator.PhaseCommit, coordinator.PhaseEvaluate} {
 			res.PhaseSeconds[p] = append(res.PhaseSeconds[p], r.Phases[p])
 		}
 	}
 	res.MedianRoundSeconds = median(res.SecondsPerRound)
+	res.DP = h.Privacy
 	return res
 }
 
@@ -596,6 +629,10 @@ func printSummary(w io.Writer, r demoResult) {
 	}
 	fmt.Fprintf(w, ", %d nodes, t=%d\n", r.Nodes, r.Threshold)
 	fmt.Fprintf(w, "  final accuracy %.4f, loss %.4f\n", r.FinalAccuracy, r.FinalLoss)
+	if p := r.DP; p != nil {
+		fmt.Fprintf(w, "  privacy: ε = %.4g at δ = %g after %d rounds (budget %g, σ = %g, C = %g)\n",
+			r.EpsilonTotal, p.Delta, r.Rounds, p.Budget, p.NoiseMultiplier, p.Clip)
+	}
 	fmt.Fprintf(w, "  round time: median %.2fs, total of rounds %.1fs; setup %.1fs; wall clock %.1fs\n",
 		r.MedianRoundSeconds, sum(r.SecondsPerRound), r.SetupSeconds, r.TotalSeconds)
 	fmt.Fprintf(w, "  time per phase (coordinator's view), median per round and total:\n")
@@ -630,9 +667,64 @@ func demoPlot(path string, r demoResult) error {
 		{YLabel: "test accuracy", Series: []plot.Series{{Name: r.Mode, X: x, Y: r.AccuracyPerRound}}},
 		{YLabel: "test loss", Series: []plot.Series{{Name: r.Mode, X: x, Y: r.LossPerRound}}},
 	}}
+	if r.DP != nil && len(r.EpsilonPerRound) == len(x) {
+		fig.Panels = append(fig.Panels, plot.Panel{YLabel: "ε spent", Series: []plot.Series{{Name: "ε", X: x, Y: r.EpsilonPerRound}}})
+	}
 	var buf bytes.Buffer
 	if err := fig.WriteSVG(&buf); err != nil {
 		return err
 	}
 	return writeFileAtomic(path, buf.Bytes(), 0o644)
+}
+
+// checkDemoDP checks the demo's DP flags before anything is provisioned.
+func checkDemoDP(noise, clip, epsilon, delta float64) error {
+	bad := func(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) }
+	switch {
+	case bad(noise) || noise < 0:
+		return withHint(fmt.Errorf("--dp-noise %v: want a noise multiplier ≥ 0", noise), "0 turns DP off; docs/PRIVACY.md lists σ for ε ≈ 1, 3 and 8")
+	case noise == 0:
+		return nil
+	case bad(clip) || clip <= 0:
+		return fmt.Errorf("--clip %v: want a positive L2 clipping norm", clip)
+	case bad(epsilon) || epsilon <= 0:
+		return fmt.Errorf("--epsilon %v: want a positive ε budget", epsilon)
+	case !(delta > 0 && delta < 1):
+		return fmt.Errorf("--delta %v: want δ in (0, 1)", delta)
+	}
+	return nil
+}
+
+// printDemoDP states the federation's privacy accounting (mode.Privacy, the
+// rule both daemons use) and how many rounds the budget covers.
+func printDemoDP(w io.Writer, f *localFed, rounds int) error {
+	kit, err := pki.LoadKit(f.kit(pki.CoordinatorDir))
+	if err != nil {
+		return err
+	}
+	man := kit.Manifest
+	ruleFor, err := privacyRule(man)
+	if err != nil {
+		return err
+	}
+	rule, err := ruleFor(0)
+	if err != nil {
+		return err
+	}
+	n, err := rule.MaxRounds(man.DP.Epsilon)
+	if err != nil {
+		return err
+	}
+	d := man.DP
+	fmt.Fprintf(w, "distributed DP: σ = %g, C = %g, k = %d: each node adds noise of std %.4g; q = %g, δ = %g, accountant multiplier %.6g\n",
+		d.NoiseMultiplier, d.Clip, man.MinCohort, d.NoiseMultiplier*d.Clip/math.Sqrt(float64(man.MinCohort)), rule.SampleRate, d.Delta, rule.Multiplier)
+	last, err := rule.After(min(n, rounds))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "privacy budget ε = %g covers %d rounds; after %d: %v\n", d.Epsilon, n, last.Rounds, last)
+	if n < rounds {
+		fmt.Fprintf(w, "note: the coordinator stops after round %d, before the %d rounds asked for\n", n, rounds)
+	}
+	return nil
 }

@@ -141,6 +141,9 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if m.DP.NoiseMultiplier > 0 {
 		fmt.Fprintf(stderr, "cloister: note: DP is on (σ %g, C %g, ε %g): with few sites the noise costs accuracy; --dp-noise 0 turns it off\n",
 			m.DP.NoiseMultiplier, m.DP.Clip, m.DP.Epsilon)
+		if err := budgetNote(stderr, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
