@@ -117,8 +117,8 @@ func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState) (*Coordinato
 			return nil, fmt.Errorf("round: restoring state that excludes non-member %q", id)
 		}
 	}
-	if c.st.Phase == PhaseJoin && c.st.KeyEpoch > 0 {
-		c.joinWhy = "re-key after a coordinator restart"
+	if c.st.Phase <= PhaseGroupKey && c.st.KeyEpoch > 0 {
+		c.joinWhy = "re-key, resumed after a coordinator restart"
 	}
 	if c.st.Epoch > 0 {
 		if c.helper, err = c.newHelper(c.st.Epoch); err != nil {
@@ -344,7 +344,7 @@ func (c *Coordinator) Exclude(id fl.NodeID, reason string) {
 		c.maybeCloseCollect()
 	case PhaseReveal, PhaseCommit:
 		if slices.Contains(nodesOf(c.st.Included), id) {
-			c.abort("the included set holds " + why)
+			c.abort(why + ", and its upload is in the aggregate")
 		} else {
 			c.stopWaitingFor(id, why)
 		}
