@@ -616,10 +616,11 @@ type groupKeyFile struct {
 }
 
 func (c *Coordinator) slimState(st round.CoordinatorState) ([]byte, error) {
-	if st.ModelRound > 0 {
+	if st.ModelRound > 0 && !st.Resealed {
 		// A committed model: in the model table, stored before or with this
 		// state. (The initial model stays: a key setup that starts over makes
-		// another one for round 0.)
+		// another one for round 0. So does a model a re-key carried over to a
+		// new group key: the table holds it sealed under the old one.)
 		st.Model = nil
 	}
 	if len(st.Sealed) > 0 || len(st.Target) > 0 {
