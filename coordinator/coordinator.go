@@ -44,6 +44,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mode"
@@ -111,8 +112,12 @@ type Config struct {
 	Scheme protect.Scheme
 	// Seed seeds cohort sampling (not a secret); 0 picks one at random.
 	Seed uint64
-	// Now is the clock for records and timings; nil means time.Now.
+	// Now is the clock for records, timings and evidence ages; nil means
+	// time.Now.
 	Now func() time.Time
+	// Roots are the TEE vendor roots evidence is verified against; the zero
+	// value means the real vendors' (and sim's).
+	Roots attest.Roots
 }
 
 // Coordinator is the coordinator daemon. Create it with New, call Serve
@@ -140,7 +145,10 @@ type Coordinator struct {
 	hasModel   bool
 	pendAudit  []auditEntry
 	leader     fl.NodeID
-	savedKeys  round.Digest // of the GroupKeyFile content last written
+	savedKeys  round.Digest     // of the GroupKeyFile content last written
+	tee        *attest.Verifier // nil: the manifest requires no attestation
+	att        map[fl.NodeID]*attestation
+	pendSend   []round.Message // daemon messages (refused evidence relayed), sent after the audit
 
 	startOnce sync.Once
 	loopDone  chan struct{}
@@ -149,8 +157,9 @@ type Coordinator struct {
 	loopErr   error
 	closeOnce sync.Once
 
-	mu     sync.Mutex // guards status
-	status round.Status
+	mu        sync.Mutex // guards status and attStatus
+	status    round.Status
+	attStatus map[fl.NodeID]AttestationStatus
 }
 
 // verifier checks signatures with the members' audit keys from the manifest.
@@ -185,7 +194,8 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Coordinator{cfg: cfg, man: cfg.Kit.Manifest, name: cfg.Kit.Config.Name, loopDone: make(chan struct{})}
+	c := &Coordinator{cfg: cfg, man: cfg.Kit.Manifest, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
+		att: make(map[fl.NodeID]*attestation)}
 	c.log = cfg.Logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -214,9 +224,22 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	var nonce func() ([]byte, error)
+	if c.man.AttestationRequired() {
+		if c.tee, err = attest.NewVerifier(c.man.Attestation, cfg.Roots); err != nil {
+			return nil, fmt.Errorf("coordinator: the manifest's attestation policy: %w", err)
+		}
+		for _, w := range c.man.Attestation.Warnings() {
+			c.log.Warn(w)
+		}
+		nonce = c.issueNonce
+	} else {
+		c.log.Warn("ATTESTATION IS OFF: the manifest requires no TEE evidence; members join on their certificates " +
+			"and audit keys alone, and nothing proves what code they run")
+	}
 	c.tm = new(transport.Metrics)
 	if c.srv, err = transport.NewServer(transport.ServerConfig{TLS: tlsCfg, Limits: cfg.Limits, Logger: c.log,
-		Metrics: c.tm, Keepalive: cfg.Keepalive}); err != nil {
+		Metrics: c.tm, Keepalive: cfg.Keepalive, Nonce: nonce}); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
@@ -227,6 +250,7 @@ func New(cfg Config) (*Coordinator, error) {
 		c.closeFiles()
 		return nil, err
 	}
+	c.setAttestStatus()
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -405,6 +429,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 	}()
 	ticker := time.NewTicker(c.cfg.Tick)
 	defer ticker.Stop()
+	var lastExpiry time.Time
 	for {
 		if err := c.drain(ctx); err != nil {
 			return err
@@ -420,6 +445,10 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			c.handle(ev)
 		case <-ticker.C:
 			c.rc.Tick()
+			if now := c.cfg.Now(); now.Sub(lastExpiry) >= time.Second {
+				lastExpiry = now
+				c.checkExpiry(now)
+			}
 		}
 	}
 }
@@ -428,6 +457,10 @@ func (c *Coordinator) handle(ev transport.Event) {
 	switch ev.Kind {
 	case transport.EventConnect:
 		c.log.Info("node connected", "member", ev.Node)
+		c.connected(ev)
+	case transport.EventChallenge:
+		c.log.Debug("issued a nonce for re-attestation", "member", ev.Node)
+		c.challenged(ev)
 	case transport.EventDisconnect:
 		c.log.Info("node disconnected", "member", ev.Node, "err", ev.Err)
 		for _, s := range []error{transport.ErrImpersonation, transport.ErrTooLarge, transport.ErrFrame, transport.ErrMalformed} {
@@ -439,6 +472,9 @@ func (c *Coordinator) handle(ev transport.Event) {
 		}
 		c.rc.Unreachable(ev.Node)
 	case transport.EventMessage:
+		if ev.Msg.Kind == round.KindHello && !c.admit(ev.Node, ev.Msg) {
+			return
+		}
 		start := time.Now()
 		err := c.rc.Step(ev.Node, ev.Msg)
 		c.log.Debug("step", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round, "step_s", time.Since(start).Seconds(), "err", err)
@@ -471,7 +507,7 @@ func sentinel(err error) string {
 
 // drain handles every pending Ready: persist, audit, send.
 func (c *Coordinator) drain(ctx context.Context) error {
-	for c.rc.HasReady() || len(c.pendAudit) > 0 {
+	for c.rc.HasReady() || len(c.pendAudit) > 0 || len(c.pendSend) > 0 {
 		var rd round.Ready
 		has := c.rc.HasReady()
 		if has {
@@ -531,7 +567,9 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		c.observe(rd.Audit)
 		t1 := time.Now()
 		// 3. Messages, in order per recipient, recipients in parallel.
-		failed := c.send(ctx, rd.Messages)
+		msgs := append(rd.Messages, c.pendSend...)
+		c.pendSend = nil
+		failed := c.send(ctx, msgs)
 		c.log.Debug("ready", "state_bytes", len(b.State), "persist_audit_s", t1.Sub(t0).Seconds(), "audit", len(entries),
 			"messages", len(rd.Messages), "send_s", time.Since(t1).Seconds())
 		if has {

@@ -27,6 +27,12 @@ type metrics struct {
 	dropouts    prometheus.Counter
 	round       prometheus.Gauge
 	live        prometheus.Gauge
+
+	attestations *prometheus.CounterVec // evidence checked, by result (ok, or the failed check)
+	attestVerify prometheus.Histogram   // seconds to verify one Hello's evidence
+	attestBytes  prometheus.Histogram   // bytes of one Hello's evidence
+	attestAge    *prometheus.GaugeVec   // age of each member's verified evidence
+	attestOK     *prometheus.GaugeVec   // 1 if the member's evidence is valid now
 }
 
 func newMetrics(c *Coordinator) *metrics {
@@ -46,6 +52,29 @@ func newMetrics(c *Coordinator) *metrics {
 		Help: "Members marked down (missed a deadline or unreachable)."})
 	m.round = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "round", Help: "The current round."})
 	m.live = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "live_members", Help: "Members that said Hello and are not down."})
+	m.attestations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "attestations_total",
+		Help: "Members' evidence checked, by result: ok, or the check that failed (measurement, tcb, stale-nonce, ...), or expired."}, []string{"result"})
+	m.attestVerify = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "attestation_verify_seconds",
+		Help: "Time to verify one Hello's evidence (envelope and TEE evidence).", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)})
+	m.attestBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "attestation_bytes",
+		Help: "Bytes of one Hello's evidence (session keys and TEE evidence).", Buckets: prometheus.ExponentialBuckets(1024, 2, 8)})
+	m.attestAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_age_seconds",
+		Help: "Age of each member's verified evidence."}, []string{"node"})
+	m.attestOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_ok",
+		Help: "1 if the member's evidence is valid now, 0 if it failed or expired."}, []string{"node"})
+	insecure := 0.0
+	if p := c.man.Attestation; c.man.AttestationRequired() && (p.AllowSim || p.AllowDebug) {
+		insecure = 1
+	}
+	m.reg.MustRegister(m.attestations, m.attestVerify, m.attestBytes, m.attestAge, m.attestOK,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_insecure",
+			Help: "1 if the attestation policy is off or accepts simulated or debug TEEs: development only."},
+			func() float64 {
+				if !c.man.AttestationRequired() {
+					return 1
+				}
+				return insecure
+			}))
 	m.reg.MustRegister(m.rounds, m.phase, m.stepSeconds, m.rejected, m.dropouts, m.round, m.live,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_received_total",
 			Help: "Bytes received from nodes (transport frames)."}, func() float64 { return float64(c.tm.BytesIn.Load()) }),
@@ -184,7 +213,7 @@ func (c *Coordinator) Handler() http.Handler {
 		st := c.Status()
 		writeJSON(w, map[string]any{"phase": st.Phase.String(), "epoch": st.Epoch, "round": st.Round, "commits": st.Commits,
 			"last_committed": st.LastCommitted, "live": st.Live, "cohort": st.Cohort, "leader": st.Leader,
-			"connected": c.srv.Connected()})
+			"connected": c.srv.Connected(), "attestation": c.attestationDoc()})
 	})
 	return mux
 }
@@ -194,4 +223,15 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// attestationDoc is the attestation part of /status: whether it is required,
+// what operators must see about the policy, and each member's status.
+func (c *Coordinator) attestationDoc() map[string]any {
+	if !c.man.AttestationRequired() {
+		return map[string]any{"required": false,
+			"warnings": []string{"INSECURE: attestation is off: nothing proves what code the members run"}}
+	}
+	return map[string]any{"required": true, "formats": c.man.Attestation.Formats, "max_age": c.man.Attestation.MaxAge.String(),
+		"warnings": c.man.Attestation.Warnings(), "nodes": c.Attestation()}
 }

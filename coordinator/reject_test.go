@@ -173,7 +173,7 @@ func TestRejections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claim := sk.Evidence(session[:], "node-1", kit4.AuditKey, time.Now())
+	claim := sk.Evidence(session[:], "node-1", kit4.AuditKey, time.Now(), nil)
 	send(round.Message{Kind: round.KindHello, Epoch: st.Epoch, Evidence: claim})
 	// A replayed round: an upload for round 1.
 	send(round.Message{Kind: round.KindUpload, Epoch: st.Epoch, Round: 1, Payload: []byte("old"), Signature: make([]byte, 64)})

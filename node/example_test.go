@@ -33,10 +33,10 @@ func ExampleKeyring() {
 
 	// The coordinator relays each member's Hello evidence; each peer checks it.
 	now := time.Now()
-	fmt.Println(ring1.VerifyPeer("node-2", k2.Evidence(session, "node-2", auditKey["node-2"], now)))
-	fmt.Println(ring2.VerifyPeer("node-1", k1.Evidence(session, "node-1", auditKey["node-1"], now)))
+	fmt.Println(ring1.VerifyPeer("node-2", k2.Evidence(session, "node-2", auditKey["node-2"], now, nil)))
+	fmt.Println(ring2.VerifyPeer("node-1", k1.Evidence(session, "node-1", auditKey["node-1"], now, nil)))
 	// Evidence signed by another member's audit key is refused.
-	fmt.Println(ring1.VerifyPeer("node-2", k2.Evidence(session, "node-2", auditKey["node-1"], now)) != nil)
+	fmt.Println(ring1.VerifyPeer("node-2", k2.Evidence(session, "node-2", auditKey["node-1"], now, nil)) != nil)
 
 	sealed, _ := ring1.Seal("node-2", []byte("a Shamir share"))
 	opened, err := ring2.Open("node-1", sealed)

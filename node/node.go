@@ -56,6 +56,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
@@ -77,6 +78,10 @@ const (
 
 // DefaultTick is the engine's tick when Config.Tick is 0.
 const DefaultTick = 500 * time.Millisecond
+
+// DefaultAttestEvery is how often a node rotates its session keys and
+// re-attests when Config.AttestEvery is 0.
+const DefaultAttestEvery = time.Hour
 
 // Config configures a Node.
 type Config struct {
@@ -118,6 +123,15 @@ type Config struct {
 	Scheme protect.Scheme
 	// Random is the source of the node's secrets; nil means crypto/rand.
 	Random io.Reader
+	// TEE produces this node's attestation evidence (OpenTEE); nil means
+	// no TEE, which a manifest that requires attestation refuses.
+	TEE attest.Attester
+	// AttestEvery is how often the node makes new session keys and
+	// re-attests them (on a fresh nonce); 0 means DefaultAttestEvery.
+	AttestEvery time.Duration
+	// Roots are the TEE vendor roots the node verifies its peers' evidence
+	// against; the zero value means the real vendors' (and sim's).
+	Roots attest.Roots
 	// OnUpdate, if set, is called with every plaintext update (clipped,
 	// noised and weighted) before the engine protects it. It exists for
 	// tests that check what the coordinator can see; never send what it
@@ -130,6 +144,15 @@ type Stats struct {
 	Trained, Evaluated, Revealed, Led atomic.Uint64
 	Rejected                          atomic.Uint64 // messages the engine rejected
 	Connects                          atomic.Uint64
+	// Attestations counts the Hello evidence this node made (on connect
+	// and on schedule), Rotations the scheduled key rotations among them.
+	Attestations, Rotations atomic.Uint64
+	// AttestNanos is the time spent making evidence (keys, TEE report,
+	// signature), AttestBytes the bytes of TEE evidence made.
+	AttestNanos, AttestBytes atomic.Uint64
+	// PeerChecks counts peers' evidence checked, PeerCheckNanos the time
+	// spent checking it, PeerFailures those refused.
+	PeerChecks, PeerCheckNanos, PeerFailures atomic.Uint64
 }
 
 // Node is a member daemon. Create it with New, then call Run once.
@@ -157,6 +180,9 @@ type Node struct {
 	pendModel  *store.Model
 	pendAudit  []auditEntry // records from VerifyPeer, appended with the next Ready
 	closeOnce  sync.Once
+
+	keysIssued time.Time               // when the current session keys were made
+	expired    map[fl.NodeID]time.Time // members distrusted for expired evidence, by the evidence's time
 }
 
 // New opens (or creates) the node's state and returns a node ready to Run.
@@ -183,7 +209,10 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Random == nil {
 		cfg.Random = rand.Reader
 	}
-	n := &Node{cfg: cfg, man: cfg.Kit.Manifest, self: fl.NodeID(cfg.Kit.Config.Name)}
+	if cfg.AttestEvery <= 0 {
+		cfg.AttestEvery = DefaultAttestEvery
+	}
+	n := &Node{cfg: cfg, man: cfg.Kit.Manifest, self: fl.NodeID(cfg.Kit.Config.Name), expired: make(map[fl.NodeID]time.Time)}
 	n.log = cfg.Logger
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -277,7 +306,13 @@ func (n *Node) open() error {
 		auditKeys[fl.NodeID(p.Name)] = p.AuditKey
 	}
 	n.keys = NewKeyring(n.session, n.self, sk, auditKeys)
-	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, time.Now())
+	n.keysIssued = time.Now()
+	if err := n.setupTEE(); err != nil {
+		return err
+	}
+	// Until it is connected (and has a nonce to answer), the node's
+	// evidence carries no TEE evidence; it is never sent.
+	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, n.keysIssued, nil)
 
 	opt, err := strategy.New("fedavg")
 	if err != nil {
@@ -309,18 +344,107 @@ func (n *Node) open() error {
 
 func (n *Node) sessionName() string { return hex.EncodeToString(n.session) }
 
+// setupTEE checks the node's TEE against the manifest's attestation policy
+// and makes the keyring verify the members' TEE evidence.
+func (n *Node) setupTEE() error {
+	pol := n.man.Attestation
+	if !n.man.AttestationRequired() {
+		n.log.Warn("ATTESTATION IS OFF: the manifest requires no TEE evidence; members join on their certificates " +
+			"and audit keys alone, and nothing proves what code they run")
+		return nil
+	}
+	v, err := attest.NewVerifier(pol, n.cfg.Roots)
+	if err != nil {
+		return fmt.Errorf("node: the manifest's attestation policy: %w", err)
+	}
+	for _, w := range pol.Warnings() {
+		n.log.Warn(w)
+	}
+	if n.cfg.TEE == nil {
+		return fmt.Errorf("node: the manifest requires TEE evidence (formats %v): run the node in a TEE (--tee)", pol.Formats)
+	}
+	if !slices.Contains(pol.Formats, n.cfg.TEE.Format()) {
+		return fmt.Errorf("node: the manifest allows TEE formats %v, this node's TEE is %s", pol.Formats, n.cfg.TEE.Format())
+	}
+	if pol.MaxAge > 0 && n.cfg.AttestEvery >= time.Duration(pol.MaxAge) {
+		n.log.Warn("the node re-attests less often than the policy's maximum evidence age: the coordinator and its peers "+
+			"will exclude it between re-attestations", "attest_every", n.cfg.AttestEvery, "max_age", pol.MaxAge)
+	}
+	n.keys.RequireTEE(v, nil)
+	return nil
+}
+
+// helloEvidence makes this node's Hello evidence for keys, made at issued,
+// on conn: with a TEE, evidence bound to nonce and conn's TLS session.
+func (n *Node) helloEvidence(conn *transport.Conn, keys *SessionKeys, issued time.Time, nonce []byte) ([]byte, error) {
+	start := time.Now()
+	var tee []byte
+	var err error
+	if n.cfg.TEE != nil {
+		tee, err = n.attest(conn, keys, nonce)
+	}
+	ev := keys.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, issued, tee)
+	n.stats.Attestations.Add(1)
+	n.stats.AttestNanos.Add(uint64(time.Since(start)))
+	n.stats.AttestBytes.Add(uint64(len(tee)))
+	return ev, err
+}
+
+func (n *Node) attest(conn *transport.Conn, keys *SessionKeys, nonce []byte) ([]byte, error) {
+	if len(nonce) == 0 {
+		return nil, errors.New("node: the coordinator issued no attestation nonce (it requires no attestation?)")
+	}
+	ekm, err := attest.SessionEKM(conn.TLS())
+	if err != nil {
+		return nil, err
+	}
+	return attest.Attest(n.cfg.TEE, keys.Binding(nonce, ekm), time.Now())
+}
+
 // verifyPeer is round's VerifyPeer hook: it checks a member's session-key
-// evidence and records the verdict for the audit log.
+// evidence (and TEE evidence) and records the verdict for the audit log.
 func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
+	start := time.Now()
 	err := n.keys.VerifyPeer(id, ev)
+	n.stats.PeerChecks.Add(1)
+	n.stats.PeerCheckNanos.Add(uint64(time.Since(start)))
 	d := audit.Digest(round.DigestOf(ev))
 	if err != nil {
+		n.stats.PeerFailures.Add(1)
 		n.log.Warn("a member's evidence failed", "member", id, "err", err)
 		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: audit.Reason(err.Error()), Digest: d}})
-	} else {
-		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: "session-keys", Digest: d}})
+		return err
 	}
-	return err
+	format := "session-keys"
+	if c, ok := n.keys.PeerClaims(id); ok {
+		format = c.Format
+		delete(n.expired, id)
+		n.log.Debug("a member's TEE evidence verified", "member", id, "format", c.Format, "measurement", c.Measurement,
+			"tcb", c.TCB, "verify_s", time.Since(start).Seconds())
+	}
+	n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: format, Digest: d}})
+	return nil
+}
+
+// checkExpiry distrusts the members whose verified TEE evidence is older
+// than the policy's maximum age: they did not re-attest in time.
+func (n *Node) checkExpiry(now time.Time) {
+	for id, err := range n.keys.Expired(now) {
+		c, _ := n.keys.PeerClaims(id)
+		if t, ok := n.expired[id]; ok && c != nil && t.Equal(c.Time) {
+			continue // already distrusted for this evidence
+		}
+		if c != nil {
+			n.expired[id] = c.Time
+		}
+		n.distrust(id, err)
+	}
+}
+
+// distrust records that member id's evidence expired.
+func (n *Node) distrust(id fl.NodeID, err error) {
+	n.log.Warn("distrusting a member", "member", id, "err", err)
+	n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: audit.Reason(err.Error())}})
 }
 
 // Stats returns the node's counters.
@@ -499,7 +623,12 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round.Task, results <-chan round.Message) error {
 	ticker := time.NewTicker(n.cfg.Tick)
 	defer ticker.Stop()
+	reattest := time.NewTicker(n.cfg.AttestEvery)
+	defer reattest.Stop()
+	nonces := make(chan challenged, 1)
 	var conn *transport.Conn
+	var asking bool // a Challenge is in flight
+	lastExpiry := time.Now()
 	for {
 		done, err := n.drain(ctx, conn, tasks)
 		if err != nil {
@@ -527,15 +656,98 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 					conn = nil
 				}
 			default:
+				// A new connection: evidence bound to it, then Hello.
 				conn = in.conn
-				n.rn.Reconnect()
+				n.hello(conn, n.keys.Own(), n.keysIssued, conn.Nonce())
 			}
 		case res := <-results:
 			n.step(n.self, res)
-		case <-ticker.C:
+		case <-reattest.C:
+			switch {
+			case asking:
+			case conn == nil || conn.Nonce() == nil:
+				// Not connected, or a coordinator that issues no nonces:
+				// new keys now, announced at once or on the next connect.
+				n.rotate(conn, nil)
+			default:
+				asking = true
+				c := conn
+				go func() {
+					cctx, cancel := context.WithTimeout(ctx, time.Minute)
+					defer cancel()
+					nonce, err := c.Challenge(cctx)
+					select {
+					case nonces <- challenged{c, nonce, err}:
+					case <-ctx.Done():
+					}
+				}()
+			}
+		case ch := <-nonces:
+			asking = false
+			switch {
+			case ch.err != nil:
+				n.log.Warn("cannot re-attest: no fresh nonce from the coordinator; retrying at the next schedule or reconnect", "err", ch.err)
+			case ch.conn == conn:
+				n.rotate(conn, ch.nonce)
+			}
+		case now := <-ticker.C:
 			n.rn.Tick()
+			if now.Sub(lastExpiry) >= time.Second {
+				lastExpiry = now
+				n.checkExpiry(now)
+			}
 		}
 	}
+}
+
+// challenged is a fresh nonce the coordinator sent on conn.
+type challenged struct {
+	conn  *transport.Conn
+	nonce []byte
+	err   error
+}
+
+// hello makes the Hello evidence of keys on conn (bound to its TLS session
+// and nonce, with a TEE) and says Hello.
+func (n *Node) hello(conn *transport.Conn, keys *SessionKeys, issued time.Time, nonce []byte) {
+	ev, err := n.helloEvidence(conn, keys, issued, nonce)
+	if err != nil {
+		n.log.Error("cannot attest: the Hello carries no TEE evidence, and a coordinator that requires it will refuse this node", "err", err)
+	}
+	n.rn.SetEvidence(ev)
+	n.rn.Reconnect()
+}
+
+// rotate makes new session keys, attests them on conn with nonce (if
+// connected), announces them in a Hello, and keeps the previous keys to
+// open payloads sealed to them in flight.
+func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
+	start := time.Now()
+	keys, err := NewSessionKeys(n.cfg.Random)
+	if err != nil {
+		n.log.Error("cannot make new session keys; keeping the current ones", "err", err)
+		return
+	}
+	issued := time.Now()
+	n.keys.Rotate(keys)
+	n.keysIssued = issued
+	n.stats.Rotations.Add(1)
+	if conn == nil {
+		n.rn.SetEvidence(keys.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, issued, nil))
+		n.log.Info("rotated the session keys; they are attested on the next connection")
+		return
+	}
+	before := n.stats.AttestBytes.Load()
+	n.hello(conn, keys, issued, nonce)
+	n.log.Info("re-attested: new session keys, new evidence", "format", n.teeFormat(), "rotate_s", time.Since(start).Seconds(),
+		"tee_bytes", n.stats.AttestBytes.Load()-before, "attestations", n.stats.Attestations.Load())
+}
+
+func (n *Node) teeFormat() string {
+	if n.cfg.TEE == nil {
+		return "none"
+	}
+	return n.cfg.TEE.Format()
 }
 
 // step feeds one message to the engine and notes what the daemon must

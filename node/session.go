@@ -14,18 +14,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
 )
 
 // Session keys.
 //
-// Every node process makes fresh session keys when it starts: an HPKE key
-// pair (ML-KEM-768 + X25519) that peers seal payloads to, and an Ed25519 key
-// that authenticates what it seals. It announces their public halves in the
-// evidence of its Hello, signed with its long-lived audit key, which the
-// manifest lists. Every peer checks that signature itself (VerifyPeer); the
-// coordinator only relays the evidence. Later, TEE evidence bound to the TLS
-// session will travel in the same envelope (Evidence.TEE).
+// Every node process makes fresh session keys when it starts, and again at
+// every scheduled re-attestation: an HPKE key pair (ML-KEM-768 + X25519)
+// that peers seal payloads to, and an Ed25519 key that authenticates what
+// it seals. It announces their public halves in the evidence of its Hello
+// ([pki.Evidence]), signed with its long-lived audit key, which the
+// manifest lists. With a TEE, the envelope carries TEE evidence whose
+// report data binds these keys to the node's TLS session with the
+// coordinator and the coordinator's nonce (attest.ReportData). Every peer
+// checks the envelope and the TEE evidence itself (VerifyPeer); the
+// coordinator checks them before admitting the node, and relays them.
 //
 // Signatures the round engine asks for (uploads, round records) use the
 // audit key, not the session key: the coordinator verifies them from the
@@ -33,25 +38,20 @@ import (
 
 // Domain-separation labels.
 const (
-	labelEvidence = "cloister/node/v1/session-keys"
 	labelSealInfo = "cloister/node/v1/seal-info"
 	labelSealSig  = "cloister/node/v1/seal-sig"
 )
 
-// MaxEvidence bounds the size of a Hello evidence envelope.
-const MaxEvidence = 64 << 10
-
 var (
-	// ErrEvidence: relayed evidence that does not decode, is not the named
-	// member's, is for another session, or whose signature does not verify
-	// under the member's audit key from the manifest.
-	ErrEvidence = errors.New("node: bad session-key evidence")
 	// ErrStaleEvidence: evidence older than evidence already accepted for the
 	// same member (a replay of an earlier process's keys).
 	ErrStaleEvidence = errors.New("node: evidence older than the member's current keys")
 	// ErrNoPeerKey: a payload to or from a member whose session keys are not
 	// known (it has not said Hello since this process started).
 	ErrNoPeerKey = errors.New("node: no session key for member")
+	// ErrNoTEE: the manifest requires TEE evidence and a member's Hello
+	// evidence carries none.
+	ErrNoTEE = errors.New("node: no TEE evidence")
 )
 
 // kem, kdf and aead are the HPKE suite every payload is sealed with.
@@ -59,67 +59,19 @@ func kem() hpke.KEM   { return hpke.MLKEM768X25519() }
 func kdf() hpke.KDF   { return hpke.HKDFSHA256() }
 func aead() hpke.AEAD { return hpke.AES256GCM() }
 
-// Evidence is the envelope a node sends in its Hello: its session keys,
-// signed with its audit key.
-type Evidence struct {
-	Session []byte    // the federation session (manifest hash)
-	Node    fl.NodeID // the member the keys belong to
-	Issued  time.Time // when the process made them; a newer one replaces an older one
-	HPKE    []byte    // HPKE public key (MLKEM768X25519)
-	Sign    []byte    // Ed25519 public key for sealed payloads
-	TEE     []byte    // TEE evidence bound to these keys (reserved; empty)
-	Sig     []byte    // Ed25519 signature by the member's audit key over signed()
-}
-
-func (e *Evidence) signed() []byte {
-	var w wbuf
-	w.str(labelEvidence)
-	w.bytes(e.Session)
-	w.str(string(e.Node))
-	w.u64(uint64(e.Issued.UnixNano()))
-	w.bytes(e.HPKE)
-	w.bytes(e.Sign)
-	w.bytes(e.TEE)
-	return w.b
-}
-
-// Marshal encodes the evidence.
-func (e *Evidence) Marshal() []byte {
-	var w wbuf
-	w.b = e.signed()
-	w.bytes(e.Sig)
-	return w.b
-}
-
-// ParseEvidence decodes evidence without checking its signature.
-func ParseEvidence(b []byte) (*Evidence, error) {
-	if len(b) > MaxEvidence {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrEvidence, len(b), MaxEvidence)
-	}
-	r := rbuf{b: b}
-	var e Evidence
-	label := r.str()
-	e.Session = r.bytes()
-	e.Node = fl.NodeID(r.str())
-	ns := r.u64()
-	e.HPKE, e.Sign, e.TEE, e.Sig = r.bytes(), r.bytes(), r.bytes(), r.bytes()
-	if err := r.end(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEvidence, err)
-	}
-	if label != labelEvidence {
-		return nil, fmt.Errorf("%w: not a session-key envelope", ErrEvidence)
-	}
-	if ns > 1<<62 {
-		return nil, fmt.Errorf("%w: impossible time", ErrEvidence)
-	}
-	e.Issued = time.Unix(0, int64(ns))
-	return &e, nil
-}
-
-// SessionKeys are a node process's ephemeral keys.
+// SessionKeys are a node process's ephemeral keys. A node makes new ones
+// when it starts and at every scheduled re-attestation.
 type SessionKeys struct {
 	hpke hpke.PrivateKey
 	sign ed25519.PrivateKey
+}
+
+// Binding returns the attestation binding of these keys to a TLS session
+// (its exported keying material ekm) and the coordinator's nonce: what the
+// node's TEE evidence must vouch for.
+func (k *SessionKeys) Binding(nonce, ekm []byte) attest.Binding {
+	return attest.Binding{Nonce: bytes.Clone(nonce), EKM: bytes.Clone(ekm),
+		HPKEPub: k.hpke.PublicKey().Bytes(), SignPub: bytes.Clone(k.sign.Public().(ed25519.PublicKey))}
 }
 
 // NewSessionKeys makes fresh session keys. The HPKE key always comes from
@@ -140,13 +92,13 @@ func NewSessionKeys(random io.Reader) (*SessionKeys, error) {
 	return &SessionKeys{hpke: k, sign: s}, nil
 }
 
-// Evidence returns the keys' evidence for member self of session, signed
-// with the member's audit key.
-func (k *SessionKeys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.PrivateKey, now time.Time) []byte {
-	e := &Evidence{Session: bytes.Clone(session), Node: self, Issued: now,
-		HPKE: k.hpke.PublicKey().Bytes(), Sign: bytes.Clone(k.sign.Public().(ed25519.PublicKey))}
-	e.Sig = ed25519.Sign(auditKey, e.signed())
-	return e.Marshal()
+// Evidence returns the keys' Hello evidence ([pki.Evidence]) for member
+// self of session, made at issued, with the TEE evidence tee (nil without
+// a TEE), signed with the member's audit key.
+func (k *SessionKeys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.PrivateKey, issued time.Time, tee []byte) []byte {
+	e := &pki.Evidence{Session: bytes.Clone(session), Node: self, Issued: issued,
+		HPKE: k.hpke.PublicKey().Bytes(), Sign: bytes.Clone(k.sign.Public().(ed25519.PublicKey)), TEE: bytes.Clone(tee)}
+	return e.SignWith(auditKey)
 }
 
 // peer is what a node knows of another member's session keys.
@@ -154,6 +106,7 @@ type peer struct {
 	hpke   hpke.PublicKey
 	sign   ed25519.PublicKey
 	issued time.Time
+	claims *attest.Claims // of its TEE evidence; nil without attestation
 }
 
 // Keyring holds this node's session keys and the members' announced keys.
@@ -162,72 +115,158 @@ type peer struct {
 type Keyring struct {
 	session []byte
 	self    fl.NodeID
-	own     *SessionKeys
 	audit   map[fl.NodeID]ed25519.PublicKey // members' audit keys, from the manifest
+	tee     *attest.Verifier                // nil: the manifest requires no TEE evidence
+	now     func() time.Time
 
 	mu    sync.Mutex
+	own   *SessionKeys
+	prev  *SessionKeys // the keys before the last rotation: payloads sealed to them may be in flight
 	peers map[fl.NodeID]peer
 }
 
-// NewKeyring returns the keyring of member self, whose own keys are own and
-// whose evidence is ownEvidence; audit holds every member's audit key.
+// NewKeyring returns the keyring of member self, whose own keys are own;
+// audit holds every member's audit key. Without a TEE verifier (nil) it
+// checks the members' evidence against their audit keys only.
 func NewKeyring(session []byte, self fl.NodeID, own *SessionKeys, audit map[fl.NodeID]ed25519.PublicKey) *Keyring {
-	kr := &Keyring{session: bytes.Clone(session), self: self, own: own, audit: audit, peers: make(map[fl.NodeID]peer)}
+	kr := &Keyring{session: bytes.Clone(session), self: self, own: own, audit: audit, peers: make(map[fl.NodeID]peer), now: time.Now}
 	kr.peers[self] = peer{hpke: own.hpke.PublicKey(), sign: own.sign.Public().(ed25519.PublicKey)}
 	return kr
 }
 
+// RequireTEE makes the keyring check the TEE evidence in every member's
+// Hello evidence with v (the manifest's policy), at the times now returns
+// (nil: time.Now). Call it before the keyring is used.
+func (kr *Keyring) RequireTEE(v *attest.Verifier, now func() time.Time) {
+	kr.tee = v
+	if now != nil {
+		kr.now = now
+	}
+}
+
+// Rotate makes k this node's session keys. The previous keys still open
+// payloads sealed to them (in flight when the node announced k) until the
+// next rotation.
+func (kr *Keyring) Rotate(k *SessionKeys) {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	kr.prev, kr.own = kr.own, k
+	kr.peers[kr.self] = peer{hpke: k.hpke.PublicKey(), sign: k.sign.Public().(ed25519.PublicKey)}
+}
+
+// Own returns this node's current session keys.
+func (kr *Keyring) Own() *SessionKeys {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	return kr.own
+}
+
 // VerifyPeer checks member id's relayed evidence: it must decode, name id
 // and this session, carry a valid HPKE key, and be signed by id's audit key
-// from the manifest. Evidence newer than the member's current keys replaces
-// them; the same evidence again is accepted; older evidence is refused
-// (ErrStaleEvidence), so a coordinator cannot roll a member back to the keys
-// of an earlier process.
+// from the manifest (pki.VerifyEvidence). When the manifest requires a TEE,
+// the envelope's TEE evidence must pass the policy and bind exactly the
+// announced keys (attest's VerifyRelayed: this node cannot know the
+// member's TLS session with the coordinator, see SECURITY.md). Evidence
+// newer than the member's current keys replaces them; the same keys again
+// are accepted (with their new TEE evidence); older evidence is refused
+// (ErrStaleEvidence), so a coordinator cannot roll a member back to the
+// keys of an earlier process.
 func (kr *Keyring) VerifyPeer(id fl.NodeID, b []byte) error {
-	e, err := ParseEvidence(b)
+	pub, ok := kr.audit[id]
+	if !ok {
+		return fmt.Errorf("%w: %s is not a member", pki.ErrEvidence, id)
+	}
+	e, err := pki.VerifyEvidence(b, id, kr.session, pub)
 	if err != nil {
 		return err
 	}
-	pub, ok := kr.audit[id]
-	switch {
-	case !ok:
-		return fmt.Errorf("%w: %s is not a member", ErrEvidence, id)
-	case e.Node != id:
-		return fmt.Errorf("%w: evidence of %q relayed as %s's", ErrEvidence, e.Node, id)
-	case !bytes.Equal(e.Session, kr.session):
-		return fmt.Errorf("%w: evidence of %s is for session %x", ErrEvidence, id, e.Session)
-	case len(e.Sign) != ed25519.PublicKeySize:
-		return fmt.Errorf("%w: signing key of %s has %d bytes", ErrEvidence, id, len(e.Sign))
-	case !ed25519.Verify(pub, e.signed(), e.Sig):
-		return fmt.Errorf("%w: the signature on %s's evidence does not verify under its audit key", ErrEvidence, id)
-	}
 	hk, err := kem().NewPublicKey(e.HPKE)
 	if err != nil {
-		return fmt.Errorf("%w: HPKE key of %s: %v", ErrEvidence, id, err)
+		return fmt.Errorf("%w: HPKE key of %s: %v", pki.ErrEvidence, id, err)
+	}
+	claims, err := kr.verifyTEE(id, e)
+	if err != nil {
+		return err
 	}
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
-	if cur, ok := kr.peers[id]; ok && id != kr.self {
+	if id == kr.self {
+		// Our own evidence, relayed back: it must be our current keys.
+		if !bytes.Equal(hk.Bytes(), kr.own.hpke.PublicKey().Bytes()) {
+			return fmt.Errorf("%w: relayed evidence of this node holds other keys than its current ones", ErrStaleEvidence)
+		}
+		return nil
+	}
+	if cur, ok := kr.peers[id]; ok {
 		switch {
 		case e.Issued.Before(cur.issued):
 			return fmt.Errorf("%w: %s's evidence of %s, current keys from %s", ErrStaleEvidence, id,
 				e.Issued.UTC().Format(time.RFC3339Nano), cur.issued.UTC().Format(time.RFC3339Nano))
 		case e.Issued.Equal(cur.issued):
 			if !bytes.Equal(cur.hpke.Bytes(), hk.Bytes()) || !bytes.Equal(cur.sign, e.Sign) {
-				return fmt.Errorf("%w: %s announced two key sets at the same time", ErrEvidence, id)
+				return fmt.Errorf("%w: %s announced two key sets at the same time", pki.ErrEvidence, id)
 			}
-			return nil
 		}
 	}
-	if id == kr.self {
-		// Our own evidence, relayed back: it must be our current keys.
-		if !bytes.Equal(hk.Bytes(), kr.own.hpke.PublicKey().Bytes()) {
-			return fmt.Errorf("%w: relayed evidence of this node holds another process's keys", ErrStaleEvidence)
-		}
+	kr.peers[id] = peer{hpke: hk, sign: bytes.Clone(e.Sign), issued: e.Issued, claims: claims}
+	return nil
+}
+
+// verifyTEE checks the TEE evidence of e when the keyring requires it.
+func (kr *Keyring) verifyTEE(id fl.NodeID, e *pki.Evidence) (*attest.Claims, error) {
+	if kr.tee == nil {
+		return nil, nil
+	}
+	if len(e.TEE) == 0 {
+		return nil, fmt.Errorf("%w: %s's Hello evidence carries no TEE evidence, and the manifest requires it", ErrNoTEE, id)
+	}
+	te, err := attest.ParseEvidence(e.TEE)
+	if err != nil {
+		return nil, fmt.Errorf("TEE evidence of %s: %w", id, err)
+	}
+	// The nonce and the TLS keying material are the coordinator's and the
+	// member's: taken from the evidence. The keys are the ones the member
+	// signed with its audit key.
+	want := attest.Binding{Nonce: te.Binding.Nonce, HPKEPub: e.HPKE, SignPub: e.Sign}
+	claims, err := kr.tee.VerifyRelayed(e.TEE, want, kr.now())
+	if err != nil {
+		return nil, fmt.Errorf("TEE evidence of %s: %w", id, err)
+	}
+	return claims, nil
+}
+
+// Expired returns, for every member whose TEE evidence this keyring
+// verified, an error wrapping attest.ErrTooOld if that evidence is older
+// than the policy's MaxAge at now: the member did not re-attest in time.
+func (kr *Keyring) Expired(now time.Time) map[fl.NodeID]error {
+	if kr.tee == nil {
 		return nil
 	}
-	kr.peers[id] = peer{hpke: hk, sign: bytes.Clone(e.Sign), issued: e.Issued}
-	return nil
+	maxAge := time.Duration(kr.tee.Policy().MaxAge)
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	out := make(map[fl.NodeID]error)
+	for id, p := range kr.peers {
+		if id == kr.self || p.claims == nil {
+			continue
+		}
+		if now.Sub(p.claims.Time) > maxAge {
+			out[id] = fmt.Errorf("TEE evidence of %s: %w", id, &attest.AgeError{Time: p.claims.Time, Now: now, MaxAge: maxAge})
+		}
+	}
+	return out
+}
+
+// PeerClaims returns the claims of member id's last verified TEE evidence.
+func (kr *Keyring) PeerClaims(id fl.NodeID) (*attest.Claims, bool) {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	p, ok := kr.peers[id]
+	if !ok || p.claims == nil {
+		return nil, false
+	}
+	c := *p.claims
+	return &c, true
 }
 
 // sealInfo is the HPKE info string: it binds a payload to the session, its
@@ -261,7 +300,10 @@ func (kr *Keyring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w %s", ErrNoPeerKey, to)
 	}
 	info := kr.sealInfo(kr.self, to)
-	sig := ed25519.Sign(kr.own.sign, sealSigned(info, pt))
+	kr.mu.Lock()
+	own := kr.own
+	kr.mu.Unlock()
+	sig := ed25519.Sign(own.sign, sealSigned(info, pt))
 	inner := make([]byte, 0, len(sig)+len(pt))
 	inner = append(append(inner, sig...), pt...)
 	return hpke.Seal(p.hpke, kdf(), aead(), info, inner)
@@ -272,12 +314,21 @@ func (kr *Keyring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
 func (kr *Keyring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
 	kr.mu.Lock()
 	p, ok := kr.peers[from]
+	own, prev := kr.own, kr.prev
 	kr.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("%w %s", ErrNoPeerKey, from)
 	}
 	info := kr.sealInfo(from, kr.self)
-	inner, err := hpke.Open(kr.own.hpke, kdf(), aead(), info, ct)
+	inner, err := hpke.Open(own.hpke, kdf(), aead(), info, ct)
+	if err != nil && prev != nil {
+		// Sealed to the keys before the last rotation, in flight when the
+		// node announced its new ones.
+		var err2 error
+		if inner, err2 = hpke.Open(prev.hpke, kdf(), aead(), info, ct); err2 == nil {
+			err = nil
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("node: opening a payload from %s: %w", from, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
 )
 
@@ -309,12 +310,12 @@ type InitOptions struct {
 	Address     string   // coordinator host:port; "" means DefaultAddress
 	Hosts       []string // coordinator certificate hosts; nil means localhost, 127.0.0.1 and Address's host
 
-	Mode        string       // "" means ModeMHE
-	Preset      string       // "" means DefaultPreset under ModeMHE
-	DP          *DP          // nil means DefaultDP; &DP{} turns DP off
-	Model       ModelSpec    // zero means {Kind: "softmax"}
-	Training    Training     // zero fields take DefaultTraining's
-	Attestation *Attestation // nil means simulated evidence only (development)
+	Mode        string         // "" means ModeMHE
+	Preset      string         // "" means DefaultPreset under ModeMHE
+	DP          *DP            // nil means DefaultDP; &DP{} turns DP off
+	Model       ModelSpec      // zero means {Kind: "softmax"}
+	Training    Training       // zero fields take DefaultTraining's
+	Attestation *attest.Policy // nil means no attestation (development); see Manifest.AttestationRequired
 }
 
 // manifest fills the defaults and returns the manifest template, without
@@ -374,13 +375,8 @@ func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
 	if t.LearningRate == 0 {
 		t.LearningRate = DefaultTraining.LearningRate
 	}
-	m.Attestation = Attestation{Formats: []string{"sim"}, AllowSim: true}
 	if o.Attestation != nil {
-		m.Attestation = Attestation{
-			Formats:      slices.Clone(o.Attestation.Formats),
-			Measurements: slices.Clone(o.Attestation.Measurements),
-			AllowSim:     o.Attestation.AllowSim,
-		}
+		m.Attestation = clonePolicy(*o.Attestation)
 	}
 	return m, nil
 }

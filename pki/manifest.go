@@ -13,6 +13,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
 )
 
@@ -45,9 +46,6 @@ const (
 )
 
 var modes = []string{ModeMHE, ModeSecAgg, ModePaillier, ModeTEE, ModePlain}
-
-// Attestation evidence formats a manifest may allow.
-var attestationFormats = []string{"sim", "sev-snp", "tdx", "nitro"}
 
 // Manifest is the federation's constitution, signed by the federation CA:
 // who the members are, how updates are protected, and the privacy budget.
@@ -90,8 +88,11 @@ type Manifest struct {
 	Model ModelSpec `json:"model"`
 	// Training holds the training schedule.
 	Training Training `json:"training"`
-	// Attestation is the TEE evidence policy.
-	Attestation Attestation `json:"attestation"`
+	// Attestation is the TEE evidence policy (package attest), default
+	// deny. A policy without formats (the zero value) turns attestation
+	// off: nodes then join on their certificate and audit key alone; see
+	// [Manifest.AttestationRequired].
+	Attestation attest.Policy `json:"attestation"`
 }
 
 // Party is a federation member or the coordinator.
@@ -128,19 +129,11 @@ type Training struct {
 	LearningRate float64 `json:"learning_rate"`
 }
 
-// Attestation is the TEE evidence policy. It is a placeholder that package
-// attest will give meaning to; pki only checks its form.
-type Attestation struct {
-	// Formats are the accepted evidence formats: "sim", "sev-snp", "tdx",
-	// "nitro".
-	Formats []string `json:"formats,omitempty"`
-	// Measurements are the accepted code measurements, as printed by the
-	// evidence format (typically hex).
-	Measurements []string `json:"measurements,omitempty"`
-	// AllowSim admits simulated evidence. It must be set for "sim" to be
-	// listed: development only.
-	AllowSim bool `json:"allow_sim"`
-}
+// AttestationRequired reports whether the manifest requires TEE evidence:
+// whether its attestation policy lists any format. A manifest without
+// formats runs without attestation (development and tests); the daemons
+// say so loudly.
+func (m *Manifest) AttestationRequired() bool { return len(m.Attestation.Formats) > 0 }
 
 // Nodes returns the members' NodeIDs in manifest order.
 func (m *Manifest) Nodes() []fl.NodeID {
@@ -290,7 +283,7 @@ func (m *Manifest) Validate() error {
 	if err := m.Training.validate(); err != nil {
 		return err
 	}
-	return m.Attestation.validate()
+	return validateAttestation(m.Attestation)
 }
 
 func validateFederationID(id string) error {
@@ -394,34 +387,35 @@ func (t Training) validate() error {
 	return nil
 }
 
-func (a Attestation) validate() error {
-	seen := map[string]bool{}
-	for _, f := range a.Formats {
-		if !slices.Contains(attestationFormats, f) {
-			return invalid("attestation.formats: unknown format %q, want one of %v", truncate(f), attestationFormats)
+// clonePolicy returns a deep copy of p that keeps nil fields nil (so that
+// the canonical encoding does not change).
+func clonePolicy(p attest.Policy) attest.Policy {
+	q := p
+	q.Formats = slices.Clone(p.Formats)
+	if p.Measurements != nil {
+		q.Measurements = make(map[string][]string, len(p.Measurements))
+		for f, l := range p.Measurements {
+			q.Measurements[f] = slices.Clone(l)
 		}
-		if seen[f] {
-			return invalid("attestation.formats: %q listed twice", f)
-		}
-		seen[f] = true
 	}
-	if seen["sim"] && !a.AllowSim {
-		return invalid(`attestation.formats lists "sim" but allow_sim is false`)
+	if p.MinTCB != nil {
+		q.MinTCB = make(map[string]attest.TCB, len(p.MinTCB))
+		for f, t := range p.MinTCB {
+			q.MinTCB[f] = slices.Clone(t)
+		}
 	}
-	seen = map[string]bool{}
-	for i, m := range a.Measurements {
-		if m == "" || len(m) > 256 {
-			return invalid("attestation.measurements[%d] must have 1 to 256 characters", i)
+	return q
+}
+
+func validateAttestation(p attest.Policy) error {
+	if len(p.Formats) == 0 {
+		if len(p.Measurements) > 0 || len(p.MinTCB) > 0 || p.MaxAge != 0 || p.AllowSim || p.AllowDebug {
+			return invalid("attestation lists no formats (attestation off) but sets other fields: list the formats to require attestation")
 		}
-		for j := 0; j < len(m); j++ {
-			if m[j] <= ' ' || m[j] >= 0x7f {
-				return invalid("attestation.measurements[%d] %q has a space or non-ASCII character", i, truncate(m))
-			}
-		}
-		if seen[m] {
-			return invalid("attestation.measurements: %q listed twice", truncate(m))
-		}
-		seen[m] = true
+		return nil
+	}
+	if err := p.Validate(); err != nil {
+		return invalid("attestation: %v", err)
 	}
 	return nil
 }

@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/attest"
 )
 
 // testManifest returns a valid manifest with n members and fake (but
@@ -34,7 +37,8 @@ func testManifest(n, t int) *Manifest {
 		DP:          DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5},
 		Model:       ModelSpec{Kind: "mlp", Hidden: []int{64, 32}},
 		Training:    Training{Rounds: 5, LocalEpochs: 1, Batch: 32, LearningRate: 0.05},
-		Attestation: Attestation{Formats: []string{"sim", "sev-snp"}, Measurements: []string{"ab12"}, AllowSim: true},
+		Attestation: attest.Policy{Formats: []string{"sim"}, AllowSim: true, MaxAge: attest.Duration(time.Hour),
+			Measurements: map[string][]string{"sim": {strings.Repeat("ab", 48)}}, MinTCB: map[string]attest.TCB{"sim": {2}}},
 	}
 	for i := 1; i <= n; i++ {
 		m.Members = append(m.Members, party("node-"+strconv.Itoa(i), i))
@@ -218,7 +222,10 @@ func TestManifestValidate(t *testing.T) {
 		"lr inf":             func(m *Manifest) { m.Training.LearningRate = math.Inf(1) },
 		"format":             func(m *Manifest) { m.Attestation.Formats = []string{"sgx"} },
 		"sim not allowed":    func(m *Manifest) { m.Attestation.AllowSim = false },
-		"measurement space":  func(m *Manifest) { m.Attestation.Measurements = []string{"a b"} },
+		"measurement space":  func(m *Manifest) { m.Attestation.Measurements["sim"] = []string{"a b"} },
+		"no measurement":     func(m *Manifest) { m.Attestation.Measurements = nil },
+		"no max age":         func(m *Manifest) { m.Attestation.MaxAge = 0 },
+		"off but sim":        func(m *Manifest) { m.Attestation.Formats = nil },
 	}
 	if err := testManifest(5, 3).Validate(); err != nil {
 		t.Fatalf("valid manifest: %v", err)
@@ -236,6 +243,11 @@ func TestManifestValidate(t *testing.T) {
 	m.Mode, m.Preset = ModePlain, ""
 	if err := m.Validate(); err != nil {
 		t.Errorf("t = n, DP off, plain: %v", err)
+	}
+	// Attestation off: the zero policy.
+	m.Attestation = attest.Policy{}
+	if err := m.Validate(); err != nil || m.AttestationRequired() {
+		t.Errorf("attestation off: Validate() = %v, AttestationRequired() = %v", err, m.AttestationRequired())
 	}
 }
 

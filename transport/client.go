@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -63,6 +64,9 @@ type Conn struct {
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
 	ep          *endpoint
+	nonce       []byte              // the stream's first attestation nonce; nil if the coordinator issues none
+	tls         tls.ConnectionState // of the connection the stream runs on
+	challenges  chan []byte         // nonces the coordinator sent at this node's request
 
 	msgs      chan round.Message
 	closing   chan struct{} // closed by Close
@@ -98,6 +102,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 	c := &Conn{
 		addr: addr, lim: lim, log: cfg.Logger, metrics: cfg.Metrics, self: claim,
 		msgs: make(chan round.Message), closing: make(chan struct{}), done: make(chan struct{}),
+		challenges: make(chan []byte, 1),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -172,8 +177,15 @@ func (c *Conn) open(ctx context.Context) error {
 		return fmt.Errorf("coordinator authenticated this node as %q, its certificate says %q", ids, c.self)
 	}
 	c.self = fl.NodeID(ids[0])
+	if n := md.Get(mdNonce); len(n) > 0 {
+		if len(n) != 1 || len(n[0]) == 0 || len(n[0]) > MaxNonce {
+			return fmt.Errorf("%w: the coordinator sent %d attestation nonces, or one of a bad size", ErrFrame, len(n))
+		}
+		c.nonce = []byte(n[0])
+	}
 	if p, ok := peer.FromContext(stream.Context()); ok {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+			c.tls = ti.State
 			if id, err := pki.Identify(ti.State.PeerCertificates[0]); err == nil && id.Role == pki.RoleCoordinator {
 				c.coordinator = fl.NodeID(id.Name)
 			}
@@ -249,6 +261,42 @@ func (c *Conn) Coordinator() fl.NodeID { return c.coordinator }
 
 // Metrics returns the connection's counters.
 func (c *Conn) Metrics() *Metrics { return c.metrics }
+
+// Nonce returns the attestation nonce the coordinator issued with the
+// stream, or nil if it issues none (ServerConfig.Nonce).
+func (c *Conn) Nonce() []byte { return bytes.Clone(c.nonce) }
+
+// TLS returns the state of the connection's TLS session. Its
+// ExportKeyingMaterial gives the keying material that attestation
+// evidence binds (attest.SessionEKM); the coordinator computes the same
+// from its end.
+func (c *Conn) TLS() tls.ConnectionState { return c.tls }
+
+// Challenge asks the coordinator for a fresh attestation nonce (to
+// re-attest on this stream) and waits for it. It fails if the coordinator
+// issues no nonces (it then ends the stream), or when ctx or the stream
+// ends. Do not call it concurrently.
+func (c *Conn) Challenge(ctx context.Context) ([]byte, error) {
+	select { // drop an unsolicited nonce
+	case <-c.challenges:
+	default:
+	}
+	if err := c.ep.sendChallenge(ctx, nil); err != nil {
+		if errors.Is(err, errStreamEnded) {
+			<-c.done
+			err = c.err
+		}
+		return nil, fmt.Errorf("asking for a nonce: %w", err)
+	}
+	select {
+	case n := <-c.challenges:
+		return n, nil
+	case <-c.done:
+		return nil, fmt.Errorf("asking for a nonce: %w", c.err)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 // Done is closed when the stream has ended and Recv has returned every
 // message that arrived before the end; [Conn.Err] then says why.
@@ -346,7 +394,19 @@ func (c *Conn) read() {
 
 func (c *Conn) readLoop() error {
 	for {
-		b, _, err := c.ep.recv()
+		rv, err := c.ep.recv()
+		if err == nil && rv.challenge != nil {
+			if len(rv.challenge.Nonce) == 0 {
+				err = fmt.Errorf("%w: the coordinator sent an empty challenge", ErrFrame)
+			} else {
+				select { // keep the newest
+				case <-c.challenges:
+				default:
+				}
+				c.challenges <- rv.challenge.Nonce
+				continue
+			}
+		}
 		if err != nil && reasonOf(err) == 0 {
 			if cause := context.Cause(c.ctx); cause != nil {
 				return cause
@@ -359,7 +419,7 @@ func (c *Conn) readLoop() error {
 		}
 		var m round.Message
 		if err == nil {
-			m, err = unmarshalMessage(b)
+			m, err = unmarshalMessage(rv.msg)
 		}
 		if err == nil && m.To != "" && m.To != c.self {
 			err = fmt.Errorf("%w: %s for %s", ErrMisaddressed, m.Kind, m.To)

@@ -69,6 +69,15 @@ func (r *reassembler) add(f *pb.Frame) (msg []byte, from string, err error) {
 	}
 }
 
+// between checks that no message is in progress: a challenge frame may
+// only come between messages.
+func (r *reassembler) between() error {
+	if r.hdr != nil {
+		return fmt.Errorf("%w: challenge while message %d has only %d of its %d bytes", ErrFrame, r.hdr.Seq, len(r.buf), r.want)
+	}
+	return nil
+}
+
 func (r *reassembler) header(h *pb.Header) error {
 	if h == nil {
 		return fmt.Errorf("%w: empty header", ErrFrame)

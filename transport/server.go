@@ -32,6 +32,7 @@ import (
 const (
 	mdNode   = "cloister-node"
 	mdReason = "cloister-reason"
+	mdNonce  = "cloister-nonce-bin" // the stream's first attestation nonce (binary metadata)
 
 	reasonReplaced = "replaced"
 	reasonShutdown = "shutdown"
@@ -77,6 +78,13 @@ type ServerConfig struct {
 	// how long it waits for the answer before dropping the connection. 0
 	// means DefaultKeepalive.
 	Keepalive time.Duration
+	// Nonce, if set, issues attestation nonces (attest.NewNonce): one for
+	// every stream, sent with its acceptance before the node can send
+	// anything, and one for every challenge a node asks for (to re-attest).
+	// Each is reported as an event (EventConnect's or EventChallenge's
+	// Nonce) before the node gets it. nil: no nonces, and a node asking
+	// for one breaks the protocol (ErrFrame).
+	Nonce func() ([]byte, error)
 }
 
 // EventKind says what an [Event] reports.
@@ -91,6 +99,9 @@ const (
 	// EventDisconnect: the node's stream ended, for the reason in Err. No
 	// message of that stream follows; the node may connect again.
 	EventDisconnect
+	// EventChallenge: the node asked for a fresh attestation nonce; Nonce
+	// is the one the server sends it (ServerConfig.Nonce).
+	EventChallenge
 )
 
 func (k EventKind) String() string {
@@ -101,6 +112,8 @@ func (k EventKind) String() string {
 		return "message"
 	case EventDisconnect:
 		return "disconnect"
+	case EventChallenge:
+		return "challenge"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -120,6 +133,15 @@ type Event struct {
 	// protocol violation (ErrImpersonation, ErrTooLarge, ErrFrame,
 	// ErrMalformed) or a network error otherwise.
 	Err error
+	// Nonce is the attestation nonce issued to the node's stream
+	// (EventConnect) or at its request (EventChallenge), when
+	// ServerConfig.Nonce is set. Evidence in the stream's later messages
+	// answers it.
+	Nonce []byte
+	// TLS is the state of the stream's TLS connection (EventConnect): its
+	// ExportKeyingMaterial gives the session's keying material, which
+	// attestation evidence binds (attest.SessionEKM).
+	TLS *tls.ConnectionState
 }
 
 // String returns "connect node-1", "message node-1: Hello epoch=0" or
@@ -139,6 +161,7 @@ func (e Event) String() string {
 // into a single ordered sequence of events ([Server.Recv]) and per-node
 // sends ([Server.Send]). Create it with [NewServer].
 type Server struct {
+	nonce   func() ([]byte, error)
 	lim     Limits
 	log     *slog.Logger
 	metrics *Metrics
@@ -177,6 +200,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("%w: negative Queue %d or Keepalive %v", ErrConfig, cfg.Queue, cfg.Keepalive)
 	}
 	s := &Server{
+		nonce:   cfg.Nonce,
 		lim:     lim,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
@@ -360,7 +384,7 @@ func (sv service) Connect(stream pb.Federation_ConnectServer) error {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
-	id, err := nodeOf(ctx)
+	id, cs, err := nodeOf(ctx)
 	if err != nil {
 		s.metrics.reject(ReasonIdentity)
 		s.log.Warn("transport: stream refused", "remote", addr, "reason", ReasonIdentity, "err", err)
@@ -374,11 +398,20 @@ func (sv service) Connect(stream pb.Federation_ConnectServer) error {
 	if err := s.register(ss); err != nil {
 		return s.endStatus(stream, id, err)
 	}
+	md := metadata.Pairs(mdNode, string(id))
+	var nonce []byte
+	if s.nonce != nil {
+		if nonce, err = s.nonce(); err != nil {
+			cancel(err)
+		} else {
+			md.Append(mdNonce, string(nonce))
+		}
+	}
 	s.metrics.Connects.Add(1)
 	s.log.Info("transport: node connected", "node", id, "remote", addr)
-	s.push(Event{Kind: EventConnect, Node: id})
+	s.push(Event{Kind: EventConnect, Node: id, Nonce: nonce, TLS: cs})
 	go s.read(ss)
-	if err := stream.SendHeader(metadata.Pairs(mdNode, string(id))); err != nil {
+	if err := stream.SendHeader(md); err != nil {
 		cancel(err)
 	}
 	<-ctx.Done()
@@ -386,25 +419,26 @@ func (sv service) Connect(stream pb.Federation_ConnectServer) error {
 }
 
 // nodeOf returns the NodeID of the stream's peer certificate, which the
-// TLS configuration verified during the handshake.
-func nodeOf(ctx context.Context) (fl.NodeID, error) {
+// TLS configuration verified during the handshake, and the connection's
+// TLS state.
+func nodeOf(ctx context.Context) (fl.NodeID, *tls.ConnectionState, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", fmt.Errorf("%w: no peer information", ErrUnauthenticated)
+		return "", nil, fmt.Errorf("%w: no peer information", ErrUnauthenticated)
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return "", fmt.Errorf("%w: connection from %s is not TLS", ErrUnauthenticated, p.Addr)
+		return "", nil, fmt.Errorf("%w: connection from %s is not TLS", ErrUnauthenticated, p.Addr)
 	}
 	cs := ti.State
 	if !cs.HandshakeComplete || cs.Version < tls.VersionTLS13 || len(cs.PeerCertificates) == 0 {
-		return "", fmt.Errorf("%w: connection from %s has no verified TLS 1.3 client certificate", ErrUnauthenticated, p.Addr)
+		return "", nil, fmt.Errorf("%w: connection from %s has no verified TLS 1.3 client certificate", ErrUnauthenticated, p.Addr)
 	}
 	id, err := pki.NodeID(cs.PeerCertificates[0])
 	if err != nil {
-		return "", fmt.Errorf("%w: connection from %s: %w", ErrUnauthenticated, p.Addr, err)
+		return "", nil, fmt.Errorf("%w: connection from %s: %w", ErrUnauthenticated, p.Addr, err)
 	}
-	return id, nil
+	return id, &cs, nil
 }
 
 // register makes ss the node's stream. An existing stream of the node is
@@ -464,13 +498,18 @@ func (s *Server) read(ss *serverStream) {
 
 func (s *Server) readLoop(ss *serverStream) error {
 	for {
-		b, claim, err := ss.ep.recv()
-		if err == nil && claim != "" && claim != string(ss.node) {
-			err = &ClaimError{Peer: ss.node, Claimed: claim}
+		rv, err := ss.ep.recv()
+		if err == nil && rv.challenge != nil {
+			if err = s.challenge(ss, rv.challenge.Nonce); err == nil {
+				continue
+			}
+		}
+		if err == nil && rv.claim != "" && rv.claim != string(ss.node) {
+			err = &ClaimError{Peer: ss.node, Claimed: rv.claim}
 		}
 		var m round.Message
 		if err == nil {
-			m, err = unmarshalMessage(b)
+			m, err = unmarshalMessage(rv.msg)
 		}
 		if err != nil {
 			if r := reasonOf(err); r != 0 {
@@ -485,6 +524,34 @@ func (s *Server) readLoop(ss *serverStream) error {
 		}
 	}
 }
+
+// challenge answers a node's request for a fresh attestation nonce: it
+// reports the nonce (EventChallenge), then sends it.
+func (s *Server) challenge(ss *serverStream, got []byte) error {
+	switch {
+	case len(got) != 0:
+		return fmt.Errorf("%w: a node sent a challenge with a nonce (nodes only ask for one)", ErrFrame)
+	case s.nonce == nil:
+		return fmt.Errorf("%w: a node asked for an attestation nonce, and this server issues none", ErrFrame)
+	}
+	nonce, err := s.nonce()
+	if err != nil {
+		return fmt.Errorf("issuing a nonce: %w", err)
+	}
+	if len(nonce) == 0 || len(nonce) > MaxNonce {
+		return fmt.Errorf("%w: ServerConfig.Nonce returned %d bytes, want 1 to %d", ErrConfig, len(nonce), MaxNonce)
+	}
+	if !s.push(Event{Kind: EventChallenge, Node: ss.node, Nonce: nonce}) {
+		return ErrServerClosed
+	}
+	sctx, cancel := context.WithTimeout(ss.ctx, sendChallengeTimeout)
+	defer cancel()
+	return ss.ep.sendChallenge(sctx, nonce)
+}
+
+// sendChallengeTimeout bounds the wait to send a challenge behind a large
+// message to the same node.
+const sendChallengeTimeout = time.Minute
 
 // endStatus is the status a stream handler returns for the cause that
 // ended the stream. The trailer tells the node why.

@@ -87,19 +87,60 @@ func (e *endpoint) send(ctx context.Context, msg []byte) error {
 // owner replaces it with the reason.
 var errStreamEnded = fmt.Errorf("stream ended")
 
-// recv reads frames until a message completes. An error wrapping ErrFrame
-// or ErrTooLarge is a protocol violation; any other error comes from the
-// stream.
-func (e *endpoint) recv() (msg []byte, claim string, err error) {
+// sendChallenge writes one Challenge frame (between messages).
+func (e *endpoint) sendChallenge(ctx context.Context, nonce []byte) error {
+	select {
+	case e.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.done:
+		return errStreamEnded
+	}
+	defer func() { <-e.sem }()
+	f := &pb.Frame{Body: &pb.Frame_Challenge{Challenge: &pb.Challenge{Nonce: nonce}}}
+	if err := e.fs.Send(f); err != nil {
+		return err
+	}
+	e.metrics.BytesOut.Add(uint64(proto.Size(f)))
+	return nil
+}
+
+// received is what recv returns: a message and its sender claim, or a
+// challenge.
+type received struct {
+	msg       []byte
+	claim     string
+	challenge *pb.Challenge
+}
+
+// recv reads frames until a message completes or a challenge arrives. An
+// error wrapping ErrFrame or ErrTooLarge is a protocol violation; any other
+// error comes from the stream.
+func (e *endpoint) recv() (received, error) {
 	for {
 		f, err := e.fs.Recv()
 		if err != nil {
-			return nil, "", err
+			return received{}, err
 		}
 		e.metrics.BytesIn.Add(uint64(proto.Size(f)))
+		if c, ok := f.GetBody().(*pb.Frame_Challenge); ok {
+			if err := e.r.between(); err != nil {
+				return received{}, err
+			}
+			if c.Challenge == nil {
+				c.Challenge = &pb.Challenge{}
+			}
+			if len(c.Challenge.Nonce) > MaxNonce {
+				return received{}, fmt.Errorf("%w: challenge with a nonce of %d bytes, at most %d", ErrFrame, len(c.Challenge.Nonce), MaxNonce)
+			}
+			return received{challenge: c.Challenge}, nil
+		}
 		msg, claim, err := e.r.add(f)
 		if err != nil || msg != nil {
-			return msg, claim, err
+			return received{msg: msg, claim: claim}, err
 		}
 	}
 }
+
+// MaxNonce bounds an attestation nonce (attest.Binding's limit).
+const MaxNonce = 255

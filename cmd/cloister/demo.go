@@ -22,8 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/plot"
 )
@@ -372,15 +374,21 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	clip := fs.Float64("clip", 1, "with --dp-noise: L2 clipping norm C of each update")
 	epsilon := fs.Float64("epsilon", 8, "with --dp-noise: the federation's ε budget; the coordinator stops at the last round within it")
 	delta := fs.Float64("delta", 1e-5, "with --dp-noise: δ")
+	tee := fs.String("tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
+	attestEvery := fs.Duration("attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their session keys and re-attest this often")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := checkDemoDP(*dpNoise, *clip, *epsilon, *delta); err != nil {
 		return err
 	}
+	if *tee != "" && *tee != attest.FormatSim {
+		return withHint(fmt.Errorf("demo --tee %s: the demo runs on this machine", *tee), "use --tee sim")
+	}
 	ff := federationFlags{nodes: *nodes, threshold: *threshold, mode: *mode, preset: *preset, rounds: *rounds,
 		localEpochs: *localEpochs, batch: *batch, lr: *lr, kind: *kind, hidden: *hidden, address: pki.DefaultAddress,
-		dpNoise: *dpNoise, dpClip: *clip, eps: *epsilon, delta: *delta}
+		dpNoise: *dpNoise, dpClip: *clip, eps: *epsilon, delta: *delta,
+		tee: *tee, attestMaxAge: max(2*time.Hour, 2**attestEvery)}
 	opts, err := ff.options() // DP off unless --dp-noise
 	if err != nil {
 		return err
@@ -405,6 +413,9 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		"--momentum", strconv.FormatFloat(*momentum, 'g', -1, 64)}
 	f.coordArgs = []string{"--tick", "200ms", "--log-level", *logLevel}
 	f.nodeArgs = append(f.nodeArgs, "--log-level", *logLevel)
+	if *tee != "" {
+		f.nodeArgs = append(f.nodeArgs, "--tee", *tee, "--attest-every", attestEvery.String())
+	}
 	if *dump {
 		if *keep == "" {
 			return withHint(errors.New("--insecure-dump-updates needs --keep"), "cloister demo --keep DIR --insecure-dump-updates")
@@ -419,6 +430,9 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		*nodes, *threshold, *rounds, what, opts.Model.Kind, fmt.Sprint(opts.Model.Hidden), *data, *partition, *seed)
 	if *mode == pki.ModePlain {
 		fmt.Fprintf(stdout, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
+	}
+	if *tee == attest.FormatSim {
+		fmt.Fprintf(stdout, "WARNING: --tee sim is a SIMULATED TEE: its evidence proves nothing. Development only.\n")
 	}
 	fmt.Fprintf(stdout, "federation, states and logs in %s\n", dir)
 	if *dpNoise > 0 {

@@ -11,12 +11,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
 )
@@ -30,6 +33,9 @@ type federationFlags struct {
 	kind, hidden                string
 	dpNoise, dpClip, eps, delta float64
 	address, federation         string
+	tee, teeMeasurements        string
+	teeMinTCB                   string
+	attestMaxAge                time.Duration
 }
 
 func (f *federationFlags) register(fs *flag.FlagSet) {
@@ -50,6 +56,60 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.delta, "delta", pki.DefaultDP.Delta, "δ")
 	fs.StringVar(&f.address, "address", pki.DefaultAddress, "host:port the coordinator listens on and nodes dial")
 	fs.StringVar(&f.federation, "federation", "", "federation name (default: fed- and 16 random hex digits)")
+	fs.StringVar(&f.tee, "tee", "", "require TEE evidence of this format: sim (INSECURE, development: allows this binary's measurement), sev-snp, tdx or nitro; empty: attestation off")
+	fs.StringVar(&f.teeMeasurements, "tee-measurement", "", "allowed measurements, comma-separated (default for sim: this binary's, as 'cloister attest measure' prints it)")
+	fs.StringVar(&f.teeMinTCB, "tee-min-tcb", "", "minimum TCB version, comma-separated components (default for sim: 2)")
+	fs.DurationVar(&f.attestMaxAge, "attest-max-age", 2*time.Hour, "oldest TEE evidence accepted: nodes must re-attest more often (cloister node --attest-every)")
+}
+
+// policy returns the attestation policy of the --tee flags: nil (off)
+// without --tee.
+func (f *federationFlags) policy() (*attest.Policy, error) {
+	if f.tee == "" {
+		if f.teeMeasurements != "" || f.teeMinTCB != "" {
+			return nil, withHint(errors.New("--tee-measurement and --tee-min-tcb need --tee"), "cloister init --tee sim …")
+		}
+		return nil, nil
+	}
+	if !slices.Contains(attest.Formats, f.tee) {
+		return nil, withHint(fmt.Errorf("--tee %q is not a known TEE", f.tee), "use sim, sev-snp, tdx or nitro")
+	}
+	p := &attest.Policy{Formats: []string{f.tee}, MaxAge: attest.Duration(f.attestMaxAge), AllowSim: f.tee == attest.FormatSim,
+		Measurements: map[string][]string{}}
+	for _, m := range strings.Split(f.teeMeasurements, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			p.Measurements[f.tee] = append(p.Measurements[f.tee], m)
+		}
+	}
+	if f.tee == attest.FormatSim && len(p.Measurements[f.tee]) == 0 {
+		m, err := attest.MeasureSelf(nil)
+		if err != nil {
+			return nil, err
+		}
+		p.Measurements[f.tee] = []string{hex.EncodeToString(m[:])}
+	}
+	if len(p.Measurements[f.tee]) == 0 {
+		return nil, withHint(fmt.Errorf("--tee %s needs --tee-measurement", f.tee), "see 'go doc attest' (# Measurements) for how to compute them from the reproducible image")
+	}
+	tcb := f.teeMinTCB
+	if tcb == "" && f.tee == attest.FormatSim {
+		tcb = strconv.Itoa(node.DefaultSimTCB)
+	}
+	if tcb != "" {
+		var t attest.TCB
+		for _, c := range strings.Split(tcb, ",") {
+			v, err := strconv.ParseUint(strings.TrimSpace(c), 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("--tee-min-tcb %q: %q is not a version number", tcb, c)
+			}
+			t = append(t, uint32(v))
+		}
+		p.MinTCB = map[string]attest.TCB{f.tee: t}
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("--tee flags: %w", err)
+	}
+	return p, nil
 }
 
 func (f *federationFlags) options() (pki.InitOptions, error) {
@@ -81,6 +141,10 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		}
 	} else if f.kind != "softmax" {
 		return o, withHint(fmt.Errorf("--model %q is not a known model", f.kind), "use softmax or mlp")
+	}
+	var err error
+	if o.Attestation, err = f.policy(); err != nil {
+		return o, err
 	}
 	if f.dpNoise == 0 {
 		o.DP = &pki.DP{}
@@ -138,6 +202,15 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if m.Mode == pki.ModePlain {
 		fmt.Fprintf(stderr, "cloister: warning: %s\n", plain.Warning)
 	}
+	if m.AttestationRequired() {
+		fmt.Fprintf(stdout, "  attestation: %s, measurements %v, evidence at most %s old\n", strings.Join(m.Attestation.Formats, ","),
+			m.Attestation.Measurements[m.Attestation.Formats[0]], m.Attestation.MaxAge)
+		for _, w := range m.Attestation.Warnings() {
+			fmt.Fprintf(stderr, "cloister: warning: %s\n", w)
+		}
+	} else {
+		fmt.Fprintln(stderr, "cloister: warning: attestation is off (no --tee): nodes join on their certificates alone, and nothing proves what code they run")
+	}
 	if m.DP.NoiseMultiplier > 0 {
 		fmt.Fprintf(stderr, "cloister: note: DP is on (σ %g, C %g, ε %g): with few sites the noise costs accuracy; --dp-noise 0 turns it off\n",
 			m.DP.NoiseMultiplier, m.DP.Clip, m.DP.Epsilon)
@@ -159,8 +232,10 @@ func initWithCA(dir, caDir string, o pki.InitOptions, now time.Time) error {
 		return err
 	}
 	m := &pki.Manifest{Version: pki.ManifestVersion, Federation: o.Federation, Serial: 1, Threshold: o.Threshold,
-		MinCohort: o.MinCohort, Mode: o.Mode, Preset: o.Preset, DP: *o.DP, Model: o.Model, Training: o.Training,
-		Attestation: pki.Attestation{Formats: []string{"sim"}, AllowSim: true}}
+		MinCohort: o.MinCohort, Mode: o.Mode, Preset: o.Preset, DP: *o.DP, Model: o.Model, Training: o.Training}
+	if o.Attestation != nil {
+		m.Attestation = *o.Attestation
+	}
 	if m.Federation == "" {
 		var b [8]byte
 		rand.Read(b[:])

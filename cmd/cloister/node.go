@@ -14,7 +14,9 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
@@ -38,6 +40,9 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	tick := fs.Duration("tick", node.DefaultTick, "engine clock period")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: the transport default, 64 MiB); must match the coordinator")
 	dump := fs.String("insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
+	tee := fs.String("tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
+	simState := fs.String("tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
+	attestEvery := fs.Duration("attest-every", node.DefaultAttestEvery, "rotate the session keys and re-attest this often")
 	var lf logFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -58,6 +63,23 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		*state = filepath.Join(*kitDir, "state")
 	}
 	self := fl.NodeID(kit.Config.Name)
+	var att attest.Attester
+	if *tee != "" {
+		if att, err = node.OpenTEE(*tee, *simState); err != nil {
+			if errors.Is(err, attest.ErrUnsupported) {
+				return withHint(fmt.Errorf("--tee %s: %w", *tee, err), "run the node inside that TEE, or use --tee sim for development")
+			}
+			return fmt.Errorf("--tee %s: %w", *tee, err)
+		}
+		if *tee == attest.FormatSim {
+			log.Warn("running on a SIMULATED TEE (--tee sim): its evidence proves nothing; development only")
+		}
+	} else if *simState != "" {
+		return errors.New("--tee-sim-state needs --tee sim")
+	}
+	if *attestEvery < time.Second {
+		return fmt.Errorf("--attest-every %s: at least 1s", *attestEvery)
+	}
 	train, test, err := localData(*data, *partition, *testFraction, *seed, kit.Manifest, self)
 	if err != nil {
 		return err
@@ -83,7 +105,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	n, err := node.New(node.Config{
 		Kit: kit, StateDir: *state, AtRest: key, Train: train, Test: test, Logger: log, Tick: *tick,
 		Seed: *seed, Momentum: *momentum, ProxMu: *proxMu, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
-		OnUpdate: onUpdate,
+		OnUpdate: onUpdate, TEE: att, AttestEvery: *attestEvery,
 	})
 	if err != nil {
 		return err

@@ -148,13 +148,14 @@ func (Kind) EnumDescriptor() ([]byte, []int) {
 
 // Frame is the unit of the stream. A logical message is sent as one
 // Header followed by Chunk frames whose data, concatenated, is the
-// serialized Message.
+// serialized Message. Challenge frames go between messages.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Body:
 	//
 	//	*Frame_Header
 	//	*Frame_Chunk
+	//	*Frame_Challenge
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -215,6 +216,15 @@ func (x *Frame) GetChunk() *Chunk {
 	return nil
 }
 
+func (x *Frame) GetChallenge() *Challenge {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Challenge); ok {
+			return x.Challenge
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -227,9 +237,63 @@ type Frame_Chunk struct {
 	Chunk *Chunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
 }
 
+type Frame_Challenge struct {
+	Challenge *Challenge `protobuf:"bytes,3,opt,name=challenge,proto3,oneof"`
+}
+
 func (*Frame_Header) isFrame_Body() {}
 
 func (*Frame_Chunk) isFrame_Body() {}
+
+func (*Frame_Challenge) isFrame_Body() {}
+
+// Challenge carries an attestation nonce. A node sends one with an empty
+// nonce to ask for a fresh nonce (to re-attest); the coordinator answers
+// with one carrying the nonce. The stream's first nonce comes in the
+// header metadata that accepts the stream.
+type Challenge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nonce         []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Challenge) Reset() {
+	*x = Challenge{}
+	mi := &file_federation_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Challenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Challenge) ProtoMessage() {}
+
+func (x *Challenge) ProtoReflect() protoreflect.Message {
+	mi := &file_federation_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
+func (*Challenge) Descriptor() ([]byte, []int) {
+	return file_federation_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Challenge) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
 
 // Header starts a logical message.
 type Header struct {
@@ -249,7 +313,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +325,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[1]
+	mi := &file_federation_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +338,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{1}
+	return file_federation_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Header) GetSeq() uint64 {
@@ -316,7 +380,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +392,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[2]
+	mi := &file_federation_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +405,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{2}
+	return file_federation_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Chunk) GetOffset() uint64 {
@@ -395,7 +459,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +471,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[3]
+	mi := &file_federation_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +484,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{3}
+	return file_federation_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Message) GetKind() Kind {
@@ -617,7 +681,7 @@ type Contribution struct {
 
 func (x *Contribution) Reset() {
 	*x = Contribution{}
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +693,7 @@ func (x *Contribution) String() string {
 func (*Contribution) ProtoMessage() {}
 
 func (x *Contribution) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[4]
+	mi := &file_federation_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +706,7 @@ func (x *Contribution) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Contribution.ProtoReflect.Descriptor instead.
 func (*Contribution) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{4}
+	return file_federation_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Contribution) GetNode() string {
@@ -681,7 +745,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +757,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[5]
+	mi := &file_federation_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +770,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{5}
+	return file_federation_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Record) GetEpoch() uint64 {
@@ -764,7 +828,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -776,7 +840,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[6]
+	mi := &file_federation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -789,7 +853,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{6}
+	return file_federation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Update) GetNode() string {
@@ -832,7 +896,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +908,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_federation_proto_msgTypes[7]
+	mi := &file_federation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +921,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_federation_proto_rawDescGZIP(), []int{7}
+	return file_federation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Metrics) GetAccuracy() float64 {
@@ -885,11 +949,14 @@ var File_federation_proto protoreflect.FileDescriptor
 
 const file_federation_proto_rawDesc = "" +
 	"\n" +
-	"\x10federation.proto\x12\vcloister.v1\"j\n" +
+	"\x10federation.proto\x12\vcloister.v1\"\xa2\x01\n" +
 	"\x05Frame\x12-\n" +
 	"\x06header\x18\x01 \x01(\v2\x13.cloister.v1.HeaderH\x00R\x06header\x12*\n" +
-	"\x05chunk\x18\x02 \x01(\v2\x12.cloister.v1.ChunkH\x00R\x05chunkB\x06\n" +
-	"\x04body\"^\n" +
+	"\x05chunk\x18\x02 \x01(\v2\x12.cloister.v1.ChunkH\x00R\x05chunk\x126\n" +
+	"\tchallenge\x18\x03 \x01(\v2\x16.cloister.v1.ChallengeH\x00R\tchallengeB\x06\n" +
+	"\x04body\"!\n" +
+	"\tChallenge\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\"^\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x04R\x06length\x12\x16\n" +
@@ -1002,37 +1069,39 @@ func file_federation_proto_rawDescGZIP() []byte {
 }
 
 var file_federation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_federation_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_federation_proto_goTypes = []any{
 	(Kind)(0),            // 0: cloister.v1.Kind
 	(*Frame)(nil),        // 1: cloister.v1.Frame
-	(*Header)(nil),       // 2: cloister.v1.Header
-	(*Chunk)(nil),        // 3: cloister.v1.Chunk
-	(*Message)(nil),      // 4: cloister.v1.Message
-	(*Contribution)(nil), // 5: cloister.v1.Contribution
-	(*Record)(nil),       // 6: cloister.v1.Record
-	(*Update)(nil),       // 7: cloister.v1.Update
-	(*Metrics)(nil),      // 8: cloister.v1.Metrics
-	nil,                  // 9: cloister.v1.Message.EvidencesEntry
-	nil,                  // 10: cloister.v1.Message.PayloadsEntry
+	(*Challenge)(nil),    // 2: cloister.v1.Challenge
+	(*Header)(nil),       // 3: cloister.v1.Header
+	(*Chunk)(nil),        // 4: cloister.v1.Chunk
+	(*Message)(nil),      // 5: cloister.v1.Message
+	(*Contribution)(nil), // 6: cloister.v1.Contribution
+	(*Record)(nil),       // 7: cloister.v1.Record
+	(*Update)(nil),       // 8: cloister.v1.Update
+	(*Metrics)(nil),      // 9: cloister.v1.Metrics
+	nil,                  // 10: cloister.v1.Message.EvidencesEntry
+	nil,                  // 11: cloister.v1.Message.PayloadsEntry
 }
 var file_federation_proto_depIdxs = []int32{
-	2,  // 0: cloister.v1.Frame.header:type_name -> cloister.v1.Header
-	3,  // 1: cloister.v1.Frame.chunk:type_name -> cloister.v1.Chunk
-	0,  // 2: cloister.v1.Message.kind:type_name -> cloister.v1.Kind
-	9,  // 3: cloister.v1.Message.evidences:type_name -> cloister.v1.Message.EvidencesEntry
-	10, // 4: cloister.v1.Message.payloads:type_name -> cloister.v1.Message.PayloadsEntry
-	5,  // 5: cloister.v1.Message.included:type_name -> cloister.v1.Contribution
-	6,  // 6: cloister.v1.Message.record:type_name -> cloister.v1.Record
-	7,  // 7: cloister.v1.Message.update:type_name -> cloister.v1.Update
-	8,  // 8: cloister.v1.Message.metrics:type_name -> cloister.v1.Metrics
-	1,  // 9: cloister.v1.Federation.Connect:input_type -> cloister.v1.Frame
-	1,  // 10: cloister.v1.Federation.Connect:output_type -> cloister.v1.Frame
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 0: cloister.v1.Frame.header:type_name -> cloister.v1.Header
+	4,  // 1: cloister.v1.Frame.chunk:type_name -> cloister.v1.Chunk
+	2,  // 2: cloister.v1.Frame.challenge:type_name -> cloister.v1.Challenge
+	0,  // 3: cloister.v1.Message.kind:type_name -> cloister.v1.Kind
+	10, // 4: cloister.v1.Message.evidences:type_name -> cloister.v1.Message.EvidencesEntry
+	11, // 5: cloister.v1.Message.payloads:type_name -> cloister.v1.Message.PayloadsEntry
+	6,  // 6: cloister.v1.Message.included:type_name -> cloister.v1.Contribution
+	7,  // 7: cloister.v1.Message.record:type_name -> cloister.v1.Record
+	8,  // 8: cloister.v1.Message.update:type_name -> cloister.v1.Update
+	9,  // 9: cloister.v1.Message.metrics:type_name -> cloister.v1.Metrics
+	1,  // 10: cloister.v1.Federation.Connect:input_type -> cloister.v1.Frame
+	1,  // 11: cloister.v1.Federation.Connect:output_type -> cloister.v1.Frame
+	11, // [11:12] is the sub-list for method output_type
+	10, // [10:11] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
@@ -1043,6 +1112,7 @@ func file_federation_proto_init() {
 	file_federation_proto_msgTypes[0].OneofWrappers = []any{
 		(*Frame_Header)(nil),
 		(*Frame_Chunk)(nil),
+		(*Frame_Challenge)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1050,7 +1120,7 @@ func file_federation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_federation_proto_rawDesc), len(file_federation_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

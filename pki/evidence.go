@@ -1,0 +1,174 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloisterfl/cloister/fl"
+)
+
+// Hello evidence.
+//
+// A node announces its ephemeral session keys (an HPKE key peers seal to,
+// an Ed25519 key that signs what it seals) in the evidence of its Hello,
+// signed with its long-lived audit key, which the manifest lists. With a
+// TEE, the envelope also carries the TEE evidence (package attest) whose
+// report data binds these keys to the node's TLS session with the
+// coordinator. The coordinator checks it before it admits the node; every
+// member checks it again when the coordinator relays it. The envelope lives
+// here, not in package node, because both daemons read it.
+//
+//	evidence = label ‖ session ‖ node ‖ issued (unix ns) ‖ hpke_pub ‖ sign_pub ‖ tee ‖ sig
+//	sig      = Ed25519(audit key of node, everything before it)
+//
+// with every field but issued u64-length-prefixed (big-endian).
+
+// labelEvidence starts every envelope.
+const labelEvidence = "cloister/node/v1/session-keys"
+
+// MaxEvidence bounds the size of a Hello evidence envelope.
+const MaxEvidence = 64 << 10
+
+var (
+	// ErrEvidence: Hello evidence that does not decode, is not the named
+	// member's, is for another session, or whose signature does not verify
+	// under the member's audit key from the manifest.
+	ErrEvidence = errors.New("pki: bad session-key evidence")
+)
+
+// Evidence is the envelope a node sends in its Hello: its session keys and
+// TEE evidence, signed with its audit key.
+type Evidence struct {
+	Session []byte    // the federation session (manifest hash)
+	Node    fl.NodeID // the member the keys belong to
+	Issued  time.Time // when the process made the keys; newer keys replace older ones
+	HPKE    []byte    // HPKE public key (MLKEM768X25519)
+	Sign    []byte    // Ed25519 public key for sealed payloads
+	TEE     []byte    // TEE evidence (attest envelope) bound to these keys and the TLS session; empty without a TEE
+	Sig     []byte    // Ed25519 signature by the member's audit key over Signed()
+}
+
+// Signed returns the bytes the audit key signs: the encoding without Sig.
+func (e *Evidence) Signed() []byte {
+	var w evBuf
+	w.bytes([]byte(labelEvidence))
+	w.bytes(e.Session)
+	w.bytes([]byte(e.Node))
+	w.u64(uint64(e.Issued.UnixNano()))
+	w.bytes(e.HPKE)
+	w.bytes(e.Sign)
+	w.bytes(e.TEE)
+	return w.b
+}
+
+// SignWith sets Sig with the member's audit key and returns the encoding.
+func (e *Evidence) SignWith(auditKey ed25519.PrivateKey) []byte {
+	e.Sig = ed25519.Sign(auditKey, e.Signed())
+	return e.Marshal()
+}
+
+// Marshal encodes the evidence.
+func (e *Evidence) Marshal() []byte {
+	w := evBuf{b: e.Signed()}
+	w.bytes(e.Sig)
+	return w.b
+}
+
+// ParseEvidence decodes evidence without checking its signature; see
+// [VerifyEvidence].
+func ParseEvidence(b []byte) (*Evidence, error) {
+	if len(b) > MaxEvidence {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrEvidence, len(b), MaxEvidence)
+	}
+	r := evReader{b: b}
+	var e Evidence
+	label := r.bytes()
+	e.Session = r.bytes()
+	e.Node = fl.NodeID(r.bytes())
+	ns := r.u64()
+	e.HPKE, e.Sign, e.TEE, e.Sig = r.bytes(), r.bytes(), r.bytes(), r.bytes()
+	if err := r.end(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEvidence, err)
+	}
+	if string(label) != labelEvidence {
+		return nil, fmt.Errorf("%w: not a session-key envelope", ErrEvidence)
+	}
+	if ns > 1<<62 {
+		return nil, fmt.Errorf("%w: impossible time", ErrEvidence)
+	}
+	e.Issued = time.Unix(0, int64(ns))
+	return &e, nil
+}
+
+// VerifyEvidence decodes member id's evidence and checks it names id and
+// session, carries an Ed25519 signing key, and is signed by audit, id's
+// audit key from the manifest. It checks neither the HPKE key's form nor
+// the TEE evidence: that is the job of the keyring and of package attest.
+func VerifyEvidence(b []byte, id fl.NodeID, session []byte, audit ed25519.PublicKey) (*Evidence, error) {
+	e, err := ParseEvidence(b)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(audit) != ed25519.PublicKeySize:
+		return nil, fmt.Errorf("%w: %s has no audit key in the manifest", ErrEvidence, id)
+	case e.Node != id:
+		return nil, fmt.Errorf("%w: evidence of %q relayed as %s's", ErrEvidence, e.Node, id)
+	case !bytes.Equal(e.Session, session):
+		return nil, fmt.Errorf("%w: evidence of %s is for session %x", ErrEvidence, id, e.Session)
+	case len(e.Sign) != ed25519.PublicKeySize:
+		return nil, fmt.Errorf("%w: signing key of %s has %d bytes", ErrEvidence, id, len(e.Sign))
+	case !ed25519.Verify(audit, e.Signed(), e.Sig):
+		return nil, fmt.Errorf("%w: the signature on %s's evidence does not verify under its audit key", ErrEvidence, id)
+	}
+	return e, nil
+}
+
+// evBuf and evReader are the envelope's length-prefixed codec.
+type evBuf struct{ b []byte }
+
+func (w *evBuf) u64(v uint64)   { w.b = binary.BigEndian.AppendUint64(w.b, v) }
+func (w *evBuf) bytes(p []byte) { w.u64(uint64(len(p))); w.b = append(w.b, p...) }
+
+type evReader struct {
+	b   []byte
+	err error
+}
+
+func (r *evReader) u64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 8 {
+		r.err = errors.New("truncated")
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *evReader) bytes() []byte {
+	n := r.u64()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = fmt.Errorf("length %d exceeds the %d bytes left", n, len(r.b))
+		return nil
+	}
+	p := bytes.Clone(r.b[:n])
+	r.b = r.b[n:]
+	return p
+}
+
+func (r *evReader) end() error {
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
+	}
+	return r.err
+}
