@@ -1,0 +1,204 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/transport"
+)
+
+// simPolicy allows sim evidence of measurement m at TCB 2 or later.
+func simPolicy(m [48]byte, maxAge time.Duration) *attest.Policy {
+	return &attest.Policy{Formats: []string{attest.FormatSim}, AllowSim: true, MaxAge: attest.Duration(maxAge),
+		Measurements: map[string][]string{attest.FormatSim: {hex.EncodeToString(m[:])}},
+		MinTCB:       map[string]attest.TCB{attest.FormatSim: {2}}}
+}
+
+// TestAttestationRejections runs a federation whose manifest requires sim
+// evidence. node-1 and node-2 run on good TEEs; a rogue client with
+// node-3's certificate sends Hellos whose evidence fails each check. The
+// coordinator refuses every one before the engine sees it, with an error
+// naming the check, in its audit log and metrics; it relays the refused
+// evidence, and the members record the failures they can see themselves.
+// Then node-3 joins on a good TEE and the federation trains.
+func TestAttestationRejections(t *testing.T) {
+	var good, other [48]byte
+	rand.Read(good[:])
+	rand.Read(other[:])
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
+		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+		Attestation: simPolicy(good, time.Hour)})
+	f.nodeConfig = func(name string, c *node.Config) { c.TEE = node.NewSimTEE(good, "") }
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	f.startNode("node-1", blobs(120, 6, 3, 1), test)
+	f.startNode("node-2", blobs(120, 6, 3, 2), test)
+	f.waitStatus("node-1 and node-2 live", func(s round.Status) bool { return len(s.Live) == 2 })
+
+	// The rogue: node-3's certificate and audit key, its own Hellos.
+	kit3 := f.kits["node-3"]
+	tc, err := kit3.TLSConfig(pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ekmOf := func(c *transport.Conn) []byte {
+		ekm, err := attest.SessionEKM(c.TLS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ekm
+	}
+	// An earlier connection's keying material: the rogue's stream replaces it.
+	first, err := transport.Dial(context.Background(), f.addr, transport.ClientConfig{TLS: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherEKM := ekmOf(first)
+	rogue, err := transport.Dial(context.Background(), f.addr, transport.ClientConfig{TLS: tc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	defer rogue.Close()
+	go func() { // drain what the coordinator sends
+		for {
+			if _, err := rogue.Recv(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	session, _ := f.kits["coordinator"].Manifest.Hash()
+	nonce, ekm := rogue.Nonce(), ekmOf(rogue)
+	keys, _ := node.NewSessionKeys(nil)
+	otherKeys, _ := node.NewSessionKeys(nil)
+	type ev struct {
+		sim   attest.SimConfig
+		bind  attest.Binding
+		at    time.Time
+		edit  func([]byte) []byte
+		noTEE bool
+	}
+	hello := func(e ev) []byte {
+		var tee []byte
+		if !e.noTEE {
+			if e.sim.Rand == nil {
+				e.sim.Rand = rand.Reader
+			}
+			a, err := attest.NewSimAttester(e.sim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tee, err = attest.Attest(a, e.bind, e.at); err != nil {
+				t.Fatal(err)
+			}
+			if e.edit != nil {
+				tee = e.edit(tee)
+			}
+		}
+		return keys.Evidence(session[:], "node-3", kit3.AuditKey, time.Now(), tee)
+	}
+	ok := attest.SimConfig{Measurement: good, TCB: 2}
+	now := time.Now()
+	cases := []struct {
+		name, result string // result: the metric label and the check named in the refusal
+		e            func() ev
+		peersSee     bool // the members can tell from the relayed evidence
+	}{
+		{"no TEE evidence", "missing", func() ev { return ev{noTEE: true} }, true},
+		{"another session (relayed from another connection)", "session-binding", func() ev {
+			return ev{sim: ok, bind: keys.Binding(nonce, otherEKM), at: now}
+		}, false},
+		{"another key", "key-binding", func() ev { return ev{sim: ok, bind: otherKeys.Binding(nonce, ekm), at: now} }, true},
+		{"stale nonce", "stale-nonce", func() ev {
+			old := nonce
+			n, err := rogue.Challenge(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			nonce = n
+			return ev{sim: ok, bind: keys.Binding(old, ekm), at: now}
+		}, false},
+		{"unknown measurement", "measurement", func() ev {
+			return ev{sim: attest.SimConfig{Measurement: other, TCB: 2}, bind: keys.Binding(nonce, ekm), at: now}
+		}, true},
+		{"debug TEE", "debug", func() ev {
+			return ev{sim: attest.SimConfig{Measurement: good, TCB: 2, Debug: true}, bind: keys.Binding(nonce, ekm), at: now}
+		}, true},
+		{"TCB below the floor", "tcb", func() ev {
+			return ev{sim: attest.SimConfig{Measurement: good, TCB: 1}, bind: keys.Binding(nonce, ekm), at: now}
+		}, true},
+		{"too old", "too-old", func() ev { return ev{sim: ok, bind: keys.Binding(nonce, ekm), at: now.Add(-2 * time.Hour)} }, true},
+		{"tampered signature", "signature", func() ev {
+			return ev{sim: ok, bind: keys.Binding(nonce, ekm), at: now, edit: func(b []byte) []byte {
+				b = bytes.Clone(b)
+				b[len(b)-1] ^= 1 // the sim report's platform signature ends the envelope
+				return b
+			}}
+		}, true},
+	}
+	reasons := map[string]bool{}
+	for _, c := range cases {
+		e := c.e()
+		b := hello(e)
+		if err := rogue.Send(context.Background(), round.Message{Kind: round.KindHello, Session: session[:], Evidence: b}); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		f.waitMetric(`cloister_coordinator_attestations_total{result="`+c.result+`"}`, 1)
+		st := f.coord.Attestation()["node-3"]
+		t.Logf("%s: %s", c.name, st.LastError)
+		if st.OK || st.LastError == "" || reasons[st.LastError] {
+			t.Errorf("%s: status %+v, want a new refusal", c.name, st)
+		}
+		reasons[st.LastError] = true
+		if slices.Contains(f.coord.Status().Live, "node-3") {
+			t.Fatalf("%s: node-3 reached the engine", c.name)
+		}
+	}
+	rogue.Close()
+	// Every refusal is in the coordinator's audit log, with its check.
+	coordLog := filepath.Join(f.dir, "coordinator-state", "audit.log")
+	for _, want := range []string{"no TEE evidence", "TLS keying material", "HPKE key", "answers nonce", "measurement", "debug mode",
+		"TCB", "old", "signature"} {
+		if !logHas(t, coordLog, audit.NodeRefused, want) {
+			t.Errorf("the coordinator's audit log has no node-refused record for %q", want)
+		}
+	}
+
+	// node-3 on a good TEE: admitted, and the federation trains.
+	f.startNode("node-3", blobs(120, 6, 3, 3), test)
+	f.waitNodes(2 * time.Minute)
+	st := f.coord.Status()
+	if st.Phase != round.PhaseDone || st.Commits != 6 {
+		t.Fatalf("status %+v, want done after 6 commits", st)
+	}
+	for _, id := range []fl.NodeID{"node-1", "node-2", "node-3"} {
+		a := f.coord.Attestation()[id]
+		t.Logf("%s: %d attestations verified, %s", id, a.Count, a.Measurement)
+		if a.Format != attest.FormatSim || a.Measurement != hex.EncodeToString(good[:]) || a.Count < 1 {
+			t.Errorf("%s: attestation status %+v", id, a)
+		}
+	}
+	f.stopCoordinator()
+	// The members checked the relayed evidence themselves: node-1's log
+	// records what it could see (measurement, debug, TCB, age, signature,
+	// key binding), not what only the coordinator can (nonce, TLS session).
+	n1 := filepath.Join(f.dir, "node-1-state", "audit.log")
+	for _, want := range []string{"measurement", "debug mode", "TCB", "old", "signature", "HPKE key", "no TEE evidence"} {
+		if !logHas(t, n1, audit.AttestationFailed, want) {
+			t.Errorf("node-1's audit log has no attestation-failed record for %q", want)
+		}
+	}
+}
+
