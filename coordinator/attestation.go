@@ -126,6 +126,9 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 	a.count++
 	c.pendAudit = append(c.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: claims.Format,
 		Digest: audit.Digest(round.DigestOf(m.Evidence))}})
+	// Fresh valid evidence ends an exclusion (also one the engine's state
+	// kept across a restart of the coordinator); a no-op otherwise.
+	c.rc.Readmit(id)
 	c.setAttestStatus()
 	return true
 }
@@ -192,7 +195,7 @@ func (c *Coordinator) exclude(id fl.NodeID, a *attestation, reason string) {
 		return
 	}
 	a.excluded = true
-	c.rc.Unreachable(id) // down until a Hello with valid evidence
+	c.rc.Exclude(id, reason)
 }
 
 // checkExpiry excludes the members whose verified evidence is older than

@@ -764,7 +764,13 @@ func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState
 				add(audit.PayloadRelayed, audit.Data{Node: e.Node, Recipient: to, Digest: d, Epoch: e.Epoch})
 			}
 		case round.EventSetupDone:
-			add(audit.KeySetup, audit.Data{Epoch: e.Epoch, Members: c.man.Nodes(), Digest: d})
+			members := e.Nodes
+			if len(members) == 0 {
+				members = c.man.Nodes()
+			}
+			add(audit.KeySetup, audit.Data{Epoch: e.Epoch, Members: members, Digest: d})
+		case round.EventExcluded:
+			add(audit.NodeDropped, audit.Data{Node: e.Node, Round: e.Round, Reason: audit.Reason("excluded: " + e.Detail)})
 		case round.EventRoundStarted:
 			c.leader = e.Node
 			add(audit.RoundStarted, audit.Data{Round: e.Round, Members: e.Nodes, Leader: e.Node})

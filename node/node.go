@@ -441,10 +441,13 @@ func (n *Node) checkExpiry(now time.Time) {
 	}
 }
 
-// distrust records that member id's evidence expired.
+// distrust tells the engine that member id's evidence expired: it keeps
+// the member out of key setups and refuses to reveal or decrypt aggregates
+// that include it, until the member's fresh evidence verifies. The engine's
+// EventPeerDistrusted becomes the attestation-failed audit record.
 func (n *Node) distrust(id fl.NodeID, err error) {
 	n.log.Warn("distrusting a member", "member", id, "err", err)
-	n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: audit.Reason(err.Error())}})
+	n.rn.Distrust(id, err.Error())
 }
 
 // Stats returns the node's counters.
