@@ -53,15 +53,22 @@ type fixture struct {
 
 func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
 	tb.Helper()
+	return newSessionFixture(tb, p, protect.Session{ID: []byte("test session"), Members: members(n), Threshold: t}, 1000, 7)
+}
+
+// newSessionFixture runs the setup of session s. Party i's randomness is
+// seeded with seed+i, the target's with targetSeed.
+func newSessionFixture(tb testing.TB, p *Preset, s protect.Session, seed, targetSeed uint64) *fixture {
+	tb.Helper()
 	sch, err := New(p)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	f := &fixture{sch: sch, sess: protect.Session{ID: []byte("test session"), Members: members(n), Threshold: t},
+	f := &fixture{sch: sch, sess: s,
 		parties: map[fl.NodeID]protect.Party{}, anns: map[fl.NodeID][]byte{}, publics: map[fl.NodeID][]byte{},
 		private: map[fl.NodeID]map[fl.NodeID][]byte{}, dealt: map[fl.NodeID][]byte{}}
 	for i, m := range f.sess.Members {
-		pa, err := sch.NewParty(f.sess, m, seeded(uint64(1000+i)))
+		pa, err := sch.NewParty(f.sess, m, seeded(seed+uint64(i)))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -95,7 +102,7 @@ func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
 			tb.Fatalf("%s: Accept: %v", m, err)
 		}
 	}
-	if f.target, err = sch.NewTarget(seeded(7)); err != nil {
+	if f.target, err = sch.NewTarget(seeded(targetSeed)); err != nil {
 		tb.Fatal(err)
 	}
 	return f
