@@ -55,8 +55,28 @@
 // [Node.Reconnect] on reconnection). A round caught collecting or revealing
 // is aborted (its reveal is never retried); one caught waiting for its
 // commit resumes with the persisted Open result; a committed round is never
-// committed again. A restarted node rejoins with its key share
+// committed again; a key setup (a re-key too) caught before its group-key
+// step starts over with a new epoch. A restarted node rejoins with its key share
 // (Scheme.LoadParty) and group key, and never protects twice in a round.
+//
+// # Key epochs, exclusion and re-keying
+//
+// A key setup runs among the members that are live and not excluded when it
+// starts (its participants, named in SetupStart): at once when every member
+// that is not excluded is live, or, with at least max(Threshold, MinCohort)
+// of them live, Deadlines.Join ticks after the first Hello of the attempt.
+// Each setup is a new key epoch with its own protect.Session.
+//
+// The daemon calls [Coordinator.Exclude] when a member's attestation fails,
+// expires or is revoked, and [Coordinator.Readmit] when it attests again. An
+// excluded member is down, sent nothing, and every message from it is
+// rejected with [ErrExcluded]. At a round boundary the coordinator re-keys
+// (a new setup instead of the next round) if a participant of the current
+// epoch is excluded, or if a live member that is not excluded holds no party
+// of it; the group-key dealer (the first participant that held the previous
+// group key) carries the newest model over to the new group key. Both sets
+// are in [CoordinatorState]. On a node, [Node.Distrust] makes it refuse key
+// setups with a member and reveals of aggregates that include it.
 //
 // # Failures
 //
@@ -72,8 +92,8 @@
 //
 // Step returns a [*StepError] wrapping one sentinel: [ErrNotMember],
 // [ErrForged], [ErrWrongSession], [ErrReplay], [ErrFuture], [ErrWrongPhase],
-// [ErrNotSelected], [ErrDuplicate], [ErrStale], [ErrMalformed], [ErrRefused]
-// or [ErrUnknownKind]. A rejected message never panics and never changes the
+// [ErrNotSelected], [ErrDuplicate], [ErrStale], [ErrMalformed], [ErrRefused],
+// [ErrUnknownKind] or [ErrExcluded]. A rejected message never panics and never changes the
 // machine's state; it is reported as an [EventRejected] audit event.
 //
 // # Tests
