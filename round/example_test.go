@@ -195,3 +195,38 @@ func (gcmBox) Open(key, ct, ad []byte) ([]byte, error) {
 	}
 	return aead.Open(nil, ct[:aead.NonceSize()], ct[aead.NonceSize():], ad)
 }
+
+// ExampleCoordinator_Exclude excludes a member before the key setup (its
+// attestation failed): its Hello is refused and the setup starts among the
+// three others as soon as they are live.
+func ExampleCoordinator_Exclude() {
+	members := []fl.NodeID{"n1", "n2", "n3", "n4"}
+	cfg := round.Config{
+		Session: []byte("example session"), Members: members,
+		Threshold: 2, MinCohort: 2, Rounds: 1, Mode: plain.Name,
+	}
+	coord, err := round.NewCoordinator(round.CoordinatorConfig{
+		Config: cfg, Scheme: plain.Scheme{}, Verifier: newKeys(members), Rand: rand.New(rand.NewPCG(1, 2)),
+	})
+	if err != nil {
+		panic(err)
+	}
+	coord.Exclude("n4", "unknown measurement")
+	for _, id := range members {
+		err := coord.Step(id, round.Message{Kind: round.KindHello, Session: cfg.Session})
+		if errors.Is(err, round.ErrExcluded) {
+			fmt.Println(err)
+		}
+	}
+	for _, m := range coord.Ready().Messages {
+		fmt.Println(m.Kind, "to", m.To, m.Participants)
+	}
+	st := coord.Status()
+	fmt.Println(st.Phase, st.Epoch, st.Excluded)
+	// Output:
+	// round: rejected Hello from n4 (epoch 0, round 0): round: sender is excluded: unknown measurement
+	// SetupStart to n1 [n1 n2 n3]
+	// SetupStart to n2 [n1 n2 n3]
+	// SetupStart to n3 [n1 n2 n3]
+	// announce 1 [n4]
+}
