@@ -227,7 +227,7 @@ func FuzzStep(f *testing.F) {
 			Payload: payload, Signature: extra, Model: payload, Aggregate: payload, Target: extra, Sealed: payload,
 			Payloads: map[fl.NodeID][]byte{"n1": payload, "x": extra}, Cohort: []fl.NodeID{"n1", "n2", "n3"},
 			Included: []Contribution{{Node: "n1", Signature: extra}}, Revealers: []fl.NodeID{"n1", "n3"},
-			Update: fl.Update{Round: fl.Round(r), Delta: fl.Vector{1, 2}, Weight: 1}}
+			Update: fl.Update{Round: fl.Round(r), Delta: fl.Vector{1, 2}, Weight: 1}, Participants: []fl.NodeID{"n1", "n2", "n3"}}
 		to := coordID
 		if toNode {
 			to = "n3"
