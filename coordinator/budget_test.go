@@ -3,6 +3,8 @@ package coordinator_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +105,11 @@ func TestBudgetEnforcedTwice(t *testing.T) {
 	}
 	if !slices.Contains(h.History[0].Included, "node-3") || slices.Contains(h.History[1].Included, "node-3") {
 		t.Errorf("included sets %v, %v: want node-3 in round 1 only", h.History[0].Included, h.History[1].Included)
+	}
+	rec := httptest.NewRecorder()
+	f.coord.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := fmt.Sprintf("cloister_coordinator_epsilon_spent %g", dp.EpsilonFromMicro(mustMicro(t, eps[2]))); !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 	f.stopCoordinator()
 	f.verifyAudit(2)

@@ -46,6 +46,7 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/dp"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
@@ -528,6 +529,9 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		}
 		if err := c.budget.charge(rd.Audit); err != nil {
 			return err
+		}
+		if c.budget != nil {
+			c.met.epsilon.Set(dp.EpsilonFromMicro(c.budget.spent))
 		}
 		b.Rounds = c.hist.apply(rd, now)
 		for _, e := range rd.Audit {

@@ -33,6 +33,7 @@ type metrics struct {
 	attestBytes  prometheus.Histogram   // bytes of one Hello's evidence
 	attestAge    *prometheus.GaugeVec   // age of each member's verified evidence
 	attestOK     *prometheus.GaugeVec   // 1 if the member's evidence is valid now
+	epsilon      prometheus.Gauge       // ε recorded in the audit log (with DP)
 }
 
 func newMetrics(c *Coordinator) *metrics {
@@ -75,7 +76,9 @@ func newMetrics(c *Coordinator) *metrics {
 				}
 				return insecure
 			}))
-	m.reg.MustRegister(m.rounds, m.phase, m.stepSeconds, m.rejected, m.dropouts, m.round, m.live,
+	m.epsilon = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "epsilon_spent",
+		Help: "The federation's cumulative ε recorded at commits, at the manifest's δ (0 without DP)."})
+	m.reg.MustRegister(m.rounds, m.phase, m.stepSeconds, m.rejected, m.dropouts, m.round, m.live, m.epsilon,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_received_total",
 			Help: "Bytes received from nodes (transport frames)."}, func() float64 { return float64(c.tm.BytesIn.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_sent_total",

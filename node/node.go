@@ -132,6 +132,11 @@ type Config struct {
 	// Roots are the TEE vendor roots the node verifies its peers' evidence
 	// against; the zero value means the real vendors' (and sim's).
 	Roots attest.Roots
+	// InsecureNoise, if set, replaces crypto/rand as the source of this
+	// node's DP noise. TESTING ONLY: a seeded stream makes runs reproducible
+	// (mhe against plain with the same noise) and gives no privacy against
+	// anyone who knows the seed.
+	InsecureNoise io.Reader
 	// OnUpdate, if set, is called with every plaintext update (clipped,
 	// noised and weighted) before the engine protects it. It exists for
 	// tests that check what the coordinator can see; never send what it
@@ -238,6 +243,10 @@ func New(cfg Config) (*Node, error) {
 	}
 	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed, cfg.Momentum, cfg.ProxMu); err != nil {
 		return nil, err
+	}
+	if cfg.InsecureNoise != nil {
+		n.log.Warn("INSECURE: DP noise from a seeded stream, not crypto/rand: no privacy against anyone who knows the seed (tests only)")
+		n.tr.noise = cfg.InsecureNoise
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: state directory: %w", err)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math"
 	mrand "math/rand/v2"
 	"time"
@@ -37,6 +38,7 @@ type trainer struct {
 	seed     uint64
 	salt     uint64 // from the NodeID, so that nodes shuffle differently
 	initSeed uint64
+	noise    io.Reader // the DP noise's randomness: crypto/rand (Config.InsecureNoise in tests)
 }
 
 func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64, momentum, proxMu float64) (*trainer, error) {
@@ -70,7 +72,7 @@ func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim
 	return &trainer{
 		self: self, spec: spec, sgd: sgd, epochs: tr.LocalEpochs, train: train, test: test,
 		dp: man.DP, members: len(man.Members), cohort: man.MinCohort, limits: lim,
-		seed: seed, salt: h.Sum64(), initSeed: seed,
+		seed: seed, salt: h.Sum64(), initSeed: seed, noise: rand.Reader,
 	}, nil
 }
 
@@ -145,7 +147,7 @@ func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
 			if err != nil {
 				return trainResult{}, fmt.Errorf("noise share: %w", err)
 			}
-			if err := dp.AddNoise(delta, std, rand.Reader); err != nil {
+			if err := dp.AddNoise(delta, std, t.noise); err != nil {
 				return trainResult{}, fmt.Errorf("noise: %w", err)
 			}
 		}

@@ -68,7 +68,8 @@ type Event struct {
 	Digest  Digest      // the digest of the payload concerned, if any
 	Metrics *fl.Metrics // EventMetrics
 	// MicroEpsilon is the differential-privacy cost charged by this event, in
-	// millionths of ε. Placeholder: 0 until the DP accountant is wired in.
+	// millionths of ε. The engine leaves it 0: the coordinator daemon prices
+	// EventCommitted with the federation's accounting rule (mode.Privacy).
 	MicroEpsilon uint64
 	Detail       string
 }

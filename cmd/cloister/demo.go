@@ -352,6 +352,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", stderr)
 	nodes := fs.Int("nodes", 5, "member sites (node processes)")
 	threshold := fs.Int("threshold", 3, "t: members needed to reveal an aggregate")
+	minCohort := fs.Int("min-cohort", 0, "fewest updates a round may aggregate, and the k of each node's DP noise share σC/√k (0: the threshold)")
 	rounds := fs.Int("rounds", 20, "rounds")
 	mode := fs.String("mode", pki.ModeMHE, "aggregation mode: mhe or plain")
 	preset := fs.String("preset", pki.DefaultPreset, "HE preset for mode mhe: Agg128 or InsecureTest")
@@ -376,6 +377,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	delta := fs.Float64("delta", 1e-5, "with --dp-noise: δ")
 	tee := fs.String("tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
 	attestEvery := fs.Duration("attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their session keys and re-attest this often")
+	dpSeed := fs.Uint64("insecure-dp-seed", 0, "TESTING ONLY: nodes draw the DP noise from streams seeded by this (reproducible mhe-against-plain comparisons; no privacy); 0: crypto/rand")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -385,7 +387,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *tee != "" && *tee != attest.FormatSim {
 		return withHint(fmt.Errorf("demo --tee %s: the demo runs on this machine", *tee), "use --tee sim")
 	}
-	ff := federationFlags{nodes: *nodes, threshold: *threshold, mode: *mode, preset: *preset, rounds: *rounds,
+	ff := federationFlags{nodes: *nodes, threshold: *threshold, minCohort: *minCohort, mode: *mode, preset: *preset, rounds: *rounds,
 		localEpochs: *localEpochs, batch: *batch, lr: *lr, kind: *kind, hidden: *hidden, address: pki.DefaultAddress,
 		dpNoise: *dpNoise, dpClip: *clip, eps: *epsilon, delta: *delta,
 		tee: *tee, attestMaxAge: max(2*time.Hour, 2**attestEvery)}
@@ -415,6 +417,10 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	f.nodeArgs = append(f.nodeArgs, "--log-level", *logLevel)
 	if *tee != "" {
 		f.nodeArgs = append(f.nodeArgs, "--tee", *tee, "--attest-every", attestEvery.String())
+	}
+	if *dpSeed != 0 {
+		f.nodeArgs = append(f.nodeArgs, "--insecure-dp-seed", strconv.FormatUint(*dpSeed, 10))
+		fmt.Fprintf(stdout, "WARNING: --insecure-dp-seed: the DP noise is reproducible, not private. Comparisons only.\n")
 	}
 	if *dump {
 		if *keep == "" {

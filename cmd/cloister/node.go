@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	maxEps := fs.Float64("max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
 	tick := fs.Duration("tick", node.DefaultTick, "engine clock period")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: the transport default, 64 MiB); must match the coordinator")
+	dpSeed := fs.Uint64("insecure-dp-seed", 0, "TESTING ONLY: draw the DP noise from a stream seeded by this and the node's name instead of crypto/rand (reproducible comparisons; no privacy); 0: off")
 	dump := fs.String("insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
 	tee := fs.String("tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
 	simState := fs.String("tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
@@ -102,10 +104,14 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			os.WriteFile(filepath.Join(*dump, fmt.Sprintf("round-%d.f64", u.Round)), b, 0o600)
 		}
 	}
+	var noise io.Reader
+	if *dpSeed != 0 {
+		noise = rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "cloister/insecure-dp-seed/%d/%s", *dpSeed, self)))
+	}
 	n, err := node.New(node.Config{
 		Kit: kit, StateDir: *state, AtRest: key, Train: train, Test: test, Logger: log, Tick: *tick,
 		Seed: *seed, Momentum: *momentum, ProxMu: *proxMu, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
-		OnUpdate: onUpdate, TEE: att, AttestEvery: *attestEvery,
+		OnUpdate: onUpdate, TEE: att, AttestEvery: *attestEvery, InsecureNoise: noise,
 	})
 	if err != nil {
 		return err
