@@ -129,6 +129,16 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 	// Fresh valid evidence ends an exclusion (also one the engine's state
 	// kept across a restart of the coordinator); a no-op otherwise.
 	c.rc.Readmit(id)
+	if !slices.Contains(c.rc.Status().Live, id) {
+		// A member joining hears of the members refused so far, like those
+		// already live did, and reaches its own verdict.
+		for other, o := range c.att {
+			if other != id && o.excluded && len(o.refused) > 0 {
+				c.pendSend = append(c.pendSend, round.Message{Kind: round.KindPeer, To: id, Session: c.session,
+					Evidences: map[fl.NodeID][]byte{other: bytes.Clone(o.refused)}})
+			}
+		}
+	}
 	c.setAttestStatus()
 	return true
 }

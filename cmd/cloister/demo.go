@@ -49,6 +49,8 @@ type localFed struct {
 
 	setup       float64 // seconds from the processes' start to round 1
 	dumpUpdates bool    // nodes write their plaintext updates under DIR/updates/NAME (tests)
+	exeOf       map[string]string   // tests: another binary for a process (a tampered copy)
+	argsOf      map[string][]string // tests: more arguments for a node
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -108,7 +110,11 @@ func (f *localFed) start(name string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd := &exec.Cmd{Path: f.exe, Args: append([]string{"cloister"}, args...), Stdout: lf, Stderr: lf, Env: append(os.Environ(), f.env...)}
+	exe := f.exe
+	if e, ok := f.exeOf[name]; ok {
+		exe = e
+	}
+	cmd := &exec.Cmd{Path: exe, Args: append([]string{"cloister"}, args...), Stdout: lf, Stderr: lf, Env: append(os.Environ(), f.env...)}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return fmt.Errorf("starting %s: %w", name, err)
@@ -156,6 +162,7 @@ func (f *localFed) startCoordinator() error {
 
 func (f *localFed) startNode(name string) error {
 	args := append([]string{"node", "--kit", f.kit(name), "--coordinator", f.addr, "--state", f.state(name), "--log-format", "json"}, f.nodeArgs...)
+	args = append(args, f.argsOf[name]...)
 	if f.dumpUpdates {
 		args = append(args, "--insecure-dump-updates", filepath.Join(f.dir, "updates", name))
 	}

@@ -68,6 +68,12 @@ type testFed struct {
 // -short it uses mhe's InsecureTest preset; otherwise Agg128.
 func newTestFed(t *testing.T, nodes, threshold, rounds, localEpochs int) *testFed {
 	t.Helper()
+	return newTestFedWith(t, nodes, threshold, rounds, localEpochs, nil)
+}
+
+// newTestFedWith is newTestFed with the provisioning options edited by edit.
+func newTestFedWith(t *testing.T, nodes, threshold, rounds, localEpochs int, edit func(*pki.InitOptions)) *testFed {
+	t.Helper()
 	preset := "Agg128"
 	if testing.Short() {
 		preset = "InsecureTest"
@@ -77,9 +83,13 @@ func newTestFed(t *testing.T, nodes, threshold, rounds, localEpochs int) *testFe
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	f, err := newLocalFed(dir, pki.InitOptions{Nodes: nodes, Threshold: threshold, MinCohort: threshold, Federation: "test",
+	opts := pki.InitOptions{Nodes: nodes, Threshold: threshold, MinCohort: threshold, Federation: "test",
 		Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{}, Model: pki.ModelSpec{Kind: "mlp", Hidden: []int{32}},
-		Training: pki.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05}})
+		Training: pki.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05}}
+	if edit != nil {
+		edit(&opts)
+	}
+	f, err := newLocalFed(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
