@@ -201,4 +201,3 @@ func TestAttestationRejections(t *testing.T) {
 		}
 	}
 }
-

@@ -47,8 +47,8 @@ type localFed struct {
 	coordArgs []string
 	env       []string
 
-	setup       float64 // seconds from the processes' start to round 1
-	dumpUpdates bool    // nodes write their plaintext updates under DIR/updates/NAME (tests)
+	setup       float64             // seconds from the processes' start to round 1
+	dumpUpdates bool                // nodes write their plaintext updates under DIR/updates/NAME (tests)
 	exeOf       map[string]string   // tests: another binary for a process (a tampered copy)
 	argsOf      map[string][]string // tests: more arguments for a node
 
