@@ -1,0 +1,173 @@
+package node
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/fl"
+)
+
+// teeRing is a keyring of node-1 that requires sim evidence of m.
+func teeRing(t testing.TB, m [48]byte, maxAge time.Duration, now func() time.Time) (*Keyring, map[fl.NodeID]ed25519.PrivateKey) {
+	pub1, priv1, _ := ed25519.GenerateKey(nil)
+	pub2, priv2, _ := ed25519.GenerateKey(nil)
+	own, _ := NewSessionKeys(nil)
+	kr := NewKeyring([]byte("s"), "node-1", own, map[fl.NodeID]ed25519.PublicKey{"node-1": pub1, "node-2": pub2})
+	v, err := attest.NewVerifier(attest.Policy{Formats: []string{attest.FormatSim}, AllowSim: true, MaxAge: attest.Duration(maxAge),
+		Measurements: map[string][]string{attest.FormatSim: {hex.EncodeToString(m[:])}}}, attest.Roots{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr.RequireTEE(v, now)
+	return kr, map[fl.NodeID]ed25519.PrivateKey{"node-1": priv1, "node-2": priv2}
+}
+
+// helloOf makes node-2's Hello evidence for keys on a TEE, as a node does
+// on a connection with nonce and keying material ekm.
+func helloOf(t testing.TB, tee attest.Attester, keys *SessionKeys, audit ed25519.PrivateKey, issued, at time.Time) []byte {
+	nonce, _ := attest.NewNonce(rand.Reader, at)
+	ev, err := attest.Attest(tee, keys.Binding(nonce, []byte("ekm of node-2's connection")), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys.Evidence([]byte("s"), "node-2", audit, issued, ev)
+}
+
+// A keyring that requires a TEE accepts a peer's keys only with evidence
+// that binds them, from an allowed TEE; it reports evidence that grew too
+// old; and after rotating its own keys it still opens payloads sealed to
+// the previous ones.
+func TestKeyringTEE(t *testing.T) {
+	var m, other [48]byte
+	rand.Read(m[:])
+	rand.Read(other[:])
+	now := time.Now()
+	clock := now
+	kr, audit := teeRing(t, m, time.Minute, func() time.Time { return clock })
+	good := NewSimTEE(m, "")
+	k2, _ := NewSessionKeys(nil)
+	if err := kr.VerifyPeer("node-2", k2.Evidence([]byte("s"), "node-2", audit["node-2"], now, nil)); !errors.Is(err, ErrNoTEE) {
+		t.Errorf("no TEE evidence: %v, want ErrNoTEE", err)
+	}
+	if err := kr.VerifyPeer("node-2", helloOf(t, NewSimTEE(other, ""), k2, audit["node-2"], now, now)); !errors.Is(err, attest.ErrMeasurement) {
+		t.Errorf("another measurement: %v, want ErrMeasurement", err)
+	}
+	// Evidence for other keys than the envelope announces.
+	k3, _ := NewSessionKeys(nil)
+	nonce, _ := attest.NewNonce(rand.Reader, now)
+	ev, _ := attest.Attest(good, k3.Binding(nonce, []byte("ekm")), now)
+	if err := kr.VerifyPeer("node-2", k2.Evidence([]byte("s"), "node-2", audit["node-2"], now, ev)); !errors.Is(err, attest.ErrKeyBinding) {
+		t.Errorf("evidence of other keys: %v, want ErrKeyBinding", err)
+	}
+	if err := kr.VerifyPeer("node-2", helloOf(t, good, k2, audit["node-2"], now, now)); err != nil {
+		t.Fatalf("good evidence: %v", err)
+	}
+	if c, ok := kr.PeerClaims("node-2"); !ok || c.Measurement != hex.EncodeToString(m[:]) {
+		t.Errorf("claims %+v", c)
+	}
+	if exp := kr.Expired(now.Add(30 * time.Second)); len(exp) != 0 {
+		t.Errorf("expired after 30s of a minute: %v", exp)
+	}
+	if exp := kr.Expired(now.Add(2 * time.Minute)); !errors.Is(exp["node-2"], attest.ErrTooOld) {
+		t.Errorf("after 2 minutes: %v, want node-2 ErrTooOld", exp)
+	}
+	// Re-attested keys, checked later: accepted, and no longer expired.
+	clock = now.Add(2 * time.Minute)
+	k2b, _ := NewSessionKeys(nil)
+	if err := kr.VerifyPeer("node-2", helloOf(t, good, k2b, audit["node-2"], clock, clock)); err != nil {
+		t.Fatal(err)
+	}
+	if exp := kr.Expired(clock.Add(time.Second)); len(exp) != 0 {
+		t.Errorf("fresh evidence reported expired: %v", exp)
+	}
+
+	// Rotation: a payload sealed to node-1's previous keys still opens.
+	kr2 := NewKeyring([]byte("s"), "node-2", k2b, kr.audit)
+	if err := kr2.VerifyPeer("node-1", kr.Own().Evidence([]byte("s"), "node-1", audit["node-1"], clock, nil)); err != nil {
+		t.Fatal(err)
+	}
+	inFlight, err := kr2.Seal("node-1", []byte("a share"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, _ := NewSessionKeys(nil)
+	kr.Rotate(next)
+	if pt, err := kr.Open("node-2", inFlight); err != nil || string(pt) != "a share" {
+		t.Errorf("a payload sealed to the previous keys: %q, %v", pt, err)
+	}
+	kr.Rotate(func() *SessionKeys { k, _ := NewSessionKeys(nil); return k }())
+	if _, err := kr.Open("node-2", inFlight); err == nil {
+		t.Error("a payload sealed two rotations ago still opens")
+	}
+}
+
+// The sim TEE reads its platform state at every attestation.
+func TestSimTEEState(t *testing.T) {
+	var m [48]byte
+	path := filepath.Join(t.TempDir(), "state.json")
+	tee := NewSimTEE(m, path)
+	v, _ := attest.NewVerifier(attest.Policy{Formats: []string{attest.FormatSim}, AllowSim: true, AllowDebug: true,
+		MaxAge: attest.Duration(time.Hour), Measurements: map[string][]string{attest.FormatSim: {hex.EncodeToString(m[:])}}}, attest.Roots{})
+	claims := func() *attest.Claims {
+		t.Helper()
+		k, _ := NewSessionKeys(nil)
+		nonce, _ := attest.NewNonce(rand.Reader, time.Now())
+		b := k.Binding(nonce, []byte("ekm"))
+		ev, err := attest.Attest(tee, b, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := v.Verify(ev, b, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := claims(); c.TCB[0] != DefaultSimTCB || c.Debug {
+		t.Errorf("no state file: %+v", c)
+	}
+	os.WriteFile(path, []byte(`{"tcb": 1, "debug": true}`), 0o600)
+	if c := claims(); c.TCB[0] != 1 || !c.Debug {
+		t.Errorf("downgraded: %+v", c)
+	}
+	os.WriteFile(path, []byte(`{"tcb": "x"}`), 0o600)
+	if _, err := tee.Attest([64]byte{}, time.Now()); err == nil {
+		t.Error("a garbled state file was accepted")
+	}
+	if _, err := OpenTEE("sev-snp", ""); !errors.Is(err, attest.ErrUnsupported) {
+		t.Errorf("OpenTEE(sev-snp) here: %v, want ErrUnsupported", err)
+	}
+}
+
+// BenchmarkReattest measures what a re-attestation costs a node (new
+// session keys, a sim report over their binding, the signed envelope) and
+// each peer (checking the envelope and the TEE evidence).
+func BenchmarkReattest(b *testing.B) {
+	var m [48]byte
+	kr, audit := teeRing(b, m, time.Hour, nil)
+	tee := NewSimTEE(m, "")
+	b.Run("produce", func(b *testing.B) {
+		var size int
+		for b.Loop() {
+			k, _ := NewSessionKeys(nil)
+			size = len(helloOf(b, tee, k, audit["node-2"], time.Now(), time.Now()))
+		}
+		b.ReportMetric(float64(size), "bytes")
+	})
+	b.Run("verify", func(b *testing.B) {
+		k, _ := NewSessionKeys(nil)
+		ev := helloOf(b, tee, k, audit["node-2"], time.Now(), time.Now())
+		for b.Loop() {
+			if err := kr.VerifyPeer("node-2", ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
