@@ -177,3 +177,47 @@ func TestBudgetRefusedAtStart(t *testing.T) {
 		t.Errorf("a node limit without DP: %v", err)
 	}
 }
+
+// A coordinator restarted mid-session keeps pricing rounds where its audit
+// log left off: every log's epsilon-spent records still add up to their
+// totals (audit verify checks it), and the last total is ε of the last
+// round number, aborted rounds included.
+func TestBudgetAcrossRestart(t *testing.T) {
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain,
+		DP:    &pki.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
+		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	for i, name := range nodeNames(3) {
+		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for f.coord.Status().Commits < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 2 commits: %+v", f.coord.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.stopCoordinator()
+	f.startCoordinator()
+	f.waitNodes(2 * time.Minute)
+	st := f.coord.Status()
+	if st.Phase != round.PhaseDone || st.Commits != 4 {
+		t.Fatalf("coordinator status %+v, want done after 4 commits", st)
+	}
+	f.stopCoordinator()
+	f.verifyAudit(4)
+	man := f.kits["coordinator"].Manifest
+	rcfg, _ := mode.RoundConfig(man)
+	scheme, _ := mode.Scheme(man.Mode, man.Preset)
+	rule, _, err := mode.Privacy(man, rcfg, scheme.Limits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, _ := rule.After(int(st.Round))
+	spent := records(t, filepath.Join(f.dir, "coordinator-state", "audit.log"), audit.EpsilonSpent)
+	if len(spent) != 4 || spent[3].Data.TotalMicroEpsilon != mustMicro(t, last) {
+		t.Errorf("%d epsilon-spent records, last %+v; want 4, the last at ε(%d) = %v", len(spent), spent[len(spent)-1].Data, st.Round, last.Epsilon)
+	}
+	t.Logf("%d round numbers for 4 commits; ε = %v", st.Round, last)
+}
