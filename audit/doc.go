@@ -58,7 +58,8 @@
 // [Verify] checks a log file record by record: canonical form (every byte
 // counts), the chain, the writer's signature and any cosignature, and the
 // invariants of [State.Apply] (no round committed twice, no node revealing
-// twice in a round). The first problem comes back as a [*VerifyError]
+// twice in a round, epsilon-spent increments that add up to their totals).
+// The first problem comes back as a [*VerifyError]
 // naming the line and Seq and wrapping a sentinel: an edited record fails
 // its signature ([ErrBadSignature]); a removed, inserted or reordered one
 // breaks the chain ([ErrBrokenChain]); a torn last line is [ErrTorn].
