@@ -350,3 +350,35 @@ func checkLengths(what string, elems [][]byte, size int) error {
 	}
 	return nil
 }
+
+// Sizes returns the exact payload sizes for vectors of d values in a
+// session of n members: with k = ⌈(d+1)/slots⌉ ciphertexts (the weight
+// takes one more slot) and P the packed size of one polynomial at the top
+// level, an update, an aggregate and a reveal share are k ciphertexts of 2P
+// bytes, a result k ciphertexts at level 0, a setup n polynomials; each
+// payload adds the 76-byte header and 4 bytes per element.
+func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
+	p := s.p
+	if d < 1 || d > p.limits.MaxDim {
+		return protect.Sizes{}, fmt.Errorf("mhe: sizes for %d values, preset %s allows 1..%d: %w", d, p.lit.Name, p.limits.MaxDim, protect.ErrRange)
+	}
+	if n < 1 || n > p.lit.MaxParties {
+		return protect.Sizes{}, fmt.Errorf("mhe: sizes for %d members, preset %s allows 1..%d: %w", n, p.lit.Name, p.lit.MaxParties, protect.ErrRange)
+	}
+	level := p.params.MaxLevel()
+	poly, ct := p.polySize(level), p.ctSize(level)
+	k := p.ciphertexts(d)
+	elems := func(count, size int) int { return headerSize + count*(4+size) }
+	return protect.Sizes{
+		Announcement:   elems(1, 32),
+		PublicDealing:  elems(1, poly),
+		PrivateDealing: elems(1, poly),
+		Setup:          elems(n, poly),
+		Update:         elems(k, ct),
+		Aggregate:      elems(k, ct) + 4 + (n+7)/8,
+		Share:          elems(k, ct),
+		Result:         elems(k, p.ctSize(0)),
+		TargetPublic:   elems(2, poly),
+		TargetSecret:   elems(3, poly),
+	}, nil
+}

@@ -154,6 +154,31 @@ type Limits struct {
 	MaxDim int
 }
 
+// Sizes are the largest byte lengths of a scheme's payloads, for vectors of
+// d values (the length given to Party.Protect) in a session of n members.
+// The runtime derives its transport receive limits from them, so that both
+// ends agree on them by construction and a peer cannot make the other hold
+// more than the protocol needs. Every payload a method returns is at most
+// its field's size; for mhe and plain the sizes are exact.
+type Sizes struct {
+	Announcement   int // Party.Announce
+	PublicDealing  int // Dealing.Public
+	PrivateDealing int // each Dealing.Private payload, before the runtime seals it
+	Setup          int // Helper.Setup
+	Update         int // Party.Protect
+	Aggregate      int // Helper.Aggregate (of up to n updates)
+	Share          int // Party.Reveal
+	Result         int // Helper.Open
+	TargetPublic   int // Target.Public
+	TargetSecret   int // Target.MarshalBinary
+}
+
+// Max returns the largest of the sizes.
+func (s Sizes) Max() int {
+	return max(s.Announcement, s.PublicDealing, s.PrivateDealing, s.Setup, s.Update,
+		s.Aggregate, s.Share, s.Result, s.TargetPublic, s.TargetSecret)
+}
+
 // Dealing is what Deal produces.
 type Dealing struct {
 	// Public goes to the coordinator (Helper.Setup).
@@ -251,6 +276,10 @@ type Scheme interface {
 	Name() string
 	// Limits states the scheme's range and precision.
 	Limits() Limits
+	// Sizes returns the payload sizes for vectors of d values in a session
+	// of n members. It returns an error wrapping ErrRange if d is outside
+	// 1..Limits().MaxDim or n outside 1..Limits().MaxParties.
+	Sizes(d, n int) (Sizes, error)
 	// NewParty returns member self's party for session s. rand is the source
 	// of all its secret randomness (crypto/rand.Reader in production).
 	NewParty(s Session, self fl.NodeID, rand io.Reader) (Party, error)

@@ -130,6 +130,31 @@ func (Scheme) Limits() protect.Limits {
 	}
 }
 
+// Sizes returns the exact payload sizes for vectors of d values in a
+// session of n members: fixed for the setup, reveal shares and target keys,
+// 8 bytes per value for an update, an aggregate (which also lists its
+// included members, 4 bytes each) and a result.
+func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
+	if d < 1 || d > limitMaxDim {
+		return protect.Sizes{}, fmt.Errorf("plain: sizes for %d values, at most %d: %w", d, limitMaxDim, protect.ErrRange)
+	}
+	if n < 1 || n > limitMaxParties {
+		return protect.Sizes{}, fmt.Errorf("plain: sizes for %d members, at most %d: %w", n, limitMaxParties, protect.ErrRange)
+	}
+	return protect.Sizes{
+		Announcement:   headerLen + announcementLen,
+		PublicDealing:  headerLen + publicLen,
+		PrivateDealing: headerLen + privateLen,
+		Setup:          headerLen + setupLen,
+		Update:         headerLen + protectedFixed + 8*d,
+		Aggregate:      headerLen + aggregateFixed + 4*n + 8*d,
+		Share:          headerLen + shareLen,
+		Result:         headerLen + resultFixed + 8*d,
+		TargetPublic:   headerLen + targetLen,
+		TargetSecret:   headerLen + targetLen,
+	}, nil
+}
+
 // NewParty returns member self's party for session s. rand supplies the
 // announcement nonce.
 func (Scheme) NewParty(s protect.Session, self fl.NodeID, rand io.Reader) (protect.Party, error) {

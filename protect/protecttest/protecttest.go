@@ -44,6 +44,11 @@
 //     MaxAbs give ErrRange; Aggregate refuses inputs of different lengths.
 //   - NonMember: a NodeID outside the session gives ErrNotMember at every
 //     entry point that takes one.
+//   - Sizes: every payload of a setup and a round (announcements,
+//     dealings, setup, updates, aggregate, shares, result, target keys) is
+//     at most the length Scheme.Sizes(Dim, N) states for its kind, and
+//     Sizes refuses a vector length or member count outside Limits with
+//     ErrRange.
 //   - Persist: parties restored with LoadParty(MarshalBinary()) and a
 //     target restored with LoadTarget(MarshalBinary()) work, alongside the
 //     originals, and a restored party still refuses a second reveal.
@@ -147,6 +152,7 @@ func Run(t *testing.T, s protect.Scheme, cfg Config) {
 		{"RevealOnce", testRevealOnce},
 		{"Protect", testProtect},
 		{"NonMember", testNonMember},
+		{"Sizes", testSizes},
 		{"Persist", testPersist},
 		{"Hostile", testHostile},
 	} {
