@@ -151,6 +151,10 @@ func sign(x float64) float64 {
 	return 0
 }
 
+// StateSize returns the length of the state after the first round: the
+// spec, the round count, and m and v of d values each.
+func (s *Adaptive) StateSize(d int) int { return stateSize(s.String(), 2, d) }
+
 // MarshalBinary returns the state: the spec, the round count, m and v.
 func (s *Adaptive) MarshalBinary() ([]byte, error) {
 	return marshalState(s.String(), s.step, s.m, s.v), nil

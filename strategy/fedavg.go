@@ -61,6 +61,9 @@ func step(global, delta fl.Vector, lr float64) (fl.Vector, error) {
 	return next, nil
 }
 
+// StateSize returns the length of the state, which does not grow with d.
+func (s *FedAvg) StateSize(d int) int { return stateSize(s.String(), 0, d) }
+
 // MarshalBinary returns the state: the spec and the round count.
 func (s *FedAvg) MarshalBinary() ([]byte, error) {
 	return marshalState(s.String(), s.step), nil

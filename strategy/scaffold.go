@@ -73,6 +73,10 @@ func (s *Scaffold) Apply(global, meanDelta fl.Vector) (fl.Vector, error) {
 	return next, nil
 }
 
+// StateSize returns the length of the state, which does not grow with d
+// (the control variates are not part of it).
+func (s *Scaffold) StateSize(d int) int { return stateSize(s.String(), 0, d) }
+
 // MarshalBinary returns the state: the spec and the round count.
 func (s *Scaffold) MarshalBinary() ([]byte, error) {
 	return marshalState(s.String(), s.step), nil

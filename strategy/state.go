@@ -25,6 +25,12 @@ const (
 	stateVersion = 1
 )
 
+// stateSize is the length of marshalState's output with count vectors of
+// d values each.
+func stateSize(spec string, count, d int) int {
+	return 4 + 1 + 2 + len(spec) + 8 + 1 + count*(8+8*d)
+}
+
 func marshalState(spec string, step uint64, vecs ...fl.Vector) []byte {
 	n := 4 + 1 + 2 + len(spec) + 8 + 1
 	for _, v := range vecs {

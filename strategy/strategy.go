@@ -28,6 +28,11 @@ type Strategy interface {
 	// modify its arguments. On error the optimizer state is unchanged.
 	Apply(global, meanDelta fl.Vector) (fl.Vector, error)
 
+	// StateSize returns the largest length MarshalBinary's output reaches
+	// for a model of d parameters (after the first round), so that a
+	// runtime can bound the sealed model it carries.
+	StateSize(d int) int
+
 	// MarshalBinary and UnmarshalBinary carry the optimizer state, which
 	// travels sealed with the model. UnmarshalBinary rejects state written by
 	// a different strategy or configuration.

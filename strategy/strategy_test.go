@@ -181,3 +181,36 @@ func FuzzNew(f *testing.F) {
 		}
 	})
 }
+
+// TestStateSize checks that StateSize is the length of the state before
+// and after rounds are applied (never exceeded).
+func TestStateSize(t *testing.T) {
+	const d = 38 // even: SCAFFOLD's global vector is model ‖ control
+	for _, spec := range []string{"fedavg", "fedadam", "fedyogi:lr=0.02", "fedadagrad", "scaffold:frac=0.5"} {
+		s, err := New(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		global, delta := make(fl.Vector, d), make(fl.Vector, d)
+		for i := range delta {
+			delta[i] = float64(i%5) - 2
+		}
+		for r := 0; r <= 2; r++ {
+			if r > 0 {
+				if global, err = s.Apply(global, delta); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := s.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > s.StateSize(d) {
+				t.Errorf("%s after %d rounds: state of %d bytes, StateSize(%d) = %d", spec, r, len(b), d, s.StateSize(d))
+			}
+			if r == 2 && len(b) != s.StateSize(d) {
+				t.Errorf("%s after %d rounds: state of %d bytes, StateSize(%d) = %d, want equal", spec, r, len(b), d, s.StateSize(d))
+			}
+		}
+	}
+}
