@@ -294,8 +294,17 @@ const (
 var DefaultDP = DP{NoiseMultiplier: 1.0, Clip: 1.0, Epsilon: 8, Delta: 1e-5}
 
 // DefaultTraining holds the training settings [InitFederation] uses for
-// every zero field of InitOptions.Training.
+// every zero field of InitOptions.Training among Rounds, LocalEpochs, Batch
+// and LearningRate. Momentum and ProxMu are taken as given (0 is a valid
+// choice), and an empty Strategy becomes DefaultStrategy.
 var DefaultTraining = Training{Rounds: 20, LocalEpochs: 1, Batch: 32, LearningRate: 0.1}
+
+// The input and class counts [InitFederation] writes when InitOptions.Model
+// leaves them 0: Fashion-MNIST's 28×28 pixels and 10 classes.
+const (
+	DefaultInputs  = 784
+	DefaultClasses = 10
+)
 
 // InitOptions describe a new federation for [InitFederation]. Only Nodes
 // and Threshold are required.
@@ -313,8 +322,8 @@ type InitOptions struct {
 	Mode        string         // "" means ModeMHE
 	Preset      string         // "" means DefaultPreset under ModeMHE
 	DP          *DP            // nil means DefaultDP; &DP{} turns DP off
-	Model       ModelSpec      // zero means {Kind: "softmax"}
-	Training    Training       // zero fields take DefaultTraining's
+	Model       ModelSpec      // zero Kind means "softmax"; zero Inputs and Classes mean DefaultInputs and DefaultClasses
+	Training    Training       // see DefaultTraining; Strategy may be any spec package strategy reads ("fedadam")
 	Attestation *attest.Policy // nil means no attestation (development); see Manifest.AttestationRequired
 }
 
@@ -361,6 +370,12 @@ func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
 	if m.Model.Kind == "" {
 		m.Model.Kind = "softmax"
 	}
+	if m.Model.Inputs == 0 {
+		m.Model.Inputs = DefaultInputs
+	}
+	if m.Model.Classes == 0 {
+		m.Model.Classes = DefaultClasses
+	}
 	m.Model.Hidden = slices.Clone(m.Model.Hidden)
 	t := &m.Training
 	if t.Rounds == 0 {
@@ -374,6 +389,10 @@ func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
 	}
 	if t.LearningRate == 0 {
 		t.LearningRate = DefaultTraining.LearningRate
+	}
+	var err error
+	if t.Strategy, err = CanonicalStrategy(t.Strategy); err != nil {
+		return nil, fmt.Errorf("pki: strategy %q: %w", o.Training.Strategy, err)
 	}
 	if o.Attestation != nil {
 		m.Attestation = clonePolicy(*o.Attestation)

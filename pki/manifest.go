@@ -12,9 +12,12 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/model"
+	"github.com/cloisterfl/cloister/strategy"
 )
 
 // Manifest errors.
@@ -115,18 +118,87 @@ type DP struct {
 	Delta           float64 `json:"delta"`            // δ
 }
 
-// ModelSpec names the model.
+// ModelSpec is the model every node trains: with the input and class
+// counts, it fixes the number of parameters d, hence the size of every
+// update and sealed model (package mode derives the transport limits from
+// it). A node refuses local data of other dimensions.
 type ModelSpec struct {
-	Kind   string `json:"kind"`             // e.g. "softmax", "mlp"
-	Hidden []int  `json:"hidden,omitempty"` // hidden layer sizes
+	Kind    string `json:"kind"`             // package model's kind: "softmax" or "mlp"
+	Inputs  int    `json:"inputs"`           // features per example
+	Classes int    `json:"classes"`          // number of classes, at least 2
+	Hidden  []int  `json:"hidden,omitempty"` // hidden layer sizes (mlp)
 }
 
-// Training is the training schedule.
+// Spec returns the model's architecture as package model describes it.
+func (s ModelSpec) Spec() model.Spec {
+	return model.Spec{Kind: s.Kind, Inputs: s.Inputs, Classes: s.Classes, Hidden: slices.Clone(s.Hidden)}
+}
+
+// Training is the training schedule, the same for every site: the local
+// SGD settings and the server optimizer are in the signed manifest so that
+// sites cannot disagree on them.
 type Training struct {
 	Rounds       int     `json:"rounds"`
 	LocalEpochs  int     `json:"local_epochs"`
 	Batch        int     `json:"batch"`
 	LearningRate float64 `json:"learning_rate"`
+	// Momentum is the local SGD momentum, in [0, 1); 0 turns it off.
+	Momentum float64 `json:"momentum,omitempty"`
+	// ProxMu is FedProx's proximal coefficient μ ≥ 0; 0 is FedAvg's local
+	// step.
+	ProxMu float64 `json:"prox_mu,omitempty"`
+	// Strategy is the server optimizer the round's leader applies, as the
+	// canonical spec of package strategy (what its String method returns):
+	// "fedavg:lr=1", "fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001",
+	// "fedyogi:…" or "fedadagrad:lr=0.1,b1=0,tau=0.001". Its state travels
+	// sealed with the model. Empty means FedAvg with server learning rate 1,
+	// "fedavg:lr=1".
+	Strategy string `json:"strategy,omitempty"`
+}
+
+// DefaultStrategy is the server optimizer of a Training whose Strategy is
+// empty: FedAvg with server learning rate 1.
+const DefaultStrategy = "fedavg:lr=1"
+
+// Strategies are the server optimizers a manifest may name. SCAFFOLD
+// (package strategy/scaffold) runs in simulations only: the runtime does
+// not carry its control variates.
+var Strategies = []string{"fedavg", "fedadam", "fedyogi", "fedadagrad"}
+
+// Optimizer returns a new server optimizer as Strategy describes it.
+func (t Training) Optimizer() (strategy.Strategy, error) {
+	spec := t.Strategy
+	if spec == "" {
+		spec = DefaultStrategy
+	}
+	s, err := strategy.New(spec)
+	if err != nil {
+		return nil, invalid("training.strategy %q: %v", truncate(spec), err)
+	}
+	if name, _, _ := strings.Cut(spec, ":"); !slices.Contains(Strategies, name) {
+		return nil, invalid("training.strategy %q: the runtime runs %s", truncate(spec), strings.Join(Strategies, ", "))
+	}
+	if s.String() != spec {
+		return nil, invalid("training.strategy %q is not in canonical form: write %q", truncate(spec), s.String())
+	}
+	return s, nil
+}
+
+// CanonicalStrategy returns the canonical form of a strategy spec of
+// package strategy ("fedadam" → "fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001"),
+// checking that the runtime runs it. "" gives DefaultStrategy.
+func CanonicalStrategy(spec string) (string, error) {
+	if strings.TrimSpace(spec) == "" {
+		return DefaultStrategy, nil
+	}
+	s, err := strategy.New(spec)
+	if err != nil {
+		return "", err
+	}
+	if _, err := (Training{Strategy: s.String()}).Optimizer(); err != nil {
+		return "", err
+	}
+	return s.String(), nil
 }
 
 // AttestationRequired reports whether the manifest requires TEE evidence:
@@ -368,6 +440,15 @@ func (s ModelSpec) validate() error {
 			return invalid("model.hidden[%d] = %d outside 1..%d", i, h, 1<<20)
 		}
 	}
+	if s.Inputs < 1 || s.Inputs > model.MaxParams {
+		return invalid("model.inputs %d outside 1..%d", s.Inputs, model.MaxParams)
+	}
+	if s.Classes < 2 || s.Classes > model.MaxParams {
+		return invalid("model.classes %d outside 2..%d", s.Classes, model.MaxParams)
+	}
+	if err := s.Spec().Validate(); err != nil {
+		return invalid("model (kind %q, %d inputs, %d classes, hidden %v): %v", s.Kind, s.Inputs, s.Classes, s.Hidden, err)
+	}
 	return nil
 }
 
@@ -384,7 +465,17 @@ func (t Training) validate() error {
 	if !finiteNonNeg(t.LearningRate) || t.LearningRate == 0 {
 		return invalid("training.learning_rate %v must be finite and > 0", t.LearningRate)
 	}
-	return nil
+	if !finiteNonNeg(t.Momentum) || t.Momentum >= 1 {
+		return invalid("training.momentum %v outside [0, 1)", t.Momentum)
+	}
+	if !finiteNonNeg(t.ProxMu) {
+		return invalid("training.prox_mu %v must be finite and ≥ 0", t.ProxMu)
+	}
+	if t.Strategy == "" {
+		return nil
+	}
+	_, err := t.Optimizer()
+	return err
 }
 
 // clonePolicy returns a deep copy of p that keeps nil fields nil (so that

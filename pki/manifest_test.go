@@ -35,8 +35,8 @@ func testManifest(n, t int) *Manifest {
 		Mode:        ModeMHE,
 		Preset:      "test",
 		DP:          DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5},
-		Model:       ModelSpec{Kind: "mlp", Hidden: []int{64, 32}},
-		Training:    Training{Rounds: 5, LocalEpochs: 1, Batch: 32, LearningRate: 0.05},
+		Model:       ModelSpec{Kind: "mlp", Inputs: 784, Classes: 10, Hidden: []int{64, 32}},
+		Training:    Training{Rounds: 5, LocalEpochs: 1, Batch: 32, LearningRate: 0.05, Momentum: 0.9, Strategy: "fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001"},
 		Attestation: attest.Policy{Formats: []string{"sim"}, AllowSim: true, MaxAge: attest.Duration(time.Hour),
 			Measurements: map[string][]string{"sim": {strings.Repeat("ab", 48)}}, MinTCB: map[string]attest.TCB{"sim": {2}}},
 	}
@@ -217,9 +217,25 @@ func TestManifestValidate(t *testing.T) {
 		"dp delta 1":         func(m *Manifest) { m.DP.Delta = 1 },
 		"dp budget w/o dp":   func(m *Manifest) { m.DP.NoiseMultiplier = 0 },
 		"model kind":         func(m *Manifest) { m.Model.Kind = "" },
+		"model kind unknown": func(m *Manifest) { m.Model.Kind = "cnn" },
 		"hidden 0":           func(m *Manifest) { m.Model.Hidden = []int{0} },
+		"softmax hidden":     func(m *Manifest) { m.Model.Kind = "softmax" },
+		"mlp no hidden":      func(m *Manifest) { m.Model.Hidden = nil },
+		"no inputs":          func(m *Manifest) { m.Model.Inputs = 0 },
+		"one class":          func(m *Manifest) { m.Model.Classes = 1 },
+		"too many params":    func(m *Manifest) { m.Model.Inputs, m.Model.Hidden = 1<<20, []int{1 << 20} },
 		"rounds":             func(m *Manifest) { m.Training.Rounds = 0 },
 		"lr inf":             func(m *Manifest) { m.Training.LearningRate = math.Inf(1) },
+		"momentum 1":         func(m *Manifest) { m.Training.Momentum = 1 },
+		"momentum negative":  func(m *Manifest) { m.Training.Momentum = -0.1 },
+		"prox mu NaN":        func(m *Manifest) { m.Training.ProxMu = math.NaN() },
+		"prox mu negative":   func(m *Manifest) { m.Training.ProxMu = -1 },
+		"strategy unknown":   func(m *Manifest) { m.Training.Strategy = "fedsgd:lr=1" },
+		"strategy scaffold":  func(m *Manifest) { m.Training.Strategy = "scaffold:lr=1,frac=1" },
+		"strategy short":     func(m *Manifest) { m.Training.Strategy = "fedadam" },
+		"strategy bad b1":    func(m *Manifest) { m.Training.Strategy = "fedadam:lr=0.1,b1=1,b2=0.99,tau=0.001" },
+		"strategy bad lr":    func(m *Manifest) { m.Training.Strategy = "fedavg:lr=0" },
+		"strategy garbage":   func(m *Manifest) { m.Training.Strategy = "fedadam:lr=x" },
 		"format":             func(m *Manifest) { m.Attestation.Formats = []string{"sgx"} },
 		"sim not allowed":    func(m *Manifest) { m.Attestation.AllowSim = false },
 		"measurement space":  func(m *Manifest) { m.Attestation.Measurements["sim"] = []string{"a b"} },
@@ -237,17 +253,52 @@ func TestManifestValidate(t *testing.T) {
 			t.Errorf("%s: Validate() = %v, want ErrInvalidManifest", name, err)
 		}
 	}
-	// Edges that are fine: t = n = min cohort, DP off, plain mode without preset.
+	// Edges that are fine: t = n = min cohort, DP off, plain mode without
+	// preset, no momentum, the default strategy, each strategy the runtime
+	// runs in canonical form.
 	m := testManifest(3, 3)
 	m.DP = DP{}
 	m.Mode, m.Preset = ModePlain, ""
+	m.Training.Momentum, m.Training.ProxMu, m.Training.Strategy = 0, 0.01, ""
 	if err := m.Validate(); err != nil {
-		t.Errorf("t = n, DP off, plain: %v", err)
+		t.Errorf("t = n, DP off, plain, default strategy: %v", err)
+	}
+	for _, spec := range []string{"fedavg:lr=0.5", "fedyogi:lr=0.01,b1=0.9,b2=0.99,tau=0.001", "fedadagrad:lr=0.1,b1=0,tau=0.001"} {
+		m.Training.Strategy = spec
+		if err := m.Validate(); err != nil {
+			t.Errorf("strategy %s: %v", spec, err)
+		}
 	}
 	// Attestation off: the zero policy.
 	m.Attestation = attest.Policy{}
 	if err := m.Validate(); err != nil || m.AttestationRequired() {
 		t.Errorf("attestation off: Validate() = %v, AttestationRequired() = %v", err, m.AttestationRequired())
+	}
+}
+
+func TestManifestStrategy(t *testing.T) {
+	for spec, want := range map[string]string{
+		"":                 DefaultStrategy,
+		"fedadam":          "fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001",
+		"FedYogi: lr=0.02": "fedyogi:lr=0.02,b1=0.9,b2=0.99,tau=0.001",
+		"fedavg:0.5":       "fedavg:lr=0.5",
+	} {
+		got, err := CanonicalStrategy(spec)
+		if err != nil || got != want {
+			t.Errorf("CanonicalStrategy(%q) = %q, %v, want %q", spec, got, err, want)
+		}
+		opt, err := Training{Strategy: got}.Optimizer()
+		if err != nil || opt.String() != want {
+			t.Errorf("Optimizer of %q = %v, %v", got, opt, err)
+		}
+	}
+	for _, spec := range []string{"scaffold", "krum", "fedadam:lr=-1"} {
+		if got, err := CanonicalStrategy(spec); err == nil {
+			t.Errorf("CanonicalStrategy(%q) = %q, want an error", spec, got)
+		}
+	}
+	if opt, err := (Training{}).Optimizer(); err != nil || opt.String() != DefaultStrategy {
+		t.Errorf("empty strategy: %v, %v, want %s", opt, err, DefaultStrategy)
 	}
 }
 
