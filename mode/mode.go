@@ -7,6 +7,19 @@
 //
 //	scheme, err := mode.Scheme(man.Mode, man.Preset)
 //	cfg, err := mode.RoundConfig(man)
+//	lim, err := mode.Limits(man, scheme)
+//
+// # Message limits
+//
+// [MessageSizes] bounds every kind of message the federation sends, from
+// the manifest alone: the model's parameter count d (its kind, inputs,
+// classes and hidden layers), the member count n, the scheme's payload
+// sizes for d and n ([protect.Scheme.Sizes]: for mhe, ⌈(d+1)/slots⌉
+// ciphertexts of the preset's exact size), the sealed model (8d bytes and
+// the server optimizer's state) and stated bounds on evidence, sealing and
+// framing. The transport limit is the largest bound with a 25 % [Margin],
+// so the coordinator and the nodes agree on it by construction and no peer
+// can make another hold more than the protocol needs.
 //
 // # Modes
 //

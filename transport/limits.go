@@ -1,6 +1,10 @@
 package transport
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/cloisterfl/cloister/round"
+)
 
 // Default limits, for the zero fields of [Limits].
 const (
@@ -28,12 +32,13 @@ const frameOverhead = 1 << 10
 // own receive limit is set to exactly that. The receiver refuses a header
 // that declares more than MaxMessage bytes before it allocates anything.
 //
-// Derive MaxMessage from the largest message the federation sends: an
+// Package mode derives MaxMessage from the federation manifest
+// (mode.MessageSizes): the largest message the federation sends, where an
 // upload is one protected update (for mode mhe, the ciphertexts of a
 // model-sized vector at the preset's parameters), a Train or Model message
 // carries a sealed model (8 bytes per parameter plus the optimizer state),
 // and a Setup or Announcements message carries one payload per member.
-// Take the largest of these with some slack (×1.5) rather than a round
+// It takes the largest of these with a stated margin rather than a round
 // number far above it: MaxMessage is also the memory one node can make the
 // coordinator hold for one stream.
 type Limits struct {
@@ -60,6 +65,13 @@ func (l Limits) normalize() (Limits, error) {
 		return l, fmt.Errorf("%w: Limits.ChunkSize %d outside %d..%d", ErrConfig, l.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
 	return l, nil
+}
+
+// Size returns the length of m's wire encoding: what Limits.MaxMessage
+// bounds. It fails as Send would on a message that cannot be encoded.
+func Size(m round.Message) (int, error) {
+	b, err := marshalMessage(m)
+	return len(b), err
 }
 
 // frameLimit is the gRPC per-message limit for a chunk size.

@@ -103,6 +103,16 @@ func TestLargePayload(t *testing.T) {
 	if in := s.Metrics().BytesIn.Load(); in < 20<<20 || in > 20<<20+64<<10 {
 		t.Errorf("server counted %d bytes in", in)
 	}
+	size, err := Size(m)
+	if err != nil || size < len(payload) {
+		t.Fatalf("Size = %d, %v", size, err)
+	}
+	if got := s.Metrics().LargestIn.Load(); got != uint64(size) {
+		t.Errorf("server's largest message in: %d bytes, Size says %d", got, size)
+	}
+	if got := c.Metrics().LargestOut.Load(); got != uint64(size) {
+		t.Errorf("client's largest message out: %d bytes, Size says %d", got, size)
+	}
 
 	back := round.Message{Kind: round.KindModel, Round: 7, Model: payload}
 	if err := s.Send(bg(), "node-1", back); err != nil {

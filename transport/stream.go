@@ -80,6 +80,7 @@ func (e *endpoint) send(ctx context.Context, msg []byte) error {
 		e.metrics.BytesOut.Add(uint64(proto.Size(f)))
 	}
 	e.metrics.MessagesOut.Add(1)
+	largest(&e.metrics.LargestOut, len(msg))
 	return nil
 }
 
@@ -136,6 +137,9 @@ func (e *endpoint) recv() (received, error) {
 			return received{challenge: c.Challenge}, nil
 		}
 		msg, claim, err := e.r.add(f)
+		if msg != nil {
+			largest(&e.metrics.LargestIn, len(msg))
+		}
 		if err != nil || msg != nil {
 			return received{msg: msg, claim: claim}, err
 		}
