@@ -104,8 +104,11 @@ type Config struct {
 	Tick time.Duration
 	// Deadlines bound the protocol's steps.
 	Deadlines Deadlines
-	// Limits bound transport messages; both ends should agree. The zero
-	// value means the transport's defaults (64 MiB messages, 1 MiB chunks).
+	// Limits bound transport messages. A zero MaxMessage means the limit
+	// computed from the manifest (mode.MessageSizes), which every node
+	// computes too; a MaxMessage below what the federation's largest
+	// message needs is refused (mode.ErrLimitTooSmall). A zero ChunkSize
+	// means the transport's 1 MiB.
 	Limits transport.Limits
 	// Keepalive is the transport's keepalive; 0 means its default.
 	Keepalive time.Duration
@@ -221,6 +224,17 @@ func New(cfg Config) (*Coordinator, error) {
 	if c.budget != nil {
 		c.rcfg.MaxRound = c.budget.maxRound
 	}
+	sizes, err := mode.MessageSizes(c.man, c.scheme)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	lim, err := sizes.Limits(cfg.Limits.MaxMessage)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	c.cfg.Limits.MaxMessage = lim.MaxMessage
+	c.log.Info("message limit", "max_message", lim.MaxMessage, "need", sizes.Need, "largest", sizes.Largest.String(),
+		"params", sizes.Params, "members", sizes.Members)
 	tlsCfg, err := cfg.Kit.TLSConfig(pki.Options{})
 	if err != nil {
 		return nil, err
@@ -239,7 +253,7 @@ func New(cfg Config) (*Coordinator, error) {
 			"and audit keys alone, and nothing proves what code they run")
 	}
 	c.tm = new(transport.Metrics)
-	if c.srv, err = transport.NewServer(transport.ServerConfig{TLS: tlsCfg, Limits: cfg.Limits, Logger: c.log,
+	if c.srv, err = transport.NewServer(transport.ServerConfig{TLS: tlsCfg, Limits: c.cfg.Limits, Logger: c.log,
 		Metrics: c.tm, Keepalive: cfg.Keepalive, Nonce: nonce}); err != nil {
 		return nil, err
 	}

@@ -16,10 +16,12 @@ import (
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
+	"github.com/cloisterfl/cloister/strategy"
 )
 
 // blobs makes a small classification set: classes Gaussian blobs around
@@ -80,8 +82,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// newFed provisions a federation. The nodes of these tests train on blobs
+// (6 features, 3 classes, see startNode's callers): a model that leaves
+// its inputs and classes 0 gets those, and zero momentum becomes 0.5.
 func newFed(t *testing.T, opts pki.InitOptions) *fed {
 	t.Helper()
+	if opts.Model.Inputs == 0 && opts.Model.Classes == 0 {
+		opts.Model.Inputs, opts.Model.Classes = 6, 3
+	}
+	if opts.Training.Momentum == 0 {
+		opts.Training.Momentum = 0.5
+	}
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +169,7 @@ func (f *fed) startNode(name string, train, test *dataset.Set) {
 	}
 	cfg := node.Config{
 		Kit: f.kits[name], StateDir: filepath.Join(f.dir, name+"-state"), AtRest: key, Train: train, Test: test,
-		Logger: f.logger.With("who", name), Tick: 50 * time.Millisecond, Seed: 7, Momentum: 0.5,
+		Logger: f.logger.With("who", name), Tick: 50 * time.Millisecond, Seed: 7,
 		Backoff:  struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond},
 		OnUpdate: f.onUpdate,
 	}
@@ -271,6 +282,113 @@ func TestFederationMHE(t *testing.T) {
 	if a := h.History[len(h.History)-1].Accuracy; a == nil || *a < 0.9 {
 		t.Errorf("final accuracy %v, want ≥ 0.9", a)
 	}
+	f.checkLimits()
 	f.stopCoordinator()
 	f.verifyAudit(2)
+}
+
+// checkLimits checks that the coordinator's message limit is the one the
+// manifest implies, that every message of the session fitted it (so the
+// bounds hold for the real engine), and logs how close they came.
+func (f *fed) checkLimits() {
+	f.t.Helper()
+	s, err := mode.MessageSizes(f.kits["coordinator"].Manifest, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	limit := f.metric("cloister_coordinator_max_message_bytes")
+	in := f.metric(`cloister_coordinator_largest_message_bytes{direction="in"}`)
+	out := f.metric(`cloister_coordinator_largest_message_bytes{direction="out"}`)
+	f.t.Logf("message limit %v B (largest bound %d B, %s); largest message in %v B, out %v B", limit, s.Need, s.Largest, in, out)
+	if limit != float64(s.MaxMessage) {
+		f.t.Errorf("the coordinator's limit is %v, the manifest implies %d", limit, s.MaxMessage)
+	}
+	if in == 0 || out == 0 || in > float64(s.Need) || out > float64(s.Need) {
+		f.t.Errorf("largest messages in %v and out %v B: want positive and within the computed need %d", in, out, s.Need)
+	}
+}
+
+// TestFederationFedAdam runs the networked runtime with the server optimizer
+// FedAdam from the manifest: every round's leader (they rotate) restores
+// the optimizer state sealed with the previous model, applies FedAdam and
+// seals the new state, and the last model's state has counted every round.
+func TestFederationFedAdam(t *testing.T) {
+	preset := "Agg128"
+	if testing.Short() {
+		preset = "InsecureTest"
+	}
+	const rounds = 3
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{},
+		Model:    pki.ModelSpec{Kind: "softmax"},
+		Training: pki.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1, Strategy: "fedadam:lr=0.05"}})
+	man := f.kits["coordinator"].Manifest
+	if want := "fedadam:lr=0.05,b1=0.9,b2=0.99,tau=0.001"; man.Training.Strategy != want {
+		t.Fatalf("manifest strategy %q, want %q", man.Training.Strategy, want)
+	}
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	for i, name := range nodeNames(3) {
+		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
+	}
+	f.waitNodes(3 * time.Minute)
+	st := f.coord.Status()
+	if st.Phase != round.PhaseDone || st.Commits != rounds {
+		t.Fatalf("coordinator status %+v, want done after %d commits", st, rounds)
+	}
+	h, err := f.coord.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaders := map[fl.NodeID]bool{}
+	for _, r := range h.History {
+		t.Logf("round %d %s leader %s accuracy %v", r.Round, r.Outcome, r.Leader, deref(r.Accuracy))
+		leaders[r.Leader] = true
+	}
+	if len(leaders) < 2 {
+		t.Errorf("leaders %v: want the state to cross between leaders", leaders)
+	}
+	if a := h.History[len(h.History)-1].Accuracy; a == nil || *a < 0.9 {
+		t.Errorf("final accuracy %v, want ≥ 0.9", a)
+	}
+	f.checkLimits()
+	f.stopCoordinator()
+	// The last model's optimizer state, opened with a node's group key: the
+	// manifest's FedAdam, which has applied every round, with moments of the
+	// model's length.
+	sealed, model := f.lastModel("node-2")
+	opt, err := man.Training.Optimizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := opt.UnmarshalBinary(sealed.state); err != nil {
+		t.Fatalf("the sealed optimizer state does not restore the manifest's FedAdam: %v", err)
+	}
+	adam := opt.(*strategy.Adaptive)
+	m, v := adam.Moments()
+	if adam.Rounds() != rounds || len(m) != len(model) || len(v) != len(model) {
+		t.Errorf("FedAdam state: %d rounds, moments of %d and %d values, want %d rounds and %d values",
+			adam.Rounds(), len(m), len(v), rounds, len(model))
+	}
+	f.verifyAudit(rounds)
+}
+
+// sealedModel is a node's newest model and the optimizer state sealed with it.
+type sealedModel struct {
+	round fl.Round
+	state []byte
+}
+
+// lastModel opens the newest model in a node's state directory, as
+// `cloister model export` does.
+func (f *fed) lastModel(name string) (sealedModel, fl.Vector) {
+	f.t.Helper()
+	key, err := store.NewKey(make([]byte, 32)) // startNode's at-rest key
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ex, err := node.Export(context.Background(), f.kits[name], "", filepath.Join(f.dir, name+"-state"), key)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return sealedModel{round: ex.Round, state: ex.OptimizerState}, ex.Model
 }

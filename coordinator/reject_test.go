@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -206,16 +208,28 @@ func TestRejections(t *testing.T) {
 	// Garbage, correctly signed: malformed.
 	send(round.Message{Kind: round.KindUpload, Epoch: tr.Epoch, Round: tr.Round, Payload: garbage, Signature: upSigned(kit4.AuditKey, garbage)})
 	f.waitMetric(`cloister_coordinator_rejected_total{reason="malformed"}`, 1)
-	// Oversized: more than the coordinator's 64 MiB limit.
-	big := make([]byte, 65<<20)
-	err = rogue.Send(context.Background(), round.Message{Kind: round.KindUpload, Session: session[:], Epoch: tr.Epoch, Round: tr.Round, Payload: big})
+	// Oversized: one byte more than the limit the coordinator computed
+	// from the manifest (the rogue's own limit is 128 MiB).
+	lim, err := mode.Limits(f.kits["coordinator"].Manifest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	over := round.Message{Kind: round.KindUpload, Session: session[:], Epoch: tr.Epoch, Round: tr.Round, Payload: make([]byte, lim.MaxMessage)}
+	size, _ := transport.Size(over)
+	over.Payload = over.Payload[:len(over.Payload)-(size-int(lim.MaxMessage))+1]
+	if size, _ = transport.Size(over); int64(size) != lim.MaxMessage+1 {
+		t.Fatalf("oversized message of %d bytes, want %d", size, lim.MaxMessage+1)
+	}
+	err = rogue.Send(context.Background(), over)
 	select {
 	case <-rogue.Done():
 	case <-time.After(30 * time.Second):
-		t.Fatal("the coordinator kept a stream that sent 65 MiB")
+		t.Fatalf("the coordinator kept a stream that sent %d bytes, above its %d-byte limit", size, lim.MaxMessage)
 	}
 	if !errors.Is(rogue.Err(), transport.ErrTooLarge) {
 		t.Errorf("oversized message: send %v, stream ended with %v, want ErrTooLarge", err, rogue.Err())
+	} else if want := fmt.Sprintf("declares %d bytes, the limit is %d", size, lim.MaxMessage); !strings.Contains(rogue.Err().Error(), want) {
+		t.Errorf("oversized message: %v, want it to say %q", rogue.Err(), want)
 	} else {
 		t.Logf("oversized: %v", rogue.Err())
 	}

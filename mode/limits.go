@@ -17,13 +17,11 @@ import (
 var ErrLimitTooSmall = errors.New("mode: message limit below what the federation needs")
 
 // Bounds on what the engine and the daemons add to the scheme's payloads.
-// They are upper bounds; package node's tests check its sealing and
-// evidence against them.
+// They are upper bounds; package node's tests check its sealing against
+// them. A member's Hello evidence (its session keys and TEE evidence, which
+// the coordinator relays to every member in a Welcome or SetupStart) is at
+// most pki.MaxEvidence.
 const (
-	// MaxEvidence bounds one member's Hello evidence (the session keys
-	// signed with its audit key, and TEE evidence): the coordinator relays
-	// every member's in a Welcome or SetupStart.
-	MaxEvidence = 64 << 10
 	// SealOverhead bounds what sealing a payload to one member adds: the
 	// engine's envelope and encoding (labels, session, epoch, sender and
 	// recipient names), and HPKE with ML-KEM-768+X25519 (a 1,120-byte
@@ -95,10 +93,10 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 	n, p := int64(s.Members), s.Payload
 	s.Model = 8*int64(s.Params) + int64(opt.StateSize(s.Params)) + ModelOverhead
 	sealedKey := int64(p.TargetSecret) + SealOverhead // the group key: target secret and model key
-	evidences := n * MaxEvidence
+	evidences := n * pki.MaxEvidence
 	private := n * int64(p.PrivateDealing+SealOverhead)
 	s.Kinds = map[round.Kind]int64{
-		round.KindHello:         MaxEvidence,
+		round.KindHello:         pki.MaxEvidence,
 		round.KindWelcome:       evidences + sealedKey + int64(p.TargetPublic),
 		round.KindPeer:          evidences,
 		round.KindSetupStart:    evidences,
@@ -107,7 +105,7 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 		round.KindDeal:          int64(p.PublicDealing) + private,
 		round.KindSetup:         int64(p.Setup) + private,
 		round.KindAccept:        0,
-		round.KindKeyRequest:    0,
+		round.KindKeyRequest:    s.Model, // at a re-key: the newest model, to carry over
 		round.KindGroupKey:      n*sealedKey + int64(p.TargetPublic) + s.Model,
 		round.KindKeyDelivery:   sealedKey + int64(p.TargetPublic),
 		round.KindKeyAck:        0,

@@ -120,15 +120,16 @@ func TestBoundsCoverWire(t *testing.T) {
 		rec := round.Record{Epoch: 1 << 60, Round: 1 << 60, Base: 1<<60 - 1, Included: names}
 		session := make([]byte, 64)
 		msgs := []round.Message{
-			{Kind: round.KindHello, Evidence: make([]byte, mode.MaxEvidence)},
-			{Kind: round.KindWelcome, Evidences: each(mode.MaxEvidence), Dealer: names[0], Sealed: make([]byte, key), Target: make([]byte, p.TargetPublic)},
-			{Kind: round.KindPeer, Evidences: each(mode.MaxEvidence)},
-			{Kind: round.KindSetupStart, Evidences: each(mode.MaxEvidence)},
+			{Kind: round.KindHello, Evidence: make([]byte, pki.MaxEvidence)},
+			{Kind: round.KindWelcome, Evidences: each(pki.MaxEvidence), Dealer: names[0], Sealed: make([]byte, key), Target: make([]byte, p.TargetPublic)},
+			{Kind: round.KindPeer, Evidences: each(pki.MaxEvidence)},
+			{Kind: round.KindSetupStart, Participants: names, Evidences: each(pki.MaxEvidence)},
 			{Kind: round.KindAnnounce, Payload: make([]byte, p.Announcement)},
 			{Kind: round.KindAnnouncements, Payloads: each(p.Announcement)},
 			{Kind: round.KindDeal, Payload: make([]byte, p.PublicDealing), Payloads: each(p.PrivateDealing + mode.SealOverhead)},
 			{Kind: round.KindSetup, Payload: make([]byte, p.Setup), Payloads: each(p.PrivateDealing + mode.SealOverhead)},
-			{Kind: round.KindGroupKey, Payloads: each(key), Target: make([]byte, p.TargetPublic), Model: model},
+			{Kind: round.KindGroupKey, Payloads: each(key), Target: make([]byte, p.TargetPublic), Model: model, Base: 1 << 60},
+			{Kind: round.KindKeyRequest, Model: model, Base: 1 << 60},
 			{Kind: round.KindKeyDelivery, Dealer: names[0], Sealed: make([]byte, key), Target: make([]byte, p.TargetPublic)},
 			{Kind: round.KindTrain, Base: 1 << 60, Model: model, Config: make([]byte, 1024), Cohort: names, Leader: names[0]},
 			{Kind: round.KindUpload, Payload: make([]byte, p.Update), Signature: make([]byte, 64)},
@@ -139,7 +140,7 @@ func TestBoundsCoverWire(t *testing.T) {
 			{Kind: round.KindModel, Model: model, Record: rec, Signature: make([]byte, 64), Leader: names[0]},
 			{Kind: round.KindMetrics, Metrics: fl.Metrics{Accuracy: 0.5, Loss: 1, Examples: 1 << 40}},
 			{Kind: round.KindRefuse, Reason: strings.Repeat("r", 16<<10)},
-			{Kind: round.KindAccept}, {Kind: round.KindKeyRequest}, {Kind: round.KindKeyAck}, {Kind: round.KindDone},
+			{Kind: round.KindAccept}, {Kind: round.KindKeyAck}, {Kind: round.KindDone},
 		}
 		seen := map[round.Kind]bool{}
 		for _, m := range msgs {

@@ -18,7 +18,7 @@ import (
 
 var dpManifest = &pki.Manifest{Members: []pki.Party{{Name: "node-1"}, {Name: "node-2"}, {Name: "node-3"}}, MinCohort: 2,
 	DP:    pki.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
-	Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 3, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}
+	Model: pki.ModelSpec{Kind: "softmax", Inputs: 4, Classes: 2}, Training: pki.Training{Rounds: 3, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}
 
 var testLimits = protect.Limits{MaxDim: 1 << 24, MaxAbs: 1 << 53, MaxParties: 100}
 
@@ -96,7 +96,7 @@ func TestTrainerNoiseSource(t *testing.T) {
 		data.Y = append(data.Y, i%2)
 	}
 	update := func(noise func() *mrand.ChaCha8) fl.Vector {
-		tr, err := newTrainer(dpManifest, "node-1", data, data, testLimits, 1, 0, 0)
+		tr, err := newTrainer(dpManifest, "node-1", data, data, testLimits, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

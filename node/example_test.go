@@ -68,7 +68,7 @@ func ExampleNode_Run() {
 		panic(err)
 	}
 	n, err := node.New(node.Config{Kit: kit, StateDir: "fed/node-1/state", AtRest: key,
-		Train: split.Train, Test: split.Test, Momentum: 0.9})
+		Train: split.Train, Test: split.Test})
 	if err != nil {
 		panic(err)
 	}

@@ -28,6 +28,11 @@ type Exported struct {
 	Node       fl.NodeID `json:"exported_by"`
 	Digest     string    `json:"sealed_digest"` // SHA-256 of the sealed model, as the round record names it
 	Layout     string    `json:"layout"`
+	// Strategy is the manifest's server optimizer, and OptimizerState its
+	// state sealed with the model (its MarshalBinary output; not written
+	// to JSON).
+	Strategy       string `json:"strategy"`
+	OptimizerState []byte `json:"-"`
 }
 
 // OpenModel opens a model of round r sealed with the group key (the
@@ -77,15 +82,16 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 	if st.GroupKey == nil {
 		return nil, fmt.Errorf("%w: the node holds no group key", ErrNoModel)
 	}
-	v, err := OpenModel(st.GroupKey, sess[:], b.Model.Round, b.Model.Sealed)
+	v, opt, err := round.OpenModelState(GCMBox{}, st.GroupKey, sess[:], b.Model.Round, b.Model.Sealed)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	man := kit.Manifest
 	return &Exported{
 		Federation: man.Federation, Session: fmt.Sprintf("%x", sess[:]), Round: b.Model.Round,
 		Kind: man.Model.Kind, Hidden: man.Model.Hidden, Params: len(v), Model: v, Node: fl.NodeID(kit.Config.Name),
-		Digest: fmt.Sprintf("%x", round.DigestOf(b.Model.Sealed)),
-		Layout: "package model's flat layout: per layer, the weight matrix (outputs × inputs, row-major), then the biases",
+		Digest:   fmt.Sprintf("%x", round.DigestOf(b.Model.Sealed)),
+		Layout:   "package model's flat layout: per layer, the weight matrix (outputs × inputs, row-major), then the biases",
+		Strategy: man.Training.Strategy, OptimizerState: opt,
 	}, nil
 }

@@ -30,11 +30,19 @@
 // # Training
 //
 // A training task trains the manifest's model with SGD from the manifest's
-// settings (learning rate, batch, local epochs), plus the node's momentum
-// and FedProx μ, computes Δ = local − global, clips it and adds this node's
+// settings (learning rate, batch, local epochs, momentum, FedProx μ: every
+// site trains alike), computes Δ = local − global, clips it and adds this node's
 // share of the distributed DP noise when the manifest has DP, and scales it
 // by its weight (see trainer.trainTask for the rule that keeps sums within
-// the scheme's range).
+// the scheme's range). The node refuses local data whose features or
+// classes differ from the manifest's model. When it leads a round, it
+// applies the manifest's server optimizer (FedAvg, FedAdam, FedYogi,
+// FedAdagrad), whose state travels sealed with the model.
+//
+// # Message limits
+//
+// The transport's receive limit is computed from the manifest
+// (mode.MessageSizes), as the coordinator computes it.
 package node
 
 import (
@@ -66,7 +74,6 @@ import (
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
-	"github.com/cloisterfl/cloister/strategy"
 	"github.com/cloisterfl/cloister/transport"
 )
 
@@ -111,13 +118,12 @@ type Config struct {
 	// ε (mode.Privacy's rule) would pass it. The coordinator cannot
 	// override it. It needs DP in the manifest.
 	MaxEpsilon float64
-	// Momentum and ProxMu are local SGD settings the manifest does not
-	// carry (SGD momentum; the FedProx proximal coefficient μ).
-	Momentum, ProxMu float64
 	// Backoff bounds reconnection delays; the zero value means 250ms to 5s.
 	Backoff transport.Backoff
-	// Limits bound transport messages; both ends should agree. The zero
-	// value means the transport's defaults.
+	// Limits bound transport messages. A zero MaxMessage means the limit
+	// computed from the manifest (mode.MessageSizes), which the coordinator
+	// computes too; a MaxMessage below what the federation's largest
+	// message needs is refused (mode.ErrLimitTooSmall).
 	Limits transport.Limits
 	// Scheme overrides the scheme the manifest names (tests).
 	Scheme protect.Scheme
@@ -241,7 +247,16 @@ func New(cfg Config) (*Node, error) {
 	if n.budget, err = newBudget(n.man, n.rcfg, n.scheme.Limits(), cfg.MaxEpsilon, n.log); err != nil {
 		return nil, err
 	}
-	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed, cfg.Momentum, cfg.ProxMu); err != nil {
+	sizes, err := mode.MessageSizes(n.man, n.scheme)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	lim, err := sizes.Limits(cfg.Limits.MaxMessage)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.cfg.Limits.MaxMessage = lim.MaxMessage
+	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed); err != nil {
 		return nil, err
 	}
 	if cfg.InsecureNoise != nil {
@@ -323,9 +338,9 @@ func (n *Node) open() error {
 	// evidence carries no TEE evidence; it is never sent.
 	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, n.keysIssued, nil)
 
-	opt, err := strategy.New("fedavg")
+	opt, err := n.man.Training.Optimizer()
 	if err != nil {
-		return err
+		return fmt.Errorf("node: %w", err)
 	}
 	rc := round.NodeConfig{
 		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.man.Coordinator.Name), Scheme: n.scheme,

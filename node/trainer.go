@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -41,26 +42,32 @@ type trainer struct {
 	noise    io.Reader // the DP noise's randomness: crypto/rand (Config.InsecureNoise in tests)
 }
 
-func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64, momentum, proxMu float64) (*trainer, error) {
+// ErrDataMismatch: local data whose features or classes are not those of
+// the manifest's model.
+var ErrDataMismatch = errors.New("node: local data does not fit the manifest's model")
+
+func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64) (*trainer, error) {
 	if train == nil || train.Len() == 0 {
 		return nil, fmt.Errorf("node: no training data")
 	}
 	if test == nil || test.Len() == 0 {
 		return nil, fmt.Errorf("node: no test data")
 	}
-	if test.Features != train.Features || test.Classes != train.Classes {
-		return nil, fmt.Errorf("node: test data has %d features and %d classes, training data %d and %d",
-			test.Features, test.Classes, train.Features, train.Classes)
+	spec := man.Model.Spec()
+	for _, d := range []struct {
+		name string
+		set  *dataset.Set
+	}{{"training", train}, {"test", test}} {
+		if d.set.Features != spec.Inputs || d.set.Classes != spec.Classes {
+			return nil, fmt.Errorf("%w: %s data %s has %d features and %d classes, the manifest's model %s has %d inputs and %d classes",
+				ErrDataMismatch, d.name, d.set.Name, d.set.Features, d.set.Classes, spec, spec.Inputs, spec.Classes)
+		}
 	}
-	spec := model.Spec{Kind: man.Model.Kind, Inputs: train.Features, Classes: train.Classes, Hidden: man.Model.Hidden}
-	if spec.Kind == model.Softmax {
-		spec.Hidden = nil
-	}
-	if n := spec.NumParams(); n < 1 || n+1 > lim.MaxDim {
-		return nil, fmt.Errorf("node: model %s with %d parameters does not fit the scheme (at most %d values)", spec.Kind, n, lim.MaxDim-1)
+	if n := spec.NumParams(); n < 1 || n > lim.MaxDim {
+		return nil, fmt.Errorf("node: model %s with %d parameters does not fit the scheme (at most %d values)", spec, n, lim.MaxDim)
 	}
 	tr := man.Training
-	sgd := model.SGD{LR: tr.LearningRate, Momentum: momentum, Batch: tr.Batch, ProxMu: proxMu}
+	sgd := model.SGD{LR: tr.LearningRate, Momentum: tr.Momentum, Batch: tr.Batch, ProxMu: tr.ProxMu}
 	if err := sgd.Validate(); err != nil {
 		return nil, fmt.Errorf("node: training settings from the manifest: %w", err)
 	}

@@ -224,14 +224,20 @@ func protectSessionID(session []byte, epoch uint64) []byte {
 // groupKey is NodeState.GroupKey, box the node's ModelBox and session
 // Config.Session. It returns the model without its optimizer state.
 func OpenModel(box ModelBox, groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, error) {
+	v, _, err := OpenModelState(box, groupKey, session, r, sealed)
+	return v, err
+}
+
+// OpenModelState is OpenModel that also returns the optimizer state sealed
+// with the model (the Optimizer's MarshalBinary output).
+func OpenModelState(box ModelBox, groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, []byte, error) {
 	_, key, err := decodeGroupKey(groupKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pt, err := box.Open(key, sealed, modelAD(session, r))
 	if err != nil {
-		return nil, fmt.Errorf("%w: opening the model of round %d: %v", ErrMalformed, r, err)
+		return nil, nil, fmt.Errorf("%w: opening the model of round %d: %v", ErrMalformed, r, err)
 	}
-	v, _, err := decodeModel(pt)
-	return v, err
+	return decodeModel(pt)
 }

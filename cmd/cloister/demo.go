@@ -332,6 +332,7 @@ type demoResult struct {
 	Seed               uint64    `json:"seed"`
 	Model              string    `json:"model"`
 	Partition          string    `json:"partition"`
+	Strategy           string    `json:"strategy"`
 	SecondsPerRound    []float64 `json:"seconds_per_round"`
 	MedianRoundSeconds float64   `json:"median_round_seconds"`
 	BytesUpPerRound    []uint64  `json:"bytes_up_per_round"`
@@ -372,7 +373,9 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	kind := fs.String("model", "mlp", "model: softmax or mlp")
 	hidden := fs.String("hidden", "128", "hidden layer sizes of the mlp")
 	lr := fs.Float64("lr", 0.05, "local learning rate")
-	momentum := fs.Float64("momentum", 0.9, "local SGD momentum")
+	momentum := fs.Float64("momentum", defaultMomentum, "local SGD momentum (in the manifest)")
+	strategy := fs.String("strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi or fedadagrad (in the manifest)")
+	serverLR := fs.Float64("server-lr", 0, "server learning rate of --strategy (0: the strategy's default)")
 	batch := fs.Int("batch", 64, "local minibatch size")
 	localEpochs := fs.Int("local-epochs", 3, "local epochs per round (3 reaches 0.85 on Dirichlet 0.5 in 20 rounds; 1 does not quite)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
@@ -395,7 +398,8 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return withHint(fmt.Errorf("demo --tee %s: the demo runs on this machine", *tee), "use --tee sim")
 	}
 	ff := federationFlags{nodes: *nodes, threshold: *threshold, minCohort: *minCohort, mode: *mode, preset: *preset, rounds: *rounds,
-		localEpochs: *localEpochs, batch: *batch, lr: *lr, kind: *kind, hidden: *hidden, address: pki.DefaultAddress,
+		localEpochs: *localEpochs, batch: *batch, lr: *lr, momentum: *momentum, strategy: *strategy, serverLR: *serverLR,
+		kind: *kind, hidden: *hidden, data: *data, address: pki.DefaultAddress,
 		dpNoise: *dpNoise, dpClip: *clip, eps: *epsilon, delta: *delta,
 		tee: *tee, attestMaxAge: max(2*time.Hour, 2**attestEvery)}
 	opts, err := ff.options() // DP off unless --dp-noise
@@ -418,8 +422,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer f.stopAll()
-	f.nodeArgs = []string{"--data", *data, "--partition", *partition, "--seed", strconv.FormatUint(*seed, 10),
-		"--momentum", strconv.FormatFloat(*momentum, 'g', -1, 64)}
+	f.nodeArgs = []string{"--data", *data, "--partition", *partition, "--seed", strconv.FormatUint(*seed, 10)}
 	f.coordArgs = []string{"--tick", "200ms", "--log-level", *logLevel}
 	f.nodeArgs = append(f.nodeArgs, "--log-level", *logLevel)
 	if *tee != "" {
@@ -439,8 +442,8 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *mode == pki.ModeMHE {
 		what += " (" + *preset + ")"
 	}
-	fmt.Fprintf(stdout, "cloister demo: %d node processes, t=%d, %d rounds, mode %s, %s %s on %s (%s), seed %d\n",
-		*nodes, *threshold, *rounds, what, opts.Model.Kind, fmt.Sprint(opts.Model.Hidden), *data, *partition, *seed)
+	fmt.Fprintf(stdout, "cloister demo: %d node processes, t=%d, %d rounds, mode %s, %s on %s (%s), %s, seed %d\n",
+		*nodes, *threshold, *rounds, what, opts.Model.Spec(), *data, *partition, opts.Training.Strategy, *seed)
 	if *mode == pki.ModePlain {
 		fmt.Fprintf(stdout, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
 	}
@@ -607,7 +610,7 @@ func median(xs []float64) float64 {
 
 func summarize(h *coordinator.History, nt nodeTimes, opts pki.InitOptions, seed uint64, partition string, total float64) demoResult {
 	res := demoResult{Mode: opts.Mode, Preset: opts.Preset, Nodes: opts.Nodes, Threshold: opts.Threshold, Seed: seed,
-		Model: opts.Model.Kind, Partition: partition, PhaseSeconds: map[string][]float64{}, TotalSeconds: total,
+		Model: opts.Model.Kind, Partition: partition, Strategy: opts.Training.Strategy, PhaseSeconds: map[string][]float64{}, TotalSeconds: total,
 		FinalAccuracy: math.NaN(), FinalLoss: math.NaN(),
 		NodeSeconds: map[string]float64{"train": nt.Train, "protect": nt.Protect, "reveal": nt.Reveal, "lead": nt.Decrypt, "evaluate": nt.Evaluate}}
 	if len(opts.Model.Hidden) > 0 {

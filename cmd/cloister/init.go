@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/node"
@@ -29,8 +30,11 @@ type federationFlags struct {
 	nodes, threshold, minCohort int
 	mode, preset                string
 	rounds, localEpochs, batch  int
-	lr                          float64
-	kind, hidden                string
+	lr, momentum, proxMu        float64
+	strategy                    string
+	serverLR                    float64
+	kind, hidden, data          string
+	inputs, classes             int
 	dpNoise, dpClip, eps, delta float64
 	address, federation         string
 	tee, teeMeasurements        string
@@ -48,8 +52,15 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
 	fs.IntVar(&f.batch, "batch", pki.DefaultTraining.Batch, "minibatch size")
 	fs.Float64Var(&f.lr, "lr", pki.DefaultTraining.LearningRate, "local learning rate")
+	fs.Float64Var(&f.momentum, "momentum", defaultMomentum, "local SGD momentum, the same at every site (0: none)")
+	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient μ, the same at every site (0: FedAvg's local step)")
+	fs.StringVar(&f.strategy, "strategy", "fedavg", "server optimizer the round's leader applies: fedavg, fedadam, fedyogi or fedadagrad, optionally with parameters (fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001)")
+	fs.Float64Var(&f.serverLR, "server-lr", 0, "server learning rate of --strategy (0: the strategy's default: fedavg 1, fedadam 0.1, fedyogi 0.01, fedadagrad 0.1)")
 	fs.StringVar(&f.kind, "model", "mlp", "model: softmax or mlp")
 	fs.StringVar(&f.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
+	fs.StringVar(&f.data, "data", "fashion-mnist", "dataset the model is for: its features and classes become the manifest's inputs and classes (fashion-mnist: 784 and 10, not read; csv:PATH:label=COLUMN is read)")
+	fs.IntVar(&f.inputs, "inputs", 0, "features per example (0: from --data)")
+	fs.IntVar(&f.classes, "classes", 0, "number of classes (0: from --data)")
 	fs.Float64Var(&f.dpNoise, "dp-noise", pki.DefaultDP.NoiseMultiplier, "DP noise multiplier σ of the summed noise (0: no DP)")
 	fs.Float64Var(&f.dpClip, "dp-clip", pki.DefaultDP.Clip, "L2 clipping norm C of each update")
 	fs.Float64Var(&f.eps, "epsilon", pki.DefaultDP.Epsilon, "total privacy budget ε")
@@ -115,8 +126,33 @@ func (f *federationFlags) policy() (*attest.Policy, error) {
 func (f *federationFlags) options() (pki.InitOptions, error) {
 	o := pki.InitOptions{
 		Nodes: f.nodes, Threshold: f.threshold, MinCohort: f.minCohort, Federation: f.federation, Address: f.address,
-		Mode: f.mode, Model: pki.ModelSpec{Kind: f.kind},
-		Training: pki.Training{Rounds: f.rounds, LocalEpochs: f.localEpochs, Batch: f.batch, LearningRate: f.lr},
+		Mode: f.mode, Model: pki.ModelSpec{Kind: f.kind, Inputs: f.inputs, Classes: f.classes},
+		Training: pki.Training{Rounds: f.rounds, LocalEpochs: f.localEpochs, Batch: f.batch, LearningRate: f.lr,
+			Momentum: f.momentum, ProxMu: f.proxMu},
+	}
+	spec := f.strategy
+	if f.serverLR != 0 {
+		sep := ":"
+		if strings.Contains(spec, ":") {
+			sep = ","
+		}
+		spec += sep + "lr=" + strconv.FormatFloat(f.serverLR, 'g', -1, 64)
+	}
+	var err error
+	if o.Training.Strategy, err = pki.CanonicalStrategy(spec); err != nil {
+		return o, withHint(fmt.Errorf("--strategy %q: %w", spec, err), "use fedavg, fedadam, fedyogi or fedadagrad, and --server-lr for the server learning rate")
+	}
+	if o.Model.Inputs == 0 || o.Model.Classes == 0 {
+		in, cl, err := dataDims(f.data)
+		if err != nil {
+			return o, err
+		}
+		if o.Model.Inputs == 0 {
+			o.Model.Inputs = in
+		}
+		if o.Model.Classes == 0 {
+			o.Model.Classes = cl
+		}
 	}
 	if f.mode == pki.ModeMHE {
 		o.Preset = f.preset
@@ -142,7 +178,6 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	} else if f.kind != "softmax" {
 		return o, withHint(fmt.Errorf("--model %q is not a known model", f.kind), "use softmax or mlp")
 	}
-	var err error
 	if o.Attestation, err = f.policy(); err != nil {
 		return o, err
 	}
@@ -152,6 +187,23 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		o.DP = &pki.DP{NoiseMultiplier: f.dpNoise, Clip: f.dpClip, Epsilon: f.eps, Delta: f.delta}
 	}
 	return o, nil
+}
+
+// defaultMomentum is the local momentum `cloister init` writes by default.
+const defaultMomentum = 0.9
+
+// dataDims returns the features and classes of the dataset a selector
+// names. Fashion-MNIST's are known (784, 10) and it is not read; anything
+// else is opened.
+func dataDims(selector string) (inputs, classes int, err error) {
+	if selector == "fashion-mnist" || strings.HasPrefix(selector, "fashion-mnist:") {
+		return pki.DefaultInputs, pki.DefaultClasses, nil
+	}
+	split, err := dataset.Open(selector, dataset.Options{})
+	if err != nil {
+		return 0, 0, withHint(fmt.Errorf("--data %q: %w", selector, err), "or give the model's dimensions with --inputs and --classes")
+	}
+	return split.Train.Features, split.Train.Classes, nil
 }
 
 func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -191,7 +243,7 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if m.Preset != "" {
 		fmt.Fprintf(stdout, " (%s)", m.Preset)
 	}
-	fmt.Fprintf(stdout, ", %s model, %d rounds\n", m.Model.Kind, m.Training.Rounds)
+	fmt.Fprintf(stdout, ", model %s, %d rounds, strategy %s\n", m.Model.Spec(), m.Training.Rounds, m.Training.Strategy)
 	if *caDir == "" {
 		fmt.Fprintf(stdout, "  %s  the federation CA: keep it offline\n", filepath.Join(*dir, pki.CADir))
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -20,6 +21,7 @@ import (
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/store"
@@ -35,11 +37,11 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	testFraction := fs.Float64("test-fraction", 0.2, "fraction of a CSV held out for evaluation")
 	seed := fs.Uint64("seed", 1, "seed of the partition, of local shuffling and (on the key dealer) of the initial model")
 	state := fs.String("state", "", "state directory (default: KIT/state)")
-	momentum := fs.Float64("momentum", 0.9, "local SGD momentum")
-	proxMu := fs.Float64("prox-mu", 0, "FedProx proximal term μ (0: FedAvg's local step)")
-	maxEps := fs.Float64("max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
+	momentum := fs.Float64("momentum", 0, "no longer a node setting: local momentum is the manifest's (cloister init --momentum); if given, it must equal it")
+	proxMu := fs.Float64("prox-mu", 0, "no longer a node setting: FedProx μ is the manifest's (cloister init --prox-mu); if given, it must equal it")
 	tick := fs.Duration("tick", node.DefaultTick, "engine clock period")
-	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: the transport default, 64 MiB); must match the coordinator")
+	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as the coordinator does; a value below the federation's largest message is refused)")
+	maxEps := fs.Float64("max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
 	dpSeed := fs.Uint64("insecure-dp-seed", 0, "TESTING ONLY: draw the DP noise from a stream seeded by this and the node's name instead of crypto/rand (reproducible comparisons; no privacy); 0: off")
 	dump := fs.String("insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
 	tee := fs.String("tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
@@ -63,6 +65,12 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	if *state == "" {
 		*state = filepath.Join(*kitDir, "state")
+	}
+	if err := sameAsManifest(fs, map[string]struct{ flag, manifest float64 }{
+		"momentum": {*momentum, kit.Manifest.Training.Momentum},
+		"prox-mu":  {*proxMu, kit.Manifest.Training.ProxMu},
+	}); err != nil {
+		return err
 	}
 	self := fl.NodeID(kit.Config.Name)
 	var att attest.Attester
@@ -110,9 +118,15 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	n, err := node.New(node.Config{
 		Kit: kit, StateDir: *state, AtRest: key, Train: train, Test: test, Logger: log, Tick: *tick,
-		Seed: *seed, Momentum: *momentum, ProxMu: *proxMu, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
+		Seed: *seed, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
 		OnUpdate: onUpdate, TEE: att, AttestEvery: *attestEvery, InsecureNoise: noise,
 	})
+	if errors.Is(err, mode.ErrLimitTooSmall) {
+		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
+	}
+	if errors.Is(err, node.ErrDataMismatch) {
+		return withHint(err, "pass --data with the features and classes the manifest's model was made for (cloister init --inputs/--classes or --data)")
+	}
 	if err != nil {
 		return err
 	}
@@ -127,6 +141,22 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err == nil {
 		fmt.Fprintf(stdout, "%s: the session is over\n", self)
 	}
+	return err
+}
+
+// sameAsManifest refuses a flag that was given with another value than
+// the manifest's: settings every site must share live in the signed
+// manifest, not on one site's command line.
+func sameAsManifest(fs *flag.FlagSet, flags map[string]struct{ flag, manifest float64 }) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		v, ok := flags[f.Name]
+		if ok && err == nil && v.flag != v.manifest {
+			err = withHint(fmt.Errorf("--%s %g: the federation manifest sets training.%s = %g, the same for every site",
+				f.Name, v.flag, strings.ReplaceAll(f.Name, "-", "_"), v.manifest),
+				fmt.Sprintf("omit --%s; the federation admin chooses it with cloister init --%s", f.Name, f.Name))
+		}
+	})
 	return err
 }
 
