@@ -83,19 +83,13 @@ func newTestFedWith(t *testing.T, nodes, threshold, rounds, localEpochs int, edi
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-<<<<<<< HEAD
 	opts := pki.InitOptions{Nodes: nodes, Threshold: threshold, MinCohort: threshold, Federation: "test",
-		Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{}, Model: pki.ModelSpec{Kind: "mlp", Hidden: []int{32}},
-		Training: pki.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05}}
+		Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{}, Model: pki.ModelSpec{Kind: "mlp", Inputs: 24, Classes: 4, Hidden: []int{32}},
+		Training: pki.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05, Momentum: 0.9}}
 	if edit != nil {
 		edit(&opts)
 	}
 	f, err := newLocalFed(dir, opts)
-=======
-	f, err := newLocalFed(dir, pki.InitOptions{Nodes: nodes, Threshold: threshold, MinCohort: threshold, Federation: "test",
-		Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{}, Model: pki.ModelSpec{Kind: "mlp", Inputs: 24, Classes: 4, Hidden: []int{32}},
-		Training: pki.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05, Momentum: 0.9}})
->>>>>>> 062355a (docs: message limits and the manifest's training fields (PROTOCOL, README, SECURITY))
 	if err != nil {
 		t.Fatal(err)
 	}
