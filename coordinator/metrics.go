@@ -224,7 +224,9 @@ func (c *Coordinator) Handler() http.Handler {
 		st := c.Status()
 		writeJSON(w, map[string]any{"phase": st.Phase.String(), "epoch": st.Epoch, "round": st.Round, "commits": st.Commits,
 			"last_committed": st.LastCommitted, "live": st.Live, "cohort": st.Cohort, "leader": st.Leader,
-			"connected": c.srv.Connected(), "attestation": c.attestationDoc()})
+			"connected": c.srv.Connected(), "attestation": c.attestationDoc(),
+			"messages": map[string]uint64{"max_message": uint64(c.cfg.Limits.MaxMessage),
+				"largest_in": c.tm.LargestIn.Load(), "largest_out": c.tm.LargestOut.Load()}})
 	})
 	return mux
 }

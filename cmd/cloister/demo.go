@@ -227,13 +227,22 @@ func (f *localFed) get(path string, v any) error {
 
 // fedStatus is the coordinator's /status.
 type fedStatus struct {
-	Phase         string      `json:"phase"`
-	Round         fl.Round    `json:"round"`
-	Commits       int         `json:"commits"`
-	LastCommitted fl.Round    `json:"last_committed"`
-	Live          []fl.NodeID `json:"live"`
-	Leader        fl.NodeID   `json:"leader"`
-	Connected     []fl.NodeID `json:"connected"`
+	Phase         string       `json:"phase"`
+	Round         fl.Round     `json:"round"`
+	Commits       int          `json:"commits"`
+	LastCommitted fl.Round     `json:"last_committed"`
+	Live          []fl.NodeID  `json:"live"`
+	Leader        fl.NodeID    `json:"leader"`
+	Connected     []fl.NodeID  `json:"connected"`
+	Messages      messageSizes `json:"messages"`
+}
+
+// messageSizes are the coordinator's message limit (computed from the
+// manifest) and the largest messages it received and sent.
+type messageSizes struct {
+	MaxMessage uint64 `json:"max_message"`
+	LargestIn  uint64 `json:"largest_in"`
+	LargestOut uint64 `json:"largest_out"`
 }
 
 func (f *localFed) status() (fedStatus, error) {
@@ -353,7 +362,9 @@ type demoResult struct {
 	NodeSeconds  map[string]float64 `json:"node_seconds_per_task"`
 	SetupSeconds float64            `json:"setup_seconds"`
 	TotalSeconds float64            `json:"total_seconds"`
-	Dir          string             `json:"dir,omitempty"`
+	// Messages are the message limit and the largest messages.
+	Messages messageSizes `json:"messages"`
+	Dir      string       `json:"dir,omitempty"`
 }
 
 func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -474,6 +485,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	total := time.Since(start).Seconds()
+	st, _ := f.status()
 	// Every node has exited: stop the coordinator.
 	f.signal("coordinator", syscall.SIGTERM)
 	select {
@@ -482,6 +494,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	res := summarize(h, f.parseNodeLogs(names), opts, *seed, *partition, total)
 	res.SetupSeconds = f.setup
+	res.Messages = st.Messages
 	if *keep != "" {
 		res.Dir = dir
 	}
@@ -684,6 +697,10 @@ func printSummary(w io.Writer, r demoResult) {
 	}
 	if n := uint64(len(r.BytesUpPerRound)); n > 0 {
 		fmt.Fprintf(w, "  bytes per round: up %s, down %s\n", mb(up/n), mb(down/n))
+	}
+	if m := r.Messages; m.MaxMessage > 0 {
+		fmt.Fprintf(w, "  largest message: up %s, down %s; limit %s (computed from the manifest)\n",
+			mb(m.LargestIn), mb(m.LargestOut), mb(m.MaxMessage))
 	}
 }
 
