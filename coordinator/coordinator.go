@@ -19,6 +19,15 @@
 // then sends the messages. A restarted coordinator resumes from the stored
 // state (round.RestartCoordinator); a round is never committed twice.
 //
+// # Attestation
+//
+// When the manifest requires TEE evidence, the coordinator checks each
+// member's evidence on its own end of the member's TLS connection, against
+// the nonce it issued, before the member's Hello reaches the engine; it
+// excludes (round.Coordinator.Exclude) a member whose evidence fails or
+// expires, and readmits it on fresh valid evidence. See
+// [Coordinator.Attestation] and docs/PROTOCOL.md §2.
+//
 // # Observability
 //
 // [Coordinator.Handler] serves Prometheus metrics at /metrics, the round

@@ -22,10 +22,23 @@
 // # Keys
 //
 // See [SessionKeys] and [Keyring]: fresh HPKE and Ed25519 session keys per
-// process, announced in the Hello evidence signed with the audit key from
-// the kit, and verified by every peer against the manifest. Uploads and round
-// records are signed with the audit key ([AuditSigner]); models are sealed
-// with AES-256-GCM under the group model key ([GCMBox]).
+// process and per re-attestation (Config.AttestEvery), announced in the
+// Hello evidence signed with the audit key from the kit, and verified by
+// every peer against the manifest. Uploads and round records are signed
+// with the audit key ([AuditSigner]); models are sealed with AES-256-GCM
+// under the group model key ([GCMBox]).
+//
+// # Attestation
+//
+// When the manifest requires attestation, the node runs in a TEE
+// (Config.TEE, [OpenTEE]; [SimTEE] for development). On every connection it
+// binds its current keys to the stream's TLS session and the coordinator's
+// nonce (attest.ReportData) and puts the TEE evidence in its Hello
+// evidence; every Config.AttestEvery it asks for a fresh nonce, makes new
+// keys, attests them and says Hello again, keeping the previous keys to open
+// payloads sealed to them in flight. It verifies every peer's relayed TEE
+// evidence against the policy, and distrusts a peer whose evidence fails or
+// grows older than the policy's maximum age.
 //
 // # Training
 //

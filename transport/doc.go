@@ -96,6 +96,19 @@
 // the refusal is visible rather than silently corrected. NodeIDs inside a
 // message (Cohort, Dealer, Included, …) are only claims that round checks.
 //
+// # Attestation nonces
+//
+// With [ServerConfig.Nonce] set (the coordinator sets attest.NewNonce when
+// the manifest requires attestation), the server issues a nonce with every
+// stream's acceptance, before the node can send anything ([Conn.Nonce]),
+// and a fresh one whenever the node asks ([Conn.Challenge], carried by a
+// Challenge frame between messages). Each nonce is reported to the
+// coordinator as an event (EventConnect's or [EventChallenge]'s Nonce)
+// before the node has it, so that the coordinator always knows which nonce
+// a node's next evidence must answer. Both ends expose the connection's TLS
+// state ([Event] TLS, [Conn.TLS]): the keying material attestation evidence
+// binds (attest.SessionEKM) is the same on both.
+//
 // # Limits and chunking
 //
 // A message is serialized and sent as a header frame (sequence number,
