@@ -36,6 +36,8 @@ var ErrNotAttested = errors.New("coordinator: attestation failed")
 
 // attestation is what the coordinator knows of one member's attestation.
 type attestation struct {
+	gen      uint64 // counts the nonces issued to the member (streams and challenges)
+	okGen    uint64 // gen when evidence last verified
 	nonce    []byte // the newest nonce issued on the member's current stream
 	ekm      []byte // the current stream's TLS keying material
 	evidence []byte // the last Hello evidence verified
@@ -79,6 +81,7 @@ func (c *Coordinator) connected(ev transport.Event) {
 		c.att[ev.Node] = a
 	}
 	a.nonce, a.ekm = ev.Nonce, nil
+	a.gen++
 	if ev.TLS != nil {
 		ekm, err := attest.SessionEKM(*ev.TLS)
 		if err != nil {
@@ -92,6 +95,7 @@ func (c *Coordinator) connected(ev transport.Event) {
 func (c *Coordinator) challenged(ev transport.Event) {
 	if a := c.att[ev.Node]; a != nil && c.tee != nil {
 		a.nonce = ev.Nonce
+		a.gen++
 	}
 }
 
@@ -107,8 +111,9 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 		c.att[id] = a
 	}
 	now := c.cfg.Now()
-	if a.claims != nil && bytes.Equal(m.Evidence, a.evidence) && now.Sub(a.claims.Time) <= time.Duration(c.tee.Policy().MaxAge) {
-		return true // the same evidence again (a Hello after a quiet spell)
+	if a.claims != nil && !a.excluded && a.okGen == a.gen && bytes.Equal(m.Evidence, a.evidence) &&
+		now.Sub(a.claims.Time) <= time.Duration(c.tee.Policy().MaxAge) {
+		return true // the same evidence again, on the same stream and nonce (a Hello after a quiet spell)
 	}
 	start := time.Now()
 	claims, err := c.verifyHello(id, a, m.Evidence, now)
@@ -123,6 +128,7 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 	c.log.Info("attestation verified", "member", id, "format", claims.Format, "measurement", claims.Measurement,
 		"tcb", claims.TCB, "evidence_bytes", len(m.Evidence), "verify_s", secs, "attestations", a.count+1)
 	a.evidence, a.claims, a.verified, a.excluded, a.lastErr, a.refused = bytes.Clone(m.Evidence), claims, now, false, "", nil
+	a.okGen = a.gen
 	a.count++
 	c.pendAudit = append(c.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: claims.Format,
 		Digest: audit.Digest(round.DigestOf(m.Evidence))}})

@@ -388,6 +388,10 @@ func (n *Node) setupTEE() error {
 	if !n.man.AttestationRequired() {
 		n.log.Warn("ATTESTATION IS OFF: the manifest requires no TEE evidence; members join on their certificates " +
 			"and audit keys alone, and nothing proves what code they run")
+		if n.cfg.TEE != nil {
+			n.log.Warn("the node has a TEE, and the manifest requires no evidence: not attesting", "tee", n.cfg.TEE.Format())
+			n.cfg.TEE = nil
+		}
 		return nil
 	}
 	v, err := attest.NewVerifier(pol, n.cfg.Roots)
