@@ -37,10 +37,12 @@ func TestAttestationRejections(t *testing.T) {
 	var good, other [48]byte
 	rand.Read(good[:])
 	rand.Read(other[:])
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
 		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
 	f.nodeConfig = func(name string, c *node.Config) { c.TEE = node.NewSimTEE(good, "") }
+	// The minimum cohort is every member: node-1 and node-2 wait for node-3
+	// (and hear of each refusal) rather than train without it.
 	f.startCoordinator()
 	test := blobs(90, 6, 3, 99)
 	f.startNode("node-1", blobs(120, 6, 3, 1), test)
