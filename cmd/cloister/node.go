@@ -87,8 +87,8 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	} else if *simState != "" {
 		return errors.New("--tee-sim-state needs --tee sim")
 	}
-	if *attestEvery < time.Second {
-		return fmt.Errorf("--attest-every %s: at least 1s", *attestEvery)
+	if *attestEvery < 100*time.Millisecond {
+		return fmt.Errorf("--attest-every %s: at least 100ms", *attestEvery)
 	}
 	train, test, err := localData(*data, *partition, *testFraction, *seed, kit.Manifest, self)
 	if err != nil {
