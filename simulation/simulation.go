@@ -570,7 +570,7 @@ func Run(cfg Config, progress func(RoundResult)) (*Result, error) {
 				rng := rand.New(rand.NewPCG(cfg.Seed, uint64(r)<<32|uint64(i)+3))
 				var err error
 				if isScaffold {
-					updates[j], controls[i], err = trainScaffold(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, controls[i], rng)
+					updates[j], controls[i], err = scaffold.Train(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, controls[i], rng)
 				} else {
 					updates[j], err = trainLocal(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, rng)
 				}

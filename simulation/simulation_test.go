@@ -17,6 +17,7 @@ import (
 	"github.com/cloisterfl/cloister/model"
 	"github.com/cloisterfl/cloister/robust"
 	"github.com/cloisterfl/cloister/strategy"
+	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
 
 // blocks returns n 4×4 images in 3 classes: class k lights up row k; the
@@ -372,7 +373,7 @@ func TestScaffoldLoopMatchesSGD(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, next, err := trainScaffold(m.Clone(), opt, set, 2, state, zero, rand.New(rand.NewPCG(5, 5)))
+		got, next, err := scaffold.Train(m.Clone(), opt, set, 2, state, zero, rand.New(rand.NewPCG(5, 5)))
 		if err != nil {
 			t.Fatal(err)
 		}

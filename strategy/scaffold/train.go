@@ -1,4 +1,4 @@
-package simulation
+package scaffold
 
 import (
 	"fmt"
@@ -8,10 +8,9 @@ import (
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/model"
-	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
 
-// trainScaffold runs one node's round of SCAFFOLD (Karimireddy et al. 2020,
+// Train runs one node's round of SCAFFOLD (Karimireddy et al. 2020,
 // Algorithm 1, option II) from the joined global vector state = Join(x, c)
 // and the node's control ci. It returns the joined update Join(y − x, Δc)
 // and the node's next control.
@@ -23,11 +22,11 @@ import (
 // update counts each step as η/(1−β), the heavy-ball method's effective
 // step: exact for β = 0, and close once the K steps of a round are many more
 // than 1/(1−β).
-func trainScaffold(m model.Model, opt model.SGD, set *dataset.Set, epochs int, state, ci fl.Vector, rng *rand.Rand) (update, next fl.Vector, err error) {
+func Train(m model.Model, opt model.SGD, set *dataset.Set, epochs int, state, ci fl.Vector, rng *rand.Rand) (update, next fl.Vector, err error) {
 	if err := opt.Validate(); err != nil {
 		return nil, nil, err
 	}
-	x, c, err := scaffold.Split(state)
+	x, c, err := Split(state)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -70,7 +69,7 @@ func trainScaffold(m model.Model, opt model.SGD, set *dataset.Set, epochs int, s
 			for i := range grad {
 				grad[i] += opt.WeightDecay*w[i] + opt.ProxMu*(w[i]-x[i])
 			}
-			if err := scaffold.Correct(grad, ci, c); err != nil {
+			if err := Correct(grad, ci, c); err != nil {
 				return nil, nil, err
 			}
 			for i := range w {
@@ -83,7 +82,7 @@ func trainScaffold(m model.Model, opt model.SGD, set *dataset.Set, epochs int, s
 	if !w.Finite() {
 		return nil, nil, fmt.Errorf("scaffold: %w: non-finite parameters after %d steps (learning rate %v)", model.ErrDiverged, steps, opt.LR)
 	}
-	next, dc, err := scaffold.NextControl(ci, c, x, w, steps, opt.LR/(1-opt.Momentum))
+	next, dc, err := NextControl(ci, c, x, w, steps, opt.LR/(1-opt.Momentum))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -91,6 +90,6 @@ func trainScaffold(m model.Model, opt model.SGD, set *dataset.Set, epochs int, s
 	if err := dy.Add(-1, x); err != nil {
 		return nil, nil, err
 	}
-	update, err = scaffold.Join(dy, dc)
+	update, err = Join(dy, dc)
 	return update, next, err
 }
