@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -391,4 +392,59 @@ func (f *fed) lastModel(name string) (sealedModel, fl.Vector) {
 		f.t.Fatal(err)
 	}
 	return sealedModel{round: ex.Round, state: ex.OptimizerState}, ex.Model
+}
+
+// TestFederationScaffold runs SCAFFOLD in the networked runtime: the global
+// vector joins the model and the server control, every node uploads
+// Join(Δy, Δc) through the same protection (one vector, twice the model's
+// length), the leader applies SCAFFOLD's server step, and each node keeps
+// its control variate sealed in its state directory.
+func TestFederationScaffold(t *testing.T) {
+	const rounds = 3
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
+		Model:    pki.ModelSpec{Kind: "softmax"},
+		Training: pki.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1, Strategy: "scaffold"}})
+	man := f.kits["coordinator"].Manifest
+	if man.Training.Strategy != "scaffold:lr=1,frac=1" {
+		t.Fatalf("manifest strategy %q", man.Training.Strategy)
+	}
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	for i, name := range nodeNames(3) {
+		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
+	}
+	f.waitNodes(3 * time.Minute)
+	st := f.coord.Status()
+	if st.Phase != round.PhaseDone || st.Commits != rounds {
+		t.Fatalf("coordinator status %+v, want done after %d commits", st, rounds)
+	}
+	h, err := f.coord.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range h.History {
+		t.Logf("round %d %s leader %s included %v up %d accuracy %v", r.Round, r.Outcome, r.Leader, r.Included, r.BytesUp, deref(r.Accuracy))
+	}
+	if a := h.History[len(h.History)-1].Accuracy; a == nil || *a < 0.9 {
+		t.Errorf("final accuracy %v, want ≥ 0.9", a)
+	}
+	f.checkLimits()
+	f.stopCoordinator()
+	d := man.Model.Spec().NumParams()
+	if got := mode.VectorLen(man); got != 2*d {
+		t.Errorf("VectorLen %d, want 2×%d", got, d)
+	}
+	_, model := f.lastModel("node-1")
+	if len(model) != d {
+		t.Errorf("exported model of %d values, want the %d parameters without the control", len(model), d)
+	}
+	for _, name := range nodeNames(3) {
+		fi, err := os.Stat(filepath.Join(f.dir, name+"-state", node.ControlFile))
+		if err != nil {
+			t.Errorf("%s keeps no control variate: %v", name, err)
+		} else if fi.Size() < int64(8*d) || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: control file of %d bytes, mode %v, want ≥ %d and 0600", name, fi.Size(), fi.Mode().Perm(), 8*d)
+		}
+	}
+	f.verifyAudit(rounds)
 }

@@ -55,10 +55,13 @@ type Sizes struct {
 	// Params is d, the model's parameter count (model.Spec.NumParams of
 	// the manifest's model), and Members n.
 	Params, Members int
-	// Payload is the scheme's payload sizes for d values and n members.
+	// Dim is the length of the vectors the engine protects and seals: d,
+	// or 2d under SCAFFOLD (the model joined with the control variate).
+	Dim int
+	// Payload is the scheme's payload sizes for Dim values and n members.
 	Payload protect.Sizes
-	// Model bounds a sealed model: 8 bytes per parameter, the optimizer's
-	// state (strategy.Strategy.StateSize) and ModelOverhead.
+	// Model bounds a sealed model: 8 bytes per value of Dim, the
+	// optimizer's state (strategy.Strategy.StateSize) and ModelOverhead.
 	Model int64
 	// Kinds bounds each kind of message that crosses the network.
 	Kinds map[round.Kind]int64
@@ -87,11 +90,12 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 		return Sizes{}, err
 	}
 	s := Sizes{Params: spec.NumParams(), Members: len(man.Members)}
-	if s.Payload, err = scheme.Sizes(s.Params, s.Members); err != nil {
-		return Sizes{}, fmt.Errorf("mode: %s (%d parameters) in mode %s with %d members: %w", spec, s.Params, scheme.Name(), s.Members, err)
+	s.Dim = VectorLen(man)
+	if s.Payload, err = scheme.Sizes(s.Dim, s.Members); err != nil {
+		return Sizes{}, fmt.Errorf("mode: %s (%d parameters, vectors of %d) in mode %s with %d members: %w", spec, s.Params, s.Dim, scheme.Name(), s.Members, err)
 	}
 	n, p := int64(s.Members), s.Payload
-	s.Model = 8*int64(s.Params) + int64(opt.StateSize(s.Params)) + ModelOverhead
+	s.Model = 8*int64(s.Dim) + int64(opt.StateSize(s.Dim)) + ModelOverhead
 	sealedKey := int64(p.TargetSecret) + SealOverhead // the group key: target secret and model key
 	evidences := n * pki.MaxEvidence
 	private := n * int64(p.PrivateDealing+SealOverhead)
@@ -133,6 +137,18 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 			s.Largest, spec, s.Params, s.Members, s.Need, int64(transport.MaxMaxMessage))
 	}
 	return s, nil
+}
+
+// VectorLen is the length of the vectors the engine protects, sums and
+// seals for the manifest: the model's parameter count d, or 2d under
+// SCAFFOLD, whose vectors join the model and the control variate
+// (strategy/scaffold.Join). 0 if the model is invalid.
+func VectorLen(man *pki.Manifest) int {
+	d := man.Model.Spec().NumParams()
+	if man.Training.Scaffold() {
+		return 2 * d
+	}
+	return d
 }
 
 // Limits returns the transport limits for these sizes: MaxMessage, or

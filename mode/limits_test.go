@@ -40,7 +40,7 @@ func demoManifest(t *testing.T, strategy string) *pki.Manifest {
 // update, every kind of message is bounded, the limit has its margin over
 // the largest, and it is well below the old fixed 64 MiB.
 func TestLimitsDemo(t *testing.T) {
-	for _, strategy := range []string{"", "fedadam"} {
+	for _, strategy := range []string{"", "fedadam", "scaffold"} {
 		man := demoManifest(t, strategy)
 		s, err := mode.MessageSizes(man, nil)
 		if err != nil {
@@ -55,8 +55,12 @@ func TestLimitsDemo(t *testing.T) {
 		if s.Params != 101_770 || s.Members != 5 {
 			t.Errorf("d = %d, n = %d, want 101770 and 5", s.Params, s.Members)
 		}
-		if want := 76 + 13*(4+2*8192*120/8); s.Payload.Update != want {
-			t.Errorf("update of %d bytes, want 13 Agg128 ciphertexts: %d", s.Payload.Update, want)
+		cts, dim := 13, s.Params
+		if strategy == "scaffold" {
+			cts, dim = 25, 2*s.Params // the model joined with the control variate
+		}
+		if want := 76 + cts*(4+2*8192*120/8); s.Payload.Update != want || s.Dim != dim {
+			t.Errorf("update of %d bytes for vectors of %d, want %d Agg128 ciphertexts (%d bytes) for %d", s.Payload.Update, s.Dim, cts, want, dim)
 		}
 		if s.Kinds[s.Largest] != s.Need || s.MaxMessage < s.Need+s.Need/mode.Margin {
 			t.Errorf("need %d (%s), limit %d: want the largest kind and a %d%% margin", s.Need, s.Largest, s.MaxMessage, 100/mode.Margin)

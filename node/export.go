@@ -11,6 +11,7 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
+	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
 
 // ErrNoModel: the node's store holds no model yet.
@@ -87,6 +88,12 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	man := kit.Manifest
+	if man.Training.Scaffold() {
+		// The sealed vector joins the model and the server control.
+		if v, _, err = scaffold.Split(v); err != nil {
+			return nil, fmt.Errorf("node: the SCAFFOLD model of round %d: %w", b.Model.Round, err)
+		}
+	}
 	return &Exported{
 		Federation: man.Federation, Session: fmt.Sprintf("%x", sess[:]), Round: b.Model.Round,
 		Kind: man.Model.Kind, Hidden: man.Model.Hidden, Params: len(v), Model: v, Node: fl.NodeID(kit.Config.Name),

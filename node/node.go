@@ -197,6 +197,7 @@ type Node struct {
 	budget  *budget // nil without DP and without a local limit
 	stats   Stats
 
+	atRest     store.Sealer
 	savedModel fl.Round // round of the newest sealed model in the store (see hasModel)
 	hasModel   bool
 	savedParty []byte // the key share and group key as last stored, to store them only when they change
@@ -309,6 +310,12 @@ func (n *Node) open() error {
 		return err
 	}
 	n.sn = n.db.Node(n.session, atRest)
+	n.atRest = atRest
+	if n.tr.scaffold {
+		if err := n.tr.ctl.load(n.cfg.StateDir, atRest, n.session); err != nil {
+			return err
+		}
+	}
 	saved, err := n.sn.Load(ctx)
 	if err != nil {
 		return fmt.Errorf("node: loading state: %w", err)
@@ -822,6 +829,12 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 		n.noteModel(m.Base, m.Model)
 	case round.KindModel:
 		n.noteModel(m.Round, m.Model)
+		if n.tr.scaffold && n.tr.ctl.commit(m.Round, slices.Contains(m.Record.Included, n.self)) {
+			// SCAFFOLD: the round included this node's Δc; keep its cᵢ.
+			if err := n.tr.ctl.save(n.cfg.StateDir, n.atRest, n.session); err != nil {
+				n.log.Error("the control variate of the committed round is not stored; a restart would lose it", "round", m.Round, "err", err)
+			}
+		}
 		// Every node records the commit it verified (the leader's
 		// signature over the round record), so that every log of the
 		// session agrees on each committed round.

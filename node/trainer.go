@@ -16,6 +16,7 @@ import (
 	"github.com/cloisterfl/cloister/model"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
 
 // ExamplesPerWeight is the number of local training examples that count as
@@ -40,6 +41,13 @@ type trainer struct {
 	salt     uint64 // from the NodeID, so that nodes shuffle differently
 	initSeed uint64
 	noise    io.Reader // the DP noise's randomness: crypto/rand (Config.InsecureNoise in tests)
+
+	// SCAFFOLD: the global vector and the update join the model and the
+	// control variates (strategy/scaffold). ctl holds this node's control
+	// cᵢ and the ones its training tasks computed, which it adopts when a
+	// round that included its update commits.
+	scaffold bool
+	ctl      *control
 }
 
 // ErrDataMismatch: local data whose features or classes are not those of
@@ -63,8 +71,13 @@ func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim
 				ErrDataMismatch, d.name, d.set.Name, d.set.Features, d.set.Classes, spec, spec.Inputs, spec.Classes)
 		}
 	}
-	if n := spec.NumParams(); n < 1 || n > lim.MaxDim {
-		return nil, fmt.Errorf("node: model %s with %d parameters does not fit the scheme (at most %d values)", spec, n, lim.MaxDim)
+	n := spec.NumParams()
+	dim := n
+	if man.Training.Scaffold() {
+		dim = 2 * n // the model joined with the control variate
+	}
+	if n < 1 || dim > lim.MaxDim {
+		return nil, fmt.Errorf("node: model %s with %d parameters (vectors of %d) does not fit the scheme (at most %d values)", spec, n, dim, lim.MaxDim)
 	}
 	tr := man.Training
 	sgd := model.SGD{LR: tr.LearningRate, Momentum: tr.Momentum, Batch: tr.Batch, ProxMu: tr.ProxMu}
@@ -80,6 +93,7 @@ func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim
 		self: self, spec: spec, sgd: sgd, epochs: tr.LocalEpochs, train: train, test: test,
 		dp: man.DP, members: len(man.Members), cohort: man.MinCohort, limits: lim,
 		seed: seed, salt: h.Sum64(), initSeed: seed, noise: rand.Reader,
+		scaffold: tr.Scaffold(), ctl: &control{ci: make(fl.Vector, n), pending: map[fl.Round]fl.Vector{}},
 	}, nil
 }
 
@@ -90,6 +104,13 @@ func (t *trainer) initial() fl.Vector {
 	m, err := model.New(t.spec, mrand.New(mrand.NewPCG(t.initSeed, 0x636c6f6973746572)))
 	if err != nil {
 		return nil // round refuses an empty initial model
+	}
+	if t.scaffold {
+		v, err := scaffold.Join(m.Params(), make(fl.Vector, m.NumParams())) // the server control starts at 0
+		if err != nil {
+			return nil
+		}
+		return v
 	}
 	return m.Params()
 }
@@ -121,25 +142,57 @@ type trainResult struct {
 // is still a weighted mean of the updates. With DP, w = 1 for every node:
 // each update's sensitivity is then C and the noise shares add up to σ·C on
 // the sum, as the accountant assumes; weighting by examples would scale both.
+//
+// Under SCAFFOLD, global is Join(x, c) and the update Join(Δy, Δc) (see
+// strategy/scaffold): both halves are clipped, noised and weighted as one
+// vector. The node's next control cᵢ waits in t.ctl until the round
+// commits with this node's update included.
 func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
 	start := time.Now()
-	m, err := model.NewFromParams(t.spec, global)
+	x := global
+	if t.scaffold {
+		var err error
+		if x, _, err = scaffold.Split(global); err != nil {
+			return trainResult{}, fmt.Errorf("the global vector is not a SCAFFOLD model and control: %w", err)
+		}
+	}
+	m, err := model.NewFromParams(t.spec, x)
 	if err != nil {
 		return trainResult{}, fmt.Errorf("the global model does not fit this node's model %s (%d inputs, %d classes): %w",
 			t.spec.Kind, t.spec.Inputs, t.spec.Classes, err)
 	}
-	var anchor fl.Vector
-	if t.sgd.ProxMu > 0 {
-		anchor = global
-	}
 	rng := mrand.New(mrand.NewPCG(t.seed^t.salt, uint64(r)))
-	loss, err := t.sgd.Train(m, t.train, t.epochs, anchor, rng)
-	if err != nil {
-		return trainResult{}, fmt.Errorf("training: %w", err)
-	}
-	delta := m.Params()
-	if err := delta.Add(-1, global); err != nil {
-		return trainResult{}, err
+	var delta fl.Vector
+	var loss float64
+	if t.scaffold {
+		var next fl.Vector
+		if delta, next, err = scaffold.Train(m, t.sgd, t.train, t.epochs, global, t.ctl.current(), rng); err != nil {
+			return trainResult{}, fmt.Errorf("training: %w", err)
+		}
+		dy, _, _ := scaffold.Split(delta)
+		y := x.Clone()
+		y.Add(1, dy)
+		if err := m.SetParams(y); err != nil {
+			return trainResult{}, fmt.Errorf("training: %w", err)
+		}
+		met, err := m.Evaluate(t.train)
+		if err != nil {
+			return trainResult{}, fmt.Errorf("training loss: %w", err)
+		}
+		loss = met.Loss
+		t.ctl.propose(r, next)
+	} else {
+		var anchor fl.Vector
+		if t.sgd.ProxMu > 0 {
+			anchor = global
+		}
+		if loss, err = t.sgd.Train(m, t.train, t.epochs, anchor, rng); err != nil {
+			return trainResult{}, fmt.Errorf("training: %w", err)
+		}
+		delta = m.Params()
+		if err := delta.Add(-1, global); err != nil {
+			return trainResult{}, err
+		}
 	}
 	res := trainResult{Loss: loss, Examples: t.train.Len(), Clip: 1}
 	var w float64
@@ -180,6 +233,13 @@ func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
 
 // evaluate returns the metrics of model v on the local test data.
 func (t *trainer) evaluate(v fl.Vector) (fl.Metrics, error) {
+	if t.scaffold {
+		x, _, err := scaffold.Split(v)
+		if err != nil {
+			return fl.Metrics{}, err
+		}
+		v = x
+	}
 	m, err := model.NewFromParams(t.spec, v)
 	if err != nil {
 		return fl.Metrics{}, err

@@ -150,8 +150,10 @@ type Training struct {
 	// Strategy is the server optimizer the round's leader applies, as the
 	// canonical spec of package strategy (what its String method returns):
 	// "fedavg:lr=1", "fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001",
-	// "fedyogi:…" or "fedadagrad:lr=0.1,b1=0,tau=0.001". Its state travels
-	// sealed with the model. Empty means FedAvg with server learning rate 1,
+	// "fedyogi:…", "fedadagrad:lr=0.1,b1=0,tau=0.001" or
+	// "scaffold:lr=1,frac=1" (frac: the share of the members in a cohort;
+	// the runtime's cohort is every live member). Its state travels sealed
+	// with the model. Empty means FedAvg with server learning rate 1,
 	// "fedavg:lr=1".
 	Strategy string `json:"strategy,omitempty"`
 }
@@ -160,10 +162,15 @@ type Training struct {
 // empty: FedAvg with server learning rate 1.
 const DefaultStrategy = "fedavg:lr=1"
 
-// Strategies are the server optimizers a manifest may name. SCAFFOLD
-// (package strategy/scaffold) runs in simulations only: the runtime does
-// not carry its control variates.
-var Strategies = []string{"fedavg", "fedadam", "fedyogi", "fedadagrad"}
+// Strategies are the server optimizers a manifest may name. With
+// "scaffold" (SCAFFOLD, package strategy/scaffold) the global vector the
+// engine protects, sums and seals is Join(model, server control), twice the
+// model's length, and each node keeps its own control variate.
+var Strategies = []string{"fedavg", "fedadam", "fedyogi", "fedadagrad", "scaffold"}
+
+// Scaffold reports whether the strategy is SCAFFOLD, whose vectors join
+// the model and the control variates.
+func (t Training) Scaffold() bool { return strings.HasPrefix(t.Strategy, "scaffold:") }
 
 // Optimizer returns a new server optimizer as Strategy describes it.
 func (t Training) Optimizer() (strategy.Strategy, error) {

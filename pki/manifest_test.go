@@ -231,7 +231,7 @@ func TestManifestValidate(t *testing.T) {
 		"prox mu NaN":        func(m *Manifest) { m.Training.ProxMu = math.NaN() },
 		"prox mu negative":   func(m *Manifest) { m.Training.ProxMu = -1 },
 		"strategy unknown":   func(m *Manifest) { m.Training.Strategy = "fedsgd:lr=1" },
-		"strategy scaffold":  func(m *Manifest) { m.Training.Strategy = "scaffold:lr=1,frac=1" },
+		"strategy order":     func(m *Manifest) { m.Training.Strategy = "scaffold:frac=1,lr=1" },
 		"strategy short":     func(m *Manifest) { m.Training.Strategy = "fedadam" },
 		"strategy bad b1":    func(m *Manifest) { m.Training.Strategy = "fedadam:lr=0.1,b1=1,b2=0.99,tau=0.001" },
 		"strategy bad lr":    func(m *Manifest) { m.Training.Strategy = "fedavg:lr=0" },
@@ -263,7 +263,7 @@ func TestManifestValidate(t *testing.T) {
 	if err := m.Validate(); err != nil {
 		t.Errorf("t = n, DP off, plain, default strategy: %v", err)
 	}
-	for _, spec := range []string{"fedavg:lr=0.5", "fedyogi:lr=0.01,b1=0.9,b2=0.99,tau=0.001", "fedadagrad:lr=0.1,b1=0,tau=0.001"} {
+	for _, spec := range []string{"fedavg:lr=0.5", "fedyogi:lr=0.01,b1=0.9,b2=0.99,tau=0.001", "fedadagrad:lr=0.1,b1=0,tau=0.001", "scaffold:lr=1,frac=1"} {
 		m.Training.Strategy = spec
 		if err := m.Validate(); err != nil {
 			t.Errorf("strategy %s: %v", spec, err)
@@ -282,6 +282,7 @@ func TestManifestStrategy(t *testing.T) {
 		"fedadam":          "fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001",
 		"FedYogi: lr=0.02": "fedyogi:lr=0.02,b1=0.9,b2=0.99,tau=0.001",
 		"fedavg:0.5":       "fedavg:lr=0.5",
+		"scaffold":         "scaffold:lr=1,frac=1",
 	} {
 		got, err := CanonicalStrategy(spec)
 		if err != nil || got != want {
@@ -292,7 +293,7 @@ func TestManifestStrategy(t *testing.T) {
 			t.Errorf("Optimizer of %q = %v, %v", got, opt, err)
 		}
 	}
-	for _, spec := range []string{"scaffold", "krum", "fedadam:lr=-1"} {
+	for _, spec := range []string{"krum", "fedadam:lr=-1", "scaffold:frac=2"} {
 		if got, err := CanonicalStrategy(spec); err == nil {
 			t.Errorf("CanonicalStrategy(%q) = %q, want an error", spec, got)
 		}

@@ -385,7 +385,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	hidden := fs.String("hidden", "128", "hidden layer sizes of the mlp")
 	lr := fs.Float64("lr", 0.05, "local learning rate")
 	momentum := fs.Float64("momentum", defaultMomentum, "local SGD momentum (in the manifest)")
-	strategy := fs.String("strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi or fedadagrad (in the manifest)")
+	strategy := fs.String("strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi, fedadagrad or scaffold (in the manifest)")
 	serverLR := fs.Float64("server-lr", 0, "server learning rate of --strategy (0: the strategy's default)")
 	batch := fs.Int("batch", 64, "local minibatch size")
 	localEpochs := fs.Int("local-epochs", 3, "local epochs per round (3 reaches 0.85 on Dirichlet 0.5 in 20 rounds; 1 does not quite)")

@@ -54,7 +54,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.lr, "lr", pki.DefaultTraining.LearningRate, "local learning rate")
 	fs.Float64Var(&f.momentum, "momentum", defaultMomentum, "local SGD momentum, the same at every site (0: none)")
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient μ, the same at every site (0: FedAvg's local step)")
-	fs.StringVar(&f.strategy, "strategy", "fedavg", "server optimizer the round's leader applies: fedavg, fedadam, fedyogi or fedadagrad, optionally with parameters (fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001)")
+	fs.StringVar(&f.strategy, "strategy", "fedavg", "server optimizer the round's leader applies: fedavg, fedadam, fedyogi, fedadagrad or scaffold, optionally with parameters (fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001)")
 	fs.Float64Var(&f.serverLR, "server-lr", 0, "server learning rate of --strategy (0: the strategy's default: fedavg 1, fedadam 0.1, fedyogi 0.01, fedadagrad 0.1)")
 	fs.StringVar(&f.kind, "model", "mlp", "model: softmax or mlp")
 	fs.StringVar(&f.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
@@ -140,7 +140,7 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	}
 	var err error
 	if o.Training.Strategy, err = pki.CanonicalStrategy(spec); err != nil {
-		return o, withHint(fmt.Errorf("--strategy %q: %w", spec, err), "use fedavg, fedadam, fedyogi or fedadagrad, and --server-lr for the server learning rate")
+		return o, withHint(fmt.Errorf("--strategy %q: %w", spec, err), "use fedavg, fedadam, fedyogi, fedadagrad or scaffold, and --server-lr for the server learning rate")
 	}
 	if o.Model.Inputs == 0 || o.Model.Classes == 0 {
 		in, cl, err := dataDims(f.data)
