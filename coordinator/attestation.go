@@ -30,10 +30,6 @@ import (
 // older than the policy's MaxAge without a fresh attestation is excluded
 // the same way. Fresh valid evidence readmits it.
 
-// ErrNotAttested is what a refusal for evidence wraps, so that callers and
-// metrics can tell it from the engine's rejections.
-var ErrNotAttested = errors.New("coordinator: attestation failed")
-
 // attestation is what the coordinator knows of one member's attestation.
 type attestation struct {
 	gen      uint64 // counts the nonces issued to the member (streams and challenges)

@@ -544,9 +544,16 @@ func (s *Server) challenge(ss *serverStream, got []byte) error {
 	if !s.push(Event{Kind: EventChallenge, Node: ss.node, Nonce: nonce}) {
 		return ErrServerClosed
 	}
-	sctx, cancel := context.WithTimeout(ss.ctx, sendChallengeTimeout)
-	defer cancel()
-	return ss.ep.sendChallenge(sctx, nonce)
+	// Sent by its own goroutine: the reader must not wait behind a large
+	// message to the same node (the node may be waiting for the reader).
+	go func() {
+		sctx, cancel := context.WithTimeout(ss.ctx, sendChallengeTimeout)
+		defer cancel()
+		if err := ss.ep.sendChallenge(sctx, nonce); err != nil {
+			ss.cancel(fmt.Errorf("sending a nonce to %s: %w", ss.node, err))
+		}
+	}()
+	return nil
 }
 
 // sendChallengeTimeout bounds the wait to send a challenge behind a large

@@ -98,6 +98,11 @@ func (e *endpoint) sendChallenge(ctx context.Context, nonce []byte) error {
 		return errStreamEnded
 	}
 	defer func() { <-e.sem }()
+	select {
+	case <-e.done:
+		return errStreamEnded
+	default:
+	}
 	f := &pb.Frame{Body: &pb.Frame_Challenge{Challenge: &pb.Challenge{Nonce: nonce}}}
 	if err := e.fs.Send(f); err != nil {
 		return err
