@@ -678,7 +678,8 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 	defer reattest.Stop()
 	nonces := make(chan challenged, 1)
 	var conn *transport.Conn
-	var asking bool // a Challenge is in flight
+	var asking bool   // a Challenge is in flight
+	var deferred bool // a re-attestation waits for a key setup to end
 	lastExpiry := time.Now()
 	for {
 		done, err := n.drain(ctx, conn, tasks)
@@ -714,25 +715,14 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 		case res := <-results:
 			n.step(n.self, res)
 		case <-reattest.C:
-			switch {
-			case asking:
-			case conn == nil || conn.Nonce() == nil:
-				// Not connected, or a coordinator that issues no nonces:
-				// new keys now, announced at once or on the next connect.
-				n.rotate(conn, nil)
-			default:
-				asking = true
-				c := conn
-				go func() {
-					cctx, cancel := context.WithTimeout(ctx, time.Minute)
-					defer cancel()
-					nonce, err := c.Challenge(cctx)
-					select {
-					case nonces <- challenged{c, nonce, err}:
-					case <-ctx.Done():
-					}
-				}()
+			if !deferred && n.inSetup() {
+				// Peers are sealing setup payloads to the current keys: rotate
+				// once the setup is over (or at the next period at the latest).
+				deferred = true
+				continue
 			}
+			deferred = false
+			n.reattest(ctx, conn, &asking, nonces)
 		case ch := <-nonces:
 			asking = false
 			switch {
@@ -743,11 +733,45 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 			}
 		case now := <-ticker.C:
 			n.rn.Tick()
+			if deferred && !n.inSetup() {
+				deferred = false
+				n.reattest(ctx, conn, &asking, nonces)
+			}
 			if now.Sub(lastExpiry) >= time.Second {
 				lastExpiry = now
 				n.checkExpiry(now)
 			}
 		}
+	}
+}
+
+// inSetup reports whether a key setup this node takes part in is under
+// way (its payloads are sealed to the node's current keys).
+func (n *Node) inSetup() bool {
+	st := n.rn.Status()
+	return st.SetupEpoch > st.Epoch || st.Keyed && !st.GroupKey
+}
+
+// reattest starts a re-attestation: new keys at once if the coordinator
+// issues no nonces (or the node is not connected), else a fresh nonce first.
+func (n *Node) reattest(ctx context.Context, conn *transport.Conn, asking *bool, nonces chan<- challenged) {
+	switch {
+	case *asking:
+	case conn == nil || conn.Nonce() == nil:
+		// Not connected, or a coordinator that issues no nonces: new keys
+		// now, announced at once or on the next connect.
+		n.rotate(conn, nil)
+	default:
+		*asking = true
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			nonce, err := conn.Challenge(cctx)
+			select {
+			case nonces <- challenged{conn, nonce, err}:
+			case <-ctx.Done():
+			}
+		}()
 	}
 }
 
