@@ -687,7 +687,9 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 			return err
 		}
 		if done {
-			n.log.Info("the session is over")
+			n.log.Info("the session is over", "attestations", n.stats.Attestations.Load(), "rotations", n.stats.Rotations.Load(),
+				"attest_s", time.Duration(n.stats.AttestNanos.Load()).Seconds(), "peer_checks", n.stats.PeerChecks.Load(),
+				"peer_check_s", time.Duration(n.stats.PeerCheckNanos.Load()).Seconds(), "peer_failures", n.stats.PeerFailures.Load())
 			if conn != nil {
 				conn.Close()
 			}
