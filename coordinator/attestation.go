@@ -171,8 +171,6 @@ func (c *Coordinator) verifyHello(id fl.NodeID, a *attestation, b []byte, now ti
 // verdict.
 func (c *Coordinator) refuseEvidence(id fl.NodeID, a *attestation, evidence []byte, err error, now time.Time) {
 	reason := "attestation: " + err.Error()
-	c.met.rejected.WithLabelValues("attestation").Inc()
-	c.met.attestations.WithLabelValues(attestResult(err)).Inc()
 	c.log.Warn("refused a member's evidence", "member", id, "check", attestResult(err), "err", err)
 	repeat := a.lastErr == reason && bytes.Equal(a.refused, evidence)
 	a.lastErr, a.failed, a.refused = reason, now, bytes.Clone(evidence)
@@ -183,6 +181,9 @@ func (c *Coordinator) refuseEvidence(id fl.NodeID, a *attestation, evidence []by
 	}
 	c.exclude(id, a, reason)
 	c.setAttestStatus()
+	// Counted last: whoever sees the count sees the status above.
+	c.met.rejected.WithLabelValues("attestation").Inc()
+	c.met.attestations.WithLabelValues(attestResult(err)).Inc()
 }
 
 // relayRefused sends a refused member's evidence to the live members (as
