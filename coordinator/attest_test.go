@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,6 +201,65 @@ func TestAttestationRejections(t *testing.T) {
 	for _, want := range []string{"measurement", "debug mode", "TCB", "old", "signature", "HPKE key", "no TEE evidence"} {
 		if !logHas(t, n1, audit.AttestationFailed, want) {
 			t.Errorf("node-1's audit log has no attestation-failed record for %q", want)
+		}
+	}
+}
+
+// TestAttestationExpiry: node-3 never re-attests, the others every 300ms,
+// and evidence may be at most 2s old. Once node-3's evidence is too old,
+// the coordinator excludes it (and re-keys without it) and node-1 and
+// node-2 distrust it; training goes on with them.
+func TestAttestationExpiry(t *testing.T) {
+	var good [48]byte
+	rand.Read(good[:])
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
+		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 100000, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+		Attestation: simPolicy(good, 2*time.Second)})
+	f.nodeConfig = func(name string, c *node.Config) {
+		c.TEE = node.NewSimTEE(good, "")
+		c.AttestEvery = 300 * time.Millisecond
+		if name == "node-3" {
+			c.AttestEvery = time.Hour
+		}
+	}
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	for i, name := range nodeNames(3) {
+		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
+	}
+	f.waitStatus("node-3 excluded", func(s round.Status) bool {
+		a := f.coord.Attestation()["node-3"]
+		return s.Commits > 0 && !a.OK && strings.Contains(a.LastError, "expired")
+	})
+	a := f.coord.Attestation()["node-3"]
+	t.Logf("node-3: %s", a.LastError)
+	after := f.coord.Status().Round
+	f.waitStatus("two rounds without node-3", func(s round.Status) bool { return s.Commits > 0 && s.LastCommitted > after+1 })
+	h, err := f.coord.History(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range h.History {
+		if r.Round > after && r.Outcome == "committed" && slices.Contains(r.Included, "node-3") {
+			t.Errorf("round %d after the exclusion included node-3: %v", r.Round, r.Included)
+		}
+	}
+	for _, id := range []fl.NodeID{"node-1", "node-2"} {
+		if a := f.coord.Attestation()[id]; !a.OK || a.Count < 2 {
+			t.Errorf("%s: %+v, want valid evidence, re-attested", id, a)
+		}
+	}
+	for _, rn := range f.nodes {
+		rn.cancel()
+		<-rn.done
+	}
+	f.stopCoordinator()
+	if !logHas(t, filepath.Join(f.dir, "coordinator-state", "audit.log"), audit.NodeRefused, "attestation expired") {
+		t.Error("the coordinator's audit log does not record node-3's expired evidence")
+	}
+	for _, n := range []string{"node-1", "node-2"} {
+		if !logHas(t, filepath.Join(f.dir, n+"-state", "audit.log"), audit.AttestationFailed, "more than the maximum") {
+			t.Errorf("%s's audit log does not distrust node-3's expired evidence", n)
 		}
 	}
 }
