@@ -290,8 +290,9 @@ const (
 )
 
 // DefaultDP is the DP configuration [InitFederation] writes when
-// InitOptions.DP is nil.
-var DefaultDP = DP{NoiseMultiplier: 1.0, Clip: 1.0, Epsilon: 8, Delta: 1e-5}
+// InitOptions.DP is nil. Its noise covers the default 20 rounds within the
+// budget: ε ≈ 7.5 at δ = 1e-5 (q = 1, Balle et al. 2020 conversion).
+var DefaultDP = DP{NoiseMultiplier: 3.0, Clip: 1.0, Epsilon: 8, Delta: 1e-5}
 
 // DefaultTraining holds the training settings [InitFederation] uses for
 // every zero field of InitOptions.Training among Rounds, LocalEpochs, Batch
