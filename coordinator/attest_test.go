@@ -261,5 +261,10 @@ func TestAttestationExpiry(t *testing.T) {
 		if !logHas(t, filepath.Join(f.dir, n+"-state", "audit.log"), audit.AttestationFailed, "more than the maximum") {
 			t.Errorf("%s's audit log does not distrust node-3's expired evidence", n)
 		}
+		// A re-attestation makes the coordinator relay the new evidence,
+		// not re-send what the node already has.
+		if logHas(t, filepath.Join(f.dir, n+"-state", "audit.log"), audit.NodeRefused, round.ErrDuplicate.Error()) {
+			t.Errorf("%s's audit log refuses duplicates: the coordinator re-sent messages after a re-attestation", n)
+		}
 	}
 }

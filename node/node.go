@@ -712,7 +712,7 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 			default:
 				// A new connection: evidence bound to it, then Hello.
 				conn = in.conn
-				n.hello(conn, n.keys.Own(), n.keysIssued, conn.Nonce())
+				n.hello(conn, n.keys.Own(), n.keysIssued, conn.Nonce(), false)
 			}
 		case res := <-results:
 			n.step(n.self, res)
@@ -785,14 +785,20 @@ type challenged struct {
 }
 
 // hello makes the Hello evidence of keys on conn (bound to its TLS session
-// and nonce, with a TEE) and says Hello.
-func (n *Node) hello(conn *transport.Conn, keys *SessionKeys, issued time.Time, nonce []byte) {
+// and nonce, with a TEE) and says Hello: as a new connection, or, with
+// reattest, as a re-attestation on a connection that stays up (the
+// coordinator then re-sends nothing, and the engine's idle clock runs on).
+func (n *Node) hello(conn *transport.Conn, keys *SessionKeys, issued time.Time, nonce []byte, reattest bool) {
 	ev, err := n.helloEvidence(conn, keys, issued, nonce)
 	if err != nil {
 		n.log.Error("cannot attest: the Hello carries no TEE evidence, and a coordinator that requires it will refuse this node", "err", err)
 	}
 	n.rn.SetEvidence(ev)
-	n.rn.Reconnect()
+	if reattest {
+		n.rn.Reattest()
+	} else {
+		n.rn.Reconnect()
+	}
 }
 
 // rotate makes new session keys, attests them on conn with nonce (if
@@ -815,7 +821,7 @@ func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
 		return
 	}
 	before := n.stats.AttestBytes.Load()
-	n.hello(conn, keys, issued, nonce)
+	n.hello(conn, keys, issued, nonce, true)
 	n.log.Info("re-attested: new session keys, new evidence", "format", n.teeFormat(), "rotate_s", time.Since(start).Seconds(),
 		"tee_bytes", n.stats.AttestBytes.Load()-before, "attestations", n.stats.Attestations.Load())
 }

@@ -15,10 +15,17 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
 	}
 	fresh := !c.live[from] || !bytes.Equal(c.evidence[from], m.Evidence)
+	reattested := c.reattests(from, m)
 	c.live[from] = true
 	c.evidence[from] = bytes.Clone(m.Evidence)
 	c.emit(Event{Kind: EventAdmitted, Node: from, Epoch: m.Epoch, Digest: DigestOf(m.Evidence),
 		Detail: fmt.Sprintf("holds key epoch %d", m.Epoch)})
+	if reattested {
+		// A re-attestation on a live stream: the member lost nothing, so
+		// nothing is re-sent to it; the others learn its new evidence.
+		c.relayEvidence(from)
+		return nil
+	}
 	switch c.st.Phase {
 	case PhaseJoin:
 		c.maybeStartSetup()
@@ -80,6 +87,40 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 	return nil
 }
 
+// reattests reports whether Hello m from a live member is a re-attestation:
+// new evidence, and the member holds what the current phase needs of its
+// key epoch (a party of the running setup, or of the current epoch and the
+// group key once the setup is done). The same evidence again is a Hello
+// after a quiet spell, by which the member asks for what it waits for.
+func (c *Coordinator) reattests(from fl.NodeID, m Message) bool {
+	if !c.live[from] || c.evidence[from] == nil || bytes.Equal(c.evidence[from], m.Evidence) || m.Epoch != c.st.Epoch {
+		return false
+	}
+	switch c.st.Phase {
+	case PhaseJoin:
+		return false
+	case PhaseAnnounce, PhaseDeal, PhaseAccept, PhaseGroupKey:
+		return c.isParticipant(from)
+	default:
+		return c.keyed[from]
+	}
+}
+
+// relayEvidence sends member id's evidence to the other live members that
+// hold the current epoch, or, during a key setup, to the other live
+// participants (Peer).
+func (c *Coordinator) relayEvidence(id fl.NodeID) {
+	to := c.liveKeyed()
+	if c.st.Phase >= PhaseAnnounce && c.st.Phase <= PhaseGroupKey {
+		to = slices.DeleteFunc(slices.Clone(c.st.Participants), func(m fl.NodeID) bool { return !c.live[m] })
+	}
+	for _, m := range to {
+		if m != id {
+			c.send(m, Message{Kind: KindPeer, Evidences: map[fl.NodeID][]byte{id: c.evidence[id]}})
+		}
+	}
+}
+
 // maxEvidence bounds the attestation evidence a Hello may carry.
 const maxEvidence = 1 << 20
 
@@ -98,13 +139,8 @@ func (c *Coordinator) welcome(id fl.NodeID, relay bool) {
 		w.Dealer, w.Sealed, w.Target = c.st.Dealer, s, c.st.Target
 	}
 	c.send(id, w)
-	if !relay {
-		return
-	}
-	for _, m := range c.liveKeyed() {
-		if m != id {
-			c.send(m, Message{Kind: KindPeer, Evidences: map[fl.NodeID][]byte{id: c.evidence[id]}})
-		}
+	if relay {
+		c.relayEvidence(id)
 	}
 }
 

@@ -82,9 +82,13 @@
 //
 // Members that miss a deadline, or that the transport reports with
 // [Coordinator.Unreachable], are down until their next Hello; a node that
-// hears nothing for a while says Hello by itself. A round whose included
-// set is smaller than the minimum cohort, or that cannot find t live
-// revealers, aborts and the next round starts. A revealer that drops out
+// hears nothing for a while says Hello by itself, and gets what it waits
+// for again. A Hello with new evidence from a live member that holds the
+// current key epoch is a re-attestation ([Node.Reattest]): the coordinator
+// relays the evidence to the other members and re-sends it nothing.
+//
+// A round whose included set is smaller than the minimum cohort, or that
+// cannot find t live revealers, aborts and the next round starts. A revealer that drops out
 // abandons the reveal: the round aborts. A leader that does not commit is
 // replaced by the next in rotation with the same Open result.
 //

@@ -40,20 +40,21 @@ type flight struct {
 
 // simNode is one member in the simulated federation.
 type simNode struct {
-	id     fl.NodeID
-	cfg    NodeConfig
-	n      *Node // nil while crashed
-	state  []byte
-	ledger *recLedger
-	delta  fl.Vector
-	weight float64
-	hold   bool // keep tasks instead of running them
-	held   []Task
-	cut    bool // partitioned: messages to and from it are lost
-	delay  bool // its outgoing messages are stashed until undelayed
-	stash  []flight
-	evals  map[fl.Round]fl.Vector
-	trains map[fl.Round]fl.Vector // the model each training task started from
+	id      fl.NodeID
+	cfg     NodeConfig
+	n       *Node // nil while crashed
+	state   []byte
+	ledger  *recLedger
+	delta   fl.Vector
+	weight  float64
+	hold    bool // keep tasks instead of running them
+	held    []Task
+	cut     bool // partitioned: messages to and from it are lost
+	delay   bool // its outgoing messages are stashed until undelayed
+	stash   []flight
+	evals   map[fl.Round]fl.Vector
+	trains  map[fl.Round]fl.Vector // the model each training task started from
+	attests int                    // re-attestations, numbered in its evidence
 }
 
 // fed is an in-memory federation: a coordinator, its members and a router
@@ -128,7 +129,9 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 			Ledger: sn.ledger, Optimizer: opt, Init: func() fl.Vector { return init.Clone() },
 			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id),
 			VerifyPeer: func(peer fl.NodeID, ev []byte) error {
-				if slices.Contains(o.badEvidence, peer) || string(ev) != "evidence:"+string(peer) {
+				// Re-attested evidence is "evidence:ID#k".
+				e, want := string(ev), "evidence:"+string(peer)
+				if slices.Contains(o.badEvidence, peer) || e != want && !strings.HasPrefix(e, want+"#") {
 					return fmt.Errorf("evidence of %s does not meet the policy", peer)
 				}
 				return nil

@@ -224,6 +224,8 @@ func interpret(t *testing.T, fp **fed, line string) string {
 						sn.n.Tick()
 					}
 				}
+			} else if sn := f.byID[fl.NodeID(who)]; sn != nil && sn.n != nil {
+				sn.n.Tick()
 			}
 			f.run(stop)
 			if stop != nil && stop() {
@@ -302,6 +304,16 @@ func interpret(t *testing.T, fp **fed, line string) string {
 		for _, sn := range targets() {
 			if sn.n != nil {
 				sn.n.Reconnect()
+			}
+		}
+		f.run(stop)
+	case "reattest":
+		// new evidence (new session keys) on a connection that stays up
+		for _, sn := range targets() {
+			if sn.n != nil {
+				sn.attests++
+				sn.n.SetEvidence(fmt.Appendf(nil, "evidence:%s#%d", sn.id, sn.attests))
+				sn.n.Reattest()
 			}
 		}
 		f.run(stop)
