@@ -86,6 +86,10 @@ type Deadlines struct {
 	Commit  time.Duration // each leader's commit; 0: 1m
 	Eval    time.Duration // collecting metrics; 0: 2m
 	Gather  time.Duration // waiting for the rest of the members once enough are live; 0: 3s
+	// Join: a key setup starts without the members that have not said
+	// Hello this long after the first Hello of the attempt, once at least
+	// max(t, minimum cohort) are live (and at once when all are); 0: 30s.
+	Join time.Duration
 }
 
 func (d Deadlines) ticks(tick time.Duration) round.Deadlines {
@@ -98,6 +102,7 @@ func (d Deadlines) ticks(tick time.Duration) round.Deadlines {
 	return round.Deadlines{
 		Setup: t(d.Setup, 2*time.Minute), Collect: t(d.Collect, 5*time.Minute), Reveal: t(d.Reveal, time.Minute),
 		Commit: t(d.Commit, time.Minute), Eval: t(d.Eval, 2*time.Minute), Gather: t(d.Gather, 3*time.Second),
+		Join: t(d.Join, 30*time.Second),
 	}
 }
 

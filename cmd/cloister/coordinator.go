@@ -77,6 +77,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	step := fs.Duration("step-timeout", time.Minute, "how long the reveal and each leader's commit wait")
 	eval := fs.Duration("eval-timeout", 2*time.Minute, "how long a round waits for the nodes' metrics")
 	gather := fs.Duration("gather", 3*time.Second, "after a restart or dropouts: how long to wait for the rest once enough members are back")
+	join := fs.Duration("join-timeout", 30*time.Second, "how long a key setup waits for members that have not said Hello, once max(t, min cohort) have")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as every node does; a value below the federation's largest message is refused)")
 	var lf logFlags
 	lf.register(fs)
@@ -99,7 +100,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	}
 	c, err := coordinator.New(coordinator.Config{
 		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg},
-		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather},
+		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
 	if errors.Is(err, mode.ErrLimitTooSmall) {
 		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
