@@ -58,6 +58,8 @@ type fed struct {
 	onUpdate func(fl.Update)
 	// nodeConfig, if set, adjusts each node's configuration.
 	nodeConfig func(name string, c *node.Config)
+	// deadlines, if set, adjusts the coordinator's deadlines.
+	deadlines func(d *coordinator.Deadlines)
 }
 
 type runningNode struct {
@@ -131,11 +133,14 @@ func nodeNames(n int) []string {
 
 func (f *fed) startCoordinator() {
 	f.t.Helper()
+	dl := coordinator.Deadlines{Setup: 20 * time.Second, Collect: 20 * time.Second, Reveal: 10 * time.Second,
+		Commit: 10 * time.Second, Eval: 10 * time.Second, Gather: 500 * time.Millisecond}
+	if f.deadlines != nil {
+		f.deadlines(&dl)
+	}
 	c, err := coordinator.New(coordinator.Config{
 		Kit: f.kits["coordinator"], StateDir: filepath.Join(f.dir, "coordinator-state"), Logger: f.logger.With("who", "coordinator"),
-		Tick: 50 * time.Millisecond, Seed: 1,
-		Deadlines: coordinator.Deadlines{Setup: 20 * time.Second, Collect: 20 * time.Second, Reveal: 10 * time.Second,
-			Commit: 10 * time.Second, Eval: 10 * time.Second, Gather: 500 * time.Millisecond},
+		Tick: 50 * time.Millisecond, Seed: 1, Deadlines: dl,
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -383,15 +388,23 @@ type sealedModel struct {
 // `cloister model export` does.
 func (f *fed) lastModel(name string) (sealedModel, fl.Vector) {
 	f.t.Helper()
+	ex := f.export(name)
+	return sealedModel{round: ex.Round, state: ex.OptimizerState}, ex.Model
+}
+
+// export runs node.Export on a node's state directory, as `cloister model
+// export` does (the node may be running).
+func (f *fed) export(name string) *node.Exported {
+	f.t.Helper()
 	key, err := store.NewKey(make([]byte, 32)) // startNode's at-rest key
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	ex, err := node.Export(context.Background(), f.kits[name], "", filepath.Join(f.dir, name+"-state"), key)
 	if err != nil {
-		f.t.Fatal(err)
+		f.t.Fatalf("exporting %s's model: %v", name, err)
 	}
-	return sealedModel{round: ex.Round, state: ex.OptimizerState}, ex.Model
+	return ex
 }
 
 // TestFederationScaffold runs SCAFFOLD in the networked runtime: the global

@@ -47,7 +47,8 @@ func OpenModel(groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, 
 }
 
 // Export opens the newest model in a node's state directory with the group
-// key from its (sealed) state. atRest is the key the node's store was sealed
+// key from its (sealed) state (or, right after a re-key, the model key of
+// the previous epoch it keeps). atRest is the key the node's store was sealed
 // with (nil: store.LoadOrCreateKey on the kit directory kitDir).
 func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest store.Sealer) (*Exported, error) {
 	if atRest == nil {
@@ -83,7 +84,10 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 	if st.GroupKey == nil {
 		return nil, fmt.Errorf("%w: the node holds no group key", ErrNoModel)
 	}
-	v, opt, err := round.OpenModelState(GCMBox{}, st.GroupKey, sess[:], b.Model.Round, b.Model.Sealed)
+	// The stored model is sealed under the group key or, right after a
+	// re-key (before the node gets it re-sealed in the next Train), under
+	// the previous one, which the state still keeps.
+	v, opt, err := st.OpenModel(GCMBox{}, b.Model.Round, b.Model.Sealed)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

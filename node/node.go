@@ -63,6 +63,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -199,10 +200,12 @@ type Node struct {
 
 	atRest     store.Sealer
 	savedModel fl.Round // round of the newest sealed model in the store (see hasModel)
+	savedSum   [32]byte // and the SHA-256 of its sealed bytes
 	hasModel   bool
 	savedParty []byte // the key share and group key as last stored, to store them only when they change
 	savedKeys  []byte
 	pendModel  *store.Model
+	resealed   bool         // pendModel replaces the stored model of its round (re-sealed at a re-key)
 	pendAudit  []auditEntry // records from VerifyPeer, appended with the next Ready
 	closeOnce  sync.Once
 
@@ -321,7 +324,7 @@ func (n *Node) open() error {
 		return fmt.Errorf("node: loading state: %w", err)
 	}
 	if saved.Model != nil {
-		n.savedModel, n.hasModel = saved.Model.Round, true
+		n.savedModel, n.savedSum, n.hasModel = saved.Model.Round, sha256.Sum256(saved.Model.Sealed), true
 	}
 	n.savedParty, n.savedKeys = saved.Party, saved.GroupKey
 
@@ -858,9 +861,12 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 		n.stats.Led.Add(1)
 		n.log.Info("led the round: decrypted, applied, sealed and signed", "round", m.Round, "decrypt_s", secs)
 	case round.KindTrain:
-		n.noteModel(m.Base, m.Model)
+		// After a re-key, the model of the same round re-sealed under the
+		// new group key (the engine opened it with that key): it replaces
+		// the stored copy, which only the previous group key opens.
+		n.noteModel(m.Base, m.Model, true)
 	case round.KindModel:
-		n.noteModel(m.Round, m.Model)
+		n.noteModel(m.Round, m.Model, false)
 		if n.tr.scaffold && n.tr.ctl.commit(m.Round, slices.Contains(m.Record.Included, n.self)) {
 			// SCAFFOLD: the round included this node's Δc; keep its cᵢ.
 			if err := n.tr.ctl.save(n.cfg.StateDir, n.atRest, n.session); err != nil {
@@ -876,11 +882,21 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 	}
 }
 
-func (n *Node) noteModel(r fl.Round, sealed []byte) {
-	if len(sealed) == 0 || n.hasModel && r <= n.savedModel || n.pendModel != nil && r <= n.pendModel.Round {
+// noteModel notes a sealed model of round r to store, if it is newer than
+// the newest one noted or stored or, with reseal, that round sealed again.
+func (n *Node) noteModel(r fl.Round, sealed []byte, reseal bool) {
+	if len(sealed) == 0 {
+		return
+	}
+	newest, sum, has := n.savedModel, n.savedSum, n.hasModel
+	if n.pendModel != nil {
+		newest, sum, has = n.pendModel.Round, sha256.Sum256(n.pendModel.Sealed), true
+	}
+	if has && (r < newest || r == newest && (!reseal || sha256.Sum256(sealed) == sum)) {
 		return
 	}
 	n.pendModel = &store.Model{Round: r, Sealed: bytes.Clone(sealed)}
+	n.resealed = n.hasModel && r == n.savedModel
 }
 
 // drain handles every pending Ready: persist, audit, send, start tasks.
@@ -899,7 +915,7 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 			}
 		}
 		if n.pendModel != nil {
-			b.Model = n.pendModel
+			b.Model, b.Resealed = n.pendModel, n.resealed
 		}
 		t0 := time.Now()
 		if b.State != nil || b.Model != nil {
@@ -907,7 +923,8 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 				return false, fmt.Errorf("node: persisting state: %w", err)
 			}
 			if b.Model != nil {
-				n.savedModel, n.hasModel, n.pendModel = b.Model.Round, true, nil
+				n.savedModel, n.savedSum, n.hasModel = b.Model.Round, sha256.Sum256(b.Model.Sealed), true
+				n.pendModel, n.resealed = nil, false
 			}
 			if b.Party != nil {
 				n.savedParty = b.Party

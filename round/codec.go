@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
 )
@@ -226,6 +228,29 @@ func protectSessionID(session []byte, epoch uint64) []byte {
 func OpenModel(box ModelBox, groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, error) {
 	v, _, err := OpenModelState(box, groupKey, session, r, sealed)
 	return v, err
+}
+
+// OpenModel opens a model of round r that a node with this state holds,
+// outside the engine (for `cloister model export`): sealed under its group
+// key or, after a re-key and until the node has the model re-sealed under
+// the new group key, under the model key of an earlier epoch it still
+// keeps (OldModelKeys, newest first). It returns the model and the
+// optimizer state sealed with it.
+func (st NodeState) OpenModel(box ModelBox, r fl.Round, sealed []byte) (fl.Vector, []byte, error) {
+	if st.GroupKey == nil {
+		return nil, nil, fmt.Errorf("%w: the node holds no group key", ErrWrongPhase)
+	}
+	v, opt, err := OpenModelState(box, st.GroupKey, st.Session, r, sealed)
+	if err == nil {
+		return v, opt, nil
+	}
+	epochs := slices.Sorted(maps.Keys(st.OldModelKeys))
+	for i := len(epochs) - 1; i >= 0; i-- {
+		if pt, oerr := box.Open(st.OldModelKeys[epochs[i]], sealed, modelAD(st.Session, r)); oerr == nil {
+			return decodeModel(pt)
+		}
+	}
+	return nil, nil, err
 }
 
 // OpenModelState is OpenModel that also returns the optimizer state sealed

@@ -44,8 +44,13 @@ type NodeBatch struct {
 	// Epoch, if not 0, is the session's new key epoch.
 	Epoch uint64
 	// Model is the newest sealed model the node holds. Its round must not be
-	// older than the stored one's.
+	// older than the stored one's; a model of the stored round must be the
+	// stored one (else [ErrExists]) unless Resealed.
 	Model *Model
+	// Resealed says that Model, of the stored model's round, replaces it:
+	// the same model sealed again under a new group key (a re-key). The
+	// caller checked that it opens under that key.
+	Resealed bool
 }
 
 // Secret slots, part of each secret's additional data: a sealed secret
@@ -91,7 +96,7 @@ func (n *Node) Save(ctx context.Context, b NodeBatch) error {
 			}
 		}
 		if b.Model != nil {
-			if err := n.putModel(ctx, tx, *b.Model); err != nil {
+			if err := n.putModel(ctx, tx, *b.Model, b.Resealed); err != nil {
 				return fmt.Errorf("sealed model of round %d: %w", b.Model.Round, err)
 			}
 		}
@@ -103,7 +108,7 @@ func (n *Node) Save(ctx context.Context, b NodeBatch) error {
 	return nil
 }
 
-func (n *Node) putModel(ctx context.Context, tx *sql.Tx, m Model) error {
+func (n *Node) putModel(ctx context.Context, tx *sql.Tx, m Model, resealed bool) error {
 	round, err := toInt(uint64(m.Round), "round")
 	if err != nil {
 		return err
@@ -122,7 +127,7 @@ func (n *Node) putModel(ctx context.Context, tx *sql.Tx, m Model) error {
 		return fmt.Errorf("older than the stored model of round %d", stored)
 	case round == stored && [32]byte(sd) == d:
 		return nil
-	case round == stored:
+	case round == stored && !resealed:
 		return fmt.Errorf("stored digest %x, new %x: %w", head(sd), d[:6], ErrExists)
 	}
 	_, err = tx.ExecContext(ctx, qNodeModelPut, n.session, round, nonNil(m.Sealed), d[:])

@@ -84,6 +84,16 @@ func TestNodeModelNotOlder(t *testing.T) {
 	if err != nil || b.State != nil || b.Model.Round != 5 || string(b.Model.Sealed) != "m5" {
 		t.Errorf("Load = %+v, %v: the failed batches changed something", b, err)
 	}
+	// The same round re-sealed under a new group key replaces it.
+	if err := n.Save(ctx, NodeBatch{Model: &Model{Round: 5, Sealed: []byte("m5 resealed")}, Resealed: true}); err != nil {
+		t.Fatalf("saving the re-sealed model: %v", err)
+	}
+	if err := n.Save(ctx, NodeBatch{Model: &Model{Round: 4, Sealed: []byte("m4")}, Resealed: true}); err == nil {
+		t.Error("Resealed saved an older model")
+	}
+	if b, err = n.Load(ctx); err != nil || b.Model.Round != 5 || string(b.Model.Sealed) != "m5 resealed" {
+		t.Errorf("Load after the re-seal = %+v, %v", b, err)
+	}
 }
 
 func TestLedgerAcrossReopen(t *testing.T) {

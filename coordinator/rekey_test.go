@@ -1,0 +1,84 @@
+package coordinator_test
+
+import (
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/coordinator"
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/round"
+)
+
+// TestLateMemberRekey: node-3 is not there when the session starts. After
+// Deadlines.Join the key setup starts with node-1 and node-2, who train.
+// node-3 comes during round 3, which aborts (node-1 and node-2 hold their
+// updates past the collect deadline); the re-key that follows includes
+// node-3 and carries the newest committed model (round 2, unless a round
+// before aborted) over to the new group key. A node's `model export` gives
+// that committed model before the re-key and right after it, while round 4
+// trains on it.
+func TestLateMemberRekey(t *testing.T) {
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain, DP: &pki.DP{},
+		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f.deadlines = func(d *coordinator.Deadlines) {
+		d.Join = 500 * time.Millisecond
+		d.Collect = 2 * time.Second
+	}
+	var mu sync.Mutex
+	held := map[fl.Round][]fl.NodeID{} // who holds its update of round r
+	release := map[fl.Round]chan struct{}{3: make(chan struct{}), 4: make(chan struct{})}
+	f.nodeConfig = func(name string, c *node.Config) {
+		c.Idle = time.Second // node-1 and node-2 say Hello again soon after they are marked down
+		c.OnUpdate = func(u fl.Update) {
+			if ch := release[u.Round]; ch != nil && (u.Round == 3 || name == "node-2") {
+				mu.Lock()
+				held[u.Round] = append(held[u.Round], u.Node)
+				mu.Unlock()
+				<-ch
+			}
+		}
+	}
+	holding := func(r fl.Round, n int) func(round.Status) bool {
+		return func(round.Status) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(held[r]) == n
+		}
+	}
+	f.startCoordinator()
+	test := blobs(90, 6, 3, 99)
+	for i, name := range nodeNames(2) {
+		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
+	}
+	f.waitStatus("round 3 held by node-1 and node-2", holding(3, 2))
+	s := f.coord.Status()
+	if s.LastCommitted == 0 || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2"}) {
+		t.Fatalf("status %+v: want rounds committed by a setup of node-1 and node-2", s)
+	}
+	epoch, last := s.Epoch, s.LastCommitted
+	before := f.export("node-2")
+	f.startNode("node-3", blobs(120, 6, 3, 2), test)
+	f.waitStatus("round 3 aborted", func(s round.Status) bool { return s.Round > 3 || s.Phase < round.PhaseWait })
+	close(release[3])
+	f.waitStatus("node-2 holds round 4", holding(4, 1))
+	s = f.coord.Status()
+	if s.Epoch == epoch || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2", "node-3"}) || s.LastCommitted != last {
+		t.Fatalf("status %+v: want a re-key with node-3 after round %d", s, last)
+	}
+	after := f.export("node-2")
+	close(release[4])
+	f.waitNodes(time.Minute)
+	f.stopCoordinator()
+	if before.Round != last || after.Round != last || !slices.Equal(before.Model, after.Model) {
+		t.Errorf("export before the re-key: round %d %v; after: round %d %v; want the same committed model of round %d",
+			before.Round, before.Model[:3], after.Round, after.Model[:3], last)
+	}
+	if before.Digest == after.Digest {
+		t.Error("the export after the re-key opened the copy sealed under the previous group key, not the re-sealed one")
+	}
+	f.verifyAudit(4)
+}
