@@ -700,7 +700,7 @@ func (c *Coordinator) slimState(st round.CoordinatorState) ([]byte, error) {
 			return nil, err
 		}
 		if d := round.DigestOf(b); d != c.savedKeys {
-			if err := writeSynced(filepath.Join(c.cfg.StateDir, GroupKeyFile), b); err != nil {
+			if err := store.WriteFile(filepath.Join(c.cfg.StateDir, GroupKeyFile), b, 0o600); err != nil {
 				return nil, fmt.Errorf("coordinator: %w", err)
 			}
 			c.savedKeys = d
@@ -738,34 +738,6 @@ func (c *Coordinator) loadState(ctx context.Context, b []byte) (round.Coordinato
 		}
 	}
 	return st, nil
-}
-
-// writeSynced writes data to path atomically and durably: a synced
-// temporary file renamed over path, then the directory synced.
-func writeSynced(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 type auditEntry struct {

@@ -86,7 +86,7 @@ func (c *control) save(dir string, atRest store.Sealer, session []byte) error {
 	if err != nil {
 		return fmt.Errorf("node: sealing the control variate: %w", err)
 	}
-	if err := writeSynced(filepath.Join(dir, ControlFile), sealed); err != nil {
+	if err := store.WriteFile(filepath.Join(dir, ControlFile), sealed, 0o600); err != nil {
 		return fmt.Errorf("node: storing the control variate: %w", err)
 	}
 	return nil
@@ -121,32 +121,4 @@ func (c *control) load(dir string, atRest store.Sealer, session []byte) error {
 	}
 	c.ci, c.round = ci, fl.Round(binary.BigEndian.Uint64(b))
 	return nil
-}
-
-// writeSynced writes data to path atomically and durably: a synced
-// temporary file (0600) renamed over path, then the directory synced.
-func writeSynced(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

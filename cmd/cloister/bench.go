@@ -8,6 +8,7 @@ import (
 
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/mhe/mhebench"
+	"github.com/cloisterfl/cloister/store"
 )
 
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -50,7 +51,7 @@ func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return writeFileAtomic(*jsonPath, append(data, '\n'), 0o644)
+		return store.WriteFile(*jsonPath, append(data, '\n'), 0o644)
 	}
 	return nil
 }

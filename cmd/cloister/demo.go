@@ -28,6 +28,7 @@ import (
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/plot"
+	"github.com/cloisterfl/cloister/store"
 )
 
 // localFed runs a federation of real processes of this binary on
@@ -504,7 +505,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(*jsonPath, b, 0o644); err != nil {
+		if err := store.WriteFile(*jsonPath, b, 0o644); err != nil {
 			return err
 		}
 	}
@@ -721,7 +722,7 @@ func demoPlot(path string, r demoResult) error {
 	if err := fig.WriteSVG(&buf); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, buf.Bytes(), 0o644)
+	return store.WriteFile(path, buf.Bytes(), 0o644)
 }
 
 // checkDemoDP checks the demo's DP flags before anything is provisioned.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/store"
 )
 
 // marshalIndent encodes v as indented JSON with a final newline.
@@ -60,7 +61,7 @@ func runModel(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(*out, b, 0o600); err != nil {
+	if err := store.WriteFile(*out, b, 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote the %s model of round %d (%d parameters) to %s\n", exp.Kind, exp.Round, exp.Params, *out)

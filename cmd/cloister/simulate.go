@@ -17,6 +17,7 @@ import (
 	"github.com/cloisterfl/cloister/plot"
 	"github.com/cloisterfl/cloister/robust"
 	"github.com/cloisterfl/cloister/simulation"
+	"github.com/cloisterfl/cloister/store"
 	"github.com/cloisterfl/cloister/strategy"
 )
 
@@ -231,7 +232,7 @@ func (l *learning) output(res *simulation.Result, title, xlabel string, withEpsi
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(l.jsonPath, append(data, '\n'), 0o644); err != nil {
+		if err := store.WriteFile(l.jsonPath, append(data, '\n'), 0o644); err != nil {
 			return err
 		}
 	}
@@ -263,5 +264,5 @@ func (l *learning) output(res *simulation.Result, title, xlabel string, withEpsi
 	if err := f.WriteSVG(&buf); err != nil {
 		return err
 	}
-	return writeFileAtomic(l.plotPath, buf.Bytes(), 0o644)
+	return store.WriteFile(l.plotPath, buf.Bytes(), 0o644)
 }
