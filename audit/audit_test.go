@@ -492,6 +492,8 @@ func TestDataValidation(t *testing.T) {
 		{EpsilonSpent, Data{MicroEpsilon: -5}},
 		{PayloadRelayed, Data{Node: "node-1", Recipient: "node-2", Digest: d("p"), Size: -1}},
 		{AttestationOK, Data{Node: "node-1", Format: "SEV SNP"}},
+		{NodeReadmitted, Data{Round: 3}},                       // no node
+		{NodeReadmitted, Data{Node: "node-2", Digest: d("e")}}, // extra field
 	}
 	path := filepath.Join(t.TempDir(), "v.log")
 	l := open(t, path, coord)

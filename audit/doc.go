@@ -47,6 +47,7 @@
 //	attestation-ok       node                       format, digest
 //	attestation-failed   node, reason               format, digest
 //	key-rotated          epoch                      members, digest, reason
+//	node-readmitted      node                       round, reason
 //
 // A committed record may carry a [Cosignature] by the round's leader
 // ([Cosign], [Log.AppendCosigned]). The leader signs the record's

@@ -35,6 +35,7 @@ func seedLines(tb testing.TB, dir string) [][]byte {
 		{AttestationOK, Data{Node: "node-1", Format: "sev-snp", Digest: d("e")}},
 		{AttestationFailed, Data{Node: "node-2", Reason: "measurement ünknown"}},
 		{KeyRotated, Data{Epoch: 2, Reason: "node-2 left"}},
+		{NodeReadmitted, Data{Node: "node-2", Round: 2, Reason: "valid evidence again"}},
 		{Aborted, Data{Round: 2, Reason: "too few updates"}},
 	} {
 		if _, err := l.Append(e.k, e.d); err != nil {

@@ -70,6 +70,7 @@ const (
 	AttestationOK     Kind = "attestation-ok"     // a node's evidence verified
 	AttestationFailed Kind = "attestation-failed" // a node's evidence failed
 	KeyRotated        Kind = "key-rotated"        // the group key was rotated to a new epoch
+	NodeReadmitted    Kind = "node-readmitted"    // an excluded node's exclusion ended (valid evidence again)
 )
 
 // Data holds a record's typed fields. Which fields a kind requires and
@@ -179,6 +180,7 @@ var kinds = map[Kind]kindSpec{
 	AttestationOK:     {required: fNode, optional: fFormat | fDigest},
 	AttestationFailed: {required: fNode | fReason, optional: fFormat | fDigest},
 	KeyRotated:        {required: fEpoch, optional: fMembers | fDigest | fReason},
+	NodeReadmitted:    {required: fNode, optional: fRound | fReason},
 }
 
 // Limits on what a record may hold.

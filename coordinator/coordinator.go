@@ -775,6 +775,9 @@ func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState
 			add(audit.KeySetup, audit.Data{Epoch: e.Epoch, Members: members, Digest: d})
 		case round.EventExcluded:
 			add(audit.NodeDropped, audit.Data{Node: e.Node, Round: e.Round, Reason: audit.Reason("excluded: " + e.Detail)})
+		case round.EventReadmitted:
+			// The daemon readmits a member only on valid evidence (admit).
+			add(audit.NodeReadmitted, audit.Data{Node: e.Node, Round: e.Round, Reason: "valid evidence again; re-keyed in at the next round boundary"})
 		case round.EventRoundStarted:
 			c.leader = e.Node
 			add(audit.RoundStarted, audit.Data{Round: e.Round, Members: e.Nodes, Leader: e.Node})
