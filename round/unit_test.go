@@ -247,3 +247,31 @@ func FuzzStep(f *testing.F) {
 		}
 	})
 }
+
+// TestNodeStateOpenModel: a node's state opens a model sealed under its
+// group key, or one sealed under an earlier epoch's model key it still
+// keeps (a model not yet re-sealed after a re-key), and nothing else.
+func TestNodeStateOpenModel(t *testing.T) {
+	session := []byte("s")
+	oldKey, newKey, otherKey := bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 16), bytes.Repeat([]byte{3}, 16)
+	st := NodeState{Session: session, GroupKey: encodeGroupKey([]byte("target"), newKey),
+		OldModelKeys: map[uint64][]byte{1: otherKey, 2: oldKey}}
+	model := fl.Vector{1, -2, 3}
+	for _, key := range [][]byte{newKey, oldKey, otherKey} {
+		sealed, _ := fakeBox{}.Seal(key, encodeModel(model, []byte("opt")), modelAD(session, 4))
+		v, opt, err := st.OpenModel(fakeBox{}, 4, sealed)
+		if err != nil || !slices.Equal(v, model) || string(opt) != "opt" {
+			t.Errorf("key %x: OpenModel = %v, %q, %v; want %v", key[:1], v, opt, err, model)
+		}
+		if _, _, err := st.OpenModel(fakeBox{}, 5, sealed); !errors.Is(err, ErrMalformed) {
+			t.Errorf("key %x: opened as the model of another round: %v", key[:1], err)
+		}
+	}
+	sealed, _ := fakeBox{}.Seal(bytes.Repeat([]byte{4}, 16), encodeModel(model, nil), modelAD(session, 4))
+	if _, _, err := st.OpenModel(fakeBox{}, 4, sealed); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a model under a key the node never held: %v, want ErrMalformed", err)
+	}
+	if _, _, err := (NodeState{Session: session}).OpenModel(fakeBox{}, 4, sealed); !errors.Is(err, ErrWrongPhase) {
+		t.Errorf("a state without a group key: %v, want ErrWrongPhase", err)
+	}
+}
