@@ -69,9 +69,12 @@ type Status struct {
 	Included      []fl.NodeID
 	Revealers     []fl.NodeID
 	// Participants are the members of the current epoch's key setup;
-	// Excluded the members excluded by Exclude.
+	// Keyed the live members that hold a party of it; Excluded the members
+	// excluded by Exclude, and Exclusions the reason each was excluded for.
 	Participants []fl.NodeID
+	Keyed        []fl.NodeID
 	Excluded     []fl.NodeID
+	Exclusions   map[fl.NodeID]string
 }
 
 // NewCoordinator returns a coordinator for a new session. It waits for the
@@ -204,7 +207,10 @@ func (c *Coordinator) Status() Status {
 		LastCommitted: c.st.LastCommitted, Cohort: slices.Clone(c.st.Cohort),
 		Included: nodesOf(c.st.Included), Revealers: slices.Clone(c.st.Revealers),
 		Live: c.sortedSet(c.live), Uploaded: c.sortedSet(boolSet(c.uploads)),
-		Participants: slices.Clone(c.st.Participants), Excluded: c.sortedSet(boolSet(c.st.Excluded)),
+		Participants: slices.Clone(c.st.Participants), Keyed: c.liveKeyed(), Excluded: c.sortedSet(boolSet(c.st.Excluded)),
+	}
+	if len(c.st.Excluded) > 0 {
+		s.Exclusions = maps.Clone(c.st.Excluded)
 	}
 	if len(s.Included) == 0 {
 		s.Included = nil

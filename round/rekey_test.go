@@ -118,8 +118,9 @@ func TestExcludeRekeys(t *testing.T) {
 	// Exclusion and epoch participants are persisted.
 	f.crashCoordinator()
 	f.restartCoordinator()
-	if s := f.c.Status(); !slices.Equal(s.Excluded, []fl.NodeID{"n2"}) || !slices.Equal(s.Participants, rest) {
-		t.Fatalf("after a restart: excluded %v, participants %v", s.Excluded, s.Participants)
+	if s := f.c.Status(); !slices.Equal(s.Excluded, []fl.NodeID{"n2"}) || s.Exclusions["n2"] != "evidence revoked" ||
+		!slices.Equal(s.Participants, rest) {
+		t.Fatalf("after a restart: excluded %v (%v), participants %v", s.Excluded, s.Exclusions, s.Participants)
 	}
 	err := f.c.Step("n2", Message{Kind: KindHello, Session: f.cfg.Session, Epoch: 1})
 	if !errors.Is(err, ErrExcluded) {
