@@ -32,8 +32,10 @@
 //
 // [Coordinator.Handler] serves Prometheus metrics at /metrics, the round
 // history with per-phase timings, bytes and the nodes' example-weighted
-// metrics at /rounds (JSON), and the engine's status at /status. Serve it on
-// a separate listener (`--metrics`).
+// metrics at /rounds (JSON), the engine's status, the members and their
+// attestation at /status (JSON), and a dashboard at / that renders those
+// two documents as one HTML page (no script). Serve it on a separate
+// listener (`--metrics`).
 package coordinator
 
 import (

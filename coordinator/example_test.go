@@ -28,7 +28,7 @@ func Example() {
 		panic(err)
 	}
 	ml, _ := net.Listen("tcp", "127.0.0.1:9090")
-	go http.Serve(ml, c.Handler()) // /metrics, /rounds, /status
+	go http.Serve(ml, c.Handler()) // / (dashboard), /metrics, /rounds, /status
 	l, _ := net.Listen("tcp", "127.0.0.1:7443")
 	go c.Serve(l)
 	<-c.Done() // or a signal

@@ -207,10 +207,12 @@ func (c *Coordinator) History(ctx context.Context) (*History, error) {
 	return h, nil
 }
 
-// Handler serves /metrics (Prometheus), /rounds (the History as JSON) and
-// /status (the engine's status as JSON). Serve it on its own listener.
+// Handler serves the dashboard at / (HTML), /metrics (Prometheus), /rounds
+// (the History as JSON) and /status (the engine's status, the members and
+// their attestation as JSON). Serve it on its own listener.
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", c.serveDashboard)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /rounds", func(w http.ResponseWriter, r *http.Request) {
 		h, err := c.History(r.Context())
@@ -220,14 +222,7 @@ func (c *Coordinator) Handler() http.Handler {
 		}
 		writeJSON(w, h)
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		st := c.Status()
-		writeJSON(w, map[string]any{"phase": st.Phase.String(), "epoch": st.Epoch, "round": st.Round, "commits": st.Commits,
-			"last_committed": st.LastCommitted, "live": st.Live, "cohort": st.Cohort, "leader": st.Leader,
-			"connected": c.srv.Connected(), "attestation": c.attestationDoc(),
-			"messages": map[string]uint64{"max_message": uint64(c.cfg.Limits.MaxMessage),
-				"largest_in": c.tm.LargestIn.Load(), "largest_out": c.tm.LargestOut.Load()}})
-	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, c.statusDoc()) })
 	return mux
 }
 
@@ -236,15 +231,4 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
-}
-
-// attestationDoc is the attestation part of /status: whether it is required,
-// what operators must see about the policy, and each member's status.
-func (c *Coordinator) attestationDoc() map[string]any {
-	if !c.man.AttestationRequired() {
-		return map[string]any{"required": false,
-			"warnings": []string{"INSECURE: attestation is off: nothing proves what code the members run"}}
-	}
-	return map[string]any{"required": true, "formats": c.man.Attestation.Formats, "max_age": c.man.Attestation.MaxAge.String(),
-		"warnings": c.man.Attestation.Warnings(), "nodes": c.Attestation()}
 }
