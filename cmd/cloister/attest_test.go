@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +41,37 @@ func simFed(t *testing.T, nodes, threshold, rounds, localEpochs int, maxAge time
 	f.nodeArgs = append(f.nodeArgs, "--tee", "sim")
 	f.exeOf, f.argsOf = map[string]string{}, map[string][]string{}
 	return f
+}
+
+// dashboard returns the coordinator's dashboard (GET /).
+func (f *localFed) dashboard() (string, error) {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + f.metrics + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /: %s: %s", resp.Status, b)
+	}
+	return string(b), nil
+}
+
+// dashboardRow returns the dashboard's table row of member name, or "".
+func dashboardRow(page, name string) string {
+	i := strings.Index(page, "<td><code>"+name+"</code>")
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(page[i:], "</tr>")
+	if j < 0 {
+		return page[i:]
+	}
+	return page[i : i+j]
 }
 
 // records returns the records of an audit log.
@@ -169,6 +203,10 @@ func TestAttestRevocation(t *testing.T) {
 	if err := f.get("/status", &st); err != nil {
 		t.Fatal(err)
 	}
+	page, err := f.dashboard()
+	if err != nil {
+		t.Fatal(err)
+	}
 	honest := []string{"node-1", "node-3", "node-4"}
 	f.names = honest
 	f.finish(4 * time.Minute)
@@ -178,10 +216,22 @@ func TestAttestRevocation(t *testing.T) {
 	if a := st.Attestation.Nodes["node-2"]; a.OK || !strings.Contains(a.LastError, "TCB") {
 		t.Errorf("/status for node-2: %+v, want failed on its TCB", a)
 	}
+	// The dashboard shows the same: the sim banner, node-2 failed and
+	// excluded on its TCB, the others attested.
+	if !strings.Contains(page, `class="banner" role="alert">INSECURE: the attestation policy accepts SIMULATED evidence`) {
+		t.Error("the dashboard has no sim banner")
+	}
+	if r := dashboardRow(page, "node-2"); !strings.Contains(r, `<span class="failed">failed</span>`) ||
+		!strings.Contains(r, `<span class="excluded">attestation: `) || !strings.Contains(r, "TCB") {
+		t.Errorf("the dashboard's row of node-2 does not show it excluded on its TCB:\n%s", r)
+	}
 	for _, n := range honest {
 		a := st.Attestation.Nodes[fl.NodeID(n)]
 		if !a.OK || a.Count < 2 {
 			t.Errorf("/status for %s: %+v, want valid after re-attestations", n, a)
+		}
+		if r := dashboardRow(page, n); !strings.Contains(r, `<span class="ok">ok</span>`) || !strings.Contains(r, a.Measurement[:16]) {
+			t.Errorf("the dashboard's row of %s does not show it attested:\n%s", n, r)
 		}
 		t.Logf("%s: %d attestations verified, evidence %.1fs old at the end", n, a.Count, a.AgeSeconds)
 	}

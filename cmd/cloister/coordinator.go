@@ -69,7 +69,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	fs := newFlags("coordinator", stderr)
 	kitDir := fs.String("kit", "", "the coordinator's kit directory (required)")
 	listen := fs.String("listen", "", "address to accept nodes on (default: the kit's coordinator address)")
-	metricsAddr := fs.String("metrics", "", "address for /metrics, /rounds and /status over HTTP (default: off)")
+	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status over HTTP, unauthenticated (default: off)")
 	state := fs.String("state", "", "state directory (default: KIT/state)")
 	tick := fs.Duration("tick", coordinator.DefaultTick, "engine clock period")
 	collect := fs.Duration("collect-timeout", 5*time.Minute, "how long a round waits for uploads from connected nodes")
@@ -123,7 +123,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		}
 		hs = &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(ml)
-		log.Info("metrics", "addr", ml.Addr().String(), "paths", "/metrics /rounds /status")
+		log.Info("metrics", "addr", ml.Addr().String(), "paths", "/ (dashboard) /metrics /rounds /status")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

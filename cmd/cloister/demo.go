@@ -471,6 +471,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err := f.startCoordinator(); err != nil {
 		return err
 	}
+	fmt.Fprintf(stdout, "dashboard: http://%s/ (while the demo runs; JSON at /status and /rounds)\n", f.metrics)
 	var names []string
 	for i := 1; i <= *nodes; i++ {
 		name := fmt.Sprintf("node-%d", i)

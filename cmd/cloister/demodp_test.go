@@ -31,7 +31,7 @@ func TestDemoDP(t *testing.T) {
 		t.Fatalf("cloister demo: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
-	for _, want := range []string{"privacy budget ε = 8 covers 2 rounds", "round  2/3  accuracy", "  ε 7.0",
+	for _, want := range []string{"dashboard: http://127.0.0.1:", "privacy budget ε = 8 covers 2 rounds", "round  2/3  accuracy", "  ε 7.0",
 		"stopped by the privacy budget: 2 of 3 rounds committed", "privacy: ε = 7.0"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q", want)
