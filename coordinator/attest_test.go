@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -249,6 +250,11 @@ func TestAttestationExpiry(t *testing.T) {
 			t.Errorf("%s: %+v, want valid evidence, re-attested", id, a)
 		}
 	}
+	// Each node checks its peers' evidence age once a second, on its own
+	// clock: wait for both to have recorded node-3's expiry before stopping.
+	for _, n := range []string{"node-1", "node-2"} {
+		waitLogHas(t, filepath.Join(f.dir, n+"-state", "audit.log"), audit.AttestationFailed, "more than the maximum", 20*time.Second)
+	}
 	for _, rn := range f.nodes {
 		rn.cancel()
 		<-rn.done
@@ -266,5 +272,24 @@ func TestAttestationExpiry(t *testing.T) {
 		if logHas(t, filepath.Join(f.dir, n+"-state", "audit.log"), audit.NodeRefused, round.ErrDuplicate.Error()) {
 			t.Errorf("%s's audit log refuses duplicates: the coordinator re-sent messages after a re-attestation", n)
 		}
+	}
+}
+
+// waitLogHas polls the audit log at path, which a running daemon appends
+// to, until it has a record of kind whose reason contains s (complete
+// lines only), or gives up after timeout; logHas then reports the verdict.
+func waitLogHas(t *testing.T, path string, kind audit.Kind, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(path)
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			for _, line := range bytes.Split(b[:i], []byte("\n")) {
+				if rec, err := audit.ParseRecord(line); err == nil && rec.Kind == kind && strings.Contains(rec.Data.Reason, s) {
+					return
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
