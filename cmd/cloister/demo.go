@@ -288,16 +288,17 @@ func tail(path string, n int) string {
 	return path + ":\n  " + strings.Join(lines, "\n  ")
 }
 
-// nodeTimes are the mean seconds per task the nodes logged.
+// nodeTimes are the mean seconds per task the nodes logged, and how many
+// scheduled re-attestations (new session keys and TEE evidence) they made.
 type nodeTimes struct {
-	Train, Protect, Reveal, Decrypt, Evaluate float64
-	counts                                    [5]int
+	Train, Protect, Reveal, Decrypt, Evaluate, Reattest float64
+	counts                                              [6]int
 }
 
 // parseNodeLogs reads the nodes' JSON logs for their task timings.
 func (f *localFed) parseNodeLogs(names []string) nodeTimes {
 	var t nodeTimes
-	keys := []string{"train_s", "protect_s", "reveal_s", "decrypt_s", "eval_s"}
+	keys := []string{"train_s", "protect_s", "reveal_s", "decrypt_s", "eval_s", "rotate_s"}
 	sums := make([]float64, len(keys))
 	for _, name := range names {
 		fh, err := os.Open(f.logPath(name))
@@ -326,7 +327,7 @@ func (f *localFed) parseNodeLogs(names []string) nodeTimes {
 		}
 		return sums[i] / float64(t.counts[i])
 	}
-	t.Train, t.Protect, t.Reveal, t.Decrypt, t.Evaluate = mean(0), mean(1), mean(2), mean(3), mean(4)
+	t.Train, t.Protect, t.Reveal, t.Decrypt, t.Evaluate, t.Reattest = mean(0), mean(1), mean(2), mean(3), mean(4), mean(5)
 	return t
 }
 
@@ -360,9 +361,12 @@ type demoResult struct {
 	// NodeSeconds are the nodes' mean seconds per task: local training,
 	// protecting the update (encrypting, signing), making a reveal share,
 	// leading (decrypt, apply, seal, sign), evaluating.
-	NodeSeconds  map[string]float64 `json:"node_seconds_per_task"`
-	SetupSeconds float64            `json:"setup_seconds"`
-	TotalSeconds float64            `json:"total_seconds"`
+	NodeSeconds map[string]float64 `json:"node_seconds_per_task"`
+	// Reattestations counts the nodes' scheduled re-attestations (--tee
+	// with --attest-every); their mean cost is NodeSeconds["reattest"].
+	Reattestations int     `json:"reattestations,omitempty"`
+	SetupSeconds   float64 `json:"setup_seconds"`
+	TotalSeconds   float64 `json:"total_seconds"`
 	// Messages are the message limit and the largest messages.
 	Messages messageSizes `json:"messages"`
 	Dir      string       `json:"dir,omitempty"`
@@ -627,7 +631,11 @@ func summarize(h *coordinator.History, nt nodeTimes, opts pki.InitOptions, seed 
 	res := demoResult{Mode: opts.Mode, Preset: opts.Preset, Nodes: opts.Nodes, Threshold: opts.Threshold, Seed: seed,
 		Model: opts.Model.Kind, Partition: partition, Strategy: opts.Training.Strategy, PhaseSeconds: map[string][]float64{}, TotalSeconds: total,
 		FinalAccuracy: math.NaN(), FinalLoss: math.NaN(),
-		NodeSeconds: map[string]float64{"train": nt.Train, "protect": nt.Protect, "reveal": nt.Reveal, "lead": nt.Decrypt, "evaluate": nt.Evaluate}}
+		NodeSeconds:    map[string]float64{"train": nt.Train, "protect": nt.Protect, "reveal": nt.Reveal, "lead": nt.Decrypt, "evaluate": nt.Evaluate},
+		Reattestations: nt.counts[5]}
+	if nt.counts[5] > 0 {
+		res.NodeSeconds["reattest"] = nt.Reattest
+	}
 	if len(opts.Model.Hidden) > 0 {
 		res.Model += fmt.Sprint(opts.Model.Hidden)
 	}
@@ -692,6 +700,10 @@ func printSummary(w io.Writer, r demoResult) {
 	}
 	fmt.Fprintf(w, "  node tasks, mean seconds: train %.3f  protect %.3f  reveal %.3f  lead %.3f  evaluate %.3f\n",
 		r.NodeSeconds["train"], r.NodeSeconds["protect"], r.NodeSeconds["reveal"], r.NodeSeconds["lead"], r.NodeSeconds["evaluate"])
+	if r.Reattestations > 0 {
+		fmt.Fprintf(w, "  re-attestation: %d in all (%.1f per node), mean %.2f ms each (new session keys, TEE report, signed evidence)\n",
+			r.Reattestations, float64(r.Reattestations)/float64(r.Nodes), 1000*r.NodeSeconds["reattest"])
+	}
 	var up, down uint64
 	for i := range r.BytesUpPerRound {
 		up += r.BytesUpPerRound[i]
