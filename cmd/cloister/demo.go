@@ -685,6 +685,8 @@ func printSummary(w io.Writer, r demoResult) {
 	if p := r.DP; p != nil {
 		fmt.Fprintf(w, "  privacy: ε = %.4g at δ = %g after %d rounds (budget %g, σ = %g, C = %g)\n",
 			r.EpsilonTotal, p.Delta, r.Rounds, p.Budget, p.NoiseMultiplier, p.Clip)
+	} else {
+		fmt.Fprintf(w, "  privacy: differential privacy off, so no ε is spent or bounded: the model may memorize a site's examples (--dp-noise σ --clip C --epsilon E turns it on; docs/PRIVACY.md)\n")
 	}
 	fmt.Fprintf(w, "  round time: median %.2fs, total of rounds %.1fs; setup %.1fs; wall clock %.1fs\n",
 		r.MedianRoundSeconds, sum(r.SecondsPerRound), r.SetupSeconds, r.TotalSeconds)

@@ -44,7 +44,7 @@ func TestDemoTEE(t *testing.T) {
 	if res.Reattestations < 3 || !(res.NodeSeconds["reattest"] > 0) {
 		t.Errorf("%d re-attestations, mean %v s: want several, with a cost", res.Reattestations, res.NodeSeconds["reattest"])
 	}
-	for _, want := range []string{"WARNING: --tee sim is a SIMULATED TEE", "re-attestation: "} {
+	for _, want := range []string{"WARNING: --tee sim is a SIMULATED TEE", "re-attestation: ", "privacy: differential privacy off"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q", want)
 		}
