@@ -167,7 +167,10 @@ func (n *Node) isParticipant(id fl.NodeID) bool { return slices.Contains(n.parti
 // Distrust tells the node that member id's attestation can no longer be
 // trusted (its evidence expired, or was revoked), for reason. The node
 // refuses key setups that include id and reveals and decryptions of
-// aggregates that include it, and emits an [EventPeerDistrusted] event.
+// aggregates that include it; while id is a participant of the node's key
+// epoch (it holds a key share and the group key), the node also refuses to
+// train, reveal, lead or deal in that epoch. It emits an
+// [EventPeerDistrusted] event.
 // The distrust lasts until VerifyPeer accepts evidence of id other than the
 // evidence the node holds now (fresh evidence, relayed after id attested
 // again). Distrusting a member already distrusted for the same evidence
@@ -379,6 +382,29 @@ func (n *Node) applyPeers(verdicts map[fl.NodeID]error, evs map[fl.NodeID][]byte
 			delete(n.pinned, id)
 		}
 	}
+}
+
+// distrustedAmong returns the first of ids that the node distrusts.
+func (n *Node) distrustedAmong(ids []fl.NodeID) (fl.NodeID, bool) {
+	for _, id := range ids {
+		if n.distrusted[id] {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// checkEpochTrusted refuses (see refuse) to act in round r of the current
+// key epoch while the node distrusts one of its participants: that member
+// holds a share of the epoch's collective key and the group key, so an
+// upload, a reveal (to the group key) or a model sealed under the group key
+// would reach it. The node takes part again after a re-key without it, or
+// once fresh evidence of it verifies.
+func (n *Node) checkEpochTrusted(epoch uint64, r fl.Round) error {
+	if id, ok := n.distrustedAmong(n.participants()); ok {
+		return n.refuse(epoch, r, nil, "participant %s of key epoch %d is distrusted", id, n.st.Epoch)
+	}
+	return nil
 }
 
 // stillPinned reports whether Distrust pinned ev, the evidence of id.

@@ -46,6 +46,9 @@ func (n *Node) train(m Message) error {
 	case m.Base < n.st.ModelRound:
 		return fmt.Errorf("%w: base model of round %d, this node has seen round %d", ErrReplay, m.Base, n.st.ModelRound)
 	}
+	if err := n.checkEpochTrusted(m.Epoch, r); err != nil {
+		return err
+	}
 	if n.cfg.MayTrain != nil {
 		if err := n.cfg.MayTrain(r); err != nil {
 			return n.refuse(m.Epoch, r, nil, "%v", err)
@@ -147,6 +150,9 @@ func (n *Node) revealRequest(m Message) error {
 	if err := n.checkIncluded(r, m.Included); err != nil {
 		return n.refuse(m.Epoch, r, nil, "%v", err)
 	}
+	if err := n.checkEpochTrusted(m.Epoch, r); err != nil {
+		return err
+	}
 	if i := slices.IndexFunc(m.Included, func(c Contribution) bool { return c.Node == n.cfg.Self }); i < 0 || m.Included[i].Digest != n.uploaded {
 		return n.refuse(m.Epoch, r, nil, "the included set does not hold this node's upload")
 	}
@@ -187,6 +193,9 @@ func (n *Node) decrypt(m Message) error {
 	}
 	if err := n.checkIncluded(r, m.Included); err != nil {
 		return n.refuse(m.Epoch, r, nil, "%v", err)
+	}
+	if err := n.checkEpochTrusted(m.Epoch, r); err != nil {
+		return err
 	}
 	sum, err := n.target.Decrypt(m.Payload)
 	if err != nil {

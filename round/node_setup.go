@@ -114,6 +114,9 @@ func (n *Node) announcements(m Message) error {
 	if !bytes.Equal(m.Payloads[n.cfg.Self], n.announcement) {
 		return fmt.Errorf("%w: the relayed announcement of this node is not its own", ErrForged)
 	}
+	if id, ok := n.distrustedAmong(n.setupMembers); ok {
+		return n.refuse(m.Epoch, 0, nil, "member %s is distrusted", id)
+	}
 	d, err := n.pending.Deal(m.Payloads)
 	if err != nil {
 		return fmt.Errorf("%w: deal: %w", ErrMalformed, err)
@@ -247,6 +250,11 @@ func (n *Node) keyRequest(m Message) error {
 	}
 	if len(m.Model) > 0 && m.Base < n.st.ModelRound {
 		return fmt.Errorf("%w: carrying over the model of round %d, this node has seen round %d", ErrReplay, m.Base, n.st.ModelRound)
+	}
+	// The group key (and the model carried over) is sealed to every
+	// participant: none may be distrusted.
+	if id, ok := n.distrustedAmong(n.participants()); ok {
+		return n.refuse(m.Epoch, 0, nil, "member %s is distrusted", id)
 	}
 	// The coordinator names the dealer: any participant of the epoch (it
 	// holds a party of it) may make the group key.

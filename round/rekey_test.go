@@ -265,3 +265,43 @@ func TestExcludeMHE(t *testing.T) {
 		t.Fatalf("model %v, want %v within %g", got, want, tol)
 	}
 }
+
+// TestDistrustedParticipantGetsNothing: a node that distrusts a participant
+// of a key setup or of its current key epoch (n4, which holds its tasks and
+// uploads nothing) refuses every request whose answer would reach n4 even
+// though n4's upload is in no included set: dealt shares sealed to it, the
+// group key and the carried model sealed to it, an upload under a
+// collective key n4 holds a share of, a reveal to the group key n4 holds,
+// and a model sealed under it.
+func TestDistrustedParticipantGetsNothing(t *testing.T) {
+	for _, k := range []Kind{KindAnnouncements, KindKeyRequest, KindTrain, KindRevealRequest, KindDecrypt} {
+		t.Run(k.String(), func(t *testing.T) {
+			f := newFed(t, fedOptions{nodes: 4, t: 2, min: 2, rounds: 2})
+			f.show = "none"
+			f.byID["n4"].hold = true
+			next := func() bool { return len(f.inflight) > 0 && f.inflight[0].m.Kind == k && f.inflight[0].to != "n4" }
+			for range 200 {
+				if f.run(next); next() {
+					break
+				}
+				f.c.Tick() // not f.tick, which runs past next
+			}
+			if !next() {
+				t.Fatalf("no %s was sent: %v %v", k, f.c.Status(), f.errs)
+			}
+			to := f.inflight[0].to
+			sn := f.byID[to]
+			sn.n.Distrust("n4", "evidence expired")
+			sn.n.Ready()
+			sn.n.Advance()
+			err := sn.n.Step(coordID, f.inflight[0].m)
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("%s answered %s while distrusting n4: %v", to, k, err)
+			}
+			rd := sn.n.Ready()
+			if len(rd.Tasks) != 0 || len(rd.Messages) != 1 || rd.Messages[0].Kind != KindRefuse {
+				t.Fatalf("%s: tasks %v, messages %v", to, rd.Tasks, rd.Messages)
+			}
+		})
+	}
+}
