@@ -123,13 +123,17 @@ type Keyring struct {
 	own   *SessionKeys
 	prev  *SessionKeys // the keys before the last rotation: payloads sealed to them may be in flight
 	peers map[fl.NodeID]peer
+	// failed: the newest issue time of a member's signed evidence whose TEE
+	// evidence failed: evidence issued before it is not taken again.
+	failed map[fl.NodeID]time.Time
 }
 
 // NewKeyring returns the keyring of member self, whose own keys are own;
 // audit holds every member's audit key. Without a TEE verifier (nil) it
 // checks the members' evidence against their audit keys only.
 func NewKeyring(session []byte, self fl.NodeID, own *SessionKeys, audit map[fl.NodeID]ed25519.PublicKey) *Keyring {
-	kr := &Keyring{session: bytes.Clone(session), self: self, own: own, audit: audit, peers: make(map[fl.NodeID]peer), now: time.Now}
+	kr := &Keyring{session: bytes.Clone(session), self: self, own: own, audit: audit, peers: make(map[fl.NodeID]peer),
+		failed: make(map[fl.NodeID]time.Time), now: time.Now}
 	kr.peers[self] = peer{hpke: own.hpke.PublicKey(), sign: own.sign.Public().(ed25519.PublicKey)}
 	return kr
 }
@@ -170,7 +174,10 @@ func (kr *Keyring) Own() *SessionKeys {
 // newer than the member's current keys replaces them; the same keys again
 // are accepted (with their new TEE evidence); older evidence is refused
 // (ErrStaleEvidence), so a coordinator cannot roll a member back to the
-// keys of an earlier process.
+// keys of an earlier process. Evidence issued before signed evidence of the
+// member whose TEE evidence failed is refused too (ErrStaleEvidence): a
+// coordinator cannot undo a failed re-attestation by relaying the
+// attestation it superseded.
 func (kr *Keyring) VerifyPeer(id fl.NodeID, b []byte) error {
 	pub, ok := kr.audit[id]
 	if !ok {
@@ -185,11 +192,18 @@ func (kr *Keyring) VerifyPeer(id fl.NodeID, b []byte) error {
 		return fmt.Errorf("%w: HPKE key of %s: %v", pki.ErrEvidence, id, err)
 	}
 	claims, err := kr.verifyTEE(id, e)
-	if err != nil {
-		return err
-	}
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
+	if err != nil {
+		if id != kr.self && e.Issued.After(kr.failed[id]) {
+			kr.failed[id] = e.Issued
+		}
+		return err
+	}
+	if f, ok := kr.failed[id]; ok && e.Issued.Before(f) {
+		return fmt.Errorf("%w: %s's evidence of %s, and its evidence of %s failed its TEE check", ErrStaleEvidence, id,
+			e.Issued.UTC().Format(time.RFC3339Nano), f.UTC().Format(time.RFC3339Nano))
+	}
 	if id == kr.self {
 		// Our own evidence, relayed back: it must be our current keys.
 		if !bytes.Equal(hk.Bytes(), kr.own.hpke.PublicKey().Bytes()) {

@@ -108,6 +108,36 @@ func TestKeyringTEE(t *testing.T) {
 	}
 }
 
+// A failed re-attestation cannot be undone by relaying the evidence it
+// superseded: evidence issued before signed evidence whose TEE check failed
+// is refused; newer valid evidence is taken.
+func TestKeyringFailedReattestation(t *testing.T) {
+	var m, other [48]byte
+	rand.Read(m[:])
+	rand.Read(other[:])
+	now := time.Now()
+	kr, audit := teeRing(t, m, time.Hour, func() time.Time { return now.Add(2 * time.Second) })
+	good := NewSimTEE(m, "")
+	k1, _ := NewSessionKeys(nil)
+	first := helloOf(t, good, k1, audit["node-2"], now, now)
+	if err := kr.VerifyPeer("node-2", first); err != nil {
+		t.Fatal(err)
+	}
+	k2, _ := NewSessionKeys(nil)
+	later := now.Add(time.Second)
+	if err := kr.VerifyPeer("node-2", helloOf(t, NewSimTEE(other, ""), k2, audit["node-2"], later, later)); !errors.Is(err, attest.ErrMeasurement) {
+		t.Fatalf("re-attestation on another binary: %v, want ErrMeasurement", err)
+	}
+	if err := kr.VerifyPeer("node-2", first); !errors.Is(err, ErrStaleEvidence) {
+		t.Fatalf("the superseded evidence relayed again: %v, want ErrStaleEvidence", err)
+	}
+	k3, _ := NewSessionKeys(nil)
+	latest := now.Add(2 * time.Second)
+	if err := kr.VerifyPeer("node-2", helloOf(t, good, k3, audit["node-2"], latest, latest)); err != nil {
+		t.Fatalf("a valid attestation after the failed one: %v", err)
+	}
+}
+
 // The sim TEE reads its platform state at every attestation.
 func TestSimTEEState(t *testing.T) {
 	var m [48]byte
