@@ -92,6 +92,12 @@ func longName(i int) fl.NodeID {
 // that its wire encoding fits the bound MessageSizes states for its kind:
 // the per-message and per-member overheads cover the protobuf framing.
 func TestBoundsCoverWire(t *testing.T) {
+	// The engine takes no larger Hello evidence than the bounds count per
+	// member (one member's evidence above it made every Welcome and
+	// SetupStart too large for the other members).
+	if round.MaxEvidence != pki.MaxEvidence {
+		t.Fatalf("the engine takes %d bytes of Hello evidence, the limits count %d", round.MaxEvidence, pki.MaxEvidence)
+	}
 	for _, c := range []struct {
 		mode, preset string
 		n            int

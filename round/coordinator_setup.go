@@ -11,7 +11,7 @@ import (
 
 // hello admits a member that (re)connected.
 func (c *Coordinator) hello(from fl.NodeID, m Message) error {
-	if len(m.Evidence) > maxEvidence {
+	if len(m.Evidence) > MaxEvidence {
 		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
 	}
 	fresh := !c.live[from] || !bytes.Equal(c.evidence[from], m.Evidence)
@@ -121,8 +121,11 @@ func (c *Coordinator) relayEvidence(id fl.NodeID) {
 	}
 }
 
-// maxEvidence bounds the attestation evidence a Hello may carry.
-const maxEvidence = 1 << 20
+// MaxEvidence bounds the evidence a Hello may carry (pki.MaxEvidence, the
+// Hello evidence envelope's bound): the coordinator relays every member's
+// evidence in one Welcome or SetupStart, whose size limit counts this much
+// per member.
+const MaxEvidence = 64 << 10
 
 // welcome tells a member that (re)joined after the setup where the session
 // is, relays the other members' evidence to it and its evidence to them.

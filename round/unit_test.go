@@ -275,3 +275,17 @@ func TestNodeStateOpenModel(t *testing.T) {
 		t.Errorf("a state without a group key: %v, want ErrWrongPhase", err)
 	}
 }
+
+// TestHelloEvidenceBound: the coordinator takes Hello evidence up to
+// MaxEvidence, the size the message limits count per member, and no more.
+func TestHelloEvidenceBound(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 1})
+	hello := Message{Kind: KindHello, Session: f.cfg.Session, Evidence: make([]byte, MaxEvidence+1)}
+	if err := f.c.Step("n1", hello); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("%d bytes of evidence: %v, want ErrMalformed", len(hello.Evidence), err)
+	}
+	hello.Evidence = hello.Evidence[:MaxEvidence]
+	if err := f.c.Step("n1", hello); err != nil {
+		t.Fatalf("%d bytes of evidence: %v", len(hello.Evidence), err)
+	}
+}
