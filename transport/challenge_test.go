@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cloisterfl/cloister/transport/internal/pb"
 	"github.com/cloisterfl/cloister/round"
 )
 
@@ -62,5 +63,51 @@ func TestChallengeWithoutNonces(t *testing.T) {
 	}
 	if e := expect(t, s, EventDisconnect, "node-2"); !errors.Is(e.Err, ErrFrame) {
 		t.Errorf("Disconnect: %v, want ErrFrame", e.Err)
+	}
+}
+
+// A node that asks for nonces in a loop while none can be sent to it (it
+// does not read, or a large message is in the way) gets one: the server
+// issues no other nonce and starts no other sender until that one goes out,
+// then answers the next request.
+func TestChallengeFlood(t *testing.T) {
+	fed := newFederation(t, 2)
+	issued := 0
+	s, addr := startServer(t, ServerConfig{TLS: fed.coordinator, Nonce: func() ([]byte, error) {
+		issued++
+		return fmt.Appendf(nil, "nonce-%d", issued), nil
+	}})
+	c := dial(t, addr, ClientConfig{TLS: fed.nodes["node-1"]})
+	expect(t, s, EventConnect, "node-1")
+	s.mu.Lock()
+	ss := s.streams["node-1"]
+	s.mu.Unlock()
+	ss.ep.sem <- struct{}{} // nothing can be sent to node-1
+	const asks = 200
+	for range asks {
+		rawSend(t, c, &pb.Frame{Body: &pb.Frame_Challenge{Challenge: &pb.Challenge{}}})
+	}
+	if err := c.Send(bg(), round.Message{Kind: round.KindHello, Evidence: []byte("e")}); err != nil {
+		t.Fatal(err)
+	}
+	challenges := 0
+	for {
+		e := next(t, s)
+		if e.Kind == EventMessage {
+			break // read after every request
+		}
+		if e.Kind != EventChallenge {
+			t.Fatalf("event %v", e)
+		}
+		challenges++
+	}
+	if challenges != 1 {
+		t.Fatalf("%d requests while no nonce could be sent issued %d nonces, want 1", asks, challenges)
+	}
+	// Once the nonce can go out, a request is answered: by it (if the
+	// request came while it still waited) or by a fresh one.
+	<-ss.ep.sem
+	if n, err := c.Challenge(bg()); err != nil || string(n) != "nonce-2" && string(n) != "nonce-3" {
+		t.Fatalf("the next request: %q, %v", n, err)
 	}
 }

@@ -281,7 +281,7 @@ func (c *Conn) Challenge(ctx context.Context) ([]byte, error) {
 	case <-c.challenges:
 	default:
 	}
-	if err := c.ep.sendChallenge(ctx, nil); err != nil {
+	if err := c.ep.sendChallenge(ctx, nil, nil); err != nil {
 		if errors.Is(err, errStreamEnded) {
 			<-c.done
 			err = c.err

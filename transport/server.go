@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -183,6 +184,9 @@ type serverStream struct {
 	cancel     context.CancelCauseFunc
 	ep         *endpoint
 	readerDone chan struct{} // closed after the stream's Disconnect event is queued
+	// challenging is set while a nonce is on its way to the node: a
+	// request that arrives meanwhile is answered by that nonce.
+	challenging atomic.Bool
 }
 
 // NewServer returns a server for cfg. It does not listen: call
@@ -526,14 +530,27 @@ func (s *Server) readLoop(ss *serverStream) error {
 }
 
 // challenge answers a node's request for a fresh attestation nonce: it
-// reports the nonce (EventChallenge), then sends it.
+// reports the nonce (EventChallenge), then sends it. While a nonce waits to
+// be sent (behind a large message, or to a node that does not read),
+// further requests get that nonce: they issue none, so that a node asking
+// in a loop holds at most two goroutines (one sending, one waiting) and
+// makes one event per nonce sent. A request that arrives once the waiting
+// nonce is being written gets a nonce of its own.
 func (s *Server) challenge(ss *serverStream, got []byte) error {
 	switch {
 	case len(got) != 0:
 		return fmt.Errorf("%w: a node sent a challenge with a nonce (nodes only ask for one)", ErrFrame)
 	case s.nonce == nil:
 		return fmt.Errorf("%w: a node asked for an attestation nonce, and this server issues none", ErrFrame)
+	case !ss.challenging.CompareAndSwap(false, true):
+		return nil
 	}
+	sent := false
+	defer func() {
+		if !sent {
+			ss.challenging.Store(false)
+		}
+	}()
 	nonce, err := s.nonce()
 	if err != nil {
 		return fmt.Errorf("issuing a nonce: %w", err)
@@ -546,10 +563,13 @@ func (s *Server) challenge(ss *serverStream, got []byte) error {
 	}
 	// Sent by its own goroutine: the reader must not wait behind a large
 	// message to the same node (the node may be waiting for the reader).
+	sent = true
 	go func() {
 		sctx, cancel := context.WithTimeout(ss.ctx, sendChallengeTimeout)
 		defer cancel()
-		if err := ss.ep.sendChallenge(sctx, nonce); err != nil {
+		err := ss.ep.sendChallenge(sctx, nonce, func() { ss.challenging.Store(false) })
+		if err != nil {
+			ss.challenging.Store(false)
 			ss.cancel(fmt.Errorf("sending a nonce to %s: %w", ss.node, err))
 		}
 	}()

@@ -88,8 +88,9 @@ func (e *endpoint) send(ctx context.Context, msg []byte) error {
 // owner replaces it with the reason.
 var errStreamEnded = fmt.Errorf("stream ended")
 
-// sendChallenge writes one Challenge frame (between messages).
-func (e *endpoint) sendChallenge(ctx context.Context, nonce []byte) error {
+// sendChallenge writes one Challenge frame (between messages). If taken is
+// not nil, it is called once the frame is next to be written.
+func (e *endpoint) sendChallenge(ctx context.Context, nonce []byte, taken func()) error {
 	select {
 	case e.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -98,6 +99,9 @@ func (e *endpoint) sendChallenge(ctx context.Context, nonce []byte) error {
 		return errStreamEnded
 	}
 	defer func() { <-e.sem }()
+	if taken != nil {
+		taken()
+	}
 	select {
 	case <-e.done:
 		return errStreamEnded
