@@ -92,17 +92,24 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 // key epoch (a party of the running setup, or of the current epoch and the
 // group key once the setup is done). The same evidence again is a Hello
 // after a quiet spell, by which the member asks for what it waits for.
+//
+// A participant that has not announced yet may have re-attested before the
+// SetupStart reached it: its Hello then reports the epoch it held, below
+// the setup's. That is a re-attestation too: its stream stayed up (a lost
+// stream is reported with Unreachable, which restarts the setup), so the
+// SetupStart reaches it after the Hello.
 func (c *Coordinator) reattests(from fl.NodeID, m Message) bool {
-	if !c.live[from] || c.evidence[from] == nil || bytes.Equal(c.evidence[from], m.Evidence) || m.Epoch != c.st.Epoch {
+	if !c.live[from] || c.evidence[from] == nil || bytes.Equal(c.evidence[from], m.Evidence) {
 		return false
 	}
 	switch c.st.Phase {
 	case PhaseJoin:
 		return false
 	case PhaseAnnounce, PhaseDeal, PhaseAccept, PhaseGroupKey:
-		return c.isParticipant(from)
+		crossed := c.st.Phase == PhaseAnnounce && m.Epoch < c.st.Epoch && c.announcements[from] == nil
+		return c.isParticipant(from) && (m.Epoch == c.st.Epoch || crossed)
 	default:
-		return c.keyed[from]
+		return m.Epoch == c.st.Epoch && c.keyed[from]
 	}
 }
 

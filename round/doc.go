@@ -85,7 +85,10 @@
 // hears nothing for a while says Hello by itself, and gets what it waits
 // for again. A Hello with new evidence from a live member that holds the
 // current key epoch is a re-attestation ([Node.Reattest]): the coordinator
-// relays the evidence to the other members and re-sends it nothing.
+// relays the evidence to the other members and re-sends it nothing. So is
+// one from a participant of a key setup that re-attested before the
+// SetupStart reached it (it reports the epoch it held, and has not
+// announced): the setup goes on.
 //
 // A round whose included set is smaller than the minimum cohort, or that
 // cannot find t live revealers, aborts and the next round starts. A revealer that drops out
