@@ -20,6 +20,11 @@ import (
 // (Config.MaxEpsilon).
 var ErrLocalLimit = errors.New("node: the federation's ε would pass this node's limit")
 
+// ErrBudget reports a round this node refuses to train for because it is
+// past the manifest's ε budget: a round the coordinator should not have
+// started (it caps rounds at the same figure).
+var ErrBudget = errors.New("node: the round is past the manifest's ε budget")
+
 // budget is a node's half of the privacy budget. It prices rounds with the
 // same rule as the coordinator (mode.Privacy), refuses to train for a round
 // whose cumulative ε would pass the node's own limit (site policy the
@@ -27,8 +32,9 @@ var ErrLocalLimit = errors.New("node: the federation's ε would pass this node's
 // round.NodeConfig.MayTrain), and records the ε of every commit in the
 // node's audit log. A nil *budget (no DP, no local limit) does nothing.
 type budget struct {
-	rule  dp.Rounds
-	limit float64 // the manifest's ε
+	rule     dp.Rounds
+	limit    float64  // the manifest's ε
+	maxRound fl.Round // the coordinator's cap for limit: the last round number this node trains for
 	local float64 // Config.MaxEpsilon; 0: none
 	spent int64   // micro-ε in the audit log so far; owned by the loop
 	log   *slog.Logger
@@ -50,7 +56,11 @@ func newBudget(man *pki.Manifest, cfg round.Config, lim protect.Limits, local fl
 		}
 		return nil, nil
 	}
-	b := &budget{rule: rule, limit: man.DP.Epsilon, local: local, log: log}
+	fed, err := rule.MaxRounds(man.DP.Epsilon)
+	if err != nil {
+		return nil, fmt.Errorf("node: the manifest's ε budget %v: %w", man.DP.Epsilon, err)
+	}
+	b := &budget{rule: rule, limit: man.DP.Epsilon, maxRound: fl.Round(fed), local: local, log: log}
 	if local > 0 && local < b.limit {
 		mine, err1 := rule.MaxRounds(local)
 		fed, err2 := rule.MaxRounds(b.limit)
@@ -63,9 +73,19 @@ func newBudget(man *pki.Manifest, cfg round.Config, lim protect.Limits, local fl
 	return b, nil
 }
 
-// mayTrain is round.NodeConfig.MayTrain: nil if the federation's ε after
-// round r stays within the node's limit.
+// mayTrain is round.NodeConfig.MayTrain: nil if round r is within the
+// manifest's budget (r at most the cap the coordinator computes, so that a
+// coordinator that does not stop is refused) and the federation's ε after
+// round r stays within the node's own limit, if it has one.
 func (b *budget) mayTrain(r fl.Round) error {
+	if r > b.maxRound {
+		b.log.Warn("refusing to train: the round is past the manifest's ε budget", "round", r, "max_round", b.maxRound,
+			"epsilon_budget", b.limit, "delta", b.rule.Delta)
+		return fmt.Errorf("%w: round %d, the budget ε=%g (δ=%g) covers rounds up to %d", ErrBudget, r, b.limit, b.rule.Delta, b.maxRound)
+	}
+	if b.local == 0 {
+		return nil
+	}
 	after, err := b.rule.After(int(r))
 	if err != nil {
 		return fmt.Errorf("%w: round %d: %v", ErrLocalLimit, r, err)
@@ -84,9 +104,9 @@ func (b *budget) mayTrain(r fl.Round) error {
 		ErrLocalLimit, r, before.Epsilon, after.Epsilon, after.Classic, after.Delta, b.local)
 }
 
-// policy returns the MayTrain hook, or nil without a local limit.
+// policy returns the MayTrain hook, or nil without DP.
 func (b *budget) policy() func(fl.Round) error {
-	if b == nil || b.local == 0 {
+	if b == nil {
 		return nil
 	}
 	return b.mayTrain

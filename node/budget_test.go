@@ -65,9 +65,21 @@ func TestNodeBudget(t *testing.T) {
 		t.Errorf("a commit heard twice is charged twice: %v", again)
 	}
 
-	// Without a local limit there is no policy; without DP a limit is refused.
-	if b, err := newBudget(dpManifest, round.Config{}, testLimits, 0, log); err != nil || b.policy() != nil {
-		t.Errorf("no local limit: %v, policy %v", err, b.policy() != nil)
+	// Without a local limit the manifest's budget still holds: a
+	// coordinator that starts round 3 (past ε 8, its own cap) is refused.
+	// Without DP a limit is refused.
+	fed, err := newBudget(dpManifest, round.Config{}, testLimits, 0, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fed.policy()(2); err != nil {
+		t.Errorf("no local limit, round 2 (ε %v ≤ 8): %v", e2.Epsilon, err)
+	}
+	if err := fed.policy()(3); !errors.Is(err, ErrBudget) || !strings.Contains(err.Error(), "covers rounds up to 2") {
+		t.Errorf("no local limit, round 3 past the budget: %v, want ErrBudget", err)
+	}
+	if err := b.policy()(3); !errors.Is(err, ErrBudget) {
+		t.Errorf("local limit, round 3 past the budget: %v, want ErrBudget", err)
 	}
 	off := *dpManifest
 	off.DP = pki.DP{}
