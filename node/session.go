@@ -103,10 +103,13 @@ func (k *SessionKeys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.
 
 // peer is what a node knows of another member's session keys.
 type peer struct {
-	hpke   hpke.PublicKey
-	sign   ed25519.PublicKey
-	issued time.Time
-	claims *attest.Claims // of its TEE evidence; nil without attestation
+	hpke hpke.PublicKey
+	sign ed25519.PublicKey
+	// prevSign is its signing key before its last rotation: payloads it
+	// signed with it may be in flight (nil: none).
+	prevSign ed25519.PublicKey
+	issued   time.Time
+	claims   *attest.Claims // of its TEE evidence; nil without attestation
 }
 
 // Keyring holds this node's session keys and the members' announced keys.
@@ -149,13 +152,15 @@ func (kr *Keyring) RequireTEE(v *attest.Verifier, now func() time.Time) {
 }
 
 // Rotate makes k this node's session keys. The previous keys still open
-// payloads sealed to them (in flight when the node announced k) until the
-// next rotation.
+// payloads sealed to them (in flight when the node announced k), and
+// payloads this node signed with them still verify, until the next
+// rotation.
 func (kr *Keyring) Rotate(k *SessionKeys) {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	kr.prev, kr.own = kr.own, k
-	kr.peers[kr.self] = peer{hpke: k.hpke.PublicKey(), sign: k.sign.Public().(ed25519.PublicKey)}
+	kr.peers[kr.self] = peer{hpke: k.hpke.PublicKey(), sign: k.sign.Public().(ed25519.PublicKey),
+		prevSign: kr.prev.sign.Public().(ed25519.PublicKey)}
 }
 
 // Own returns this node's current session keys.
@@ -222,7 +227,14 @@ func (kr *Keyring) VerifyPeer(id fl.NodeID, b []byte) error {
 			}
 		}
 	}
-	kr.peers[id] = peer{hpke: hk, sign: bytes.Clone(e.Sign), issued: e.Issued, claims: claims}
+	np := peer{hpke: hk, sign: bytes.Clone(e.Sign), issued: e.Issued, claims: claims}
+	if cur, ok := kr.peers[id]; ok {
+		np.prevSign = cur.prevSign
+		if !bytes.Equal(cur.sign, np.sign) {
+			np.prevSign = cur.sign
+		}
+	}
+	kr.peers[id] = np
 	return nil
 }
 
@@ -324,7 +336,9 @@ func (kr *Keyring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
 }
 
 // Open implements round.Sealer: it opens a payload from sealed to this node
-// and checks from's session-key signature.
+// and checks from's session-key signature, with its current signing key or
+// the one before its last rotation (a payload it sealed before it
+// re-attested, opened after its new keys arrived).
 func (kr *Keyring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
 	kr.mu.Lock()
 	p, ok := kr.peers[from]
@@ -350,7 +364,8 @@ func (kr *Keyring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
 		return nil, fmt.Errorf("node: payload from %s is too short", from)
 	}
 	sig, pt := inner[:ed25519.SignatureSize], inner[ed25519.SignatureSize:]
-	if !ed25519.Verify(p.sign, sealSigned(info, pt), sig) {
+	signed := sealSigned(info, pt)
+	if !ed25519.Verify(p.sign, signed, sig) && (p.prevSign == nil || !ed25519.Verify(p.prevSign, signed, sig)) {
 		return nil, fmt.Errorf("node: payload was not sealed by %s's session key", from)
 	}
 	return pt, nil

@@ -201,3 +201,60 @@ func BenchmarkReattest(b *testing.B) {
 		}
 	})
 }
+
+// A payload a member sealed before it re-attested still opens after its new
+// keys arrived (its signature is by the signing key before its last
+// rotation), also the node's own dealing to itself; one signed two
+// rotations ago does not.
+func TestKeyringOpenAfterSenderRotation(t *testing.T) {
+	session := []byte("s")
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	pubs := map[fl.NodeID]ed25519.PublicKey{"node-1": pub, "node-2": pub}
+	k1, _ := NewSessionKeys(nil)
+	k2, _ := NewSessionKeys(nil)
+	kr1 := NewKeyring(session, "node-1", k1, pubs)
+	kr2 := NewKeyring(session, "node-2", k2, pubs)
+	t0 := time.Now()
+	if err := kr1.VerifyPeer("node-2", k2.Evidence(session, "node-2", priv, t0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr2.VerifyPeer("node-1", k1.Evidence(session, "node-1", priv, t0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	seal := func(kr *Keyring, to fl.NodeID, pt string) []byte {
+		t.Helper()
+		ct, err := kr.Seal(to, []byte(pt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	// node-2 seals to node-1 and to itself, then re-attests.
+	toPeer, toSelf := seal(kr2, "node-1", "a share"), seal(kr2, "node-2", "own share")
+	rotate := func(issued time.Time) {
+		t.Helper()
+		k, _ := NewSessionKeys(nil)
+		kr2.Rotate(k)
+		if err := kr1.VerifyPeer("node-2", k.Evidence(session, "node-2", priv, issued, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate(t0.Add(time.Second))
+	if pt, err := kr1.Open("node-2", toPeer); err != nil || string(pt) != "a share" {
+		t.Errorf("a payload node-2 sealed before it re-attested: %q, %v", pt, err)
+	}
+	if pt, err := kr2.Open("node-2", toSelf); err != nil || string(pt) != "own share" {
+		t.Errorf("node-2's own dealing, sealed before it re-attested: %q, %v", pt, err)
+	}
+	// The same evidence relayed again keeps the previous key.
+	if err := kr1.VerifyPeer("node-2", kr2.Own().Evidence(session, "node-2", priv, t0.Add(time.Second), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr1.Open("node-2", toPeer); err != nil {
+		t.Errorf("after the same evidence again: %v", err)
+	}
+	rotate(t0.Add(2 * time.Second))
+	if _, err := kr1.Open("node-2", toPeer); err == nil {
+		t.Error("a payload node-2 signed two rotations ago still verifies")
+	}
+}
