@@ -681,8 +681,8 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 	defer reattest.Stop()
 	nonces := make(chan challenged, 1)
 	var conn *transport.Conn
-	var asking bool   // a Challenge is in flight
-	var deferred bool // a re-attestation waits for a key setup to end
+	var asking bool // a Challenge is in flight
+	var plan reattestPlan
 	lastExpiry := time.Now()
 	for {
 		done, err := n.drain(ctx, conn, tasks)
@@ -720,26 +720,26 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 		case res := <-results:
 			n.step(n.self, res)
 		case <-reattest.C:
-			if !deferred && n.inSetup() {
-				// Peers are sealing setup payloads to the current keys: rotate
-				// once the setup is over (or at the next period at the latest).
-				deferred = true
-				continue
+			// Peers are sealing setup payloads to the current keys: rotate
+			// once the setup is over (or at the next period at the latest).
+			if plan.due(n.inSetup()) {
+				n.reattest(ctx, conn, &asking, nonces)
 			}
-			deferred = false
-			n.reattest(ctx, conn, &asking, nonces)
 		case ch := <-nonces:
 			asking = false
 			switch {
 			case ch.err != nil:
+				plan.failed()
 				n.log.Warn("cannot re-attest: no fresh nonce from the coordinator; retrying at the next schedule or reconnect", "err", ch.err)
-			case ch.conn == conn:
+			case ch.conn != conn:
+			case plan.nonce(n.inSetup()):
 				n.rotate(conn, ch.nonce)
+			default:
+				n.log.Debug("re-attestation deferred: a key setup started while the nonce was on its way")
 			}
 		case now := <-ticker.C:
 			n.rn.Tick()
-			if deferred && !n.inSetup() {
-				deferred = false
+			if plan.tick(n.inSetup()) {
 				n.reattest(ctx, conn, &asking, nonces)
 			}
 			if now.Sub(lastExpiry) >= time.Second {
