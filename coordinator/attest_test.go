@@ -293,3 +293,77 @@ func waitLogHas(t *testing.T, path string, kind audit.Kind, s string, timeout ti
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestUnattestedStream: with attestation, a member's messages other than
+// Hello are taken only on a stream where it attested. A process that holds
+// node-3's certificate and audit key but no TEE opens a stream of its own
+// (replacing node-3's attested one) and speaks without a Hello: refused,
+// until a Hello with evidence bound to that stream.
+func TestUnattestedStream(t *testing.T) {
+	var good [48]byte
+	rand.Read(good[:])
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModePlain, DP: &pki.DP{},
+		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 1, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+		Attestation: simPolicy(good, time.Hour)})
+	f.startCoordinator()
+	kit3 := f.kits["node-3"]
+	tc, err := kit3.TLSConfig(pki.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	session, _ := f.kits["coordinator"].Manifest.Hash()
+	keys, _ := node.NewSessionKeys(nil)
+	sim, err := attest.NewSimAttester(attest.SimConfig{Measurement: good, TCB: 2, Rand: rand.Reader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func() *transport.Conn {
+		c, err := transport.Dial(context.Background(), f.addr, transport.ClientConfig{TLS: tc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { // drain what the coordinator sends
+			for {
+				if _, err := c.Recv(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+		return c
+	}
+	send := func(c *transport.Conn, m round.Message) {
+		m.Session = session[:]
+		if err := c.Send(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hello := func(c *transport.Conn) round.Message {
+		ekm, err := attest.SessionEKM(c.TLS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tee, err := attest.Attest(sim, keys.Binding(c.Nonce(), ekm), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return round.Message{Kind: round.KindHello, Evidence: keys.Evidence(session[:], "node-3", kit3.AuditKey, time.Now(), tee)}
+	}
+	metrics := round.Message{Kind: round.KindMetrics, Round: 1, Metrics: fl.Metrics{Accuracy: 0.5, Examples: 1}}
+	const unattested = `cloister_coordinator_rejected_total{reason="unattested"}`
+	const ok = `cloister_coordinator_attestations_total{result="ok"}`
+
+	a := dial()
+	defer a.Close()
+	send(a, metrics) // before its Hello: refused
+	send(a, hello(a))
+	send(a, metrics) // after it: to the engine, which finds it in the wrong phase
+	f.waitMetric(`cloister_coordinator_rejected_total{reason="wrong-phase"}`, 1)
+	b := dial() // replaces a
+	defer b.Close()
+	send(b, metrics) // refused: node-3 attested on a, not on b
+	send(b, hello(b))
+	f.waitMetric(ok, 2)
+	if got := f.metric(unattested); got != 2 {
+		t.Fatalf("%s = %v, want 2 (one message before each stream's Hello)", unattested, got)
+	}
+}

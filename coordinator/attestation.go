@@ -34,6 +34,8 @@ import (
 type attestation struct {
 	gen      uint64 // counts the nonces issued to the member (streams and challenges)
 	okGen    uint64 // gen when evidence last verified
+	stream   uint64 // counts the member's streams
+	okStream uint64 // stream when evidence last verified: other messages are taken only on that stream
 	nonce    []byte // the newest nonce issued on the member's current stream
 	ekm      []byte // the current stream's TLS keying material
 	evidence []byte // the last Hello evidence verified
@@ -78,6 +80,7 @@ func (c *Coordinator) connected(ev transport.Event) {
 	}
 	a.nonce, a.ekm = ev.Nonce, nil
 	a.gen++
+	a.stream++
 	if ev.TLS != nil {
 		ekm, err := attest.SessionEKM(*ev.TLS)
 		if err != nil {
@@ -124,7 +127,7 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 	c.log.Info("attestation verified", "member", id, "format", claims.Format, "measurement", claims.Measurement,
 		"tcb", claims.TCB, "evidence_bytes", len(m.Evidence), "verify_s", secs, "attestations", a.count+1)
 	a.evidence, a.claims, a.verified, a.excluded, a.lastErr, a.refused = bytes.Clone(m.Evidence), claims, now, false, "", nil
-	a.okGen = a.gen
+	a.okGen, a.okStream = a.gen, a.stream
 	a.count++
 	c.pendAudit = append(c.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: claims.Format,
 		Digest: audit.Digest(round.DigestOf(m.Evidence))}})
@@ -143,6 +146,19 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 	}
 	c.setAttestStatus()
 	return true
+}
+
+// attested reports whether a member's current stream carried evidence that
+// verified: with attestation, the engine takes no message but a Hello from
+// a stream on which the member has not attested (its evidence binds the
+// TLS session, so a process outside the TEE that holds the member's
+// certificate cannot speak for it on a stream of its own).
+func (c *Coordinator) attested(id fl.NodeID) bool {
+	if c.tee == nil {
+		return true
+	}
+	a := c.att[id]
+	return a != nil && a.claims != nil && a.okStream == a.stream
 }
 
 // verifyHello checks a Hello's evidence: the envelope and its audit-key

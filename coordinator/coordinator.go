@@ -506,6 +506,11 @@ func (c *Coordinator) handle(ev transport.Event) {
 		if ev.Msg.Kind == round.KindHello && !c.admit(ev.Node, ev.Msg) {
 			return
 		}
+		if ev.Msg.Kind != round.KindHello && !c.attested(ev.Node) {
+			c.met.rejected.WithLabelValues("unattested").Inc()
+			c.log.Warn("rejected a message: no attested Hello on this stream", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round)
+			return
+		}
 		start := time.Now()
 		err := c.rc.Step(ev.Node, ev.Msg)
 		c.log.Debug("step", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round, "step_s", time.Since(start).Seconds(), "err", err)
