@@ -59,7 +59,7 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 			return nil
 		}
 		if !c.keyed[from] {
-			why := fmt.Sprintf("%s holds key epoch %d, not %d: excluded until re-keyed", from, m.Epoch, c.st.Epoch)
+			why := fmt.Sprintf("%s holds key epoch %d, not %d: out of the rounds until a re-key includes it", from, m.Epoch, c.st.Epoch)
 			c.emit(Event{Kind: EventDown, Round: c.roundIfRunning(), Node: from, Detail: why})
 			c.stopWaitingFor(from, why)
 			if c.st.Phase == PhaseWait {
