@@ -35,9 +35,9 @@ type budget struct {
 	rule     dp.Rounds
 	limit    float64  // the manifest's ε
 	maxRound fl.Round // the coordinator's cap for limit: the last round number this node trains for
-	local float64 // Config.MaxEpsilon; 0: none
-	spent int64   // micro-ε in the audit log so far; owned by the loop
-	log   *slog.Logger
+	local    float64  // Config.MaxEpsilon; 0: none
+	spent    int64    // micro-ε in the audit log so far; owned by the loop
+	log      *slog.Logger
 }
 
 // newBudget checks the node's limit against the manifest. A limit without

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/cloisterfl/cloister/transport/internal/pb"
 	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/transport/internal/pb"
 )
 
 // The coordinator's nonces reach the node in stream order: the first with
