@@ -82,6 +82,7 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/lenprefix"
 	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
@@ -1001,11 +1002,11 @@ func (n *Node) splitState(st round.NodeState) (store.NodeBatch, error) {
 
 // encodeKeys packs the group key and its public part for the GroupKey slot.
 func encodeKeys(groupKey, target []byte) []byte {
-	var w wbuf
-	w.str("cloister/node/v1/keys")
-	w.bytes(groupKey)
-	w.bytes(target)
-	return w.b
+	var w lenprefix.Writer
+	w.String("cloister/node/v1/keys")
+	w.Bytes(groupKey)
+	w.Bytes(target)
+	return w.B
 }
 
 // loadState reassembles the engine state from the store's slots.
@@ -1018,9 +1019,9 @@ func loadState(saved store.NodeBatch) (round.NodeState, error) {
 		st.Party = saved.Party
 	}
 	if len(saved.GroupKey) > 0 {
-		r := rbuf{b: saved.GroupKey}
-		label, gk, target := r.str(), r.bytes(), r.bytes()
-		if err := r.end(); err != nil || label != "cloister/node/v1/keys" {
+		r := lenprefix.NewReader(saved.GroupKey)
+		label, gk, target := r.String(), r.Bytes(), r.Bytes()
+		if err := r.End(); err != nil || label != "cloister/node/v1/keys" {
 			return st, fmt.Errorf("node: stored group key does not decode (%v)", err)
 		}
 		if len(gk) > 0 {

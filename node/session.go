@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/lenprefix"
 	"github.com/cloisterfl/cloister/pki"
 )
 
@@ -299,20 +299,20 @@ func (kr *Keyring) PeerClaims(id fl.NodeID) (*attest.Claims, bool) {
 // sender and its recipient. The round engine's envelope inside binds the
 // purpose (a dealt share, the group key) and the key epoch.
 func (kr *Keyring) sealInfo(from, to fl.NodeID) []byte {
-	var w wbuf
-	w.str(labelSealInfo)
-	w.bytes(kr.session)
-	w.str(string(from))
-	w.str(string(to))
-	return w.b
+	var w lenprefix.Writer
+	w.String(labelSealInfo)
+	w.Bytes(kr.session)
+	w.String(string(from))
+	w.String(string(to))
+	return w.B
 }
 
 func sealSigned(info, pt []byte) []byte {
-	var w wbuf
-	w.str(labelSealSig)
-	w.bytes(info)
-	w.bytes(pt)
-	return w.b
+	var w lenprefix.Writer
+	w.String(labelSealSig)
+	w.Bytes(info)
+	w.Bytes(pt)
+	return w.B
 }
 
 // Seal implements round.Sealer: HPKE (MLKEM768X25519, HKDF-SHA256,
@@ -436,52 +436,4 @@ func (b GCMBox) Open(key, ct, ad []byte) ([]byte, error) {
 		return nil, errors.New("node: sealed model too short")
 	}
 	return a.Open(nil, ct[:a.NonceSize()], ct[a.NonceSize():], ad)
-}
-
-// wbuf and rbuf are a length-prefixed codec (big-endian u64 lengths).
-type wbuf struct{ b []byte }
-
-func (w *wbuf) u64(v uint64)   { w.b = binary.BigEndian.AppendUint64(w.b, v) }
-func (w *wbuf) bytes(p []byte) { w.u64(uint64(len(p))); w.b = append(w.b, p...) }
-func (w *wbuf) str(s string)   { w.bytes([]byte(s)) }
-
-type rbuf struct {
-	b   []byte
-	err error
-}
-
-func (r *rbuf) u64() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	if len(r.b) < 8 {
-		r.err = errors.New("truncated")
-		return 0
-	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *rbuf) bytes() []byte {
-	n := r.u64()
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.err = fmt.Errorf("length %d exceeds the %d bytes left", n, len(r.b))
-		return nil
-	}
-	p := bytes.Clone(r.b[:n])
-	r.b = r.b[n:]
-	return p
-}
-
-func (r *rbuf) str() string { return string(r.bytes()) }
-
-func (r *rbuf) end() error {
-	if r.err == nil && len(r.b) != 0 {
-		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
-	}
-	return r.err
 }

@@ -3,12 +3,12 @@ package pki
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/lenprefix"
 )
 
 // Hello evidence.
@@ -54,15 +54,15 @@ type Evidence struct {
 
 // Signed returns the bytes the audit key signs: the encoding without Sig.
 func (e *Evidence) Signed() []byte {
-	var w evBuf
-	w.bytes([]byte(labelEvidence))
-	w.bytes(e.Session)
-	w.bytes([]byte(e.Node))
-	w.u64(uint64(e.Issued.UnixNano()))
-	w.bytes(e.HPKE)
-	w.bytes(e.Sign)
-	w.bytes(e.TEE)
-	return w.b
+	var w lenprefix.Writer
+	w.String(labelEvidence)
+	w.Bytes(e.Session)
+	w.String(string(e.Node))
+	w.U64(uint64(e.Issued.UnixNano()))
+	w.Bytes(e.HPKE)
+	w.Bytes(e.Sign)
+	w.Bytes(e.TEE)
+	return w.B
 }
 
 // SignWith sets Sig with the member's audit key and returns the encoding.
@@ -73,9 +73,9 @@ func (e *Evidence) SignWith(auditKey ed25519.PrivateKey) []byte {
 
 // Marshal encodes the evidence.
 func (e *Evidence) Marshal() []byte {
-	w := evBuf{b: e.Signed()}
-	w.bytes(e.Sig)
-	return w.b
+	w := lenprefix.Writer{B: e.Signed()}
+	w.Bytes(e.Sig)
+	return w.B
 }
 
 // ParseEvidence decodes evidence without checking its signature; see
@@ -84,17 +84,17 @@ func ParseEvidence(b []byte) (*Evidence, error) {
 	if len(b) > MaxEvidence {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrEvidence, len(b), MaxEvidence)
 	}
-	r := evReader{b: b}
+	r := lenprefix.NewReader(b)
 	var e Evidence
-	label := r.bytes()
-	e.Session = r.bytes()
-	e.Node = fl.NodeID(r.bytes())
-	ns := r.u64()
-	e.HPKE, e.Sign, e.TEE, e.Sig = r.bytes(), r.bytes(), r.bytes(), r.bytes()
-	if err := r.end(); err != nil {
+	label := r.String()
+	e.Session = r.Bytes()
+	e.Node = fl.NodeID(r.String())
+	ns := r.U64()
+	e.HPKE, e.Sign, e.TEE, e.Sig = r.Bytes(), r.Bytes(), r.Bytes(), r.Bytes()
+	if err := r.End(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEvidence, err)
 	}
-	if string(label) != labelEvidence {
+	if label != labelEvidence {
 		return nil, fmt.Errorf("%w: not a session-key envelope", ErrEvidence)
 	}
 	if ns > 1<<62 {
@@ -126,49 +126,4 @@ func VerifyEvidence(b []byte, id fl.NodeID, session []byte, audit ed25519.Public
 		return nil, fmt.Errorf("%w: the signature on %s's evidence does not verify under its audit key", ErrEvidence, id)
 	}
 	return e, nil
-}
-
-// evBuf and evReader are the envelope's length-prefixed codec.
-type evBuf struct{ b []byte }
-
-func (w *evBuf) u64(v uint64)   { w.b = binary.BigEndian.AppendUint64(w.b, v) }
-func (w *evBuf) bytes(p []byte) { w.u64(uint64(len(p))); w.b = append(w.b, p...) }
-
-type evReader struct {
-	b   []byte
-	err error
-}
-
-func (r *evReader) u64() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	if len(r.b) < 8 {
-		r.err = errors.New("truncated")
-		return 0
-	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *evReader) bytes() []byte {
-	n := r.u64()
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.err = fmt.Errorf("length %d exceeds the %d bytes left", n, len(r.b))
-		return nil
-	}
-	p := bytes.Clone(r.b[:n])
-	r.b = r.b[n:]
-	return p
-}
-
-func (r *evReader) end() error {
-	if r.err == nil && len(r.b) != 0 {
-		r.err = fmt.Errorf("%d trailing bytes", len(r.b))
-	}
-	return r.err
 }
