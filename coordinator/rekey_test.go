@@ -25,7 +25,10 @@ func TestLateMemberRekey(t *testing.T) {
 	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain, DP: &pki.DP{},
 		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.deadlines = func(d *coordinator.Deadlines) {
-		d.Join = 500 * time.Millisecond
+		// Long enough for node-1 and node-2, marked down at round 3's
+		// collect deadline, to say Hello again (Idle, 1s) before the re-key
+		// that includes node-3 starts without them, even on a loaded machine.
+		d.Join = 3 * time.Second
 		d.Collect = 2 * time.Second
 	}
 	var mu sync.Mutex
