@@ -70,6 +70,20 @@ func (d *decoder) bytes() []byte {
 
 func (d *decoder) str() string { return string(d.bytes()) }
 
+func (d *decoder) digest() Digest {
+	var x Digest
+	if d.err != nil {
+		return x
+	}
+	if len(d.b) < len(x) {
+		d.fail(errShort)
+		return x
+	}
+	copy(x[:], d.b)
+	d.b = d.b[len(x):]
+	return x
+}
+
 func (d *decoder) end() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
@@ -95,6 +109,7 @@ const (
 	labelModelAD  = "cloister/round/v1/model"
 	labelModel    = "cloister/round/v1/model-payload"
 	labelGroupKey = "cloister/round/v1/group-key"
+	labelDealtKey = "cloister/round/v1/dealt-group-key"
 	labelSession  = "cloister/round/v1/protect-session"
 )
 
@@ -209,6 +224,29 @@ func decodeGroupKey(b []byte) (target, modelKey []byte, err error) {
 		return nil, nil, fmt.Errorf("%w: group key: %v", ErrMalformed, err)
 	}
 	return target, modelKey, nil
+}
+
+// encodeDealtKey is what a dealer seals to each participant: the group key
+// (encodeGroupKey) and the round and payload digest of the model it sealed
+// under that key (the initial model, or the one it carried over), so that
+// every participant knows which model to expect.
+func encodeDealtKey(groupKey []byte, base fl.Round, model Digest) []byte {
+	var e encoder
+	e.str(labelDealtKey)
+	e.bytes(groupKey)
+	e.u64(uint64(base))
+	e.digest(model)
+	return e.b
+}
+
+func decodeDealtKey(b []byte) (groupKey []byte, base fl.Round, model Digest, err error) {
+	d := decoder{b: b}
+	label := d.str()
+	groupKey, base, model = d.bytes(), fl.Round(d.u64()), d.digest()
+	if err := d.end(); err != nil || label != labelDealtKey {
+		return nil, 0, Digest{}, fmt.Errorf("%w: dealt group key: %v", ErrMalformed, err)
+	}
+	return groupKey, base, model, nil
 }
 
 // protectSessionID derives the protect.Session ID of a key epoch.

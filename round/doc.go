@@ -75,7 +75,20 @@
 // epoch is excluded, or if a live member that is not excluded holds no party
 // of it; the group-key dealer (the first participant that held the previous
 // group key) carries the newest model over to the new group key. Both sets
-// are in [CoordinatorState]. On a node, [Node.Distrust] makes it refuse key
+// are in [CoordinatorState].
+//
+// # Known models
+//
+// The model key authenticates a model against the coordinator only: every
+// member holds it, and a member excluded at a re-key holds the previous
+// one. So a node keeps in [NodeState] (Known, KnownModel) the round and
+// payload digest of the newest model it knows to be authentic: that of the
+// newest commit whose signed round record it verified, or the model its
+// epoch's dealer sealed under the group key (the dealer seals the round and
+// digest to each participant with the group key). A Train or Decrypt base
+// model, or a model a dealer is asked to carry over, of that round with
+// another payload is refused with [ErrForged]. A model of a round the node
+// knows nothing of (it missed that commit) is taken as before. On a node, [Node.Distrust] makes it refuse key
 // setups with a member and reveals of aggregates that include it.
 //
 // # Failures

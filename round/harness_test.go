@@ -365,7 +365,7 @@ func (f *fed) globalModel() (fl.Vector, fl.Round) {
 		if sn.n == nil || sn.n.modelKey == nil {
 			continue
 		}
-		v, _, err := sn.n.openModel(st.Model, st.ModelRound)
+		v, _, _, err := sn.n.openModel(st.Model, st.ModelRound)
 		if err != nil {
 			f.tb.Fatal(err)
 		}

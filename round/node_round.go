@@ -21,12 +21,42 @@ func (n *Node) checkRoundKeys(e uint64) error {
 }
 
 // openModel opens a sealed model produced by round r (0: the initial model).
-func (n *Node) openModel(sealed []byte, r fl.Round) (fl.Vector, []byte, error) {
+// It also returns the digest of the model payload (see NodeState.KnownModel).
+func (n *Node) openModel(sealed []byte, r fl.Round) (fl.Vector, []byte, Digest, error) {
 	pt, err := n.cfg.Box.Open(n.modelKey, sealed, modelAD(n.cfg.Session, r))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: opening the model of round %d: %v", ErrMalformed, r, err)
+		return nil, nil, Digest{}, fmt.Errorf("%w: opening the model of round %d: %v", ErrMalformed, r, err)
 	}
-	return decodeModel(pt)
+	v, opt, err := decodeModel(pt)
+	return v, opt, DigestOf(pt), err
+}
+
+// checkKnown refuses (see refuse, with ErrForged) a model of round base,
+// asked for in round r of epoch, whose payload digest d is not the one this
+// node knows for round base (NodeState.KnownModel): the coordinator
+// substituted another model sealed under a key it was given. A model of a
+// round this node knows nothing of is accepted.
+func (n *Node) checkKnown(epoch uint64, r, base fl.Round, d Digest, what string) error {
+	if n.st.KnownModel == (Digest{}) || base != n.st.Known || d == n.st.KnownModel {
+		return nil
+	}
+	return n.refuse(epoch, r, ErrForged, "%s of round %d is not the model this node knows for that round (payload %s, want %s)",
+		what, base, d, n.st.KnownModel)
+}
+
+// learnModel records d as the payload digest of the authentic model of
+// round r, if r is later than the round this node knows a model of. dealt
+// says that d comes from the dealer of the node's key epoch (not from a
+// verified round record): for round 0, the initial model, which no record
+// covers, the dealer of the newest epoch decides (a failed key setup's
+// dealer may have made another initial model); for a committed round, the
+// model whose record this node verified stays.
+func (n *Node) learnModel(r fl.Round, d Digest, dealt bool) {
+	if n.st.KnownModel != (Digest{}) && r <= n.st.Known && !(dealt && r == 0) {
+		return
+	}
+	n.st.Known, n.st.KnownModel = r, d
+	n.out.changed()
 }
 
 func (n *Node) train(m Message) error {
@@ -54,8 +84,11 @@ func (n *Node) train(m Message) error {
 			return n.refuse(m.Epoch, r, nil, "%v", err)
 		}
 	}
-	v, _, err := n.openModel(m.Model, m.Base)
+	v, _, d, err := n.openModel(m.Model, m.Base)
 	if err != nil {
+		return err
+	}
+	if err := n.checkKnown(m.Epoch, r, m.Base, d, "the base model"); err != nil {
 		return err
 	}
 	n.dropOldModelKeys()
@@ -187,8 +220,11 @@ func (n *Node) decrypt(m Message) error {
 	case len(m.Payload) == 0:
 		return fmt.Errorf("%w: empty result", ErrMalformed)
 	}
-	global, optState, err := n.openModel(m.Model, m.Base)
+	global, optState, d, err := n.openModel(m.Model, m.Base)
 	if err != nil {
+		return err
+	}
+	if err := n.checkKnown(m.Epoch, r, m.Base, d, "the base model"); err != nil {
 		return err
 	}
 	if err := n.checkIncluded(r, m.Included); err != nil {
@@ -256,11 +292,12 @@ func (n *Node) model(m Message) error {
 	if err := n.cfg.Verifier.Verify(m.Leader, rec.Signed(n.cfg.Session), m.Signature); err != nil {
 		return fmt.Errorf("%w: round record signature of %s: %v", ErrForged, m.Leader, err)
 	}
-	v, _, err := n.openModel(m.Model, r)
+	v, _, d, err := n.openModel(m.Model, r)
 	if err != nil {
 		return err
 	}
 	n.dropOldModelKeys()
+	n.learnModel(r, d, false)
 	if r > n.st.Round {
 		n.st.Round, n.step = r, stepIdle
 	}

@@ -198,6 +198,10 @@ type groupKey struct {
 	public  []byte
 	target  protect.Target
 	key     []byte
+	// The model the dealer sealed under this group key: its round and
+	// payload digest (see NodeState.KnownModel).
+	base  fl.Round
+	model Digest
 }
 
 // maxOldModelKeys bounds NodeState.OldModelKeys: a node keeps the model
@@ -282,6 +286,9 @@ func (n *Node) keyRequest(m Message) error {
 		if pt, err = n.openCarried(m.Model, m.Base); err != nil {
 			return n.refuse(m.Epoch, 0, err, "carrying the model of round %d over", m.Base)
 		}
+		if err := n.checkKnown(m.Epoch, 0, m.Base, DigestOf(pt), "the model to carry over"); err != nil {
+			return err
+		}
 		detail = fmt.Sprintf("made the group key, carried the model of round %d over", m.Base)
 	} else {
 		v := n.cfg.Init()
@@ -298,10 +305,11 @@ func (n *Node) keyRequest(m Message) error {
 	if err != nil {
 		return n.refuse(m.Epoch, 0, err, "sealing the model")
 	}
+	dealt := encodeDealtKey(gk, m.Base, DigestOf(pt))
 	parts := n.participants()
 	sealed := make(map[fl.NodeID][]byte, len(parts))
 	for _, to := range parts {
-		ct, err := n.cfg.Sealer.Seal(to, envelope(purposeGroupKey, n.cfg.Session, m.Epoch, n.cfg.Self, to, gk))
+		ct, err := n.cfg.Sealer.Seal(to, envelope(purposeGroupKey, n.cfg.Session, m.Epoch, n.cfg.Self, to, dealt))
 		if err != nil {
 			return n.refuse(m.Epoch, 0, err, "sealing the group key to %s", to)
 		}
@@ -309,6 +317,7 @@ func (n *Node) keyRequest(m Message) error {
 	}
 	n.target, n.modelKey = t, key
 	n.st.GroupKey, n.st.Target = gk, t.Public()
+	n.learnModel(m.Base, DigestOf(pt), true)
 	n.out.changed()
 	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Nodes: parts, Digest: DigestOf(n.st.Target), Detail: detail})
 	n.send(Message{Kind: KindGroupKey, Epoch: m.Epoch, Payloads: sealed, Target: n.st.Target, Model: model, Base: m.Base})
@@ -325,9 +334,13 @@ func (n *Node) openGroupKey(dealer fl.NodeID, sealed, public []byte) (*groupKey,
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening the group key: %v", ErrForged, err)
 	}
-	gk, err := openEnvelope(pt, purposeGroupKey, n.cfg.Session, n.st.Epoch, dealer, n.cfg.Self)
+	dealt, err := openEnvelope(pt, purposeGroupKey, n.cfg.Session, n.st.Epoch, dealer, n.cfg.Self)
 	if err != nil {
 		return nil, fmt.Errorf("group key: %w", err)
+	}
+	gk, base, model, err := decodeDealtKey(dealt)
+	if err != nil {
+		return nil, err
 	}
 	sec, key, err := decodeGroupKey(gk)
 	if err != nil {
@@ -343,12 +356,13 @@ func (n *Node) openGroupKey(dealer fl.NodeID, sealed, public []byte) (*groupKey,
 	if !bytes.Equal(t.Public(), public) {
 		return nil, fmt.Errorf("%w: the group key does not match the relayed public part", ErrForged)
 	}
-	return &groupKey{encoded: gk, public: bytes.Clone(public), target: t, key: key}, nil
+	return &groupKey{encoded: gk, public: bytes.Clone(public), target: t, key: key, base: base, model: model}, nil
 }
 
 func (n *Node) setGroupKey(k *groupKey) {
 	n.target, n.modelKey = k.target, k.key
 	n.st.GroupKey, n.st.Target = k.encoded, k.public
+	n.learnModel(k.base, k.model, true)
 	n.out.changed()
 	n.emit(Event{Kind: EventKeyed, Digest: DigestOf(k.public), Detail: "opened the group key"})
 }

@@ -121,6 +121,18 @@ type NodeState struct {
 	Protected  fl.Round
 	ModelRound fl.Round
 	Led        fl.Round
+	// KnownModel is the digest of the model payload (the plaintext the
+	// model box seals: model and optimizer state) of round Known that this
+	// node knows to be authentic: the model of the newest commit whose
+	// signed round record it verified (KindModel), or the model the dealer
+	// of its key epoch sealed under the group key (this node's own dealing,
+	// or the digest the dealer sealed with the group key to it), whichever
+	// is of the later round. The zero digest: none known. A base model of
+	// round Known (Train, Decrypt, a re-key's carried model) must have this
+	// payload: the payload digest survives re-sealing under a new group key,
+	// which the sealed model's digest does not.
+	Known      fl.Round
+	KnownModel Digest
 	// Uploaded is the digest of the update uploaded in round Protected, so
 	// that a restarted node can still reveal that round (once: its ledger
 	// decides).

@@ -85,7 +85,8 @@ func TestStateEncoding(t *testing.T) {
 	ns := f.byID["n1"].n.st.clone()
 	nb, _ := ns.MarshalBinary()
 	var nback NodeState
-	if err := nback.UnmarshalBinary(nb); err != nil || !bytes.Equal(nback.Party, ns.Party) || nback.Epoch != ns.Epoch {
+	if err := nback.UnmarshalBinary(nb); err != nil || !bytes.Equal(nback.Party, ns.Party) || nback.Epoch != ns.Epoch ||
+		nback.KnownModel != ns.KnownModel || nback.Known != ns.Known {
 		t.Fatalf("node round trip: %v", err)
 	}
 	for _, bad := range [][]byte{nil, []byte("{"), []byte(`{"Version":2}`), []byte(`{"Version":1,"Phase":200}`)} {
@@ -191,6 +192,7 @@ func TestMaxRound(t *testing.T) {
 func FuzzDecoders(f *testing.F) {
 	f.Add(encodeModel(fl.Vector{1, 2}, []byte("opt")))
 	f.Add(encodeGroupKey([]byte("t"), []byte("k")))
+	f.Add(encodeDealtKey(encodeGroupKey([]byte("t"), []byte("k")), 3, DigestOf([]byte("model"))))
 	f.Add(envelope(purposeDeal, []byte("s"), 1, "a", "b", []byte("p")))
 	f.Add([]byte(`{"Version":1,"Phase":3}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -200,6 +202,9 @@ func FuzzDecoders(f *testing.F) {
 			}
 		}
 		_, _, _ = decodeGroupKey(b)
+		if gk, base, d, err := decodeDealtKey(b); err == nil && !bytes.Equal(encodeDealtKey(gk, base, d), b) {
+			t.Fatal("dealt group key does not re-encode")
+		}
 		_, _ = openEnvelope(b, purposeDeal, []byte("s"), 1, "a", "b")
 		var cs CoordinatorState
 		_ = cs.UnmarshalBinary(b)
