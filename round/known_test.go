@@ -190,3 +190,34 @@ func TestKnownCarriedModel(t *testing.T) {
 		t.Fatalf("%s trained round 4 on %v, round 3 committed %v", other.id, other.trains[4], other.evals[3])
 	}
 }
+
+// TestLearnModel: which model a node keeps as known.
+func TestLearnModel(t *testing.T) {
+	a, b := DigestOf([]byte("a")), DigestOf([]byte("b"))
+	for _, tc := range []struct {
+		name      string
+		known     fl.Round
+		have      Digest
+		r         fl.Round
+		d         Digest
+		dealt     bool
+		wantRound fl.Round
+		want      Digest
+	}{
+		{"none yet", 0, Digest{}, 3, b, false, 3, b},
+		{"later commit", 2, a, 3, b, false, 3, b},
+		{"earlier dealt", 3, a, 2, b, true, 3, a},
+		{"same round dealt keeps the verified commit", 3, a, 3, b, true, 3, a},
+		{"later dealt", 2, a, 3, b, true, 3, b},
+		{"initial model: the newest dealer's", 0, a, 0, b, true, 0, b},
+		{"initial model dealt after a commit", 3, a, 0, b, true, 3, a},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := &Node{st: NodeState{Known: tc.known, KnownModel: tc.have}}
+			n.learnModel(tc.r, tc.d, tc.dealt)
+			if n.st.Known != tc.wantRound || n.st.KnownModel != tc.want {
+				t.Fatalf("knows round %d %v, want %d %v", n.st.Known, n.st.KnownModel, tc.wantRound, tc.want)
+			}
+		})
+	}
+}

@@ -52,7 +52,7 @@ func (n *Node) checkKnown(epoch uint64, r, base fl.Round, d Digest, what string)
 // dealer may have made another initial model); for a committed round, the
 // model whose record this node verified stays.
 func (n *Node) learnModel(r fl.Round, d Digest, dealt bool) {
-	if n.st.KnownModel != (Digest{}) && r <= n.st.Known && !(dealt && r == 0) {
+	if known := n.st.KnownModel != (Digest{}); known && (r < n.st.Known || r == n.st.Known && !(dealt && r == 0)) {
 		return
 	}
 	n.st.Known, n.st.KnownModel = r, d
