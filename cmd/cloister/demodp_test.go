@@ -14,36 +14,19 @@ import (
 // stops after round 2. The progress lines show ε, the JSON carries it per
 // round and in total, the plot has an ε panel, and the logs verify.
 func TestDemoDP(t *testing.T) {
-	csv := blobsCSV(t, 600, 12, 3)
 	tmp := t.TempDir()
-	dir := filepath.Join(tmp, "demo")
+	dir, svg := filepath.Join(tmp, "demo"), filepath.Join(tmp, "demo.svg")
+	out, res := runTinyDemo(t, "--rounds", "3", "--dp-noise", "1", "--clip", "1", "--epsilon", "8", "--delta", "1e-5",
+		"--keep", dir, "--plot", svg)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	jsonPath, svg := filepath.Join(tmp, "demo.json"), filepath.Join(tmp, "demo.svg")
-	cmd := exec.Cmd{Path: exe, Args: []string{"cloister", "demo", "--nodes", "3", "--threshold", "2", "--rounds", "3",
-		"--preset", "InsecureTest", "--model", "softmax", "--local-epochs", "1", "--data", "csv:" + csv + ":label=y",
-		"--partition", "iid", "--dp-noise", "1", "--clip", "1", "--epsilon", "8", "--delta", "1e-5",
-		"--keep", dir, "--json", jsonPath, "--plot", svg}}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("cloister demo: %v\n%s", err, out)
-	}
-	t.Logf("%s", out)
 	for _, want := range []string{"dashboard: http://127.0.0.1:", "privacy budget ε = 8 covers 2 rounds", "round  2/3  accuracy", "  ε 7.0",
 		"stopped by the privacy budget: 2 of 3 rounds committed", "privacy: ε = 7.0"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q", want)
 		}
-	}
-	var res demoResult
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &res); err != nil {
-		t.Fatal(err)
 	}
 	e := res.EpsilonPerRound
 	if res.Rounds != 2 || len(e) != 2 || !(e[0] > 4 && e[1] > e[0] && e[1] <= 8) || res.EpsilonTotal != e[1] {
@@ -55,7 +38,7 @@ func TestDemoDP(t *testing.T) {
 	if s, err := os.ReadFile(svg); err != nil || !strings.Contains(string(s), "ε spent") {
 		t.Errorf("the plot has no ε panel (%v)", err)
 	}
-	cmd = exec.Cmd{Path: exe, Args: []string{"cloister", "audit", "verify", dir}}
+	cmd := exec.Cmd{Path: exe, Args: []string{"cloister", "audit", "verify", dir}}
 	out, err = cmd.CombinedOutput()
 	if err != nil {
 		t.Errorf("cloister audit verify: %v\n%s", err, out)
@@ -64,4 +47,35 @@ func TestDemoDP(t *testing.T) {
 	if n := strings.Count(string(out), "ε spent 7.0"); n != 4 {
 		t.Errorf("%d logs say ε spent 7.0…, want all 4", n)
 	}
+}
+
+// runTinyDemo runs `cloister demo` on 3 nodes (t = 2, InsecureTest,
+// softmax on blob data split IID, one local epoch) with extra flags, and
+// returns its output and its JSON.
+func runTinyDemo(t *testing.T, extra ...string) ([]byte, demoResult) {
+	t.Helper()
+	csv := blobsCSV(t, 600, 12, 3)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonPath := filepath.Join(t.TempDir(), "demo.json")
+	args := append([]string{"cloister", "demo", "--nodes", "3", "--threshold", "2", "--preset", "InsecureTest",
+		"--model", "softmax", "--local-epochs", "1", "--data", "csv:" + csv + ":label=y", "--partition", "iid",
+		"--json", jsonPath}, extra...)
+	cmd := exec.Cmd{Path: exe, Args: args}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cloister demo: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	var res demoResult
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	return out, res
 }

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,29 +9,7 @@ import (
 // every 100ms: the summary and the JSON report how many re-attestations
 // the nodes made and their mean cost.
 func TestDemoTEE(t *testing.T) {
-	csv := blobsCSV(t, 600, 12, 3)
-	tmp := t.TempDir()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsonPath := filepath.Join(tmp, "demo.json")
-	cmd := exec.Cmd{Path: exe, Args: []string{"cloister", "demo", "--nodes", "3", "--threshold", "2", "--rounds", "8",
-		"--preset", "InsecureTest", "--model", "softmax", "--local-epochs", "1", "--data", "csv:" + csv + ":label=y",
-		"--partition", "iid", "--tee", "sim", "--attest-every", "100ms", "--json", jsonPath}}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("cloister demo: %v\n%s", err, out)
-	}
-	t.Logf("%s", out)
-	var res demoResult
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &res); err != nil {
-		t.Fatal(err)
-	}
+	out, res := runTinyDemo(t, "--rounds", "8", "--tee", "sim", "--attest-every", "100ms")
 	if res.Rounds != 8 {
 		t.Errorf("%d rounds committed, want 8", res.Rounds)
 	}
