@@ -21,6 +21,7 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/blindscan"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/store"
@@ -491,7 +492,7 @@ func TestDemoBlind(t *testing.T) {
 		t.Fatalf("exported round %d with %d values", exp.Round, len(exp.Model))
 	}
 	wins := map[[32]byte]string{}
-	windows(exp.Model, "final model", wins)
+	blindscan.Windows(exp.Model, "final model", wins)
 	nUpdates := 0
 	filepath.WalkDir(filepath.Join(dir, "updates"), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -505,7 +506,7 @@ func TestDemoBlind(t *testing.T) {
 		for i := range v {
 			v[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
 		}
-		windows(v, path, wins)
+		blindscan.Windows(v, path, wins)
 		nUpdates++
 		return nil
 	})
@@ -517,69 +518,19 @@ func TestDemoBlind(t *testing.T) {
 	for _, x := range exp.Model {
 		enc = binary.LittleEndian.AppendUint64(enc, math.Float64bits(x))
 	}
-	if len(scan(enc, wins)) == 0 {
+	if len(blindscan.Scan(enc, wins)) == 0 {
 		t.Fatal("positive control: the scan does not find the model in its own encoding")
 	}
 	var hits []string
 	for _, p := range []string{filepath.Join(dir, "state", "coordinator"), filepath.Join(dir, "logs", "coordinator.txt")} {
-		filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			raw, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			for _, h := range scan(raw, wins) {
-				hits = append(hits, path+": "+h)
-			}
-			return nil
-		})
+		h, err := blindscan.ScanPath(p, wins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hits = append(hits, h...)
 	}
 	t.Logf("%d windows of the final model and %d updates; %d hits", len(wins), nUpdates, len(hits))
 	if len(hits) > 0 {
 		t.Errorf("the coordinator holds plaintext: %v", hits[:min(5, len(hits))])
 	}
-}
-
-// windows adds every 32-byte window of v's float64 and float32 encodings
-// (little- and big-endian) that starts at an element boundary and holds no
-// zero element (runs of zeros occur in any file).
-func windows(v fl.Vector, what string, into map[[32]byte]string) {
-	for _, order := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
-		for i := 0; i+4 <= len(v); i++ {
-			var w [32]byte
-			ok := true
-			for j := range 4 {
-				ok = ok && v[i+j] != 0
-				order.PutUint64(w[8*j:], math.Float64bits(v[i+j]))
-			}
-			if ok {
-				into[w] = what
-			}
-		}
-		for i := 0; i+8 <= len(v); i++ {
-			var w [32]byte
-			ok := true
-			for j := range 8 {
-				x := float32(v[i+j])
-				ok = ok && x != 0
-				order.PutUint32(w[4*j:], math.Float32bits(x))
-			}
-			if ok {
-				into[w] = what
-			}
-		}
-	}
-}
-
-// scan returns what of wins occurs in b, at any byte offset.
-func scan(b []byte, wins map[[32]byte]string) []string {
-	var hits []string
-	for i := 0; i+32 <= len(b); i++ {
-		if what, ok := wins[[32]byte(b[i:i+32])]; ok {
-			hits = append(hits, what)
-		}
-	}
-	return hits
 }
