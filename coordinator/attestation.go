@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
-	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -129,21 +128,11 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 	a.evidence, a.claims, a.verified, a.excluded, a.lastErr, a.refused = bytes.Clone(m.Evidence), claims, now, false, "", nil
 	a.okGen, a.okStream = a.gen, a.stream
 	a.count++
-	c.pendAudit = append(c.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: claims.Format,
-		Digest: audit.Digest(round.DigestOf(m.Evidence))}})
+	c.rc.Attested(id, m.Evidence, claims.Format)
 	// Fresh valid evidence ends an exclusion (also one the engine's state
-	// kept across a restart of the coordinator); a no-op otherwise.
+	// kept across a restart of the coordinator); a no-op otherwise. A
+	// member joining hears from the engine of the members refused so far.
 	c.rc.Readmit(id)
-	if !slices.Contains(c.rc.Status().Live, id) {
-		// A member joining hears of the members refused so far, like those
-		// already live did, and reaches its own verdict.
-		for other, o := range c.att {
-			if other != id && o.excluded && len(o.refused) > 0 {
-				c.pendSend = append(c.pendSend, round.Message{Kind: round.KindPeer, To: id, Session: c.session,
-					Evidences: map[fl.NodeID][]byte{other: bytes.Clone(o.refused)}})
-			}
-		}
-	}
 	c.setAttestStatus()
 	return true
 }
@@ -191,30 +180,15 @@ func (c *Coordinator) refuseEvidence(id fl.NodeID, a *attestation, evidence []by
 	repeat := a.lastErr == reason && bytes.Equal(a.refused, evidence)
 	a.lastErr, a.failed, a.refused = reason, now, bytes.Clone(evidence)
 	if !repeat {
-		c.pendAudit = append(c.pendAudit, auditEntry{audit.NodeRefused, audit.Data{Node: id, Reason: audit.Reason(reason),
-			Digest: audit.Digest(round.DigestOf(evidence))}})
-		c.relayRefused(id, evidence)
+		// Recorded, and relayed to the members so that each reaches its
+		// own verdict.
+		c.rc.Refuse(id, reason, evidence)
 	}
 	c.exclude(id, a, reason)
 	c.setAttestStatus()
 	// Counted last: whoever sees the count sees the status above.
 	c.met.rejected.WithLabelValues("attestation").Inc()
 	c.met.attestations.WithLabelValues(attestResult(err)).Inc()
-}
-
-// relayRefused sends a refused member's evidence to the live members (as
-// the engine relays a member's evidence when it joins): the coordinator's
-// refusal is not a verdict the members take on trust.
-func (c *Coordinator) relayRefused(id fl.NodeID, evidence []byte) {
-	if len(evidence) == 0 || len(evidence) > pki.MaxEvidence {
-		return
-	}
-	for _, m := range c.rc.Status().Live {
-		if m != id {
-			c.pendSend = append(c.pendSend, round.Message{Kind: round.KindPeer, To: m, Session: c.session,
-				Evidences: map[fl.NodeID][]byte{id: bytes.Clone(evidence)}})
-		}
-	}
 }
 
 // exclude keeps a member whose evidence failed or expired out of the
@@ -244,7 +218,7 @@ func (c *Coordinator) checkExpiry(now time.Time) {
 		c.met.attestations.WithLabelValues("expired").Inc()
 		c.log.Warn("a member's evidence expired", "member", id, "err", err)
 		a.lastErr, a.failed, a.claims, a.evidence = reason, now, nil, nil
-		c.pendAudit = append(c.pendAudit, auditEntry{audit.NodeRefused, audit.Data{Node: id, Reason: audit.Reason(reason)}})
+		c.rc.Refuse(id, reason, nil)
 		c.exclude(id, a, reason)
 	}
 	c.setAttestStatus()

@@ -29,7 +29,8 @@ func scanDir(t *testing.T, dir string, wins map[[32]byte]string) []string {
 }
 
 // stateBlobs returns the byte fields of the coordinator's persisted engine
-// state, decoded (the state is JSON, so bytes appear in base64 on disk).
+// state, current model and group key, decoded (the state and the group key
+// are JSON, so bytes appear in base64 on disk).
 func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 	t.Helper()
 	db, err := store.Open(filepath.Join(dir, "coordinator.db"))
@@ -46,9 +47,24 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 	if err := st.UnmarshalBinary(b); err != nil {
 		t.Fatal(err)
 	}
-	out := slices.Concat(st.Model, st.Result, st.Target)
-	for _, s := range st.Sealed {
-		out = append(out, s...)
+	m, gkb, err := db.Coordinator(h[:]).Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := slices.Clone(st.Result)
+	if m != nil {
+		out = append(out, m.Sealed...)
+	}
+	if gkb != nil {
+		var gk round.GroupKey
+		if err := gk.UnmarshalBinary(gkb); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, gk.Target...)
+		out = append(out, gk.Model...)
+		for _, s := range gk.Sealed {
+			out = append(out, s...)
+		}
 	}
 	return out
 }

@@ -39,11 +39,9 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -160,15 +158,10 @@ type Coordinator struct {
 	budget  *budget // nil without DP
 
 	// Owned by the loop goroutine.
-	hist       *history
-	modelRound fl.Round
-	hasModel   bool
-	pendAudit  []auditEntry
-	leader     fl.NodeID
-	savedKeys  round.Digest     // of the GroupKeyFile content last written
-	tee        *attest.Verifier // nil: the manifest requires no attestation
-	att        map[fl.NodeID]*attestation
-	pendSend   []round.Message // daemon messages (refused evidence relayed), sent after the audit
+	hist   *history
+	leader fl.NodeID
+	tee    *attest.Verifier // nil: the manifest requires no attestation
+	att    map[fl.NodeID]*attestation
 
 	startOnce sync.Once
 	loopDone  chan struct{}
@@ -334,15 +327,12 @@ func (c *Coordinator) open() error {
 	rc := round.CoordinatorConfig{Config: c.rcfg, Scheme: c.scheme, Verifier: keys, Rand: rand.New(rand.NewPCG(seed, 0x636f6f7264))}
 	c.hist = newHistory(c)
 	if saved != nil {
-		st, err := c.loadState(ctx, saved)
+		st, model, key, err := c.engineState(ctx, saved)
 		if err != nil {
 			return err
 		}
-		if c.rc, err = round.RestartCoordinator(rc, st); err != nil {
+		if c.rc, err = round.RestartCoordinator(rc, st, model, key); err != nil {
 			return err
-		}
-		if m, err := c.sc.LatestModel(ctx); err == nil {
-			c.modelRound, c.hasModel = m.Round, true
 		}
 		if n := len(st.Leaders); n > 0 {
 			c.leader = st.Leaders[n-1]
@@ -497,7 +487,7 @@ func (c *Coordinator) handle(ev transport.Event) {
 		for _, s := range []error{transport.ErrImpersonation, transport.ErrTooLarge, transport.ErrFrame, transport.ErrMalformed} {
 			if errors.Is(ev.Err, s) {
 				c.met.rejected.WithLabelValues("transport").Inc()
-				c.pendAudit = append(c.pendAudit, auditEntry{audit.NodeRefused, audit.Data{Node: ev.Node, Reason: audit.Reason(ev.Err.Error())}})
+				c.rc.Refuse(ev.Node, ev.Err.Error(), nil)
 				break
 			}
 		}
@@ -541,58 +531,22 @@ func sentinel(err error) string {
 	return "other"
 }
 
-// drain handles every pending Ready: persist, audit, send.
+// drain handles every pending Ready, in its field order: persist (state,
+// current model, group key, commits, round history and metrics in one
+// transaction), record the audit events, send.
 func (c *Coordinator) drain(ctx context.Context) error {
-	for c.rc.HasReady() || len(c.pendAudit) > 0 || len(c.pendSend) > 0 {
-		var rd round.Ready
-		has := c.rc.HasReady()
-		if has {
-			rd = c.rc.Ready()
-		}
+	for c.rc.HasReady() {
+		rd := c.rc.Ready()
 		now := c.cfg.Now()
-		// 1. State, round records, sealed model, commit and metrics: one transaction.
-		var b store.CoordinatorBatch
-		if rd.State != nil {
-			if rd.State.Model != nil && (!c.hasModel || rd.State.ModelRound > c.modelRound) {
-				b.Models = append(b.Models, store.Model{Round: rd.State.ModelRound, Sealed: rd.State.Model})
-			}
-			var err error
-			if b.State, err = c.slimState(*rd.State); err != nil {
-				return err
-			}
-			b.Epoch = rd.State.Epoch
-		}
-		if err := c.budget.charge(rd.Audit); err != nil {
+		b, err := c.batch(rd, now)
+		if err != nil {
 			return err
 		}
-		if c.budget != nil {
-			c.met.epsilon.Set(dp.EpsilonFromMicro(c.budget.spent))
-		}
-		b.Rounds = c.hist.apply(rd, now)
-		for _, e := range rd.Audit {
-			switch e.Kind {
-			case round.EventMetrics:
-				if e.Metrics != nil {
-					b.Metrics = append(b.Metrics, store.Metric{Round: e.Round, Node: e.Node, Metrics: *e.Metrics})
-				}
-			case round.EventCommitted:
-				if cm, ok := commitOf(rd.Messages, e.Round, c.session, now); ok {
-					b.Commits = append(b.Commits, cm)
-				}
-			}
-		}
 		t0 := time.Now()
-		if b.State != nil || len(b.Rounds) > 0 || len(b.Models) > 0 || len(b.Commits) > 0 || len(b.Metrics) > 0 {
-			if err := c.sc.Save(context.Background(), b); err != nil {
-				return fmt.Errorf("coordinator: persisting state: %w", err)
-			}
-			for _, m := range b.Models {
-				c.modelRound, c.hasModel = m.Round, true
-			}
+		if err := c.sc.Save(context.Background(), b); err != nil {
+			return fmt.Errorf("coordinator: persisting state: %w", err)
 		}
-		// 2. Audit, durably, before anything is sent.
-		entries := slices.Concat(c.pendAudit, c.auditEntries(rd.Audit, rd.State))
-		c.pendAudit = nil
+		entries := c.auditEntries(rd.Audit)
 		for _, e := range entries {
 			if err := audit.ValidateData(e.kind, e.data); err != nil {
 				// A mapping bug, not a storage failure: say so, keep going.
@@ -605,15 +559,10 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		}
 		c.observe(rd.Audit)
 		t1 := time.Now()
-		// 3. Messages, in order per recipient, recipients in parallel.
-		msgs := append(rd.Messages, c.pendSend...)
-		c.pendSend = nil
-		failed := c.send(ctx, msgs)
+		failed := c.send(ctx, rd.Messages)
 		c.log.Debug("ready", "state_bytes", len(b.State), "persist_audit_s", t1.Sub(t0).Seconds(), "audit", len(entries),
 			"messages", len(rd.Messages), "send_s", time.Since(t1).Seconds())
-		if has {
-			c.rc.Advance()
-		}
+		c.rc.Advance()
 		for _, id := range failed {
 			c.rc.Unreachable(id)
 		}
@@ -621,16 +570,45 @@ func (c *Coordinator) drain(ctx context.Context) error {
 	return nil
 }
 
-// commitOf builds the commit record of round r from the Model messages that
-// announce it.
-func commitOf(msgs []round.Message, r fl.Round, session []byte, now time.Time) (store.Commit, bool) {
-	for _, m := range msgs {
-		if m.Kind == round.KindModel && m.Round == r {
-			return store.Commit{Round: r, Epoch: m.Record.Epoch, Leader: m.Leader, Record: m.Record.Signed(session),
-				Signature: bytes.Clone(m.Signature), Committed: now}, true
+// batch is what a Ready persists: the engine's state and large pieces, the
+// commits with their models, the round history and the metrics.
+func (c *Coordinator) batch(rd round.Ready, now time.Time) (store.CoordinatorBatch, error) {
+	var b store.CoordinatorBatch
+	if rd.State != nil {
+		var err error
+		if b.State, err = rd.State.MarshalBinary(); err != nil {
+			return b, err
+		}
+		b.Epoch = rd.State.Epoch
+	}
+	if m := rd.Model; m != nil {
+		b.Current = &store.Model{Round: m.Round, Sealed: m.Sealed}
+	}
+	if g := rd.GroupKey; g != nil {
+		var err error
+		if b.GroupKey, err = g.MarshalBinary(); err != nil {
+			return b, err
 		}
 	}
-	return store.Commit{}, false
+	for _, cm := range rd.Commits {
+		r := cm.Record.Round
+		b.Models = append(b.Models, store.Model{Round: r, Sealed: cm.Model})
+		b.Commits = append(b.Commits, store.Commit{Round: r, Epoch: cm.Record.Epoch, Leader: cm.Leader,
+			Record: cm.Record.Signed(c.session), Signature: cm.Signature, Committed: now})
+	}
+	if err := c.budget.charge(rd.Audit); err != nil {
+		return b, err
+	}
+	if c.budget != nil {
+		c.met.epsilon.Set(dp.EpsilonFromMicro(c.budget.spent))
+	}
+	b.Rounds = c.hist.apply(rd, now)
+	for _, e := range rd.Audit {
+		if e.Kind == round.EventMetrics && e.Metrics != nil {
+			b.Metrics = append(b.Metrics, store.Metric{Round: e.Round, Node: e.Node, Metrics: *e.Metrics})
+		}
+	}
+	return b, nil
 }
 
 // sendTimeout bounds one message's send: a node that stops reading loses
@@ -675,76 +653,29 @@ func (c *Coordinator) send(ctx context.Context, msgs []round.Message) []fl.NodeI
 	return failed
 }
 
-// The engine state holds the newest sealed model and the sealed group keys:
-// megabytes that change once a round or once a key epoch, while the state is
-// saved several times a round. slimState leaves them out of the stored
-// state: a committed model is in the store's model table (written in the
-// same transaction), the group key material in GroupKeyFile (written, and
-// synced, before the state that leaves it out). loadState puts them back.
-
-// GroupKeyFile holds the current epoch's sealed group keys and public part.
-const GroupKeyFile = "groupkey.json"
-
-type groupKeyFile struct {
-	Epoch  uint64
-	Dealer fl.NodeID
-	Sealed map[fl.NodeID][]byte
-	Target []byte
-}
-
-func (c *Coordinator) slimState(st round.CoordinatorState) ([]byte, error) {
-	if st.ModelRound > 0 && !st.Resealed {
-		// A committed model: in the model table, stored before or with this
-		// state. (The initial model stays: a key setup that starts over makes
-		// another one for round 0. So does a model a re-key carried over to a
-		// new group key: the table holds it sealed under the old one.)
-		st.Model = nil
-	}
-	if len(st.Sealed) > 0 || len(st.Target) > 0 {
-		g := groupKeyFile{Epoch: st.Epoch, Dealer: st.Dealer, Sealed: st.Sealed, Target: st.Target}
-		b, err := json.Marshal(g)
-		if err != nil {
-			return nil, err
-		}
-		if d := round.DigestOf(b); d != c.savedKeys {
-			if err := store.WriteFile(filepath.Join(c.cfg.StateDir, GroupKeyFile), b, 0o600); err != nil {
-				return nil, fmt.Errorf("coordinator: %w", err)
-			}
-			c.savedKeys = d
-		}
-		st.Sealed, st.Target = nil, nil
-	}
-	return st.MarshalBinary()
-}
-
-func (c *Coordinator) loadState(ctx context.Context, b []byte) (round.CoordinatorState, error) {
+// engineState is the engine state, current model and group key the store
+// holds.
+func (c *Coordinator) engineState(ctx context.Context, saved []byte) (round.CoordinatorState, *round.SealedModel, *round.GroupKey, error) {
 	var st round.CoordinatorState
-	if err := st.UnmarshalBinary(b); err != nil {
-		return st, fmt.Errorf("coordinator: stored engine state: %w", err)
+	if err := st.UnmarshalBinary(saved); err != nil {
+		return st, nil, nil, fmt.Errorf("coordinator: stored engine state: %w", err)
 	}
-	if st.Model == nil && st.ModelRound > 0 {
-		m, err := c.sc.Model(ctx, st.ModelRound)
-		if err != nil {
-			return st, fmt.Errorf("coordinator: the model of round %d: %w", st.ModelRound, err)
-		}
-		st.Model = m.Sealed
+	m, gk, err := c.sc.Current(ctx)
+	if err != nil {
+		return st, nil, nil, err
 	}
-	if st.Sealed == nil && st.Target == nil {
-		raw, err := os.ReadFile(filepath.Join(c.cfg.StateDir, GroupKeyFile))
-		if err == nil {
-			var g groupKeyFile
-			if err := json.Unmarshal(raw, &g); err != nil {
-				return st, fmt.Errorf("coordinator: %s: %w", GroupKeyFile, err)
-			}
-			if g.Epoch == st.Epoch && g.Dealer == st.Dealer {
-				st.Sealed, st.Target = g.Sealed, g.Target
-				c.savedKeys = round.DigestOf(raw)
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return st, fmt.Errorf("coordinator: %w", err)
+	var model *round.SealedModel
+	if m != nil {
+		model = &round.SealedModel{Round: m.Round, Sealed: m.Sealed, Replaces: st.Resealed}
+	}
+	var key *round.GroupKey
+	if gk != nil {
+		key = new(round.GroupKey)
+		if err := key.UnmarshalBinary(gk); err != nil {
+			return st, nil, nil, fmt.Errorf("coordinator: stored group key: %w", err)
 		}
 	}
-	return st, nil
+	return st, model, key, nil
 }
 
 type auditEntry struct {
@@ -756,14 +687,16 @@ type auditEntry struct {
 // Events without a matching record kind (aggregated, reveal requested,
 // opened, metrics, done, restarted) are logged only; the store keeps the
 // included sets, aggregates and metrics.
-func (c *Coordinator) auditEntries(evs []round.Event, st *round.CoordinatorState) []auditEntry {
+func (c *Coordinator) auditEntries(evs []round.Event) []auditEntry {
 	var out []auditEntry
 	add := func(k audit.Kind, d audit.Data) { out = append(out, auditEntry{k, d}) }
 	for _, e := range evs {
 		d := audit.Digest(e.Digest)
 		switch e.Kind {
 		case round.EventRejected:
-			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Reason: audit.Reason(e.Detail)})
+			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Reason: audit.Reason(e.Detail), Digest: d})
+		case round.EventAttested:
+			add(audit.AttestationOK, audit.Data{Node: e.Node, Format: e.Detail, Digest: d})
 		case round.EventAdmitted:
 			add(audit.NodeAdmitted, audit.Data{Node: e.Node, Digest: d})
 		case round.EventDown:

@@ -77,17 +77,17 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 	if err != nil {
 		return nil, err
 	}
-	st, err := loadState(b)
+	st, keys, err := engineState(b)
 	if err != nil {
 		return nil, err
 	}
-	if st.GroupKey == nil {
+	if len(keys.GroupKey) == 0 {
 		return nil, fmt.Errorf("%w: the node holds no group key", ErrNoModel)
 	}
 	// The stored model is sealed under the group key or, right after a
 	// re-key (before the node gets it re-sealed in the next Train), under
 	// the previous one, which the state still keeps.
-	v, opt, err := st.OpenModel(GCMBox{}, b.Model.Round, b.Model.Sealed)
+	v, opt, err := st.OpenModel(keys, GCMBox{}, b.Model.Round, b.Model.Sealed)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

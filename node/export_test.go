@@ -34,7 +34,7 @@ func TestExportMatchesEvaluated(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes := map[fl.NodeID]*round.Node{}
-	states := map[fl.NodeID]*round.NodeState{}
+	keys := map[fl.NodeID]*round.NodeKeys{}
 	for _, id := range members {
 		sk, err := NewSessionKeys(nil)
 		if err != nil {
@@ -77,8 +77,8 @@ func TestExportMatchesEvaluated(t *testing.T) {
 			}
 			busy = true
 			rd := n.Ready()
-			if rd.State != nil {
-				states[id] = rd.State
+			if rd.Keys != nil {
+				keys[id] = rd.Keys
 			}
 			for _, m := range rd.Messages {
 				queue = append(queue, delivery{id, m})
@@ -115,7 +115,7 @@ func TestExportMatchesEvaluated(t *testing.T) {
 	if st := coord.Status(); st.Commits != 3 {
 		t.Fatalf("status %+v, want 3 commits", st)
 	}
-	gk := states["node-2"].GroupKey
+	gk := keys["node-2"].GroupKey
 	for r := fl.Round(1); r <= 3; r++ {
 		v, err := OpenModel(gk, session, r, sealed[r])
 		if err != nil {

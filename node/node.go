@@ -59,11 +59,9 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -82,7 +80,6 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/internal/lenprefix"
 	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
@@ -199,16 +196,9 @@ type Node struct {
 	budget  *budget // nil without DP and without a local limit
 	stats   Stats
 
-	atRest     store.Sealer
-	savedModel fl.Round // round of the newest sealed model in the store (see hasModel)
-	savedSum   [32]byte // and the SHA-256 of its sealed bytes
-	hasModel   bool
-	savedParty []byte // the key share and group key as last stored, to store them only when they change
-	savedKeys  []byte
-	pendModel  *store.Model
-	resealed   bool         // pendModel replaces the stored model of its round (re-sealed at a re-key)
-	pendAudit  []auditEntry // records from VerifyPeer, appended with the next Ready
-	closeOnce  sync.Once
+	atRest    store.Sealer
+	stepSecs  float64 // how long the last Step took, for the log lines of its events
+	closeOnce sync.Once
 
 	keysIssued time.Time               // when the current session keys were made
 	expired    map[fl.NodeID]time.Time // members distrusted for expired evidence, by the evidence's time
@@ -324,10 +314,6 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node: loading state: %w", err)
 	}
-	if saved.Model != nil {
-		n.savedModel, n.savedSum, n.hasModel = saved.Model.Round, sha256.Sum256(saved.Model.Sealed), true
-	}
-	n.savedParty, n.savedKeys = saved.Party, saved.GroupKey
 
 	if n.alog, err = audit.Open(filepath.Join(n.cfg.StateDir, AuditFile), n.cfg.Kit.AuditKey, string(n.self),
 		audit.Options{Keys: audit.Keys(n.man.AuditKeys()), RepairTorn: true}); err != nil {
@@ -373,11 +359,11 @@ func (n *Node) open() error {
 		VerifyPeer: n.verifyPeer, MayTrain: n.budget.policy(),
 	}
 	if saved.State != nil {
-		st, err := loadState(saved)
+		st, keys, err := engineState(saved)
 		if err != nil {
 			return err
 		}
-		if n.rn, err = round.RestartNode(rc, st); err != nil {
+		if n.rn, err = round.RestartNode(rc, st, keys); err != nil {
 			return err
 		}
 		n.log.Info("resuming the session", "round", st.Round, "epoch", st.Epoch, "model_round", st.ModelRound, "done", st.Done)
@@ -460,22 +446,26 @@ func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
 	err := n.keys.VerifyPeer(id, ev)
 	n.stats.PeerChecks.Add(1)
 	n.stats.PeerCheckNanos.Add(uint64(time.Since(start)))
-	d := audit.Digest(round.DigestOf(ev))
 	if err != nil {
 		n.stats.PeerFailures.Add(1)
 		n.log.Warn("a member's evidence failed", "member", id, "err", err)
-		n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationFailed, audit.Data{Node: id, Reason: audit.Reason(err.Error()), Digest: d}})
 		return err
 	}
-	format := "session-keys"
 	if c, ok := n.keys.PeerClaims(id); ok {
-		format = c.Format
 		delete(n.expired, id)
 		n.log.Debug("a member's TEE evidence verified", "member", id, "format", c.Format, "measurement", c.Measurement,
 			"tcb", c.TCB, "verify_s", time.Since(start).Seconds())
 	}
-	n.pendAudit = append(n.pendAudit, auditEntry{audit.AttestationOK, audit.Data{Node: id, Format: format, Digest: d}})
 	return nil
+}
+
+// peerFormat names the evidence format of a member whose evidence verified,
+// for its attestation-ok record.
+func (n *Node) peerFormat(id fl.NodeID) string {
+	if c, ok := n.keys.PeerClaims(id); ok {
+		return c.Format
+	}
+	return "session-keys"
 }
 
 // checkExpiry distrusts the members whose verified TEE evidence is older
@@ -837,12 +827,12 @@ func (n *Node) teeFormat() string {
 	return n.cfg.TEE.Format()
 }
 
-// step feeds one message to the engine and notes what the daemon must
-// persist besides the engine's state (the newest sealed model).
+// step feeds one message to the engine. What follows from it (state to
+// persist, records, messages, tasks) comes out of the engine's next Ready.
 func (n *Node) step(from fl.NodeID, m round.Message) {
 	start := time.Now()
 	err := n.rn.Step(from, m)
-	secs := time.Since(start).Seconds()
+	n.stepSecs = time.Since(start).Seconds()
 	if err != nil {
 		n.stats.Rejected.Add(1)
 		lvl := slog.LevelWarn
@@ -850,117 +840,31 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 			lvl = slog.LevelDebug
 		}
 		n.log.Log(context.Background(), lvl, "rejected a message", "from", from, "kind", m.Kind.String(), "round", m.Round, "err", err)
-		return
-	}
-	switch m.Kind {
-	case round.KindTrained:
-		n.log.Info("protected", "round", m.Round, "protect_s", secs, "mode", n.scheme.Name())
-	case round.KindRevealRequest:
-		n.stats.Revealed.Add(1)
-		n.log.Info("revealed", "round", m.Round, "reveal_s", secs)
-	case round.KindDecrypt:
-		n.stats.Led.Add(1)
-		n.log.Info("led the round: decrypted, applied, sealed and signed", "round", m.Round, "decrypt_s", secs)
-	case round.KindTrain:
-		// After a re-key, the model of the same round re-sealed under the
-		// new group key (the engine opened it with that key): it replaces
-		// the stored copy, which only the previous group key opens.
-		n.noteModel(m.Base, m.Model, true)
-	case round.KindModel:
-		n.noteModel(m.Round, m.Model, false)
-		if n.tr.scaffold && n.tr.ctl.commit(m.Round, slices.Contains(m.Record.Included, n.self)) {
-			// SCAFFOLD: the round included this node's Δc; keep its cᵢ.
-			if err := n.tr.ctl.save(n.cfg.StateDir, n.atRest, n.session); err != nil {
-				n.log.Error("the control variate of the committed round is not stored; a restart would lose it", "round", m.Round, "err", err)
-			}
-		}
-		// Every node records the commit it verified (the leader's
-		// signature over the round record), so that every log of the
-		// session agrees on each committed round.
-		n.pendAudit = append(n.pendAudit, auditEntry{audit.Committed, audit.Data{Round: m.Round,
-			Digest: audit.Digest(m.Record.Digest(n.session)), Leader: m.Leader, Session: n.sessionName()}})
-		n.pendAudit = append(n.pendAudit, n.budget.spend(m.Round)...)
 	}
 }
 
-// noteModel notes a sealed model of round r to store, if it is newer than
-// the newest one noted or stored or, with reseal, that round sealed again.
-func (n *Node) noteModel(r fl.Round, sealed []byte, reseal bool) {
-	if len(sealed) == 0 {
-		return
-	}
-	newest, sum, has := n.savedModel, n.savedSum, n.hasModel
-	if n.pendModel != nil {
-		newest, sum, has = n.pendModel.Round, sha256.Sum256(n.pendModel.Sealed), true
-	}
-	if has && (r < newest || r == newest && (!reseal || sha256.Sum256(sealed) == sum)) {
-		return
-	}
-	n.pendModel = &store.Model{Round: r, Sealed: bytes.Clone(sealed)}
-	n.resealed = n.hasModel && r == n.savedModel
-}
-
-// drain handles every pending Ready: persist, audit, send, start tasks.
+// drain handles every pending Ready, in its field order: persist (state,
+// keys and the sealed model in one transaction), record (audit events, then
+// commits), send, start tasks.
 func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- round.Task) (done bool, err error) {
-	for n.rn.HasReady() || n.pendModel != nil || len(n.pendAudit) > 0 {
-		var rd round.NodeReady
-		hasReady := n.rn.HasReady()
-		if hasReady {
-			rd = n.rn.Ready()
-		}
-		// 1. State (sealed by the store) and the newest sealed model.
-		var b store.NodeBatch
-		if rd.State != nil {
-			if b, err = n.splitState(*rd.State); err != nil {
-				return false, err
-			}
-		}
-		if n.pendModel != nil {
-			b.Model, b.Resealed = n.pendModel, n.resealed
-		}
+	for n.rn.HasReady() {
+		rd := n.rn.Ready()
 		t0 := time.Now()
-		if b.State != nil || b.Model != nil {
-			if err := n.sn.Save(context.Background(), b); err != nil {
-				return false, fmt.Errorf("node: persisting state: %w", err)
-			}
-			if b.Model != nil {
-				n.savedModel, n.savedSum, n.hasModel = b.Model.Round, sha256.Sum256(b.Model.Sealed), true
-				n.pendModel, n.resealed = nil, false
-			}
-			if b.Party != nil {
-				n.savedParty = b.Party
-			}
-			if b.GroupKey != nil {
-				n.savedKeys = b.GroupKey
-			}
+		b, err := n.persist(rd)
+		if err != nil {
+			return false, err
 		}
 		t1 := time.Now()
-		// 2. Audit, durably, before anything is sent.
-		entries := slices.Concat(n.pendAudit, n.auditEntries(rd.Audit))
-		n.pendAudit = nil
+		entries := slices.Concat(n.auditEntries(rd.Audit), n.commitEntries(rd.Commits))
 		for _, e := range entries {
 			if err := n.appendAudit(e); err != nil {
 				return false, err
 			}
 		}
 		t2 := time.Now()
-		// 3. Messages.
-		for _, m := range rd.Messages {
-			if conn == nil {
-				n.log.Debug("not connected: dropping a message", "kind", m.Kind.String(), "round", m.Round)
-				continue
-			}
-			// The engine addresses messages to the coordinator by name; the
-			// transport sends them there anyway and validates To as a
-			// NodeID, which the coordinator's name is not.
-			m.To = ""
-			if err := conn.Send(ctx, m); err != nil {
-				n.log.Warn("sending failed", "kind", m.Kind.String(), "round", m.Round, "err", err)
-			}
-		}
+		n.sendAll(ctx, conn, rd.Messages)
 		n.log.Debug("ready", "state_bytes", len(b.State), "persist_s", t1.Sub(t0).Seconds(), "audit", len(entries),
 			"audit_s", t2.Sub(t1).Seconds(), "messages", len(rd.Messages), "send_s", time.Since(t2).Seconds())
-		// 4. Tasks.
 		for _, t := range rd.Tasks {
 			select {
 			case tasks <- t:
@@ -968,70 +872,90 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 				n.log.Error("task queue full: dropping a task", "kind", t.Kind.String(), "round", t.Round)
 			}
 		}
-		if rd.Done {
-			done = true
-		}
-		if hasReady {
-			n.rn.Advance()
-		}
+		done = done || rd.Done
+		n.rn.Advance()
 	}
 	return done || n.rn.Status().Done, nil
 }
 
-// splitState returns the batch that stores st: the engine state without
-// its key share and group key, which go to the store's own (sealed) slots
-// only when they change. They are the bulk of the state (about 1.5 MB under
-// mhe's Agg128), and the state is saved several times a round.
-func (n *Node) splitState(st round.NodeState) (store.NodeBatch, error) {
+// persist writes a Ready's state, keys and sealed model in one
+// transaction (the store seals the secrets), then the SCAFFOLD control
+// variates of its commits.
+func (n *Node) persist(rd round.NodeReady) (store.NodeBatch, error) {
 	var b store.NodeBatch
-	party, keys := st.Party, encodeKeys(st.GroupKey, st.Target)
-	st.Party, st.GroupKey, st.Target = nil, nil, nil
-	var err error
-	if b.State, err = st.MarshalBinary(); err != nil {
-		return b, err
+	if rd.State != nil {
+		var err error
+		if b.State, err = rd.State.MarshalBinary(); err != nil {
+			return b, err
+		}
+		b.Epoch = rd.State.Epoch
 	}
-	b.Epoch = st.Epoch
-	if !bytes.Equal(party, n.savedParty) {
-		b.Party = append([]byte{}, party...) // never nil: an empty party is stored as empty
+	if k := rd.Keys; k != nil {
+		b.Keys = &store.Keys{Party: k.Party, GroupKey: k.GroupKey, Target: k.Target}
 	}
-	if !bytes.Equal(keys, n.savedKeys) {
-		b.GroupKey = keys
+	if m := rd.Model; m != nil {
+		b.Model, b.Resealed = &store.Model{Round: m.Round, Sealed: m.Sealed}, m.Replaces
+	}
+	if b.State != nil || b.Keys != nil || b.Model != nil {
+		if err := n.sn.Save(context.Background(), b); err != nil {
+			return b, fmt.Errorf("node: persisting state: %w", err)
+		}
+	}
+	for _, c := range rd.Commits {
+		if n.tr.scaffold && n.tr.ctl.commit(c.Record.Round, slices.Contains(c.Record.Included, n.self)) {
+			// SCAFFOLD: the round included this node's Δc; keep its cᵢ.
+			if err := n.tr.ctl.save(n.cfg.StateDir, n.atRest, n.session); err != nil {
+				n.log.Error("the control variate of the committed round is not stored; a restart would lose it", "round", c.Record.Round, "err", err)
+			}
+		}
 	}
 	return b, nil
 }
 
-// encodeKeys packs the group key and its public part for the GroupKey slot.
-func encodeKeys(groupKey, target []byte) []byte {
-	var w lenprefix.Writer
-	w.String("cloister/node/v1/keys")
-	w.Bytes(groupKey)
-	w.Bytes(target)
-	return w.B
+// sendAll sends a Ready's messages to the coordinator, in order.
+func (n *Node) sendAll(ctx context.Context, conn *transport.Conn, msgs []round.Message) {
+	for _, m := range msgs {
+		if conn == nil {
+			n.log.Debug("not connected: dropping a message", "kind", m.Kind.String(), "round", m.Round)
+			continue
+		}
+		// The engine addresses messages to the coordinator by name; the
+		// transport sends them there anyway and validates To as a
+		// NodeID, which the coordinator's name is not.
+		m.To = ""
+		if err := conn.Send(ctx, m); err != nil {
+			n.log.Warn("sending failed", "kind", m.Kind.String(), "round", m.Round, "err", err)
+		}
+	}
 }
 
-// loadState reassembles the engine state from the store's slots.
-func loadState(saved store.NodeBatch) (round.NodeState, error) {
+// engineState is the engine state and keys the store holds.
+func engineState(saved store.NodeBatch) (round.NodeState, round.NodeKeys, error) {
 	var st round.NodeState
 	if err := st.UnmarshalBinary(saved.State); err != nil {
-		return st, fmt.Errorf("node: stored engine state: %w", err)
+		return st, round.NodeKeys{}, fmt.Errorf("node: stored engine state: %w", err)
 	}
-	if len(saved.Party) > 0 {
-		st.Party = saved.Party
+	var keys round.NodeKeys
+	if k := saved.Keys; k != nil {
+		keys = round.NodeKeys{Party: k.Party, GroupKey: k.GroupKey, Target: k.Target}
 	}
-	if len(saved.GroupKey) > 0 {
-		r := lenprefix.NewReader(saved.GroupKey)
-		label, gk, target := r.String(), r.Bytes(), r.Bytes()
-		if err := r.End(); err != nil || label != "cloister/node/v1/keys" {
-			return st, fmt.Errorf("node: stored group key does not decode (%v)", err)
-		}
-		if len(gk) > 0 {
-			st.GroupKey = gk
-		}
-		if len(target) > 0 {
-			st.Target = target
-		}
+	return st, keys, nil
+}
+
+// commitEntries records the commits whose round record this node verified
+// (every node does, so that every log of the session agrees on each
+// committed round), and the privacy they spent.
+func (n *Node) commitEntries(cs []round.Commit) []auditEntry {
+	var out []auditEntry
+	for _, c := range cs {
+		r := c.Record.Round
+		n.log.Info("round committed", "round", r, "leader", c.Leader, "included", len(c.Record.Included),
+			"this_node_included", slices.Contains(c.Record.Included, n.self))
+		out = append(out, auditEntry{audit.Committed, audit.Data{Round: r,
+			Digest: audit.Digest(c.Record.Digest(n.session)), Leader: c.Leader, Session: n.sessionName()}})
+		out = append(out, n.budget.spend(r)...)
 	}
-	return st, nil
+	return out
 }
 
 type auditEntry struct {
@@ -1066,9 +990,16 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 		case round.EventRejected:
 			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
 		case round.EventUploaded:
+			n.log.Info("protected", "round", e.Round, "protect_s", n.stepSecs, "mode", n.scheme.Name())
 			out = append(out, auditEntry{audit.UpdateAccepted, audit.Data{Round: e.Round, Node: e.Node, Digest: audit.Digest(e.Digest)}})
 		case round.EventRevealed:
+			n.stats.Revealed.Add(1)
+			n.log.Info("revealed", "round", e.Round, "reveal_s", n.stepSecs)
 			out = append(out, auditEntry{audit.Revealed, audit.Data{Round: e.Round, Digest: audit.Digest(e.Digest)}})
+		case round.EventPeerVerified:
+			out = append(out, auditEntry{audit.AttestationOK, audit.Data{Node: e.Node, Format: n.peerFormat(e.Node), Digest: audit.Digest(e.Digest)}})
+		case round.EventPeerFailed:
+			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: audit.Reason(e.Detail), Digest: audit.Digest(e.Digest)}})
 		case round.EventKeyed:
 			d := audit.Data{Epoch: e.Epoch, Digest: audit.Digest(e.Digest)}
 			if d.Epoch == 0 {
@@ -1083,7 +1014,8 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 			// The leader signed a round record. It is recorded as committed
 			// when the coordinator broadcasts it (KindModel), like on every
 			// other node: a leader that dies after signing did not commit.
-			n.log.Info("signed the round record as leader", "round", e.Round, "record", e.Digest)
+			n.stats.Led.Add(1)
+			n.log.Info("led the round: decrypted, applied, sealed and signed", "round", e.Round, "decrypt_s", n.stepSecs, "record", e.Digest)
 		default:
 			n.log.Debug("engine event", "event", e.String())
 		}

@@ -268,17 +268,17 @@ func OpenModel(box ModelBox, groupKey, session []byte, r fl.Round, sealed []byte
 	return v, err
 }
 
-// OpenModel opens a model of round r that a node with this state holds,
-// outside the engine (for `cloister model export`): sealed under its group
-// key or, after a re-key and until the node has the model re-sealed under
+// OpenModel opens a model of round r that a node with this state and keys
+// holds, outside the engine (for `cloister model export`): sealed under its
+// group key or, after a re-key and until the node has the model re-sealed under
 // the new group key, under the model key of an earlier epoch it still
 // keeps (OldModelKeys, newest first). It returns the model and the
 // optimizer state sealed with it.
-func (st NodeState) OpenModel(box ModelBox, r fl.Round, sealed []byte) (fl.Vector, []byte, error) {
-	if st.GroupKey == nil {
+func (st NodeState) OpenModel(keys NodeKeys, box ModelBox, r fl.Round, sealed []byte) (fl.Vector, []byte, error) {
+	if len(keys.GroupKey) == 0 {
 		return nil, nil, fmt.Errorf("%w: the node holds no group key", ErrWrongPhase)
 	}
-	v, opt, err := OpenModelState(box, st.GroupKey, st.Session, r, sealed)
+	v, opt, err := OpenModelState(box, keys.GroupKey, st.Session, r, sealed)
 	if err == nil {
 		return v, opt, nil
 	}

@@ -27,6 +27,14 @@ type Coordinator struct {
 	st       CoordinatorState
 	out      outbox
 
+	// Large pieces of the persistent state, handed out when they change.
+	model []byte   // the newest sealed model, of st.ModelRound
+	gk    GroupKey // the group key of st.Epoch's setup (empty until the dealer sends it)
+
+	// refused is the last evidence of each member refused by Refuse, relayed
+	// to members that join while it is excluded.
+	refused map[fl.NodeID][]byte
+
 	// Volatile: rebuilt from Hellos after a restart.
 	elapsed  int                  // ticks since the current step started
 	live     map[fl.NodeID]bool   // said Hello and has not missed a deadline since
@@ -89,14 +97,15 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 	return c, nil
 }
 
-// RestartCoordinator returns a coordinator that resumes from st, a state
-// from an earlier Ready. Every member is down until it says Hello again;
+// RestartCoordinator returns a coordinator that resumes from what it
+// persisted of its earlier Readys: the newest State, Model (nil: none) and
+// GroupKey (nil: none). Every member is down until it says Hello again;
 // excluded members stay excluded. A round caught collecting or revealing is
 // aborted (its reveal is never retried); a round caught waiting for its
 // commit resumes with the same Open result; a key setup caught before its
 // group key step restarts with a new epoch (a re-key too: the model it
 // carries over is still sealed under the previous group key).
-func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState) (*Coordinator, error) {
+func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState, model *SealedModel, key *GroupKey) (*Coordinator, error) {
 	c, err := newCoordinator(cfg)
 	if err != nil {
 		return nil, err
@@ -108,6 +117,15 @@ func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState) (*Coordinato
 		return nil, fmt.Errorf("round: restoring state in phase %d", st.Phase)
 	}
 	c.st = st.clone()
+	if model != nil {
+		if model.Round != st.ModelRound {
+			return nil, fmt.Errorf("round: restoring the model of round %d into a state whose model is of round %d", model.Round, st.ModelRound)
+		}
+		c.model = bytes.Clone(model.Sealed)
+	}
+	if key != nil && key.Epoch == st.Epoch {
+		c.gk = key.clone()
+	}
 	if c.st.Epoch > 0 && len(c.st.Participants) == 0 {
 		// A state written before key setups over subsets: every member.
 		c.st.Participants = slices.Clone(c.members)
@@ -155,6 +173,7 @@ func newCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		keyed:      make(map[fl.NodeID]bool),
 		evidence:   make(map[fl.NodeID][]byte),
 		readmitted: make(map[fl.NodeID]bool),
+		refused:    make(map[fl.NodeID][]byte),
 	}
 	for _, m := range c.members {
 		c.isMember[m] = true
@@ -183,18 +202,23 @@ func (c *Coordinator) protectSession(epoch uint64) protect.Session {
 // Advance: the result then includes the earlier output.
 func (c *Coordinator) Ready() Ready {
 	c.out.hand()
-	rd := Ready{Audit: slices.Clone(c.out.audit), Messages: slices.Clone(c.out.messages)}
+	rd := Ready{Audit: slices.Clone(c.out.audit), Commits: slices.Clone(c.out.commits), Messages: slices.Clone(c.out.messages)}
 	if c.out.dirty != 0 {
 		st := c.st.clone()
 		rd.State = &st
+	}
+	if c.out.model != 0 {
+		rd.Model = &SealedModel{Round: c.st.ModelRound, Sealed: bytes.Clone(c.model), Replaces: c.st.Resealed}
+	}
+	if c.out.groupKey != 0 {
+		gk := c.gk.clone()
+		rd.GroupKey = &gk
 	}
 	return rd
 }
 
 // HasReady reports whether Ready has anything to hand out.
-func (c *Coordinator) HasReady() bool {
-	return c.out.dirty != 0 || len(c.out.audit) != 0 || len(c.out.messages) != 0
-}
+func (c *Coordinator) HasReady() bool { return c.out.pending() }
 
 // Advance tells the coordinator that the last Ready has been handled:
 // state persisted, audit events appended, messages sent.
@@ -364,6 +388,53 @@ func (c *Coordinator) Exclude(id fl.NodeID, reason string) {
 // of the current key epoch, the next round boundary re-keys to include it.
 // Readmit emits an [EventReadmitted] event; readmitting a member that is not
 // excluded changes nothing.
+// Attested records that the application verified member id's evidence
+// itself (TEE evidence bound to the member's connection, in format): an
+// [EventAttested] event. It ends what Refuse relays of id.
+func (c *Coordinator) Attested(id fl.NodeID, evidence []byte, format string) {
+	if !c.isMember[id] {
+		return
+	}
+	delete(c.refused, id)
+	c.emit(Event{Kind: EventAttested, Node: id, Digest: DigestOf(evidence), Detail: format})
+}
+
+// Refuse records that the application refused member id for reason (its
+// evidence failed or expired, or its connection broke the transport's
+// rules): an [EventRejected] event. Evidence, if not empty, is what was
+// refused: the coordinator's refusal is not a verdict the members take on
+// trust, so it is relayed (KindPeer) to the live members, and to members
+// that join while id is excluded, and each reaches its own verdict.
+// Refuse does not exclude id: see Exclude.
+func (c *Coordinator) Refuse(id fl.NodeID, reason string, evidence []byte) {
+	e := Event{Kind: EventRejected, Node: id, Detail: reason}
+	if len(evidence) == 0 {
+		c.emit(e)
+		return
+	}
+	e.Digest = DigestOf(evidence)
+	c.emit(e)
+	if !c.isMember[id] || len(evidence) > MaxEvidence {
+		return
+	}
+	c.refused[id] = bytes.Clone(evidence)
+	for _, m := range c.members {
+		if m != id && c.live[m] {
+			c.send(m, Message{Kind: KindPeer, Evidences: map[fl.NodeID][]byte{id: bytes.Clone(evidence)}})
+		}
+	}
+}
+
+// relayRefused tells a joining member of the excluded members refused so
+// far, as the live members were told when it happened.
+func (c *Coordinator) relayRefused(to fl.NodeID) {
+	for _, id := range slices.Sorted(maps.Keys(c.refused)) {
+		if id != to && c.excluded(id) {
+			c.send(to, Message{Kind: KindPeer, Evidences: map[fl.NodeID][]byte{id: bytes.Clone(c.refused[id])}})
+		}
+	}
+}
+
 func (c *Coordinator) Readmit(id fl.NodeID) {
 	if !c.excluded(id) {
 		return
@@ -658,13 +729,7 @@ func boolSet[V any](m map[fl.NodeID]V) map[fl.NodeID]bool {
 
 func (s CoordinatorState) clone() CoordinatorState {
 	s.Session = bytes.Clone(s.Session)
-	s.Model = bytes.Clone(s.Model)
-	s.Target = bytes.Clone(s.Target)
 	s.Result = bytes.Clone(s.Result)
-	if s.Sealed != nil {
-		s.Sealed = maps.Clone(s.Sealed)
-	}
-	s.SetupModel = bytes.Clone(s.SetupModel)
 	s.Keyholders = slices.Clone(s.Keyholders)
 	s.Participants = slices.Clone(s.Participants)
 	if s.Excluded != nil {

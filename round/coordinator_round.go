@@ -80,7 +80,7 @@ func (c *Coordinator) maybeStartFromWait() {
 }
 
 func (c *Coordinator) sendTrain(to fl.NodeID) {
-	c.send(to, Message{Kind: KindTrain, Round: c.st.Round, Base: c.st.ModelRound, Model: c.st.Model,
+	c.send(to, Message{Kind: KindTrain, Round: c.st.Round, Base: c.st.ModelRound, Model: c.model,
 		Config: c.cfg.TrainConfig, Cohort: c.st.Cohort, Leader: c.leader()})
 }
 
@@ -200,7 +200,7 @@ func (c *Coordinator) closeCollect(deadline bool) {
 
 func (c *Coordinator) sendRevealRequest(to fl.NodeID) {
 	c.send(to, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers,
-		Target: c.st.Target, Included: c.st.Included})
+		Target: c.gk.Target, Included: c.st.Included})
 }
 
 // pickRevealers fixes exactly t revealers among the live included members:
@@ -223,7 +223,7 @@ func (c *Coordinator) pickRevealers(included []fl.NodeID) []fl.NodeID {
 }
 
 func (c *Coordinator) revealRequest() protect.RevealRequest {
-	return protect.RevealRequest{Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers, Target: c.st.Target}
+	return protect.RevealRequest{Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers, Target: c.gk.Target}
 }
 
 func (c *Coordinator) share(from fl.NodeID, m Message) error {
@@ -264,7 +264,7 @@ func (c *Coordinator) share(from fl.NodeID, m Message) error {
 }
 
 func (c *Coordinator) sendDecrypt(to fl.NodeID) {
-	c.send(to, Message{Kind: KindDecrypt, Round: c.st.Round, Base: c.st.ModelRound, Model: c.st.Model,
+	c.send(to, Message{Kind: KindDecrypt, Round: c.st.Round, Base: c.st.ModelRound, Model: c.model,
 		Payload: c.st.Result, Included: c.st.Included, Record: Record{Aggregate: c.st.Aggregate}})
 }
 
@@ -302,9 +302,12 @@ func (c *Coordinator) commit(from fl.NodeID, m Message) error {
 	if err := c.cfg.Verifier.Verify(from, want.Signed(c.cfg.Session), m.Signature); err != nil {
 		return fmt.Errorf("%w: round record signature: %v", ErrForged, err)
 	}
-	c.st.Model = bytes.Clone(m.Model)
+	c.model = bytes.Clone(m.Model)
 	c.st.ModelRound = c.st.Round
 	c.st.Resealed = false
+	c.out.modelChanged()
+	c.out.commits = append(c.out.commits, Commit{Leader: from, Record: want.clone(), Signature: bytes.Clone(m.Signature),
+		Model: bytes.Clone(m.Model)})
 	c.st.LastCommitted = c.st.Round
 	c.st.Commits++
 	c.st.Phase = PhaseEvaluate
@@ -317,7 +320,7 @@ func (c *Coordinator) commit(from fl.NodeID, m Message) error {
 	c.reported = make(map[fl.NodeID]bool)
 	for _, to := range c.liveKeyed() {
 		c.expected[to] = true
-		c.send(to, Message{Kind: KindModel, Round: c.st.Round, Model: c.st.Model, Record: want,
+		c.send(to, Message{Kind: KindModel, Round: c.st.Round, Model: c.model, Record: want,
 			Signature: bytes.Clone(m.Signature), Leader: from})
 	}
 	c.maybeFinishEval()

@@ -11,6 +11,15 @@ import (
 
 // hello admits a member that (re)connected.
 func (c *Coordinator) hello(from fl.NodeID, m Message) error {
+	joining := !c.live[from]
+	err := c.hello1(from, m)
+	if err == nil && joining {
+		c.relayRefused(from)
+	}
+	return err
+}
+
+func (c *Coordinator) hello1(from fl.NodeID, m Message) error {
 	if len(m.Evidence) > MaxEvidence {
 		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
 	}
@@ -46,9 +55,9 @@ func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 		}
 		c.keyed[from] = true
 		switch {
-		case c.st.Sealed == nil && from == c.st.Dealer:
+		case c.gk.Sealed == nil && from == c.st.Dealer:
 			c.sendKeyRequest()
-		case c.st.Sealed != nil && !c.acked[from]:
+		case c.gk.Sealed != nil && !c.acked[from]:
 			c.deliverKey(from)
 		}
 	default:
@@ -145,8 +154,8 @@ func (c *Coordinator) welcome(id fl.NodeID, relay bool) {
 		}
 	}
 	w := Message{Kind: KindWelcome, Round: c.st.Round, Evidences: ev}
-	if s := c.st.Sealed[id]; s != nil {
-		w.Dealer, w.Sealed, w.Target = c.st.Dealer, s, c.st.Target
+	if s := c.gk.Sealed[id]; s != nil {
+		w.Dealer, w.Sealed, w.Target = c.st.Dealer, s, c.gk.Target
 	}
 	c.send(id, w)
 	if relay {
@@ -229,7 +238,8 @@ func (c *Coordinator) startSetup(participants []fl.NodeID, dealer fl.NodeID) {
 	c.helper = h
 	c.resetSetup()
 	c.st.Phase = PhaseAnnounce
-	c.st.Sealed, c.st.Target, c.st.SetupModel = nil, nil, nil
+	c.gk = GroupKey{Epoch: c.st.Epoch}
+	c.out.groupKeyChanged()
 	c.st.Dealer = dealer
 	c.elapsed, c.joining = 0, false
 	c.readmitted = make(map[fl.NodeID]bool)
@@ -259,7 +269,8 @@ func (c *Coordinator) restartSetup(why string) {
 	c.emit(Event{Kind: EventAborted, Detail: "key setup restarted: " + why})
 	c.resetSetup()
 	c.st.Phase = PhaseJoin
-	c.st.SetupModel = nil
+	c.gk.Model = nil
+	c.out.groupKeyChanged()
 	c.joining = false
 	c.changed()
 	c.maybeStartSetup()
@@ -287,7 +298,7 @@ func (c *Coordinator) setupTimeout() {
 		done = c.accepted
 	case PhaseGroupKey:
 		done = c.acked
-		if c.st.Sealed == nil {
+		if c.gk.Sealed == nil {
 			done = map[fl.NodeID]bool{}
 			for _, m := range c.st.Participants {
 				done[m] = m != c.st.Dealer
@@ -401,7 +412,7 @@ func (c *Coordinator) accept(from fl.NodeID) error {
 func (c *Coordinator) sendKeyRequest() {
 	m := Message{Kind: KindKeyRequest}
 	if c.carry() {
-		m.Model, m.Base = c.st.Model, c.st.ModelRound
+		m.Model, m.Base = c.model, c.st.ModelRound
 	}
 	c.send(c.st.Dealer, m)
 }
@@ -413,7 +424,7 @@ func (c *Coordinator) groupKey(from fl.NodeID, m Message) error {
 	if from != c.st.Dealer {
 		return fmt.Errorf("%w: the group key is made by %s", ErrNotSelected, c.st.Dealer)
 	}
-	if c.st.Sealed != nil {
+	if c.gk.Sealed != nil {
 		return fmt.Errorf("%w: the group key is already in place", ErrDuplicate)
 	}
 	if len(m.Target) == 0 || len(m.Model) == 0 {
@@ -435,11 +446,9 @@ func (c *Coordinator) groupKey(from fl.NodeID, m Message) error {
 		}
 		all = append(all, p...)
 	}
-	c.st.Sealed = maps.Clone(m.Payloads)
-	c.st.Target = bytes.Clone(m.Target)
-	c.st.SetupModel = bytes.Clone(m.Model)
+	c.gk = GroupKey{Epoch: c.st.Epoch, Sealed: maps.Clone(m.Payloads), Target: bytes.Clone(m.Target), Model: bytes.Clone(m.Model)}
 	c.elapsed = 0
-	c.changed()
+	c.out.groupKeyChanged()
 	detail := "group key"
 	if c.carry() {
 		detail = fmt.Sprintf("group key, model of round %d carried over", m.Base)
@@ -456,14 +465,14 @@ func (c *Coordinator) groupKey(from fl.NodeID, m Message) error {
 }
 
 func (c *Coordinator) deliverKey(to fl.NodeID) {
-	c.send(to, Message{Kind: KindKeyDelivery, Dealer: c.st.Dealer, Sealed: c.st.Sealed[to], Target: c.st.Target})
+	c.send(to, Message{Kind: KindKeyDelivery, Dealer: c.st.Dealer, Sealed: c.gk.Sealed[to], Target: c.gk.Target})
 }
 
 func (c *Coordinator) keyAck(from fl.NodeID) error {
 	if err := c.wantPhase(PhaseGroupKey); err != nil {
 		return err
 	}
-	if c.st.Sealed == nil {
+	if c.gk.Sealed == nil {
 		return fmt.Errorf("%w: no group key was delivered", ErrWrongPhase)
 	}
 	if c.acked[from] {
@@ -483,10 +492,13 @@ func (c *Coordinator) maybeFinishSetup() {
 	} else {
 		c.st.ModelRound, c.st.Resealed = 0, false
 	}
-	c.st.Model, c.st.SetupModel = c.st.SetupModel, nil
+	c.model = c.gk.Model
+	c.gk.Model = nil
+	c.out.modelChanged()
+	c.out.groupKeyChanged()
 	c.st.KeyEpoch, c.st.Keyholders = c.st.Epoch, slices.Clone(c.st.Participants)
 	c.joinWhy = ""
-	c.emit(Event{Kind: EventSetupDone, Node: c.st.Dealer, Nodes: c.st.Participants, Digest: DigestOf(c.st.Target)})
+	c.emit(Event{Kind: EventSetupDone, Node: c.st.Dealer, Nodes: c.st.Participants, Digest: DigestOf(c.gk.Target)})
 	c.st.Phase = PhaseWait
 	c.changed()
 	c.startRound()

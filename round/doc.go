@@ -28,8 +28,10 @@
 //		}
 //		for m.HasReady() {
 //			rd := m.Ready()
-//			persist(rd.State)       // 1. durable (and, on a node, sealed at rest)
+//			persist(rd.State, rd.Keys or rd.GroupKey, rd.Model, rd.Commits)
+//			                        // 1. one transaction (sealed at rest on a node)
 //			appendAudit(rd.Audit)   // 2. durable, BEFORE anything is sent
+//			                        //    (a node also records rd.Commits)
 //			send(rd.Messages)       // 3. only now
 //			startTasks(rd.Tasks)    // node: training and evaluation, outside the loop
 //			m.Advance()
@@ -38,9 +40,16 @@
 //
 // The ordering is the contract: state and audit events are durable before
 // any message of the same Ready leaves. That is what makes a reveal happen
-// at most once per round (the node's [protect.Ledger] and its State record
-// it before its share is sent) and a round commit at most once (the
-// coordinator's State records it before the new model is broadcast).
+// at most once per round (its State records it, NodeState.Revealed, before
+// its share is sent, and the [protect.Ledger] inside the Party as a second
+// line) and a round commit at most once (the coordinator's State records it
+// before the new model is broadcast).
+//
+// A Ready says everything the application must do: it never looks at
+// message kinds. The small state comes every time it changes; the large
+// pieces (a node's key share and group key, the sealed model, the
+// coordinator's group key) only when they change; commits come as explicit
+// entries.
 //
 // Step takes the sender's NodeID from the transport, which authenticated
 // it (mutual TLS); a NodeID inside a message is never trusted. A node steps

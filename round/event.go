@@ -36,6 +36,9 @@ const (
 	EventRefused                   // N: this node refused a request; Detail says why
 	EventExcluded                  // C: Coordinator.Exclude; Node is the member, Detail the reason
 	EventReadmitted                // C: Coordinator.Readmit; Node is the member
+	EventPeerVerified              // N: VerifyPeer accepted a member's evidence; Node is the member, Digest the evidence's
+	EventPeerFailed                // N: VerifyPeer refused a member's evidence; Node is the member, Digest the evidence's, Detail the error
+	EventAttested                  // C: Coordinator.Attested; Node is the member, Digest its evidence's, Detail the format
 	eventEnd
 )
 
@@ -47,7 +50,8 @@ var eventNames = [...]string{
 	EventLeaderFailed: "leader-failed", EventCommitted: "committed", EventMetrics: "metrics",
 	EventAborted: "aborted", EventDone: "done", EventRestarted: "restarted", EventKeyed: "keyed",
 	EventPeerDistrusted: "peer-distrusted", EventRefused: "refused", EventExcluded: "excluded",
-	EventReadmitted: "readmitted",
+	EventReadmitted: "readmitted", EventPeerVerified: "peer-verified", EventPeerFailed: "peer-failed",
+	EventAttested: "attested",
 }
 
 func (k EventKind) String() string {

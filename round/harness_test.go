@@ -44,6 +44,7 @@ type simNode struct {
 	cfg     NodeConfig
 	n       *Node // nil while crashed
 	state   []byte
+	keys    NodeKeys // the newest NodeReady.Keys
 	ledger  *recLedger
 	delta   fl.Vector
 	weight  float64
@@ -65,6 +66,8 @@ type fed struct {
 	ccfg     CoordinatorConfig
 	c        *Coordinator // nil while crashed
 	cstate   []byte
+	cmodel   *SealedModel // the newest Ready.Model
+	cgk      *GroupKey    // the newest Ready.GroupKey, through its encoding
 	nodes    []*simNode
 	byID     map[fl.NodeID]*simNode
 	inflight []flight
@@ -162,6 +165,20 @@ func (f *fed) drain() bool {
 			}
 			f.cstate = b
 		}
+		if rd.Model != nil {
+			m := *rd.Model
+			f.cmodel = &m
+		}
+		if rd.GroupKey != nil {
+			b, err := rd.GroupKey.MarshalBinary()
+			if err != nil {
+				f.tb.Fatal(err)
+			}
+			f.cgk = new(GroupKey)
+			if err := f.cgk.UnmarshalBinary(b); err != nil {
+				f.tb.Fatal(err)
+			}
+		}
 		for _, e := range rd.Audit {
 			f.caudit = append(f.caudit, e)
 			if f.show != "none" {
@@ -185,6 +202,9 @@ func (f *fed) drain() bool {
 				f.tb.Fatal(err)
 			}
 			sn.state = b
+		}
+		if rd.Keys != nil {
+			sn.keys = rd.Keys.clone()
 		}
 		for _, e := range rd.Audit {
 			if f.show == "all" {
@@ -321,7 +341,7 @@ func (f *fed) restartCoordinator() {
 	if err := st.UnmarshalBinary(f.cstate); err != nil {
 		f.tb.Fatal(err)
 	}
-	c, err := RestartCoordinator(f.ccfg, st)
+	c, err := RestartCoordinator(f.ccfg, st, f.cmodel, f.cgk)
 	if err != nil {
 		f.tb.Fatal(err)
 	}
@@ -344,7 +364,7 @@ func (f *fed) restartNode(id fl.NodeID) {
 		if err := st.UnmarshalBinary(sn.state); err != nil {
 			f.tb.Fatal(err)
 		}
-		sn.n, err = RestartNode(sn.cfg, st)
+		sn.n, err = RestartNode(sn.cfg, st, sn.keys)
 	}
 	if err != nil {
 		f.tb.Fatal(err)
@@ -365,7 +385,7 @@ func (f *fed) globalModel() (fl.Vector, fl.Round) {
 		if sn.n == nil || sn.n.modelKey == nil {
 			continue
 		}
-		v, _, _, err := sn.n.openModel(st.Model, st.ModelRound)
+		v, _, _, err := sn.n.openModel(f.cmodel.Sealed, st.ModelRound)
 		if err != nil {
 			f.tb.Fatal(err)
 		}

@@ -425,8 +425,8 @@ func (f *fed) keys() string {
 		}
 		st := sn.n.st
 		gk := "none"
-		if st.Target != nil {
-			gk = DigestOf(st.Target).String()
+		if t := sn.n.keys.Target; t != nil {
+			gk = DigestOf(t).String()
 		}
 		fmt.Fprintf(&b, "%s: epoch=%d participants=%v groupkey=%s old-keys=%v distrusted=%v\n", sn.id, st.Epoch,
 			st.Participants, gk, slices.Sorted(maps.Keys(st.OldModelKeys)), sn.n.Status().Distrusted)

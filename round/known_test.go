@@ -149,7 +149,7 @@ func TestKnownCarriedModel(t *testing.T) {
 	if !errors.Is(err, ErrRefused) || !errors.Is(err, ErrForged) {
 		t.Fatalf("substituted carried model: %v, want ErrRefused and ErrForged", err)
 	}
-	if dealer.n.target != nil || dealer.n.st.GroupKey != nil || dealer.n.st.KnownModel != known {
+	if dealer.n.target != nil || dealer.n.keys.GroupKey != nil || dealer.n.st.KnownModel != known {
 		t.Fatal("the dealer made a group key for a substituted model")
 	}
 

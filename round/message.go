@@ -190,6 +190,11 @@ func (r Record) Signed(session []byte) []byte {
 // Digest returns the digest of the signed bytes.
 func (r Record) Digest(session []byte) Digest { return DigestOf(r.Signed(session)) }
 
+func (r Record) clone() Record {
+	r.Included = slices.Clone(r.Included)
+	return r
+}
+
 func (r Record) equal(o Record) bool {
 	return r.Epoch == o.Epoch && r.Round == o.Round && r.Base == o.Base &&
 		slices.Equal(r.Included, o.Included) && r.Aggregate == o.Aggregate && r.Model == o.Model

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -37,6 +38,8 @@ type Node struct {
 	members  []fl.NodeID
 	isMember map[fl.NodeID]bool
 	st       NodeState
+	keys     NodeKeys     // the key material of st.Epoch
+	kept     *SealedModel // the newest sealed model, while a Ready is to hand it out
 	out      outbox
 
 	party    protect.Party  // of st.Epoch
@@ -89,11 +92,11 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	return n, nil
 }
 
-// RestartNode returns a node restored from st, a state from an earlier
-// NodeReady: its party is restored with Scheme.LoadParty and its group key
-// with Scheme.LoadTarget. Its first Ready carries a Hello, with which it
-// rejoins the session.
-func RestartNode(cfg NodeConfig, st NodeState) (*Node, error) {
+// RestartNode returns a node restored from what it persisted of its
+// earlier NodeReadys: the newest State and Keys. Its party is restored with
+// Scheme.LoadParty and its group key with Scheme.LoadTarget. Its first Ready
+// carries a Hello, with which it rejoins the session.
+func RestartNode(cfg NodeConfig, st NodeState, keys NodeKeys) (*Node, error) {
 	n, err := newNode(cfg)
 	if err != nil {
 		return nil, err
@@ -102,17 +105,18 @@ func RestartNode(cfg NodeConfig, st NodeState) (*Node, error) {
 		return nil, fmt.Errorf("round: restoring state of session %x into session %x: %w", st.Session, cfg.Session, ErrWrongSession)
 	}
 	n.st = st.clone()
-	if st.Party != nil {
+	n.keys = keys.clone()
+	if len(keys.Party) > 0 {
 		if !slices.Contains(n.participants(), cfg.Self) {
 			return nil, fmt.Errorf("round: restoring a party of epoch %d whose participants %v do not include %s", st.Epoch, n.participants(), cfg.Self)
 		}
-		n.party, err = cfg.Scheme.LoadParty(n.protectSession(st.Epoch, n.participants()), cfg.Self, st.Party, cfg.Rand)
+		n.party, err = cfg.Scheme.LoadParty(n.protectSession(st.Epoch, n.participants()), cfg.Self, keys.Party, cfg.Rand)
 		if err != nil {
 			return nil, fmt.Errorf("round: restoring the party of epoch %d: %w", st.Epoch, err)
 		}
 	}
-	if st.GroupKey != nil {
-		sec, key, err := decodeGroupKey(st.GroupKey)
+	if len(keys.GroupKey) > 0 {
+		sec, key, err := decodeGroupKey(keys.GroupKey)
 		if err != nil {
 			return nil, fmt.Errorf("round: restoring the group key: %w", err)
 		}
@@ -123,6 +127,9 @@ func RestartNode(cfg NodeConfig, st NodeState) (*Node, error) {
 	}
 	if st.Protected != 0 && st.Protected == st.Round {
 		n.step, n.uploaded = stepUploaded, st.Uploaded
+		if st.Revealed == st.Round {
+			n.step = stepRevealed
+		}
 	}
 	n.emit(Event{Kind: EventRestarted, Round: st.Round, Detail: fmt.Sprintf("key epoch %d", st.Epoch)})
 	n.hello()
@@ -215,23 +222,34 @@ func (n *Node) Tick() {
 // Advance: the result then includes the earlier output.
 func (n *Node) Ready() NodeReady {
 	n.out.hand()
-	rd := NodeReady{Audit: slices.Clone(n.out.audit), Messages: slices.Clone(n.out.messages),
-		Tasks: slices.Clone(n.out.tasks), Done: n.out.done}
+	rd := NodeReady{Audit: slices.Clone(n.out.audit), Commits: slices.Clone(n.out.commits),
+		Messages: slices.Clone(n.out.messages), Tasks: slices.Clone(n.out.tasks), Done: n.out.done}
 	if n.out.dirty != 0 {
 		st := n.st.clone()
 		rd.State = &st
+	}
+	if n.out.keys != 0 {
+		k := n.keys.clone()
+		rd.Keys = &k
+	}
+	if n.out.model != 0 && n.kept != nil {
+		m := *n.kept
+		m.Sealed = bytes.Clone(m.Sealed)
+		rd.Model = &m
 	}
 	return rd
 }
 
 // HasReady reports whether Ready has anything to hand out.
-func (n *Node) HasReady() bool {
-	o := &n.out
-	return o.dirty != 0 || len(o.audit) != 0 || len(o.messages) != 0 || len(o.tasks) != 0 || o.done
-}
+func (n *Node) HasReady() bool { return n.out.pending() }
 
 // Advance tells the node that the last Ready has been handled.
-func (n *Node) Advance() { n.out.advance() }
+func (n *Node) Advance() {
+	n.out.advance()
+	if n.out.model == 0 {
+		n.kept = nil // handed out: the application keeps it
+	}
+}
 
 // Status returns a summary of the node's state.
 func (n *Node) Status() NodeStatus {
@@ -348,17 +366,25 @@ func (n *Node) refuse(epoch uint64, r fl.Round, cause error, format string, args
 }
 
 // checkPeers runs VerifyPeer on relayed evidence. It returns the verdicts
-// without changing anything.
+// and emits one (EventPeerVerified or EventPeerFailed) per check, without
+// changing anything else.
 func (n *Node) checkPeers(evs map[fl.NodeID][]byte) (map[fl.NodeID]error, error) {
 	verdicts := make(map[fl.NodeID]error)
-	for id, ev := range evs {
+	for _, id := range slices.Sorted(maps.Keys(evs)) {
+		ev := evs[id]
 		if !n.isMember[id] {
 			return nil, fmt.Errorf("%w: evidence of non-member %q", ErrMalformed, id)
 		}
 		if id == n.cfg.Self || n.cfg.VerifyPeer == nil {
 			continue
 		}
-		verdicts[id] = n.cfg.VerifyPeer(id, ev)
+		err := n.cfg.VerifyPeer(id, ev)
+		verdicts[id] = err
+		if err != nil {
+			n.emit(Event{Kind: EventPeerFailed, Node: id, Digest: DigestOf(ev), Detail: err.Error()})
+		} else {
+			n.emit(Event{Kind: EventPeerVerified, Node: id, Digest: DigestOf(ev)})
+		}
 	}
 	return verdicts, nil
 }
@@ -454,11 +480,12 @@ func (n *Node) done(m Message) error {
 	return nil
 }
 
+func (k NodeKeys) clone() NodeKeys {
+	return NodeKeys{Party: bytes.Clone(k.Party), GroupKey: bytes.Clone(k.GroupKey), Target: bytes.Clone(k.Target)}
+}
+
 func (s NodeState) clone() NodeState {
 	s.Session = bytes.Clone(s.Session)
-	s.Party = bytes.Clone(s.Party)
-	s.GroupKey = bytes.Clone(s.GroupKey)
-	s.Target = bytes.Clone(s.Target)
 	s.Participants = slices.Clone(s.Participants)
 	if s.OldModelKeys != nil {
 		old := make(map[uint64][]byte, len(s.OldModelKeys))

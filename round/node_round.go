@@ -1,6 +1,7 @@
 package round
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
@@ -59,6 +60,23 @@ func (n *Node) learnModel(r fl.Round, d Digest, dealt bool) {
 	n.out.changed()
 }
 
+// keep hands out sealed, the model of round r, as the newest sealed model
+// the node keeps (NodeReady.Model), if it is newer than the kept one or,
+// with reseal, that round sealed again under another key.
+func (n *Node) keep(r fl.Round, sealed []byte, reseal bool) {
+	if len(sealed) == 0 {
+		return
+	}
+	d := DigestOf(sealed)
+	has := n.st.KeptDigest != (Digest{})
+	if has && (r < n.st.Kept || r == n.st.Kept && (!reseal || d == n.st.KeptDigest)) {
+		return
+	}
+	n.kept = &SealedModel{Round: r, Sealed: bytes.Clone(sealed), Replaces: has && r == n.st.Kept}
+	n.st.Kept, n.st.KeptDigest = r, d
+	n.out.modelChanged()
+}
+
 func (n *Node) train(m Message) error {
 	if err := n.checkRoundKeys(m.Epoch); err != nil {
 		return err
@@ -92,6 +110,10 @@ func (n *Node) train(m Message) error {
 		return err
 	}
 	n.dropOldModelKeys()
+	// After a re-key, the model of the base round comes re-sealed under the
+	// new group key (which just opened it): it replaces the kept copy,
+	// which only the previous group key opens.
+	n.keep(m.Base, m.Model, true)
 	n.st.Round, n.st.ModelRound = r, m.Base
 	n.step = stepTraining
 	n.out.changed()
@@ -160,14 +182,14 @@ func (n *Node) revealRequest(m Message) error {
 		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
 	case r > n.st.Round:
 		return fmt.Errorf("%w: round %d, this node is at round %d", ErrFuture, r, n.st.Round)
-	case n.step == stepRevealed:
+	case n.step == stepRevealed || r <= n.st.Revealed:
 		return fmt.Errorf("%w: already revealed in round %d", ErrDuplicate, r)
 	case n.step != stepUploaded:
 		return fmt.Errorf("%w: no upload in round %d (step %s)", ErrWrongPhase, r, n.step)
 	case len(m.Aggregate) == 0:
 		return fmt.Errorf("%w: empty aggregate", ErrMalformed)
 	}
-	if string(m.Target) != string(n.st.Target) {
+	if string(m.Target) != string(n.keys.Target) {
 		return n.refuse(m.Epoch, r, nil, "the reveal is to a key other than the group key")
 	}
 	if len(m.Revealers) != n.cfg.Threshold || !slices.Contains(m.Revealers, n.cfg.Self) {
@@ -194,7 +216,11 @@ func (n *Node) revealRequest(m Message) error {
 	if err != nil {
 		return n.refuse(m.Epoch, r, err, "reveal")
 	}
+	// The reveal-once fact travels in the Ready that carries the share,
+	// and is durable before the share leaves.
 	n.step = stepRevealed
+	n.st.Revealed, n.st.RevealedAggregate = r, DigestOf(m.Aggregate)
+	n.out.changed()
 	n.emit(Event{Kind: EventRevealed, Round: r, Node: n.cfg.Self, Nodes: nodesOf(m.Included), Digest: DigestOf(m.Aggregate)})
 	n.send(Message{Kind: KindShare, Round: r, Payload: share})
 	return nil
@@ -298,6 +324,8 @@ func (n *Node) model(m Message) error {
 	}
 	n.dropOldModelKeys()
 	n.learnModel(r, d, false)
+	n.keep(r, m.Model, false)
+	n.out.commits = append(n.out.commits, Commit{Leader: m.Leader, Record: rec.clone(), Signature: bytes.Clone(m.Signature)})
 	if r > n.st.Round {
 		n.st.Round, n.step = r, stepIdle
 	}

@@ -171,10 +171,11 @@ func (n *Node) setup(m Message) error {
 		n.keepOldModelKey(n.st.Epoch, n.modelKey)
 	}
 	n.party, n.pending = n.pending, nil
-	n.st.Epoch, n.st.Party, n.st.Participants = m.Epoch, state, n.setupMembers
-	n.st.GroupKey, n.st.Target, n.target, n.modelKey = nil, nil, nil, nil
+	n.st.Epoch, n.st.Participants = m.Epoch, n.setupMembers
+	n.keys = NodeKeys{Party: state}
+	n.target, n.modelKey = nil, nil
 	n.setupStep, n.announcement, n.setupMembers = 0, nil, nil
-	n.out.changed()
+	n.out.keysChanged()
 	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Detail: "key share accepted"})
 	n.send(Message{Kind: KindAccept, Epoch: m.Epoch})
 	return nil
@@ -316,11 +317,11 @@ func (n *Node) keyRequest(m Message) error {
 		sealed[to] = ct
 	}
 	n.target, n.modelKey = t, key
-	n.st.GroupKey, n.st.Target = gk, t.Public()
+	n.keys.GroupKey, n.keys.Target = gk, t.Public()
 	n.learnModel(m.Base, DigestOf(pt), true)
-	n.out.changed()
-	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Nodes: parts, Digest: DigestOf(n.st.Target), Detail: detail})
-	n.send(Message{Kind: KindGroupKey, Epoch: m.Epoch, Payloads: sealed, Target: n.st.Target, Model: model, Base: m.Base})
+	n.out.keysChanged()
+	n.emit(Event{Kind: EventKeyed, Epoch: m.Epoch, Nodes: parts, Digest: DigestOf(n.keys.Target), Detail: detail})
+	n.send(Message{Kind: KindGroupKey, Epoch: m.Epoch, Payloads: sealed, Target: n.keys.Target, Model: model, Base: m.Base})
 	return nil
 }
 
@@ -361,9 +362,9 @@ func (n *Node) openGroupKey(dealer fl.NodeID, sealed, public []byte) (*groupKey,
 
 func (n *Node) setGroupKey(k *groupKey) {
 	n.target, n.modelKey = k.target, k.key
-	n.st.GroupKey, n.st.Target = k.encoded, k.public
+	n.keys.GroupKey, n.keys.Target = k.encoded, k.public
 	n.learnModel(k.base, k.model, true)
-	n.out.changed()
+	n.out.keysChanged()
 	n.emit(Event{Kind: EventKeyed, Digest: DigestOf(k.public), Detail: "opened the group key"})
 }
 
@@ -376,7 +377,7 @@ func (n *Node) keyDelivery(m Message) error {
 		return err
 	}
 	if n.target != nil {
-		if !bytes.Equal(n.st.GroupKey, k.encoded) {
+		if !bytes.Equal(n.keys.GroupKey, k.encoded) {
 			return fmt.Errorf("%w: this node already holds another group key", ErrDuplicate)
 		}
 	} else {

@@ -4,11 +4,24 @@ import "github.com/cloisterfl/cloister/fl"
 
 // Ready is the coordinator's pending output. The application handles the
 // fields in the order they are declared, then calls [Coordinator.Advance].
+//
+// Everything the application must do is here, in order: it need not look
+// at message kinds or inside State.
 type Ready struct {
-	// State, if not nil, is the coordinator's new persistent state. It must
-	// be durable (written and synced) before any message below is sent: a
-	// restarted coordinator resumes from it and never commits a round twice.
+	// State, if not nil, is the coordinator's new small state. It must be
+	// durable (written and synced), together with Model, GroupKey and
+	// Commits, before any message below is sent: a restarted coordinator
+	// resumes from them and never commits a round twice.
 	State *CoordinatorState
+	// Model, if not nil, is the newest sealed model (the current one),
+	// handed out only when it changes. Restart with the last one.
+	Model *SealedModel
+	// GroupKey, if not nil, is the group key of the current key setup,
+	// handed out only when it changes. Restart with the last one.
+	GroupKey *GroupKey
+	// Commits are the rounds committed, with the sealed model each
+	// produced, for the application's history. Persist them with State.
+	Commits []Commit
 	// Audit events must be appended to the audit log, durably, before any
 	// message below is sent.
 	Audit []Event
@@ -19,20 +32,37 @@ type Ready struct {
 
 // Empty reports whether r holds nothing to do.
 func (r Ready) Empty() bool {
-	return r.State == nil && len(r.Audit) == 0 && len(r.Messages) == 0
+	return r.State == nil && r.Model == nil && r.GroupKey == nil && len(r.Commits) == 0 && len(r.Audit) == 0 &&
+		len(r.Messages) == 0
 }
 
-// NodeReady is a node's pending output. The application handles the fields
-// in the order they are declared, then calls [Node.Advance].
+// NodeReady is a node's pending output: everything the application must
+// persist, record, send and run, in the order the fields are declared. The
+// application handles them in that order, then calls [Node.Advance]. It
+// needs to look at nothing else: not at message kinds, not inside State.
 type NodeReady struct {
-	// State, if not nil, is the node's new persistent state. It holds key
-	// shares and the group key: seal it at rest (TEE sealing) and make it
-	// durable before anything below is sent or run.
+	// State, if not nil, is the node's new small state. It is secret (seal
+	// it at rest) and must be durable, together with Keys and Model, before
+	// anything below is recorded, sent or run. It holds the reveal-once
+	// fact (NodeState.Revealed) of a share in Messages.
 	State *NodeState
-	// Audit events must be appended to the node's audit log, durably, before
-	// any message below is sent.
+	// Keys, if not nil, is the node's new key material (key share and
+	// group key), handed out only when it changes. Secret: seal it at rest.
+	// Persist it in the same transaction as State.
+	Keys *NodeKeys
+	// Model, if not nil, is the newest sealed model the node keeps,
+	// handed out only when it changes. Persist it in the same transaction
+	// as State.
+	Model *SealedModel
+	// Audit events must be appended to the node's audit log, durably,
+	// before any message below is sent.
 	Audit []Event
-	// Messages go to the coordinator, in order, after State and Audit are
+	// Commits are the rounds whose signed round record this node verified
+	// (in round order): every node records each commit, so that every log
+	// of the session agrees on each committed round. Record them after
+	// Audit, durably, before any message below is sent.
+	Commits []Commit
+	// Messages go to the coordinator, in order, after all of the above is
 	// durable.
 	Messages []Message
 	// Tasks are the work the engine does not do inside Step (training and
@@ -46,7 +76,8 @@ type NodeReady struct {
 
 // Empty reports whether r holds nothing to do.
 func (r NodeReady) Empty() bool {
-	return r.State == nil && len(r.Audit) == 0 && len(r.Messages) == 0 && len(r.Tasks) == 0 && !r.Done
+	return r.State == nil && r.Keys == nil && r.Model == nil && len(r.Audit) == 0 && len(r.Commits) == 0 &&
+		len(r.Messages) == 0 && len(r.Tasks) == 0 && !r.Done
 }
 
 // TaskKind says what a Task asks for.
@@ -83,38 +114,63 @@ type Task struct {
 // outbox accumulates output between Ready and Advance.
 type outbox struct {
 	audit    []Event
+	commits  []Commit
 	messages []Message
 	tasks    []Task
 	dirty    uint64 // incremented when the state changes; 0 is clean
 	done     bool
+	// Large pieces, handed out when they change: a change counter each,
+	// like dirty.
+	keys, model, groupKey uint64
 
 	// what the last Ready handed out
-	nAudit, nMessages, nTasks int
-	handed                    uint64
-	doneHanded                bool
+	nAudit, nCommits, nMessages, nTasks int
+	handed                              uint64
+	handedKeys, handedModel, handedGK   uint64
+	doneHanded                          bool
 }
 
 func (o *outbox) hand() {
-	o.nAudit, o.nMessages, o.nTasks = len(o.audit), len(o.messages), len(o.tasks)
-	o.handed = o.dirty
+	o.nAudit, o.nCommits, o.nMessages, o.nTasks = len(o.audit), len(o.commits), len(o.messages), len(o.tasks)
+	o.handed, o.handedKeys, o.handedModel, o.handedGK = o.dirty, o.keys, o.model, o.groupKey
 	o.doneHanded = o.done
 }
 
 func (o *outbox) advance() {
 	o.audit = append(o.audit[:0:0], o.audit[o.nAudit:]...)
+	o.commits = append(o.commits[:0:0], o.commits[o.nCommits:]...)
 	o.messages = append(o.messages[:0:0], o.messages[o.nMessages:]...)
 	o.tasks = append(o.tasks[:0:0], o.tasks[o.nTasks:]...)
-	if o.dirty == o.handed {
-		o.dirty = 0
+	clean := func(c *uint64, handed uint64) {
+		if *c == handed {
+			*c = 0
+		}
 	}
+	clean(&o.dirty, o.handed)
+	clean(&o.keys, o.handedKeys)
+	clean(&o.model, o.handedModel)
+	clean(&o.groupKey, o.handedGK)
 	if o.doneHanded {
 		o.done = false
 	}
-	o.nAudit, o.nMessages, o.nTasks, o.handed = 0, 0, 0, 0
+	o.nAudit, o.nCommits, o.nMessages, o.nTasks = 0, 0, 0, 0
+	o.handed, o.handedKeys, o.handedModel, o.handedGK = 0, 0, 0, 0
 	o.doneHanded = false
 }
 
-func (o *outbox) changed() { o.dirty++ }
+// changed notes a change of the small state; keysChanged, modelChanged and
+// groupKeyChanged a change of a large piece (which changes the small state
+// too: it says what the large piece is).
+func (o *outbox) changed()         { o.dirty++ }
+func (o *outbox) keysChanged()     { o.keys++; o.dirty++ }
+func (o *outbox) modelChanged()    { o.model++; o.dirty++ }
+func (o *outbox) groupKeyChanged() { o.groupKey++; o.dirty++ }
+
+// pending reports whether anything is left to hand out.
+func (o *outbox) pending() bool {
+	return o.dirty != 0 || o.keys != 0 || o.model != 0 || o.groupKey != 0 || len(o.audit) != 0 ||
+		len(o.commits) != 0 || len(o.messages) != 0 || len(o.tasks) != 0 || o.done
+}
 
 // drop removes the messages to id that no Ready has handed out yet.
 func (o *outbox) drop(id fl.NodeID) {

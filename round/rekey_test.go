@@ -39,7 +39,7 @@ func TestExcludeRekeys(t *testing.T) {
 	f := newFed(t, fedOptions{nodes: 5, t: 3, min: 3, rounds: 8})
 	f.show = "none"
 	f.runUntil(PhaseCollect, 5)
-	oldTarget := f.c.st.Target
+	oldTarget := f.c.gk.Target
 	mark, auditMark := len(f.sent), len(f.caudit)
 	inflight := 0
 	for _, e := range f.inflight {
@@ -73,7 +73,7 @@ func TestExcludeRekeys(t *testing.T) {
 	if st := f.c.st; st.Epoch != 2 || st.KeyEpoch != 2 || !slices.Equal(st.Participants, rest) || st.Dealer != "n1" {
 		t.Fatalf("coordinator keys: epoch %d/%d participants %v dealer %s", st.Epoch, st.KeyEpoch, st.Participants, st.Dealer)
 	}
-	if string(f.c.st.Target) == string(oldTarget) {
+	if string(f.c.gk.Target) == string(oldTarget) {
 		t.Fatal("the group key was not replaced")
 	}
 	for _, e := range f.eventsAfter(auditMark, EventRoundStarted) {

@@ -1,8 +1,10 @@
 package round
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 
 	"github.com/cloisterfl/cloister/fl"
 )
@@ -54,12 +56,11 @@ type CoordinatorState struct {
 	// Commits counts committed rounds; LastCommitted is the newest.
 	Commits       int
 	LastCommitted fl.Round
-	// Model is the newest sealed model, produced by ModelRound (0: initial),
-	// sealed under the group key of KeyEpoch. Resealed says that it is not
-	// the sealed model of ModelRound's commit record but that model carried
-	// over to a later epoch's group key by a re-key (an application that
-	// stores committed models apart must keep this one).
-	Model      []byte
+	// ModelRound is the round that produced the newest sealed model (0:
+	// initial; the model itself is Ready.Model), sealed under the group key
+	// of KeyEpoch. Resealed says that it is not the sealed model of
+	// ModelRound's commit record but that model carried over to a later
+	// epoch's group key by a re-key.
 	ModelRound fl.Round
 	Resealed   bool
 	// KeyEpoch is the newest epoch whose key setup completed (0: none), and
@@ -69,15 +70,9 @@ type CoordinatorState struct {
 	// Participants are the members taking part in the key setup of Epoch
 	// (sorted): its protect.Session's members.
 	Participants []fl.NodeID
-	// The group key of Epoch: Dealer (named when the setup starts) sealed
-	// Sealed[m] to each participant m; Target is its public part.
+	// Dealer makes the group key of Epoch (named when the setup starts;
+	// the key itself is Ready.GroupKey).
 	Dealer fl.NodeID
-	Sealed map[fl.NodeID][]byte
-	Target []byte
-	// SetupModel is the model the dealer sealed under the group key of Epoch
-	// (the initial model, or Model carried over); it replaces Model when
-	// the setup completes.
-	SetupModel []byte
 	// Excluded maps the members excluded by [Coordinator.Exclude] to the
 	// reason given.
 	Excluded map[fl.NodeID]string
@@ -97,14 +92,13 @@ type CoordinatorState struct {
 	Result []byte
 }
 
-// NodeState is what a node must persist. It is secret: it holds the node's
-// key shares and the group key. Seal it at rest.
+// NodeState is the small state a node must persist every time it changes
+// (NodeReady.State). It is secret (it holds the model keys of earlier
+// epochs): seal it at rest. The node's key share and group key are in
+// [NodeKeys], handed out only when they change.
 type NodeState struct {
-	Session  []byte
-	Epoch    uint64 // the key epoch Party belongs to (0: none yet)
-	Party    []byte // Party.MarshalBinary
-	GroupKey []byte // the group key (target secret and model key), opened
-	Target   []byte // the group key's public part
+	Session []byte
+	Epoch   uint64 // the key epoch NodeKeys.Party belongs to (0: none yet)
 	// Participants are the members of Epoch's key setup (sorted); empty in
 	// a state written before subsets existed, meaning every member.
 	Participants []fl.NodeID
@@ -134,10 +128,101 @@ type NodeState struct {
 	Known      fl.Round
 	KnownModel Digest
 	// Uploaded is the digest of the update uploaded in round Protected, so
-	// that a restarted node can still reveal that round (once: its ledger
-	// decides).
+	// that a restarted node can still reveal that round (once: Revealed
+	// decides, and the Party's ledger as a second line).
 	Uploaded Digest
-	Done     bool
+	// Revealed is the newest round whose aggregate this node revealed, and
+	// RevealedAggregate that aggregate's digest: the reveal-once fact. The
+	// node never reveals a round up to Revealed again. It is set in the
+	// Ready that carries the share, so it is durable before the share
+	// leaves.
+	Revealed          fl.Round
+	RevealedAggregate Digest
+	// Kept is the round of the newest sealed model this node keeps
+	// (NodeReady.Model) and KeptDigest the digest of its sealed bytes; the
+	// zero digest: none.
+	Kept       fl.Round
+	KeptDigest Digest
+	Done       bool
+}
+
+// NodeKeys is a node's key material: its key share of NodeState.Epoch and
+// the group key. It is secret: seal it at rest. It is the bulk of what a
+// node persists (about 1.5 MB under mhe's Agg128), so NodeReady hands it
+// out only when it changes.
+type NodeKeys struct {
+	Party    []byte // Party.MarshalBinary; empty: none
+	GroupKey []byte // the group key (target secret and model key), opened; empty: none
+	Target   []byte // the group key's public part
+}
+
+// SealedModel is a model sealed under the group key: the global model after
+// Round (0: the initial model).
+type SealedModel struct {
+	Round  fl.Round
+	Sealed []byte
+	// Replaces says that it replaces the kept model of the same round: that
+	// model sealed again under a new group key (a re-key), which only the
+	// new key opens.
+	Replaces bool
+}
+
+// Commit is a committed round: the record its leader signed and the
+// signature, as the engine verified it (node) or recorded it (coordinator).
+type Commit struct {
+	Leader    fl.NodeID
+	Record    Record
+	Signature []byte
+	// Model is the sealed model the round produced (coordinator only; a
+	// node hands out the model it keeps in NodeReady.Model).
+	Model []byte
+}
+
+// GroupKey is the group key of a key epoch as the coordinator holds it:
+// sealed to each participant by the dealer, its public part, and the model
+// the dealer sealed under it. Nothing in it is secret. It is megabytes
+// that change once a key epoch, so Ready hands it out only when it changes.
+type GroupKey struct {
+	Epoch uint64
+	// Sealed[m] is the group key sealed to participant m; Target its
+	// public part.
+	Sealed map[fl.NodeID][]byte
+	Target []byte
+	// Model is the model the dealer sealed under the group key (the
+	// initial model, or the current model carried over); it becomes the
+	// current model when the setup completes.
+	Model []byte
+}
+
+// MarshalBinary encodes the group key (versioned JSON).
+func (g *GroupKey) MarshalBinary() ([]byte, error) {
+	return json.Marshal(struct {
+		Version int
+		GroupKey
+	}{stateVersion, *g})
+}
+
+// UnmarshalBinary decodes a group key written by MarshalBinary.
+func (g *GroupKey) UnmarshalBinary(b []byte) error {
+	var f struct {
+		Version int
+		GroupKey
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("round: group key: %w", err)
+	}
+	if f.Version != stateVersion {
+		return fmt.Errorf("round: group key version %d, want %d", f.Version, stateVersion)
+	}
+	*g = f.GroupKey
+	return nil
+}
+
+func (g GroupKey) clone() GroupKey {
+	g.Sealed = maps.Clone(g.Sealed)
+	g.Target = bytes.Clone(g.Target)
+	g.Model = bytes.Clone(g.Model)
+	return g
 }
 
 type coordinatorFile struct {

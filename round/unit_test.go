@@ -85,7 +85,7 @@ func TestStateEncoding(t *testing.T) {
 	ns := f.byID["n1"].n.st.clone()
 	nb, _ := ns.MarshalBinary()
 	var nback NodeState
-	if err := nback.UnmarshalBinary(nb); err != nil || !bytes.Equal(nback.Party, ns.Party) || nback.Epoch != ns.Epoch ||
+	if err := nback.UnmarshalBinary(nb); err != nil || nback.Epoch != ns.Epoch ||
 		nback.KnownModel != ns.KnownModel || nback.Known != ns.Known {
 		t.Fatalf("node round trip: %v", err)
 	}
@@ -99,7 +99,7 @@ func TestStateEncoding(t *testing.T) {
 	}
 	// A state of another session is refused.
 	cs.Session = []byte("other")
-	if _, err := RestartCoordinator(f.ccfg, cs); !errors.Is(err, ErrWrongSession) {
+	if _, err := RestartCoordinator(f.ccfg, cs, nil, nil); !errors.Is(err, ErrWrongSession) {
 		t.Errorf("restart with another session: %v", err)
 	}
 }
@@ -259,24 +259,24 @@ func FuzzStep(f *testing.F) {
 func TestNodeStateOpenModel(t *testing.T) {
 	session := []byte("s")
 	oldKey, newKey, otherKey := bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, 16), bytes.Repeat([]byte{3}, 16)
-	st := NodeState{Session: session, GroupKey: encodeGroupKey([]byte("target"), newKey),
-		OldModelKeys: map[uint64][]byte{1: otherKey, 2: oldKey}}
+	st := NodeState{Session: session, OldModelKeys: map[uint64][]byte{1: otherKey, 2: oldKey}}
+	keys := NodeKeys{GroupKey: encodeGroupKey([]byte("target"), newKey)}
 	model := fl.Vector{1, -2, 3}
 	for _, key := range [][]byte{newKey, oldKey, otherKey} {
 		sealed, _ := fakeBox{}.Seal(key, encodeModel(model, []byte("opt")), modelAD(session, 4))
-		v, opt, err := st.OpenModel(fakeBox{}, 4, sealed)
+		v, opt, err := st.OpenModel(keys, fakeBox{}, 4, sealed)
 		if err != nil || !slices.Equal(v, model) || string(opt) != "opt" {
 			t.Errorf("key %x: OpenModel = %v, %q, %v; want %v", key[:1], v, opt, err, model)
 		}
-		if _, _, err := st.OpenModel(fakeBox{}, 5, sealed); !errors.Is(err, ErrMalformed) {
+		if _, _, err := st.OpenModel(keys, fakeBox{}, 5, sealed); !errors.Is(err, ErrMalformed) {
 			t.Errorf("key %x: opened as the model of another round: %v", key[:1], err)
 		}
 	}
 	sealed, _ := fakeBox{}.Seal(bytes.Repeat([]byte{4}, 16), encodeModel(model, nil), modelAD(session, 4))
-	if _, _, err := st.OpenModel(fakeBox{}, 4, sealed); !errors.Is(err, ErrMalformed) {
+	if _, _, err := st.OpenModel(keys, fakeBox{}, 4, sealed); !errors.Is(err, ErrMalformed) {
 		t.Errorf("a model under a key the node never held: %v, want ErrMalformed", err)
 	}
-	if _, _, err := (NodeState{Session: session}).OpenModel(fakeBox{}, 4, sealed); !errors.Is(err, ErrWrongPhase) {
+	if _, _, err := (NodeState{Session: session}).OpenModel(NodeKeys{}, fakeBox{}, 4, sealed); !errors.Is(err, ErrWrongPhase) {
 		t.Errorf("a state without a group key: %v, want ErrWrongPhase", err)
 	}
 }
@@ -292,5 +292,39 @@ func TestHelloEvidenceBound(t *testing.T) {
 	hello.Evidence = hello.Evidence[:MaxEvidence]
 	if err := f.c.Step("n1", hello); err != nil {
 		t.Fatalf("%d bytes of evidence: %v", len(hello.Evidence), err)
+	}
+}
+
+// TestKeepModel: a node hands out a newer sealed model to keep, and a model
+// of the kept round only when a Train brings it re-sealed (after a re-key):
+// that copy replaces the kept one, which only the previous group key opens.
+func TestKeepModel(t *testing.T) {
+	n := &Node{st: NodeState{Kept: 2, KeptDigest: DigestOf([]byte("m2"))}}
+	steps := []struct {
+		r       fl.Round
+		sealed  string
+		reseal  bool
+		pend    string // "" if nothing to keep
+		replace bool
+	}{
+		{1, "m1", true, "", false},                    // older
+		{2, "m2", true, "", false},                    // the kept copy again
+		{2, "m2'", false, "", false},                  // a Model of the kept round: never replaced
+		{2, "m2 resealed", true, "m2 resealed", true}, // Train after a re-key
+		{2, "m2 resealed", true, "m2 resealed", true}, // the same Train again
+		{3, "m3", false, "m3", false},                 // the next commit
+		{2, "m2 resealed2", true, "m3", false},        // older than what is kept
+	}
+	for i, s := range steps {
+		n.keep(s.r, []byte(s.sealed), s.reseal)
+		rd := n.Ready()
+		switch {
+		case s.pend == "" && rd.Model != nil:
+			t.Errorf("step %d: kept %q, want nothing", i, rd.Model.Sealed)
+		case s.pend != "" && (rd.Model == nil || string(rd.Model.Sealed) != s.pend || rd.Model.Replaces != s.replace):
+			t.Errorf("step %d: kept %+v, want %q (replace %t)", i, rd.Model, s.pend, s.replace)
+		case s.pend != "" && (rd.State == nil || rd.State.Kept != s.r && s.pend != "m3" || rd.State.KeptDigest != DigestOf([]byte(s.pend))):
+			t.Errorf("step %d: state %+v does not name the kept model", i, rd.State)
+		}
 	}
 }

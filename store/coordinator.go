@@ -154,7 +154,20 @@ type CoordinatorBatch struct {
 	// Metrics are new evaluation results, one per node and round: another
 	// is an error wrapping ErrExists.
 	Metrics []Metric
+	// Current, if not nil, replaces the current sealed model (the engine's
+	// newest: the initial model, a committed one, or one a re-key carried
+	// over to a new group key); Models keep the committed ones.
+	Current *Model
+	// GroupKey, if not nil, replaces the current key setup's group key
+	// (the engine's, encoded; opaque here).
+	GroupKey []byte
 }
+
+// Coordinator slots.
+const (
+	slotCurrent       = "model"
+	slotCoordGroupKey = "group-key"
+)
 
 // Save writes b in one transaction: when it returns nil, all of b is
 // durable; when it returns an error, none of it is stored.
@@ -169,6 +182,20 @@ func (c *Coordinator) Save(ctx context.Context, b CoordinatorBatch) error {
 		if b.State != nil {
 			if _, err := tx.ExecContext(ctx, qStatePut, c.session, b.State); err != nil {
 				return fmt.Errorf("state: %w", err)
+			}
+		}
+		if m := b.Current; m != nil {
+			round, err := toInt(uint64(m.Round), "round")
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, qSlotPut, c.session, slotCurrent, round, nonNil(m.Sealed)); err != nil {
+				return fmt.Errorf("current model: %w", err)
+			}
+		}
+		if b.GroupKey != nil {
+			if _, err := tx.ExecContext(ctx, qSlotPut, c.session, slotCoordGroupKey, 0, b.GroupKey); err != nil {
+				return fmt.Errorf("group key: %w", err)
 			}
 		}
 		for _, r := range b.Rounds {
@@ -334,6 +361,35 @@ func (c *Coordinator) State(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("store: session %s: state: %w", sid(c.session), err)
 	}
 	return state, nil
+}
+
+// Current returns the current sealed model ([CoordinatorBatch].Current) and
+// the group key, as last saved; nil if never saved.
+func (c *Coordinator) Current(ctx context.Context) (model *Model, groupKey []byte, err error) {
+	err = c.db.read(ctx, func(tx *sql.Tx) error {
+		if err := requireSession(ctx, tx, c.session); err != nil {
+			return err
+		}
+		var round int64
+		var data []byte
+		switch err := tx.QueryRowContext(ctx, qSlotGet, c.session, slotCurrent).Scan(&round, &data); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			model = &Model{Round: fl.Round(round), Sealed: data, Digest: sha256.Sum256(data)}
+		}
+		switch err := tx.QueryRowContext(ctx, qSlotGet, c.session, slotCoordGroupKey).Scan(&round, &groupKey); {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: session %s: current model and group key: %w", sid(c.session), err)
+	}
+	return model, groupKey, nil
 }
 
 // Round returns the record of round r, or an error wrapping [ErrNotFound].

@@ -307,3 +307,28 @@ func TestLatestModelNone(t *testing.T) {
 		t.Errorf("LatestModel of a new session: %v", err)
 	}
 }
+
+// TestCurrentSlots: the current model and the group key are replaced, not
+// appended, and survive a reopen; nil leaves them alone.
+func TestCurrentSlots(t *testing.T) {
+	db, path := newDB(t)
+	c := db.Coordinator(session)
+	if m, gk, err := c.Current(ctx); err != nil || m != nil || gk != nil {
+		t.Fatalf("Current of a new session = %v, %q, %v", m, gk, err)
+	}
+	for i, b := range []CoordinatorBatch{
+		{Current: &Model{Round: 0, Sealed: []byte("initial")}, GroupKey: []byte("key 1")},
+		{Current: &Model{Round: 0, Sealed: []byte("initial, carried")}},
+		{State: []byte("state")},
+		{Current: &Model{Round: 1, Sealed: []byte("model 1")}, GroupKey: []byte("key 2")},
+	} {
+		if err := c.Save(ctx, b); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	db = reopen(t, db, path)
+	m, gk, err := db.Coordinator(session).Current(ctx)
+	if err != nil || m == nil || m.Round != 1 || string(m.Sealed) != "model 1" || string(gk) != "key 2" {
+		t.Fatalf("Current = %+v, %q, %v; want model 1 and key 2", m, gk, err)
+	}
+}

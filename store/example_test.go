@@ -64,7 +64,7 @@ func Example() {
 	db, _ = store.Open(filepath.Join(dir, "node.db"))
 	db.CreateSession(ctx, store.Session{ID: id, Created: now})
 	n := db.Node(id, key)
-	n.Save(ctx, store.NodeBatch{Party: []byte("key shares"), Epoch: 1})
+	n.Save(ctx, store.NodeBatch{Keys: &store.Keys{Party: []byte("key shares")}, Epoch: 1})
 	var ledger protect.Ledger = n // what Party.Reveal takes
 	fmt.Println("reveal:", ledger.Record(1, [32]byte{1}))
 	db.Close()
@@ -73,7 +73,7 @@ func Example() {
 	defer db.Close()
 	n = db.Node(id, key)
 	b, _ := n.Load(ctx)
-	fmt.Printf("party: %q\n", b.Party)
+	fmt.Printf("party: %q\n", b.Keys.Party)
 	err = n.Record(1, [32]byte{2})
 	fmt.Println("reveal again:", errors.Is(err, protect.ErrRevealed))
 

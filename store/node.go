@@ -32,15 +32,13 @@ func (db *DB) Node(session []byte, s Sealer) *Node {
 
 // NodeBatch is what one Ready of a node's engine persists. [Node.Save]
 // writes all of it in one transaction; [Node.Load] returns what is stored.
-// State, Party and GroupKey are secret: the store seals each with the
-// node's Sealer before it writes it, and never writes them in plaintext.
+// State and Keys are secret: the store seals each with the node's Sealer
+// before it writes it, and never writes them in plaintext.
 type NodeBatch struct {
 	// State is the engine's new persistent state (NodeState MarshalBinary).
 	State []byte
-	// Party is the protect.Party's MarshalBinary (its key shares).
-	Party []byte
-	// GroupKey is the group key (target secret and model key).
-	GroupKey []byte
+	// Keys, if not nil, replaces the stored key material, all of it.
+	Keys *Keys
 	// Epoch, if not 0, is the session's new key epoch.
 	Epoch uint64
 	// Model is the newest sealed model the node holds. Its round must not be
@@ -53,12 +51,24 @@ type NodeBatch struct {
 	Resealed bool
 }
 
+// Keys is a node's key material (the engine's NodeKeys). Empty fields are
+// stored empty.
+type Keys struct {
+	// Party is the protect.Party's MarshalBinary (its key shares).
+	Party []byte
+	// GroupKey is the group key (target secret and model key).
+	GroupKey []byte
+	// Target is the group key's public part.
+	Target []byte
+}
+
 // Secret slots, part of each secret's additional data: a sealed secret
 // opens only in the slot and session it was sealed for.
 const (
 	slotState    = "state"
 	slotParty    = "party"
 	slotGroupKey = "group-key"
+	slotTarget   = "target"
 )
 
 // Save writes b in one transaction: nil fields leave the stored values
@@ -69,7 +79,13 @@ func (n *Node) Save(ctx context.Context, b NodeBatch) error {
 	secrets := []struct {
 		slot  string
 		plain []byte
-	}{{slotState, b.State}, {slotParty, b.Party}, {slotGroupKey, b.GroupKey}}
+	}{{slotState, b.State}}
+	if k := b.Keys; k != nil {
+		secrets = append(secrets, []struct {
+			slot  string
+			plain []byte
+		}{{slotParty, nonNil(k.Party)}, {slotGroupKey, nonNil(k.GroupKey)}, {slotTarget, nonNil(k.Target)}}...)
+	}
 	sealed := make([][]byte, len(secrets))
 	for i, s := range secrets {
 		if s.plain == nil {
@@ -148,7 +164,7 @@ func (n *Node) Load(ctx context.Context) (NodeBatch, error) {
 			return err
 		}
 		b.Epoch = s.Epoch
-		for _, slot := range [...]string{slotState, slotParty, slotGroupKey} {
+		for _, slot := range [...]string{slotState, slotParty, slotGroupKey, slotTarget} {
 			var keyID string
 			var box []byte
 			err := tx.QueryRowContext(ctx, qSecretGet, n.session, slot).Scan(&keyID, &box)
@@ -179,8 +195,12 @@ func (n *Node) Load(ctx context.Context) (NodeBatch, error) {
 	if err != nil {
 		return NodeBatch{}, fmt.Errorf("store: session %s: %w", sid(n.session), err)
 	}
-	for slot, dst := range map[string]*[]byte{slotState: &b.State, slotParty: &b.Party, slotGroupKey: &b.GroupKey} {
+	var k Keys
+	for slot, dst := range map[string]*[]byte{slotState: &b.State, slotParty: &k.Party, slotGroupKey: &k.GroupKey, slotTarget: &k.Target} {
 		if box, ok := sealed[slot]; ok {
+			if slot != slotState {
+				b.Keys = &k
+			}
 			if *dst, err = n.open(slot, box); err != nil {
 				return NodeBatch{}, err
 			}

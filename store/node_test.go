@@ -41,7 +41,7 @@ func TestNodeRestart(t *testing.T) {
 	if b, err := n.Load(ctx); err != nil || !reflect.DeepEqual(b, NodeBatch{}) {
 		t.Fatalf("Load of a new session = %+v, %v", b, err)
 	}
-	want := NodeBatch{State: []byte("state 1"), Party: []byte("party"), GroupKey: []byte("group key"), Epoch: 2,
+	want := NodeBatch{State: []byte("state 1"), Keys: &Keys{Party: []byte("party"), GroupKey: []byte("group key"), Target: []byte("target")}, Epoch: 2,
 		Model: &Model{Round: 3, Sealed: []byte("sealed model 3")}}
 	if err := n.Save(ctx, want); err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestLedgerParty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Node(session, key).Save(ctx, NodeBatch{Party: state, Epoch: 1}); err != nil {
+	if err := db.Node(session, key).Save(ctx, NodeBatch{Keys: &Keys{Party: state}, Epoch: 1}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -237,7 +237,7 @@ func TestLedgerParty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := scheme.LoadParty(sess, "a", b.Party, rng)
+	p, err := scheme.LoadParty(sess, "a", b.Keys.Party, rng)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestLedgerParty(t *testing.T) {
 // A positive control, the coordinator's (unsealed) state, must be found.
 func TestSealedAtRest(t *testing.T) {
 	db, path := newDB(t)
-	secrets := NodeBatch{State: random(3000), Party: random(5000), GroupKey: random(64)}
+	secrets := NodeBatch{State: random(3000), Keys: &Keys{Party: random(5000), GroupKey: random(64), Target: random(64)}}
 	control := random(64)
 	if err := db.Node(session, testKey(t, 1)).Save(ctx, secrets); err != nil {
 		t.Fatal(err)
@@ -275,7 +275,7 @@ func TestSealedAtRest(t *testing.T) {
 		if !bytes.Contains(all, control) {
 			t.Fatalf("%s: the scan of %v does not find the unsealed control", when, files)
 		}
-		for _, secret := range [][]byte{secrets.State, secrets.Party, secrets.GroupKey} {
+		for _, secret := range [][]byte{secrets.State, secrets.Keys.Party, secrets.Keys.GroupKey, secrets.Keys.Target} {
 			for i := 0; i+16 <= len(secret); i += 16 {
 				if bytes.Contains(all, secret[i:i+16]) {
 					t.Fatalf("%s: 16 plaintext bytes of a %d-byte secret (offset %d) are in %v", when, len(secret), i, files)
@@ -291,7 +291,7 @@ func TestSealedAtRest(t *testing.T) {
 func TestWrongKey(t *testing.T) {
 	db, path := newDB(t)
 	k1, k2 := testKey(t, 1), testKey(t, 2)
-	if err := db.Node(session, k1).Save(ctx, NodeBatch{Party: []byte("shares")}); err != nil {
+	if err := db.Node(session, k1).Save(ctx, NodeBatch{Keys: &Keys{Party: []byte("shares")}}); err != nil {
 		t.Fatal(err)
 	}
 	db = reopen(t, db, path)
@@ -307,11 +307,11 @@ func TestWrongKey(t *testing.T) {
 	if _, err := db.Node(session, nil).Load(ctx); err == nil {
 		t.Error("Load without a Sealer opened a secret")
 	}
-	if err := db.Node(session, nil).Save(ctx, NodeBatch{Party: []byte("x")}); err == nil {
+	if err := db.Node(session, nil).Save(ctx, NodeBatch{Keys: &Keys{Party: []byte("x")}}); err == nil {
 		t.Error("Save without a Sealer stored a secret")
 	}
-	if b, err := db.Node(session, k1).Load(ctx); err != nil || string(b.Party) != "shares" {
-		t.Errorf("Load with the right key = %q, %v", b.Party, err)
+	if b, err := db.Node(session, k1).Load(ctx); err != nil || b.Keys == nil || string(b.Keys.Party) != "shares" {
+		t.Errorf("Load with the right key = %+v, %v", b.Keys, err)
 	}
 }
 
@@ -348,7 +348,7 @@ func TestCorruptSecret(t *testing.T) {
 	for name, corrupt := range cases {
 		t.Run(name, func(t *testing.T) {
 			db, _ := newDB(t)
-			if err := db.Node(session, k1).Save(ctx, NodeBatch{Party: random(100), GroupKey: random(100)}); err != nil {
+			if err := db.Node(session, k1).Save(ctx, NodeBatch{Keys: &Keys{Party: random(100), GroupKey: random(100)}}); err != nil {
 				t.Fatal(err)
 			}
 			s := corrupt(t, db)

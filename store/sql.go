@@ -122,6 +122,16 @@ var migrations = [][]string{
 			PRIMARY KEY (session, round)  -- reveal once per round, whatever the epoch
 		) STRICT`,
 	},
+	// 2: the coordinator's large pieces of state, apart from its small state.
+	{
+		`CREATE TABLE coordinator_slots (
+			session BLOB NOT NULL REFERENCES sessions(id),
+			slot    TEXT NOT NULL,  -- model (round, sealed), group-key
+			round   INTEGER NOT NULL,
+			data    BLOB NOT NULL,
+			PRIMARY KEY (session, slot)
+		) STRICT`,
+	},
 }
 
 // noLimit is the LIMIT that means "all rows".
@@ -155,6 +165,10 @@ const (
 	qStatePut = `INSERT INTO states (session, state) VALUES (?, ?)
 		ON CONFLICT (session) DO UPDATE SET state = excluded.state`
 	qStateGet = `SELECT state FROM states WHERE session = ?`
+
+	qSlotPut = `INSERT INTO coordinator_slots (session, slot, round, data) VALUES (?, ?, ?, ?)
+		ON CONFLICT (session, slot) DO UPDATE SET round = excluded.round, data = excluded.data`
+	qSlotGet = `SELECT round, data FROM coordinator_slots WHERE session = ? AND slot = ?`
 
 	qRoundOutcome = `SELECT outcome FROM rounds WHERE session = ? AND round = ?`
 	qRoundPut     = `INSERT INTO rounds (session, round, epoch, phase, leader, aggregate, outcome,

@@ -138,7 +138,7 @@ func (db *DB) init(ctx context.Context) error {
 }
 
 // SchemaVersion is the schema version Open migrates a store to.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // queryRower is a *sql.DB or a *sql.Tx.
 type queryRower interface {
