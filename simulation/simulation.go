@@ -144,6 +144,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attack"
+	"github.com/cloisterfl/cloister/client"
 	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/dp"
@@ -534,6 +535,7 @@ func Run(cfg Config, progress func(RoundResult)) (*Result, error) {
 		}
 	}
 	cohortRNG := stream(cfg.Seed, purposeCohort, 0, 0)
+	ct := client.Trainer{Model: cfg.Model, Optimizer: cfg.Optimizer, Epochs: cfg.LocalEpochs, Scaffold: isScaffold}
 
 	for r := 1; r <= cfg.Rounds; r++ {
 		if priv != nil {
@@ -568,11 +570,16 @@ func Run(cfg Config, progress func(RoundResult)) (*Result, error) {
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				rng := rand.New(rand.NewPCG(cfg.Seed, uint64(r)<<32|uint64(i)+3))
-				var err error
+				var ci fl.Vector
 				if isScaffold {
-					updates[j], controls[i], err = scaffold.Train(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, controls[i], rng)
-				} else {
-					updates[j], err = trainLocal(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, rng)
+					ci = controls[i]
+				}
+				u, err := ct.Train(shards[i], state, ci, rng)
+				if err == nil {
+					updates[j] = u.Delta
+					if isScaffold {
+						controls[i] = u.Control
+					}
 				}
 				if err != nil {
 					errs[j] = fmt.Errorf("round %d, node %d: %w", r, i+1, err)
@@ -707,26 +714,6 @@ func Run(cfg Config, progress func(RoundResult)) (*Result, error) {
 	}
 	res.Params = global.Params()
 	return res, nil
-}
-
-// trainLocal runs a node's local SGD from the global model x and returns
-// its update.
-func trainLocal(local model.Model, opt model.SGD, shard *dataset.Set, epochs int, x fl.Vector, rng *rand.Rand) (fl.Vector, error) {
-	if err := local.SetParams(x); err != nil {
-		return nil, err
-	}
-	var anchor fl.Vector
-	if opt.ProxMu > 0 {
-		anchor = x
-	}
-	if _, err := opt.Train(local, shard, epochs, anchor, rng); err != nil {
-		return nil, err
-	}
-	delta := local.Params()
-	if err := delta.Add(-1, x); err != nil {
-		return nil, err
-	}
-	return delta, nil
 }
 
 func median(xs []float64) float64 {
