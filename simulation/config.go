@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attack"
+	"github.com/cloisterfl/cloister/client"
 	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/dp"
@@ -140,6 +141,21 @@ type PrivacySetup struct {
 // ErrConfig reports an unusable configuration.
 var ErrConfig = errors.New("simulation: invalid configuration")
 
+// ConfigError is an ErrConfig that names the field at fault, for callers
+// (the CLI) that point their users at the setting to change.
+type ConfigError struct {
+	Field string // the Config field, as "Cohort" or "Privacy.MinCohort"
+	Err   error
+}
+
+func (e *ConfigError) Error() string        { return ErrConfig.Error() + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error        { return e.Err }
+func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
+
+func invalid(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
 func (c *Config) fill() error {
 	if c.Data.Train == nil || c.Data.Test == nil || c.Data.Train.Len() == 0 || c.Data.Test.Len() == 0 {
 		return fmt.Errorf("%w: empty training or test set", ErrConfig)
@@ -151,7 +167,7 @@ func (c *Config) fill() error {
 		c.Model.Classes = c.Data.Train.Classes
 	}
 	if c.Rounds < 1 {
-		return fmt.Errorf("%w: %d rounds", ErrConfig, c.Rounds)
+		return invalid("Rounds", "%d rounds", c.Rounds)
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -164,52 +180,57 @@ func (c *Config) fill() error {
 
 // check validates the federated parts of a configuration.
 func (c *Config) check() error {
-	if c.Nodes < 1 || c.LocalEpochs < 1 {
-		return fmt.Errorf("%w: %d nodes, %d local epochs", ErrConfig, c.Nodes, c.LocalEpochs)
+	if c.Nodes < 1 {
+		return invalid("Nodes", "%d nodes, want at least 1", c.Nodes)
+	}
+	if c.LocalEpochs < 1 {
+		return invalid("LocalEpochs", "%d local epochs, want at least 1", c.LocalEpochs)
 	}
 	if c.Strategy == nil {
-		return fmt.Errorf("%w: no server strategy", ErrConfig)
+		return invalid("Strategy", "no server strategy")
 	}
 	if c.Partition == nil {
-		return fmt.Errorf("%w: no partition", ErrConfig)
+		return invalid("Partition", "no partition")
 	}
 	if c.Cohort == 0 {
 		c.Cohort = c.Nodes
 	}
 	if c.Cohort < 1 || c.Cohort > c.Nodes {
-		return fmt.Errorf("%w: cohort of %d out of %d nodes", ErrConfig, c.Cohort, c.Nodes)
+		return invalid("Cohort", "cohort of %d out of %d nodes", c.Cohort, c.Nodes)
 	}
 	if c.Byzantine < 0 || c.Byzantine > c.Nodes {
-		return fmt.Errorf("%w: %d Byzantine nodes out of %d", ErrConfig, c.Byzantine, c.Nodes)
+		return invalid("Byzantine", "%d Byzantine nodes out of %d", c.Byzantine, c.Nodes)
 	}
 	if math.IsNaN(c.Clip) || math.IsInf(c.Clip, 0) || c.Clip < 0 {
-		return fmt.Errorf("%w: clipping bound %v, want a finite value ≥ 0", ErrConfig, c.Clip)
+		return invalid("Clip", "clipping bound %v, want a finite value ≥ 0", c.Clip)
 	}
 	if p := c.Privacy; p != nil {
 		if c.Clip <= 0 {
-			return fmt.Errorf("%w: differential privacy needs a clipping bound", ErrConfig)
+			return invalid("Clip", "differential privacy needs a clipping bound")
 		}
 		if !isMean(c.Rule) {
-			return fmt.Errorf("%w: differential privacy with the %s rule: the accountant covers the noised mean only", ErrConfig, c.Rule.Name())
+			return invalid("Rule", "differential privacy with the %s rule: the accountant covers the noised mean only", c.Rule.Name())
 		}
 		if !(p.Noise > 0) || math.IsInf(p.Noise, 0) {
-			return fmt.Errorf("%w: noise multiplier %v, want a finite value > 0", ErrConfig, p.Noise)
+			return invalid("Privacy.Noise", "noise multiplier %v, want a finite value > 0", p.Noise)
 		}
 		if p.MinCohort < 0 || p.MinCohort > c.Cohort {
-			return fmt.Errorf("%w: minimum cohort %d, but a round has %d nodes", ErrConfig, p.MinCohort, c.Cohort)
+			return invalid("Privacy.MinCohort", "minimum cohort %d, but a round has %d nodes", p.MinCohort, c.Cohort)
 		}
 		if p.Delta != 0 && !(p.Delta > 0 && p.Delta < 1) {
-			return fmt.Errorf("%w: δ %v outside (0, 1)", ErrConfig, p.Delta)
+			return invalid("Privacy.Delta", "δ %v outside (0, 1)", p.Delta)
 		}
 		if math.IsNaN(p.Budget) || math.IsInf(p.Budget, 0) || p.Budget < 0 {
-			return fmt.Errorf("%w: ε budget %v, want a finite value ≥ 0", ErrConfig, p.Budget)
+			return invalid("Privacy.Budget", "ε budget %v, want a finite value ≥ 0", p.Budget)
 		}
 		if p.Bits < 0 || p.Bits > dp.MaxBits {
-			return fmt.Errorf("%w: noise grid of %d bits outside [0, %d]", ErrConfig, p.Bits, dp.MaxBits)
+			return invalid("Privacy.Bits", "noise grid of %d bits outside [0, %d]", p.Bits, dp.MaxBits)
 		}
 	}
-	if _, ok := c.Strategy.(*strategy.Scaffold); ok && c.Optimizer.Cosine {
-		return fmt.Errorf("%w: SCAFFOLD's control update assumes a constant local learning rate; turn cosine annealing off", ErrConfig)
+	_, isScaffold := c.Strategy.(*strategy.Scaffold)
+	t := client.Trainer{Model: c.Model, Optimizer: c.Optimizer, Epochs: c.LocalEpochs, Scaffold: isScaffold}
+	if err := t.Validate(); err != nil {
+		return &ConfigError{Field: "Optimizer", Err: err}
 	}
 	return nil
 }
