@@ -133,228 +133,21 @@
 package simulation
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/cloisterfl/cloister/attack"
+	"github.com/cloisterfl/cloister/client"
 	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/dataset"
-	"github.com/cloisterfl/cloister/dp"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/model"
 	"github.com/cloisterfl/cloister/robust"
 	"github.com/cloisterfl/cloister/strategy"
-	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
-
-// Config describes a simulated federation.
-type Config struct {
-	Data        dataset.Split
-	Model       model.Spec // Inputs and Classes are filled from Data when zero
-	Optimizer   model.SGD  // the sites' local optimizer (batch, lr, momentum, FedProx μ)
-	Strategy    strategy.Strategy
-	Nodes       int
-	Partition   dataset.Partition
-	Rounds      int
-	LocalEpochs int
-	Seed        uint64
-	// Parallel bounds how many sites train at once; 0 means GOMAXPROCS.
-	Parallel int
-	// Now is the clock used for the seconds reported per round; nil means time.Now.
-	Now func() time.Time
-
-	// Cohort is how many nodes train in each round, drawn at random
-	// without replacement; 0 means all of them.
-	Cohort int
-	// Rule aggregates the updates; nil means the mean (FedAvg). Robust
-	// rules should be built for the cohort size.
-	Rule robust.Rule
-	// Attack is what the Byzantine nodes do; nil means they behave.
-	Attack attack.Attack
-	// Byzantine is how many nodes are malicious: node-1 … node-F.
-	Byzantine int
-	// Clip bounds the L2 norm of every update, malicious ones included;
-	// 0 means no bound.
-	Clip float64
-	// Privacy adds distributed differential privacy; nil means none.
-	// It needs Clip > 0 and the mean rule.
-	Privacy *Privacy
-	// Compress is how updates travel; the zero Scheme is dense float32.
-	Compress compress.Scheme
-}
-
-// Privacy configures distributed differential privacy (DP-FedAvg).
-type Privacy struct {
-	Noise     float64 // noise multiplier σ: the sum's noise is σ·Clip
-	MinCohort int     // k, the honest nodes whose shares make up the noise; 0 means the cohort size
-	Delta     float64 // δ of the (ε, δ) reported; 0 means 1e-5
-	Budget    float64 // ε budget checked before every round; 0 means none
-	Bits      int     // resolution of the noise grid; 0 means dp.DefaultBits
-}
-
-// DefaultDelta is the δ at which ε is reported when Privacy.Delta is 0.
-const DefaultDelta = 1e-5
-
-// RoundResult is the evaluation of the global model after one round (or epoch).
-type RoundResult struct {
-	Round    int     `json:"round"`
-	Accuracy float64 `json:"accuracy"`
-	Loss     float64 `json:"loss"`
-	Seconds  float64 `json:"seconds"`
-	// Epsilon is the privacy spent so far, at Setup.Privacy.Delta; 0 without DP.
-	Epsilon float64 `json:"epsilon,omitempty"`
-	// BackdoorAccuracy is the fraction of triggered test inputs classified
-	// as the backdoor's target; nil unless the attack is a backdoor.
-	BackdoorAccuracy *float64 `json:"backdoor_accuracy,omitempty"`
-	// BytesUp is the size of all the round's updates on the wire;
-	// BytesUpDense what they would take as dense float32 (5 + 4d bytes
-	// each, the compress.Dense payload), which uncompressed runs send.
-	BytesUp      int64 `json:"bytes_up,omitempty"`
-	BytesUpDense int64 `json:"bytes_up_dense,omitempty"`
-	// UpdateNorm is the median L2 norm of the honest updates before
-	// clipping: a guide for choosing the clipping bound.
-	UpdateNorm float64 `json:"update_norm,omitempty"`
-	// Clipped counts the updates the clipping bound shortened.
-	Clipped int `json:"clipped,omitempty"`
-}
-
-// Result is a whole run.
-type Result struct {
-	Setup  *Setup        `json:"setup,omitempty"`
-	Rounds []RoundResult `json:"rounds"`
-	Final  struct {
-		Accuracy         float64  `json:"accuracy"`
-		Loss             float64  `json:"loss"`
-		Epsilon          float64  `json:"epsilon,omitempty"`
-		BackdoorAccuracy *float64 `json:"backdoor_accuracy,omitempty"`
-	} `json:"final"`
-	// Stopped says why the run ended before Config.Rounds, if it did.
-	Stopped string    `json:"stopped,omitempty"`
-	Params  fl.Vector `json:"-"` // the final global model
-}
-
-// Setup records the configuration of a Run, for the JSON output.
-type Setup struct {
-	Model       string        `json:"model"`
-	Params      int           `json:"params"`
-	Nodes       int           `json:"nodes"`
-	Cohort      int           `json:"cohort"`
-	Partition   string        `json:"partition"`
-	Rounds      int           `json:"rounds"`
-	LocalEpochs int           `json:"local_epochs"`
-	Strategy    string        `json:"strategy"`
-	ProxMu      float64       `json:"prox_mu,omitempty"`
-	Rule        string        `json:"rule"`
-	Attack      string        `json:"attack,omitempty"`
-	Byzantine   int           `json:"byzantine,omitempty"`
-	Clip        float64       `json:"clip,omitempty"`
-	Compress    string        `json:"compress"`
-	Seed        uint64        `json:"seed"`
-	Privacy     *PrivacySetup `json:"privacy,omitempty"`
-}
-
-// PrivacySetup records the differential privacy of a Run.
-type PrivacySetup struct {
-	Noise      float64 `json:"noise_multiplier"` // σ
-	Clip       float64 `json:"clip"`             // C
-	MinCohort  int     `json:"min_cohort"`       // k
-	ShareStd   float64 `json:"share_std"`        // σ·C/√k, each node's noise
-	MeanStd    float64 `json:"mean_std"`         // the aggregate's noise, σ·C·√(m/k)/m
-	Multiplier float64 `json:"accounted_multiplier"`
-	SampleRate float64 `json:"sample_rate"` // q = m/n
-	Delta      float64 `json:"delta"`
-	Budget     float64 `json:"budget,omitempty"`
-	Bits       int     `json:"bits"`
-}
-
-// ErrConfig reports an unusable configuration.
-var ErrConfig = errors.New("simulation: invalid configuration")
-
-func (c *Config) fill() error {
-	if c.Data.Train == nil || c.Data.Test == nil || c.Data.Train.Len() == 0 || c.Data.Test.Len() == 0 {
-		return fmt.Errorf("%w: empty training or test set", ErrConfig)
-	}
-	if c.Model.Inputs == 0 {
-		c.Model.Inputs = c.Data.Train.Features
-	}
-	if c.Model.Classes == 0 {
-		c.Model.Classes = c.Data.Train.Classes
-	}
-	if c.Rounds < 1 {
-		return fmt.Errorf("%w: %d rounds", ErrConfig, c.Rounds)
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Parallel <= 0 {
-		c.Parallel = runtime.GOMAXPROCS(0)
-	}
-	return nil
-}
-
-// check validates the federated parts of a configuration.
-func (c *Config) check() error {
-	if c.Nodes < 1 || c.LocalEpochs < 1 {
-		return fmt.Errorf("%w: %d nodes, %d local epochs", ErrConfig, c.Nodes, c.LocalEpochs)
-	}
-	if c.Strategy == nil {
-		return fmt.Errorf("%w: no server strategy", ErrConfig)
-	}
-	if c.Partition == nil {
-		return fmt.Errorf("%w: no partition", ErrConfig)
-	}
-	if c.Cohort == 0 {
-		c.Cohort = c.Nodes
-	}
-	if c.Cohort < 1 || c.Cohort > c.Nodes {
-		return fmt.Errorf("%w: cohort of %d out of %d nodes", ErrConfig, c.Cohort, c.Nodes)
-	}
-	if c.Byzantine < 0 || c.Byzantine > c.Nodes {
-		return fmt.Errorf("%w: %d Byzantine nodes out of %d", ErrConfig, c.Byzantine, c.Nodes)
-	}
-	if math.IsNaN(c.Clip) || math.IsInf(c.Clip, 0) || c.Clip < 0 {
-		return fmt.Errorf("%w: clipping bound %v, want a finite value ≥ 0", ErrConfig, c.Clip)
-	}
-	if p := c.Privacy; p != nil {
-		if c.Clip <= 0 {
-			return fmt.Errorf("%w: differential privacy needs a clipping bound", ErrConfig)
-		}
-		if !isMean(c.Rule) {
-			return fmt.Errorf("%w: differential privacy with the %s rule: the accountant covers the noised mean only", ErrConfig, c.Rule.Name())
-		}
-		if !(p.Noise > 0) || math.IsInf(p.Noise, 0) {
-			return fmt.Errorf("%w: noise multiplier %v, want a finite value > 0", ErrConfig, p.Noise)
-		}
-		if p.MinCohort < 0 || p.MinCohort > c.Cohort {
-			return fmt.Errorf("%w: minimum cohort %d, but a round has %d nodes", ErrConfig, p.MinCohort, c.Cohort)
-		}
-		if p.Delta != 0 && !(p.Delta > 0 && p.Delta < 1) {
-			return fmt.Errorf("%w: δ %v outside (0, 1)", ErrConfig, p.Delta)
-		}
-		if math.IsNaN(p.Budget) || math.IsInf(p.Budget, 0) || p.Budget < 0 {
-			return fmt.Errorf("%w: ε budget %v, want a finite value ≥ 0", ErrConfig, p.Budget)
-		}
-		if p.Bits < 0 || p.Bits > dp.MaxBits {
-			return fmt.Errorf("%w: noise grid of %d bits outside [0, %d]", ErrConfig, p.Bits, dp.MaxBits)
-		}
-	}
-	if _, ok := c.Strategy.(*strategy.Scaffold); ok && c.Optimizer.Cosine {
-		return fmt.Errorf("%w: SCAFFOLD's control update assumes a constant local learning rate; turn cosine annealing off", ErrConfig)
-	}
-	return nil
-}
-
-func isMean(r robust.Rule) bool {
-	_, ok := r.(*robust.Mean)
-	return r == nil || ok
-}
 
 // stream returns the random stream for one purpose, round and node.
 func stream(seed uint64, purpose, round, node int) *rand.Rand {
@@ -370,363 +163,344 @@ const (
 	purposeCompress
 )
 
-// noiseReader returns the seeded ChaCha8 stream a node draws its DP noise
-// from in one round. Production nodes use crypto/rand.
-func noiseReader(seed uint64, round, node int) *rand.ChaCha8 {
-	var key [32]byte
-	copy(key[:], "cloister-sim-dp-noise")
-	binary.LittleEndian.PutUint64(key[8:], seed)
-	binary.LittleEndian.PutUint32(key[16:], uint32(round))
-	binary.LittleEndian.PutUint32(key[20:], uint32(node))
-	return rand.NewChaCha8(key)
-}
-
-// privacy is the accounting state of a run.
-type privacy struct {
-	cfg      Privacy
-	q, z     float64
-	budget   *dp.Budget
-	acc      *dp.Accountant
-	noise    *dp.Noise
-	shareStd float64
-}
-
-func newPrivacy(c *Config, dim int) (*privacy, *PrivacySetup, error) {
-	p := &privacy{cfg: *c.Privacy}
-	if p.cfg.MinCohort == 0 {
-		p.cfg.MinCohort = c.Cohort
-	}
-	if p.cfg.Delta == 0 {
-		p.cfg.Delta = DefaultDelta
-	}
-	if p.cfg.Bits == 0 {
-		p.cfg.Bits = dp.DefaultBits
-	}
-	var err error
-	if p.shareStd, err = dp.NoiseShare(p.cfg.Noise, c.Clip, p.cfg.MinCohort); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	if p.noise, err = dp.NewNoise(p.shareStd, p.cfg.Bits); err != nil {
-		return nil, nil, fmt.Errorf("%w: noise share %g on a grid of %d bits: %v", ErrConfig, p.shareStd, p.cfg.Bits, err)
-	}
-	if p.z, err = dp.DistributedMultiplier(p.cfg.Noise, c.Clip, p.cfg.MinCohort, dim, p.cfg.Bits); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	p.q = float64(c.Cohort) / float64(c.Nodes)
-	if p.cfg.Budget > 0 {
-		if p.budget, err = dp.NewBudget(p.cfg.Budget, p.cfg.Delta); err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
-		}
-	} else {
-		p.acc = new(dp.Accountant)
-	}
-	m := float64(c.Cohort)
-	setup := &PrivacySetup{
-		Noise: p.cfg.Noise, Clip: c.Clip, MinCohort: p.cfg.MinCohort, ShareStd: p.shareStd,
-		MeanStd: p.shareStd * math.Sqrt(m) / m, Multiplier: p.z, SampleRate: p.q,
-		Delta: p.cfg.Delta, Budget: p.cfg.Budget, Bits: p.cfg.Bits,
-	}
-	return p, setup, nil
-}
-
-// check returns a non-empty reason if the next round would exceed the budget.
-func (p *privacy) check(round int) (string, error) {
-	if p.budget == nil {
-		return "", nil
-	}
-	err := p.budget.Check(p.q, p.z, 1)
-	var be *dp.BudgetExceededError
-	if errors.As(err, &be) {
-		return fmt.Sprintf("privacy budget: round %d would take ε from %.4g to %.4g, past the budget of %g (δ = %g)", round, be.Spent, be.Next, be.Limit, be.Delta), nil
-	}
-	return "", err
-}
-
-// spend records a round and returns ε spent so far.
-func (p *privacy) spend() (float64, error) {
-	if p.budget != nil {
-		if err := p.budget.Spend(p.q, p.z, 1); err != nil {
-			return 0, err // Check ran first, so this is not expected
-		}
-		return p.budget.Spent(), nil
-	}
-	if err := p.acc.Compose(p.q, p.z, 1); err != nil {
-		return 0, err
-	}
-	eps, _, err := p.acc.Epsilon(p.cfg.Delta)
-	return eps, err
-}
-
 // Run simulates federated training and calls progress after every round.
 func Run(cfg Config, progress func(RoundResult)) (*Result, error) {
+	s, err := setup(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for r := 1; r <= s.cfg.Rounds; r++ {
+		if s.priv != nil {
+			stop, err := s.priv.check(r)
+			if err != nil {
+				return nil, fmt.Errorf("round %d: %w", r, err)
+			}
+			if stop != "" {
+				s.res.Stopped = stop
+				break
+			}
+		}
+		rr, err := s.round(r)
+		if err != nil {
+			return nil, err
+		}
+		s.res.add(rr, progress)
+	}
+	if s.res.Params, err = s.client.Params(s.state); err != nil {
+		return nil, err
+	}
+	return s.res, nil
+}
+
+// sim is the state of one run: the federation that setup builds, and the
+// global vector and the sites' state that the rounds move.
+type sim struct {
+	cfg       Config
+	client    client.Trainer // the sites' local update
+	shards    []*dataset.Set
+	atk       attack.Attack
+	rule      robust.Rule
+	triggered *dataset.Set       // the backdoor's test inputs; nil without a backdoor
+	encoders  []compress.Encoder // one per site; nil without compression
+	priv      *privacy           // nil without DP
+	cohortRNG *rand.Rand
+	res       *Result
+
+	state    fl.Vector   // the strategy's vector: Join(x, c) for SCAFFOLD
+	controls []fl.Vector // SCAFFOLD's cᵢ, one per site
+}
+
+// setup checks cfg, partitions and poisons the data, and draws the
+// initial model.
+func setup(cfg Config) (*sim, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	train := cfg.Data.Train
-	parts, err := cfg.Partition.Split(train.Y, train.Classes, cfg.Nodes, rand.New(rand.NewPCG(cfg.Seed, 1)))
-	if err != nil {
-		return nil, fmt.Errorf("partitioning %s over %d nodes: %w", train.Name, cfg.Nodes, err)
+	_, isScaffold := cfg.Strategy.(*strategy.Scaffold)
+	s := &sim{cfg: cfg, atk: cfg.Attack, rule: cfg.Rule,
+		client: client.Trainer{Model: cfg.Model, Optimizer: cfg.Optimizer, Epochs: cfg.LocalEpochs, Scaffold: isScaffold}}
+	if s.atk == nil {
+		s.atk = attack.None{}
 	}
-	atk := cfg.Attack
-	if atk == nil {
-		atk = attack.None{}
+	if s.rule == nil {
+		s.rule = robust.NewMean()
 	}
-	shards := make([]*dataset.Set, len(parts))
-	for i, idx := range parts {
-		shards[i] = train.Subset(idx)
-		if i < cfg.Byzantine {
-			if shards[i], err = atk.Poison(shards[i], stream(cfg.Seed, purposePoison, 0, i)); err != nil {
-				return nil, fmt.Errorf("node %d: %s: %w", i+1, atk, err)
-			}
-		}
-	}
-	global, err := model.New(cfg.Model, rand.New(rand.NewPCG(cfg.Seed, 2)))
-	if err != nil {
+	if err := s.partition(); err != nil {
 		return nil, err
 	}
-	dim := global.NumParams()
-	_, isScaffold := cfg.Strategy.(*strategy.Scaffold)
-	state := global.Params() // the strategy's vector: Join(x, c) for SCAFFOLD
-	var controls []fl.Vector // SCAFFOLD's cᵢ
+	var err error
+	if s.state, err = s.client.Initial(rand.New(rand.NewPCG(cfg.Seed, 2))); err != nil {
+		return nil, err
+	}
 	if isScaffold {
-		if state, err = scaffold.Join(state, make(fl.Vector, dim)); err != nil {
-			return nil, err
-		}
-		controls = make([]fl.Vector, cfg.Nodes)
-		for i := range controls {
-			controls[i] = make(fl.Vector, dim)
+		s.controls = make([]fl.Vector, cfg.Nodes)
+		for i := range s.controls {
+			s.controls[i] = make(fl.Vector, cfg.Model.NumParams())
 		}
 	}
-	var triggered *dataset.Set
-	if b, ok := atk.(attack.Backdoor); ok {
-		if triggered, err = b.Triggered(cfg.Data.Test); err != nil {
+	if b, ok := s.atk.(attack.Backdoor); ok {
+		if s.triggered, err = b.Triggered(cfg.Data.Test); err != nil {
 			return nil, err
 		}
 	}
-	var encoders []compress.Encoder
 	if cfg.Compress != (compress.Scheme{}) {
-		encoders = make([]compress.Encoder, cfg.Nodes)
-		for i := range encoders {
-			encoders[i] = cfg.Compress.NewEncoder()
+		s.encoders = make([]compress.Encoder, cfg.Nodes)
+		for i := range s.encoders {
+			s.encoders[i] = cfg.Compress.NewEncoder()
 		}
 	}
-	rule := cfg.Rule
-	if rule == nil {
-		rule = robust.NewMean()
-	}
-
-	res := &Result{Setup: &Setup{
-		Model: cfg.Model.String(), Params: dim, Nodes: cfg.Nodes, Cohort: cfg.Cohort,
-		Partition: cfg.Partition.String(), Rounds: cfg.Rounds, LocalEpochs: cfg.LocalEpochs,
-		Strategy: cfg.Strategy.String(), ProxMu: cfg.Optimizer.ProxMu, Rule: rule.String(),
-		Clip: cfg.Clip, Compress: cfg.Compress.String(), Seed: cfg.Seed,
-	}}
-	if cfg.Attack != nil {
-		res.Setup.Attack, res.Setup.Byzantine = atk.String(), cfg.Byzantine
-	}
-	var priv *privacy
+	s.res = &Result{Setup: s.setup()}
 	if cfg.Privacy != nil {
-		if priv, res.Setup.Privacy, err = newPrivacy(&cfg, len(state)); err != nil {
+		if s.priv, s.res.Setup.Privacy, err = newPrivacy(&s.cfg, len(s.state)); err != nil {
 			return nil, err
 		}
 	}
-	cohortRNG := stream(cfg.Seed, purposeCohort, 0, 0)
-
-	for r := 1; r <= cfg.Rounds; r++ {
-		if priv != nil {
-			stop, err := priv.check(r)
-			if err != nil {
-				return nil, fmt.Errorf("round %d: %w", r, err)
-			}
-			if stop != "" {
-				res.Stopped = stop
-				break
-			}
-		}
-		start := cfg.Now()
-		cohort := make([]int, cfg.Nodes)
-		for i := range cohort {
-			cohort[i] = i
-		}
-		if cfg.Cohort < cfg.Nodes {
-			cohort = cohortRNG.Perm(cfg.Nodes)[:cfg.Cohort]
-			slices.Sort(cohort)
-		}
-		rr := RoundResult{Round: r}
-
-		// 1. Train.
-		updates := make([]fl.Vector, len(cohort))
-		errs := make([]error, len(cohort))
-		sem := make(chan struct{}, cfg.Parallel)
-		var wg sync.WaitGroup
-		for j, i := range cohort {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				rng := rand.New(rand.NewPCG(cfg.Seed, uint64(r)<<32|uint64(i)+3))
-				var err error
-				if isScaffold {
-					updates[j], controls[i], err = scaffold.Train(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, controls[i], rng)
-				} else {
-					updates[j], err = trainLocal(global.Clone(), cfg.Optimizer, shards[i], cfg.LocalEpochs, state, rng)
-				}
-				if err != nil {
-					errs[j] = fmt.Errorf("round %d, node %d: %w", r, i+1, err)
-				}
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return nil, err
-		}
-
-		// 2. Forge.
-		var own, honest []fl.Vector
-		var ownAt []int
-		for j, i := range cohort {
-			if i < cfg.Byzantine {
-				own, ownAt = append(own, updates[j]), append(ownAt, j)
-			} else {
-				honest = append(honest, updates[j])
-			}
-		}
-		if len(own) > 0 {
-			forged, err := atk.Forge(own, honest, stream(cfg.Seed, purposeForge, r, 0))
-			if err != nil {
-				return nil, fmt.Errorf("round %d: %s: %w", r, atk, err)
-			}
-			for k, j := range ownAt {
-				updates[j] = forged[k]
-			}
-		}
-		norms := make([]float64, 0, len(honest))
-		for _, h := range honest {
-			norms = append(norms, h.Norm())
-		}
-		rr.UpdateNorm = median(norms)
-
-		// 3–5. Clip, noise, compress.
-		clipped := make([]bool, len(cohort))
-		bytes := make([]int64, len(cohort))
-		for j, i := range cohort {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				u := updates[j]
-				if cfg.Clip > 0 {
-					s, err := dp.Clip(u, cfg.Clip)
-					if err != nil {
-						errs[j] = fmt.Errorf("round %d, node %d: clipping: %w", r, i+1, err)
-						return
-					}
-					clipped[j] = s < 1
-				}
-				if priv != nil {
-					if err := priv.noise.Add(u, noiseReader(cfg.Seed, r, i)); err != nil {
-						errs[j] = fmt.Errorf("round %d, node %d: noise: %w", r, i+1, err)
-						return
-					}
-				}
-				if encoders == nil {
-					bytes[j] = int64(5 + 4*len(u))
-					return
-				}
-				p, err := encoders[i].Encode(u, stream(cfg.Seed, purposeCompress, r, i))
-				if err != nil {
-					errs[j] = fmt.Errorf("round %d, node %d: compressing: %w", r, i+1, err)
-					return
-				}
-				bytes[j] = int64(p.WireSize())
-				updates[j] = p.Vector()
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return nil, err
-		}
-		for j := range cohort {
-			rr.BytesUp += bytes[j]
-			rr.BytesUpDense += int64(5 + 4*len(updates[j]))
-			if clipped[j] {
-				rr.Clipped++
-			}
-		}
-
-		// Aggregate and apply.
-		var agg fl.Vector
-		switch {
-		case !isMean(rule):
-			agg, err = rule.Aggregate(updates)
-		case priv != nil:
-			agg, err = robust.NewMean().Aggregate(updates)
-		default:
-			us := make([]fl.Update, len(cohort))
-			for j, i := range cohort {
-				us[j] = fl.Update{Node: fl.NodeID(fmt.Sprintf("node-%d", i+1)), Round: fl.Round(r), Delta: updates[j], Weight: float64(shards[i].Len())}
-			}
-			agg, _, err = strategy.WeightedMean(us)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("round %d: aggregating with %s: %w", r, rule, err)
-		}
-		next, err := cfg.Strategy.Apply(state, agg)
-		if err != nil {
-			return nil, fmt.Errorf("round %d: %w", r, err)
-		}
-		state = next
-		x := state
-		if isScaffold {
-			x = state[:dim]
-		}
-		if err := global.SetParams(x); err != nil {
-			return nil, fmt.Errorf("round %d: %w", r, err)
-		}
-		if priv != nil {
-			if rr.Epsilon, err = priv.spend(); err != nil {
-				return nil, fmt.Errorf("round %d: accounting: %w", r, err)
-			}
-		}
-		m, err := global.Evaluate(cfg.Data.Test)
-		if err != nil {
-			return nil, fmt.Errorf("round %d: evaluating: %w", r, err)
-		}
-		if triggered != nil {
-			bm, err := global.Evaluate(triggered)
-			if err != nil {
-				return nil, fmt.Errorf("round %d: evaluating the backdoor: %w", r, err)
-			}
-			rr.BackdoorAccuracy = &bm.Accuracy
-		}
-		rr.Accuracy, rr.Loss, rr.Seconds = m.Accuracy, m.Loss, cfg.Now().Sub(start).Seconds()
-		res.add(rr, progress)
-	}
-	res.Params = global.Params()
-	return res, nil
+	s.cohortRNG = stream(cfg.Seed, purposeCohort, 0, 0)
+	return s, nil
 }
 
-// trainLocal runs a node's local SGD from the global model x and returns
-// its update.
-func trainLocal(local model.Model, opt model.SGD, shard *dataset.Set, epochs int, x fl.Vector, rng *rand.Rand) (fl.Vector, error) {
-	if err := local.SetParams(x); err != nil {
-		return nil, err
+// partition splits the training set over the sites and lets the attack
+// poison the Byzantine sites' shards.
+func (s *sim) partition() error {
+	cfg, train := &s.cfg, s.cfg.Data.Train
+	parts, err := cfg.Partition.Split(train.Y, train.Classes, cfg.Nodes, rand.New(rand.NewPCG(cfg.Seed, 1)))
+	if err != nil {
+		return fmt.Errorf("partitioning %s over %d nodes: %w", train.Name, cfg.Nodes, err)
 	}
-	var anchor fl.Vector
-	if opt.ProxMu > 0 {
-		anchor = x
+	s.shards = make([]*dataset.Set, len(parts))
+	for i, idx := range parts {
+		s.shards[i] = train.Subset(idx)
+		if i < cfg.Byzantine {
+			if s.shards[i], err = s.atk.Poison(s.shards[i], stream(cfg.Seed, purposePoison, 0, i)); err != nil {
+				return fmt.Errorf("node %d: %s: %w", i+1, s.atk, err)
+			}
+		}
 	}
-	if _, err := opt.Train(local, shard, epochs, anchor, rng); err != nil {
-		return nil, err
+	return nil
+}
+
+// setup returns the record of the run's configuration.
+func (s *sim) setup() *Setup {
+	cfg := &s.cfg
+	st := &Setup{
+		Model: cfg.Model.String(), Params: cfg.Model.NumParams(), Nodes: cfg.Nodes, Cohort: cfg.Cohort,
+		Partition: cfg.Partition.String(), Rounds: cfg.Rounds, LocalEpochs: cfg.LocalEpochs,
+		Strategy: cfg.Strategy.String(), ProxMu: cfg.Optimizer.ProxMu, Rule: s.rule.String(),
+		Clip: cfg.Clip, Compress: cfg.Compress.String(), Seed: cfg.Seed,
 	}
-	delta := local.Params()
-	if err := delta.Add(-1, x); err != nil {
-		return nil, err
+	if cfg.Attack != nil {
+		st.Attack, st.Byzantine = s.atk.String(), cfg.Byzantine
 	}
-	return delta, nil
+	return st
+}
+
+// round runs round r: draw the cohort, train, forge, clip, noise and
+// compress, aggregate and apply, evaluate.
+func (s *sim) round(r int) (RoundResult, error) {
+	start := s.cfg.Now()
+	cohort := s.cohort()
+	rr := RoundResult{Round: r}
+	updates, err := s.train(r, cohort)
+	if err != nil {
+		return rr, err
+	}
+	if rr.UpdateNorm, err = s.forge(r, cohort, updates); err != nil {
+		return rr, err
+	}
+	if err := s.release(r, cohort, updates, &rr); err != nil {
+		return rr, err
+	}
+	if err := s.aggregate(r, cohort, updates); err != nil {
+		return rr, err
+	}
+	if s.priv != nil {
+		if rr.Epsilon, err = s.priv.spend(); err != nil {
+			return rr, fmt.Errorf("round %d: accounting: %w", r, err)
+		}
+	}
+	if err := s.evaluate(r, &rr); err != nil {
+		return rr, err
+	}
+	rr.Seconds = s.cfg.Now().Sub(start).Seconds()
+	return rr, nil
+}
+
+// cohort returns the sites of the next round, in order.
+func (s *sim) cohort() []int {
+	if s.cfg.Cohort < s.cfg.Nodes {
+		cohort := s.cohortRNG.Perm(s.cfg.Nodes)[:s.cfg.Cohort]
+		slices.Sort(cohort)
+		return cohort
+	}
+	cohort := make([]int, s.cfg.Nodes)
+	for i := range cohort {
+		cohort[i] = i
+	}
+	return cohort
+}
+
+// parallel runs f(j, i) for every site i at position j of the cohort, at
+// most cfg.Parallel at once, and joins their errors.
+func (s *sim) parallel(cohort []int, f func(j, i int) error) error {
+	errs := make([]error, len(cohort))
+	sem := make(chan struct{}, s.cfg.Parallel)
+	var wg sync.WaitGroup
+	for j, i := range cohort {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[j] = f(j, i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// train runs the cohort's local training (step 1), keeping SCAFFOLD's
+// next controls.
+func (s *sim) train(r int, cohort []int) ([]*client.Update, error) {
+	updates := make([]*client.Update, len(cohort))
+	err := s.parallel(cohort, func(j, i int) error {
+		rng := rand.New(rand.NewPCG(s.cfg.Seed, uint64(r)<<32|uint64(i)+3))
+		var ci fl.Vector
+		if s.controls != nil {
+			ci = s.controls[i]
+		}
+		u, err := s.client.Train(s.shards[i], s.state, ci, rng)
+		if err != nil {
+			return fmt.Errorf("round %d, node %d: %w", r, i+1, err)
+		}
+		if s.controls != nil {
+			s.controls[i] = u.Control
+		}
+		updates[j] = u
+		return nil
+	})
+	return updates, err
+}
+
+// forge lets the Byzantine sites replace their updates (step 2) and
+// returns the median norm of the honest ones.
+func (s *sim) forge(r int, cohort []int, updates []*client.Update) (float64, error) {
+	var own, honest []fl.Vector
+	var ownAt []int
+	for j, i := range cohort {
+		if i < s.cfg.Byzantine {
+			own, ownAt = append(own, updates[j].Delta), append(ownAt, j)
+		} else {
+			honest = append(honest, updates[j].Delta)
+		}
+	}
+	if len(own) > 0 {
+		forged, err := s.atk.Forge(own, honest, stream(s.cfg.Seed, purposeForge, r, 0))
+		if err != nil {
+			return 0, fmt.Errorf("round %d: %s: %w", r, s.atk, err)
+		}
+		for k, j := range ownAt {
+			updates[j].Delta = forged[k]
+		}
+	}
+	norms := make([]float64, 0, len(honest))
+	for _, h := range honest {
+		norms = append(norms, h.Norm())
+	}
+	return median(norms), nil
+}
+
+// release clips, noises and compresses every update (steps 3–5) and
+// counts the bytes and the clipped updates into rr.
+func (s *sim) release(r int, cohort []int, updates []*client.Update, rr *RoundResult) error {
+	bytes := make([]int64, len(cohort))
+	err := s.parallel(cohort, func(j, i int) error {
+		u := updates[j]
+		if s.cfg.Clip > 0 {
+			if err := u.Clip(s.cfg.Clip); err != nil {
+				return fmt.Errorf("round %d, node %d: %w", r, i+1, err)
+			}
+		}
+		if s.priv != nil {
+			if err := u.AddNoise(s.priv.noise, noiseReader(s.cfg.Seed, r, i)); err != nil {
+				return fmt.Errorf("round %d, node %d: %w", r, i+1, err)
+			}
+		}
+		if s.encoders == nil {
+			bytes[j] = int64(5 + 4*len(u.Delta))
+			return nil
+		}
+		p, err := s.encoders[i].Encode(u.Delta, stream(s.cfg.Seed, purposeCompress, r, i))
+		if err != nil {
+			return fmt.Errorf("round %d, node %d: compressing: %w", r, i+1, err)
+		}
+		bytes[j] = int64(p.WireSize())
+		u.Delta = p.Vector()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for j, u := range updates {
+		rr.BytesUp += bytes[j]
+		rr.BytesUpDense += int64(5 + 4*len(u.Delta))
+		if u.Scale < 1 {
+			rr.Clipped++
+		}
+	}
+	return nil
+}
+
+// aggregate combines the updates with the rule (the example-weighted mean
+// by default, the uniform mean under DP) and lets the strategy apply the
+// aggregate to the global vector.
+func (s *sim) aggregate(r int, cohort []int, updates []*client.Update) error {
+	deltas := make([]fl.Vector, len(updates))
+	for j, u := range updates {
+		deltas[j] = u.Delta
+	}
+	var agg fl.Vector
+	var err error
+	switch {
+	case !isMean(s.rule):
+		agg, err = s.rule.Aggregate(deltas)
+	case s.priv != nil:
+		agg, err = robust.NewMean().Aggregate(deltas)
+	default:
+		us := make([]fl.Update, len(cohort))
+		for j, i := range cohort {
+			us[j] = fl.Update{Node: fl.NodeID(fmt.Sprintf("node-%d", i+1)), Round: fl.Round(r), Delta: deltas[j], Weight: float64(updates[j].Examples)}
+		}
+		agg, _, err = strategy.WeightedMean(us)
+	}
+	if err != nil {
+		return fmt.Errorf("round %d: aggregating with %s: %w", r, s.rule, err)
+	}
+	next, err := s.cfg.Strategy.Apply(s.state, agg)
+	if err != nil {
+		return fmt.Errorf("round %d: %w", r, err)
+	}
+	s.state = next
+	return nil
+}
+
+// evaluate measures the global model on the test set, and the backdoor on
+// its triggered inputs.
+func (s *sim) evaluate(r int, rr *RoundResult) error {
+	m, err := s.client.Evaluate(s.state, s.cfg.Data.Test)
+	if err != nil {
+		return fmt.Errorf("round %d: evaluating: %w", r, err)
+	}
+	rr.Accuracy, rr.Loss = m.Accuracy, m.Loss
+	if s.triggered != nil {
+		bm, err := s.client.Evaluate(s.state, s.triggered)
+		if err != nil {
+			return fmt.Errorf("round %d: evaluating the backdoor: %w", r, err)
+		}
+		rr.BackdoorAccuracy = &bm.Accuracy
+	}
+	return nil
 }
 
 func median(xs []float64) float64 {

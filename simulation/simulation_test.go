@@ -17,7 +17,6 @@ import (
 	"github.com/cloisterfl/cloister/model"
 	"github.com/cloisterfl/cloister/robust"
 	"github.com/cloisterfl/cloister/strategy"
-	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
 
 // blocks returns n 4×4 images in 3 classes: class k lights up row k; the
@@ -351,45 +350,6 @@ func TestCompression(t *testing.T) {
 		}
 		if res.Setup.Compress != cfg.Compress.String() {
 			t.Errorf("setup compress %q", res.Setup.Compress)
-		}
-	}
-}
-
-// With zero controls, SCAFFOLD's local loop is exactly model.SGD's: same
-// shuffles, same steps, same update, whatever the momentum, weight decay and
-// proximal term.
-func TestScaffoldLoopMatchesSGD(t *testing.T) {
-	set := blocks(100, 3)
-	spec := model.Spec{Kind: model.MLP, Inputs: 16, Classes: 3, Hidden: []int{5}}
-	m, _ := model.New(spec, rand.New(rand.NewPCG(1, 1)))
-	x := m.Params()
-	zero := make(fl.Vector, len(x))
-	state := append(x.Clone(), zero...)
-	for _, opt := range []model.SGD{
-		{LR: 0.1, Batch: 16},
-		{LR: 0.05, Momentum: 0.9, Batch: 7, WeightDecay: 0.01, ProxMu: 0.1},
-	} {
-		want, err := trainLocal(m.Clone(), opt, set, 2, x, rand.New(rand.NewPCG(5, 5)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, next, err := scaffold.Train(m.Clone(), opt, set, 2, state, zero, rand.New(rand.NewPCG(5, 5)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		dy, dc := got[:len(x)], got[len(x):]
-		for i := range want {
-			if math.Abs(dy[i]-want[i]) > 1e-12 {
-				t.Fatalf("%+v: Δy[%d] = %v, SGD's Δ = %v", opt, i, dy[i], want[i])
-			}
-		}
-		// Option II: cᵢ⁺ = (x − y)/(K·η_eff), K = 2 epochs × ⌈100/batch⌉ steps.
-		k := 2 * ((100 + opt.Batch - 1) / opt.Batch)
-		eta := opt.LR / (1 - opt.Momentum)
-		for i := range dc {
-			if w := -dy[i] / (float64(k) * eta); math.Abs(dc[i]-w) > 1e-12*(1+math.Abs(w)) || next[i] != dc[i] {
-				t.Fatalf("%+v: Δc[%d] = %v, want %v (next %v)", opt, i, dc[i], w, next[i])
-			}
 		}
 	}
 }

@@ -47,18 +47,9 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	if *nodes < 1 {
-		return fmt.Errorf("--nodes %d: want at least 1", *nodes)
-	}
-	if *rounds < 1 || *localEpochs < 1 {
-		return fmt.Errorf("--rounds %d, --local-epochs %d: want at least 1 each", *rounds, *localEpochs)
-	}
 	m := *cohort
 	if m == 0 {
 		m = *nodes
-	}
-	if m < 1 || m > *nodes {
-		return fmt.Errorf("--cohort %d: want between 1 and --nodes %d", *cohort, *nodes)
 	}
 	part, err := dataset.ParsePartition(*partition)
 	if err != nil {
@@ -71,9 +62,6 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if _, ok := strat.(*strategy.Scaffold); ok && m < *nodes && !strings.Contains(*server, "frac") {
 		return withHint(fmt.Errorf("--strategy %s with a cohort of %d out of %d sites: SCAFFOLD needs the cohort fraction", *server, m, *nodes),
 			fmt.Sprintf("use --strategy scaffold:frac=%g", float64(m)/float64(*nodes)))
-	}
-	if *byzantine < 0 || *byzantine > *nodes {
-		return fmt.Errorf("--byzantine %d: want between 0 and --nodes %d", *byzantine, *nodes)
 	}
 	atk, err := attack.Parse(*atkSpec, m, min(*byzantine, m))
 	if err != nil {
@@ -90,29 +78,8 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return withHint(err, "use mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip; robust rules need enough sites for their f")
 	}
-	if !(*clip >= 0) || *clip > 1e300 {
-		return fmt.Errorf("--clip %v: want a finite bound ≥ 0", *clip)
-	}
 	var priv *simulation.Privacy
 	if set["dp-noise"] {
-		if !(*noise > 0) || *noise > 1e12 {
-			return fmt.Errorf("--dp-noise %v: want a noise multiplier > 0", *noise)
-		}
-		if *clip == 0 {
-			return withHint(errors.New("--dp-noise needs --clip: the noise is calibrated to the clipping bound"), "add --clip 1, for instance; the run's update_norm in --json output helps choose it")
-		}
-		if _, mean := rule.(*robust.Mean); !mean {
-			return withHint(fmt.Errorf("--dp-noise with --rule %s: the accountant covers the noised mean only", *ruleSpec), "drop --rule, or drop --dp-noise and keep --clip as a norm bound")
-		}
-		if *minCohort < 0 || *minCohort > m {
-			return fmt.Errorf("--min-cohort %d: want between 1 and the cohort of %d sites (0: all)", *minCohort, m)
-		}
-		if !(*delta > 0 && *delta < 1) {
-			return fmt.Errorf("--delta %v: want a value in (0, 1)", *delta)
-		}
-		if !(*budget >= 0) || *budget > 1e12 {
-			return fmt.Errorf("--epsilon-budget %v: want a finite ε ≥ 0", *budget)
-		}
 		priv = &simulation.Privacy{Noise: *noise, MinCohort: *minCohort, Delta: *delta, Budget: *budget}
 	} else {
 		for _, name := range []string{"min-cohort", "delta", "epsilon-budget"} {
@@ -125,17 +92,14 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return withHint(err, "use none, topk:0.01 or q8")
 	}
+	opt := l.optimizer()
+	opt.ProxMu = *proxMu
 	spec, err := l.spec()
 	if err != nil {
 		return err
 	}
 	split, err := l.load()
 	if err != nil {
-		return err
-	}
-	opt := l.optimizer()
-	opt.ProxMu = *proxMu
-	if err := opt.Validate(); err != nil {
 		return err
 	}
 
@@ -172,7 +136,7 @@ func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	res, err := simulation.Run(cfg, simProgress(stderr, *rounds, comp != (compress.Scheme{})))
 	if err != nil {
-		return err
+		return simHint(err, cfg, *ruleSpec)
 	}
 	if res.Stopped != "" {
 		fmt.Fprintf(stderr, "cloister: stopped: %s\n", res.Stopped)
@@ -265,4 +229,37 @@ func (l *learning) output(res *simulation.Result, title, xlabel string, withEpsi
 		return err
 	}
 	return store.WriteFile(l.plotPath, buf.Bytes(), 0o644)
+}
+
+// simHint decorates the simulation's configuration errors with the flag
+// that sets the field at fault; the library does the checking.
+func simHint(err error, cfg simulation.Config, rule string) error {
+	var ce *simulation.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	hint := map[string]string{
+		"Nodes":       fmt.Sprintf("--nodes %d: use at least 1 site", cfg.Nodes),
+		"Rounds":      fmt.Sprintf("--rounds %d: use at least 1", cfg.Rounds),
+		"LocalEpochs": fmt.Sprintf("--local-epochs %d: use at least 1", cfg.LocalEpochs),
+		"Cohort":      fmt.Sprintf("--cohort %d: use between 1 and --nodes %d (0: all)", cfg.Cohort, cfg.Nodes),
+		"Byzantine":   fmt.Sprintf("--byzantine %d: want between 0 and --nodes %d", cfg.Byzantine, cfg.Nodes),
+		"Clip":        fmt.Sprintf("--clip %v: use a finite bound ≥ 0", cfg.Clip),
+		"Optimizer":   "check --lr, --momentum, --weight-decay, --batch and --prox-mu",
+	}
+	if p := cfg.Privacy; p != nil {
+		hint["Clip"] = "--dp-noise needs --clip: the noise is calibrated to the clipping bound; add --clip 1, for instance (the run's update_norm in --json output helps choose it)"
+		if cfg.Clip != 0 {
+			hint["Clip"] = fmt.Sprintf("--clip %v: use a finite bound ≥ 0", cfg.Clip)
+		}
+		hint["Rule"] = fmt.Sprintf("--dp-noise with --rule %s: drop --rule, or drop --dp-noise and keep --clip as a norm bound", rule)
+		hint["Privacy.Noise"] = fmt.Sprintf("--dp-noise %v: use a noise multiplier > 0", p.Noise)
+		hint["Privacy.MinCohort"] = fmt.Sprintf("--min-cohort %d: use between 1 and the cohort of %d sites (0: all)", p.MinCohort, cfg.Cohort)
+		hint["Privacy.Delta"] = fmt.Sprintf("--delta %v: use a value in (0, 1)", p.Delta)
+		hint["Privacy.Budget"] = fmt.Sprintf("--epsilon-budget %v: use a finite ε ≥ 0", p.Budget)
+	}
+	if h, ok := hint[ce.Field]; ok {
+		return withHint(err, h)
+	}
+	return err
 }

@@ -32,7 +32,9 @@
 //	ci = ci2                                // keep cᵢ locally, sealed at rest
 //
 // The node keeps cᵢ between rounds (zeros at first). A node that skips a
-// round keeps its cᵢ unchanged.
+// round keeps its cᵢ unchanged. Package client runs this loop with
+// minibatch SGD (momentum, weight decay, FedProx's term) for both the node
+// and the simulation.
 //
 // # Interaction with weights, clipping and noise
 //
