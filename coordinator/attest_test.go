@@ -42,7 +42,7 @@ func TestAttestationRejections(t *testing.T) {
 	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
 		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
-	f.nodeConfig = func(name string, c *node.Config) { c.TEE = node.NewSimTEE(good, "") }
+	f.nodeConfig = func(name string, c *node.Config) { c.TEE = attest.NewSimTEE(good, "") }
 	// The minimum cohort is every member: node-1 and node-2 wait for node-3
 	// (and hear of each refusal) rather than train without it.
 	f.startCoordinator()
@@ -217,7 +217,7 @@ func TestAttestationExpiry(t *testing.T) {
 		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 100000, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, 2*time.Second)})
 	f.nodeConfig = func(name string, c *node.Config) {
-		c.TEE = node.NewSimTEE(good, "")
+		c.TEE = attest.NewSimTEE(good, "")
 		c.AttestEvery = 300 * time.Millisecond
 		if name == "node-3" {
 			c.AttestEvery = time.Hour

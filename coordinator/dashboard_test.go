@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -114,7 +115,7 @@ func TestDashboardAttestation(t *testing.T) {
 	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
 		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
-	f.nodeConfig = func(name string, c *node.Config) { c.TEE = node.NewSimTEE(good, "") }
+	f.nodeConfig = func(name string, c *node.Config) { c.TEE = attest.NewSimTEE(good, "") }
 	f.startCoordinator()
 	defer f.stopCoordinator()
 	f.startNode("node-1", blobs(120, 6, 3, 1), blobs(90, 6, 3, 99))

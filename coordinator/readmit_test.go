@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
@@ -42,7 +43,7 @@ func TestAttestationReadmission(t *testing.T) {
 	platform := func(name string) string { return filepath.Join(f.dir, name+"-platform.json") }
 	setTCB := func(name string, tcb uint32) {
 		t.Helper()
-		b, err := json.Marshal(node.SimPlatform{TCB: tcb})
+		b, err := json.Marshal(attest.SimPlatform{TCB: tcb})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +61,7 @@ func TestAttestationReadmission(t *testing.T) {
 	var mu sync.Mutex
 	holding := map[fl.NodeID]fl.Round{}
 	f.nodeConfig = func(name string, c *node.Config) {
-		c.TEE = node.NewSimTEE(good, platform(name))
+		c.TEE = attest.NewSimTEE(good, platform(name))
 		c.AttestEvery = 200 * time.Millisecond
 		c.OnUpdate = func(u fl.Update) {
 			if int64(u.Round) > stop.Load() {
@@ -72,7 +73,7 @@ func TestAttestationReadmission(t *testing.T) {
 		}
 	}
 	for _, name := range nodeNames(3) {
-		setTCB(name, node.DefaultSimTCB)
+		setTCB(name, attest.DefaultSimTCB)
 	}
 	f.startCoordinator()
 	test := blobs(90, 6, 3, 99)
@@ -110,10 +111,10 @@ func TestAttestationReadmission(t *testing.T) {
 	readmittedAfter := s.LastCommitted
 
 	// Restore it: its next re-attestation verifies.
-	setTCB("node-2", node.DefaultSimTCB)
+	setTCB("node-2", attest.DefaultSimTCB)
 	f.waitStatus("node-2 readmitted", func(s round.Status) bool { return !slices.Contains(s.Excluded, "node-2") })
-	if a := f.coord.Attestation()["node-2"]; !a.OK || a.LastError != "" || !slices.Equal(a.TCB, []uint32{node.DefaultSimTCB}) {
-		t.Errorf("node-2's attestation status after the restore %+v, want valid evidence at TCB %d", a, node.DefaultSimTCB)
+	if a := f.coord.Attestation()["node-2"]; !a.OK || a.LastError != "" || !slices.Equal(a.TCB, []uint32{attest.DefaultSimTCB}) {
+		t.Errorf("node-2's attestation status after the restore %+v, want valid evidence at TCB %d", a, attest.DefaultSimTCB)
 	}
 	f.waitStatus("a re-key with node-2", func(s round.Status) bool {
 		return s.Epoch > epoch && slices.Equal(s.Participants, all)

@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -51,12 +49,12 @@ func TestKeyringTEE(t *testing.T) {
 	now := time.Now()
 	clock := now
 	kr, audit := teeRing(t, m, time.Minute, func() time.Time { return clock })
-	good := NewSimTEE(m, "")
+	good := attest.NewSimTEE(m, "")
 	k2, _ := NewSessionKeys(nil)
 	if err := kr.VerifyPeer("node-2", k2.Evidence([]byte("s"), "node-2", audit["node-2"], now, nil)); !errors.Is(err, ErrNoTEE) {
 		t.Errorf("no TEE evidence: %v, want ErrNoTEE", err)
 	}
-	if err := kr.VerifyPeer("node-2", helloOf(t, NewSimTEE(other, ""), k2, audit["node-2"], now, now)); !errors.Is(err, attest.ErrMeasurement) {
+	if err := kr.VerifyPeer("node-2", helloOf(t, attest.NewSimTEE(other, ""), k2, audit["node-2"], now, now)); !errors.Is(err, attest.ErrMeasurement) {
 		t.Errorf("another measurement: %v, want ErrMeasurement", err)
 	}
 	// Evidence for other keys than the envelope announces.
@@ -117,7 +115,7 @@ func TestKeyringFailedReattestation(t *testing.T) {
 	rand.Read(other[:])
 	now := time.Now()
 	kr, audit := teeRing(t, m, time.Hour, func() time.Time { return now.Add(2 * time.Second) })
-	good := NewSimTEE(m, "")
+	good := attest.NewSimTEE(m, "")
 	k1, _ := NewSessionKeys(nil)
 	first := helloOf(t, good, k1, audit["node-2"], now, now)
 	if err := kr.VerifyPeer("node-2", first); err != nil {
@@ -125,7 +123,7 @@ func TestKeyringFailedReattestation(t *testing.T) {
 	}
 	k2, _ := NewSessionKeys(nil)
 	later := now.Add(time.Second)
-	if err := kr.VerifyPeer("node-2", helloOf(t, NewSimTEE(other, ""), k2, audit["node-2"], later, later)); !errors.Is(err, attest.ErrMeasurement) {
+	if err := kr.VerifyPeer("node-2", helloOf(t, attest.NewSimTEE(other, ""), k2, audit["node-2"], later, later)); !errors.Is(err, attest.ErrMeasurement) {
 		t.Fatalf("re-attestation on another binary: %v, want ErrMeasurement", err)
 	}
 	if err := kr.VerifyPeer("node-2", first); !errors.Is(err, ErrStaleEvidence) {
@@ -139,50 +137,13 @@ func TestKeyringFailedReattestation(t *testing.T) {
 }
 
 // The sim TEE reads its platform state at every attestation.
-func TestSimTEEState(t *testing.T) {
-	var m [48]byte
-	path := filepath.Join(t.TempDir(), "state.json")
-	tee := NewSimTEE(m, path)
-	v, _ := attest.NewVerifier(attest.Policy{Formats: []string{attest.FormatSim}, AllowSim: true, AllowDebug: true,
-		MaxAge: attest.Duration(time.Hour), Measurements: map[string][]string{attest.FormatSim: {hex.EncodeToString(m[:])}}}, attest.Roots{})
-	claims := func() *attest.Claims {
-		t.Helper()
-		k, _ := NewSessionKeys(nil)
-		nonce, _ := attest.NewNonce(rand.Reader, time.Now())
-		b := k.Binding(nonce, []byte("ekm"))
-		ev, err := attest.Attest(tee, b, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := v.Verify(ev, b, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	if c := claims(); c.TCB[0] != DefaultSimTCB || c.Debug {
-		t.Errorf("no state file: %+v", c)
-	}
-	os.WriteFile(path, []byte(`{"tcb": 1, "debug": true}`), 0o600)
-	if c := claims(); c.TCB[0] != 1 || !c.Debug {
-		t.Errorf("downgraded: %+v", c)
-	}
-	os.WriteFile(path, []byte(`{"tcb": "x"}`), 0o600)
-	if _, err := tee.Attest([64]byte{}, time.Now()); err == nil {
-		t.Error("a garbled state file was accepted")
-	}
-	if _, err := OpenTEE("sev-snp", ""); !errors.Is(err, attest.ErrUnsupported) {
-		t.Errorf("OpenTEE(sev-snp) here: %v, want ErrUnsupported", err)
-	}
-}
-
 // BenchmarkReattest measures what a re-attestation costs a node (new
 // session keys, a sim report over their binding, the signed envelope) and
 // each peer (checking the envelope and the TEE evidence).
 func BenchmarkReattest(b *testing.B) {
 	var m [48]byte
 	kr, audit := teeRing(b, m, time.Hour, nil)
-	tee := NewSimTEE(m, "")
+	tee := attest.NewSimTEE(m, "")
 	b.Run("produce", func(b *testing.B) {
 		var size int
 		for b.Loop() {

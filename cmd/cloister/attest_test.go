@@ -17,7 +17,6 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 )
 
@@ -26,7 +25,7 @@ import (
 // test binary, which every node process runs.
 
 // simFed provisions a federation whose manifest requires sim evidence of
-// this binary, at TCB node.DefaultSimTCB or later, at most maxAge old.
+// this binary, at TCB attest.DefaultSimTCB or later, at most maxAge old.
 func simFed(t *testing.T, nodes, threshold, rounds, localEpochs int, maxAge time.Duration) *testFed {
 	t.Helper()
 	m, err := attest.MeasureSelf(nil)
@@ -36,7 +35,7 @@ func simFed(t *testing.T, nodes, threshold, rounds, localEpochs int, maxAge time
 	f := newTestFedWith(t, nodes, threshold, rounds, localEpochs, func(o *pki.InitOptions) {
 		o.Attestation = &attest.Policy{Formats: []string{attest.FormatSim}, AllowSim: true, MaxAge: attest.Duration(maxAge),
 			Measurements: map[string][]string{attest.FormatSim: {hex.EncodeToString(m[:])}},
-			MinTCB:       map[string]attest.TCB{attest.FormatSim: {node.DefaultSimTCB}}}
+			MinTCB:       map[string]attest.TCB{attest.FormatSim: {attest.DefaultSimTCB}}}
 	})
 	f.nodeArgs = append(f.nodeArgs, "--tee", "sim")
 	f.exeOf, f.argsOf = map[string]string{}, map[string][]string{}

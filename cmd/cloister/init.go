@@ -20,7 +20,6 @@ import (
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
-	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
 )
@@ -104,7 +103,7 @@ func (f *federationFlags) policy() (*attest.Policy, error) {
 	}
 	tcb := f.teeMinTCB
 	if tcb == "" && f.tee == attest.FormatSim {
-		tcb = strconv.Itoa(node.DefaultSimTCB)
+		tcb = strconv.Itoa(attest.DefaultSimTCB)
 	}
 	if tcb != "" {
 		var t attest.TCB

@@ -75,7 +75,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	self := fl.NodeID(kit.Config.Name)
 	var att attest.Attester
 	if *tee != "" {
-		if att, err = node.OpenTEE(*tee, *simState); err != nil {
+		if att, err = attest.Open(*tee, *simState); err != nil {
 			if errors.Is(err, attest.ErrUnsupported) {
 				return withHint(fmt.Errorf("--tee %s: %w", *tee, err), "run the node inside that TEE, or use --tee sim for development")
 			}

@@ -1,4 +1,4 @@
-package node
+package attest
 
 import (
 	"bytes"
@@ -10,17 +10,11 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"github.com/cloisterfl/cloister/attest"
 )
 
-// TEEs.
-//
-// A node with a TEE (`cloister node --tee FORMAT`) attests its session keys
-// on every connection to the coordinator and at every re-attestation: the
-// report data is attest.ReportData(the coordinator's nonce, the TLS
-// session's exported keying material, its session HPKE key, its session
-// signing key), and the evidence travels in its Hello evidence.
+// The TEE of `cloister node --tee FORMAT`: [Open] returns the attester for
+// a format; a node attests its session keys with it on every connection to
+// the coordinator and at every re-attestation.
 
 // DefaultSimTCB is the TCB version a simulated platform reports when its
 // state file does not say otherwise; `cloister init --tee sim` sets the
@@ -37,7 +31,7 @@ type SimPlatform struct {
 }
 
 // SimTEE is the simulated TEE of `cloister node --tee sim`: a sim platform
-// (attest.SimAttester) measuring the node's own binary, whose TCB and debug
+// (a SimAttester) measuring the node's own binary, whose TCB and debug
 // flag come from an optional JSON state file ([SimPlatform]). It proves
 // nothing: development and tests only.
 type SimTEE struct {
@@ -46,7 +40,7 @@ type SimTEE struct {
 
 	mu       sync.Mutex
 	state    SimPlatform
-	platform *attest.SimAttester // for state
+	platform *SimAttester // for state
 }
 
 // NewSimTEE returns a simulated TEE reporting measurement. stateFile, if
@@ -56,10 +50,10 @@ func NewSimTEE(measurement [48]byte, stateFile string) *SimTEE {
 	return &SimTEE{measurement: measurement, stateFile: stateFile}
 }
 
-// Format implements attest.Attester.
-func (*SimTEE) Format() string { return attest.FormatSim }
+// Format implements Attester.
+func (*SimTEE) Format() string { return FormatSim }
 
-// Attest implements attest.Attester: a sim report over reportData, from a
+// Attest implements Attester: a sim report over reportData, from a
 // platform in the state the state file describes now.
 func (s *SimTEE) Attest(reportData [64]byte, now time.Time) ([]byte, error) {
 	st, err := s.readState()
@@ -69,7 +63,7 @@ func (s *SimTEE) Attest(reportData [64]byte, now time.Time) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.platform == nil || st != s.state {
-		p, err := attest.NewSimAttester(attest.SimConfig{Measurement: s.measurement, TCB: st.TCB, Debug: st.Debug, Rand: rand.Reader})
+		p, err := NewSimAttester(SimConfig{Measurement: s.measurement, TCB: st.TCB, Debug: st.Debug, Rand: rand.Reader})
 		if err != nil {
 			return nil, err
 		}
@@ -91,38 +85,38 @@ func (s *SimTEE) readState() (SimPlatform, error) {
 		return st, nil
 	}
 	if err != nil {
-		return st, fmt.Errorf("node: sim TEE state: %w", err)
+		return st, fmt.Errorf("attest: sim TEE state: %w", err)
 	}
 	if len(b) > maxStateFile {
-		return st, fmt.Errorf("node: sim TEE state %s: %d bytes, at most %d", s.stateFile, len(b), maxStateFile)
+		return st, fmt.Errorf("attest: sim TEE state %s: %d bytes, at most %d", s.stateFile, len(b), maxStateFile)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&st); err != nil {
-		return st, fmt.Errorf("node: sim TEE state %s: %w", s.stateFile, err)
+		return st, fmt.Errorf("attest: sim TEE state %s: %w", s.stateFile, err)
 	}
 	return st, nil
 }
 
-// OpenTEE returns the attester for a --tee format: "sim" (a [SimTEE]
+// Open returns the attester for a --tee format: "sim" (a [SimTEE]
 // measuring this binary with no launch configuration, as `cloister attest
 // measure` does, with the optional state file simState), "sev-snp",
 // "tdx" or "nitro" (the hardware devices, which fail with
-// attest.ErrUnsupported outside their TEE).
-func OpenTEE(format, simState string) (attest.Attester, error) {
+// ErrUnsupported outside their TEE).
+func Open(format, simState string) (Attester, error) {
 	switch format {
-	case attest.FormatSim:
-		m, err := attest.MeasureSelf(nil)
+	case FormatSim:
+		m, err := MeasureSelf(nil)
 		if err != nil {
 			return nil, err
 		}
 		return NewSimTEE(m, simState), nil
-	case attest.FormatSNP:
-		return attest.OpenSNP(nil)
-	case attest.FormatTDX:
-		return attest.OpenTDX()
-	case attest.FormatNitro:
-		return attest.OpenNitro()
+	case FormatSNP:
+		return OpenSNP(nil)
+	case FormatTDX:
+		return OpenTDX()
+	case FormatNitro:
+		return OpenNitro()
 	}
-	return nil, fmt.Errorf("node: unknown TEE %q, want one of %v", format, attest.Formats)
+	return nil, fmt.Errorf("attest: unknown TEE %q, want one of %v", format, Formats)
 }
