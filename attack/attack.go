@@ -7,10 +7,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/spec"
 )
 
 var (
@@ -46,14 +46,14 @@ type Attack interface {
 // for a cohort of n nodes of which f are malicious: "none", "label-flip",
 // "sign-flip", "gaussian", "scale", "alie", "ipm", "backdoor", each with
 // optional arguments such as "sign-flip:scale=10" or "backdoor:target=2".
-func Parse(spec string, n, f int) (Attack, error) {
-	name, args, hasArgs := strings.Cut(strings.TrimSpace(spec), ":")
-	name = strings.ToLower(strings.TrimSpace(name))
-	fail := func(format string, a ...any) (Attack, error) {
-		return nil, fmt.Errorf("%w %q: %s", ErrSpec, spec, fmt.Sprintf(format, a...))
+func Parse(text string, n, f int) (Attack, error) {
+	s, err := spec.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w %w", ErrSpec, err)
 	}
-	if hasArgs && strings.TrimSpace(args) == "" {
-		return fail("empty arguments after ':'")
+	name := s.Name
+	fail := func(format string, a ...any) (Attack, error) {
+		return nil, fmt.Errorf("%w %w", ErrSpec, s.Errorf(format, a...))
 	}
 	if n < 1 || f < 0 || f > n {
 		return fail("%d malicious nodes out of %d", f, n)
@@ -75,9 +75,9 @@ func Parse(spec string, n, f int) (Attack, error) {
 	default:
 		return fail("unknown attack %q (want none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor)", name)
 	}
-	vals, err := parseArgs(strings.TrimSpace(args), main, keys)
+	vals, err := s.Args(main, keys...)
 	if err != nil {
-		return fail("%v", err)
+		return nil, fmt.Errorf("%w %w", ErrSpec, err)
 	}
 	get := func(key string, def float64) float64 {
 		if x, ok := vals[key]; ok {
@@ -88,7 +88,7 @@ func Parse(spec string, n, f int) (Attack, error) {
 	positive := func(key string, def float64) (float64, error) {
 		x := get(key, def)
 		if !(x > 0) || math.IsInf(x, 0) {
-			return 0, fmt.Errorf("%w %q: %s=%v, want a finite value > 0", ErrSpec, spec, key, x)
+			return 0, fmt.Errorf("%w %w", ErrSpec, s.Errorf("%s=%v, want a finite value > 0", key, x))
 		}
 		return x, nil
 	}
@@ -111,7 +111,7 @@ func Parse(spec string, n, f int) (Attack, error) {
 		if !ok {
 			z, err = ALIEZ(n, f)
 			if err != nil {
-				return nil, fmt.Errorf("%w %q: %v", ErrSpec, spec, err)
+				return fail("%v", err)
 			}
 		}
 		if math.IsNaN(z) || math.IsInf(z, 0) {
@@ -159,44 +159,6 @@ func wrapAttack(a Attack, err error) (Attack, error) {
 		return nil, err
 	}
 	return a, nil
-}
-
-// parseArgs reads "number" (the main key) or "key=number,…".
-func parseArgs(args, main string, keys []string) (map[string]float64, error) {
-	vals := map[string]float64{}
-	if args == "" {
-		return vals, nil
-	}
-	if main == "" {
-		return nil, fmt.Errorf("takes no arguments")
-	}
-	if !strings.Contains(args, "=") {
-		x, err := strconv.ParseFloat(args, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a number", args)
-		}
-		vals[main] = x
-		return vals, nil
-	}
-	for _, kv := range strings.Split(args, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		k = strings.TrimSpace(k)
-		if !ok {
-			return nil, fmt.Errorf("%q is not key=value", kv)
-		}
-		if !slices.Contains(keys, k) {
-			return nil, fmt.Errorf("unknown key %q (want %s)", k, strings.Join(keys, ", "))
-		}
-		if _, dup := vals[k]; dup {
-			return nil, fmt.Errorf("key %q given twice", k)
-		}
-		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s=%q is not a number", k, v)
-		}
-		vals[k] = x
-	}
-	return vals, nil
 }
 
 func fmtNum(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }

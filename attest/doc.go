@@ -1,7 +1,7 @@
 // Package attest proves that a Cloister node runs the expected code in a
 // genuine trusted execution environment (TEE), and binds that proof to the
 // node's TLS session and session keys. It is the attestation chain of
-// DESIGN.md §2: a node sends evidence when it joins and on a schedule; the
+// docs/PROTOCOL.md: a node sends evidence when it joins and on a schedule; the
 // coordinator and every other member verify it against the policy of the
 // signed federation manifest, and seal key shares only to session keys
 // whose evidence they verified.

@@ -7,8 +7,9 @@
 //
 // [Open] a log with the party's audit key and name, then [Log.Append]
 // records. Append writes one JSON line and fsyncs it before it returns:
-// persist the event, then send the messages that follow from it (DESIGN.md:
-// audit events are durable before messages are sent).
+// persist the event, then send the messages that follow from it (the Ready
+// contract of docs/ARCHITECTURE.md: audit events are durable before messages
+// are sent).
 //
 //	l, err := audit.Open("node-1.log", auditKey, "node-1", audit.Options{Now: clock})
 //	rec, err := l.Append(audit.UpdateAccepted, audit.Data{Round: 3, Node: "node-2", Digest: d})

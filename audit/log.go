@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/atomicfile"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -83,9 +84,9 @@ func Open(path string, signer ed25519.PrivateKey, actor string, opts Options) (*
 	}
 	l.f, l.unlock = f, unlock
 	if created {
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 			l.Close()
-			return nil, err
+			return nil, fmt.Errorf("audit: %w", err)
 		}
 		return l, nil
 	}
@@ -253,18 +254,6 @@ func (l *Log) Close() error {
 	err := l.f.Close()
 	l.f = nil
 	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("audit: syncing %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("audit: syncing %s: %w", dir, err)
-	}
-	return nil
 }
 
 var _ io.Closer = (*Log)(nil)

@@ -8,9 +8,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/spec"
 )
 
 var (
@@ -71,40 +71,41 @@ type Scheme struct {
 // Parse reads a compression spec: "none" (or ""), "topk:F" with F in
 // (0, 1] the fraction of coordinates sent, "q8" or "q8:B" with B ≥ 1 the
 // bucket size.
-func Parse(spec string) (Scheme, error) {
-	name, arg, hasArg := strings.Cut(strings.TrimSpace(spec), ":")
-	name = strings.ToLower(strings.TrimSpace(name))
-	arg = strings.TrimSpace(arg)
-	fail := func(format string, a ...any) (Scheme, error) {
-		return Scheme{}, fmt.Errorf("%w %q: %s", ErrSpec, spec, fmt.Sprintf(format, a...))
+func Parse(text string) (Scheme, error) {
+	s, err := spec.Parse(text)
+	if err != nil {
+		return Scheme{}, fmt.Errorf("%w %w", ErrSpec, err)
 	}
-	switch name {
+	fail := func(format string, a ...any) (Scheme, error) {
+		return Scheme{}, fmt.Errorf("%w %w", ErrSpec, s.Errorf(format, a...))
+	}
+	switch s.Name {
 	case "", "none":
-		if hasArg {
+		if s.HasArg {
 			return fail("none takes no argument")
 		}
 		return Scheme{}, nil
 	case "topk":
-		if !hasArg {
+		if !s.HasArg {
 			return fail("topk needs the fraction of coordinates to send, as in topk:0.01")
 		}
-		f, err := strconv.ParseFloat(arg, 64)
+		f, err := strconv.ParseFloat(s.Arg, 64)
 		if err != nil || !(f > 0 && f <= 1) {
-			return fail("fraction %q is not a number in (0, 1]", arg)
+			return fail("fraction %q is not a number in (0, 1]", s.Arg)
 		}
 		return Scheme{kind: "topk", frac: f}, nil
 	case "q8":
 		b := DefaultBucket
-		if hasArg {
-			n, err := strconv.Atoi(arg)
+		if s.HasArg {
+			n, err := strconv.Atoi(s.Arg)
 			if err != nil || n < 1 || n > MaxLen {
-				return fail("bucket size %q is not an integer in [1, %d]", arg, MaxLen)
+				return fail("bucket size %q is not an integer in [1, %d]", s.Arg, MaxLen)
 			}
 			b = n
 		}
 		return Scheme{kind: "q8", bucket: b}, nil
 	}
-	return fail("unknown scheme %q (want none, topk:F or q8)", name)
+	return fail("unknown scheme %q (want none, topk:F or q8)", s.Name)
 }
 
 // String returns the canonical spec, which Parse accepts back.

@@ -3,6 +3,8 @@ package dataset
 import (
 	"fmt"
 	"strings"
+
+	"github.com/cloisterfl/cloister/internal/spec"
 )
 
 // Scaling chooses how [Open] normalizes features.
@@ -42,7 +44,7 @@ const selectorForms = "fashion-mnist, fashion-mnist:DIR, csv:PATH:label=COLUMN"
 //
 // In the CSV form, PATH may itself contain colons: the label is taken after
 // the last ":label=".
-func Open(spec string, opts Options) (Split, error) {
+func Open(selector string, opts Options) (Split, error) {
 	if opts.Scaling < ScaleDefault || opts.Scaling > ScaleZScore {
 		return Split{}, fmt.Errorf("unknown scaling %d", opts.Scaling)
 	}
@@ -51,7 +53,11 @@ func Open(spec string, opts Options) (Split, error) {
 		sp  Split
 		err error
 	)
-	switch kind, arg, _ := strings.Cut(spec, ":"); kind {
+	sel, err := spec.Parse(selector)
+	if err != nil {
+		return Split{}, fmt.Errorf("data selector %w", err)
+	}
+	switch arg := sel.Arg; sel.Name {
 	case "fashion-mnist":
 		dir := DefaultFashionMNISTDir
 		if arg != "" {
@@ -61,19 +67,19 @@ func Open(spec string, opts Options) (Split, error) {
 	case "csv":
 		i := strings.LastIndex(arg, ":label=")
 		if i <= 0 || i+len(":label=") == len(arg) {
-			return Split{}, fmt.Errorf("data selector %q: want csv:PATH:label=COLUMN", spec)
+			return Split{}, fmt.Errorf("data selector %q: want csv:PATH:label=COLUMN", selector)
 		}
 		sp, err = loadCSV(arg[:i], arg[i+len(":label="):], opts.TestFraction, opts.Seed)
 		zscore = zscore || opts.Scaling == ScaleDefault
 	default:
-		return Split{}, fmt.Errorf("unknown data selector %q; the forms are %s", spec, selectorForms)
+		return Split{}, fmt.Errorf("unknown data selector %q; the forms are %s", selector, selectorForms)
 	}
 	if err != nil {
 		return Split{}, err
 	}
 	if zscore {
 		if _, err := sp.Standardize(); err != nil {
-			return Split{}, fmt.Errorf("data selector %q: %w", spec, err)
+			return Split{}, fmt.Errorf("data selector %q: %w", selector, err)
 		}
 	}
 	return sp, nil

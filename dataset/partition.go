@@ -7,7 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
+
+	"github.com/cloisterfl/cloister/internal/spec"
 )
 
 // Partition divides a dataset's examples among n sites, to simulate a
@@ -28,25 +29,31 @@ const partitionForms = "iid, dirichlet:ALPHA (ALPHA > 0), shards:K (K ≥ 1)"
 
 // ParsePartition reads a partition spec: "iid", "dirichlet:ALPHA" or
 // "shards:K". See [IID], [Dirichlet] and [Shards].
-func ParsePartition(spec string) (Partition, error) {
-	kind, arg, _ := strings.Cut(spec, ":")
-	switch {
-	case spec == "iid":
+func ParsePartition(text string) (Partition, error) {
+	s, err := spec.ParseExact(text)
+	if err != nil {
+		return nil, fmt.Errorf("partition %w", err)
+	}
+	switch s.Name {
+	case "iid":
+		if err := s.NoArg(); err != nil {
+			return nil, fmt.Errorf("partition %w", err)
+		}
 		return IID{}, nil
-	case kind == "dirichlet":
-		a, err := strconv.ParseFloat(arg, 64)
-		if err != nil || !(a > 0) || math.IsInf(a, 0) {
-			return nil, fmt.Errorf("partition %q: ALPHA must be a positive number", spec)
+	case "dirichlet":
+		a, err := s.Float()
+		if err != nil || !(a > 0) {
+			return nil, fmt.Errorf("partition %w", s.Errorf("ALPHA must be a positive number"))
 		}
 		return Dirichlet{Alpha: a}, nil
-	case kind == "shards":
-		k, err := strconv.Atoi(arg)
+	case "shards":
+		k, err := s.Int()
 		if err != nil || k < 1 {
-			return nil, fmt.Errorf("partition %q: K must be an integer ≥ 1", spec)
+			return nil, fmt.Errorf("partition %w", s.Errorf("K must be an integer ≥ 1"))
 		}
 		return Shards{PerSite: k}, nil
 	}
-	return nil, fmt.Errorf("unknown partition %q; the forms are %s", spec, partitionForms)
+	return nil, fmt.Errorf("unknown partition %q; the forms are %s", text, partitionForms)
 }
 
 // IID deals the examples out uniformly at random: site sizes differ by at

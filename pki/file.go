@@ -6,8 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"syscall"
+
+	"github.com/cloisterfl/cloister/internal/atomicfile"
 )
 
 // ErrInsecureKey reports a private key file that others can read or write.
@@ -20,130 +20,31 @@ const (
 )
 
 // createFile writes data to a new file at path, atomically and without
-// replacing anything: it writes a temporary file in the same directory
-// (O_EXCL, mode perm), fsyncs it, hard-links it to path (which fails if path
-// exists, like O_EXCL), removes the temporary name and fsyncs the directory.
-// A reader never sees a partial file, and an existing file is never
-// overwritten.
+// replacing anything (see [atomicfile.Create]): an existing file gives an
+// error wrapping fs.ErrExist.
 func createFile(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
+	if err := atomicfile.Create(path, data, perm); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("pki: refusing to overwrite %s: %w", path, fs.ErrExist)
-		}
-		return fmt.Errorf("pki: creating %s: %w", path, err)
-	}
-	if err := os.Remove(tmp); err != nil {
-		return fmt.Errorf("pki: removing temporary file %s: %w", tmp, err)
-	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
-// replaceFile atomically replaces (or creates) path with data: temporary
-// file, fsync, rename, fsync of the directory.
+// replaceFile atomically replaces (or creates) path with data.
 func replaceFile(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("pki: replacing %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return "", fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) (string, error) {
-		f.Close()
-		os.Remove(tmp)
-		return "", fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	// CreateTemp opens with O_EXCL and mode 0600; widen only public files.
-	if perm != secretPerm {
-		if err := f.Chmod(perm); err != nil {
-			return fail(err)
-		}
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("pki: writing %s: %w", path, err)
-	}
-	return tmp, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("pki: syncing directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("pki: syncing directory %s: %w", dir, err)
+	if err := atomicfile.Write(path, data, perm); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	return nil
 }
 
 // createDir builds a new directory at dir atomically: fill populates a
-// temporary sibling directory, which is then renamed into place. dir must
-// not exist. To make the final step refuse a concurrently created dir,
-// createDir first claims the name with Mkdir (which fails if it exists) and
-// then renames the filled directory over its own empty claim; rename(2)
-// refuses to replace a directory that is not empty.
-func createDir(dir string, fill func(tmp string) error) (err error) {
-	dir = filepath.Clean(dir)
-	if _, err := os.Lstat(dir); err == nil {
-		return fmt.Errorf("pki: refusing to overwrite %s: %w", dir, fs.ErrExist)
-	} else if !errors.Is(err, fs.ErrNotExist) {
+// temporary sibling directory, which is then moved into place (see
+// [atomicfile.CreateDir]). dir must not exist.
+func createDir(dir string, fill func(tmp string) error) error {
+	if err := atomicfile.CreateDir(dir, dirPerm, fill); err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	parent := filepath.Dir(dir)
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("pki: creating %s: %w", dir, err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
-	if err := os.Chmod(tmp, dirPerm); err != nil {
-		return fmt.Errorf("pki: creating %s: %w", dir, err)
-	}
-	if err := fill(tmp); err != nil {
-		return err
-	}
-	if err := syncDir(tmp); err != nil {
-		return err
-	}
-	if err := os.Mkdir(dir, dirPerm); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("pki: refusing to overwrite %s: %w", dir, fs.ErrExist)
-		}
-		return fmt.Errorf("pki: creating %s: %w", dir, err)
-	}
-	// syscall.Rename, not os.Rename: os.Rename refuses any existing
-	// directory, even the empty one we just claimed.
-	if err := syscall.Rename(tmp, dir); err != nil {
-		os.Remove(dir) // our empty claim; fails harmlessly if someone filled it
-		return fmt.Errorf("pki: creating %s: %w", dir, err)
-	}
-	return syncDir(parent)
+	return nil
 }
 
 // readSecret reads a private key file, refusing one that group or others

@@ -2,10 +2,9 @@
 // the Byzantine-robust rules that bound what a few malicious nodes can do to
 // the model.
 //
-// Robust rules need every update in the clear, so they run only in the
-// `plain` and `tee` aggregation modes (inside the attested aggregator
-// enclave). Under `mhe` and `secagg` the defence is the norm bound enforced
-// on the node instead.
+// Robust rules need every update in the clear, so of the aggregation modes
+// that exist they run only in `plain` (and in `cloister simulate`). Under
+// `mhe` the defence is the norm bound enforced on the node instead.
 //
 // # Rules
 //

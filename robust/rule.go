@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/spec"
 )
 
 // Rule aggregates a round's plaintext updates into one.
@@ -271,17 +270,17 @@ func probabilities(rule string, weights []float64, n int) ([]float64, error) {
 // Parse returns the rule a spec names, for a cohort of n updates, as
 // described in the package documentation: "mean", "median", "trimmed:0.2",
 // "krum:f=2", "multikrum:m=5", "bulyan", "cclip:tau=1".
-func Parse(spec string, n int) (Rule, error) {
-	name, args, hasArgs := strings.Cut(strings.TrimSpace(spec), ":")
-	name = strings.ToLower(strings.TrimSpace(name))
-	fail := func(format string, a ...any) (Rule, error) {
-		return nil, fmt.Errorf("%w %q: %s", ErrSpec, spec, fmt.Sprintf(format, a...))
+func Parse(text string, n int) (Rule, error) {
+	s, err := spec.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w %w", ErrSpec, err)
 	}
-	if hasArgs && strings.TrimSpace(args) == "" {
-		return fail("empty arguments after ':'")
+	name := s.Name
+	fail := func(format string, a ...any) (Rule, error) {
+		return nil, fmt.Errorf("%w %w", ErrSpec, s.Errorf(format, a...))
 	}
 	if n < 1 {
-		return nil, fmt.Errorf("%w %q: cohort of %d updates", ErrSpec, spec, n)
+		return fail("cohort of %d updates", n)
 	}
 	var main string
 	var keys []string
@@ -298,9 +297,9 @@ func Parse(spec string, n int) (Rule, error) {
 	default:
 		return fail("unknown rule %q (want mean, median, trimmed, krum, multikrum, bulyan or cclip)", name)
 	}
-	vals, err := parseArgs(strings.TrimSpace(args), main, keys)
+	vals, err := s.Args(main, keys...)
 	if err != nil {
-		return fail("%v", err)
+		return nil, fmt.Errorf("%w %w", ErrSpec, err)
 	}
 	intArg := func(key string, def int) (int, error) {
 		x, ok := vals[key]
@@ -308,13 +307,13 @@ func Parse(spec string, n int) (Rule, error) {
 			return def, nil
 		}
 		if x != math.Trunc(x) || x < 0 || x > 1<<30 {
-			return 0, fmt.Errorf("%w %q: %s=%v is not a non-negative integer", ErrSpec, spec, key, x)
+			return 0, fmt.Errorf("%w %w", ErrSpec, s.Errorf("%s=%v is not a non-negative integer", key, x))
 		}
 		return int(x), nil
 	}
 	wrap := func(r Rule, err error) (Rule, error) {
 		if err != nil {
-			return nil, fmt.Errorf("parsing %q: %w", spec, err)
+			return nil, fmt.Errorf("parsing %q: %w", text, err)
 		}
 		return r, nil
 	}
@@ -386,53 +385,6 @@ func asRule[T Rule](r T, err error) (Rule, error) {
 		return nil, err
 	}
 	return r, nil
-}
-
-// parseArgs reads "number" (the main key) or "k=v,k=v" with keys from keys.
-func parseArgs(args, main string, keys []string) (map[string]float64, error) {
-	vals := map[string]float64{}
-	if args == "" {
-		return vals, nil
-	}
-	if len(keys) == 0 {
-		return nil, fmt.Errorf("takes no arguments")
-	}
-	num := func(s string) (float64, error) {
-		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
-			return 0, fmt.Errorf("%q is not a finite number", strings.TrimSpace(s))
-		}
-		return x, nil
-	}
-	if !strings.Contains(args, "=") {
-		x, err := num(args)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", main, err)
-		}
-		vals[main] = x
-		return vals, nil
-	}
-	for _, kv := range strings.Split(args, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		k = strings.TrimSpace(k)
-		if !ok {
-			return nil, fmt.Errorf("argument %q is not key=value", strings.TrimSpace(kv))
-		}
-		if !slices.Contains(keys, k) {
-			ks := slices.Clone(keys)
-			sort.Strings(ks)
-			return nil, fmt.Errorf("unknown key %q (want one of %s)", k, strings.Join(ks, ", "))
-		}
-		if _, dup := vals[k]; dup {
-			return nil, fmt.Errorf("key %q given twice", k)
-		}
-		x, err := num(v)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", k, err)
-		}
-		vals[k] = x
-	}
-	return vals, nil
 }
 
 func fmtFloat(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }

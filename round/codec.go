@@ -2,93 +2,32 @@ package round
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/lenprefix"
 )
 
-// A small length-prefixed binary codec for the bytes the engine signs, seals
-// and boxes. Decoding never trusts a length beyond the bytes it has.
+// The bytes the engine signs, seals and boxes use the length-prefixed
+// encoding of internal/lenprefix (TestCodecKnownAnswer fixes them). Decoding
+// never trusts a length beyond the bytes it has.
 
-type encoder struct{ b []byte }
-
-func (e *encoder) u64(v uint64)    { e.b = binary.BigEndian.AppendUint64(e.b, v) }
-func (e *encoder) bytes(p []byte)  { e.u64(uint64(len(p))); e.b = append(e.b, p...) }
-func (e *encoder) str(s string)    { e.bytes([]byte(s)) }
-func (e *encoder) digest(d Digest) { e.b = append(e.b, d[:]...) }
-func (e *encoder) nodes(ns []fl.NodeID) {
-	e.u64(uint64(len(ns)))
+// putNodes appends a list of node IDs: its length, then each ID.
+func putNodes(w *lenprefix.Writer, ns []fl.NodeID) {
+	w.U64(uint64(len(ns)))
 	for _, n := range ns {
-		e.str(string(n))
+		w.String(string(n))
 	}
 }
 
-type decoder struct {
-	b   []byte
-	err error
-}
-
-var errShort = errors.New("truncated")
-
-func (d *decoder) fail(err error) {
-	if d.err == nil {
-		d.err = err
-	}
-}
-
-func (d *decoder) u64() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	if len(d.b) < 8 {
-		d.fail(errShort)
-		return 0
-	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
-}
-
-func (d *decoder) bytes() []byte {
-	n := d.u64()
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(len(d.b)) {
-		d.fail(fmt.Errorf("length %d exceeds the %d bytes left", n, len(d.b)))
-		return nil
-	}
-	p := append([]byte(nil), d.b[:n]...)
-	d.b = d.b[n:]
-	return p
-}
-
-func (d *decoder) str() string { return string(d.bytes()) }
-
-func (d *decoder) digest() Digest {
-	var x Digest
-	if d.err != nil {
-		return x
-	}
-	if len(d.b) < len(x) {
-		d.fail(errShort)
-		return x
-	}
-	copy(x[:], d.b)
-	d.b = d.b[len(x):]
-	return x
-}
-
-func (d *decoder) end() error {
-	if d.err == nil && len(d.b) != 0 {
-		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
-	}
-	return d.err
+// readDigest reads a digest written with Writer.Raw.
+func readDigest(r *lenprefix.Reader) Digest {
+	var d Digest
+	copy(d[:], r.Raw(len(d)))
+	return d
 }
 
 // Digest is a SHA-256 digest of a payload.
@@ -121,34 +60,34 @@ const (
 
 // uploadSigned returns the bytes a node signs for its upload.
 func uploadSigned(session []byte, epoch uint64, r fl.Round, d Digest) []byte {
-	var e encoder
-	e.str(labelUpload)
-	e.bytes(session)
-	e.u64(epoch)
-	e.u64(uint64(r))
-	e.digest(d)
-	return e.b
+	var e lenprefix.Writer
+	e.String(labelUpload)
+	e.Bytes(session)
+	e.U64(epoch)
+	e.U64(uint64(r))
+	e.Raw(d[:])
+	return e.B
 }
 
 // envelope binds a sealed payload to its purpose, session, epoch, sender and
 // recipient, so the coordinator cannot move it elsewhere.
 func envelope(purpose string, session []byte, epoch uint64, from, to fl.NodeID, payload []byte) []byte {
-	var e encoder
-	e.str(labelSeal)
-	e.str(purpose)
-	e.bytes(session)
-	e.u64(epoch)
-	e.str(string(from))
-	e.str(string(to))
-	e.bytes(payload)
-	return e.b
+	var e lenprefix.Writer
+	e.String(labelSeal)
+	e.String(purpose)
+	e.Bytes(session)
+	e.U64(epoch)
+	e.String(string(from))
+	e.String(string(to))
+	e.Bytes(payload)
+	return e.B
 }
 
 func openEnvelope(b []byte, purpose string, session []byte, epoch uint64, from, to fl.NodeID) ([]byte, error) {
-	d := decoder{b: b}
-	label, p, s, ep := d.str(), d.str(), d.bytes(), d.u64()
-	f, t, payload := fl.NodeID(d.str()), fl.NodeID(d.str()), d.bytes()
-	if err := d.end(); err != nil {
+	d := lenprefix.NewReader(b)
+	label, p, s, ep := d.String(), d.String(), d.Bytes(), d.U64()
+	f, t, payload := fl.NodeID(d.String()), fl.NodeID(d.String()), d.Bytes()
+	if err := d.End(); err != nil {
 		return nil, fmt.Errorf("%w: sealed envelope: %v", ErrMalformed, err)
 	}
 	if label != labelSeal || p != purpose || string(s) != string(session) || ep != epoch || f != from || t != to {
@@ -161,45 +100,45 @@ func openEnvelope(b []byte, purpose string, session []byte, epoch uint64, from, 
 // modelAD is the associated data of a sealed model: it binds the model to the
 // session and to the round that produced it.
 func modelAD(session []byte, r fl.Round) []byte {
-	var e encoder
-	e.str(labelModelAD)
-	e.bytes(session)
-	e.u64(uint64(r))
-	return e.b
+	var e lenprefix.Writer
+	e.String(labelModelAD)
+	e.Bytes(session)
+	e.U64(uint64(r))
+	return e.B
 }
 
 // maxDim bounds the length of a decoded model vector.
 const maxDim = 1 << 28
 
 func encodeModel(v fl.Vector, optState []byte) []byte {
-	e := encoder{b: make([]byte, 0, 64+8*len(v)+len(optState))}
-	e.str(labelModel)
-	e.u64(uint64(len(v)))
+	e := lenprefix.Writer{B: make([]byte, 0, 64+8*len(v)+len(optState))}
+	e.String(labelModel)
+	e.U64(uint64(len(v)))
 	for _, x := range v {
-		e.u64(math.Float64bits(x))
+		e.U64(math.Float64bits(x))
 	}
-	e.bytes(optState)
-	return e.b
+	e.Bytes(optState)
+	return e.B
 }
 
 func decodeModel(b []byte) (fl.Vector, []byte, error) {
-	d := decoder{b: b}
-	if d.str() != labelModel && d.err == nil {
+	d := lenprefix.NewReader(b)
+	if d.String() != labelModel && d.Err() == nil {
 		return nil, nil, fmt.Errorf("%w: not a model payload", ErrMalformed)
 	}
-	n := d.u64()
-	if d.err == nil && (n > maxDim || n*8 > uint64(len(d.b))) {
-		d.fail(fmt.Errorf("model length %d exceeds the bytes left", n))
+	n := d.U64()
+	if d.Err() == nil && (n > maxDim || n*8 > uint64(d.Len())) {
+		d.Fail(fmt.Errorf("model length %d exceeds the bytes left", n))
 	}
 	var v fl.Vector
-	if d.err == nil {
+	if d.Err() == nil {
 		v = make(fl.Vector, n)
 		for i := range v {
-			v[i] = math.Float64frombits(d.u64())
+			v[i] = math.Float64frombits(d.U64())
 		}
 	}
-	st := d.bytes()
-	if err := d.end(); err != nil {
+	st := d.Bytes()
+	if err := d.End(); err != nil {
 		return nil, nil, fmt.Errorf("%w: model payload: %v", ErrMalformed, err)
 	}
 	if !v.Finite() {
@@ -209,18 +148,18 @@ func decodeModel(b []byte) (fl.Vector, []byte, error) {
 }
 
 func encodeGroupKey(target, modelKey []byte) []byte {
-	var e encoder
-	e.str(labelGroupKey)
-	e.bytes(target)
-	e.bytes(modelKey)
-	return e.b
+	var e lenprefix.Writer
+	e.String(labelGroupKey)
+	e.Bytes(target)
+	e.Bytes(modelKey)
+	return e.B
 }
 
 func decodeGroupKey(b []byte) (target, modelKey []byte, err error) {
-	d := decoder{b: b}
-	label := d.str()
-	target, modelKey = d.bytes(), d.bytes()
-	if err := d.end(); err != nil || label != labelGroupKey {
+	d := lenprefix.NewReader(b)
+	label := d.String()
+	target, modelKey = d.Bytes(), d.Bytes()
+	if err := d.End(); err != nil || label != labelGroupKey {
 		return nil, nil, fmt.Errorf("%w: group key: %v", ErrMalformed, err)
 	}
 	return target, modelKey, nil
@@ -231,19 +170,19 @@ func decodeGroupKey(b []byte) (target, modelKey []byte, err error) {
 // under that key (the initial model, or the one it carried over), so that
 // every participant knows which model to expect.
 func encodeDealtKey(groupKey []byte, base fl.Round, model Digest) []byte {
-	var e encoder
-	e.str(labelDealtKey)
-	e.bytes(groupKey)
-	e.u64(uint64(base))
-	e.digest(model)
-	return e.b
+	var e lenprefix.Writer
+	e.String(labelDealtKey)
+	e.Bytes(groupKey)
+	e.U64(uint64(base))
+	e.Raw(model[:])
+	return e.B
 }
 
 func decodeDealtKey(b []byte) (groupKey []byte, base fl.Round, model Digest, err error) {
-	d := decoder{b: b}
-	label := d.str()
-	groupKey, base, model = d.bytes(), fl.Round(d.u64()), d.digest()
-	if err := d.end(); err != nil || label != labelDealtKey {
+	d := lenprefix.NewReader(b)
+	label := d.String()
+	groupKey, base, model = d.Bytes(), fl.Round(d.U64()), readDigest(d)
+	if err := d.End(); err != nil || label != labelDealtKey {
 		return nil, 0, Digest{}, fmt.Errorf("%w: dealt group key: %v", ErrMalformed, err)
 	}
 	return groupKey, base, model, nil
@@ -251,11 +190,11 @@ func decodeDealtKey(b []byte) (groupKey []byte, base fl.Round, model Digest, err
 
 // protectSessionID derives the protect.Session ID of a key epoch.
 func protectSessionID(session []byte, epoch uint64) []byte {
-	var e encoder
-	e.str(labelSession)
-	e.bytes(session)
-	e.u64(epoch)
-	d := sha256.Sum256(e.b)
+	var e lenprefix.Writer
+	e.String(labelSession)
+	e.Bytes(session)
+	e.U64(epoch)
+	d := sha256.Sum256(e.B)
 	return d[:]
 }
 

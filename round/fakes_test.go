@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/lenprefix"
 )
 
 // Deterministic stand-ins for the injected crypto, so that transcripts are
@@ -16,18 +17,18 @@ import (
 type fakeSealer struct{ self fl.NodeID }
 
 func (s fakeSealer) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
-	var e encoder
-	e.str("sealed")
-	e.str(string(s.self))
-	e.str(string(to))
-	e.bytes(pt)
-	return e.b, nil
+	var e lenprefix.Writer
+	e.String("sealed")
+	e.String(string(s.self))
+	e.String(string(to))
+	e.Bytes(pt)
+	return e.B, nil
 }
 
 func (s fakeSealer) Open(from fl.NodeID, ct []byte) ([]byte, error) {
-	d := decoder{b: ct}
-	label, f, t, pt := d.str(), d.str(), d.str(), d.bytes()
-	if d.end() != nil || label != "sealed" {
+	d := lenprefix.NewReader(ct)
+	label, f, t, pt := d.String(), d.String(), d.String(), d.Bytes()
+	if d.End() != nil || label != "sealed" {
 		return nil, errors.New("not a sealed payload")
 	}
 	if fl.NodeID(f) != from || fl.NodeID(t) != s.self {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/lenprefix"
 )
 
 // Kind says what a [Message] is, and so which phase it belongs to.
@@ -175,16 +176,16 @@ type Record struct {
 
 // Signed returns the bytes the leader signs.
 func (r Record) Signed(session []byte) []byte {
-	var e encoder
-	e.str(labelRecord)
-	e.bytes(session)
-	e.u64(r.Epoch)
-	e.u64(uint64(r.Round))
-	e.u64(uint64(r.Base))
-	e.nodes(r.Included)
-	e.digest(r.Aggregate)
-	e.digest(r.Model)
-	return e.b
+	var e lenprefix.Writer
+	e.String(labelRecord)
+	e.Bytes(session)
+	e.U64(r.Epoch)
+	e.U64(uint64(r.Round))
+	e.U64(uint64(r.Base))
+	putNodes(&e, r.Included)
+	e.Raw(r.Aggregate[:])
+	e.Raw(r.Model[:])
+	return e.B
 }
 
 // Digest returns the digest of the signed bytes.

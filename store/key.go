@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/cloisterfl/cloister/internal/atomicfile"
 )
 
 // Sealer seals a node's secrets at rest: an AEAD under a key the store
@@ -101,36 +103,11 @@ func LoadOrCreateKey(dir string) (*Key, error) {
 }
 
 // createKeyFile writes secret to a new file at path, mode 0600, never
-// replacing one: it writes and fsyncs a temporary file created with O_EXCL
-// (os.CreateTemp), hard-links it to path (which fails with fs.ErrExist if
-// path exists), removes the temporary name and fsyncs the directory. A
+// replacing one (an existing file gives an error wrapping fs.ErrExist). A
 // crash leaves either no key file or a complete one.
-func createKeyFile(path string, secret []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("store: creating key file %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(secret)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Link(f.Name(), path)
-	}
-	if err == nil {
-		var d *os.File
-		if d, err = os.Open(dir); err == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("store: creating key file %s: %w", path, err)
+func createKeyFile(path string, secret []byte) error {
+	if err := atomicfile.CreateSecret(path, secret); err != nil {
+		return fmt.Errorf("store: creating key file: %w", err)
 	}
 	return nil
 }

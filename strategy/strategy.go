@@ -4,12 +4,13 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/spec"
 )
 
 // Strategy turns the round's aggregated update into the next global model.
@@ -61,12 +62,12 @@ var (
 // documentation: "fedavg", "fedavg:0.5",
 // "fedadam:lr=0.01,b1=0.9,b2=0.99,tau=1e-3", "fedyogi", "fedadagrad",
 // "scaffold:frac=0.1".
-func New(spec string) (Strategy, error) {
-	name, args, hasArgs := strings.Cut(strings.TrimSpace(spec), ":")
-	name = strings.ToLower(strings.TrimSpace(name))
-	if hasArgs && strings.TrimSpace(args) == "" {
-		return nil, fmt.Errorf("%w %q: empty arguments after ':'", ErrSpec, spec)
+func New(text string) (Strategy, error) {
+	s, err := spec.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%w %w", ErrSpec, err)
 	}
+	name := s.Name
 	var p params
 	switch name {
 	case "fedavg":
@@ -80,13 +81,15 @@ func New(spec string) (Strategy, error) {
 	case "scaffold":
 		p = params{"lr": 1, "frac": 1}
 	default:
-		return nil, fmt.Errorf("%w %q: unknown strategy %q (want fedavg, fedadam, fedyogi, fedadagrad or scaffold)", ErrSpec, spec, name)
+		return nil, fmt.Errorf("%w %w", ErrSpec, s.Errorf("unknown strategy %q (want fedavg, fedadam, fedyogi, fedadagrad or scaffold)", name))
 	}
-	if err := p.parse(args); err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrSpec, spec, err)
+	vals, err := s.Args("lr", slices.Collect(maps.Keys(p))...)
+	if err != nil {
+		return nil, fmt.Errorf("%w %w", ErrSpec, err)
 	}
+	maps.Copy(p, vals)
 	if err := p.check(); err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrSpec, spec, err)
+		return nil, fmt.Errorf("%w %w", ErrSpec, s.Errorf("%v", err))
 	}
 	switch name {
 	case "fedavg":
@@ -105,62 +108,6 @@ func New(spec string) (Strategy, error) {
 // params holds a spec's arguments. Its keys are exactly those the strategy
 // accepts, preset to their defaults.
 type params map[string]float64
-
-func (p params) parse(args string) error {
-	args = strings.TrimSpace(args)
-	if args == "" {
-		return nil
-	}
-	if !strings.Contains(args, "=") {
-		x, err := parseValue(args)
-		if err != nil {
-			return fmt.Errorf("learning rate: %v", err)
-		}
-		p["lr"] = x
-		return nil
-	}
-	seen := map[string]bool{}
-	for _, kv := range strings.Split(args, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		k = strings.TrimSpace(k)
-		if !ok {
-			return fmt.Errorf("argument %q is not key=value", strings.TrimSpace(kv))
-		}
-		if _, known := p[k]; !known {
-			return fmt.Errorf("unknown key %q (want one of %s)", k, p.keys())
-		}
-		if seen[k] {
-			return fmt.Errorf("key %q given twice", k)
-		}
-		seen[k] = true
-		x, err := parseValue(v)
-		if err != nil {
-			return fmt.Errorf("key %q: %v", k, err)
-		}
-		p[k] = x
-	}
-	return nil
-}
-
-func parseValue(s string) (float64, error) {
-	x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a number", strings.TrimSpace(s))
-	}
-	if math.IsNaN(x) || math.IsInf(x, 0) {
-		return 0, fmt.Errorf("%q is not finite", strings.TrimSpace(s))
-	}
-	return x, nil
-}
-
-func (p params) keys() string {
-	ks := make([]string, 0, len(p))
-	for k := range p {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return strings.Join(ks, ", ")
-}
 
 // check validates ranges; the constructors check again, so this only gives
 // the spec's own wording.

@@ -10,9 +10,21 @@ import (
 	"github.com/cloisterfl/cloister/attest"
 )
 
+const attestUsage = `Usage:
+  cloister attest measure [--launch-config FILE] [BINARY]
+      print the sim measurement of BINARY (default: this binary), the value
+      for the manifest's allow-list of format "sim"
+  cloister attest inspect FILE
+      check the signature chain of an evidence file and print its claims
+`
+
 func runAttest(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return withHint(fmt.Errorf("attest needs a subcommand"), "cloister attest measure [BINARY] or cloister attest inspect FILE")
+	if len(args) == 0 || isHelp(args[0]) {
+		fmt.Fprint(stdout, attestUsage)
+		if len(args) == 0 {
+			return withHint(fmt.Errorf("attest needs a subcommand"), "cloister attest measure [BINARY] or cloister attest inspect FILE")
+		}
+		return nil
 	}
 	switch args[0] {
 	case "measure":

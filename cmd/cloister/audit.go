@@ -24,7 +24,7 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
       under DIR), no round committed twice, no node revealing twice, and that
       all logs agree on every committed model
 `)
-		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) == 0 || isHelp(args[0]) {
 			if len(args) == 0 {
 				return errors.New("no audit subcommand")
 			}

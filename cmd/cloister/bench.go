@@ -13,6 +13,13 @@ import (
 
 func runBench(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "mhe" {
+		fmt.Fprint(stdout, "Usage:\n  cloister bench mhe [--params D] [--nodes N] [--threshold T] [--preset P] [--workers W] [--json FILE]\n      measure threshold HE aggregation against raw Lattigo primitives in the same run\n")
+		if len(args) > 0 && isHelp(args[0]) {
+			return nil
+		}
+		if len(args) > 0 {
+			return withHint(fmt.Errorf("unknown bench subject %q", args[0]), "cloister bench mhe --params 1000000 --nodes 10")
+		}
 		return withHint(fmt.Errorf("bench needs a subject"), "cloister bench mhe --params 1000000 --nodes 10")
 	}
 	fs := newFlags("bench mhe", stderr)

@@ -16,7 +16,7 @@ import (
 )
 
 func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		fmt.Fprint(stdout, `Usage:
   cloister ca init --dir ca/ [--name NAME]
       create a federation CA (keep it offline); use it with 'cloister init --ca ca/'

@@ -57,7 +57,7 @@ Run 'cloister COMMAND -h' for the flags of a command.
 `
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		names := make([]string, 0, len(commands))
 		for name := range commands {
 			names = append(names, name)
@@ -82,6 +82,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// isHelp reports whether arg asks for help, as the first argument of a
+// command that has subcommands.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }
 
 // hintError carries an error together with advice for the user.

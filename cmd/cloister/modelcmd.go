@@ -29,7 +29,7 @@ func runModel(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if len(args) == 0 {
 			return errors.New("no model subcommand")
 		}
-		if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if isHelp(args[0]) {
 			return nil
 		}
 		return withHint(fmt.Errorf("unknown model subcommand %q", args[0]), "cloister model export --kit fed/node-1 --out model.json")

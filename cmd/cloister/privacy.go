@@ -32,7 +32,7 @@ bound).
 // runPrivacy is `cloister privacy`: the accountant and the calibration of
 // package dp, from the command line.
 func runPrivacy(args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		fmt.Fprint(stdout, privacyUsage)
 		if len(args) == 0 {
 			return withHint(errors.New("privacy: no subcommand given"), "use epsilon, noise or steps")

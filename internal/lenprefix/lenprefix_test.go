@@ -1,6 +1,7 @@
 package lenprefix_test
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -42,5 +43,38 @@ func TestHostile(t *testing.T) {
 	r := lenprefix.NewReader(good)
 	if b := r.Bytes(); string(b) != "abc" || r.End() != nil {
 		t.Errorf("good input: %q, %v", b, r.End())
+	}
+}
+
+func TestRawAndEmpty(t *testing.T) {
+	var w lenprefix.Writer
+	w.Bytes(nil)
+	w.Raw([]byte{1, 2, 3, 4})
+	w.String("")
+	r := lenprefix.NewReader(w.B)
+	if b := r.Bytes(); b != nil {
+		t.Errorf("empty byte string read as %#v, want nil", b)
+	}
+	if r.Len() != 4+8 {
+		t.Errorf("Len = %d, want 12", r.Len())
+	}
+	if b := r.Raw(4); string(b) != "\x01\x02\x03\x04" {
+		t.Errorf("Raw(4) = %x", b)
+	}
+	if s := r.String(); s != "" || r.End() != nil {
+		t.Errorf("empty string: %q, %v", s, r.End())
+	}
+
+	r = lenprefix.NewReader([]byte{1, 2})
+	if b := r.Raw(3); b != nil || r.End() == nil || !strings.Contains(r.End().Error(), "truncated") {
+		t.Errorf("Raw past the end: %x, %v", b, r.End())
+	}
+
+	r = lenprefix.NewReader(nil)
+	r.Fail(errors.New("first"))
+	r.Fail(errors.New("second"))
+	r.U64()
+	if err := r.End(); err == nil || err.Error() != "first" {
+		t.Errorf("End after two Fails: %v, want first", err)
 	}
 }
