@@ -48,4 +48,3 @@ func TestSimTEEState(t *testing.T) {
 		t.Errorf("Open(sev-snp) here: %v, want ErrUnsupported", err)
 	}
 }
-
