@@ -83,7 +83,7 @@ func TestLimitsDemo(t *testing.T) {
 // longName is a NodeID of the maximum length.
 func longName(i int) fl.NodeID {
 	p := fmt.Sprintf("node-%d-", i)
-	return fl.NodeID(p + strings.Repeat("x", pki.MaxNameLen-len(p)))
+	return fl.NodeID(p + strings.Repeat("x", fl.MaxNameLen-len(p)))
 }
 
 // TestBoundsCoverWire builds each kind of message at its bounds (payloads

@@ -19,7 +19,7 @@ import (
 // TestWithinModeBounds checks this package's sealing against
 // the bounds package mode computes the transport limits with.
 func TestWithinModeBounds(t *testing.T) {
-	long := func(p string) fl.NodeID { return fl.NodeID(p + strings.Repeat("x", pki.MaxNameLen-len(p))) }
+	long := func(p string) fl.NodeID { return fl.NodeID(p + strings.Repeat("x", fl.MaxNameLen-len(p))) }
 	a, b := long("a-"), long("b-")
 	session := make([]byte, 64)
 	pub, priv, _ := ed25519.GenerateKey(nil)

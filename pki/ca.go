@@ -103,11 +103,11 @@ func NewCA(name string, now time.Time, random io.Reader) (*CA, error) {
 
 func validateCAName(name string) error {
 	if name == "" || len(name) > 64 || !utf8.ValidString(name) || strings.TrimSpace(name) != name {
-		return fmt.Errorf("%w: CA name %q must be 1 to 64 bytes of UTF-8 without surrounding spaces", ErrBadName, truncate(name))
+		return fmt.Errorf("%w: CA name %q must be 1 to 64 bytes of UTF-8 without surrounding spaces", fl.ErrBadName, truncate(name))
 	}
 	for _, r := range name {
 		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%w: CA name %q has a control character", ErrBadName, truncate(name))
+			return fmt.Errorf("%w: CA name %q has a control character", fl.ErrBadName, truncate(name))
 		}
 	}
 	return nil

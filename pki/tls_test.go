@@ -385,21 +385,21 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"", "-a", "a-", "Node1", "node_1", "node.1", "nöde", "a b", "../x", strings.Repeat("x", 65), "x\x00"} {
-		if err := ValidateName(name); !errors.Is(err, ErrBadName) {
-			t.Errorf("ValidateName(%q) = %v, want ErrBadName", name, err)
+		if err := ValidateName(name); !errors.Is(err, fl.ErrBadName) {
+			t.Errorf("ValidateName(%q) = %v, want fl.ErrBadName", name, err)
 		}
 	}
-	if err := ValidateNodeID("coordinator"); !errors.Is(err, ErrBadName) {
-		t.Errorf("ValidateNodeID(coordinator) = %v, want ErrBadName", err)
+	if err := ValidateNodeID("coordinator"); !errors.Is(err, fl.ErrBadName) {
+		t.Errorf("ValidateNodeID(coordinator) = %v, want fl.ErrBadName", err)
 	}
 }
 
 func TestIssueChecks(t *testing.T) {
 	f := newFixture(t)
-	if _, err := f.ca.IssueNode("Node_1", t0, nil); !errors.Is(err, ErrBadName) {
+	if _, err := f.ca.IssueNode("Node_1", t0, nil); !errors.Is(err, fl.ErrBadName) {
 		t.Errorf("bad node name: %v", err)
 	}
-	if _, err := f.ca.IssueNode(fl.NodeID("coordinator"), t0, nil); !errors.Is(err, ErrBadName) {
+	if _, err := f.ca.IssueNode(fl.NodeID("coordinator"), t0, nil); !errors.Is(err, fl.ErrBadName) {
 		t.Errorf("reserved node name: %v", err)
 	}
 	if _, err := f.ca.IssueCoordinator("coordinator", []string{"bad host!"}, t0, nil); err == nil {
