@@ -12,9 +12,9 @@ import (
 
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/model"
-	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/strategy/scaffold"
 )
@@ -33,7 +33,7 @@ type trainer struct {
 	epochs   int
 	train    *dataset.Set
 	test     *dataset.Set
-	dp       pki.DP
+	dp       federation.DP
 	members  int
 	cohort   int // the manifest's minimum cohort: the k of dp.NoiseShare
 	limits   protect.Limits
@@ -54,7 +54,7 @@ type trainer struct {
 // the manifest's model.
 var ErrDataMismatch = errors.New("node: local data does not fit the manifest's model")
 
-func newTrainer(man *pki.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64) (*trainer, error) {
+func newTrainer(man *federation.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64) (*trainer, error) {
 	if train == nil || train.Len() == 0 {
 		return nil, fmt.Errorf("node: no training data")
 	}

@@ -201,16 +201,3 @@ func describe(cert *x509.Certificate) string {
 	}
 	return fmt.Sprintf("%q (sha256 %s…)", truncate(cert.Subject.CommonName), Fingerprint(cert)[:16])
 }
-
-func validFingerprint(s string) bool {
-	if len(s) != 2*sha256.Size {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
