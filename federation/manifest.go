@@ -124,7 +124,7 @@ type DP struct {
 
 // ModelSpec is the model every node trains: with the input and class
 // counts, it fixes the number of parameters d, hence the size of every
-// update and sealed model (package mode derives the transport limits from
+// update and sealed model ([MessageSizes] derives the transport limits from
 // it). A node refuses local data of other dimensions.
 type ModelSpec struct {
 	Kind    string `json:"kind"`             // package model's kind: "softmax" or "mlp"

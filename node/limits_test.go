@@ -17,7 +17,7 @@ import (
 )
 
 // TestWithinModeBounds checks this package's sealing against
-// the bounds package mode computes the transport limits with.
+// the bounds package federation computes the transport limits with.
 func TestWithinModeBounds(t *testing.T) {
 	long := func(p string) fl.NodeID { return fl.NodeID(p + strings.Repeat("x", fl.MaxNameLen-len(p))) }
 	a, b := long("a-"), long("b-")
