@@ -263,7 +263,7 @@ func ValidateData(kind Kind, data Data) error {
 	return nil
 }
 
-// validateName applies pki.ValidateName's rule (1 to 64 characters from
+// validateName applies fl.ValidateName's rule (1 to 64 characters from
 // [a-z0-9-], no leading or trailing '-') to actors and node names. audit
 // does not import pki, so the rule is restated here.
 func validateName(s string) error {

@@ -22,7 +22,7 @@ type KeyResolver interface {
 }
 
 // Keys is a KeyResolver over a fixed map, such as the one
-// pki.Manifest.AuditKeys returns: audit.Keys(manifest.AuditKeys()).
+// federation.Manifest.AuditKeys returns: audit.Keys(manifest.AuditKeys()).
 type Keys map[string]ed25519.PublicKey
 
 // PublicKey implements KeyResolver.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -39,8 +40,8 @@ func TestAttestationRejections(t *testing.T) {
 	var good, other [48]byte
 	rand.Read(good[:])
 	rand.Read(other[:])
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: federation.ModeMHE, Preset: "InsecureTest", DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
 	f.nodeConfig = func(name string, c *node.Config) { c.TEE = attest.NewSimTEE(good, "") }
 	// The minimum cohort is every member: node-1 and node-2 wait for node-3
@@ -213,8 +214,8 @@ func TestAttestationRejections(t *testing.T) {
 func TestAttestationExpiry(t *testing.T) {
 	var good [48]byte
 	rand.Read(good[:])
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 100000, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModeMHE, Preset: "InsecureTest", DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 100000, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, 2*time.Second)})
 	f.nodeConfig = func(name string, c *node.Config) {
 		c.TEE = attest.NewSimTEE(good, "")
@@ -302,8 +303,8 @@ func waitLogHas(t *testing.T, path string, kind audit.Kind, s string, timeout ti
 func TestUnattestedStream(t *testing.T) {
 	var good [48]byte
 	rand.Read(good[:])
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModePlain, DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 1, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: federation.ModePlain, DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 1, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
 	f.startCoordinator()
 	kit3 := f.kits["node-3"]

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
 	"github.com/cloisterfl/cloister/node"
@@ -75,11 +76,11 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // plain, the same scan finds the sum in the coordinator's state: the positive
 // control that shows the scan can see.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{pki.ModePlain, pki.ModeMHE} {
+	for _, mode := range []string{federation.ModePlain, federation.ModeMHE} {
 		t.Run(mode, func(t *testing.T) {
-			opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &pki.DP{},
-				Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
-			if mode == pki.ModeMHE {
+			opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
+				Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
+			if mode == federation.ModeMHE {
 				opts.Preset = "InsecureTest"
 			}
 			f := newFed(t, opts)
@@ -138,7 +139,7 @@ func TestBlind(t *testing.T) {
 				t.Errorf("the coordinator holds plaintext: %v", hits[:min(5, len(hits))])
 			}
 			switch mode {
-			case pki.ModePlain:
+			case federation.ModePlain:
 				if len(sumHits) == 0 {
 					t.Error("positive control: mode plain's coordinator state should hold the last round's sum")
 				}

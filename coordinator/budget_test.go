@@ -15,8 +15,8 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -48,24 +48,24 @@ func records(t *testing.T, path string, kind audit.Kind) []audit.Record {
 // it refuses to train for round 2, which goes on without it. Every log
 // records the ε of each commit, and the logs verify.
 func TestBudgetEnforcedTwice(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain,
-		DP:    &pki.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain,
+		DP:    &federation.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.nodeConfig = func(name string, c *node.Config) {
 		if name == "node-3" {
 			c.MaxEpsilon = 6
 		}
 	}
 	man := f.kits["coordinator"].Manifest
-	scheme, err := mode.Scheme(man.Mode, man.Preset)
+	scheme, err := federation.Scheme(man.Mode, man.Preset)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcfg, err := mode.RoundConfig(man)
+	rcfg, err := federation.RoundConfig(man)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule, _, err := mode.Privacy(man, rcfg, scheme.Limits())
+	rule, _, err := federation.Privacy(man, rcfg, scheme.Limits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,13 +165,13 @@ func mustMicro(t *testing.T, c dp.Cost) int64 {
 // A budget that does not cover one round is refused at start, and a node
 // limit without DP in the manifest too.
 func TestBudgetRefusedAtStart(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: pki.ModePlain,
-		DP: &pki.DP{NoiseMultiplier: 0.5, Clip: 1, Epsilon: 1, Delta: 1e-5}, Model: pki.ModelSpec{Kind: "softmax"}})
+	f := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: federation.ModePlain,
+		DP: &federation.DP{NoiseMultiplier: 0.5, Clip: 1, Epsilon: 1, Delta: 1e-5}, Model: federation.ModelSpec{Kind: "softmax"}})
 	_, err := coordinator.New(coordinator.Config{Kit: f.kits["coordinator"], StateDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "does not cover a single round") {
 		t.Errorf("a budget below one round: %v", err)
 	}
-	g := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: pki.ModePlain, DP: &pki.DP{}, Model: pki.ModelSpec{Kind: "softmax"}})
+	g := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{}, Model: federation.ModelSpec{Kind: "softmax"}})
 	_, err = node.New(node.Config{Kit: g.kits["node-1"], StateDir: t.TempDir(), Train: blobs(10, 6, 3, 1), Test: blobs(10, 6, 3, 2), MaxEpsilon: 3})
 	if err == nil || !strings.Contains(err.Error(), "no differential privacy") {
 		t.Errorf("a node limit without DP: %v", err)
@@ -183,9 +183,9 @@ func TestBudgetRefusedAtStart(t *testing.T) {
 // totals (audit verify checks it), and the last total is ε of the last
 // round number, aborted rounds included.
 func TestBudgetAcrossRestart(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain,
-		DP:    &pki.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain,
+		DP:    &federation.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.startCoordinator()
 	test := blobs(90, 6, 3, 99)
 	for i, name := range nodeNames(3) {
@@ -208,9 +208,9 @@ func TestBudgetAcrossRestart(t *testing.T) {
 	f.stopCoordinator()
 	f.verifyAudit(4)
 	man := f.kits["coordinator"].Manifest
-	rcfg, _ := mode.RoundConfig(man)
-	scheme, _ := mode.Scheme(man.Mode, man.Preset)
-	rule, _, err := mode.Privacy(man, rcfg, scheme.Limits())
+	rcfg, _ := federation.RoundConfig(man)
+	scheme, _ := federation.Scheme(man.Mode, man.Preset)
+	rule, _, err := federation.Privacy(man, rcfg, scheme.Limits())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,8 +56,8 @@ import (
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -119,9 +119,9 @@ type Config struct {
 	// Deadlines bound the protocol's steps.
 	Deadlines Deadlines
 	// Limits bound transport messages. A zero MaxMessage means the limit
-	// computed from the manifest (mode.MessageSizes), which every node
+	// computed from the manifest (federation.MessageSizes), which every node
 	// computes too; a MaxMessage below what the federation's largest
-	// message needs is refused (mode.ErrLimitTooSmall). A zero ChunkSize
+	// message needs is refused (federation.ErrLimitTooSmall). A zero ChunkSize
 	// means the transport's 1 MiB.
 	Limits transport.Limits
 	// Keepalive is the transport's keepalive; 0 means its default.
@@ -143,7 +143,7 @@ type Config struct {
 type Coordinator struct {
 	cfg     Config
 	log     *slog.Logger
-	man     *pki.Manifest
+	man     *federation.Manifest
 	name    string
 	session []byte
 	rcfg    round.Config
@@ -213,36 +213,22 @@ func New(cfg Config) (*Coordinator, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	var err error
-	if c.rcfg, err = mode.RoundConfig(c.man); err != nil {
+	fed, err := federation.Resolve(c.man, federation.Overrides{Scheme: cfg.Scheme, MaxMessage: cfg.Limits.MaxMessage})
+	if err != nil {
 		return nil, err
 	}
+	c.rcfg, c.scheme = fed.Round, fed.Scheme // under DP, rcfg.MaxRound is the budget's cap
 	c.rcfg.Deadlines = cfg.Deadlines.ticks(cfg.Tick)
 	c.session = c.rcfg.Session
-	if c.scheme = cfg.Scheme; c.scheme == nil {
-		if c.scheme, err = mode.Scheme(c.man.Mode, c.man.Preset); err != nil {
-			return nil, err
-		}
-	}
 	if c.scheme.Name() == plain.Name {
 		c.log.Warn(plain.Warning)
 	}
-	if c.budget, err = newBudget(c.man, c.rcfg, c.scheme.Limits()); err != nil {
+	if c.budget, err = newBudget(fed.Budget, c.man); err != nil {
 		return nil, err
 	}
-	if c.budget != nil {
-		c.rcfg.MaxRound = c.budget.maxRound
-	}
-	sizes, err := mode.MessageSizes(c.man, c.scheme)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: %w", err)
-	}
-	lim, err := sizes.Limits(cfg.Limits.MaxMessage)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: %w", err)
-	}
-	c.cfg.Limits.MaxMessage = lim.MaxMessage
-	c.log.Info("message limit", "max_message", lim.MaxMessage, "need", sizes.Need, "largest", sizes.Largest.String(),
+	sizes := fed.Sizes
+	c.cfg.Limits.MaxMessage = fed.MaxMessage
+	c.log.Info("message limit", "max_message", fed.MaxMessage, "need", sizes.Need, "largest", sizes.Largest.String(),
 		"params", sizes.Params, "members", sizes.Members)
 	tlsCfg, err := cfg.Kit.TLSConfig(pki.Options{})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -112,8 +113,8 @@ func banners(t *testing.T, page string, warnings []string) {
 func TestDashboardAttestation(t *testing.T) {
 	var good [48]byte
 	rand.Read(good[:])
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: federation.ModeMHE, Preset: "InsecureTest", DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
 	f.nodeConfig = func(name string, c *node.Config) { c.TEE = attest.NewSimTEE(good, "") }
 	f.startCoordinator()
@@ -205,9 +206,9 @@ func TestDashboardAttestation(t *testing.T) {
 // with DP and attestation off, after two rounds: both are flagged, and the
 // rounds table and the budget show what /rounds holds.
 func TestDashboardNoAttestation(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain,
-		DP:    &pki.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain,
+		DP:    &federation.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.startCoordinator()
 	defer f.stopCoordinator()
 	test := blobs(90, 6, 3, 99)

@@ -16,8 +16,8 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -208,8 +208,8 @@ func (f *fed) waitNodes(timeout time.Duration) {
 }
 
 func TestFederationPlain(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModePlain, DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 3, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.startCoordinator()
 	test := blobs(90, 6, 3, 99)
 	for i, name := range nodeNames(3) {
@@ -266,8 +266,8 @@ func TestFederationMHE(t *testing.T) {
 	if testing.Short() {
 		preset = "InsecureTest"
 	}
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModeMHE, Preset: preset, DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.startCoordinator()
 	test := blobs(90, 6, 3, 99)
 	for i, name := range nodeNames(3) {
@@ -298,7 +298,7 @@ func TestFederationMHE(t *testing.T) {
 // bounds hold for the real engine), and logs how close they came.
 func (f *fed) checkLimits() {
 	f.t.Helper()
-	s, err := mode.MessageSizes(f.kits["coordinator"].Manifest, nil)
+	s, err := federation.MessageSizes(f.kits["coordinator"].Manifest, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -324,9 +324,9 @@ func TestFederationFedAdam(t *testing.T) {
 		preset = "InsecureTest"
 	}
 	const rounds = 3
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{},
-		Model:    pki.ModelSpec{Kind: "softmax"},
-		Training: pki.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1, Strategy: "fedadam:lr=0.05"}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModeMHE, Preset: preset, DP: &federation.DP{},
+		Model:    federation.ModelSpec{Kind: "softmax"},
+		Training: federation.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1, Strategy: "fedadam:lr=0.05"}})
 	man := f.kits["coordinator"].Manifest
 	if want := "fedadam:lr=0.05,b1=0.9,b2=0.99,tau=0.001"; man.Training.Strategy != want {
 		t.Fatalf("manifest strategy %q, want %q", man.Training.Strategy, want)
@@ -414,9 +414,9 @@ func (f *fed) export(name string) *node.Exported {
 // its control variate sealed in its state directory.
 func TestFederationScaffold(t *testing.T) {
 	const rounds = 3
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
-		Model:    pki.ModelSpec{Kind: "softmax"},
-		Training: pki.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1, Strategy: "scaffold"}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModeMHE, Preset: "InsecureTest", DP: &federation.DP{},
+		Model:    federation.ModelSpec{Kind: "softmax"},
+		Training: federation.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1, Strategy: "scaffold"}})
 	man := f.kits["coordinator"].Manifest
 	if man.Training.Strategy != "scaffold:lr=1,frac=1" {
 		t.Fatalf("manifest strategy %q", man.Training.Strategy)
@@ -444,7 +444,7 @@ func TestFederationScaffold(t *testing.T) {
 	f.checkLimits()
 	f.stopCoordinator()
 	d := man.Model.Spec().NumParams()
-	if got := mode.VectorLen(man); got != 2*d {
+	if got := federation.VectorLen(man); got != 2*d {
 		t.Errorf("VectorLen %d, want 2×%d", got, d)
 	}
 	_, model := f.lastModel("node-1")

@@ -162,8 +162,8 @@ func (c *Coordinator) History(ctx context.Context) (*History, error) {
 	if b := c.budget; b != nil {
 		d := c.man.DP
 		h.Privacy = &Privacy{NoiseMultiplier: d.NoiseMultiplier, Clip: d.Clip, Budget: d.Epsilon, Delta: d.Delta,
-			Multiplier: b.rule.Multiplier, SampleRate: b.rule.SampleRate, MaxRound: b.maxRound,
-			Exhausted: st.Phase == round.PhaseDone && st.Round >= b.maxRound && st.Commits < c.rcfg.Rounds}
+			Multiplier: b.Rule.Multiplier, SampleRate: b.Rule.SampleRate, MaxRound: b.MaxRound,
+			Exhausted: st.Phase == round.PhaseDone && st.Round >= b.MaxRound && st.Commits < c.rcfg.Rounds}
 	}
 	rs, err := c.sc.Rounds(ctx, 1, 0)
 	if err != nil {
@@ -191,7 +191,7 @@ func (c *Coordinator) History(ctx context.Context) (*History, error) {
 		}
 		if c.budget != nil && r.Outcome == store.Committed {
 			ri.Epsilon = dp.EpsilonFromMicro(int64(r.MicroEpsilon))
-			if _, total, err := c.budget.cost(r.Round); err == nil {
+			if _, total, err := c.budget.Cost(r.Round); err == nil {
 				ri.EpsilonTotal = dp.EpsilonFromMicro(total)
 			}
 		}

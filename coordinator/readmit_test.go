@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -37,8 +38,8 @@ import (
 func TestAttestationReadmission(t *testing.T) {
 	var good [48]byte
 	rand.Read(good[:])
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 100000, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModeMHE, Preset: "InsecureTest", DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 100000, LocalEpochs: 1, Batch: 16, LearningRate: 0.1},
 		Attestation: simPolicy(good, time.Hour)})
 	platform := func(name string) string { return filepath.Join(f.dir, name+"-platform.json") }
 	setTCB := func(name string, tcb uint32) {

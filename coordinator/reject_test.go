@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -76,8 +76,8 @@ func (f *fed) waitStatus(what string, ok func(round.Status) bool) round.Status {
 // input is refused with a named reason, nothing crashes, and the session
 // completes with node-4 back.
 func TestRejections(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 2, Mode: pki.ModeMHE, Preset: "InsecureTest", DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 40, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 2, Mode: federation.ModeMHE, Preset: "InsecureTest", DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 40, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.startCoordinator()
 	test := blobs(90, 6, 3, 99)
 	for i, name := range nodeNames(4) {
@@ -118,7 +118,7 @@ func TestRejections(t *testing.T) {
 	}
 	// 2. A certificate of another federation's CA (the client skips its own
 	// check of the server, so that the server's check is what refuses it).
-	other := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: pki.ModePlain, DP: &pki.DP{}})
+	other := newFed(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{}})
 	foreign := &tls.Config{Certificates: []tls.Certificate{other.kits["node-1"].Credential.TLSCertificate()},
 		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}}
 	if c, err := tls.Dial("tcp", f.addr, foreign); err == nil {
@@ -210,10 +210,11 @@ func TestRejections(t *testing.T) {
 	f.waitMetric(`cloister_coordinator_rejected_total{reason="malformed"}`, 1)
 	// Oversized: one byte more than the limit the coordinator computed
 	// from the manifest (the rogue's own limit is 128 MiB).
-	lim, err := mode.Limits(f.kits["coordinator"].Manifest, nil)
+	fed, err := federation.Resolve(f.kits["coordinator"].Manifest, federation.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	lim := transport.Limits{MaxMessage: fed.MaxMessage}
 	over := round.Message{Kind: round.KindUpload, Session: session[:], Epoch: tr.Epoch, Round: tr.Round, Payload: make([]byte, lim.MaxMessage)}
 	size, _ := transport.Size(over)
 	over.Payload = over.Payload[:len(over.Payload)-(size-int(lim.MaxMessage))+1]

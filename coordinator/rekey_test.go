@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/coordinator"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -22,8 +23,8 @@ import (
 // that committed model before the re-key and right after it, while round 4
 // trains on it.
 func TestLateMemberRekey(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: pki.ModePlain, DP: &pki.DP{},
-		Model: pki.ModelSpec{Kind: "softmax"}, Training: pki.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 	f.deadlines = func(d *coordinator.Deadlines) {
 		// Long enough for node-1 and node-2, marked down at round 3's
 		// collect deadline, to say Hello again (Idle, 1s) before the re-key

@@ -10,32 +10,42 @@ import (
 	"testing"
 
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/round"
 )
 
-var dpManifest = &pki.Manifest{Members: []pki.Party{{Name: "node-1"}, {Name: "node-2"}, {Name: "node-3"}}, MinCohort: 2,
-	DP:    pki.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
-	Model: pki.ModelSpec{Kind: "softmax", Inputs: 4, Classes: 2}, Training: pki.Training{Rounds: 3, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}
+var dpManifest = &federation.Manifest{Members: []federation.Party{{Name: "node-1"}, {Name: "node-2"}, {Name: "node-3"}}, MinCohort: 2,
+	DP:    federation.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
+	Model: federation.ModelSpec{Kind: "softmax", Inputs: 4, Classes: 2}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}
 
 var testLimits = protect.Limits{MaxDim: 1 << 24, MaxAbs: 1 << 53, MaxParties: 100}
+
+// testBudget is the node's budget for the manifest m under testLimits,
+// with the local limit local, as node.New resolves it.
+func testBudget(m *federation.Manifest, local float64, log *slog.Logger) (*budget, error) {
+	fb, err := federation.NewBudget(m, round.Config{}, testLimits, local)
+	if err != nil {
+		return nil, err
+	}
+	return newBudget(fb, log)
+}
 
 // --max-epsilon refuses the first round whose ε passes it, with the
 // figures; commits are recorded once each, adding up.
 func TestNodeBudget(t *testing.T) {
 	var logs strings.Builder
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	b, err := newBudget(dpManifest, round.Config{}, testLimits, 6, log)
+	b, err := testBudget(dpManifest, 6, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(logs.String(), "max_epsilon=6 epsilon_budget=8") || !strings.Contains(logs.String(), "rounds_local=1 rounds_budget=2") {
 		t.Errorf("no warning with both limits at start: %s", logs.String())
 	}
-	e1, _ := b.rule.After(1)
-	e2, _ := b.rule.After(2)
+	e1, _ := b.Rule.After(1)
+	e2, _ := b.Rule.After(2)
 	if err := b.policy()(1); err != nil {
 		t.Errorf("round 1 (ε %v) refused under 6: %v", e1.Epsilon, err)
 	}
@@ -55,7 +65,7 @@ func TestNodeBudget(t *testing.T) {
 		}
 		d := got[0].data
 		sum += d.MicroEpsilon
-		c, _ := b.rule.After(int(r))
+		c, _ := b.Rule.After(int(r))
 		want, _ := c.Micro()
 		if d.Round != r || d.TotalMicroEpsilon != want || d.TotalMicroEpsilon != sum || d.Delta != 1e-5 {
 			t.Errorf("round %d: %+v, want total %d", r, d, want)
@@ -68,7 +78,7 @@ func TestNodeBudget(t *testing.T) {
 	// Without a local limit the manifest's budget still holds: a
 	// coordinator that starts round 3 (past ε 8, its own cap) is refused.
 	// Without DP a limit is refused.
-	fed, err := newBudget(dpManifest, round.Config{}, testLimits, 0, log)
+	fed, err := testBudget(dpManifest, 0, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,15 +92,15 @@ func TestNodeBudget(t *testing.T) {
 		t.Errorf("local limit, round 3 past the budget: %v, want ErrBudget", err)
 	}
 	off := *dpManifest
-	off.DP = pki.DP{}
-	if b, err := newBudget(&off, round.Config{}, testLimits, 0, log); b != nil || err != nil {
+	off.DP = federation.DP{}
+	if b, err := testBudget(&off, 0, log); b != nil || err != nil {
 		t.Errorf("no DP, no limit: %v, %v", b, err)
 	}
-	if _, err := newBudget(&off, round.Config{}, testLimits, 3, log); err == nil || !strings.Contains(err.Error(), "no differential privacy") {
+	if _, err := testBudget(&off, 3, log); err == nil || !strings.Contains(err.Error(), "no differential privacy") {
 		t.Errorf("a limit without DP: %v", err)
 	}
 	for _, bad := range []float64{-1, math.NaN(), math.Inf(1)} {
-		if _, err := newBudget(dpManifest, round.Config{}, testLimits, bad, log); err == nil {
+		if _, err := testBudget(dpManifest, bad, log); err == nil {
 			t.Errorf("max epsilon %v accepted", bad)
 		}
 	}

@@ -9,17 +9,17 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/transport"
 )
 
 // TestWithinModeBounds checks this package's sealing against
-// the bounds package mode computes the transport limits with.
+// the bounds package federation computes the transport limits with.
 func TestWithinModeBounds(t *testing.T) {
-	long := func(p string) fl.NodeID { return fl.NodeID(p + strings.Repeat("x", pki.MaxNameLen-len(p))) }
+	long := func(p string) fl.NodeID { return fl.NodeID(p + strings.Repeat("x", fl.MaxNameLen-len(p))) }
 	a, b := long("a-"), long("b-")
 	session := make([]byte, 64)
 	pub, priv, _ := ed25519.GenerateKey(nil)
@@ -39,10 +39,10 @@ func TestWithinModeBounds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if over := len(ct) - n; over+envelope > mode.SealOverhead {
-			t.Errorf("sealing %d bytes adds %d, and the envelope up to %d: more than mode.SealOverhead %d", n, over, envelope, mode.SealOverhead)
+		if over := len(ct) - n; over+envelope > federation.SealOverhead {
+			t.Errorf("sealing %d bytes adds %d, and the envelope up to %d: more than federation.SealOverhead %d", n, over, envelope, federation.SealOverhead)
 		} else if n == 0 {
-			t.Logf("HPKE sealing adds %d bytes (mode.SealOverhead %d)", over, mode.SealOverhead)
+			t.Logf("HPKE sealing adds %d bytes (federation.SealOverhead %d)", over, federation.SealOverhead)
 		}
 	}
 	// A sealed model: the engine's encoding (label, two lengths) and GCM.
@@ -52,17 +52,17 @@ func TestWithinModeBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if over := len(ct) - 1000; over+encoding > mode.ModelOverhead {
-		t.Errorf("sealing a model adds %d bytes and the encoding %d: more than mode.ModelOverhead %d", over, encoding, mode.ModelOverhead)
+	if over := len(ct) - 1000; over+encoding > federation.ModelOverhead {
+		t.Errorf("sealing a model adds %d bytes and the encoding %d: more than federation.ModelOverhead %d", over, encoding, federation.ModelOverhead)
 	}
 }
 
 // newKitNode provisions a 2-node plain federation with the given model
 // and training settings and returns node-1's kit.
-func newKitNode(t *testing.T, ms pki.ModelSpec, tr pki.Training) *pki.Kit {
+func newKitNode(t *testing.T, ms federation.ModelSpec, tr federation.Training) *pki.Kit {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "fed")
-	if err := pki.InitFederation(dir, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: pki.ModePlain, DP: &pki.DP{},
+	if err := pki.InitFederation(dir, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{},
 		Model: ms, Training: tr}, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -88,8 +88,8 @@ func tinySet(features, classes int) *dataset.Set {
 // manifest's model, and a message limit below the federation's need, are
 // refused with errors that name both sides.
 func TestNewChecksManifest(t *testing.T) {
-	kit := newKitNode(t, pki.ModelSpec{Kind: "softmax", Inputs: 6, Classes: 3},
-		pki.Training{Momentum: 0.5, ProxMu: 0.01, Strategy: "fedadam"})
+	kit := newKitNode(t, federation.ModelSpec{Kind: "softmax", Inputs: 6, Classes: 3},
+		federation.Training{Momentum: 0.5, ProxMu: 0.01, Strategy: "fedadam"})
 	newNode := func(train, test *dataset.Set, maxMsg int64) error {
 		n, err := New(Config{Kit: kit, StateDir: t.TempDir(), Train: train, Test: test})
 		if err == nil {
@@ -121,8 +121,8 @@ func TestNewChecksManifest(t *testing.T) {
 		}
 	}
 	err := newNode(tinySet(6, 3), tinySet(6, 3), 1000)
-	if !errors.Is(err, mode.ErrLimitTooSmall) {
-		t.Errorf("a 1000-byte limit: %v, want mode.ErrLimitTooSmall", err)
+	if !errors.Is(err, federation.ErrLimitTooSmall) {
+		t.Errorf("a 1000-byte limit: %v, want federation.ErrLimitTooSmall", err)
 	} else {
 		t.Log(err)
 	}
@@ -141,7 +141,7 @@ func transportLimits(maxMsg int64) transport.Limits { return transport.Limits{Ma
 
 func mustScheme(t *testing.T, kit *pki.Kit) protect.Scheme {
 	t.Helper()
-	s, err := mode.Scheme(kit.Manifest.Mode, kit.Manifest.Preset)
+	s, err := federation.Scheme(kit.Manifest.Mode, kit.Manifest.Preset)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@
 // # Message limits
 //
 // The transport's receive limit is computed from the manifest
-// (mode.MessageSizes), as the coordinator computes it.
+// (federation.MessageSizes), as the coordinator computes it.
 package node
 
 import (
@@ -79,8 +79,8 @@ import (
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -127,15 +127,15 @@ type Config struct {
 	Seed uint64
 	// MaxEpsilon, if not 0, is this site's own privacy limit: the node
 	// refuses to train for a round after which the federation's cumulative
-	// ε (mode.Privacy's rule) would pass it. The coordinator cannot
+	// ε (federation.Privacy's rule) would pass it. The coordinator cannot
 	// override it. It needs DP in the manifest.
 	MaxEpsilon float64
 	// Backoff bounds reconnection delays; the zero value means 250ms to 5s.
 	Backoff transport.Backoff
 	// Limits bound transport messages. A zero MaxMessage means the limit
-	// computed from the manifest (mode.MessageSizes), which the coordinator
+	// computed from the manifest (federation.MessageSizes), which the coordinator
 	// computes too; a MaxMessage below what the federation's largest
-	// message needs is refused (mode.ErrLimitTooSmall).
+	// message needs is refused (federation.ErrLimitTooSmall).
 	Limits transport.Limits
 	// Scheme overrides the scheme the manifest names (tests).
 	Scheme protect.Scheme
@@ -182,7 +182,7 @@ type Stats struct {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	man     *pki.Manifest
+	man     *federation.Manifest
 	self    fl.NodeID
 	session []byte
 	rcfg    round.Config
@@ -237,33 +237,20 @@ func New(cfg Config) (*Node, error) {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.log = n.log.With("node", n.self)
-	var err error
-	if n.rcfg, err = mode.RoundConfig(n.man); err != nil {
+	fed, err := federation.Resolve(n.man, federation.Overrides{Scheme: cfg.Scheme, MaxMessage: cfg.Limits.MaxMessage, MaxEpsilon: cfg.MaxEpsilon})
+	if err != nil {
 		return nil, err
 	}
+	n.rcfg, n.scheme = fed.Round, fed.Scheme
 	n.rcfg.Deadlines.Idle = max(1, int(cfg.Idle/cfg.Tick))
 	n.session = n.rcfg.Session
-	n.scheme = cfg.Scheme
-	if n.scheme == nil {
-		if n.scheme, err = mode.Scheme(n.man.Mode, n.man.Preset); err != nil {
-			return nil, err
-		}
-	}
 	if n.scheme.Name() == plain.Name {
 		n.log.Warn(plain.Warning)
 	}
-	if n.budget, err = newBudget(n.man, n.rcfg, n.scheme.Limits(), cfg.MaxEpsilon, n.log); err != nil {
+	if n.budget, err = newBudget(fed.Budget, n.log); err != nil {
 		return nil, err
 	}
-	sizes, err := mode.MessageSizes(n.man, n.scheme)
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	lim, err := sizes.Limits(cfg.Limits.MaxMessage)
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.cfg.Limits.MaxMessage = lim.MaxMessage
+	n.cfg.Limits.MaxMessage = fed.MaxMessage
 	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed); err != nil {
 		return nil, err
 	}

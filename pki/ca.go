@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -103,11 +104,11 @@ func NewCA(name string, now time.Time, random io.Reader) (*CA, error) {
 
 func validateCAName(name string) error {
 	if name == "" || len(name) > 64 || !utf8.ValidString(name) || strings.TrimSpace(name) != name {
-		return fmt.Errorf("%w: CA name %q must be 1 to 64 bytes of UTF-8 without surrounding spaces", ErrBadName, truncate(name))
+		return fmt.Errorf("%w: CA name %q must be 1 to 64 bytes of UTF-8 without surrounding spaces", fl.ErrBadName, truncate(name))
 	}
 	for _, r := range name {
 		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%w: CA name %q has a control character", ErrBadName, truncate(name))
+			return fmt.Errorf("%w: CA name %q has a control character", fl.ErrBadName, truncate(name))
 		}
 	}
 	return nil
@@ -132,6 +133,16 @@ func newSerial(random io.Reader) (*big.Int, error) {
 		return nil, errors.New("pki: random source returned an all-zero serial number")
 	}
 	return s, nil
+}
+
+// Public returns the CA's public key. With [CA.Sign] and [CA.Certificate],
+// it makes the CA a federation.Signer: the key that signs the manifest.
+func (ca *CA) Public() crypto.PublicKey { return ca.key.Public() }
+
+// Sign signs digest with the CA key (crypto.Signer: an ASN.1 ECDSA
+// signature). Package federation signs manifests with it.
+func (ca *CA) Sign(random io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return ca.key.Sign(random, digest, opts)
 }
 
 // Certificate returns the CA's certificate, the federation's trust anchor.

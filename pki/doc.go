@@ -1,7 +1,7 @@
 // Package pki is the federation's identity layer: the federation CA, the
 // node and coordinator certificates it issues, the mutual-TLS
-// configurations that check them, the signed federation manifest, and the
-// per-party kits that `cloister init` writes.
+// configurations that check them, and the per-party kits that `cloister
+// init` writes. The signed manifest they carry is package federation's.
 //
 // # Identities
 //
@@ -24,7 +24,7 @@
 // federation CA, valid at the injected time [Options.Now], of the expected
 // role (a node must present a node certificate, the coordinator a
 // coordinator certificate), not revoked ([Options.Revoked]) and, if
-// [Options.Authorize] is set, admitted by it. Use [Manifest.Admit] there to
+// [Options.Authorize] is set, admitted by it. Use [Admit] there to
 // accept only the exact certificates the signed manifest lists;
 // [Kit.TLSConfig] does so.
 //
@@ -39,16 +39,11 @@
 //
 // # The manifest
 //
-// The [Manifest] lists the members (name, certificate [Fingerprint], audit
-// key), the threshold, the minimum cohort, the aggregation mode and HE
-// preset, the DP budget, the model and training settings and the
-// attestation policy. [SignManifest] signs its canonical JSON with the CA
-// key; [VerifyManifest] refuses anything not signed by the given CA
-// ([ErrBadSignature]), not canonical ([ErrBadManifest]) or inconsistent
-// ([ErrInvalidManifest]). [Manifest.Hash] binds other artefacts (the
-// protect session, attestation report data, the audit log) to one manifest.
-// The Serial field grows with every re-signing so that [UpdateManifest]
-// never rolls a kit back.
+// The manifest (package federation) lists the members by certificate
+// [Fingerprint]; the [CA] signs it (it is a federation.Signer), and
+// [LoadKit] verifies it with federation.Verify. [Admit] accepts only the
+// exact certificates the manifest lists. The Serial field grows with every
+// re-signing so that [UpdateManifest] never rolls a kit back.
 //
 // # Kits and files
 //

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 )
 
@@ -52,7 +53,7 @@ func (c KitConfig) validate() error {
 	default:
 		return fmt.Errorf("role %s", c.Role)
 	}
-	if err := validateFederationID(c.Federation); err != nil {
+	if err := federation.ValidateID(c.Federation); err != nil {
 		return err
 	}
 	if _, port, err := net.SplitHostPort(c.CoordinatorAddress); err != nil {
@@ -79,7 +80,7 @@ type Kit struct {
 	Credential *Credential
 	AuditKey   ed25519.PrivateKey
 	// Manifest is SignedManifest, verified.
-	Manifest       *Manifest
+	Manifest       *federation.Manifest
 	SignedManifest []byte
 }
 
@@ -87,8 +88,8 @@ type Kit struct {
 func (k *Kit) Identity() Identity { return Identity{Role: k.Config.Role, Name: k.Config.Name} }
 
 // Party returns the manifest entry that describes this kit's party.
-func (k *Kit) Party() Party {
-	return Party{
+func (k *Kit) Party() federation.Party {
+	return federation.Party{
 		Name:        k.Config.Name,
 		Fingerprint: Fingerprint(k.Credential.Cert),
 		AuditKey:    k.AuditKey.Public().(ed25519.PublicKey),
@@ -118,7 +119,7 @@ func (k *Kit) check() error {
 	if len(k.AuditKey) != ed25519.PrivateKeySize {
 		return fmt.Errorf("%w: %s: not an Ed25519 private key", ErrBadKey, AuditKeyFile)
 	}
-	m, err := VerifyManifest(k.SignedManifest, k.CA)
+	m, err := federation.Verify(k.SignedManifest, k.CA)
 	if err != nil {
 		return fmt.Errorf("%s: %w", ManifestFile, err)
 	}
@@ -127,12 +128,12 @@ func (k *Kit) check() error {
 }
 
 // listed checks that m describes this kit's party exactly.
-func (k *Kit) listed(m *Manifest) error {
+func (k *Kit) listed(m *federation.Manifest) error {
 	if m.Federation != k.Config.Federation {
 		return fmt.Errorf("%w: manifest is for federation %q, %s for %q", ErrNotMember, m.Federation, ConfigFile, k.Config.Federation)
 	}
 	want := k.Party()
-	var got Party
+	var got federation.Party
 	var ok bool
 	if k.Config.Role == RoleCoordinator {
 		got, ok = m.Coordinator, m.Coordinator.Name == want.Name
@@ -151,15 +152,42 @@ func (k *Kit) listed(m *Manifest) error {
 	return nil
 }
 
+// Admit checks that cert is the certificate the manifest m lists for the
+// identity it carries: a member's for a node certificate, the
+// coordinator's for a coordinator certificate. Use it as
+// [Options.Authorize] (as [Kit.TLSConfig] does). It returns an error wrapping [ErrNotMember] (or an
+// identity error) otherwise.
+func Admit(m *federation.Manifest, cert *x509.Certificate) error {
+	id, err := Identify(cert)
+	if err != nil {
+		return err
+	}
+	var p federation.Party
+	var ok bool
+	switch id.Role {
+	case RoleNode:
+		p, ok = m.Member(fl.NodeID(id.Name))
+	case RoleCoordinator:
+		p, ok = m.Coordinator, m.Coordinator.Name == id.Name
+	}
+	if !ok {
+		return fmt.Errorf("%w: %s is not listed in manifest %s serial %d", ErrNotMember, id, m.Federation, m.Serial)
+	}
+	if fp := Fingerprint(cert); fp != p.Fingerprint {
+		return fmt.Errorf("%w: %s presented certificate sha256 %s, the manifest lists %s", ErrNotMember, id, fp, p.Fingerprint)
+	}
+	return nil
+}
+
 // TLSConfig returns the kit's mTLS configuration: [ServerConfig] for the
 // coordinator, [ClientConfig] for a node (pinned to the manifest's
 // coordinator name). Either admits only peers whose certificates the
-// manifest lists ([Manifest.Admit]), then runs opts.Authorize if set.
+// manifest lists ([Admit]), then runs opts.Authorize if set.
 func (k *Kit) TLSConfig(opts Options) (*tls.Config, error) {
 	m := k.Manifest
 	extra := opts.Authorize
 	opts.Authorize = func(cert *x509.Certificate) error {
-		if err := m.Admit(cert); err != nil {
+		if err := Admit(m, cert); err != nil {
 			return err
 		}
 		if extra != nil {
@@ -258,7 +286,7 @@ func UpdateManifest(dir string, signed []byte) error {
 	if err != nil {
 		return err
 	}
-	m, err := VerifyManifest(signed, k.CA)
+	m, err := federation.Verify(signed, k.CA)
 	if err != nil {
 		return fmt.Errorf("pki: new manifest for %s: %w", dir, err)
 	}
@@ -292,13 +320,13 @@ const (
 // DefaultDP is the DP configuration [InitFederation] writes when
 // InitOptions.DP is nil. Its noise covers the default 20 rounds within the
 // budget: ε ≈ 7.5 at δ = 1e-5 (q = 1, Balle et al. 2020 conversion).
-var DefaultDP = DP{NoiseMultiplier: 3.0, Clip: 1.0, Epsilon: 8, Delta: 1e-5}
+var DefaultDP = federation.DP{NoiseMultiplier: 3.0, Clip: 1.0, Epsilon: 8, Delta: 1e-5}
 
 // DefaultTraining holds the training settings [InitFederation] uses for
 // every zero field of InitOptions.Training among Rounds, LocalEpochs, Batch
 // and LearningRate. Momentum and ProxMu are taken as given (0 is a valid
-// choice), and an empty Strategy becomes DefaultStrategy.
-var DefaultTraining = Training{Rounds: 20, LocalEpochs: 1, Batch: 32, LearningRate: 0.1}
+// choice), and an empty Strategy becomes federation.DefaultStrategy.
+var DefaultTraining = federation.Training{Rounds: 20, LocalEpochs: 1, Batch: 32, LearningRate: 0.1}
 
 // The input and class counts [InitFederation] writes when InitOptions.Model
 // leaves them 0: Fashion-MNIST's 28×28 pixels and 10 classes.
@@ -320,25 +348,25 @@ type InitOptions struct {
 	Address     string   // coordinator host:port; "" means DefaultAddress
 	Hosts       []string // coordinator certificate hosts; nil means localhost, 127.0.0.1 and Address's host
 
-	Mode        string         // "" means ModeMHE
-	Preset      string         // "" means DefaultPreset under ModeMHE
-	DP          *DP            // nil means DefaultDP; &DP{} turns DP off
-	Model       ModelSpec      // zero Kind means "softmax"; zero Inputs and Classes mean DefaultInputs and DefaultClasses
-	Training    Training       // see DefaultTraining; Strategy may be any spec package strategy reads ("fedadam")
-	Attestation *attest.Policy // nil means no attestation (development); see Manifest.AttestationRequired
+	Mode        string               // "" means federation.ModeMHE
+	Preset      string               // "" means DefaultPreset under federation.ModeMHE
+	DP          *federation.DP       // nil means DefaultDP; &federation.DP{} turns DP off
+	Model       federation.ModelSpec // zero Kind means "softmax"; zero Inputs and Classes mean DefaultInputs and DefaultClasses
+	Training    federation.Training  // see DefaultTraining; Strategy may be any spec package strategy reads ("fedadam")
+	Attestation *attest.Policy       // nil means no attestation (development); see federation.Manifest.AttestationRequired
 }
 
 // manifest fills the defaults and returns the manifest template, without
 // parties.
-func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
+func (o InitOptions) manifest(random io.Reader) (*federation.Manifest, error) {
 	if o.Nodes < 1 || o.Nodes > MaxNodes {
 		return nil, fmt.Errorf("pki: --nodes %d outside 1..%d", o.Nodes, MaxNodes)
 	}
 	if o.Threshold < 1 || o.Threshold > o.Nodes {
 		return nil, fmt.Errorf("pki: --threshold %d outside 1..%d (the node count)", o.Threshold, o.Nodes)
 	}
-	m := &Manifest{
-		Version:    ManifestVersion,
+	m := &federation.Manifest{
+		Version:    federation.ManifestVersion,
 		Federation: o.Federation,
 		Serial:     1,
 		Threshold:  o.Threshold,
@@ -359,9 +387,9 @@ func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
 		m.MinCohort = m.Threshold
 	}
 	if m.Mode == "" {
-		m.Mode = ModeMHE
+		m.Mode = federation.ModeMHE
 	}
-	if m.Preset == "" && m.Mode == ModeMHE {
+	if m.Preset == "" && m.Mode == federation.ModeMHE {
 		m.Preset = DefaultPreset
 	}
 	m.DP = DefaultDP
@@ -392,7 +420,7 @@ func (o InitOptions) manifest(random io.Reader) (*Manifest, error) {
 		t.LearningRate = DefaultTraining.LearningRate
 	}
 	var err error
-	if t.Strategy, err = CanonicalStrategy(t.Strategy); err != nil {
+	if t.Strategy, err = federation.CanonicalStrategy(t.Strategy); err != nil {
 		return nil, fmt.Errorf("pki: strategy %q: %w", o.Training.Strategy, err)
 	}
 	if o.Attestation != nil {
@@ -476,7 +504,7 @@ func InitFederation(dir string, opts InitOptions, now time.Time, random io.Reade
 		kits = append(kits, k)
 		m.Members = append(m.Members, k.Party())
 	}
-	signed, err := SignManifest(m, ca, random)
+	signed, err := federation.Sign(m, ca, random)
 	if err != nil {
 		return err
 	}
@@ -567,7 +595,7 @@ func AddNode(dir string, id fl.NodeID, now time.Time, random io.Reader) (*Kit, e
 	m := *old
 	m.Members = append(slices.Clone(old.Members), k.Party())
 	m.Serial++
-	if k.SignedManifest, err = SignManifest(&m, ca, random); err != nil {
+	if k.SignedManifest, err = federation.Sign(&m, ca, random); err != nil {
 		return nil, err
 	}
 	if err := WriteKit(filepath.Join(dir, string(id)), k); err != nil {
@@ -582,7 +610,27 @@ func AddNode(dir string, id fl.NodeID, now time.Time, random io.Reader) (*Kit, e
 	return k, errors.Join(errs...)
 }
 
-func partyNames(ps []Party) []string {
+// clonePolicy returns a deep copy of p that keeps nil fields nil (so that
+// the canonical encoding does not change).
+func clonePolicy(p attest.Policy) attest.Policy {
+	q := p
+	q.Formats = slices.Clone(p.Formats)
+	if p.Measurements != nil {
+		q.Measurements = make(map[string][]string, len(p.Measurements))
+		for f, l := range p.Measurements {
+			q.Measurements[f] = slices.Clone(l)
+		}
+	}
+	if p.MinTCB != nil {
+		q.MinTCB = make(map[string]attest.TCB, len(p.MinTCB))
+		for f, t := range p.MinTCB {
+			q.MinTCB[f] = slices.Clone(t)
+		}
+	}
+	return q
+}
+
+func partyNames(ps []federation.Party) []string {
 	names := make([]string, len(ps))
 	for i, p := range ps {
 		names[i] = p.Name

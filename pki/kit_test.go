@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cloisterfl/cloister/federation"
 )
 
 func initFed(t *testing.T, nodes, threshold int) string {
@@ -76,7 +78,7 @@ func TestKitRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := coord.Manifest
-	if len(m.Members) != 5 || m.Threshold != 3 || m.MinCohort != 3 || m.Mode != ModeMHE || m.Serial != 1 {
+	if len(m.Members) != 5 || m.Threshold != 3 || m.MinCohort != 3 || m.Mode != federation.ModeMHE || m.Serial != 1 {
 		t.Errorf("manifest %+v", m)
 	}
 	if !strings.HasPrefix(m.Federation, "fed-") {
@@ -246,7 +248,7 @@ func TestLoadKitRefuses(t *testing.T) {
 	dir2 := initFed(t, 2, 1)
 	m2, _ := os.ReadFile(filepath.Join(dir2, "node-1", ManifestFile))
 	os.WriteFile(filepath.Join(node, ManifestFile), m2, 0o644)
-	if _, err := LoadKit(node); !errors.Is(err, ErrBadSignature) {
+	if _, err := LoadKit(node); !errors.Is(err, federation.ErrBadSignature) {
 		t.Errorf("manifest of another federation: %v, want ErrBadSignature", err)
 	}
 }

@@ -15,9 +15,6 @@ import (
 // Sentinel errors callers branch on. They are wrapped with context that
 // names the certificate, file or field at fault.
 var (
-	// ErrBadName: a node or coordinator name outside the allowed charset or
-	// length (see [ValidateName]).
-	ErrBadName = errors.New("pki: invalid name")
 	// ErrNoIdentity: a certificate that carries no (or an ambiguous) Cloister
 	// identity: no cloister: URI SAN, several of them, or a subject CN that
 	// does not match it.
@@ -28,49 +25,13 @@ var (
 	ErrWrongRole = errors.New("pki: certificate has the wrong role")
 )
 
-// MaxNameLen is the longest node or coordinator name.
-const MaxNameLen = 64
+// ValidateName checks a node or coordinator name by [fl.ValidateName]'s
+// rule (1 to 64 characters from [a-z0-9-]); errors wrap [fl.ErrBadName].
+func ValidateName(name string) error { return fl.ValidateName(name) }
 
-// ReservedName cannot be a node name: audit logs use it for the coordinator.
-const ReservedName = "coordinator"
-
-// ValidateName checks a node or coordinator name: 1 to 64 characters from
-// [a-z0-9-], starting and ending with a letter or digit. Names end up in
-// certificate subjects, URIs, directory names and audit logs, so the charset
-// is deliberately small.
-func ValidateName(name string) error {
-	if len(name) == 0 {
-		return fmt.Errorf("%w: empty name", ErrBadName)
-	}
-	if len(name) > MaxNameLen {
-		return fmt.Errorf("%w: %q has %d characters, at most %d are allowed", ErrBadName, truncate(name), len(name), MaxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-':
-			if i == 0 || i == len(name)-1 {
-				return fmt.Errorf("%w: %q starts or ends with '-'", ErrBadName, name)
-			}
-		default:
-			return fmt.Errorf("%w: %q has character %q at offset %d; use only a-z, 0-9 and '-'", ErrBadName, truncate(name), rune(c), i)
-		}
-	}
-	return nil
-}
-
-// ValidateNodeID checks a node name: [ValidateName], and not the reserved
-// name "coordinator".
-func ValidateNodeID(id fl.NodeID) error {
-	if err := ValidateName(string(id)); err != nil {
-		return err
-	}
-	if id == ReservedName {
-		return fmt.Errorf("%w: %q is reserved for the coordinator", ErrBadName, id)
-	}
-	return nil
-}
+// ValidateNodeID checks a node name by [fl.ValidateNodeID]'s rule: a valid
+// name, and not the reserved name "coordinator".
+func ValidateNodeID(id fl.NodeID) error { return fl.ValidateNodeID(id) }
 
 func truncate(s string) string {
 	if len(s) > 80 {
@@ -182,7 +143,7 @@ func Identify(cert *x509.Certificate) (Identity, error) {
 	if err := ValidateName(id.Name); err != nil {
 		return Identity{}, fmt.Errorf("%w: certificate %s: %w", ErrNoIdentity, describe(cert), err)
 	}
-	if id.Role == RoleNode && id.Name == ReservedName {
+	if id.Role == RoleNode && id.Name == fl.ReservedName {
 		return Identity{}, fmt.Errorf("%w: certificate %s: node name %q is reserved", ErrNoIdentity, describe(cert), id.Name)
 	}
 	if cert.Subject.CommonName != id.Name {
@@ -239,17 +200,4 @@ func describe(cert *x509.Certificate) string {
 		return "<nil>"
 	}
 	return fmt.Sprintf("%q (sha256 %s…)", truncate(cert.Subject.CommonName), Fingerprint(cert)[:16])
-}
-
-func validFingerprint(s string) bool {
-	if len(s) != 2*sha256.Size {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }

@@ -24,6 +24,9 @@ var (
 	// ErrWrongPeer: a valid certificate of the right role but not the
 	// expected name ([Options.PeerName]).
 	ErrWrongPeer = errors.New("pki: unexpected peer")
+	// ErrNotMember: a certificate the federation manifest does not list
+	// ([Admit]), or a kit the manifest does not list.
+	ErrNotMember = errors.New("pki: not a federation member")
 )
 
 // ValidityError reports a certificate used outside its validity period at
@@ -72,7 +75,7 @@ type Options struct {
 	// deny-list of serial numbers, fingerprints or NodeIDs.
 	Revoked func(cert *x509.Certificate) bool
 	// Authorize, if set, runs last, on a verified peer certificate; a
-	// non-nil error refuses the peer. [Manifest.Admit] fits here: it admits
+	// non-nil error refuses the peer. A closure over [Admit] fits here: it admits
 	// only the certificates the signed manifest lists.
 	Authorize func(cert *x509.Certificate) error
 }

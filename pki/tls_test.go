@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math/big"
@@ -373,7 +374,7 @@ func TestIdentify(t *testing.T) {
 	if _, err := Identify(&c); !errors.Is(err, ErrNoIdentity) {
 		t.Errorf("two identities: error %v, want ErrNoIdentity", err)
 	}
-	if fp := Fingerprint(f.node.Cert); len(fp) != 64 || !validFingerprint(fp) {
+	if fp := Fingerprint(f.node.Cert); len(fp) != 64 || strings.ToLower(fp) != fp || !isHex(fp) {
 		t.Errorf("Fingerprint = %q", fp)
 	}
 }
@@ -385,21 +386,21 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"", "-a", "a-", "Node1", "node_1", "node.1", "nöde", "a b", "../x", strings.Repeat("x", 65), "x\x00"} {
-		if err := ValidateName(name); !errors.Is(err, ErrBadName) {
-			t.Errorf("ValidateName(%q) = %v, want ErrBadName", name, err)
+		if err := ValidateName(name); !errors.Is(err, fl.ErrBadName) {
+			t.Errorf("ValidateName(%q) = %v, want fl.ErrBadName", name, err)
 		}
 	}
-	if err := ValidateNodeID("coordinator"); !errors.Is(err, ErrBadName) {
-		t.Errorf("ValidateNodeID(coordinator) = %v, want ErrBadName", err)
+	if err := ValidateNodeID("coordinator"); !errors.Is(err, fl.ErrBadName) {
+		t.Errorf("ValidateNodeID(coordinator) = %v, want fl.ErrBadName", err)
 	}
 }
 
 func TestIssueChecks(t *testing.T) {
 	f := newFixture(t)
-	if _, err := f.ca.IssueNode("Node_1", t0, nil); !errors.Is(err, ErrBadName) {
+	if _, err := f.ca.IssueNode("Node_1", t0, nil); !errors.Is(err, fl.ErrBadName) {
 		t.Errorf("bad node name: %v", err)
 	}
-	if _, err := f.ca.IssueNode(fl.NodeID("coordinator"), t0, nil); !errors.Is(err, ErrBadName) {
+	if _, err := f.ca.IssueNode(fl.NodeID("coordinator"), t0, nil); !errors.Is(err, fl.ErrBadName) {
 		t.Errorf("reserved node name: %v", err)
 	}
 	if _, err := f.ca.IssueCoordinator("coordinator", []string{"bad host!"}, t0, nil); err == nil {
@@ -429,4 +430,9 @@ func TestIssueChecks(t *testing.T) {
 	if f.node.Cert.SerialNumber.Cmp(big.NewInt(0)) <= 0 {
 		t.Error("serial not positive")
 	}
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
 }

@@ -73,7 +73,7 @@ type Event struct {
 	Metrics *fl.Metrics // EventMetrics
 	// MicroEpsilon is the differential-privacy cost charged by this event, in
 	// millionths of ε. The engine leaves it 0: the coordinator daemon prices
-	// EventCommitted with the federation's accounting rule (mode.Privacy).
+	// EventCommitted with the federation's accounting rule (federation.Privacy).
 	MicroEpsilon uint64
 	Detail       string
 }

@@ -5,7 +5,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 
-	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/transport/internal/pb"
 )
 
@@ -98,8 +98,8 @@ func (r *reassembler) header(h *pb.Header) error {
 	if len(h.Digest) != sha256.Size {
 		return fmt.Errorf("%w: message %d has a digest of %d bytes, want %d", ErrFrame, h.Seq, len(h.Digest), sha256.Size)
 	}
-	if len(h.From) > pki.MaxNameLen {
-		return fmt.Errorf("%w: message %d claims a sender name of %d bytes, at most %d are allowed", ErrFrame, h.Seq, len(h.From), pki.MaxNameLen)
+	if len(h.From) > fl.MaxNameLen {
+		return fmt.Errorf("%w: message %d claims a sender name of %d bytes, at most %d are allowed", ErrFrame, h.Seq, len(h.From), fl.MaxNameLen)
 	}
 	r.hdr = h
 	r.want = int(h.Length)

@@ -32,8 +32,8 @@ const frameOverhead = 1 << 10
 // own receive limit is set to exactly that. The receiver refuses a header
 // that declares more than MaxMessage bytes before it allocates anything.
 //
-// Package mode derives MaxMessage from the federation manifest
-// (mode.MessageSizes): the largest message the federation sends, where an
+// Package federation derives MaxMessage from the federation manifest
+// (federation.MessageSizes): the largest message the federation sends, where an
 // upload is one protected update (for mode mhe, the ciphertexts of a
 // model-sized vector at the preset's parameters), a Train or Model message
 // carries a sealed model (8 bytes per parameter plus the optimizer state),

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/pki"
 )
@@ -119,17 +120,17 @@ func addNode(dir, caDir string, id fl.NodeID, now time.Time) (*pki.Kit, error) {
 	m := *old
 	m.Members = append(slices.Clone(old.Members), k.Party())
 	m.Serial++
-	if k.SignedManifest, err = pki.SignManifest(&m, ca, nil); err != nil {
+	if k.SignedManifest, err = federation.Sign(&m, ca, nil); err != nil {
 		return nil, err
 	}
-	if k.Manifest, err = pki.VerifyManifest(k.SignedManifest, ca.Certificate()); err != nil {
+	if k.Manifest, err = federation.Verify(k.SignedManifest, ca.Certificate()); err != nil {
 		return nil, err
 	}
 	if err := pki.WriteKit(filepath.Join(dir, string(id)), k); err != nil {
 		return nil, err
 	}
 	var errs []error
-	for _, p := range append([]pki.Party{{Name: pki.CoordinatorDir}}, old.Members...) {
+	for _, p := range append([]federation.Party{{Name: pki.CoordinatorDir}}, old.Members...) {
 		if err := pki.UpdateManifest(filepath.Join(dir, p.Name), k.SignedManifest); err != nil {
 			errs = append(errs, err)
 		}

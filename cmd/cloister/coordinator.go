@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/coordinator"
-	"github.com/cloisterfl/cloister/mode"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/transport"
 )
@@ -102,7 +102,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg},
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
-	if errors.Is(err, mode.ErrLimitTooSmall) {
+	if errors.Is(err, federation.ErrLimitTooSmall) {
 		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
 	}
 	if err != nil {

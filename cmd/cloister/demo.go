@@ -24,6 +24,7 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/coordinator"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -378,7 +379,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	threshold := fs.Int("threshold", 3, "t: members needed to reveal an aggregate")
 	minCohort := fs.Int("min-cohort", 0, "fewest updates a round may aggregate, and the k of each node's DP noise share σC/√k (0: the threshold)")
 	rounds := fs.Int("rounds", 20, "rounds")
-	mode := fs.String("mode", pki.ModeMHE, "aggregation mode: mhe or plain")
+	mode := fs.String("mode", federation.ModeMHE, "aggregation mode: mhe or plain")
 	preset := fs.String("preset", pki.DefaultPreset, "HE preset for mode mhe: Agg128 or InsecureTest")
 	seed := fs.Uint64("seed", 1, "seed of the partition, the initial model and local shuffling")
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
@@ -455,12 +456,12 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		f.dumpUpdates = true
 	}
 	what := *mode
-	if *mode == pki.ModeMHE {
+	if *mode == federation.ModeMHE {
 		what += " (" + *preset + ")"
 	}
 	fmt.Fprintf(stdout, "cloister demo: %d node processes, t=%d, %d rounds, mode %s, %s on %s (%s), %s, seed %d\n",
 		*nodes, *threshold, *rounds, what, opts.Model.Spec(), *data, *partition, opts.Training.Strategy, *seed)
-	if *mode == pki.ModePlain {
+	if *mode == federation.ModePlain {
 		fmt.Fprintf(stdout, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
 	}
 	if *tee == attest.FormatSim {
@@ -758,7 +759,7 @@ func checkDemoDP(noise, clip, epsilon, delta float64) error {
 	return nil
 }
 
-// printDemoDP states the federation's privacy accounting (mode.Privacy, the
+// printDemoDP states the federation's privacy accounting (federation.Privacy, the
 // rule both daemons use) and how many rounds the budget covers.
 func printDemoDP(w io.Writer, f *localFed, rounds int) error {
 	kit, err := pki.LoadKit(f.kit(pki.CoordinatorDir))
@@ -766,18 +767,14 @@ func printDemoDP(w io.Writer, f *localFed, rounds int) error {
 		return err
 	}
 	man := kit.Manifest
-	ruleFor, err := privacyRule(man)
+	fed, err := federation.Resolve(man, federation.Overrides{})
 	if err != nil {
 		return err
 	}
-	rule, err := ruleFor(0)
-	if err != nil {
-		return err
+	if fed.Budget == nil {
+		return errors.New("the demo's manifest has no differential privacy")
 	}
-	n, err := rule.MaxRounds(man.DP.Epsilon)
-	if err != nil {
-		return err
-	}
+	rule, n := fed.Budget.Rule, int(fed.Budget.MaxRound)
 	d := man.DP
 	fmt.Fprintf(w, "distributed DP: σ = %g, C = %g, k = %d: each node adds noise of std %.4g; q = %g, δ = %g, accountant multiplier %.6g\n",
 		d.NoiseMultiplier, d.Clip, man.MinCohort, d.NoiseMultiplier*d.Clip/math.Sqrt(float64(man.MinCohort)), rule.SampleRate, d.Delta, rule.Multiplier)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/coordinator"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
 	"github.com/cloisterfl/cloister/node"
@@ -85,8 +86,8 @@ func newTestFedWith(t *testing.T, nodes, threshold, rounds, localEpochs int, edi
 		t.Fatal(err)
 	}
 	opts := pki.InitOptions{Nodes: nodes, Threshold: threshold, MinCohort: threshold, Federation: "test",
-		Mode: pki.ModeMHE, Preset: preset, DP: &pki.DP{}, Model: pki.ModelSpec{Kind: "mlp", Inputs: 24, Classes: 4, Hidden: []int{32}},
-		Training: pki.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05, Momentum: 0.9}}
+		Mode: federation.ModeMHE, Preset: preset, DP: &federation.DP{}, Model: federation.ModelSpec{Kind: "mlp", Inputs: 24, Classes: 4, Hidden: []int{32}},
+		Training: federation.Training{Rounds: rounds, LocalEpochs: localEpochs, Batch: 16, LearningRate: 0.05, Momentum: 0.9}}
 	if edit != nil {
 		edit(&opts)
 	}

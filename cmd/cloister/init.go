@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/pki"
@@ -45,7 +46,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.nodes, "nodes", 5, "number of member sites")
 	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
-	fs.StringVar(&f.mode, "mode", pki.ModeMHE, "aggregation mode: mhe or plain (plain protects nothing)")
+	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe or plain (plain protects nothing)")
 	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "HE preset for mode mhe: Agg128, or InsecureTest for tests")
 	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
 	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
@@ -125,8 +126,8 @@ func (f *federationFlags) policy() (*attest.Policy, error) {
 func (f *federationFlags) options() (pki.InitOptions, error) {
 	o := pki.InitOptions{
 		Nodes: f.nodes, Threshold: f.threshold, MinCohort: f.minCohort, Federation: f.federation, Address: f.address,
-		Mode: f.mode, Model: pki.ModelSpec{Kind: f.kind, Inputs: f.inputs, Classes: f.classes},
-		Training: pki.Training{Rounds: f.rounds, LocalEpochs: f.localEpochs, Batch: f.batch, LearningRate: f.lr,
+		Mode: f.mode, Model: federation.ModelSpec{Kind: f.kind, Inputs: f.inputs, Classes: f.classes},
+		Training: federation.Training{Rounds: f.rounds, LocalEpochs: f.localEpochs, Batch: f.batch, LearningRate: f.lr,
 			Momentum: f.momentum, ProxMu: f.proxMu},
 	}
 	spec := f.strategy
@@ -138,7 +139,7 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		spec += sep + "lr=" + strconv.FormatFloat(f.serverLR, 'g', -1, 64)
 	}
 	var err error
-	if o.Training.Strategy, err = pki.CanonicalStrategy(spec); err != nil {
+	if o.Training.Strategy, err = federation.CanonicalStrategy(spec); err != nil {
 		return o, withHint(fmt.Errorf("--strategy %q: %w", spec, err), "use fedavg, fedadam, fedyogi, fedadagrad or scaffold, and --server-lr for the server learning rate")
 	}
 	if o.Model.Inputs == 0 || o.Model.Classes == 0 {
@@ -153,15 +154,15 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 			o.Model.Classes = cl
 		}
 	}
-	if f.mode == pki.ModeMHE {
+	if f.mode == federation.ModeMHE {
 		o.Preset = f.preset
 	}
 	switch f.mode {
-	case pki.ModeMHE, pki.ModePlain:
+	case federation.ModeMHE, federation.ModePlain:
 	default:
 		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE) or --mode plain (no protection)")
 	}
-	if f.mode == pki.ModeMHE {
+	if f.mode == federation.ModeMHE {
 		if _, err := mhe.PresetByName(f.preset); err != nil {
 			return o, withHint(fmt.Errorf("--preset %q is not a known mhe preset: %w", f.preset, err), "use Agg128 (128-bit) or InsecureTest (tests only)")
 		}
@@ -181,9 +182,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		return o, err
 	}
 	if f.dpNoise == 0 {
-		o.DP = &pki.DP{}
+		o.DP = &federation.DP{}
 	} else {
-		o.DP = &pki.DP{NoiseMultiplier: f.dpNoise, Clip: f.dpClip, Epsilon: f.eps, Delta: f.delta}
+		o.DP = &federation.DP{NoiseMultiplier: f.dpNoise, Clip: f.dpClip, Epsilon: f.eps, Delta: f.delta}
 	}
 	return o, nil
 }
@@ -250,7 +251,7 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	for _, p := range m.Members {
 		fmt.Fprintf(stdout, "  %s  %s's kit\n", filepath.Join(*dir, p.Name), p.Name)
 	}
-	if m.Mode == pki.ModePlain {
+	if m.Mode == federation.ModePlain {
 		fmt.Fprintf(stderr, "cloister: warning: %s\n", plain.Warning)
 	}
 	if m.AttestationRequired() {
@@ -282,7 +283,7 @@ func initWithCA(dir, caDir string, o pki.InitOptions, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	m := &pki.Manifest{Version: pki.ManifestVersion, Federation: o.Federation, Serial: 1, Threshold: o.Threshold,
+	m := &federation.Manifest{Version: federation.ManifestVersion, Federation: o.Federation, Serial: 1, Threshold: o.Threshold,
 		MinCohort: o.MinCohort, Mode: o.Mode, Preset: o.Preset, DP: *o.DP, Model: o.Model, Training: o.Training}
 	if o.Attestation != nil {
 		m.Attestation = *o.Attestation
@@ -329,7 +330,7 @@ func initWithCA(dir, caDir string, o pki.InitOptions, now time.Time) error {
 		kits = append(kits, k)
 		m.Members = append(m.Members, k.Party())
 	}
-	signed, err := pki.SignManifest(m, ca, nil)
+	signed, err := federation.Sign(m, ca, nil)
 	if err != nil {
 		return err
 	}
@@ -338,7 +339,7 @@ func initWithCA(dir, caDir string, o pki.InitOptions, now time.Time) error {
 	}
 	for _, k := range kits {
 		k.SignedManifest = signed
-		if k.Manifest, err = pki.VerifyManifest(signed, ca.Certificate()); err != nil {
+		if k.Manifest, err = federation.Verify(signed, ca.Certificate()); err != nil {
 			return err
 		}
 		sub := filepath.Join(dir, k.Config.Name)

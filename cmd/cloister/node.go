@@ -20,8 +20,8 @@ import (
 
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/store"
@@ -121,7 +121,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		Seed: *seed, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
 		OnUpdate: onUpdate, TEE: att, AttestEvery: *attestEvery, InsecureNoise: noise,
 	})
-	if errors.Is(err, mode.ErrLimitTooSmall) {
+	if errors.Is(err, federation.ErrLimitTooSmall) {
 		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
 	}
 	if errors.Is(err, node.ErrDataMismatch) {
@@ -165,7 +165,7 @@ func sameAsManifest(fs *flag.FlagSet, flags map[string]struct{ flag, manifest fl
 // the training set, and part i of an IID split of the test set (so that the
 // members' example-weighted test accuracy is the accuracy on the whole test
 // set).
-func localData(selector, spec string, testFraction float64, seed uint64, man *pki.Manifest, self fl.NodeID) (train, test *dataset.Set, err error) {
+func localData(selector, spec string, testFraction float64, seed uint64, man *federation.Manifest, self fl.NodeID) (train, test *dataset.Set, err error) {
 	split, err := dataset.Open(selector, dataset.Options{TestFraction: testFraction, Seed: seed})
 	if errors.Is(err, dataset.ErrNotFound) && strings.HasPrefix(selector, "fashion-mnist") {
 		return nil, nil, withHint(err, "install it with: apt-get install -y dataset-fashion-mnist")

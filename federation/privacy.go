@@ -1,10 +1,9 @@
-package mode
+package federation
 
 import (
 	"fmt"
 
 	"github.com/cloisterfl/cloister/dp"
-	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/round"
 )
@@ -31,7 +30,7 @@ import (
 // coordinator that chose cohorts could void any amplification by sampling
 // anyway. If the engine samples (0 < cfg.Fraction < 1), q = Fraction, which
 // is valid only if the draw is random and hidden from the adversary.
-func Privacy(man *pki.Manifest, cfg round.Config, lim protect.Limits) (rule dp.Rounds, ok bool, err error) {
+func Privacy(man *Manifest, cfg round.Config, lim protect.Limits) (rule dp.Rounds, ok bool, err error) {
 	d := man.DP
 	if d.NoiseMultiplier == 0 {
 		return dp.Rounds{}, false, nil
@@ -42,11 +41,11 @@ func Privacy(man *pki.Manifest, cfg round.Config, lim protect.Limits) (rule dp.R
 	}
 	dim := lim.MaxDim - 1
 	if dim < 1 {
-		return dp.Rounds{}, false, fmt.Errorf("mode: the scheme's limit of %d values leaves no room for an update", lim.MaxDim)
+		return dp.Rounds{}, false, fmt.Errorf("federation: the scheme's limit of %d values leaves no room for an update", lim.MaxDim)
 	}
 	rule, err = dp.NewRounds(d.NoiseMultiplier, d.Clip, man.MinCohort, dim, q, d.Delta)
 	if err != nil {
-		return dp.Rounds{}, false, fmt.Errorf("mode: the manifest's DP (noise_multiplier %v, clip %v, min_cohort %d, delta %v): %w",
+		return dp.Rounds{}, false, fmt.Errorf("federation: the manifest's DP (noise_multiplier %v, clip %v, min_cohort %d, delta %v): %w",
 			d.NoiseMultiplier, d.Clip, man.MinCohort, d.Delta, err)
 	}
 	return rule, true, nil

@@ -1,4 +1,4 @@
-package mode_test
+package federation_test
 
 import (
 	"bytes"
@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/mhe"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 )
 
@@ -22,10 +22,10 @@ func TestScheme(t *testing.T) {
 		{"mhe", "InsecureTest", "mhe", nil},
 		{"plain", "", "plain", nil},
 		{"mhe", "Agg64", "", mhe.ErrUnknownPreset},
-		{"secagg", "", "", mode.ErrUnsupported},
-		{"", "", "", mode.ErrUnsupported},
+		{"secagg", "", "", federation.ErrUnsupported},
+		{"", "", "", federation.ErrUnsupported},
 	} {
-		s, err := mode.Scheme(tc.mode, tc.preset)
+		s, err := federation.Scheme(tc.mode, tc.preset)
 		if !errors.Is(err, tc.err) {
 			t.Errorf("Scheme(%q, %q) error = %v, want %v", tc.mode, tc.preset, err, tc.err)
 			continue
@@ -37,7 +37,7 @@ func TestScheme(t *testing.T) {
 }
 
 func ExampleScheme() {
-	s, err := mode.Scheme("mhe", "Agg128")
+	s, err := federation.Scheme("mhe", "Agg128")
 	fmt.Println(s.Name(), err, s.Limits().MaxParties)
 	// Output: mhe <nil> 1000
 }
@@ -51,7 +51,7 @@ func TestRoundConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := mode.RoundConfig(kit.Manifest)
+	cfg, err := federation.RoundConfig(kit.Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package mode
+package federation
 
 import (
 	"errors"
@@ -6,21 +6,19 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/round"
-	"github.com/cloisterfl/cloister/transport"
 )
 
 // ErrLimitTooSmall reports a receive limit below what the federation's
 // largest message needs: with it, some round would fail.
-var ErrLimitTooSmall = errors.New("mode: message limit below what the federation needs")
+var ErrLimitTooSmall = errors.New("federation: message limit below what the federation needs")
 
 // Bounds on what the engine and the daemons add to the scheme's payloads.
 // They are upper bounds; package node's tests check its sealing against
 // them. A member's Hello evidence (its session keys and TEE evidence, which
 // the coordinator relays to every member in a Welcome or SetupStart) is at
-// most pki.MaxEvidence.
+// most round.MaxEvidence (package pki's MaxEvidence).
 const (
 	// SealOverhead bounds what sealing a payload to one member adds: the
 	// engine's envelope and encoding (labels, session, epoch, sender and
@@ -42,6 +40,10 @@ const (
 	// signature), and the protobuf framing of each.
 	MemberOverhead = 1 << 10
 )
+
+// maxMaxMessage is package transport's MaxMaxMessage, the largest limit
+// it takes (this package cannot import transport, which imports pki).
+const maxMaxMessage = 1<<31 - 1
 
 // Margin is the share the transport limit adds to the largest message,
 // for what the bounds above may have missed: MaxMessage = Need × (1 +
@@ -74,7 +76,7 @@ type Sizes struct {
 
 // MessageSizes computes the message sizes of the federation man describes,
 // with the scheme of its mode (scheme nil: Scheme(man.Mode, man.Preset)).
-func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
+func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 	if scheme == nil {
 		var err error
 		if scheme, err = Scheme(man.Mode, man.Preset); err != nil {
@@ -83,7 +85,7 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 	}
 	spec := man.Model.Spec()
 	if err := spec.Validate(); err != nil {
-		return Sizes{}, fmt.Errorf("mode: the manifest's model: %w", err)
+		return Sizes{}, fmt.Errorf("federation: the manifest's model: %w", err)
 	}
 	opt, err := man.Training.Optimizer()
 	if err != nil {
@@ -92,15 +94,15 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 	s := Sizes{Params: spec.NumParams(), Members: len(man.Members)}
 	s.Dim = VectorLen(man)
 	if s.Payload, err = scheme.Sizes(s.Dim, s.Members); err != nil {
-		return Sizes{}, fmt.Errorf("mode: %s (%d parameters, vectors of %d) in mode %s with %d members: %w", spec, s.Params, s.Dim, scheme.Name(), s.Members, err)
+		return Sizes{}, fmt.Errorf("federation: %s (%d parameters, vectors of %d) in mode %s with %d members: %w", spec, s.Params, s.Dim, scheme.Name(), s.Members, err)
 	}
 	n, p := int64(s.Members), s.Payload
 	s.Model = 8*int64(s.Dim) + int64(opt.StateSize(s.Dim)) + ModelOverhead
 	sealedKey := int64(p.TargetSecret) + SealOverhead // the group key: target secret and model key
-	evidences := n * pki.MaxEvidence
+	evidences := n * round.MaxEvidence
 	private := n * int64(p.PrivateDealing+SealOverhead)
 	s.Kinds = map[round.Kind]int64{
-		round.KindHello:         pki.MaxEvidence,
+		round.KindHello:         round.MaxEvidence,
 		round.KindWelcome:       evidences + sealedKey + int64(p.TargetPublic),
 		round.KindPeer:          evidences,
 		round.KindSetupStart:    evidences,
@@ -132,9 +134,9 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 	}
 	const unit = 64 << 10
 	s.MaxMessage = (s.Need + s.Need/Margin + unit - 1) / unit * unit
-	if s.MaxMessage > transport.MaxMaxMessage {
-		return s, fmt.Errorf("mode: a %s message of this federation (%s, %d parameters, %d members) takes up to %d bytes, more than the transport's %d",
-			s.Largest, spec, s.Params, s.Members, s.Need, int64(transport.MaxMaxMessage))
+	if s.MaxMessage > maxMaxMessage {
+		return s, fmt.Errorf("federation: a %s message of this federation (%s, %d parameters, %d members) takes up to %d bytes, more than the transport's %d",
+			s.Largest, spec, s.Params, s.Members, s.Need, int64(maxMaxMessage))
 	}
 	return s, nil
 }
@@ -143,7 +145,7 @@ func MessageSizes(man *pki.Manifest, scheme protect.Scheme) (Sizes, error) {
 // seals for the manifest: the model's parameter count d, or 2d under
 // SCAFFOLD, whose vectors join the model and the control variate
 // (strategy/scaffold.Join). 0 if the model is invalid.
-func VectorLen(man *pki.Manifest) int {
+func VectorLen(man *Manifest) int {
 	d := man.Model.Spec().NumParams()
 	if man.Training.Scaffold() {
 		return 2 * d
@@ -151,27 +153,17 @@ func VectorLen(man *pki.Manifest) int {
 	return d
 }
 
-// Limits returns the transport limits for these sizes: MaxMessage, or
-// maxMessage if it is not 0 (an operator's override, e.g. for larger TEE
-// evidence). An override below Need is refused with an error wrapping
+// Limit returns the transport's message limit for these sizes: MaxMessage,
+// or maxMessage if it is not 0 (an operator's override, e.g. for larger
+// TEE evidence). An override below Need is refused with an error wrapping
 // ErrLimitTooSmall: some message of the federation would not fit.
-func (s Sizes) Limits(maxMessage int64) (transport.Limits, error) {
+func (s Sizes) Limit(maxMessage int64) (int64, error) {
 	if maxMessage == 0 {
-		return transport.Limits{MaxMessage: s.MaxMessage}, nil
+		return s.MaxMessage, nil
 	}
 	if maxMessage < s.Need {
-		return transport.Limits{}, fmt.Errorf("%w: %d bytes, but a %s message of this federation (%d parameters, %d members) may take %d bytes (the computed limit is %d)",
+		return 0, fmt.Errorf("%w: %d bytes, but a %s message of this federation (%d parameters, %d members) may take %d bytes (the computed limit is %d)",
 			ErrLimitTooSmall, maxMessage, s.Largest, s.Params, s.Members, s.Need, s.MaxMessage)
 	}
-	return transport.Limits{MaxMessage: maxMessage}, nil
-}
-
-// Limits returns the transport limits of the federation man describes
-// (MessageSizes, then Sizes.Limits with no override).
-func Limits(man *pki.Manifest, scheme protect.Scheme) (transport.Limits, error) {
-	s, err := MessageSizes(man, scheme)
-	if err != nil {
-		return transport.Limits{}, err
-	}
-	return s.Limits(0)
+	return maxMessage, nil
 }

@@ -1,4 +1,4 @@
-package mode_test
+package federation_test
 
 import (
 	"crypto/rand"
@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/dp"
-	"github.com/cloisterfl/cloister/mode"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 )
 
-func manifest(t *testing.T, o pki.InitOptions) *pki.Manifest {
+func manifest(t *testing.T, o pki.InitOptions) *federation.Manifest {
 	t.Helper()
 	dir := t.TempDir() + "/fed"
 	if err := pki.InitFederation(dir, o, time.Now(), rand.Reader); err != nil {
@@ -26,17 +26,17 @@ func manifest(t *testing.T, o pki.InitOptions) *pki.Manifest {
 }
 
 func TestPrivacy(t *testing.T) {
-	man := manifest(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 3, Mode: pki.ModePlain,
-		DP: &pki.DP{NoiseMultiplier: 2, Clip: 0.5, Epsilon: 8, Delta: 1e-6}})
-	scheme, err := mode.Scheme(man.Mode, man.Preset)
+	man := manifest(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 3, Mode: federation.ModePlain,
+		DP: &federation.DP{NoiseMultiplier: 2, Clip: 0.5, Epsilon: 8, Delta: 1e-6}})
+	scheme, err := federation.Scheme(man.Mode, man.Preset)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := mode.RoundConfig(man)
+	cfg, err := federation.RoundConfig(man)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule, ok, err := mode.Privacy(man, cfg, scheme.Limits())
+	rule, ok, err := federation.Privacy(man, cfg, scheme.Limits())
 	if err != nil || !ok {
 		t.Fatalf("Privacy = %+v, %v, %v", rule, ok, err)
 	}
@@ -50,20 +50,20 @@ func TestPrivacy(t *testing.T) {
 		t.Errorf("rule %+v, want multiplier %v, q 1, δ 1e-6", rule, z)
 	}
 	cfg.Fraction = 0.5
-	if rule, _, _ := mode.Privacy(man, cfg, scheme.Limits()); rule.SampleRate != 0.5 {
+	if rule, _, _ := federation.Privacy(man, cfg, scheme.Limits()); rule.SampleRate != 0.5 {
 		t.Errorf("sampling half the members: q = %v", rule.SampleRate)
 	}
 
-	off := manifest(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: pki.ModePlain, DP: &pki.DP{}})
-	if _, ok, err := mode.Privacy(off, cfg, scheme.Limits()); ok || err != nil {
+	off := manifest(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{}})
+	if _, ok, err := federation.Privacy(off, cfg, scheme.Limits()); ok || err != nil {
 		t.Errorf("no DP: ok %v, err %v", ok, err)
 	}
 }
 
 func ExamplePrivacy() {
-	man := &pki.Manifest{MinCohort: 10, DP: pki.DP{NoiseMultiplier: 2.01649, Clip: 1, Epsilon: 8, Delta: 1e-5}}
-	scheme, _ := mode.Scheme("mhe", "Agg128")
-	rule, _, err := mode.Privacy(man, round.Config{}, scheme.Limits())
+	man := &federation.Manifest{MinCohort: 10, DP: federation.DP{NoiseMultiplier: 2.01649, Clip: 1, Epsilon: 8, Delta: 1e-5}}
+	scheme, _ := federation.Scheme("mhe", "Agg128")
+	rule, _, err := federation.Privacy(man, round.Config{}, scheme.Limits())
 	if err != nil {
 		panic(err)
 	}

@@ -1,11 +1,14 @@
-package pki
+package federation
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,22 +27,23 @@ import (
 var (
 	// ErrBadSignature: a signed manifest whose signature does not verify
 	// under the given CA: signed by another CA, or altered after signing.
-	ErrBadSignature = errors.New("pki: manifest signature does not verify")
+	ErrBadSignature = errors.New("federation: manifest signature does not verify")
 	// ErrBadManifest: bytes that are not a well-formed signed manifest
 	// (bad JSON, unknown fields, not in canonical form, too large).
-	ErrBadManifest = errors.New("pki: malformed manifest")
+	ErrBadManifest = errors.New("federation: malformed manifest")
 	// ErrInvalidManifest: a well-formed manifest whose content breaks a
 	// rule (threshold above the member count, duplicate members, …).
-	ErrInvalidManifest = errors.New("pki: invalid manifest")
-	// ErrNotMember: a certificate the manifest does not list.
-	ErrNotMember = errors.New("pki: not a federation member")
+	ErrInvalidManifest = errors.New("federation: invalid manifest")
 )
 
 // ManifestVersion is the manifest format version this package reads and
 // writes.
 const ManifestVersion = 1
 
-// Aggregation modes a manifest may name (see DESIGN.md §2).
+// MaxSize bounds a signed manifest, in bytes.
+const MaxSize = 1 << 20
+
+// Aggregation modes a manifest may name (see the package documentation).
 const (
 	ModeMHE      = "mhe"      // threshold multiparty CKKS (the default)
 	ModeSecAgg   = "secagg"   // SecAgg+ masking
@@ -55,8 +59,8 @@ var modes = []string{ModeMHE, ModeSecAgg, ModePaillier, ModeTEE, ModePlain}
 // Nodes refuse anything that doesn't match it; the coordinator cannot add
 // members because it cannot sign a manifest.
 //
-// A Manifest is plain data. [SignManifest] validates and signs it;
-// [VerifyManifest] checks a signed one and returns it. Its JSON encoding
+// A Manifest is plain data. [Sign] validates and signs it;
+// [Verify] checks a signed one and returns it. Its JSON encoding
 // (encoding/json, fields in declaration order, no insignificant
 // whitespace) is canonical: it is what is signed and hashed.
 type Manifest struct {
@@ -120,7 +124,7 @@ type DP struct {
 
 // ModelSpec is the model every node trains: with the input and class
 // counts, it fixes the number of parameters d, hence the size of every
-// update and sealed model (package mode derives the transport limits from
+// update and sealed model ([MessageSizes] derives the transport limits from
 // it). A node refuses local data of other dimensions.
 type ModelSpec struct {
 	Kind    string `json:"kind"`             // package model's kind: "softmax" or "mlp"
@@ -233,33 +237,6 @@ func (m *Manifest) Member(id fl.NodeID) (Party, bool) {
 	return Party{}, false
 }
 
-// Admit checks that cert is the certificate the manifest lists for the
-// identity it carries: a member's for a node certificate, the
-// coordinator's for a coordinator certificate. Use it as
-// [Options.Authorize]. It returns an error wrapping [ErrNotMember] (or an
-// identity error) otherwise.
-func (m *Manifest) Admit(cert *x509.Certificate) error {
-	id, err := Identify(cert)
-	if err != nil {
-		return err
-	}
-	var p Party
-	var ok bool
-	switch id.Role {
-	case RoleNode:
-		p, ok = m.Member(fl.NodeID(id.Name))
-	case RoleCoordinator:
-		p, ok = m.Coordinator, m.Coordinator.Name == id.Name
-	}
-	if !ok {
-		return fmt.Errorf("%w: %s is not listed in manifest %s serial %d", ErrNotMember, id, m.Federation, m.Serial)
-	}
-	if fp := Fingerprint(cert); fp != p.Fingerprint {
-		return fmt.Errorf("%w: %s presented certificate sha256 %s, the manifest lists %s", ErrNotMember, id, fp, p.Fingerprint)
-	}
-	return nil
-}
-
 // AuditKeys returns every party's audit public key by name (members and the
 // coordinator), the form package audit verifies logs with:
 // audit.Keys(m.AuditKeys()).
@@ -303,7 +280,7 @@ func (m *Manifest) Validate() error {
 	if m.Version != ManifestVersion {
 		return invalid("version %d, this build reads version %d", m.Version, ManifestVersion)
 	}
-	if err := validateFederationID(m.Federation); err != nil {
+	if err := ValidateID(m.Federation); err != nil {
 		return err
 	}
 	if err := validateParty("coordinator", m.Coordinator); err != nil {
@@ -318,7 +295,7 @@ func (m *Manifest) Validate() error {
 	keys := map[string]string{string(m.Coordinator.AuditKey): "the coordinator"}
 	for i, p := range m.Members {
 		what := fmt.Sprintf("member %d (%q)", i+1, truncate(p.Name))
-		if err := ValidateNodeID(fl.NodeID(p.Name)); err != nil {
+		if err := fl.ValidateNodeID(fl.NodeID(p.Name)); err != nil {
 			return invalid("%s: %v", what, err)
 		}
 		if err := validateParty(what, p); err != nil {
@@ -365,7 +342,9 @@ func (m *Manifest) Validate() error {
 	return validateAttestation(m.Attestation)
 }
 
-func validateFederationID(id string) error {
+// ValidateID checks a federation ID: 1 to 128 characters from
+// [A-Za-z0-9._-]. Errors wrap [ErrInvalidManifest].
+func ValidateID(id string) error {
 	if id == "" || len(id) > 128 {
 		return invalid("federation ID %q must have 1 to 128 characters", truncate(id))
 	}
@@ -379,7 +358,7 @@ func validateFederationID(id string) error {
 }
 
 func validateParty(what string, p Party) error {
-	if err := ValidateName(p.Name); err != nil {
+	if err := fl.ValidateName(p.Name); err != nil {
 		return invalid("%s: %v", what, err)
 	}
 	if !validFingerprint(p.Fingerprint) {
@@ -485,26 +464,6 @@ func (t Training) validate() error {
 	return err
 }
 
-// clonePolicy returns a deep copy of p that keeps nil fields nil (so that
-// the canonical encoding does not change).
-func clonePolicy(p attest.Policy) attest.Policy {
-	q := p
-	q.Formats = slices.Clone(p.Formats)
-	if p.Measurements != nil {
-		q.Measurements = make(map[string][]string, len(p.Measurements))
-		for f, l := range p.Measurements {
-			q.Measurements[f] = slices.Clone(l)
-		}
-	}
-	if p.MinTCB != nil {
-		q.MinTCB = make(map[string]attest.TCB, len(p.MinTCB))
-		for f, t := range p.MinTCB {
-			q.MinTCB[f] = slices.Clone(t)
-		}
-	}
-	return q
-}
-
 func validateAttestation(p attest.Policy) error {
 	if len(p.Formats) == 0 {
 		if len(p.Measurements) > 0 || len(p.MinTCB) > 0 || p.MaxAge != 0 || p.AllowSim || p.AllowDebug {
@@ -544,14 +503,20 @@ func manifestDigest(canonical []byte) []byte {
 	return h.Sum(nil)
 }
 
-// SignManifest validates m and signs its canonical encoding with the CA
-// key. The result is the manifest.json of every kit; [VerifyManifest]
-// reads it. The output is indented for people; the signature covers the
+// Signer is the federation CA as [Sign] needs it: its certificate and an
+// ECDSA P-256 signer for its key. Package pki's *CA is one.
+type Signer interface {
+	crypto.Signer
+	Certificate() *x509.Certificate
+}
+
+// Sign validates m and signs its canonical encoding with the CA key. The
+// result is the manifest.json of every kit; [Verify] reads it. The output is indented for people; the signature covers the
 // compact canonical form, so whitespace does not matter.
 //
 // rand is accepted for the house style; since Go 1.26 ECDSA signing always
 // uses the system's secure random source.
-func SignManifest(m *Manifest, ca *CA, random io.Reader) ([]byte, error) {
+func Sign(m *Manifest, ca Signer, random io.Reader) ([]byte, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
@@ -559,34 +524,41 @@ func SignManifest(m *Manifest, ca *CA, random io.Reader) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	sig, err := ecdsa.SignASN1(orCryptoRand(random), ca.key, manifestDigest(canonical))
+	if random == nil {
+		random = rand.Reader
+	}
+	cert := ca.Certificate()
+	if _, ok := ca.Public().(*ecdsa.PublicKey); !ok || cert == nil {
+		return nil, fmt.Errorf("federation: signing manifest: the CA %s has no ECDSA key", describe(cert))
+	}
+	sig, err := ca.Sign(random, manifestDigest(canonical), crypto.SHA256)
 	if err != nil {
-		return nil, fmt.Errorf("pki: signing manifest: %w", err)
+		return nil, fmt.Errorf("federation: signing manifest: %w", err)
 	}
 	out, err := json.MarshalIndent(signedManifest{
 		Manifest:  canonical,
-		Signature: signature{Alg: sigAlg, CA: ca.Fingerprint(), Value: sig},
+		Signature: signature{Alg: sigAlg, CA: fingerprint(cert), Value: sig},
 	}, "", "  ")
 	if err != nil {
-		return nil, fmt.Errorf("pki: encoding signed manifest: %w", err)
+		return nil, fmt.Errorf("federation: encoding signed manifest: %w", err)
 	}
 	return append(out, '\n'), nil
 }
 
-// VerifyManifest checks a manifest signed by [SignManifest] against the
-// federation CA certificate ca and returns it.
+// Verify checks a manifest signed by [Sign] against the federation CA
+// certificate ca and returns it.
 //
 // It verifies the signature before it parses the content, and refuses:
 // a signature by any other key, or over other bytes ([ErrBadSignature]);
 // malformed input, unknown fields, duplicate keys or a non-canonical
 // encoding ([ErrBadManifest]); and content that fails
 // [Manifest.Validate] ([ErrInvalidManifest]).
-func VerifyManifest(data []byte, ca *x509.Certificate) (*Manifest, error) {
+func Verify(data []byte, ca *x509.Certificate) (*Manifest, error) {
 	if ca == nil {
-		return nil, errors.New("pki: no CA certificate to verify the manifest with")
+		return nil, errors.New("federation: no CA certificate to verify the manifest with")
 	}
-	if len(data) > maxFile {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadManifest, len(data), maxFile)
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadManifest, len(data), MaxSize)
 	}
 	var env signedManifest
 	if err := decodeStrict(data, &env); err != nil {
@@ -595,7 +567,7 @@ func VerifyManifest(data []byte, ca *x509.Certificate) (*Manifest, error) {
 	if env.Signature.Alg != sigAlg {
 		return nil, fmt.Errorf("%w: signature algorithm %q, want %q", ErrBadSignature, truncate(env.Signature.Alg), sigAlg)
 	}
-	if want := Fingerprint(ca); env.Signature.CA != want {
+	if want := fingerprint(ca); env.Signature.CA != want {
 		return nil, fmt.Errorf("%w: signed by CA sha256 %s, not the federation CA %s (sha256 %s)",
 			ErrBadSignature, truncate(env.Signature.CA), describe(ca), want)
 	}
@@ -636,4 +608,43 @@ func decodeStrict(data []byte, v any) error {
 		return errors.New("unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// fingerprint is package pki's Fingerprint: the lowercase hex SHA-256 of
+// the certificate's DER encoding, the form the manifest lists parties by.
+func fingerprint(cert *x509.Certificate) string {
+	if cert == nil {
+		return ""
+	}
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+func validFingerprint(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// describe names a certificate in error messages: its CN and the start of
+// its fingerprint.
+func describe(cert *x509.Certificate) string {
+	if cert == nil {
+		return "<nil>"
+	}
+	return fmt.Sprintf("%q (sha256 %s…)", truncate(cert.Subject.CommonName), fingerprint(cert)[:16])
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }

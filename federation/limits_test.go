@@ -1,4 +1,4 @@
-package mode_test
+package federation_test
 
 import (
 	"crypto/rand"
@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/mode"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/round"
@@ -20,11 +20,11 @@ import (
 
 // demoManifest is the manifest of `cloister demo`'s defaults: 5 nodes,
 // t = 3, mode mhe with Agg128, the MLP 784-128-10, and the given strategy.
-func demoManifest(t *testing.T, strategy string) *pki.Manifest {
+func demoManifest(t *testing.T, strategy string) *federation.Manifest {
 	t.Helper()
 	dir := t.TempDir() + "/fed"
-	err := pki.InitFederation(dir, pki.InitOptions{Nodes: 5, Threshold: 3, Mode: pki.ModeMHE, Preset: "Agg128",
-		Model: pki.ModelSpec{Kind: "mlp", Hidden: []int{128}}, Training: pki.Training{Strategy: strategy}}, time.Now(), rand.Reader)
+	err := pki.InitFederation(dir, pki.InitOptions{Nodes: 5, Threshold: 3, Mode: federation.ModeMHE, Preset: "Agg128",
+		Model: federation.ModelSpec{Kind: "mlp", Hidden: []int{128}}, Training: federation.Training{Strategy: strategy}}, time.Now(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func demoManifest(t *testing.T, strategy string) *pki.Manifest {
 func TestLimitsDemo(t *testing.T) {
 	for _, strategy := range []string{"", "fedadam", "scaffold"} {
 		man := demoManifest(t, strategy)
-		s, err := mode.MessageSizes(man, nil)
+		s, err := federation.MessageSizes(man, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func TestLimitsDemo(t *testing.T) {
 		for _, k := range slices.Sorted(maps.Keys(s.Kinds)) {
 			t.Logf("  %-13s ≤ %9d B", k, s.Kinds[k])
 		}
-		t.Logf("largest: %s, %d B; limit (+%d%%): %d B = %.2f MiB", s.Largest, s.Need, 100/mode.Margin, s.MaxMessage, float64(s.MaxMessage)/(1<<20))
+		t.Logf("largest: %s, %d B; limit (+%d%%): %d B = %.2f MiB", s.Largest, s.Need, 100/federation.Margin, s.MaxMessage, float64(s.MaxMessage)/(1<<20))
 		if s.Params != 101_770 || s.Members != 5 {
 			t.Errorf("d = %d, n = %d, want 101770 and 5", s.Params, s.Members)
 		}
@@ -62,8 +62,8 @@ func TestLimitsDemo(t *testing.T) {
 		if want := 76 + cts*(4+2*8192*120/8); s.Payload.Update != want || s.Dim != dim {
 			t.Errorf("update of %d bytes for vectors of %d, want %d Agg128 ciphertexts (%d bytes) for %d", s.Payload.Update, s.Dim, cts, want, dim)
 		}
-		if s.Kinds[s.Largest] != s.Need || s.MaxMessage < s.Need+s.Need/mode.Margin {
-			t.Errorf("need %d (%s), limit %d: want the largest kind and a %d%% margin", s.Need, s.Largest, s.MaxMessage, 100/mode.Margin)
+		if s.Kinds[s.Largest] != s.Need || s.MaxMessage < s.Need+s.Need/federation.Margin {
+			t.Errorf("need %d (%s), limit %d: want the largest kind and a %d%% margin", s.Need, s.Largest, s.MaxMessage, 100/federation.Margin)
 		}
 		for k, b := range s.Kinds {
 			if b > s.Need {
@@ -73,9 +73,9 @@ func TestLimitsDemo(t *testing.T) {
 		if s.MaxMessage > 8<<20 {
 			t.Errorf("limit %d B, want well below 64 MiB (under 8 MiB)", s.MaxMessage)
 		}
-		lim, err := mode.Limits(man, nil)
-		if err != nil || lim.MaxMessage != s.MaxMessage {
-			t.Errorf("Limits = %+v, %v, want MaxMessage %d", lim, err, s.MaxMessage)
+		fed, err := federation.Resolve(man, federation.Overrides{})
+		if err != nil || fed.MaxMessage != s.MaxMessage {
+			t.Errorf("Resolve: MaxMessage %v, %v, want %d", fed, err, s.MaxMessage)
 		}
 	}
 }
@@ -83,7 +83,7 @@ func TestLimitsDemo(t *testing.T) {
 // longName is a NodeID of the maximum length.
 func longName(i int) fl.NodeID {
 	p := fmt.Sprintf("node-%d-", i)
-	return fl.NodeID(p + strings.Repeat("x", pki.MaxNameLen-len(p)))
+	return fl.NodeID(p + strings.Repeat("x", fl.MaxNameLen-len(p)))
 }
 
 // TestBoundsCoverWire builds each kind of message at its bounds (payloads
@@ -95,17 +95,22 @@ func TestBoundsCoverWire(t *testing.T) {
 	// The engine takes no larger Hello evidence than the bounds count per
 	// member (one member's evidence above it made every Welcome and
 	// SetupStart too large for the other members).
+	// The limits count round.MaxEvidence; pki makes evidence of up to
+	// pki.MaxEvidence.
 	if round.MaxEvidence != pki.MaxEvidence {
-		t.Fatalf("the engine takes %d bytes of Hello evidence, the limits count %d", round.MaxEvidence, pki.MaxEvidence)
+		t.Fatalf("the engine and the limits take %d bytes of Hello evidence, pki makes up to %d", round.MaxEvidence, pki.MaxEvidence)
+	}
+	if federation.MaxMaxMessage != transport.MaxMaxMessage {
+		t.Fatalf("the limits stop at %d bytes, the transport at %d", federation.MaxMaxMessage, transport.MaxMaxMessage)
 	}
 	for _, c := range []struct {
 		mode, preset string
 		n            int
-	}{{pki.ModePlain, "", 3}, {pki.ModeMHE, "InsecureTest", 7}, {pki.ModeMHE, "Agg128", 5}} {
-		man := &pki.Manifest{Mode: c.mode, Preset: c.preset, Members: make([]pki.Party, c.n),
-			Model:    pki.ModelSpec{Kind: "mlp", Inputs: 30, Classes: 4, Hidden: []int{20}},
-			Training: pki.Training{Strategy: "fedyogi:lr=0.01,b1=0.9,b2=0.99,tau=0.001"}}
-		s, err := mode.MessageSizes(man, nil)
+	}{{federation.ModePlain, "", 3}, {federation.ModeMHE, "InsecureTest", 7}, {federation.ModeMHE, "Agg128", 5}} {
+		man := &federation.Manifest{Mode: c.mode, Preset: c.preset, Members: make([]federation.Party, c.n),
+			Model:    federation.ModelSpec{Kind: "mlp", Inputs: 30, Classes: 4, Hidden: []int{20}},
+			Training: federation.Training{Strategy: "fedyogi:lr=0.01,b1=0.9,b2=0.99,tau=0.001"}}
+		s, err := federation.MessageSizes(man, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +131,7 @@ func TestBoundsCoverWire(t *testing.T) {
 			included = append(included, round.Contribution{Node: id, Digest: round.DigestOf([]byte(id)), Signature: make([]byte, 64)})
 		}
 		model := make([]byte, s.Model)
-		key := p.TargetSecret + mode.SealOverhead
+		key := p.TargetSecret + federation.SealOverhead
 		rec := round.Record{Epoch: 1 << 60, Round: 1 << 60, Base: 1<<60 - 1, Included: names}
 		session := make([]byte, 64)
 		msgs := []round.Message{
@@ -136,8 +141,8 @@ func TestBoundsCoverWire(t *testing.T) {
 			{Kind: round.KindSetupStart, Participants: names, Evidences: each(pki.MaxEvidence)},
 			{Kind: round.KindAnnounce, Payload: make([]byte, p.Announcement)},
 			{Kind: round.KindAnnouncements, Payloads: each(p.Announcement)},
-			{Kind: round.KindDeal, Payload: make([]byte, p.PublicDealing), Payloads: each(p.PrivateDealing + mode.SealOverhead)},
-			{Kind: round.KindSetup, Payload: make([]byte, p.Setup), Payloads: each(p.PrivateDealing + mode.SealOverhead)},
+			{Kind: round.KindDeal, Payload: make([]byte, p.PublicDealing), Payloads: each(p.PrivateDealing + federation.SealOverhead)},
+			{Kind: round.KindSetup, Payload: make([]byte, p.Setup), Payloads: each(p.PrivateDealing + federation.SealOverhead)},
 			{Kind: round.KindGroupKey, Payloads: each(key), Target: make([]byte, p.TargetPublic), Model: model, Base: 1 << 60},
 			{Kind: round.KindKeyRequest, Model: model, Base: 1 << 60},
 			{Kind: round.KindKeyDelivery, Dealer: names[0], Sealed: make([]byte, key), Target: make([]byte, p.TargetPublic)},
@@ -178,7 +183,7 @@ func TestBoundsCoverWire(t *testing.T) {
 
 func TestLimitsOverride(t *testing.T) {
 	man := demoManifest(t, "")
-	s, err := mode.MessageSizes(man, nil)
+	s, err := federation.MessageSizes(man, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,15 +194,15 @@ func TestLimitsOverride(t *testing.T) {
 		{0, s.MaxMessage, nil},
 		{s.Need, s.Need, nil},
 		{256 << 20, 256 << 20, nil},
-		{s.Need - 1, 0, mode.ErrLimitTooSmall},
-		{64 << 10, 0, mode.ErrLimitTooSmall},
+		{s.Need - 1, 0, federation.ErrLimitTooSmall},
+		{64 << 10, 0, federation.ErrLimitTooSmall},
 	} {
-		lim, err := s.Limits(c.override)
-		if !errors.Is(err, c.err) || lim.MaxMessage != c.want {
-			t.Errorf("Limits(%d) = %+v, %v, want MaxMessage %d, error %v", c.override, lim, err, c.want, c.err)
+		lim, err := s.Limit(c.override)
+		if !errors.Is(err, c.err) || lim != c.want {
+			t.Errorf("Limit(%d) = %d, %v, want %d, error %v", c.override, lim, err, c.want, c.err)
 		}
 		if err != nil {
-			t.Logf("Limits(%d): %v", c.override, err)
+			t.Logf("Limit(%d): %v", c.override, err)
 			if !strings.Contains(err.Error(), fmt.Sprint(s.Need)) || !strings.Contains(err.Error(), s.Largest.String()) {
 				t.Errorf("error %q does not name the need %d and its message kind %s", err, s.Need, s.Largest)
 			}
@@ -206,39 +211,39 @@ func TestLimitsOverride(t *testing.T) {
 }
 
 func TestMessageSizesRefuses(t *testing.T) {
-	base := func() *pki.Manifest {
-		return &pki.Manifest{Mode: pki.ModeMHE, Preset: "InsecureTest", Members: make([]pki.Party, 3),
-			Model: pki.ModelSpec{Kind: "softmax", Inputs: 784, Classes: 10}}
+	base := func() *federation.Manifest {
+		return &federation.Manifest{Mode: federation.ModeMHE, Preset: "InsecureTest", Members: make([]federation.Party, 3),
+			Model: federation.ModelSpec{Kind: "softmax", Inputs: 784, Classes: 10}}
 	}
 	for name, c := range map[string]struct {
-		edit func(*pki.Manifest)
+		edit func(*federation.Manifest)
 		err  error
 	}{
-		"model too large for the preset": {func(m *pki.Manifest) { m.Model.Inputs = 1 << 18 }, protect.ErrRange},
-		"too many members":               {func(m *pki.Manifest) { m.Members = make([]pki.Party, 1001) }, protect.ErrRange},
-		"unknown mode":                   {func(m *pki.Manifest) { m.Mode = "secagg" }, mode.ErrUnsupported},
-		"bad model":                      {func(m *pki.Manifest) { m.Model.Classes = 1 }, nil},
-		"bad strategy":                   {func(m *pki.Manifest) { m.Training.Strategy = "scaffold" }, pki.ErrInvalidManifest},
+		"model too large for the preset": {func(m *federation.Manifest) { m.Model.Inputs = 1 << 18 }, protect.ErrRange},
+		"too many members":               {func(m *federation.Manifest) { m.Members = make([]federation.Party, 1001) }, protect.ErrRange},
+		"unknown mode":                   {func(m *federation.Manifest) { m.Mode = "secagg" }, federation.ErrUnsupported},
+		"bad model":                      {func(m *federation.Manifest) { m.Model.Classes = 1 }, nil},
+		"bad strategy":                   {func(m *federation.Manifest) { m.Training.Strategy = "scaffold" }, federation.ErrInvalidManifest},
 	} {
 		m := base()
 		c.edit(m)
-		_, err := mode.MessageSizes(m, nil)
+		_, err := federation.MessageSizes(m, nil)
 		if err == nil || c.err != nil && !errors.Is(err, c.err) {
 			t.Errorf("%s: %v, want an error wrapping %v", name, err, c.err)
 		} else {
 			t.Logf("%s: %v", name, err)
 		}
 	}
-	if _, err := mode.MessageSizes(base(), nil); err != nil {
+	if _, err := federation.MessageSizes(base(), nil); err != nil {
 		t.Errorf("base manifest: %v", err)
 	}
 }
 
 func ExampleMessageSizes() {
 	// The demo's federation: 5 members, mhe with Agg128, the MLP 784-128-10.
-	man := &pki.Manifest{Mode: "mhe", Preset: "Agg128", Members: make([]pki.Party, 5),
-		Model: pki.ModelSpec{Kind: "mlp", Inputs: 784, Classes: 10, Hidden: []int{128}}}
-	s, err := mode.MessageSizes(man, nil)
+	man := &federation.Manifest{Mode: "mhe", Preset: "Agg128", Members: make([]federation.Party, 5),
+		Model: federation.ModelSpec{Kind: "mlp", Inputs: 784, Classes: 10, Hidden: []int{128}}}
+	s, err := federation.MessageSizes(man, nil)
 	if err != nil {
 		panic(err)
 	}

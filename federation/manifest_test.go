@@ -1,13 +1,19 @@
-package pki
+package federation
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,11 +55,11 @@ func testManifest(n, t int) *Manifest {
 func TestManifestSignVerify(t *testing.T) {
 	f := newFixture(t)
 	m := testManifest(5, 3)
-	signed, err := SignManifest(m, f.ca, nil)
+	signed, err := Sign(m, f.ca, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := VerifyManifest(signed, f.ca.Certificate())
+	got, err := Verify(signed, f.ca.Certificate())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +76,14 @@ func TestManifestSignVerify(t *testing.T) {
 	if err := json.Compact(&compact, signed); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := VerifyManifest(compact.Bytes(), f.ca.Certificate()); err != nil {
+	if _, err := Verify(compact.Bytes(), f.ca.Certificate()); err != nil {
 		t.Errorf("compacted file: %v", err)
 	}
 }
 
 func TestManifestTampered(t *testing.T) {
 	f := newFixture(t)
-	signed, err := SignManifest(testManifest(5, 3), f.ca, nil)
+	signed, err := Sign(testManifest(5, 3), f.ca, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +97,7 @@ func TestManifestTampered(t *testing.T) {
 		if bytes.Equal(bad, signed) {
 			t.Fatalf("edit %q not found in\n%s", edit.from, signed)
 		}
-		if _, err := VerifyManifest(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+		if _, err := Verify(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
 			t.Errorf("edit %q → %q: error %v, want ErrBadSignature", edit.from, edit.to, err)
 		}
 	}
@@ -102,30 +108,27 @@ func TestManifestTampered(t *testing.T) {
 	}
 	env.Signature.Value[len(env.Signature.Value)-1] ^= 1
 	bad, _ := json.Marshal(env)
-	if _, err := VerifyManifest(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+	if _, err := Verify(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("flipped signature: %v, want ErrBadSignature", err)
 	}
 }
 
 func TestManifestOtherCA(t *testing.T) {
 	f := newFixture(t)
-	other, err := NewCA("Other CA", t0, nil)
+	other := newTestCA(t, "Other CA")
+	signed, err := Sign(testManifest(3, 2), other, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := SignManifest(testManifest(3, 2), other, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := VerifyManifest(signed, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+	if _, err := Verify(signed, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("manifest of another CA: %v, want ErrBadSignature", err)
 	}
 	// Claiming our CA's fingerprint does not help either.
 	var env signedManifest
 	json.Unmarshal(signed, &env)
-	env.Signature.CA = f.ca.Fingerprint()
+	env.Signature.CA = fingerprint(f.ca.Certificate())
 	bad, _ := json.Marshal(env)
-	if _, err := VerifyManifest(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
+	if _, err := Verify(bad, f.ca.Certificate()); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("manifest of another CA with our fingerprint: %v, want ErrBadSignature", err)
 	}
 }
@@ -133,7 +136,7 @@ func TestManifestOtherCA(t *testing.T) {
 // signRaw signs arbitrary manifest bytes with the CA key, bypassing
 // SignManifest's checks, to test what VerifyManifest does with content
 // that is signed but wrong.
-func signRaw(t *testing.T, ca *CA, raw []byte) []byte {
+func signRaw(t *testing.T, ca *testCA, raw []byte) []byte {
 	t.Helper()
 	var c bytes.Buffer
 	if err := json.Compact(&c, raw); err != nil {
@@ -143,7 +146,7 @@ func signRaw(t *testing.T, ca *CA, raw []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := json.Marshal(signedManifest{Manifest: c.Bytes(), Signature: signature{Alg: sigAlg, CA: ca.Fingerprint(), Value: sig}})
+	out, err := json.Marshal(signedManifest{Manifest: c.Bytes(), Signature: signature{Alg: sigAlg, CA: fingerprint(ca.Certificate()), Value: sig}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +170,7 @@ func TestManifestSignedButMalformed(t *testing.T) {
 		if bytes.Equal(raw, canonical) {
 			t.Fatalf("%s: edit did not apply", name)
 		}
-		if _, err := VerifyManifest(signRaw(t, f.ca, raw), f.ca.Certificate()); !errors.Is(err, ErrBadManifest) {
+		if _, err := Verify(signRaw(t, f.ca, raw), f.ca.Certificate()); !errors.Is(err, ErrBadManifest) {
 			t.Errorf("%s: error %v, want ErrBadManifest", name, err)
 		}
 	}
@@ -175,16 +178,16 @@ func TestManifestSignedButMalformed(t *testing.T) {
 	bad := testManifest(3, 2)
 	bad.Threshold = 4
 	raw, _ := bad.Canonical()
-	if _, err := VerifyManifest(signRaw(t, f.ca, raw), f.ca.Certificate()); !errors.Is(err, ErrInvalidManifest) {
+	if _, err := Verify(signRaw(t, f.ca, raw), f.ca.Certificate()); !errors.Is(err, ErrInvalidManifest) {
 		t.Errorf("threshold above n: error %v, want ErrInvalidManifest", err)
 	}
 	for name, data := range map[string][]byte{
 		"empty":    nil,
 		"garbage":  []byte("not json"),
 		"trailing": append(signRaw(t, f.ca, canonical), []byte(`{}`)...),
-		"huge":     make([]byte, maxFile+1),
+		"huge":     make([]byte, MaxSize+1),
 	} {
-		if _, err := VerifyManifest(data, f.ca.Certificate()); !errors.Is(err, ErrBadManifest) {
+		if _, err := Verify(data, f.ca.Certificate()); !errors.Is(err, ErrBadManifest) {
 			t.Errorf("%s: error %v, want ErrBadManifest", name, err)
 		}
 	}
@@ -303,28 +306,49 @@ func TestManifestStrategy(t *testing.T) {
 	}
 }
 
-func TestManifestAdmit(t *testing.T) {
-	f := newFixture(t)
+func TestManifestAuditKeys(t *testing.T) {
 	m := testManifest(2, 1)
-	m.Coordinator.Fingerprint = Fingerprint(f.coord.Cert)
-	m.Members[0].Fingerprint = Fingerprint(f.node.Cert)
-	if err := m.Admit(f.node.Cert); err != nil {
-		t.Errorf("listed node: %v", err)
-	}
-	if err := m.Admit(f.coord.Cert); err != nil {
-		t.Errorf("listed coordinator: %v", err)
-	}
-	// Same name, another certificate (reissued, or stolen CA key).
-	again, _ := f.ca.IssueNode("node-1", t0, nil)
-	if err := m.Admit(again.Cert); !errors.Is(err, ErrNotMember) {
-		t.Errorf("unlisted certificate of node-1: %v, want ErrNotMember", err)
-	}
-	stranger, _ := f.ca.IssueNode("node-7", t0, nil)
-	if err := m.Admit(stranger.Cert); !errors.Is(err, ErrNotMember) {
-		t.Errorf("unlisted node-7: %v, want ErrNotMember", err)
-	}
 	keys := m.AuditKeys()
 	if len(keys) != 3 || !keys["node-2"].Equal(m.Members[1].AuditKey) {
 		t.Errorf("AuditKeys = %v", keys)
 	}
 }
+
+// testCA is a self-signed ECDSA P-256 CA, a Signer like package pki's CA
+// (which this package's tests cannot import).
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func (ca *testCA) Certificate() *x509.Certificate { return ca.cert }
+func (ca *testCA) Public() crypto.PublicKey       { return ca.key.Public() }
+func (ca *testCA) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return ca.key.Sign(r, digest, opts)
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+type fixture struct{ ca *testCA }
+
+func newFixture(t *testing.T) fixture { return fixture{ca: newTestCA(t, "Test federation CA")} }

@@ -1,0 +1,34 @@
+package federation_test
+
+import (
+	"fmt"
+
+	"github.com/cloisterfl/cloister/federation"
+)
+
+// Resolve gives the coordinator, every node and the command line the same
+// runtime from one manifest. (A real manifest comes from federation.Verify;
+// this one lists five unnamed members for brevity.)
+func ExampleResolve() {
+	man := &federation.Manifest{Version: federation.ManifestVersion, Federation: "fed-example",
+		Members: make([]federation.Party, 5), Threshold: 3, MinCohort: 3, Mode: federation.ModeMHE, Preset: "Agg128",
+		DP:       federation.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
+		Model:    federation.ModelSpec{Kind: "mlp", Inputs: 784, Classes: 10, Hidden: []int{128}},
+		Training: federation.Training{Rounds: 30, LocalEpochs: 1, Batch: 32, LearningRate: 0.1}}
+	fed, err := federation.Resolve(man, federation.Overrides{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("scheme:", fed.Scheme.Name(), "threshold:", fed.Round.Threshold, "rounds:", fed.Round.Rounds)
+	fmt.Println("message limit:", fed.MaxMessage, "bytes, for the largest message,", fed.Sizes.Largest)
+	b := fed.Budget
+	last, _, _ := b.Cost(b.MaxRound)
+	fmt.Printf("the budget ε = %g stops the session after round %d (ε %.4g)\n", b.Epsilon, b.MaxRound, last.Epsilon)
+	sigma, _ := fed.NoiseFor(man.Training.Rounds)
+	fmt.Println("noise multiplier for all", man.Training.Rounds, "rounds:", sigma)
+	// Output:
+	// scheme: mhe threshold: 3 rounds: 30
+	// message limit: 4390912 bytes, for the largest message, RevealRequest
+	// the budget ε = 8 stops the session after round 21 (ε 7.79)
+	// noise multiplier for all 30 rounds: 3.507
+}

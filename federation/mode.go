@@ -1,0 +1,49 @@
+package federation
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/round"
+)
+
+// ErrUnsupported reports a mode this build does not implement.
+var ErrUnsupported = errors.New("federation: aggregation mode not implemented by this build")
+
+// Scheme returns the scheme of the named mode; preset names the HE
+// parameters for mode "mhe" and is ignored otherwise.
+func Scheme(name, preset string) (protect.Scheme, error) {
+	switch name {
+	case ModeMHE:
+		p, err := mhe.PresetByName(preset)
+		if err != nil {
+			return nil, fmt.Errorf("mode %s: %w", name, err)
+		}
+		return mhe.New(p)
+	case ModePlain:
+		return plain.Scheme{}, nil
+	}
+	return nil, fmt.Errorf("%w: %q (this build has %s and %s)", ErrUnsupported, name, ModeMHE, ModePlain)
+}
+
+// RoundConfig returns the engine configuration the manifest implies: the
+// session is the manifest's hash, and the training settings travel to the
+// nodes as the engine's opaque training configuration.
+func RoundConfig(man *Manifest) (round.Config, error) {
+	h, err := man.Hash()
+	if err != nil {
+		return round.Config{}, err
+	}
+	tc, err := json.Marshal(man.Training)
+	if err != nil {
+		return round.Config{}, err
+	}
+	return round.Config{
+		Session: h[:], Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
+		Rounds: man.Training.Rounds, Mode: man.Mode, TrainConfig: tc,
+	}, nil
+}
