@@ -16,6 +16,7 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -86,8 +87,8 @@ func TestAttestationRejections(t *testing.T) {
 	}()
 	session, _ := f.kits["coordinator"].Manifest.Hash()
 	nonce, ekm := rogue.Nonce(), ekmOf(rogue)
-	keys, _ := node.NewSessionKeys(nil)
-	otherKeys, _ := node.NewSessionKeys(nil)
+	keys, _ := keyring.NewKeys(nil)
+	otherKeys, _ := keyring.NewKeys(nil)
 	type ev struct {
 		sim   attest.SimConfig
 		bind  attest.Binding
@@ -313,7 +314,7 @@ func TestUnattestedStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	session, _ := f.kits["coordinator"].Manifest.Hash()
-	keys, _ := node.NewSessionKeys(nil)
+	keys, _ := keyring.NewKeys(nil)
 	sim, err := attest.NewSimAttester(attest.SimConfig{Measurement: good, TCB: 2, Rand: rand.Reader})
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -58,6 +57,7 @@ import (
 	"github.com/cloisterfl/cloister/dp"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -175,20 +175,6 @@ type Coordinator struct {
 	attStatus map[fl.NodeID]AttestationStatus
 }
 
-// verifier checks signatures with the members' audit keys from the manifest.
-type verifier map[fl.NodeID]ed25519.PublicKey
-
-func (v verifier) Verify(signer fl.NodeID, msg, sig []byte) error {
-	pub, ok := v[signer]
-	if !ok {
-		return fmt.Errorf("%s has no audit key in the manifest", signer)
-	}
-	if !ed25519.Verify(pub, msg, sig) {
-		return fmt.Errorf("signature of %s does not verify under its audit key", signer)
-	}
-	return nil
-}
-
 // New opens (or creates) the coordinator's state and returns a coordinator
 // ready to Serve. With persisted state it resumes the session.
 func New(cfg Config) (*Coordinator, error) {
@@ -302,7 +288,7 @@ func (c *Coordinator) open() error {
 		c.budget.spent = c.alog.State().MicroEpsilon
 	}
 
-	keys := make(verifier)
+	keys := make(keyring.Verifier)
 	for _, p := range c.man.Members {
 		keys[fl.NodeID(p.Name)] = p.AuditKey
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -144,7 +145,7 @@ func TestDashboardAttestation(t *testing.T) {
 		}
 	}()
 	session, _ := f.kits["coordinator"].Manifest.Hash()
-	keys, _ := node.NewSessionKeys(nil)
+	keys, _ := keyring.NewKeys(nil)
 	const evil = `<script>alert(1)</script><b onmouseover='y'>&amp;`
 	hello := keys.Evidence(session[:], evil, kit3.AuditKey, time.Now(), nil)
 	if err := rogue.Send(context.Background(), round.Message{Kind: round.KindHello, Session: session[:], Evidence: hello}); err != nil {

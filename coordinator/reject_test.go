@@ -21,7 +21,7 @@ import (
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/transport"
@@ -171,7 +171,7 @@ func TestRejections(t *testing.T) {
 	st := f.coord.Status()
 	// A Hello whose evidence claims to be node-1's: the coordinator relays it,
 	// every node refuses it (attestation-failed, node-4 distrusted).
-	sk, err := node.NewSessionKeys(nil)
+	sk, err := keyring.NewKeys(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

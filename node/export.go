@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
@@ -39,7 +40,7 @@ type Exported struct {
 // OpenModel opens a model of round r sealed with the group key (the
 // NodeState.GroupKey of package round) under session.
 func OpenModel(groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, error) {
-	v, err := round.OpenModel(GCMBox{}, groupKey, session, r, sealed)
+	v, err := round.OpenModel(keyring.Box{}, groupKey, session, r, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -87,7 +88,7 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 	// The stored model is sealed under the group key or, right after a
 	// re-key (before the node gets it re-sealed in the next Train), under
 	// the previous one, which the state still keeps.
-	v, opt, err := st.OpenModel(keys, GCMBox{}, b.Model.Round, b.Model.Sealed)
+	v, opt, err := st.OpenModel(keys, keyring.Box{}, b.Model.Round, b.Model.Sealed)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

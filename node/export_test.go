@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/round"
@@ -17,7 +18,7 @@ import (
 
 // TestExportMatchesEvaluated runs a two-member federation of round engines
 // in memory, with this package's keyring, model box and signers, and checks
-// that OpenModel (round.OpenModel with this package's GCMBox) opens every committed
+// that OpenModel (round.OpenModel with this package's keyring.Box) opens every committed
 // model to exactly the vector the engine handed to the evaluation task.
 func TestExportMatchesEvaluated(t *testing.T) {
 	members := []fl.NodeID{"node-1", "node-2"}
@@ -29,21 +30,21 @@ func TestExportMatchesEvaluated(t *testing.T) {
 		pubs[id], privs[id], _ = ed25519.GenerateKey(nil)
 	}
 	coord, err := round.NewCoordinator(round.CoordinatorConfig{Config: cfg, Scheme: plain.Scheme{},
-		Verifier: AuditVerifier(pubs), Rand: mrand.New(mrand.NewPCG(1, 2))})
+		Verifier: keyring.Verifier(pubs), Rand: mrand.New(mrand.NewPCG(1, 2))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	nodes := map[fl.NodeID]*round.Node{}
 	keys := map[fl.NodeID]*round.NodeKeys{}
 	for _, id := range members {
-		sk, err := NewSessionKeys(nil)
+		sk, err := keyring.NewKeys(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		kr := NewKeyring(session, id, sk, pubs)
+		kr := keyring.New(session, id, sk, pubs)
 		opt, _ := strategy.New("fedavg")
 		nodes[id], err = round.NewNode(round.NodeConfig{Config: cfg, Self: id, Coordinator: "coordinator", Scheme: plain.Scheme{},
-			Sealer: kr, Box: GCMBox{}, Signer: AuditSigner{privs[id]}, Verifier: AuditVerifier(pubs),
+			Sealer: kr, Box: keyring.Box{}, Signer: keyring.Signer{Key: privs[id]}, Verifier: keyring.Verifier(pubs),
 			Ledger: &protect.MemLedger{}, Optimizer: opt, Init: func() fl.Vector { return fl.Vector{0.5, -1, 2} },
 			Rand: rand.Reader, Evidence: sk.Evidence(session, id, privs[id], time.Now(), nil), VerifyPeer: kr.VerifyPeer})
 		if err != nil {
@@ -135,10 +136,10 @@ func TestVerifyPeerRollback(t *testing.T) {
 	session := []byte("s")
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	pubs := map[fl.NodeID]ed25519.PublicKey{"node-1": pub, "node-2": pub}
-	own, _ := NewSessionKeys(nil)
-	kr := NewKeyring(session, "node-1", own, pubs)
-	old, _ := NewSessionKeys(nil)
-	cur, _ := NewSessionKeys(nil)
+	own, _ := keyring.NewKeys(nil)
+	kr := keyring.New(session, "node-1", own, pubs)
+	old, _ := keyring.NewKeys(nil)
+	cur, _ := keyring.NewKeys(nil)
 	t0 := time.Now()
 	evOld := old.Evidence(session, "node-2", priv, t0, nil)
 	evCur := cur.Evidence(session, "node-2", priv, t0.Add(time.Second), nil)
@@ -161,7 +162,7 @@ func TestVerifyPeerRollback(t *testing.T) {
 		t.Error("garbage accepted")
 	}
 	// Sealed to the current keys, a payload opens only with them.
-	kr2 := NewKeyring(session, "node-2", cur, pubs)
+	kr2 := keyring.New(session, "node-2", cur, pubs)
 	kr2.VerifyPeer("node-1", own.Evidence(session, "node-1", priv, t0, nil))
 	ct, err := kr.Seal("node-2", []byte("x"))
 	if err != nil {
@@ -170,7 +171,7 @@ func TestVerifyPeerRollback(t *testing.T) {
 	if _, err := kr2.Open("node-1", ct); err != nil {
 		t.Error(err)
 	}
-	krOld := NewKeyring(session, "node-2", old, pubs)
+	krOld := keyring.New(session, "node-2", old, pubs)
 	krOld.VerifyPeer("node-1", own.Evidence(session, "node-1", priv, t0, nil))
 	if _, err := krOld.Open("node-1", ct); err == nil {
 		t.Error("an earlier process's keys opened a payload sealed to the current ones")

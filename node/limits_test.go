@@ -11,6 +11,7 @@ import (
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/transport"
@@ -24,10 +25,10 @@ func TestWithinModeBounds(t *testing.T) {
 	session := make([]byte, 64)
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	pubs := map[fl.NodeID]ed25519.PublicKey{a: pub, b: pub}
-	ka, _ := NewSessionKeys(nil)
-	kb, _ := NewSessionKeys(nil)
+	ka, _ := keyring.NewKeys(nil)
+	kb, _ := keyring.NewKeys(nil)
 	ev := kb.Evidence(session, b, priv, time.Now(), nil)
-	kr := NewKeyring(session, a, ka, pubs)
+	kr := keyring.New(session, a, ka, pubs)
 	if err := kr.VerifyPeer(b, ev); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestWithinModeBounds(t *testing.T) {
 	// A sealed model: the engine's encoding (label, two lengths) and GCM.
 	const encoding = 64
 	key := make([]byte, 32)
-	ct, err := GCMBox{}.Seal(key, make([]byte, 1000), []byte("ad"))
+	ct, err := keyring.Box{}.Seal(key, make([]byte, 1000), []byte("ad"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,17 +21,17 @@
 //
 // # Keys
 //
-// See [SessionKeys] and [Keyring]: fresh HPKE and Ed25519 session keys per
+// See [keyring.Keys] and [keyring.Ring]: fresh HPKE and Ed25519 session keys per
 // process and per re-attestation (Config.AttestEvery), announced in the
 // Hello evidence signed with the audit key from the kit, and verified by
 // every peer against the manifest. Uploads and round records are signed
-// with the audit key ([AuditSigner]); models are sealed with AES-256-GCM
-// under the group model key ([GCMBox]).
+// with the audit key ([keyring.Signer]); models are sealed with AES-256-GCM
+// under the group model key ([keyring.Box]).
 //
 // # Attestation
 //
 // When the manifest requires attestation, the node runs in a TEE
-// (Config.TEE, [OpenTEE]; [SimTEE] for development). On every connection it
+// (Config.TEE, [attest.Open]; [attest.SimTEE] for development). On every connection it
 // binds its current keys to the stream's TLS session and the coordinator's
 // nonce (attest.ReportData) and puts the TEE evidence in its Hello
 // evidence; every Config.AttestEvery it asks for a fresh nonce, makes new
@@ -81,6 +81,7 @@ import (
 	"github.com/cloisterfl/cloister/dataset"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -141,7 +142,7 @@ type Config struct {
 	Scheme protect.Scheme
 	// Random is the source of the node's secrets; nil means crypto/rand.
 	Random io.Reader
-	// TEE produces this node's attestation evidence (OpenTEE); nil means
+	// TEE produces this node's attestation evidence (attest.Open); nil means
 	// no TEE, which a manifest that requires attestation refuses.
 	TEE attest.Attester
 	// AttestEvery is how often the node makes new session keys and
@@ -187,7 +188,7 @@ type Node struct {
 	session []byte
 	rcfg    round.Config
 	scheme  protect.Scheme
-	keys    *Keyring
+	keys    *keyring.Ring
 	db      *store.DB
 	sn      *store.Node
 	alog    *audit.Log
@@ -318,7 +319,7 @@ func (n *Node) open() error {
 		n.budget.spent = n.alog.State().MicroEpsilon
 	}
 
-	sk, err := NewSessionKeys(n.cfg.Random)
+	sk, err := keyring.NewKeys(n.cfg.Random)
 	if err != nil {
 		return err
 	}
@@ -326,7 +327,7 @@ func (n *Node) open() error {
 	for _, p := range n.man.Members {
 		auditKeys[fl.NodeID(p.Name)] = p.AuditKey
 	}
-	n.keys = NewKeyring(n.session, n.self, sk, auditKeys)
+	n.keys = keyring.New(n.session, n.self, sk, auditKeys)
 	n.keysIssued = time.Now()
 	if err := n.setupTEE(); err != nil {
 		return err
@@ -341,7 +342,7 @@ func (n *Node) open() error {
 	}
 	rc := round.NodeConfig{
 		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.man.Coordinator.Name), Scheme: n.scheme,
-		Sealer: n.keys, Box: GCMBox{}, Signer: AuditSigner{n.cfg.Kit.AuditKey}, Verifier: AuditVerifier(auditKeys),
+		Sealer: n.keys, Box: keyring.Box{}, Signer: keyring.Signer{Key: n.cfg.Kit.AuditKey}, Verifier: keyring.Verifier(auditKeys),
 		Ledger: n.sn, Optimizer: opt, Init: n.tr.initial, Rand: n.cfg.Random, Evidence: evidence,
 		VerifyPeer: n.verifyPeer, MayTrain: n.budget.policy(),
 	}
@@ -401,7 +402,7 @@ func (n *Node) setupTEE() error {
 
 // helloEvidence makes this node's Hello evidence for keys, made at issued,
 // on conn: with a TEE, evidence bound to nonce and conn's TLS session.
-func (n *Node) helloEvidence(conn *transport.Conn, keys *SessionKeys, issued time.Time, nonce []byte) ([]byte, error) {
+func (n *Node) helloEvidence(conn *transport.Conn, keys *keyring.Keys, issued time.Time, nonce []byte) ([]byte, error) {
 	start := time.Now()
 	var tee []byte
 	var err error
@@ -415,7 +416,7 @@ func (n *Node) helloEvidence(conn *transport.Conn, keys *SessionKeys, issued tim
 	return ev, err
 }
 
-func (n *Node) attest(conn *transport.Conn, keys *SessionKeys, nonce []byte) ([]byte, error) {
+func (n *Node) attest(conn *transport.Conn, keys *keyring.Keys, nonce []byte) ([]byte, error) {
 	if len(nonce) == 0 {
 		return nil, errors.New("node: the coordinator issued no attestation nonce (it requires no attestation?)")
 	}
@@ -769,7 +770,7 @@ type challenged struct {
 // and nonce, with a TEE) and says Hello: as a new connection, or, with
 // reattest, as a re-attestation on a connection that stays up (the
 // coordinator then re-sends nothing, and the engine's idle clock runs on).
-func (n *Node) hello(conn *transport.Conn, keys *SessionKeys, issued time.Time, nonce []byte, reattest bool) {
+func (n *Node) hello(conn *transport.Conn, keys *keyring.Keys, issued time.Time, nonce []byte, reattest bool) {
 	ev, err := n.helloEvidence(conn, keys, issued, nonce)
 	if err != nil {
 		n.log.Error("cannot attest: the Hello carries no TEE evidence, and a coordinator that requires it will refuse this node", "err", err)
@@ -787,7 +788,7 @@ func (n *Node) hello(conn *transport.Conn, keys *SessionKeys, issued time.Time, 
 // open payloads sealed to them in flight.
 func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
 	start := time.Now()
-	keys, err := NewSessionKeys(n.cfg.Random)
+	keys, err := keyring.NewKeys(n.cfg.Random)
 	if err != nil {
 		n.log.Error("cannot make new session keys; keeping the current ones", "err", err)
 		return

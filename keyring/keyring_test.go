@@ -1,4 +1,4 @@
-package node
+package keyring
 
 import (
 	"crypto/ed25519"
@@ -13,11 +13,11 @@ import (
 )
 
 // teeRing is a keyring of node-1 that requires sim evidence of m.
-func teeRing(t testing.TB, m [48]byte, maxAge time.Duration, now func() time.Time) (*Keyring, map[fl.NodeID]ed25519.PrivateKey) {
+func teeRing(t testing.TB, m [48]byte, maxAge time.Duration, now func() time.Time) (*Ring, map[fl.NodeID]ed25519.PrivateKey) {
 	pub1, priv1, _ := ed25519.GenerateKey(nil)
 	pub2, priv2, _ := ed25519.GenerateKey(nil)
-	own, _ := NewSessionKeys(nil)
-	kr := NewKeyring([]byte("s"), "node-1", own, map[fl.NodeID]ed25519.PublicKey{"node-1": pub1, "node-2": pub2})
+	own, _ := NewKeys(nil)
+	kr := New([]byte("s"), "node-1", own, map[fl.NodeID]ed25519.PublicKey{"node-1": pub1, "node-2": pub2})
 	v, err := attest.NewVerifier(attest.Policy{Formats: []string{attest.FormatSim}, AllowSim: true, MaxAge: attest.Duration(maxAge),
 		Measurements: map[string][]string{attest.FormatSim: {hex.EncodeToString(m[:])}}}, attest.Roots{})
 	if err != nil {
@@ -29,7 +29,7 @@ func teeRing(t testing.TB, m [48]byte, maxAge time.Duration, now func() time.Tim
 
 // helloOf makes node-2's Hello evidence for keys on a TEE, as a node does
 // on a connection with nonce and keying material ekm.
-func helloOf(t testing.TB, tee attest.Attester, keys *SessionKeys, audit ed25519.PrivateKey, issued, at time.Time) []byte {
+func helloOf(t testing.TB, tee attest.Attester, keys *Keys, audit ed25519.PrivateKey, issued, at time.Time) []byte {
 	nonce, _ := attest.NewNonce(rand.Reader, at)
 	ev, err := attest.Attest(tee, keys.Binding(nonce, []byte("ekm of node-2's connection")), at)
 	if err != nil {
@@ -42,7 +42,7 @@ func helloOf(t testing.TB, tee attest.Attester, keys *SessionKeys, audit ed25519
 // that binds them, from an allowed TEE; it reports evidence that grew too
 // old; and after rotating its own keys it still opens payloads sealed to
 // the previous ones.
-func TestKeyringTEE(t *testing.T) {
+func TestRingTEE(t *testing.T) {
 	var m, other [48]byte
 	rand.Read(m[:])
 	rand.Read(other[:])
@@ -50,7 +50,7 @@ func TestKeyringTEE(t *testing.T) {
 	clock := now
 	kr, audit := teeRing(t, m, time.Minute, func() time.Time { return clock })
 	good := attest.NewSimTEE(m, "")
-	k2, _ := NewSessionKeys(nil)
+	k2, _ := NewKeys(nil)
 	if err := kr.VerifyPeer("node-2", k2.Evidence([]byte("s"), "node-2", audit["node-2"], now, nil)); !errors.Is(err, ErrNoTEE) {
 		t.Errorf("no TEE evidence: %v, want ErrNoTEE", err)
 	}
@@ -58,7 +58,7 @@ func TestKeyringTEE(t *testing.T) {
 		t.Errorf("another measurement: %v, want ErrMeasurement", err)
 	}
 	// Evidence for other keys than the envelope announces.
-	k3, _ := NewSessionKeys(nil)
+	k3, _ := NewKeys(nil)
 	nonce, _ := attest.NewNonce(rand.Reader, now)
 	ev, _ := attest.Attest(good, k3.Binding(nonce, []byte("ekm")), now)
 	if err := kr.VerifyPeer("node-2", k2.Evidence([]byte("s"), "node-2", audit["node-2"], now, ev)); !errors.Is(err, attest.ErrKeyBinding) {
@@ -78,7 +78,7 @@ func TestKeyringTEE(t *testing.T) {
 	}
 	// Re-attested keys, checked later: accepted, and no longer expired.
 	clock = now.Add(2 * time.Minute)
-	k2b, _ := NewSessionKeys(nil)
+	k2b, _ := NewKeys(nil)
 	if err := kr.VerifyPeer("node-2", helloOf(t, good, k2b, audit["node-2"], clock, clock)); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestKeyringTEE(t *testing.T) {
 	}
 
 	// Rotation: a payload sealed to node-1's previous keys still opens.
-	kr2 := NewKeyring([]byte("s"), "node-2", k2b, kr.audit)
+	kr2 := New([]byte("s"), "node-2", k2b, kr.audit)
 	if err := kr2.VerifyPeer("node-1", kr.Own().Evidence([]byte("s"), "node-1", audit["node-1"], clock, nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -95,12 +95,12 @@ func TestKeyringTEE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, _ := NewSessionKeys(nil)
+	next, _ := NewKeys(nil)
 	kr.Rotate(next)
 	if pt, err := kr.Open("node-2", inFlight); err != nil || string(pt) != "a share" {
 		t.Errorf("a payload sealed to the previous keys: %q, %v", pt, err)
 	}
-	kr.Rotate(func() *SessionKeys { k, _ := NewSessionKeys(nil); return k }())
+	kr.Rotate(func() *Keys { k, _ := NewKeys(nil); return k }())
 	if _, err := kr.Open("node-2", inFlight); err == nil {
 		t.Error("a payload sealed two rotations ago still opens")
 	}
@@ -109,19 +109,19 @@ func TestKeyringTEE(t *testing.T) {
 // A failed re-attestation cannot be undone by relaying the evidence it
 // superseded: evidence issued before signed evidence whose TEE check failed
 // is refused; newer valid evidence is taken.
-func TestKeyringFailedReattestation(t *testing.T) {
+func TestRingFailedReattestation(t *testing.T) {
 	var m, other [48]byte
 	rand.Read(m[:])
 	rand.Read(other[:])
 	now := time.Now()
 	kr, audit := teeRing(t, m, time.Hour, func() time.Time { return now.Add(2 * time.Second) })
 	good := attest.NewSimTEE(m, "")
-	k1, _ := NewSessionKeys(nil)
+	k1, _ := NewKeys(nil)
 	first := helloOf(t, good, k1, audit["node-2"], now, now)
 	if err := kr.VerifyPeer("node-2", first); err != nil {
 		t.Fatal(err)
 	}
-	k2, _ := NewSessionKeys(nil)
+	k2, _ := NewKeys(nil)
 	later := now.Add(time.Second)
 	if err := kr.VerifyPeer("node-2", helloOf(t, attest.NewSimTEE(other, ""), k2, audit["node-2"], later, later)); !errors.Is(err, attest.ErrMeasurement) {
 		t.Fatalf("re-attestation on another binary: %v, want ErrMeasurement", err)
@@ -129,7 +129,7 @@ func TestKeyringFailedReattestation(t *testing.T) {
 	if err := kr.VerifyPeer("node-2", first); !errors.Is(err, ErrStaleEvidence) {
 		t.Fatalf("the superseded evidence relayed again: %v, want ErrStaleEvidence", err)
 	}
-	k3, _ := NewSessionKeys(nil)
+	k3, _ := NewKeys(nil)
 	latest := now.Add(2 * time.Second)
 	if err := kr.VerifyPeer("node-2", helloOf(t, good, k3, audit["node-2"], latest, latest)); err != nil {
 		t.Fatalf("a valid attestation after the failed one: %v", err)
@@ -147,13 +147,13 @@ func BenchmarkReattest(b *testing.B) {
 	b.Run("produce", func(b *testing.B) {
 		var size int
 		for b.Loop() {
-			k, _ := NewSessionKeys(nil)
+			k, _ := NewKeys(nil)
 			size = len(helloOf(b, tee, k, audit["node-2"], time.Now(), time.Now()))
 		}
 		b.ReportMetric(float64(size), "bytes")
 	})
 	b.Run("verify", func(b *testing.B) {
-		k, _ := NewSessionKeys(nil)
+		k, _ := NewKeys(nil)
 		ev := helloOf(b, tee, k, audit["node-2"], time.Now(), time.Now())
 		for b.Loop() {
 			if err := kr.VerifyPeer("node-2", ev); err != nil {
@@ -167,14 +167,14 @@ func BenchmarkReattest(b *testing.B) {
 // keys arrived (its signature is by the signing key before its last
 // rotation), also the node's own dealing to itself; one signed two
 // rotations ago does not.
-func TestKeyringOpenAfterSenderRotation(t *testing.T) {
+func TestRingOpenAfterSenderRotation(t *testing.T) {
 	session := []byte("s")
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	pubs := map[fl.NodeID]ed25519.PublicKey{"node-1": pub, "node-2": pub}
-	k1, _ := NewSessionKeys(nil)
-	k2, _ := NewSessionKeys(nil)
-	kr1 := NewKeyring(session, "node-1", k1, pubs)
-	kr2 := NewKeyring(session, "node-2", k2, pubs)
+	k1, _ := NewKeys(nil)
+	k2, _ := NewKeys(nil)
+	kr1 := New(session, "node-1", k1, pubs)
+	kr2 := New(session, "node-2", k2, pubs)
 	t0 := time.Now()
 	if err := kr1.VerifyPeer("node-2", k2.Evidence(session, "node-2", priv, t0, nil)); err != nil {
 		t.Fatal(err)
@@ -182,7 +182,7 @@ func TestKeyringOpenAfterSenderRotation(t *testing.T) {
 	if err := kr2.VerifyPeer("node-1", k1.Evidence(session, "node-1", priv, t0, nil)); err != nil {
 		t.Fatal(err)
 	}
-	seal := func(kr *Keyring, to fl.NodeID, pt string) []byte {
+	seal := func(kr *Ring, to fl.NodeID, pt string) []byte {
 		t.Helper()
 		ct, err := kr.Seal(to, []byte(pt))
 		if err != nil {
@@ -194,7 +194,7 @@ func TestKeyringOpenAfterSenderRotation(t *testing.T) {
 	toPeer, toSelf := seal(kr2, "node-1", "a share"), seal(kr2, "node-2", "own share")
 	rotate := func(issued time.Time) {
 		t.Helper()
-		k, _ := NewSessionKeys(nil)
+		k, _ := NewKeys(nil)
 		kr2.Rotate(k)
 		if err := kr1.VerifyPeer("node-2", k.Evidence(session, "node-2", priv, issued, nil)); err != nil {
 			t.Fatal(err)

@@ -1,4 +1,11 @@
-package node
+// Package keyring holds a member's session keys and what both daemons
+// seal, sign and verify with: [Keys] (a process's HPKE and Ed25519 keys,
+// announced in its Hello evidence), [Ring] (the members' keys, sealing
+// payloads end to end between members, checking their evidence and TEE
+// evidence), [Box] (AES-256-GCM under the group model key), and [Signer]
+// and [Verifier] (the audit keys the manifest lists, for uploads and round
+// records). See docs/PROTOCOL.md §2 and docs/ARCHITECTURE.md.
+package keyring
 
 import (
 	"bytes"
@@ -45,13 +52,13 @@ const (
 var (
 	// ErrStaleEvidence: evidence older than evidence already accepted for the
 	// same member (a replay of an earlier process's keys).
-	ErrStaleEvidence = errors.New("node: evidence older than the member's current keys")
+	ErrStaleEvidence = errors.New("keyring: evidence older than the member's current keys")
 	// ErrNoPeerKey: a payload to or from a member whose session keys are not
 	// known (it has not said Hello since this process started).
-	ErrNoPeerKey = errors.New("node: no session key for member")
+	ErrNoPeerKey = errors.New("keyring: no session key for member")
 	// ErrNoTEE: the manifest requires TEE evidence and a member's Hello
 	// evidence carries none.
-	ErrNoTEE = errors.New("node: no TEE evidence")
+	ErrNoTEE = errors.New("keyring: no TEE evidence")
 )
 
 // kem, kdf and aead are the HPKE suite every payload is sealed with.
@@ -59,9 +66,9 @@ func kem() hpke.KEM   { return hpke.MLKEM768X25519() }
 func kdf() hpke.KDF   { return hpke.HKDFSHA256() }
 func aead() hpke.AEAD { return hpke.AES256GCM() }
 
-// SessionKeys are a node process's ephemeral keys. A node makes new ones
+// Keys are a node process's ephemeral keys. A node makes new ones
 // when it starts and at every scheduled re-attestation.
-type SessionKeys struct {
+type Keys struct {
 	hpke hpke.PrivateKey
 	sign ed25519.PrivateKey
 }
@@ -69,33 +76,33 @@ type SessionKeys struct {
 // Binding returns the attestation binding of these keys to a TLS session
 // (its exported keying material ekm) and the coordinator's nonce: what the
 // node's TEE evidence must vouch for.
-func (k *SessionKeys) Binding(nonce, ekm []byte) attest.Binding {
+func (k *Keys) Binding(nonce, ekm []byte) attest.Binding {
 	return attest.Binding{Nonce: bytes.Clone(nonce), EKM: bytes.Clone(ekm),
 		HPKEPub: k.hpke.PublicKey().Bytes(), SignPub: bytes.Clone(k.sign.Public().(ed25519.PublicKey))}
 }
 
-// NewSessionKeys makes fresh session keys. The HPKE key always comes from
+// NewKeys makes fresh session keys. The HPKE key always comes from
 // the system's secure source (crypto/hpke takes no reader); the Ed25519
 // key from random (nil: crypto/rand).
-func NewSessionKeys(random io.Reader) (*SessionKeys, error) {
+func NewKeys(random io.Reader) (*Keys, error) {
 	if random == nil {
 		random = rand.Reader
 	}
 	k, err := kem().GenerateKey()
 	if err != nil {
-		return nil, fmt.Errorf("node: HPKE key: %w", err)
+		return nil, fmt.Errorf("keyring: HPKE key: %w", err)
 	}
 	_, s, err := ed25519.GenerateKey(random)
 	if err != nil {
-		return nil, fmt.Errorf("node: session signing key: %w", err)
+		return nil, fmt.Errorf("keyring: session signing key: %w", err)
 	}
-	return &SessionKeys{hpke: k, sign: s}, nil
+	return &Keys{hpke: k, sign: s}, nil
 }
 
 // Evidence returns the keys' Hello evidence ([pki.Evidence]) for member
 // self of session, made at issued, with the TEE evidence tee (nil without
 // a TEE), signed with the member's audit key.
-func (k *SessionKeys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.PrivateKey, issued time.Time, tee []byte) []byte {
+func (k *Keys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.PrivateKey, issued time.Time, tee []byte) []byte {
 	e := &pki.Evidence{Session: bytes.Clone(session), Node: self, Issued: issued,
 		HPKE: k.hpke.PublicKey().Bytes(), Sign: bytes.Clone(k.sign.Public().(ed25519.PublicKey)), TEE: bytes.Clone(tee)}
 	return e.SignWith(auditKey)
@@ -112,10 +119,10 @@ type peer struct {
 	claims   *attest.Claims // of its TEE evidence; nil without attestation
 }
 
-// Keyring holds this node's session keys and the members' announced keys.
+// Ring holds this node's session keys and the members' announced keys.
 // It implements round.Sealer and provides round.NodeConfig.VerifyPeer. It is
 // safe for concurrent use.
-type Keyring struct {
+type Ring struct {
 	session []byte
 	self    fl.NodeID
 	audit   map[fl.NodeID]ed25519.PublicKey // members' audit keys, from the manifest
@@ -123,19 +130,19 @@ type Keyring struct {
 	now     func() time.Time
 
 	mu    sync.Mutex
-	own   *SessionKeys
-	prev  *SessionKeys // the keys before the last rotation: payloads sealed to them may be in flight
+	own   *Keys
+	prev  *Keys // the keys before the last rotation: payloads sealed to them may be in flight
 	peers map[fl.NodeID]peer
 	// failed: the newest issue time of a member's signed evidence whose TEE
 	// evidence failed: evidence issued before it is not taken again.
 	failed map[fl.NodeID]time.Time
 }
 
-// NewKeyring returns the keyring of member self, whose own keys are own;
+// New returns the keyring of member self, whose own keys are own;
 // audit holds every member's audit key. Without a TEE verifier (nil) it
 // checks the members' evidence against their audit keys only.
-func NewKeyring(session []byte, self fl.NodeID, own *SessionKeys, audit map[fl.NodeID]ed25519.PublicKey) *Keyring {
-	kr := &Keyring{session: bytes.Clone(session), self: self, own: own, audit: audit, peers: make(map[fl.NodeID]peer),
+func New(session []byte, self fl.NodeID, own *Keys, audit map[fl.NodeID]ed25519.PublicKey) *Ring {
+	kr := &Ring{session: bytes.Clone(session), self: self, own: own, audit: audit, peers: make(map[fl.NodeID]peer),
 		failed: make(map[fl.NodeID]time.Time), now: time.Now}
 	kr.peers[self] = peer{hpke: own.hpke.PublicKey(), sign: own.sign.Public().(ed25519.PublicKey)}
 	return kr
@@ -144,7 +151,7 @@ func NewKeyring(session []byte, self fl.NodeID, own *SessionKeys, audit map[fl.N
 // RequireTEE makes the keyring check the TEE evidence in every member's
 // Hello evidence with v (the manifest's policy), at the times now returns
 // (nil: time.Now). Call it before the keyring is used.
-func (kr *Keyring) RequireTEE(v *attest.Verifier, now func() time.Time) {
+func (kr *Ring) RequireTEE(v *attest.Verifier, now func() time.Time) {
 	kr.tee = v
 	if now != nil {
 		kr.now = now
@@ -155,7 +162,7 @@ func (kr *Keyring) RequireTEE(v *attest.Verifier, now func() time.Time) {
 // payloads sealed to them (in flight when the node announced k), and
 // payloads this node signed with them still verify, until the next
 // rotation.
-func (kr *Keyring) Rotate(k *SessionKeys) {
+func (kr *Ring) Rotate(k *Keys) {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	kr.prev, kr.own = kr.own, k
@@ -164,7 +171,7 @@ func (kr *Keyring) Rotate(k *SessionKeys) {
 }
 
 // Own returns this node's current session keys.
-func (kr *Keyring) Own() *SessionKeys {
+func (kr *Ring) Own() *Keys {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	return kr.own
@@ -183,7 +190,7 @@ func (kr *Keyring) Own() *SessionKeys {
 // member whose TEE evidence failed is refused too (ErrStaleEvidence): a
 // coordinator cannot undo a failed re-attestation by relaying the
 // attestation it superseded.
-func (kr *Keyring) VerifyPeer(id fl.NodeID, b []byte) error {
+func (kr *Ring) VerifyPeer(id fl.NodeID, b []byte) error {
 	pub, ok := kr.audit[id]
 	if !ok {
 		return fmt.Errorf("%w: %s is not a member", pki.ErrEvidence, id)
@@ -239,7 +246,7 @@ func (kr *Keyring) VerifyPeer(id fl.NodeID, b []byte) error {
 }
 
 // verifyTEE checks the TEE evidence of e when the keyring requires it.
-func (kr *Keyring) verifyTEE(id fl.NodeID, e *pki.Evidence) (*attest.Claims, error) {
+func (kr *Ring) verifyTEE(id fl.NodeID, e *pki.Evidence) (*attest.Claims, error) {
 	if kr.tee == nil {
 		return nil, nil
 	}
@@ -264,7 +271,7 @@ func (kr *Keyring) verifyTEE(id fl.NodeID, e *pki.Evidence) (*attest.Claims, err
 // Expired returns, for every member whose TEE evidence this keyring
 // verified, an error wrapping attest.ErrTooOld if that evidence is older
 // than the policy's MaxAge at now: the member did not re-attest in time.
-func (kr *Keyring) Expired(now time.Time) map[fl.NodeID]error {
+func (kr *Ring) Expired(now time.Time) map[fl.NodeID]error {
 	if kr.tee == nil {
 		return nil
 	}
@@ -284,7 +291,7 @@ func (kr *Keyring) Expired(now time.Time) map[fl.NodeID]error {
 }
 
 // PeerClaims returns the claims of member id's last verified TEE evidence.
-func (kr *Keyring) PeerClaims(id fl.NodeID) (*attest.Claims, bool) {
+func (kr *Ring) PeerClaims(id fl.NodeID) (*attest.Claims, bool) {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
 	p, ok := kr.peers[id]
@@ -298,7 +305,7 @@ func (kr *Keyring) PeerClaims(id fl.NodeID) (*attest.Claims, bool) {
 // sealInfo is the HPKE info string: it binds a payload to the session, its
 // sender and its recipient. The round engine's envelope inside binds the
 // purpose (a dealt share, the group key) and the key epoch.
-func (kr *Keyring) sealInfo(from, to fl.NodeID) []byte {
+func (kr *Ring) sealInfo(from, to fl.NodeID) []byte {
 	var w lenprefix.Writer
 	w.String(labelSealInfo)
 	w.Bytes(kr.session)
@@ -318,7 +325,7 @@ func sealSigned(info, pt []byte) []byte {
 // Seal implements round.Sealer: HPKE (MLKEM768X25519, HKDF-SHA256,
 // AES-256-GCM) to to's announced session key, of this node's session-key
 // signature over (info, plaintext) followed by the plaintext.
-func (kr *Keyring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
+func (kr *Ring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
 	kr.mu.Lock()
 	p, ok := kr.peers[to]
 	kr.mu.Unlock()
@@ -339,7 +346,7 @@ func (kr *Keyring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
 // and checks from's session-key signature, with its current signing key or
 // the one before its last rotation (a payload it sealed before it
 // re-attested, opened after its new keys arrived).
-func (kr *Keyring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
+func (kr *Ring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
 	kr.mu.Lock()
 	p, ok := kr.peers[from]
 	own, prev := kr.own, kr.prev
@@ -358,53 +365,53 @@ func (kr *Keyring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("node: opening a payload from %s: %w", from, err)
+		return nil, fmt.Errorf("keyring: opening a payload from %s: %w", from, err)
 	}
 	if len(inner) < ed25519.SignatureSize {
-		return nil, fmt.Errorf("node: payload from %s is too short", from)
+		return nil, fmt.Errorf("keyring: payload from %s is too short", from)
 	}
 	sig, pt := inner[:ed25519.SignatureSize], inner[ed25519.SignatureSize:]
 	signed := sealSigned(info, pt)
 	if !ed25519.Verify(p.sign, signed, sig) && (p.prevSign == nil || !ed25519.Verify(p.prevSign, signed, sig)) {
-		return nil, fmt.Errorf("node: payload was not sealed by %s's session key", from)
+		return nil, fmt.Errorf("keyring: payload was not sealed by %s's session key", from)
 	}
 	return pt, nil
 }
 
-// AuditSigner signs with a member's audit key: round.Signer.
-type AuditSigner struct{ Key ed25519.PrivateKey }
+// Signer signs with a member's audit key: round.Signer.
+type Signer struct{ Key ed25519.PrivateKey }
 
 // Sign implements round.Signer.
-func (s AuditSigner) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(s.Key, msg), nil }
+func (s Signer) Sign(msg []byte) ([]byte, error) { return ed25519.Sign(s.Key, msg), nil }
 
-// AuditVerifier checks signatures with the members' audit keys from the
+// Verifier checks signatures with the members' audit keys from the
 // manifest: round.Verifier.
-type AuditVerifier map[fl.NodeID]ed25519.PublicKey
+type Verifier map[fl.NodeID]ed25519.PublicKey
 
 // Verify implements round.Verifier.
-func (v AuditVerifier) Verify(signer fl.NodeID, msg, sig []byte) error {
+func (v Verifier) Verify(signer fl.NodeID, msg, sig []byte) error {
 	pub, ok := v[signer]
 	if !ok {
-		return fmt.Errorf("node: %s has no audit key in the manifest", signer)
+		return fmt.Errorf("%s has no audit key in the manifest", signer)
 	}
 	if !ed25519.Verify(pub, msg, sig) {
-		return fmt.Errorf("node: signature of %s does not verify", signer)
+		return fmt.Errorf("signature of %s does not verify under its audit key", signer)
 	}
 	return nil
 }
 
-// GCMBox is AES-256-GCM with a random 96-bit nonce prepended to the
+// Box is AES-256-GCM with a random 96-bit nonce prepended to the
 // ciphertext: round.ModelBox. Models are sealed under one group key for the
 // whole session; with random nonces that is safe for far more than 2^32
 // seals, far beyond any session.
-type GCMBox struct{}
+type Box struct{}
 
 // KeySize implements round.ModelBox.
-func (GCMBox) KeySize() int { return 32 }
+func (Box) KeySize() int { return 32 }
 
-func (GCMBox) aead(key []byte) (cipher.AEAD, error) {
+func (Box) aead(key []byte) (cipher.AEAD, error) {
 	if len(key) != 32 {
-		return nil, fmt.Errorf("node: model key of %d bytes, want 32", len(key))
+		return nil, fmt.Errorf("keyring: model key of %d bytes, want 32", len(key))
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -414,7 +421,7 @@ func (GCMBox) aead(key []byte) (cipher.AEAD, error) {
 }
 
 // Seal implements round.ModelBox.
-func (b GCMBox) Seal(key, pt, ad []byte) ([]byte, error) {
+func (b Box) Seal(key, pt, ad []byte) ([]byte, error) {
 	a, err := b.aead(key)
 	if err != nil {
 		return nil, err
@@ -427,13 +434,13 @@ func (b GCMBox) Seal(key, pt, ad []byte) ([]byte, error) {
 }
 
 // Open implements round.ModelBox.
-func (b GCMBox) Open(key, ct, ad []byte) ([]byte, error) {
+func (b Box) Open(key, ct, ad []byte) ([]byte, error) {
 	a, err := b.aead(key)
 	if err != nil {
 		return nil, err
 	}
 	if len(ct) < a.NonceSize()+a.Overhead() {
-		return nil, errors.New("node: sealed model too short")
+		return nil, errors.New("keyring: sealed model too short")
 	}
 	return a.Open(nil, ct[:a.NonceSize()], ct[a.NonceSize():], ad)
 }
