@@ -62,16 +62,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,6 +146,13 @@ type Config struct {
 	// AttestEvery is how often the node makes new session keys and
 	// re-attests them (on a fresh nonce); 0 means DefaultAttestEvery.
 	AttestEvery time.Duration
+	// Now is the node's clock: evidence times, expiry checks and timings;
+	// nil means time.Now.
+	Now func() time.Time
+	// Dial, if set, opens the connection to the coordinator at addr in
+	// place of a TCP dial (tests: in-memory connections). TLS runs over it
+	// as over TCP.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Roots are the TEE vendor roots the node verifies its peers' evidence
 	// against; the zero value means the real vendors' (and sim's).
 	Roots attest.Roots
@@ -232,6 +237,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.AttestEvery <= 0 {
 		cfg.AttestEvery = DefaultAttestEvery
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	n := &Node{cfg: cfg, man: cfg.Kit.Manifest, self: fl.NodeID(cfg.Kit.Config.Name), expired: make(map[fl.NodeID]time.Time)}
 	n.log = cfg.Logger
 	if n.log == nil {
@@ -285,7 +293,7 @@ func (n *Node) open() error {
 	}
 	if _, err := n.db.Session(ctx, n.session); errors.Is(err, store.ErrNotFound) {
 		mh, _ := n.man.Hash()
-		if err := n.db.CreateSession(ctx, store.Session{ID: n.session, Manifest: mh, Created: time.Now()}); err != nil {
+		if err := n.db.CreateSession(ctx, store.Session{ID: n.session, Manifest: mh, Created: n.now()}); err != nil {
 			return err
 		}
 	} else if err != nil {
@@ -328,7 +336,7 @@ func (n *Node) open() error {
 		auditKeys[fl.NodeID(p.Name)] = p.AuditKey
 	}
 	n.keys = keyring.New(n.session, n.self, sk, auditKeys)
-	n.keysIssued = time.Now()
+	n.keysIssued = n.now()
 	if err := n.setupTEE(); err != nil {
 		return err
 	}
@@ -366,129 +374,10 @@ func (n *Node) open() error {
 
 func (n *Node) sessionName() string { return hex.EncodeToString(n.session) }
 
-// setupTEE checks the node's TEE against the manifest's attestation policy
-// and makes the keyring verify the members' TEE evidence.
-func (n *Node) setupTEE() error {
-	pol := n.man.Attestation
-	if !n.man.AttestationRequired() {
-		n.log.Warn("ATTESTATION IS OFF: the manifest requires no TEE evidence; members join on their certificates " +
-			"and audit keys alone, and nothing proves what code they run")
-		if n.cfg.TEE != nil {
-			n.log.Warn("the node has a TEE, and the manifest requires no evidence: not attesting", "tee", n.cfg.TEE.Format())
-			n.cfg.TEE = nil
-		}
-		return nil
-	}
-	v, err := attest.NewVerifier(pol, n.cfg.Roots)
-	if err != nil {
-		return fmt.Errorf("node: the manifest's attestation policy: %w", err)
-	}
-	for _, w := range pol.Warnings() {
-		n.log.Warn(w)
-	}
-	if n.cfg.TEE == nil {
-		return fmt.Errorf("node: the manifest requires TEE evidence (formats %v): run the node in a TEE (--tee)", pol.Formats)
-	}
-	if !slices.Contains(pol.Formats, n.cfg.TEE.Format()) {
-		return fmt.Errorf("node: the manifest allows TEE formats %v, this node's TEE is %s", pol.Formats, n.cfg.TEE.Format())
-	}
-	if pol.MaxAge > 0 && n.cfg.AttestEvery >= time.Duration(pol.MaxAge) {
-		n.log.Warn("the node re-attests less often than the policy's maximum evidence age: the coordinator and its peers "+
-			"will exclude it between re-attestations", "attest_every", n.cfg.AttestEvery, "max_age", pol.MaxAge)
-	}
-	n.keys.RequireTEE(v, nil)
-	return nil
-}
-
-// helloEvidence makes this node's Hello evidence for keys, made at issued,
-// on conn: with a TEE, evidence bound to nonce and conn's TLS session.
-func (n *Node) helloEvidence(conn *transport.Conn, keys *keyring.Keys, issued time.Time, nonce []byte) ([]byte, error) {
-	start := time.Now()
-	var tee []byte
-	var err error
-	if n.cfg.TEE != nil {
-		tee, err = n.attest(conn, keys, nonce)
-	}
-	ev := keys.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, issued, tee)
-	n.stats.Attestations.Add(1)
-	n.stats.AttestNanos.Add(uint64(time.Since(start)))
-	n.stats.AttestBytes.Add(uint64(len(tee)))
-	return ev, err
-}
-
-func (n *Node) attest(conn *transport.Conn, keys *keyring.Keys, nonce []byte) ([]byte, error) {
-	if len(nonce) == 0 {
-		return nil, errors.New("node: the coordinator issued no attestation nonce (it requires no attestation?)")
-	}
-	ekm, err := attest.SessionEKM(conn.TLS())
-	if err != nil {
-		return nil, err
-	}
-	return attest.Attest(n.cfg.TEE, keys.Binding(nonce, ekm), time.Now())
-}
-
-// verifyPeer is round's VerifyPeer hook: it checks a member's session-key
-// evidence (and TEE evidence) and records the verdict for the audit log.
-func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
-	start := time.Now()
-	err := n.keys.VerifyPeer(id, ev)
-	n.stats.PeerChecks.Add(1)
-	n.stats.PeerCheckNanos.Add(uint64(time.Since(start)))
-	if err != nil {
-		n.stats.PeerFailures.Add(1)
-		n.log.Warn("a member's evidence failed", "member", id, "err", err)
-		return err
-	}
-	if c, ok := n.keys.PeerClaims(id); ok {
-		delete(n.expired, id)
-		n.log.Debug("a member's TEE evidence verified", "member", id, "format", c.Format, "measurement", c.Measurement,
-			"tcb", c.TCB, "verify_s", time.Since(start).Seconds())
-	}
-	return nil
-}
-
-// peerFormat names the evidence format of a member whose evidence verified,
-// for its attestation-ok record.
-func (n *Node) peerFormat(id fl.NodeID) string {
-	if c, ok := n.keys.PeerClaims(id); ok {
-		return c.Format
-	}
-	return "session-keys"
-}
-
-// checkExpiry distrusts the members whose verified TEE evidence is older
-// than the policy's maximum age: they did not re-attest in time.
-func (n *Node) checkExpiry(now time.Time) {
-	for id, err := range n.keys.Expired(now) {
-		c, _ := n.keys.PeerClaims(id)
-		if t, ok := n.expired[id]; ok && c != nil && t.Equal(c.Time) {
-			continue // already distrusted for this evidence
-		}
-		if c != nil {
-			n.expired[id] = c.Time
-		}
-		n.distrust(id, err)
-	}
-}
-
-// distrust tells the engine that member id's evidence expired: it keeps
-// the member out of key setups and refuses to reveal or decrypt aggregates
-// that include it, until the member's fresh evidence verifies. The engine's
-// EventPeerDistrusted becomes the attestation-failed audit record.
-func (n *Node) distrust(id fl.NodeID, err error) {
-	n.log.Warn("distrusting a member", "member", id, "err", err)
-	n.rn.Distrust(id, err.Error())
-}
+func (n *Node) now() time.Time { return n.cfg.Now() }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() *Stats { return &n.stats }
-
-// input is what the connection goroutine hands to the engine loop.
-type input struct {
-	conn *transport.Conn // on connect (and with each message)
-	msg  *round.Message
-	down error // on disconnect: why
-}
 
 // Run dials the coordinator at addr and runs the node until the session is
 // done (nil), ctx ends (ctx.Err()), or an error makes going on unsafe (a
@@ -526,487 +415,4 @@ func (n *Node) close() {
 			n.db.Close()
 		}
 	})
-}
-
-// errDone stops the goroutines when the session is over.
-var errDone = errors.New("node: session done")
-
-// connect keeps a connection to the coordinator open, with backoff, and
-// feeds what arrives to the loop.
-func (n *Node) connect(ctx context.Context, cancel context.CancelCauseFunc, addr string, tc *tls.Config, inputs chan<- input) {
-	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
-	metrics := new(transport.Metrics)
-	for attempt := 0; ctx.Err() == nil; {
-		conn, err := transport.Dial(ctx, addr, transport.ClientConfig{TLS: tc, Limits: n.cfg.Limits, Logger: n.log, Metrics: metrics})
-		if err != nil {
-			if errors.Is(err, transport.ErrConfig) {
-				cancel(err)
-				return
-			}
-			if ctx.Err() == nil {
-				lvl := slog.LevelInfo
-				if attempt > 3 {
-					lvl = slog.LevelWarn
-				}
-				n.log.Log(ctx, lvl, "cannot reach the coordinator", "addr", addr, "attempt", attempt+1, "err", err)
-			}
-			sleep(ctx, n.cfg.Backoff.Delay(attempt, rng))
-			attempt++
-			continue
-		}
-		attempt = 0
-		n.stats.Connects.Add(1)
-		n.log.Info("connected to the coordinator", "addr", addr, "coordinator", conn.Coordinator())
-		select {
-		case inputs <- input{conn: conn}:
-		case <-ctx.Done():
-			conn.Close()
-			return
-		}
-		var why error
-		for {
-			m, err := conn.Recv(ctx)
-			if err != nil {
-				why = err
-				break
-			}
-			select {
-			case inputs <- input{conn: conn, msg: &m}:
-				continue
-			case <-ctx.Done():
-				why = ctx.Err()
-			}
-			break
-		}
-		conn.Close()
-		if ctx.Err() != nil {
-			return
-		}
-		select {
-		case inputs <- input{conn: conn, down: why}:
-		case <-ctx.Done():
-			return
-		}
-		if errors.Is(why, transport.ErrReplaced) {
-			cancel(fmt.Errorf("node: another process connected as %s: %w", n.self, why))
-			return
-		}
-		n.log.Warn("lost the coordinator; reconnecting", "err", why)
-		sleep(ctx, n.cfg.Backoff.Delay(0, rng))
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
-// work runs tasks one at a time and returns their results. A task for a
-// round older than a queued one is skipped.
-func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<- round.Message) {
-	for {
-		var t round.Task
-		select {
-		case t = <-tasks:
-		case <-ctx.Done():
-			return
-		}
-		var res round.Message
-		switch t.Kind {
-		case round.TaskTrain:
-			r, err := n.tr.trainTask(t.Round, t.Model)
-			if err != nil {
-				n.log.Error("training failed; this node sends no update this round", "round", t.Round, "err", err)
-				continue
-			}
-			n.stats.Trained.Add(1)
-			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
-				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
-			if n.cfg.OnUpdate != nil {
-				n.cfg.OnUpdate(fl.Update{Node: r.Update.Node, Round: r.Update.Round, Delta: r.Update.Delta.Clone(), Weight: r.Update.Weight})
-			}
-			res = round.Message{Kind: round.KindTrained, Round: t.Round, Update: r.Update}
-		case round.TaskEvaluate:
-			start := time.Now()
-			m, err := n.tr.evaluate(t.Model)
-			if err != nil {
-				n.log.Error("evaluation failed", "round", t.Round, "err", err)
-				continue
-			}
-			n.stats.Evaluated.Add(1)
-			n.log.Info("evaluated", "round", t.Round, "accuracy", m.Accuracy, "loss", m.Loss, "examples", m.Examples,
-				"eval_s", time.Since(start).Seconds())
-			res = round.Message{Kind: round.KindEvaluated, Round: t.Round, Metrics: m}
-		default:
-			continue
-		}
-		select {
-		case results <- res:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// loop is the engine's goroutine: the only one that touches n.rn.
-func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round.Task, results <-chan round.Message) error {
-	ticker := time.NewTicker(n.cfg.Tick)
-	defer ticker.Stop()
-	reattest := time.NewTicker(n.cfg.AttestEvery)
-	defer reattest.Stop()
-	nonces := make(chan challenged, 1)
-	var conn *transport.Conn
-	var asking bool // a Challenge is in flight
-	var plan reattestPlan
-	lastExpiry := time.Now()
-	for {
-		done, err := n.drain(ctx, conn, tasks)
-		if err != nil {
-			return err
-		}
-		if done {
-			n.log.Info("the session is over", "attestations", n.stats.Attestations.Load(), "rotations", n.stats.Rotations.Load(),
-				"attest_s", time.Duration(n.stats.AttestNanos.Load()).Seconds(), "peer_checks", n.stats.PeerChecks.Load(),
-				"peer_check_s", time.Duration(n.stats.PeerCheckNanos.Load()).Seconds(), "peer_failures", n.stats.PeerFailures.Load())
-			if conn != nil {
-				conn.Close()
-			}
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-				return c
-			}
-			return ctx.Err()
-		case in := <-inputs:
-			switch {
-			case in.msg != nil:
-				n.step(in.conn.Coordinator(), *in.msg)
-			case in.down != nil:
-				if conn == in.conn {
-					conn = nil
-				}
-			default:
-				// A new connection: evidence bound to it, then Hello.
-				conn = in.conn
-				n.hello(conn, n.keys.Own(), n.keysIssued, conn.Nonce(), false)
-			}
-		case res := <-results:
-			n.step(n.self, res)
-		case <-reattest.C:
-			// Peers are sealing setup payloads to the current keys: rotate
-			// once the setup is over (or at the next period at the latest).
-			if plan.due(n.inSetup()) {
-				n.reattest(ctx, conn, &asking, nonces)
-			}
-		case ch := <-nonces:
-			asking = false
-			switch {
-			case ch.err != nil:
-				plan.failed()
-				n.log.Warn("cannot re-attest: no fresh nonce from the coordinator; retrying at the next schedule or reconnect", "err", ch.err)
-			case ch.conn != conn:
-			case plan.nonce(n.inSetup()):
-				n.rotate(conn, ch.nonce)
-			default:
-				n.log.Debug("re-attestation deferred: a key setup started while the nonce was on its way")
-			}
-		case now := <-ticker.C:
-			n.rn.Tick()
-			if plan.tick(n.inSetup()) {
-				n.reattest(ctx, conn, &asking, nonces)
-			}
-			if now.Sub(lastExpiry) >= time.Second {
-				lastExpiry = now
-				n.checkExpiry(now)
-			}
-		}
-	}
-}
-
-// inSetup reports whether a key setup this node takes part in is under
-// way (its payloads are sealed to the node's current keys).
-func (n *Node) inSetup() bool {
-	st := n.rn.Status()
-	return st.SetupEpoch > st.Epoch || st.Keyed && !st.GroupKey
-}
-
-// reattest starts a re-attestation: new keys at once if the coordinator
-// issues no nonces (or the node is not connected), else a fresh nonce first.
-func (n *Node) reattest(ctx context.Context, conn *transport.Conn, asking *bool, nonces chan<- challenged) {
-	switch {
-	case *asking:
-	case conn == nil || conn.Nonce() == nil:
-		// Not connected, or a coordinator that issues no nonces: new keys
-		// now, announced at once or on the next connect.
-		n.rotate(conn, nil)
-	default:
-		*asking = true
-		go func() {
-			cctx, cancel := context.WithTimeout(ctx, time.Minute)
-			defer cancel()
-			nonce, err := conn.Challenge(cctx)
-			select {
-			case nonces <- challenged{conn, nonce, err}:
-			case <-ctx.Done():
-			}
-		}()
-	}
-}
-
-// challenged is a fresh nonce the coordinator sent on conn.
-type challenged struct {
-	conn  *transport.Conn
-	nonce []byte
-	err   error
-}
-
-// hello makes the Hello evidence of keys on conn (bound to its TLS session
-// and nonce, with a TEE) and says Hello: as a new connection, or, with
-// reattest, as a re-attestation on a connection that stays up (the
-// coordinator then re-sends nothing, and the engine's idle clock runs on).
-func (n *Node) hello(conn *transport.Conn, keys *keyring.Keys, issued time.Time, nonce []byte, reattest bool) {
-	ev, err := n.helloEvidence(conn, keys, issued, nonce)
-	if err != nil {
-		n.log.Error("cannot attest: the Hello carries no TEE evidence, and a coordinator that requires it will refuse this node", "err", err)
-	}
-	n.rn.SetEvidence(ev)
-	if reattest {
-		n.rn.Reattest()
-	} else {
-		n.rn.Reconnect()
-	}
-}
-
-// rotate makes new session keys, attests them on conn with nonce (if
-// connected), announces them in a Hello, and keeps the previous keys to
-// open payloads sealed to them in flight.
-func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
-	start := time.Now()
-	keys, err := keyring.NewKeys(n.cfg.Random)
-	if err != nil {
-		n.log.Error("cannot make new session keys; keeping the current ones", "err", err)
-		return
-	}
-	issued := time.Now()
-	n.keys.Rotate(keys)
-	n.keysIssued = issued
-	n.stats.Rotations.Add(1)
-	if conn == nil {
-		n.rn.SetEvidence(keys.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, issued, nil))
-		n.log.Info("rotated the session keys; they are attested on the next connection")
-		return
-	}
-	before := n.stats.AttestBytes.Load()
-	n.hello(conn, keys, issued, nonce, true)
-	n.log.Info("re-attested: new session keys, new evidence", "format", n.teeFormat(), "rotate_s", time.Since(start).Seconds(),
-		"tee_bytes", n.stats.AttestBytes.Load()-before, "attestations", n.stats.Attestations.Load())
-}
-
-func (n *Node) teeFormat() string {
-	if n.cfg.TEE == nil {
-		return "none"
-	}
-	return n.cfg.TEE.Format()
-}
-
-// step feeds one message to the engine. What follows from it (state to
-// persist, records, messages, tasks) comes out of the engine's next Ready.
-func (n *Node) step(from fl.NodeID, m round.Message) {
-	start := time.Now()
-	err := n.rn.Step(from, m)
-	n.stepSecs = time.Since(start).Seconds()
-	if err != nil {
-		n.stats.Rejected.Add(1)
-		lvl := slog.LevelWarn
-		if errors.Is(err, round.ErrStale) {
-			lvl = slog.LevelDebug
-		}
-		n.log.Log(context.Background(), lvl, "rejected a message", "from", from, "kind", m.Kind.String(), "round", m.Round, "err", err)
-	}
-}
-
-// drain handles every pending Ready, in its field order: persist (state,
-// keys and the sealed model in one transaction), record (audit events, then
-// commits), send, start tasks.
-func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- round.Task) (done bool, err error) {
-	for n.rn.HasReady() {
-		rd := n.rn.Ready()
-		t0 := time.Now()
-		b, err := n.persist(rd)
-		if err != nil {
-			return false, err
-		}
-		t1 := time.Now()
-		entries := slices.Concat(n.auditEntries(rd.Audit), n.commitEntries(rd.Commits))
-		for _, e := range entries {
-			if err := n.appendAudit(e); err != nil {
-				return false, err
-			}
-		}
-		t2 := time.Now()
-		n.sendAll(ctx, conn, rd.Messages)
-		n.log.Debug("ready", "state_bytes", len(b.State), "persist_s", t1.Sub(t0).Seconds(), "audit", len(entries),
-			"audit_s", t2.Sub(t1).Seconds(), "messages", len(rd.Messages), "send_s", time.Since(t2).Seconds())
-		for _, t := range rd.Tasks {
-			select {
-			case tasks <- t:
-			default:
-				n.log.Error("task queue full: dropping a task", "kind", t.Kind.String(), "round", t.Round)
-			}
-		}
-		done = done || rd.Done
-		n.rn.Advance()
-	}
-	return done || n.rn.Status().Done, nil
-}
-
-// persist writes a Ready's state, keys and sealed model in one
-// transaction (the store seals the secrets), then the SCAFFOLD control
-// variates of its commits.
-func (n *Node) persist(rd round.NodeReady) (store.NodeBatch, error) {
-	var b store.NodeBatch
-	if rd.State != nil {
-		var err error
-		if b.State, err = rd.State.MarshalBinary(); err != nil {
-			return b, err
-		}
-		b.Epoch = rd.State.Epoch
-	}
-	if k := rd.Keys; k != nil {
-		b.Keys = &store.Keys{Party: k.Party, GroupKey: k.GroupKey, Target: k.Target}
-	}
-	if m := rd.Model; m != nil {
-		b.Model, b.Resealed = &store.Model{Round: m.Round, Sealed: m.Sealed}, m.Replaces
-	}
-	if b.State != nil || b.Keys != nil || b.Model != nil {
-		if err := n.sn.Save(context.Background(), b); err != nil {
-			return b, fmt.Errorf("node: persisting state: %w", err)
-		}
-	}
-	for _, c := range rd.Commits {
-		if n.tr.scaffold && n.tr.ctl.commit(c.Record.Round, slices.Contains(c.Record.Included, n.self)) {
-			// SCAFFOLD: the round included this node's Δc; keep its cᵢ.
-			if err := n.tr.ctl.save(n.cfg.StateDir, n.atRest, n.session); err != nil {
-				n.log.Error("the control variate of the committed round is not stored; a restart would lose it", "round", c.Record.Round, "err", err)
-			}
-		}
-	}
-	return b, nil
-}
-
-// sendAll sends a Ready's messages to the coordinator, in order.
-func (n *Node) sendAll(ctx context.Context, conn *transport.Conn, msgs []round.Message) {
-	for _, m := range msgs {
-		if conn == nil {
-			n.log.Debug("not connected: dropping a message", "kind", m.Kind.String(), "round", m.Round)
-			continue
-		}
-		// The engine addresses messages to the coordinator by name; the
-		// transport sends them there anyway and validates To as a
-		// NodeID, which the coordinator's name is not.
-		m.To = ""
-		if err := conn.Send(ctx, m); err != nil {
-			n.log.Warn("sending failed", "kind", m.Kind.String(), "round", m.Round, "err", err)
-		}
-	}
-}
-
-// engineState is the engine state and keys the store holds.
-func engineState(saved store.NodeBatch) (round.NodeState, round.NodeKeys, error) {
-	var st round.NodeState
-	if err := st.UnmarshalBinary(saved.State); err != nil {
-		return st, round.NodeKeys{}, fmt.Errorf("node: stored engine state: %w", err)
-	}
-	var keys round.NodeKeys
-	if k := saved.Keys; k != nil {
-		keys = round.NodeKeys{Party: k.Party, GroupKey: k.GroupKey, Target: k.Target}
-	}
-	return st, keys, nil
-}
-
-// commitEntries records the commits whose round record this node verified
-// (every node does, so that every log of the session agrees on each
-// committed round), and the privacy they spent.
-func (n *Node) commitEntries(cs []round.Commit) []auditEntry {
-	var out []auditEntry
-	for _, c := range cs {
-		r := c.Record.Round
-		n.log.Info("round committed", "round", r, "leader", c.Leader, "included", len(c.Record.Included),
-			"this_node_included", slices.Contains(c.Record.Included, n.self))
-		out = append(out, auditEntry{audit.Committed, audit.Data{Round: r,
-			Digest: audit.Digest(c.Record.Digest(n.session)), Leader: c.Leader, Session: n.sessionName()}})
-		out = append(out, n.budget.spend(r)...)
-	}
-	return out
-}
-
-type auditEntry struct {
-	kind audit.Kind
-	data audit.Data
-}
-
-func (n *Node) appendAudit(e auditEntry) error {
-	if err := audit.ValidateData(e.kind, e.data); err != nil {
-		// A mapping bug, not a storage failure: say so, keep going.
-		n.log.Error("cannot record an audit event", "kind", e.kind, "err", err)
-		return nil
-	}
-	_, err := n.alog.Append(e.kind, e.data)
-	if e.kind == audit.Committed && errors.Is(err, audit.ErrDuplicateCommit) {
-		if c, ok := n.alog.State().Commits[e.data.Round]; ok && c.Model == e.data.Digest {
-			return nil // the same commit again (a restarted node hears it twice)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("node: audit log: %w", err)
-	}
-	return nil
-}
-
-// auditEntries maps the engine's node events to audit records. Events
-// without a matching record kind (restarts, done) are only logged.
-func (n *Node) auditEntries(evs []round.Event) []auditEntry {
-	var out []auditEntry
-	for _, e := range evs {
-		switch e.Kind {
-		case round.EventRejected:
-			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
-		case round.EventUploaded:
-			n.log.Info("protected", "round", e.Round, "protect_s", n.stepSecs, "mode", n.scheme.Name())
-			out = append(out, auditEntry{audit.UpdateAccepted, audit.Data{Round: e.Round, Node: e.Node, Digest: audit.Digest(e.Digest)}})
-		case round.EventRevealed:
-			n.stats.Revealed.Add(1)
-			n.log.Info("revealed", "round", e.Round, "reveal_s", n.stepSecs)
-			out = append(out, auditEntry{audit.Revealed, audit.Data{Round: e.Round, Digest: audit.Digest(e.Digest)}})
-		case round.EventPeerVerified:
-			out = append(out, auditEntry{audit.AttestationOK, audit.Data{Node: e.Node, Format: n.peerFormat(e.Node), Digest: audit.Digest(e.Digest)}})
-		case round.EventPeerFailed:
-			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: audit.Reason(e.Detail), Digest: audit.Digest(e.Digest)}})
-		case round.EventKeyed:
-			d := audit.Data{Epoch: e.Epoch, Digest: audit.Digest(e.Digest)}
-			if d.Epoch == 0 {
-				continue
-			}
-			out = append(out, auditEntry{audit.KeySetup, d})
-		case round.EventPeerDistrusted:
-			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: audit.Reason(e.Detail)}})
-		case round.EventRefused:
-			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("refused: " + e.Detail)}})
-		case round.EventCommitted:
-			// The leader signed a round record. It is recorded as committed
-			// when the coordinator broadcasts it (KindModel), like on every
-			// other node: a leader that dies after signing did not commit.
-			n.stats.Led.Add(1)
-			n.log.Info("led the round: decrypted, applied, sealed and signed", "round", e.Round, "decrypt_s", n.stepSecs, "record", e.Digest)
-		default:
-			n.log.Debug("engine event", "event", e.String())
-		}
-	}
-	return out
 }

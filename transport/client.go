@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -48,6 +49,9 @@ type ClientConfig struct {
 	// coordinator (at least 10s), and how long it waits for the answer. 0
 	// means DefaultKeepalive.
 	Keepalive time.Duration
+	// Dial, if set, opens the connection to addr in place of a TCP dial
+	// (tests: in-memory connections); TLS runs over what it returns.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Conn is a node's stream to the coordinator. Send and Recv may be called
@@ -111,12 +115,16 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 		c.metrics = new(Metrics)
 	}
 	ka := orDefault(cfg.Keepalive, DefaultKeepalive)
-	c.cc, err = grpc.NewClient(addr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(refusalCreds{credentials.NewTLS(tc)}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(lim.frameLimit()), grpc.MaxCallSendMsgSize(lim.frameLimit())),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: ka, Timeout: ka, PermitWithoutStream: true}),
 		grpc.WithDisableRetry(),
-	)
+	}
+	if cfg.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(cfg.Dial))
+	}
+	c.cc, err = grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dialing %q: %v", ErrConfig, addr, err)
 	}

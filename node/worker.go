@@ -1,0 +1,55 @@
+package node
+
+import (
+	"context"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/round"
+)
+
+// work runs tasks one at a time and returns their results. A task for a
+// round older than a queued one is skipped.
+func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<- round.Message) {
+	for {
+		var t round.Task
+		select {
+		case t = <-tasks:
+		case <-ctx.Done():
+			return
+		}
+		var res round.Message
+		switch t.Kind {
+		case round.TaskTrain:
+			r, err := n.tr.trainTask(t.Round, t.Model)
+			if err != nil {
+				n.log.Error("training failed; this node sends no update this round", "round", t.Round, "err", err)
+				continue
+			}
+			n.stats.Trained.Add(1)
+			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
+				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
+			if n.cfg.OnUpdate != nil {
+				n.cfg.OnUpdate(fl.Update{Node: r.Update.Node, Round: r.Update.Round, Delta: r.Update.Delta.Clone(), Weight: r.Update.Weight})
+			}
+			res = round.Message{Kind: round.KindTrained, Round: t.Round, Update: r.Update}
+		case round.TaskEvaluate:
+			start := n.now()
+			m, err := n.tr.evaluate(t.Model)
+			if err != nil {
+				n.log.Error("evaluation failed", "round", t.Round, "err", err)
+				continue
+			}
+			n.stats.Evaluated.Add(1)
+			n.log.Info("evaluated", "round", t.Round, "accuracy", m.Accuracy, "loss", m.Loss, "examples", m.Examples,
+				"eval_s", n.now().Sub(start).Seconds())
+			res = round.Message{Kind: round.KindEvaluated, Round: t.Round, Metrics: m}
+		default:
+			continue
+		}
+		select {
+		case results <- res:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
