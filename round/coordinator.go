@@ -383,11 +383,6 @@ func (c *Coordinator) Exclude(id fl.NodeID, reason string) {
 	}
 }
 
-// Readmit ends the exclusion of member id (it presented fresh, valid
-// evidence). It stays down until its next Hello; then, if it holds no party
-// of the current key epoch, the next round boundary re-keys to include it.
-// Readmit emits an [EventReadmitted] event; readmitting a member that is not
-// excluded changes nothing.
 // Attested records that the application verified member id's evidence
 // itself (TEE evidence bound to the member's connection, in format): an
 // [EventAttested] event. It ends what Refuse relays of id.
@@ -435,6 +430,11 @@ func (c *Coordinator) relayRefused(to fl.NodeID) {
 	}
 }
 
+// Readmit ends the exclusion of member id (it presented fresh, valid
+// evidence). It stays down until its next Hello; then, if it holds no party
+// of the current key epoch, the next round boundary re-keys to include it.
+// Readmit emits an [EventReadmitted] event; readmitting a member that is not
+// excluded changes nothing.
 func (c *Coordinator) Readmit(id fl.NodeID) {
 	if !c.excluded(id) {
 		return
