@@ -13,7 +13,7 @@ import (
 
 // batch is what a Ready persists: the engine's state and large pieces, the
 // commits with their models, the round history and the metrics.
-func (c *Coordinator) batch(rd round.Ready, now time.Time) (store.CoordinatorBatch, error) {
+func (c *Coordinator) batch(rd round.CoordinatorReady, now time.Time) (store.CoordinatorBatch, error) {
 	var b store.CoordinatorBatch
 	if rd.State != nil {
 		var err error

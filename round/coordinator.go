@@ -198,9 +198,9 @@ func (c *Coordinator) protectSession(epoch uint64) protect.Session {
 
 // Ready returns the pending output. It is safe to call Ready again before
 // Advance: the result then includes the earlier output.
-func (c *Coordinator) Ready() Ready {
+func (c *Coordinator) Ready() CoordinatorReady {
 	c.out.hand()
-	rd := Ready{Audit: slices.Clone(c.out.audit), Commits: slices.Clone(c.out.commits), Messages: slices.Clone(c.out.messages)}
+	rd := CoordinatorReady{Audit: slices.Clone(c.out.audit), Commits: slices.Clone(c.out.commits), Messages: slices.Clone(c.out.messages)}
 	if c.out.dirty != 0 {
 		st := c.st.clone()
 		rd.State = &st
