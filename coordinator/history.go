@@ -63,7 +63,7 @@ func phaseName(p round.Phase) string {
 
 // apply folds a Ready's events into the current record and returns the
 // records to save (the current one if it changed, and one that ended).
-func (h *history) apply(rd round.Ready, now time.Time) []store.Round {
+func (h *history) apply(rd round.CoordinatorReady, now time.Time) []store.Round {
 	var out []store.Round
 	touched := false
 	for _, e := range rd.Audit {

@@ -62,7 +62,8 @@ func (k EventKind) String() string {
 }
 
 // Event is an audit record. The application appends each to the audit log,
-// durably, before it sends the messages of the same [Ready].
+// durably, before it sends the messages of the same [CoordinatorReady] or
+// [NodeReady].
 type Event struct {
 	Kind    EventKind
 	Epoch   uint64

@@ -66,8 +66,8 @@ type fed struct {
 	ccfg     CoordinatorConfig
 	c        *Coordinator // nil while crashed
 	cstate   []byte
-	cmodel   *SealedModel // the newest Ready.Model
-	cgk      *GroupKey    // the newest Ready.GroupKey, through its encoding
+	cmodel   *SealedModel // the newest CoordinatorReady.Model
+	cgk      *GroupKey    // the newest CoordinatorReady.GroupKey, through its encoding
 	nodes    []*simNode
 	byID     map[fl.NodeID]*simNode
 	inflight []flight

@@ -2,12 +2,13 @@ package round
 
 import "github.com/cloisterfl/cloister/fl"
 
-// Ready is the coordinator's pending output. The application handles the
-// fields in the order they are declared, then calls [Coordinator.Advance].
+// CoordinatorReady is the coordinator's pending output. The application
+// handles the fields in the order they are declared, then calls
+// [Coordinator.Advance].
 //
 // Everything the application must do is here, in order: it need not look
 // at message kinds or inside State.
-type Ready struct {
+type CoordinatorReady struct {
 	// State, if not nil, is the coordinator's new small state. It must be
 	// durable (written and synced), together with Model, GroupKey and
 	// Commits, before any message below is sent: a restarted coordinator
@@ -31,7 +32,7 @@ type Ready struct {
 }
 
 // Empty reports whether r holds nothing to do.
-func (r Ready) Empty() bool {
+func (r CoordinatorReady) Empty() bool {
 	return r.State == nil && r.Model == nil && r.GroupKey == nil && len(r.Commits) == 0 && len(r.Audit) == 0 &&
 		len(r.Messages) == 0
 }

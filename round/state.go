@@ -57,8 +57,8 @@ type CoordinatorState struct {
 	Commits       int
 	LastCommitted fl.Round
 	// ModelRound is the round that produced the newest sealed model (0:
-	// initial; the model itself is Ready.Model), sealed under the group key
-	// of KeyEpoch. Resealed says that it is not the sealed model of
+	// initial; the model itself is CoordinatorReady.Model), sealed under the
+	// group key of KeyEpoch. Resealed says that it is not the sealed model of
 	// ModelRound's commit record but that model carried over to a later
 	// epoch's group key by a re-key.
 	ModelRound fl.Round
@@ -71,7 +71,7 @@ type CoordinatorState struct {
 	// (sorted): its protect.Session's members.
 	Participants []fl.NodeID
 	// Dealer makes the group key of Epoch (named when the setup starts;
-	// the key itself is Ready.GroupKey).
+	// the key itself is CoordinatorReady.GroupKey).
 	Dealer fl.NodeID
 	// Excluded maps the members excluded by [Coordinator.Exclude] to the
 	// reason given.
