@@ -1,0 +1,380 @@
+// Package fedtest is the one test harness for the two daemons: a
+// federation of a coordinator and nodes, provisioned with real kits, in one
+// process, speaking real gRPC over mutual TLS on an in-memory [Network].
+//
+// Run it inside testing/synctest's bubble (synctest.Test): the daemons'
+// tickers, deadlines, backoffs, evidence ages and the harness's own waits
+// then run on the bubble's fake clock, which moves only when every
+// goroutine is blocked. Timing scenarios (join windows, deadlines,
+// expiry, re-attestation) take no wall-clock time and cannot flake on a
+// loaded machine; the real-process tests live in cmd/cloister.
+//
+//	synctest.Test(t, func(t *testing.T) {
+//		f := fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, ...})
+//		f.StartCoordinator()
+//		for i, name := range fedtest.NodeNames(3) {
+//			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
+//		}
+//		f.WaitNodes(time.Minute)
+//		f.StopCoordinator()
+//		f.VerifyAudit(3)
+//	})
+//
+// Every daemon a test starts must stop before the bubble ends: a test stops
+// the coordinator itself (StopCoordinator); nodes stop at the session's
+// end, and Cleanup stops any still running.
+package fedtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/coordinator"
+	"github.com/cloisterfl/cloister/dataset"
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/store"
+)
+
+// Address is the coordinator's address in every kit the harness makes.
+// Nothing listens there: nodes reach the coordinator through the Network.
+const Address = "127.0.0.1:7000"
+
+// Fed is a federation under test.
+type Fed struct {
+	T     testing.TB
+	Dir   string              // the federation's kits under Dir/fed, state directories under Dir
+	Kits  map[string]*pki.Kit // by name: "coordinator", "node-1", …
+	Net   *Network
+	Coord *coordinator.Coordinator // the running coordinator, nil if none
+	Nodes map[fl.NodeID]*Running
+	Logs  *Buffer // every daemon's records, text, at debug level
+	Log   *slog.Logger
+
+	// OnUpdate, if set, sees every node's plaintext update.
+	OnUpdate func(fl.Update)
+	// NodeConfig, if set, adjusts each node's configuration.
+	NodeConfig func(name string, c *node.Config)
+	// Deadlines, if set, adjusts the coordinator's deadlines.
+	Deadlines func(d *coordinator.Deadlines)
+	// CoordinatorConfig, if set, adjusts the coordinator's configuration.
+	CoordinatorConfig func(c *coordinator.Config)
+}
+
+// Running is a node the harness started.
+type Running struct {
+	Node   *node.Node
+	cancel context.CancelFunc
+	done   chan error
+	err    error
+	ended  bool
+}
+
+// Tick is the daemons' engine tick in the harness.
+const Tick = 50 * time.Millisecond
+
+// New provisions a federation with `cloister init`'s code (pki.InitFederation)
+// in a temporary directory. The nodes of these tests train on Blobs (6
+// features, 3 classes): a model that leaves its inputs and classes 0 gets
+// those, and zero momentum becomes 0.5.
+func New(t testing.TB, opts pki.InitOptions) *Fed {
+	t.Helper()
+	if opts.Model.Inputs == 0 && opts.Model.Classes == 0 {
+		opts.Model.Inputs, opts.Model.Classes = 6, 3
+	}
+	if opts.Training.Momentum == 0 {
+		opts.Training.Momentum = 0.5
+	}
+	opts.Address = Address
+	dir := t.TempDir()
+	if err := pki.InitFederation(filepath.Join(dir, "fed"), opts, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	f := &Fed{T: t, Dir: dir, Kits: map[string]*pki.Kit{}, Net: new(Network), Nodes: map[fl.NodeID]*Running{}, Logs: new(Buffer)}
+	f.Log = slog.New(slog.NewTextHandler(f.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		f.stopAll()
+		if t.Failed() {
+			t.Logf("logs:\n%s", f.Logs.String())
+		}
+	})
+	for _, name := range append([]string{"coordinator"}, NodeNames(opts.Nodes)...) {
+		k, err := pki.LoadKit(filepath.Join(dir, "fed", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Kits[name] = k
+	}
+	return f
+}
+
+// NodeNames returns node-1 … node-n.
+func NodeNames(n int) []string {
+	var s []string
+	for i := 1; i <= n; i++ {
+		s = append(s, fmt.Sprintf("node-%d", i))
+	}
+	return s
+}
+
+// StateDir is the state directory of a daemon ("coordinator" or a node).
+func (f *Fed) StateDir(name string) string { return filepath.Join(f.Dir, name+"-state") }
+
+// StartCoordinator starts the coordinator on the Network (resuming from its
+// state directory if it ran before).
+func (f *Fed) StartCoordinator() {
+	f.T.Helper()
+	dl := coordinator.Deadlines{Setup: 20 * time.Second, Collect: 20 * time.Second, Reveal: 10 * time.Second,
+		Commit: 10 * time.Second, Eval: 10 * time.Second, Gather: 500 * time.Millisecond}
+	if f.Deadlines != nil {
+		f.Deadlines(&dl)
+	}
+	cfg := coordinator.Config{Kit: f.Kits["coordinator"], StateDir: f.StateDir("coordinator"),
+		Logger: f.Log.With("who", "coordinator"), Tick: Tick, Seed: 1, Deadlines: dl}
+	if f.CoordinatorConfig != nil {
+		f.CoordinatorConfig(&cfg)
+	}
+	c, err := coordinator.New(cfg)
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	go c.Serve(f.Net.Listen())
+	f.Coord = c
+}
+
+// StopCoordinator shuts the coordinator down.
+func (f *Fed) StopCoordinator() {
+	f.T.Helper()
+	if f.Coord == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.Coord.Shutdown(ctx); err != nil {
+		f.T.Errorf("coordinator shutdown: %v", err)
+	}
+	f.Coord = nil
+}
+
+// AtRest is the at-rest key of every node the harness starts.
+func AtRest(t testing.TB) *store.Key {
+	key, err := store.NewKey(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// StartNode starts a member on its local data; it dials the coordinator
+// through the Network.
+func (f *Fed) StartNode(name string, train, test *dataset.Set) {
+	f.T.Helper()
+	cfg := node.Config{
+		Kit: f.Kits[name], StateDir: f.StateDir(name), AtRest: AtRest(f.T), Train: train, Test: test,
+		Logger: f.Log.With("who", name), Tick: Tick, Seed: 7,
+		Backoff:  struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond},
+		OnUpdate: f.OnUpdate, Dial: f.Net.Dial,
+	}
+	if f.NodeConfig != nil {
+		f.NodeConfig(name, &cfg)
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rn := &Running{Node: n, cancel: cancel, done: make(chan error, 1)}
+	go func() { rn.done <- n.Run(ctx, Address) }()
+	f.Nodes[fl.NodeID(name)] = rn
+}
+
+// StopNode stops a running node (as a crash would: its state stays) and
+// returns what Run returned.
+func (f *Fed) StopNode(name string) error {
+	rn := f.Nodes[fl.NodeID(name)]
+	if rn == nil {
+		return nil
+	}
+	rn.cancel()
+	err := rn.wait()
+	delete(f.Nodes, fl.NodeID(name))
+	return err
+}
+
+func (rn *Running) wait() error {
+	if !rn.ended {
+		rn.err, rn.ended = <-rn.done, true
+	}
+	return rn.err
+}
+
+// WaitNodes waits until every running node has finished its session and
+// fails the test if one returned an error or did not finish in timeout
+// (fake time, in a bubble).
+func (f *Fed) WaitNodes(timeout time.Duration) {
+	f.T.Helper()
+	deadline := time.After(timeout)
+	for id, rn := range f.Nodes {
+		if rn.ended {
+			continue
+		}
+		select {
+		case err := <-rn.done:
+			rn.err, rn.ended = err, true
+			if err != nil {
+				f.T.Fatalf("%s: %v", id, err)
+			}
+		case <-deadline:
+			f.T.Fatalf("%s did not finish in %v; coordinator status %+v", id, timeout, f.status())
+		}
+	}
+}
+
+func (f *Fed) status() any {
+	if f.Coord == nil {
+		return "no coordinator"
+	}
+	return f.Coord.Status()
+}
+
+// stopAll stops what a test left running, so that the bubble can end.
+func (f *Fed) stopAll() {
+	for name := range f.Nodes {
+		f.StopNode(string(name))
+	}
+	if f.Coord != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		f.Coord.Shutdown(ctx)
+		f.Coord = nil
+	}
+}
+
+// WaitStatus polls the coordinator's status until ok holds, for at most a
+// minute (fake time, in a bubble).
+func (f *Fed) WaitStatus(what string, ok func(round.Status) bool) round.Status {
+	f.T.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		s := f.Coord.Status()
+		if ok(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			f.T.Fatalf("waiting for %s: status %+v", what, s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Metric returns the value of a Prometheus sample line of the
+// coordinator's /metrics (name with its labels, as printed), 0 if absent.
+func (f *Fed) Metric(name string) float64 {
+	rec := httptest.NewRecorder()
+	f.Coord.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	sc := bufio.NewScanner(rec.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// WaitMetric waits until the metric reaches at least want, for at most 30
+// seconds (fake time, in a bubble).
+func (f *Fed) WaitMetric(name string, want float64) {
+	f.T.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for f.Metric(name) < want {
+		if time.Now().After(deadline) {
+			f.T.Fatalf("%s = %v, want ≥ %v", name, f.Metric(name), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// VerifyAudit checks every log of the federation (audit.VerifyDir) and that
+// the coordinator's records commits committed rounds; want is the number
+// of logs (0: every node the harness started, and the coordinator).
+func (f *Fed) VerifyAudit(commits, logs int) []audit.FileResult {
+	f.T.Helper()
+	keys := audit.Keys(f.Kits["coordinator"].Manifest.AuditKeys())
+	res, err := audit.VerifyDir(f.Dir, keys)
+	if err != nil {
+		f.T.Fatalf("audit verify: %v", err)
+	}
+	for _, r := range res {
+		if strings.Contains(r.Path, "coordinator") && r.Summary.Rounds != commits {
+			f.T.Errorf("%s: %d rounds committed, want %d", r.Path, r.Summary.Rounds, commits)
+		}
+	}
+	if logs != 0 && len(res) != logs {
+		f.T.Errorf("%d logs, want %d", len(res), logs)
+	}
+	return res
+}
+
+// Export runs node.Export on a node's state directory, as `cloister model
+// export` does (the node may be running).
+func (f *Fed) Export(name string) *node.Exported {
+	f.T.Helper()
+	ex, err := node.Export(context.Background(), f.Kits[name], "", f.StateDir(name), AtRest(f.T))
+	if err != nil {
+		f.T.Fatalf("exporting %s's model: %v", name, err)
+	}
+	return ex
+}
+
+// Blobs makes a small classification set: classes Gaussian blobs around
+// distinct centres in `features` dimensions.
+func Blobs(n, features, classes int, seed uint64) *dataset.Set {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	s := &dataset.Set{Name: "blobs", Features: features, Classes: classes}
+	for i := range n {
+		y := i % classes
+		for j := range features {
+			c := 0.0
+			if j%classes == y {
+				c = 2
+			}
+			s.X = append(s.X, c+rng.NormFloat64()*0.5)
+		}
+		s.Y = append(s.Y, y)
+	}
+	return s
+}
+
+// Buffer is a strings.Builder safe for concurrent writers.
+type Buffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

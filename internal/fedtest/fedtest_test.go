@@ -1,0 +1,34 @@
+package fedtest_test
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cloisterfl/cloister/federation"
+	"github.com/cloisterfl/cloister/internal/fedtest"
+	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/round"
+)
+
+// TestPlain runs a plain federation of three nodes to its end on the fake
+// clock: the harness itself, end to end.
+func TestPlain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{},
+			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
+		start := time.Now()
+		f.StartCoordinator()
+		test := fedtest.Blobs(90, 6, 3, 99)
+		for i, name := range fedtest.NodeNames(3) {
+			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
+		}
+		f.WaitNodes(2 * time.Minute)
+		if st := f.Coord.Status(); st.Phase != round.PhaseDone || st.Commits != 3 {
+			t.Fatalf("coordinator status %+v, want done after 3 commits", st)
+		}
+		t.Logf("session took %v of fake time", time.Since(start))
+		f.StopCoordinator()
+		f.VerifyAudit(3, 4)
+	})
+}
