@@ -10,14 +10,19 @@
 //
 // # State directory
 //
-//	STATE/coordinator.db  store: engine state, rounds, sealed models,
-//	                      commit records, metrics
+//	STATE/coordinator.db  store: engine state, current model and group
+//	                      key, rounds, committed models, commit records,
+//	                      metrics
 //	STATE/audit.log       the coordinator's signed, hash-chained audit log
 //
-// For each Ready of the engine the loop persists the state and the round
-// records in one transaction, then appends the audit records (fsynced),
-// then sends the messages. A restarted coordinator resumes from the stored
-// state (round.RestartCoordinator); a round is never committed twice.
+// For each Ready of the engine the loop writes what it says, in its field
+// order (loop.go): the state, the current model, the group key, the
+// commits and the round records in one transaction, then the audit
+// records (fsynced), then the messages. What the daemon learns itself
+// (attestation verdicts on its own connections, transport violations) it
+// tells the engine, whose next Ready records and relays it. A restarted
+// coordinator resumes from the stored state (round.RestartCoordinator); a
+// round is never committed twice.
 //
 // # Attestation
 //

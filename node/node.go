@@ -14,10 +14,13 @@
 //	                 the newest sealed model
 //	STATE/audit.log  this node's signed, hash-chained audit log
 //
-// For each Ready of the engine the loop persists the state (sealed), then
-// appends the audit records (fsynced), then sends the messages, then hands
-// the tasks to the worker, whose results come back into the engine as
-// local inputs (round.KindTrained, round.KindEvaluated).
+// For each Ready of the engine the loop writes what it says, in its field
+// order (loop.go): the state, the keys and the kept model in one
+// transaction (sealed), then the audit records and the verified commits
+// (fsynced), then the messages; then it hands the tasks to the worker,
+// whose results come back into the engine as local inputs
+// (round.KindTrained, round.KindEvaluated). It never looks at message
+// kinds: everything it must do is in the Ready.
 //
 // # Keys
 //
