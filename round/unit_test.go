@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 )
 
@@ -326,5 +327,50 @@ func TestKeepModel(t *testing.T) {
 		case s.pend != "" && (rd.State == nil || rd.State.Kept != s.r && s.pend != "m3" || rd.State.KeptDigest != DigestOf([]byte(s.pend))):
 			t.Errorf("step %d: state %+v does not name the kept model", i, rd.State)
 		}
+	}
+}
+
+// TestRevealOnceInState: the reveal-once fact is the engine's own state,
+// handed out in the Ready that carries the share: a node restarted from it
+// refuses the same reveal request again even with an empty ledger (a
+// Party whose ledger lost the record), and the share's Ready carries the
+// state that records it.
+func TestRevealOnceInState(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2})
+	f.show = "none"
+	f.runUntil(PhaseCommit, 1)
+	var id fl.NodeID
+	var req Message
+	for _, e := range f.sent {
+		if e.m.Kind == KindRevealRequest {
+			id, req = e.to, e.m
+			break
+		}
+	}
+	if id == "" {
+		t.Fatal("no reveal request was delivered")
+	}
+	sn := f.byID[id]
+	var st NodeState
+	if err := st.UnmarshalBinary(sn.state); err != nil {
+		t.Fatal(err)
+	}
+	if st.Revealed != 1 || st.RevealedAggregate != DigestOf(req.Aggregate) {
+		t.Fatalf("%s's persisted state: revealed round %d, aggregate %s; want round 1, %s", id, st.Revealed,
+			st.RevealedAggregate, DigestOf(req.Aggregate))
+	}
+	cfg := sn.cfg
+	cfg.Ledger = &protect.MemLedger{} // the second line, lost
+	n, err := RestartNode(cfg, st, sn.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Ready()
+	n.Advance()
+	if err := n.Step(coordID, req); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("the same reveal request after a restart with an empty ledger: %v, want ErrDuplicate", err)
+	}
+	if rd := n.Ready(); slices.ContainsFunc(rd.Messages, func(m Message) bool { return m.Kind == KindShare }) {
+		t.Fatal("a second share left")
 	}
 }
