@@ -65,7 +65,7 @@ func TestBudgetEnforcedTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule, _, err := federation.Privacy(man, rcfg, scheme.Limits())
+	rule, _, err := federation.Privacy(man, rcfg, scheme.Capacity())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestBudgetAcrossRestart(t *testing.T) {
 	man := f.kits["coordinator"].Manifest
 	rcfg, _ := federation.RoundConfig(man)
 	scheme, _ := federation.Scheme(man.Mode, man.Preset)
-	rule, _, err := federation.Privacy(man, rcfg, scheme.Limits())
+	rule, _, err := federation.Privacy(man, rcfg, scheme.Capacity())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func TestScheme(t *testing.T) {
 
 func ExampleScheme() {
 	s, err := federation.Scheme("mhe", "Agg128")
-	fmt.Println(s.Name(), err, s.Limits().MaxParties)
+	fmt.Println(s.Name(), err, s.Capacity().MaxParties)
 	// Output: mhe <nil> 1000
 }
 

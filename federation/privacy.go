@@ -30,7 +30,7 @@ import (
 // coordinator that chose cohorts could void any amplification by sampling
 // anyway. If the engine samples (0 < cfg.Fraction < 1), q = Fraction, which
 // is valid only if the draw is random and hidden from the adversary.
-func Privacy(man *Manifest, cfg round.Config, lim protect.Limits) (rule dp.Rounds, ok bool, err error) {
+func Privacy(man *Manifest, cfg round.Config, lim protect.Capacity) (rule dp.Rounds, ok bool, err error) {
 	d := man.DP
 	if d.NoiseMultiplier == 0 {
 		return dp.Rounds{}, false, nil

@@ -36,13 +36,13 @@ func TestPrivacy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule, ok, err := federation.Privacy(man, cfg, scheme.Limits())
+	rule, ok, err := federation.Privacy(man, cfg, scheme.Capacity())
 	if err != nil || !ok {
 		t.Fatalf("Privacy = %+v, %v, %v", rule, ok, err)
 	}
 	// k is the minimum cohort, the dimension the scheme's bound less the
 	// weight slot, q = 1 for a cohort of every live member.
-	z, err := dp.DistributedMultiplier(2, 0.5, 3, scheme.Limits().MaxDim-1, dp.DefaultBits)
+	z, err := dp.DistributedMultiplier(2, 0.5, 3, scheme.Capacity().MaxDim-1, dp.DefaultBits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +50,12 @@ func TestPrivacy(t *testing.T) {
 		t.Errorf("rule %+v, want multiplier %v, q 1, δ 1e-6", rule, z)
 	}
 	cfg.Fraction = 0.5
-	if rule, _, _ := federation.Privacy(man, cfg, scheme.Limits()); rule.SampleRate != 0.5 {
+	if rule, _, _ := federation.Privacy(man, cfg, scheme.Capacity()); rule.SampleRate != 0.5 {
 		t.Errorf("sampling half the members: q = %v", rule.SampleRate)
 	}
 
 	off := manifest(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{}})
-	if _, ok, err := federation.Privacy(off, cfg, scheme.Limits()); ok || err != nil {
+	if _, ok, err := federation.Privacy(off, cfg, scheme.Capacity()); ok || err != nil {
 		t.Errorf("no DP: ok %v, err %v", ok, err)
 	}
 }
@@ -63,7 +63,7 @@ func TestPrivacy(t *testing.T) {
 func ExamplePrivacy() {
 	man := &federation.Manifest{MinCohort: 10, DP: federation.DP{NoiseMultiplier: 2.01649, Clip: 1, Epsilon: 8, Delta: 1e-5}}
 	scheme, _ := federation.Scheme("mhe", "Agg128")
-	rule, _, err := federation.Privacy(man, round.Config{}, scheme.Limits())
+	rule, _, err := federation.Privacy(man, round.Config{}, scheme.Capacity())
 	if err != nil {
 		panic(err)
 	}

@@ -109,7 +109,7 @@ func Resolve(m *Manifest, o Overrides) (*Federation, error) {
 			return nil, err
 		}
 	}
-	if f.Budget, err = NewBudget(m, f.Round, f.Scheme.Limits(), o.MaxEpsilon); err != nil {
+	if f.Budget, err = NewBudget(m, f.Round, f.Scheme.Capacity(), o.MaxEpsilon); err != nil {
 		return nil, err
 	}
 	if f.Budget != nil {
@@ -130,7 +130,7 @@ func Resolve(m *Manifest, o Overrides) (*Federation, error) {
 // local limit without DP in the manifest is an error: every round would
 // have unbounded ε. [Resolve] calls it; tests may call it with other
 // limits.
-func NewBudget(m *Manifest, cfg round.Config, lim protect.Limits, local float64) (*Budget, error) {
+func NewBudget(m *Manifest, cfg round.Config, lim protect.Capacity, local float64) (*Budget, error) {
 	if math.IsNaN(local) || math.IsInf(local, 0) || local < 0 {
 		return nil, fmt.Errorf("federation: max epsilon %v must be finite and non-negative (0: no local limit)", local)
 	}
@@ -159,7 +159,7 @@ func (f *Federation) NoiseFor(rounds int) (float64, error) {
 	if f.Budget == nil {
 		return 0, errors.New("federation: the manifest has no differential privacy")
 	}
-	lim := f.Scheme.Limits()
+	lim := f.Scheme.Capacity()
 	ruleFor := func(sigma float64) (dp.Rounds, error) {
 		m := *f.Manifest
 		m.DP.NoiseMultiplier = sigma

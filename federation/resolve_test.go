@@ -26,7 +26,7 @@ func TestResolve(t *testing.T) {
 	}
 	cfg, _ := federation.RoundConfig(man)
 	sizes, _ := federation.MessageSizes(man, nil)
-	rule, _, _ := federation.Privacy(man, cfg, plain.Scheme{}.Limits())
+	rule, _, _ := federation.Privacy(man, cfg, plain.Scheme{}.Capacity())
 	n, _ := rule.MaxRounds(man.DP.Epsilon)
 	b := fed.Budget
 	if fed.Scheme.Name() != plain.Name || string(fed.Round.Session) != string(cfg.Session) || fed.MaxMessage != sizes.MaxMessage ||

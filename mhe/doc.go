@@ -27,7 +27,7 @@
 // against an allow-list (HE standard, 128 bits: log2 Q ≤ 218, 438, 881 for
 // N = 2^13, 2^14, 2^15; uniform ternary secrets; σ = 3.2) and refuses
 // anything else unless the literal is explicitly insecure. A preset fixes
-// the range and precision contract, [protect.Limits]: MaxAbs bounds every
+// the range and precision contract, [protect.Capacity]: MaxAbs bounds every
 // coordinate of a sum (and the summed weight), MaxError the absolute error
 // of every decrypted coordinate for up to MaxParties members.
 //

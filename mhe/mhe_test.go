@@ -202,10 +202,10 @@ func TestEndToEnd(t *testing.T) {
 				}
 				sum, _ := f.round(t, fl.Round(ri+1), in, w, rev)
 				e := maxErr(t, sum, want, wantW)
-				if e > p.Limits().MaxError {
-					t.Errorf("d=%d: max error %g > MaxError %g", d, e, p.Limits().MaxError)
+				if e > p.Capacity().MaxError {
+					t.Errorf("d=%d: max error %g > MaxError %g", d, e, p.Capacity().MaxError)
 				}
-				t.Logf("d=%d: max error 2^%.1f (MaxError 2^%.1f)", d, math.Log2(e), math.Log2(p.Limits().MaxError))
+				t.Logf("d=%d: max error 2^%.1f (MaxError 2^%.1f)", d, math.Log2(e), math.Log2(p.Capacity().MaxError))
 			}
 		})
 	}
@@ -308,7 +308,7 @@ func TestPersistStages(t *testing.T) {
 		in[m], w[m] = fl.Vector{1, -1}, 2
 	}
 	sum, _ := f.round(t, 1, in, w, sess.Members[1:])
-	if e := maxErr(t, sum, fl.Vector{3, -3}, 6); e > p.Limits().MaxError {
+	if e := maxErr(t, sum, fl.Vector{3, -3}, 6); e > p.Capacity().MaxError {
 		t.Fatalf("error %g after restoring at every stage", e)
 	}
 }

@@ -84,7 +84,7 @@ type Preset struct {
 	lit    PresetLiteral
 	params ckks.Parameters
 	hash   [16]byte
-	limits protect.Limits
+	limits protect.Capacity
 	flood  ring.DiscreteGaussian
 	// Encoding is done at scale 2^encodeLogScale (so that value·scale fits a
 	// uint64 and Lattigo takes its fast path) and the plaintext is then
@@ -299,7 +299,7 @@ func NewPresetFromLiteral(lit PresetLiteral) (*Preset, error) {
 	rescale := tailSigmas * math.Sqrt(1+N*2/3.0) / 2 * amp / math.Exp2(logScaleOut)
 	encoding := n * math.Exp2(-float64(p.encodeLogScale)-1) * amp
 	maxErr := flood + rescale + encoding + math.Exp2(-float64(lit.DecodePrec)-1)
-	p.limits = protect.Limits{
+	p.limits = protect.Capacity{
 		MaxAbs:     lit.MaxAbs,
 		MaxError:   maxErr,
 		MaxParties: lit.MaxParties,
@@ -357,8 +357,8 @@ func (p *Preset) Parameters() ckks.Parameters { return p.params }
 // before it multiplies the plaintext up to Δ = 2^LogScale by an integer.
 func (p *Preset) EncodeLogScale() int { return p.encodeLogScale }
 
-// Limits returns the range and precision contract of the preset.
-func (p *Preset) Limits() protect.Limits { return p.limits }
+// Capacity returns the range and precision contract of the preset.
+func (p *Preset) Capacity() protect.Capacity { return p.limits }
 
 // Slots returns the number of values one ciphertext carries.
 func (p *Preset) Slots() int { return p.slots }

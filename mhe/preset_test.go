@@ -49,8 +49,8 @@ func TestPresetAllowList(t *testing.T) {
 	}
 }
 
-func TestPresetLimits(t *testing.T) {
-	l := Agg128.Limits()
+func TestPresetCapacity(t *testing.T) {
+	l := Agg128.Capacity()
 	if l.MaxError > 1e-6 || l.MaxAbs < 1000 || l.MaxParties < 1000 || l.MaxDim < 1<<24-1 {
 		t.Errorf("Agg128 limits %+v", l)
 	}

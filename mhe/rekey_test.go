@@ -59,7 +59,7 @@ func TestRekeyOldShareWorthless(t *testing.T) {
 			t.Fatalf("%s: Reveal: %v", m, err)
 		}
 	}
-	tol := p.Limits().MaxError
+	tol := p.Capacity().MaxError
 	res, err := cur.helper.Open(req, shares)
 	if err != nil {
 		t.Fatalf("genuine reveal: Open: %v", err)

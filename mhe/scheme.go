@@ -58,8 +58,8 @@ var _ protect.Scheme = (*Scheme)(nil)
 // Name returns "mhe".
 func (s *Scheme) Name() string { return "mhe" }
 
-// Limits returns the preset's range and precision contract.
-func (s *Scheme) Limits() protect.Limits { return s.p.limits }
+// Capacity returns the preset's range and precision contract.
+func (s *Scheme) Capacity() protect.Capacity { return s.p.limits }
 
 // Preset returns the scheme's preset.
 func (s *Scheme) Preset() *Preset { return s.p }

@@ -20,7 +20,7 @@ var dpManifest = &federation.Manifest{Members: []federation.Party{{Name: "node-1
 	DP:    federation.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
 	Model: federation.ModelSpec{Kind: "softmax", Inputs: 4, Classes: 2}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}
 
-var testLimits = protect.Limits{MaxDim: 1 << 24, MaxAbs: 1 << 53, MaxParties: 100}
+var testLimits = protect.Capacity{MaxDim: 1 << 24, MaxAbs: 1 << 53, MaxParties: 100}
 
 // testBudget is the node's budget for the manifest m under testLimits,
 // with the local limit local, as node.New resolves it.

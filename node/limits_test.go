@@ -129,7 +129,7 @@ func TestNewChecksManifest(t *testing.T) {
 	}
 	// The trainer takes the manifest's local settings, and the optimizer is
 	// the manifest's.
-	tr, err := newTrainer(kit.Manifest, "node-1", tinySet(6, 3), tinySet(6, 3), mustScheme(t, kit).Limits(), 1)
+	tr, err := newTrainer(kit.Manifest, "node-1", tinySet(6, 3), tinySet(6, 3), mustScheme(t, kit).Capacity(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

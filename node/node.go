@@ -263,7 +263,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.cfg.Limits.MaxMessage = fed.MaxMessage
-	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Limits(), cfg.Seed); err != nil {
+	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Capacity(), cfg.Seed); err != nil {
 		return nil, err
 	}
 	if cfg.InsecureNoise != nil {

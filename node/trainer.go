@@ -49,7 +49,7 @@ type trainer struct {
 // the manifest's model.
 var ErrDataMismatch = errors.New("node: local data does not fit the manifest's model")
 
-func newTrainer(man *federation.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Limits, seed uint64) (*trainer, error) {
+func newTrainer(man *federation.Manifest, self fl.NodeID, train, test *dataset.Set, lim protect.Capacity, seed uint64) (*trainer, error) {
 	if train == nil || train.Len() == 0 {
 		return nil, fmt.Errorf("node: no training data")
 	}

@@ -83,7 +83,7 @@ var (
 	ErrNotMember = errors.New("protect: not a session member")
 	// ErrNotReady: the method was called before setup completed.
 	ErrNotReady = errors.New("protect: key setup has not completed")
-	// ErrRange: an input outside the scheme's Limits.
+	// ErrRange: an input outside the scheme's Capacity.
 	ErrRange = errors.New("protect: value out of range")
 )
 
@@ -139,8 +139,8 @@ func (s Session) Sorted() []fl.NodeID {
 	return m
 }
 
-// Limits states what a scheme can carry and how exactly.
-type Limits struct {
+// Capacity states what a scheme can carry and how exactly.
+type Capacity struct {
 	// MaxAbs bounds the absolute value of every coordinate of a SUM (and of
 	// the summed weight) that Decrypt returns correctly. Callers scale their
 	// inputs so that sums stay within it.
@@ -222,8 +222,8 @@ type Party interface {
 	Accept(setup []byte, private map[fl.NodeID][]byte) error
 	// Protect hides v and its weight for round r. The result is uploaded.
 	// It returns ErrNotReady before Accept has succeeded, and an error
-	// wrapping ErrRange if v is longer than Limits.MaxDim, or if v or weight
-	// holds a value that is not finite or exceeds Limits.MaxAbs.
+	// wrapping ErrRange if v is longer than Capacity.MaxDim, or if v or weight
+	// holds a value that is not finite or exceeds Capacity.MaxAbs.
 	Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	// Reveal returns this party's reveal share for req. It first checks req
 	// completely (the aggregate belongs to this session and req.Round, the
@@ -276,11 +276,11 @@ type Target interface {
 type Scheme interface {
 	// Name is the mode's name, e.g. "mhe" or "plain".
 	Name() string
-	// Limits states the scheme's range and precision.
-	Limits() Limits
+	// Capacity states the scheme's range and precision.
+	Capacity() Capacity
 	// Sizes returns the payload sizes for vectors of d values in a session
 	// of n members. It returns an error wrapping ErrRange if d is outside
-	// 1..Limits().MaxDim or n outside 1..Limits().MaxParties.
+	// 1..Capacity().MaxDim or n outside 1..Capacity().MaxParties.
 	Sizes(d, n int) (Sizes, error)
 	// NewParty returns member self's party for session s. rand is the source
 	// of all its secret randomness (crypto/rand.Reader in production).

@@ -261,7 +261,7 @@ func TestExcludeMHE(t *testing.T) {
 	_ = want.Add(1, all)
 	_ = want.Add(2, rest)
 	got, _ := f.globalModel()
-	if tol := 3*s.Limits().MaxError + 1e-9; !closeTo(got, want, tol) {
+	if tol := 3*s.Capacity().MaxError + 1e-9; !closeTo(got, want, tol) {
 		t.Fatalf("model %v, want %v within %g", got, want, tol)
 	}
 }

@@ -103,7 +103,7 @@ func TestSimulationMHE(t *testing.T) {
 	_ = want.Add(2, mean)
 	got, _ := f.globalModel()
 	// Each round's mean carries the scheme's error, divided by Σw = 4.
-	if tol := 2*s.Limits().MaxError + 1e-9; !closeTo(got, want, tol) {
+	if tol := 2*s.Capacity().MaxError + 1e-9; !closeTo(got, want, tol) {
 		t.Fatalf("model %v, want %v within %g", got, want, tol)
 	}
 	t.Logf("mhe: model %v (exact %v)", got, want)

@@ -112,8 +112,8 @@ func Run(cfg Config) (Report, error) {
 	}
 	p := cfg.Preset
 	d, n, t := cfg.Params, cfg.Nodes, cfg.Threshold
-	if d < 1 || d > p.Limits().MaxDim {
-		return Report{}, fmt.Errorf("mhebench: %d parameters, want 1 to %d", d, p.Limits().MaxDim)
+	if d < 1 || d > p.Capacity().MaxDim {
+		return Report{}, fmt.Errorf("mhebench: %d parameters, want 1 to %d", d, p.Capacity().MaxDim)
 	}
 	if n < 1 || t < 1 || t > n {
 		return Report{}, fmt.Errorf("mhebench: %d nodes, threshold %d", n, t)
@@ -124,7 +124,7 @@ func Run(cfg Config) (Report, error) {
 	}
 	rep := Report{Cores: runtime.NumCPU(), Preset: p.Name(), Params: d, Nodes: n, Threshold: t, Workers: cfg.Workers,
 		Ciphertexts: (d + p.Slots()) / p.Slots(), LogQ: p.LogQ(), LogFloodSigma: math.Log2(p.FloodSigma()),
-		FloodSecurityBits: p.FloodSecurity(), MaxErrorBound: p.Limits().MaxError}
+		FloodSecurityBits: p.FloodSecurity(), MaxErrorBound: p.Capacity().MaxError}
 	perM := func(dt time.Duration) float64 { return dt.Seconds() / float64(d) * 1e6 }
 
 	// Setup.

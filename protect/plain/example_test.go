@@ -16,7 +16,7 @@ import (
 func Example() {
 	var s protect.Scheme = plain.Scheme{}
 	fmt.Println(plain.Warning)
-	lim := s.Limits()
+	lim := s.Capacity()
 	fmt.Printf("MaxAbs 2^53: %v, MaxError: %v, MaxDim: %d\n", lim.MaxAbs == 1<<53, lim.MaxError, lim.MaxDim)
 
 	// A session of one member, threshold 1.

@@ -48,12 +48,12 @@
 //     copies the sum into a result bound to the target key.
 //   - [protect.Target.Decrypt] returns the [protect.Sum].
 //
-// # Limits
+// # Capacity
 //
 // Values are carried as float64. A single input is at most 2⁵³ in absolute
 // value (so integer inputs sum exactly), sessions have at most 2²⁰ members
 // and vectors at most 2²⁴ values (a 128 MiB payload). There is no encoding
-// error: [protect.Limits.MaxError] is 0, and the sum is the float64 sum of
+// error: [protect.Capacity.MaxError] is 0, and the sum is the float64 sum of
 // the inputs in ascending member order.
 //
 // # Formats
@@ -119,10 +119,10 @@ var _ protect.Scheme = Scheme{}
 // Name returns "plain".
 func (Scheme) Name() string { return Name }
 
-// Limits returns plain's limits: inputs up to 2⁵³, no encoding error, up to
+// Capacity returns plain's capacity: inputs up to 2⁵³, no encoding error, up to
 // 2²⁰ parties and 2²⁴ values.
-func (Scheme) Limits() protect.Limits {
-	return protect.Limits{
+func (Scheme) Capacity() protect.Capacity {
+	return protect.Capacity{
 		MaxAbs:     limitMaxAbs,
 		MaxError:   0,
 		MaxParties: limitMaxParties,

@@ -20,7 +20,7 @@ import (
 type env struct {
 	s   protect.Scheme
 	cfg Config
-	lim protect.Limits
+	lim protect.Capacity
 	tol float64
 	ids []fl.NodeID // the members, sorted
 	n   int         // instances drawn, so every stream is distinct

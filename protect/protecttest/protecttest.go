@@ -23,11 +23,11 @@
 // Open, Target.Decrypt). Every member gets its own copy of the Session,
 // with the members listed in a different order. Its subtests are:
 //
-//   - Session: Name, Needed and Limits are sane; invalid sessions are
+//   - Session: Name, Needed and Capacity are sane; invalid sessions are
 //     refused by NewParty and NewHelper.
 //   - Sum: the decrypted sum and summed weight are right to within the
 //     tolerance, for inputs scaled so that the sum of N stays within
-//     Limits.MaxAbs (and reaches it in the first two coordinates), and for
+//     Capacity.MaxAbs (and reaches it in the first two coordinates), and for
 //     inputs in [−1, 1]. Payloads must not alias the inputs.
 //   - Dropout: with 1 and N−T members that do not Protect, the reveal by T
 //     of the others gives the sum of those included.
@@ -47,7 +47,7 @@
 //   - Sizes: every payload of a setup and a round (announcements,
 //     dealings, setup, updates, aggregate, shares, result, target keys) is
 //     at most the length Scheme.Sizes(Dim, N) states for its kind, and
-//     Sizes refuses a vector length or member count outside Limits with
+//     Sizes refuses a vector length or member count outside Capacity with
 //     ErrRange.
 //   - Persist: parties restored with LoadParty(MarshalBinary()) and a
 //     target restored with LoadTarget(MarshalBinary()) work, alongside the
@@ -123,7 +123,7 @@ type Config struct {
 	Rand func() io.Reader
 	// Tolerance is the absolute error allowed in each decrypted coordinate
 	// and in the summed weight, on top of float64 summation rounding. Zero
-	// means the scheme's Limits().MaxError.
+	// means the scheme's Capacity().MaxError.
 	Tolerance float64
 	// HeaderLen is the number of leading bytes of every payload that the
 	// scheme checks exactly (magic, version, kind, …): each is flipped and
@@ -173,16 +173,16 @@ func newEnv(s protect.Scheme, cfg Config) (*env, error) {
 	if cfg.HeaderLen == 0 {
 		cfg.HeaderLen = 6
 	}
-	lim := s.Limits()
+	lim := s.Capacity()
 	switch {
 	case cfg.Dim < 2 || cfg.Dim > lim.MaxDim:
-		return nil, fmt.Errorf("Config.Dim %d: want 2 ≤ Dim ≤ Limits().MaxDim = %d", cfg.Dim, lim.MaxDim)
+		return nil, fmt.Errorf("Config.Dim %d: want 2 ≤ Dim ≤ Capacity().MaxDim = %d", cfg.Dim, lim.MaxDim)
 	case cfg.N > lim.MaxParties:
-		return nil, fmt.Errorf("Config.N %d exceeds Limits().MaxParties = %d", cfg.N, lim.MaxParties)
+		return nil, fmt.Errorf("Config.N %d exceeds Capacity().MaxParties = %d", cfg.N, lim.MaxParties)
 	case !(lim.MaxAbs > 0) || math.IsInf(lim.MaxAbs, 0):
-		return nil, fmt.Errorf("Limits().MaxAbs %v: want a positive finite number", lim.MaxAbs)
+		return nil, fmt.Errorf("Capacity().MaxAbs %v: want a positive finite number", lim.MaxAbs)
 	case !(lim.MaxError >= 0) || math.IsInf(lim.MaxError, 0):
-		return nil, fmt.Errorf("Limits().MaxError %v: want a non-negative finite number", lim.MaxError)
+		return nil, fmt.Errorf("Capacity().MaxError %v: want a non-negative finite number", lim.MaxError)
 	case cfg.Tolerance < 0 || math.IsNaN(cfg.Tolerance):
 		return nil, fmt.Errorf("Config.Tolerance %v: want ≥ 0", cfg.Tolerance)
 	}
@@ -209,7 +209,7 @@ func testSession(t *testing.T, e *env) {
 		t.Errorf("Scheme.Name is empty")
 	}
 	if e.lim.MaxParties < 1 || e.lim.MaxDim < 1 {
-		t.Errorf("Limits %+v: MaxParties and MaxDim must be positive", e.lim)
+		t.Errorf("Capacity %+v: MaxParties and MaxDim must be positive", e.lim)
 	}
 	f := newFixture(t, e, "session")
 	if got := f.helper.Needed(); got != e.cfg.T {

@@ -8,7 +8,7 @@ import (
 )
 
 // testSizes checks every payload of a setup and a round against
-// Scheme.Sizes, and that Sizes refuses what Limits does not allow.
+// Scheme.Sizes, and that Sizes refuses what Capacity does not allow.
 func testSizes(t *testing.T, e *env) {
 	var sz protect.Sizes
 	if !succeed(t, fmt.Sprintf("Scheme.Sizes(%d, %d)", e.cfg.Dim, e.cfg.N), try(func() (err error) {
