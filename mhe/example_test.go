@@ -14,7 +14,7 @@ import (
 // one round, a reveal by two members, and the decryption by the target.
 func Example() {
 	s, _ := mhe.New(mhe.InsecureTest) // mhe.Agg128 in production
-	sess := protect.Session{ID: []byte("example"), Members: []fl.NodeID{"a", "b", "c"}, Threshold: 2}
+	sess := protect.Group{ID: []byte("example"), Members: []fl.NodeID{"a", "b", "c"}, Threshold: 2}
 
 	// Setup.
 	parties := map[fl.NodeID]protect.Party{}

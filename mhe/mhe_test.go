@@ -40,7 +40,7 @@ func members(n int) []fl.NodeID {
 // fixture is a session whose setup has run in one process.
 type fixture struct {
 	sch     *Scheme
-	sess    protect.Session
+	sess    protect.Group
 	parties map[fl.NodeID]protect.Party
 	helper  protect.Helper
 	target  protect.Target
@@ -53,12 +53,12 @@ type fixture struct {
 
 func newFixture(tb testing.TB, p *Preset, n, t int) *fixture {
 	tb.Helper()
-	return newSessionFixture(tb, p, protect.Session{ID: []byte("test session"), Members: members(n), Threshold: t}, 1000, 7)
+	return newSessionFixture(tb, p, protect.Group{ID: []byte("test session"), Members: members(n), Threshold: t}, 1000, 7)
 }
 
 // newSessionFixture runs the setup of session s. Party i's randomness is
 // seeded with seed+i, the target's with targetSeed.
-func newSessionFixture(tb testing.TB, p *Preset, s protect.Session, seed, targetSeed uint64) *fixture {
+func newSessionFixture(tb testing.TB, p *Preset, s protect.Group, seed, targetSeed uint64) *fixture {
 	tb.Helper()
 	sch, err := New(p)
 	if err != nil {
@@ -244,7 +244,7 @@ func TestRevealOnce(t *testing.T) {
 func TestPersistStages(t *testing.T) {
 	p := InsecureTest
 	sch, _ := New(p)
-	sess := protect.Session{ID: []byte("stages"), Members: members(3), Threshold: 2}
+	sess := protect.Group{ID: []byte("stages"), Members: members(3), Threshold: 2}
 	parties := map[fl.NodeID]protect.Party{}
 	anns := map[fl.NodeID][]byte{}
 	reload := func(m fl.NodeID) {

@@ -12,7 +12,7 @@ import (
 
 // TestRekeyOldShareWorthless is what a re-key after an exclusion relies on
 // (package round, Coordinator.Exclude): once the members that remain have
-// run a new key setup (a new epoch: a new protect.Session, without the
+// run a new key setup (a new epoch: a new protect.Group, without the
 // excluded member), the excluded member's party of the old epoch is
 // worthless against the new epoch's aggregates.
 //
@@ -31,8 +31,8 @@ func TestRekeyOldShareWorthless(t *testing.T) {
 	p := testPreset()
 	all := members(5)
 	out := all[4]
-	old := newSessionFixture(t, p, protect.Session{ID: []byte("epoch 1"), Members: all, Threshold: 3}, 2000, 21)
-	cur := newSessionFixture(t, p, protect.Session{ID: []byte("epoch 2"), Members: all[:4], Threshold: 3}, 3000, 22)
+	old := newSessionFixture(t, p, protect.Group{ID: []byte("epoch 1"), Members: all, Threshold: 3}, 2000, 21)
+	cur := newSessionFixture(t, p, protect.Group{ID: []byte("epoch 2"), Members: all[:4], Threshold: 3}, 3000, 22)
 
 	const r = fl.Round(6)
 	rng := rand.New(rand.NewPCG(6, 6))

@@ -66,7 +66,7 @@ func (s *Scheme) Preset() *Preset { return s.p }
 
 // NewParty returns member self's party for session sess. It samples the
 // party's secret key share and its announcement nonce from rand.
-func (s *Scheme) NewParty(sess protect.Session, self fl.NodeID, rand io.Reader) (protect.Party, error) {
+func (s *Scheme) NewParty(sess protect.Group, self fl.NodeID, rand io.Reader) (protect.Party, error) {
 	ss, err := newSession(s.p, sess)
 	if err != nil {
 		return nil, err
@@ -94,7 +94,7 @@ func (s *Scheme) NewParty(sess protect.Session, self fl.NodeID, rand io.Reader) 
 }
 
 // NewHelper returns the coordinator side for session sess.
-func (s *Scheme) NewHelper(sess protect.Session) (protect.Helper, error) {
+func (s *Scheme) NewHelper(sess protect.Group) (protect.Helper, error) {
 	ss, err := newSession(s.p, sess)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func (s *Scheme) NewHelper(sess protect.Session) (protect.Helper, error) {
 	return &Helper{sch: s, p: s.p, sess: ss}, nil
 }
 
-// session is a validated protect.Session with its derived values.
+// session is a validated protect.Group with its derived values.
 type session struct {
 	id     []byte
 	sorted []fl.NodeID
@@ -111,7 +111,7 @@ type session struct {
 	hash   [16]byte
 }
 
-func newSession(p *Preset, s protect.Session) (*session, error) {
+func newSession(p *Preset, s protect.Group) (*session, error) {
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("mhe: %w", err)
 	}

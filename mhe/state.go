@@ -47,7 +47,7 @@ func (pa *Party) MarshalBinary() ([]byte, error) {
 
 // LoadParty restores a party of session sess from Party.MarshalBinary. The
 // state must be member self's, for the same session and preset.
-func (s *Scheme) LoadParty(sess protect.Session, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
+func (s *Scheme) LoadParty(sess protect.Group, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
 	p := s.p
 	ss, err := newSession(p, sess)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 // every one.
 func Example() {
 	var scheme protect.Scheme = plain.Scheme{}
-	sess := protect.Session{ID: []byte("manifest hash, key epoch 1"), Members: []fl.NodeID{"alice", "bob", "carol"}, Threshold: 2}
+	sess := protect.Group{ID: []byte("manifest hash, key epoch 1"), Members: []fl.NodeID{"alice", "bob", "carol"}, Threshold: 2}
 	rng := rand.NewChaCha8([32]byte{}) // crypto/rand.Reader in production
 
 	helper, _ := scheme.NewHelper(sess) // on the coordinator

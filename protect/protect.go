@@ -8,10 +8,10 @@
 // (package protect/plain, no protection, for baselines). How to add one is
 // in docs/ARCHITECTURE.md ("Where to add a mode").
 //
-// # The session
+// # The group
 //
-// A [Session] fixes the members, the threshold t and an identifier that every
-// payload is bound to. Setup runs once per session:
+// A [Group] fixes the members, the threshold t and an identifier that every
+// payload is bound to. Setup runs once per group:
 //
 //  1. Each party calls [Party.Announce] and the coordinator relays all the
 //     announcements to everyone.
@@ -44,7 +44,7 @@
 // Every method that takes bytes may be given hostile bytes from the network.
 // Implementations validate them fully and return an error wrapping
 // [ErrMalformed] (truncated, bad header, impossible lengths or values) or
-// [ErrForeign] (a well-formed payload bound to another session, round,
+// [ErrForeign] (a well-formed payload bound to another group, round,
 // member, kind, aggregate, revealer set or target); they never panic and
 // never allocate more than the declared, checked sizes allow. A NodeID that
 // is not a member (as a map key, in Revealers, or as self) gives
@@ -72,44 +72,44 @@ var (
 	// ErrMalformed: the bytes are not a well-formed payload of this scheme
 	// (truncated, bad header, impossible lengths, hostile values).
 	ErrMalformed = errors.New("protect: malformed payload")
-	// ErrForeign: a well-formed payload of another session, parameter set,
+	// ErrForeign: a well-formed payload of another group, parameter set,
 	// round, kind or member.
-	ErrForeign = errors.New("protect: payload from another session or parameter set")
+	ErrForeign = errors.New("protect: payload from another group or parameter set")
 	// ErrRevealed: this party already revealed for that round.
 	ErrRevealed = errors.New("protect: already revealed in this round")
 	// ErrNotEnoughShares: fewer reveal shares than the threshold.
 	ErrNotEnoughShares = errors.New("protect: not enough reveal shares")
-	// ErrNotMember: a node that is not a member of the session.
-	ErrNotMember = errors.New("protect: not a session member")
+	// ErrNotMember: a node that is not a member of the group.
+	ErrNotMember = errors.New("protect: not a group member")
 	// ErrNotReady: the method was called before setup completed.
 	ErrNotReady = errors.New("protect: key setup has not completed")
 	// ErrRange: an input outside the scheme's Capacity.
 	ErrRange = errors.New("protect: value out of range")
 )
 
-// Session fixes who takes part in a key setup.
-type Session struct {
-	// ID binds every payload to this session (for example the hash of the
+// Group fixes who takes part in a key setup.
+type Group struct {
+	// ID binds every payload to this group (for example the hash of the
 	// signed manifest and the key epoch). At most 64 bytes.
 	ID []byte
-	// Members lists the session's members, distinct, in any order.
+	// Members lists the group's members, distinct, in any order.
 	Members []fl.NodeID
 	// Threshold t: any t members can reveal an aggregate; t−1 cannot.
 	Threshold int
 }
 
-// Validate checks that the session is well-formed.
-func (s Session) Validate() error {
+// Validate checks that the group is well-formed.
+func (s Group) Validate() error {
 	if len(s.ID) == 0 || len(s.ID) > 64 {
-		return fmt.Errorf("protect: session ID must have 1 to 64 bytes, has %d", len(s.ID))
+		return fmt.Errorf("protect: group ID must have 1 to 64 bytes, has %d", len(s.ID))
 	}
 	if len(s.Members) < 1 {
-		return errors.New("protect: session has no members")
+		return errors.New("protect: group has no members")
 	}
 	seen := make(map[fl.NodeID]bool, len(s.Members))
 	for _, m := range s.Members {
 		if m == "" {
-			return errors.New("protect: session has an empty member name")
+			return errors.New("protect: group has an empty member name")
 		}
 		if seen[m] {
 			return fmt.Errorf("protect: member %q listed twice", m)
@@ -123,7 +123,7 @@ func (s Session) Validate() error {
 }
 
 // Index returns the position of id in the sorted member list, or -1.
-func (s Session) Index(id fl.NodeID) int {
+func (s Group) Index(id fl.NodeID) int {
 	sorted := s.Sorted()
 	i, ok := slices.BinarySearch(sorted, id)
 	if !ok {
@@ -133,7 +133,7 @@ func (s Session) Index(id fl.NodeID) int {
 }
 
 // Sorted returns the members in ascending order (a copy).
-func (s Session) Sorted() []fl.NodeID {
+func (s Group) Sorted() []fl.NodeID {
 	m := slices.Clone(s.Members)
 	slices.Sort(m)
 	return m
@@ -157,7 +157,7 @@ type Capacity struct {
 }
 
 // Sizes are the largest byte lengths of a scheme's payloads, for vectors of
-// d values (the length given to Party.Protect) in a session of n members.
+// d values (the length given to Party.Protect) in a group of n members.
 // The runtime derives its transport receive limits from them, so that both
 // ends agree on them by construction and a peer cannot make the other hold
 // more than the protocol needs. Every payload a method returns is at most
@@ -226,7 +226,7 @@ type Party interface {
 	// holds a value that is not finite or exceeds Capacity.MaxAbs.
 	Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	// Reveal returns this party's reveal share for req. It first checks req
-	// completely (the aggregate belongs to this session and req.Round, the
+	// completely (the aggregate belongs to this group and req.Round, the
 	// target is a key of this scheme, req.Revealers are exactly t distinct
 	// members and include this party); a request it rejects records nothing.
 	// Then it records (req.Round, req.Digest()) in l, and returns the share
@@ -242,11 +242,11 @@ type Party interface {
 // Helper is the coordinator side of a scheme. It learns nothing secret.
 type Helper interface {
 	// Setup combines the announcements and public dealings into the
-	// session's public setup, broadcast to all parties.
+	// group's public setup, broadcast to all parties.
 	Setup(announcements, publics map[fl.NodeID][]byte) ([]byte, error)
 	// Aggregate sums the protected payloads of round r, keyed by sender.
 	// Every key must be a member (ErrNotMember) and its payload that
-	// member's, for this session and round r (ErrForeign). Payloads of
+	// member's, for this group and round r (ErrForeign). Payloads of
 	// different lengths, or no payload at all, are an error.
 	Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, error)
 	// Needed is the number of reveal shares Open needs: the threshold t.
@@ -278,17 +278,17 @@ type Scheme interface {
 	Name() string
 	// Capacity states the scheme's range and precision.
 	Capacity() Capacity
-	// Sizes returns the payload sizes for vectors of d values in a session
+	// Sizes returns the payload sizes for vectors of d values in a group
 	// of n members. It returns an error wrapping ErrRange if d is outside
 	// 1..Capacity().MaxDim or n outside 1..Capacity().MaxParties.
 	Sizes(d, n int) (Sizes, error)
-	// NewParty returns member self's party for session s. rand is the source
+	// NewParty returns member self's party for group s. rand is the source
 	// of all its secret randomness (crypto/rand.Reader in production).
-	NewParty(s Session, self fl.NodeID, rand io.Reader) (Party, error)
+	NewParty(s Group, self fl.NodeID, rand io.Reader) (Party, error)
 	// LoadParty restores a party from Party.MarshalBinary.
-	LoadParty(s Session, self fl.NodeID, state []byte, rand io.Reader) (Party, error)
-	// NewHelper returns the coordinator side for session s.
-	NewHelper(s Session) (Helper, error)
+	LoadParty(s Group, self fl.NodeID, state []byte, rand io.Reader) (Party, error)
+	// NewHelper returns the coordinator side for group s.
+	NewHelper(s Group) (Helper, error)
 	// NewTarget generates a fresh target key pair.
 	NewTarget(rand io.Reader) (Target, error)
 	// LoadTarget restores a target from Target.MarshalBinary.

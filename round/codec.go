@@ -188,7 +188,7 @@ func decodeDealtKey(b []byte) (groupKey []byte, base fl.Round, model Digest, err
 	return groupKey, base, model, nil
 }
 
-// protectSessionID derives the protect.Session ID of a key epoch.
+// protectSessionID derives the protect.Group ID of a key epoch.
 func protectSessionID(session []byte, epoch uint64) []byte {
 	var e lenprefix.Writer
 	e.String(labelSession)

@@ -83,7 +83,7 @@ func (c Config) Validate() error {
 	if len(c.Session) == 0 || len(c.Session) > 64 {
 		return fmt.Errorf("round: session must have 1 to 64 bytes, has %d", len(c.Session))
 	}
-	s := protect.Session{ID: c.Session, Members: c.Members, Threshold: c.Threshold}
+	s := protect.Group{ID: c.Session, Members: c.Members, Threshold: c.Threshold}
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("round: %w", err)
 	}

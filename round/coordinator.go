@@ -192,8 +192,8 @@ func (c *Coordinator) newHelper(epoch uint64) (protect.Helper, error) {
 	return h, nil
 }
 
-func (c *Coordinator) protectSession(epoch uint64) protect.Session {
-	return protect.Session{ID: protectSessionID(c.cfg.Session, epoch), Members: c.st.Participants, Threshold: c.cfg.Threshold}
+func (c *Coordinator) protectSession(epoch uint64) protect.Group {
+	return protect.Group{ID: protectSessionID(c.cfg.Session, epoch), Members: c.st.Participants, Threshold: c.cfg.Threshold}
 }
 
 // Ready returns the pending output. It is safe to call Ready again before

@@ -74,7 +74,7 @@
 // starts (its participants, named in SetupStart): at once when every member
 // that is not excluded is live, or, with at least max(Threshold, MinCohort)
 // of them live, Deadlines.Join ticks after the first Hello of the attempt.
-// Each setup is a new key epoch with its own protect.Session.
+// Each setup is a new key epoch with its own protect.Group.
 //
 // The daemon calls [Coordinator.Exclude] when a member's attestation fails,
 // expires or is revoked, and [Coordinator.Readmit] when it attests again. An

@@ -151,7 +151,7 @@ type Message struct {
 	Reason    string               // Refuse
 
 	// SetupStart: the members taking part in the key setup, sorted. The
-	// epoch's protect.Session has exactly these members.
+	// epoch's protect.Group has exactly these members.
 	Participants []fl.NodeID
 }
 

@@ -157,8 +157,8 @@ func newNode(cfg NodeConfig) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) protectSession(epoch uint64, participants []fl.NodeID) protect.Session {
-	return protect.Session{ID: protectSessionID(n.cfg.Session, epoch), Members: participants, Threshold: n.cfg.Threshold}
+func (n *Node) protectSession(epoch uint64, participants []fl.NodeID) protect.Group {
+	return protect.Group{ID: protectSessionID(n.cfg.Session, epoch), Members: participants, Threshold: n.cfg.Threshold}
 }
 
 // participants returns the members of the key setup of st.Epoch.

@@ -68,7 +68,7 @@ type CoordinatorState struct {
 	KeyEpoch   uint64
 	Keyholders []fl.NodeID
 	// Participants are the members taking part in the key setup of Epoch
-	// (sorted): its protect.Session's members.
+	// (sorted): its protect.Group's members.
 	Participants []fl.NodeID
 	// Dealer makes the group key of Epoch (named when the setup starts;
 	// the key itself is CoordinatorReady.GroupKey).

@@ -20,7 +20,7 @@
 //		err = db.CreateSession(ctx, s)
 //	}
 //
-// A session is what every payload is bound to (protect.Session.ID). The
+// A session is what every payload is bound to (protect.Group.ID). The
 // store keeps any number of them; everything else belongs to one.
 //
 // # Coordinator

@@ -182,7 +182,7 @@ func TestLedgerParty(t *testing.T) {
 	db, path := newDB(t)
 	key := testKey(t, 1)
 	scheme := plain.Scheme{}
-	sess := protect.Session{ID: session, Members: []fl.NodeID{"a", "b"}, Threshold: 1}
+	sess := protect.Group{ID: session, Members: []fl.NodeID{"a", "b"}, Threshold: 1}
 	rng := mrand.NewChaCha8([32]byte{})
 	helper, _ := scheme.NewHelper(sess)
 	target, _ := scheme.NewTarget(rng)

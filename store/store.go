@@ -230,7 +230,7 @@ func (db *DB) read(ctx context.Context, fn func(*sql.Tx) error) error {
 // setups (epochs) and rounds.
 type Session struct {
 	// ID is the session identifier every payload is bound to
-	// (protect.Session.ID): 1 to 64 bytes.
+	// (protect.Group.ID): 1 to 64 bytes.
 	ID []byte
 	// Manifest is the SHA-256 of the signed federation manifest.
 	Manifest [32]byte

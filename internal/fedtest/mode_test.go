@@ -36,17 +36,17 @@ func newTally() tally {
 	return tally{protects: new(atomic.Int64), aggregates: new(atomic.Int64), reveals: new(atomic.Int64), opens: new(atomic.Int64)}
 }
 
-func (s tally) NewParty(ss protect.Session, self fl.NodeID, r io.Reader) (protect.Party, error) {
+func (s tally) NewParty(ss protect.Group, self fl.NodeID, r io.Reader) (protect.Party, error) {
 	p, err := s.Scheme.NewParty(ss, self, r)
 	return tallyParty{p, s}, err
 }
 
-func (s tally) LoadParty(ss protect.Session, self fl.NodeID, state []byte, r io.Reader) (protect.Party, error) {
+func (s tally) LoadParty(ss protect.Group, self fl.NodeID, state []byte, r io.Reader) (protect.Party, error) {
 	p, err := s.Scheme.LoadParty(ss, self, state, r)
 	return tallyParty{p, s}, err
 }
 
-func (s tally) NewHelper(ss protect.Session) (protect.Helper, error) {
+func (s tally) NewHelper(ss protect.Group) (protect.Helper, error) {
 	h, err := s.Scheme.NewHelper(ss)
 	return tallyHelper{h, s}, err
 }

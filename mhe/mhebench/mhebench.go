@@ -128,7 +128,7 @@ func Run(cfg Config) (Report, error) {
 	perM := func(dt time.Duration) float64 { return dt.Seconds() / float64(d) * 1e6 }
 
 	// Setup.
-	sess := protect.Session{ID: []byte("mhebench"), Threshold: t}
+	sess := protect.Group{ID: []byte("mhebench"), Threshold: t}
 	for i := range n {
 		sess.Members = append(sess.Members, fl.NodeID(fmt.Sprintf("node-%03d", i)))
 	}
@@ -233,7 +233,7 @@ func Run(cfg Config) (Report, error) {
 	return rep, nil
 }
 
-func setup(s *mhe.Scheme, sess protect.Session, rand io.Reader, rep *Report) (map[fl.NodeID]protect.Party, protect.Helper, error) {
+func setup(s *mhe.Scheme, sess protect.Group, rand io.Reader, rep *Report) (map[fl.NodeID]protect.Party, protect.Helper, error) {
 	parties := map[fl.NodeID]protect.Party{}
 	anns := map[fl.NodeID][]byte{}
 	for _, m := range sess.Members {

@@ -20,7 +20,7 @@ func Example() {
 	fmt.Printf("MaxAbs 2^53: %v, MaxError: %v, MaxDim: %d\n", lim.MaxAbs == 1<<53, lim.MaxError, lim.MaxDim)
 
 	// A session of one member, threshold 1.
-	sess := protect.Session{ID: []byte("baseline run 7"), Members: []fl.NodeID{"lab"}, Threshold: 1}
+	sess := protect.Group{ID: []byte("baseline run 7"), Members: []fl.NodeID{"lab"}, Threshold: 1}
 	rng := rand.NewChaCha8([32]byte{})
 	p, _ := s.NewParty(sess, "lab", rng)
 	h, _ := s.NewHelper(sess)
@@ -43,5 +43,5 @@ func Example() {
 	// plain: WARNING: aggregation mode "plain" protects nothing: the coordinator sees every update, weight and sum in the clear. Use it for baselines and research only, never with real data.
 	// MaxAbs 2^53: true, MaxError: 0, MaxDim: 16777216
 	// 78 bytes: 62 of header, 8 per value
-	// plain: protected update from lab: a setup, want a protected update: protect: payload from another session or parameter set
+	// plain: protected update from lab: a setup, want a protected update: protect: payload from another group or parameter set
 }

@@ -157,7 +157,7 @@ func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
 
 // NewParty returns member self's party for session s. rand supplies the
 // announcement nonce.
-func (Scheme) NewParty(s protect.Session, self fl.NodeID, rand io.Reader) (protect.Party, error) {
+func (Scheme) NewParty(s protect.Group, self fl.NodeID, rand io.Reader) (protect.Party, error) {
 	sess, idx, err := newSession(s, self)
 	if err != nil {
 		return nil, err
@@ -170,7 +170,7 @@ func (Scheme) NewParty(s protect.Session, self fl.NodeID, rand io.Reader) (prote
 
 // LoadParty restores a party from its MarshalBinary state. The state must
 // be for the same session and member.
-func (Scheme) LoadParty(s protect.Session, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
+func (Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
 	sess, idx, err := newSession(s, self)
 	if err != nil {
 		return nil, err
@@ -197,7 +197,7 @@ func (Scheme) LoadParty(s protect.Session, self fl.NodeID, state []byte, rand io
 }
 
 // NewHelper returns the coordinator side for session s.
-func (Scheme) NewHelper(s protect.Session) (protect.Helper, error) {
+func (Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
 	sess, _, err := newSession(s, "")
 	if err != nil {
 		return nil, err
@@ -232,7 +232,7 @@ func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	return &t, nil
 }
 
-// session is a checked protect.Session.
+// session is a checked protect.Group.
 type session struct {
 	digest  [hashLen]byte // binds every payload
 	members []fl.NodeID   // sorted
@@ -241,7 +241,7 @@ type session struct {
 
 // newSession checks s and, unless self is empty, that self is a member,
 // whose index it returns.
-func newSession(s protect.Session, self fl.NodeID) (*session, int, error) {
+func newSession(s protect.Group, self fl.NodeID) (*session, int, error) {
 	if err := s.Validate(); err != nil {
 		return nil, 0, fmt.Errorf("plain: %w", err)
 	}

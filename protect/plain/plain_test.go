@@ -33,7 +33,7 @@ func TestConformance(t *testing.T) {
 
 // group is a set-up plain session, for the tests below.
 type group struct {
-	sess    protect.Session
+	sess    protect.Group
 	parties map[fl.NodeID]protect.Party
 	helper  protect.Helper
 	target  protect.Target
@@ -45,7 +45,7 @@ func newGroup(tb testing.TB, id string, t int, members ...fl.NodeID) *group {
 	tb.Helper()
 	s := plain.Scheme{}
 	g := &group{
-		sess:    protect.Session{ID: []byte(id), Members: members, Threshold: t},
+		sess:    protect.Group{ID: []byte(id), Members: members, Threshold: t},
 		parties: make(map[fl.NodeID]protect.Party),
 	}
 	rng := rand.NewChaCha8([32]byte{1})

@@ -104,10 +104,10 @@ func newParties(t *testing.T, e *env, label string) *fixture {
 
 // session returns the fixture's session with the members in a fresh random
 // order: every party and helper gets its own.
-func (f *fixture) session() protect.Session {
+func (f *fixture) session() protect.Group {
 	m := slices.Clone(f.e.ids)
 	f.rng.Shuffle(len(m), func(i, j int) { m[i], m[j] = m[j], m[i] })
-	return protect.Session{ID: bytes.Clone(f.id), Members: m, Threshold: f.e.cfg.T}
+	return protect.Group{ID: bytes.Clone(f.id), Members: m, Threshold: f.e.cfg.T}
 }
 
 func (f *fixture) newParty(id fl.NodeID) protect.Party {

@@ -216,7 +216,7 @@ func testSession(t *testing.T, e *env) {
 		t.Errorf("Helper.Needed() = %d, want the threshold %d", got, e.cfg.T)
 	}
 	good := f.session()
-	bad := map[string]protect.Session{
+	bad := map[string]protect.Group{
 		"empty ID":        {Members: good.Members, Threshold: good.Threshold},
 		"65-byte ID":      {ID: make([]byte, 65), Members: good.Members, Threshold: good.Threshold},
 		"no members":      {ID: good.ID, Threshold: 1},
