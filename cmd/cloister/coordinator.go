@@ -113,23 +113,40 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		c.Shutdown(context.Background())
 		return withHint(err, "is another coordinator running? pick another --listen")
 	}
-	var hs *http.Server
-	if *metricsAddr != "" {
-		ml, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			l.Close()
-			c.Shutdown(context.Background())
-			return fmt.Errorf("--metrics: %w", err)
-		}
-		hs = &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go hs.Serve(ml)
-		log.Info("metrics", "addr", ml.Addr().String(), "paths", "/ (dashboard) /metrics /rounds /status")
+	hs, err := serveMetrics(c, *metricsAddr, log)
+	if err != nil {
+		l.Close()
+		c.Shutdown(context.Background())
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- c.Serve(l) }()
 	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state)
+	return runUntilDone(ctx, c, hs, serveErr, log)
+}
+
+// serveMetrics serves the coordinator's dashboard, /metrics, /rounds and
+// /status on addr; nil without an address.
+func serveMetrics(c *coordinator.Coordinator, addr string, log *slog.Logger) (*http.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ml, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	hs := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ml)
+	log.Info("metrics", "addr", ml.Addr().String(), "paths", "/ (dashboard) /metrics /rounds /status")
+	return hs, nil
+}
+
+// runUntilDone waits for a signal, the server's end or the session's, then
+// shuts the metrics server (hs, if any) and the coordinator down.
+func runUntilDone(ctx context.Context, c *coordinator.Coordinator, hs *http.Server, serveErr <-chan error, log *slog.Logger) error {
+	var err error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")

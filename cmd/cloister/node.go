@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -29,112 +30,41 @@ import (
 )
 
 func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	var nf nodeFlags
 	fs := newFlags("node", stderr)
-	kitDir := fs.String("kit", "", "this node's kit directory (required)")
-	addr := fs.String("coordinator", "", "the coordinator's host:port (default: the kit's coordinator address)")
-	data := fs.String("data", "fashion-mnist", "local data: fashion-mnist, fashion-mnist:DIR or csv:PATH:label=COLUMN")
-	partition := fs.String("partition", "", "demo only: train on this node's share of --data, split by iid, dirichlet:ALPHA or shards:K (node i of n takes part i)")
-	testFraction := fs.Float64("test-fraction", 0.2, "fraction of a CSV held out for evaluation")
-	seed := fs.Uint64("seed", 1, "seed of the partition, of local shuffling and (on the key dealer) of the initial model")
-	state := fs.String("state", "", "state directory (default: KIT/state)")
-	momentum := fs.Float64("momentum", 0, "no longer a node setting: local momentum is the manifest's (cloister init --momentum); if given, it must equal it")
-	proxMu := fs.Float64("prox-mu", 0, "no longer a node setting: FedProx μ is the manifest's (cloister init --prox-mu); if given, it must equal it")
-	tick := fs.Duration("tick", node.DefaultTick, "engine clock period")
-	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as the coordinator does; a value below the federation's largest message is refused)")
-	maxEps := fs.Float64("max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
-	dpSeed := fs.Uint64("insecure-dp-seed", 0, "TESTING ONLY: draw the DP noise from a stream seeded by this and the node's name instead of crypto/rand (reproducible comparisons; no privacy); 0: off")
-	dump := fs.String("insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
-	tee := fs.String("tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
-	simState := fs.String("tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
-	attestEvery := fs.Duration("attest-every", node.DefaultAttestEvery, "rotate the session keys and re-attest this often")
-	var lf logFlags
-	lf.register(fs)
+	nf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := lf.logger(stderr)
+	log, err := nf.log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	kit, err := loadKit(*kitDir, pki.RoleNode)
+	kit, err := loadKit(nf.kitDir, pki.RoleNode)
 	if err != nil {
 		return err
 	}
-	if *addr == "" {
-		*addr = kit.Config.CoordinatorAddress
+	if nf.addr == "" {
+		nf.addr = kit.Config.CoordinatorAddress
 	}
-	if *state == "" {
-		*state = filepath.Join(*kitDir, "state")
+	if nf.state == "" {
+		nf.state = filepath.Join(nf.kitDir, "state")
 	}
 	if err := sameAsManifest(fs, map[string]struct{ flag, manifest float64 }{
-		"momentum": {*momentum, kit.Manifest.Training.Momentum},
-		"prox-mu":  {*proxMu, kit.Manifest.Training.ProxMu},
+		"momentum": {nf.momentum, kit.Manifest.Training.Momentum},
+		"prox-mu":  {nf.proxMu, kit.Manifest.Training.ProxMu},
 	}); err != nil {
 		return err
 	}
 	self := fl.NodeID(kit.Config.Name)
-	var att attest.Attester
-	if *tee != "" {
-		if att, err = attest.Open(*tee, *simState); err != nil {
-			if errors.Is(err, attest.ErrUnsupported) {
-				return withHint(fmt.Errorf("--tee %s: %w", *tee, err), "run the node inside that TEE, or use --tee sim for development")
-			}
-			return fmt.Errorf("--tee %s: %w", *tee, err)
-		}
-		if *tee == attest.FormatSim {
-			log.Warn("running on a SIMULATED TEE (--tee sim): its evidence proves nothing; development only")
-		}
-	} else if *simState != "" {
-		return errors.New("--tee-sim-state needs --tee sim")
-	}
-	if *attestEvery < 100*time.Millisecond {
-		return fmt.Errorf("--attest-every %s: at least 100ms", *attestEvery)
-	}
-	train, test, err := localData(*data, *partition, *testFraction, *seed, kit.Manifest, self)
+	n, greeting, err := nf.newNode(kit, self, log)
 	if err != nil {
 		return err
 	}
-	key, err := store.LoadOrCreateKey(*kitDir)
-	if err != nil {
-		return err
-	}
-	var onUpdate func(fl.Update)
-	if *dump != "" {
-		if err := os.MkdirAll(*dump, 0o700); err != nil {
-			return err
-		}
-		log.Warn("writing plaintext updates for a test", "dir", *dump)
-		onUpdate = func(u fl.Update) {
-			b := make([]byte, 0, 8*len(u.Delta))
-			for _, x := range u.Delta {
-				b = binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
-			}
-			os.WriteFile(filepath.Join(*dump, fmt.Sprintf("round-%d.f64", u.Round)), b, 0o600)
-		}
-	}
-	var noise io.Reader
-	if *dpSeed != 0 {
-		noise = rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "cloister/insecure-dp-seed/%d/%s", *dpSeed, self)))
-	}
-	n, err := node.New(node.Config{
-		Kit: kit, StateDir: *state, AtRest: key, Train: train, Test: test, Logger: log, Tick: *tick,
-		Seed: *seed, Limits: transport.Limits{MaxMessage: *maxMsg}, MaxEpsilon: *maxEps,
-		OnUpdate: onUpdate, TEE: att, AttestEvery: *attestEvery, InsecureNoise: noise,
-	})
-	if errors.Is(err, federation.ErrLimitTooSmall) {
-		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
-	}
-	if errors.Is(err, node.ErrDataMismatch) {
-		return withHint(err, "pass --data with the features and classes the manifest's model was made for (cloister init --inputs/--classes or --data)")
-	}
-	if err != nil {
-		return err
-	}
-	log.Info("local data", "node", self, "train", train.Len(), "test", test.Len(), "features", train.Features, "classes", train.Classes)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(stdout, "%s of federation %s: %d training and %d test examples; dialing %s\n", self, kit.Manifest.Federation, train.Len(), test.Len(), *addr)
-	err = n.Run(ctx, *addr)
+	fmt.Fprintln(stdout, greeting)
+	err = n.Run(ctx, nf.addr)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -142,6 +72,122 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: the session is over\n", self)
 	}
 	return err
+}
+
+// nodeFlags are the flags of `cloister node`.
+type nodeFlags struct {
+	kitDir, addr, data, partition, state string
+	testFraction, momentum, proxMu       float64
+	seed, dpSeed                         uint64
+	tick, attestEvery                    time.Duration
+	maxMsg                               int64
+	maxEps                               float64
+	dump, tee, simState                  string
+	log                                  logFlags
+}
+
+func (nf *nodeFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&nf.kitDir, "kit", "", "this node's kit directory (required)")
+	fs.StringVar(&nf.addr, "coordinator", "", "the coordinator's host:port (default: the kit's coordinator address)")
+	fs.StringVar(&nf.data, "data", "fashion-mnist", "local data: fashion-mnist, fashion-mnist:DIR or csv:PATH:label=COLUMN")
+	fs.StringVar(&nf.partition, "partition", "", "demo only: train on this node's share of --data, split by iid, dirichlet:ALPHA or shards:K (node i of n takes part i)")
+	fs.Float64Var(&nf.testFraction, "test-fraction", 0.2, "fraction of a CSV held out for evaluation")
+	fs.Uint64Var(&nf.seed, "seed", 1, "seed of the partition, of local shuffling and (on the key dealer) of the initial model")
+	fs.StringVar(&nf.state, "state", "", "state directory (default: KIT/state)")
+	fs.Float64Var(&nf.momentum, "momentum", 0, "no longer a node setting: local momentum is the manifest's (cloister init --momentum); if given, it must equal it")
+	fs.Float64Var(&nf.proxMu, "prox-mu", 0, "no longer a node setting: FedProx μ is the manifest's (cloister init --prox-mu); if given, it must equal it")
+	fs.DurationVar(&nf.tick, "tick", node.DefaultTick, "engine clock period")
+	fs.Int64Var(&nf.maxMsg, "max-message", 0, "largest message in bytes (0: computed from the manifest, as the coordinator does; a value below the federation's largest message is refused)")
+	fs.Float64Var(&nf.maxEps, "max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
+	fs.Uint64Var(&nf.dpSeed, "insecure-dp-seed", 0, "TESTING ONLY: draw the DP noise from a stream seeded by this and the node's name instead of crypto/rand (reproducible comparisons; no privacy); 0: off")
+	fs.StringVar(&nf.dump, "insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
+	fs.StringVar(&nf.tee, "tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
+	fs.StringVar(&nf.simState, "tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
+	fs.DurationVar(&nf.attestEvery, "attest-every", node.DefaultAttestEvery, "rotate the session keys and re-attest this often")
+	nf.log.register(fs)
+}
+
+// newNode opens the TEE, the local data and the at-rest key, and makes
+// the node daemon; greeting says what it is about to do.
+func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n *node.Node, greeting string, err error) {
+	att, err := nf.attester(log)
+	if err != nil {
+		return nil, "", err
+	}
+	train, test, err := localData(nf.data, nf.partition, nf.testFraction, nf.seed, kit.Manifest, self)
+	if err != nil {
+		return nil, "", err
+	}
+	key, err := store.LoadOrCreateKey(nf.kitDir)
+	if err != nil {
+		return nil, "", err
+	}
+	onUpdate, err := nf.updateDump(log)
+	if err != nil {
+		return nil, "", err
+	}
+	var noise io.Reader
+	if nf.dpSeed != 0 {
+		noise = rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "cloister/insecure-dp-seed/%d/%s", nf.dpSeed, self)))
+	}
+	n, err = node.New(node.Config{
+		Kit: kit, StateDir: nf.state, AtRest: key, Train: train, Test: test, Logger: log, Tick: nf.tick,
+		Seed: nf.seed, Limits: transport.Limits{MaxMessage: nf.maxMsg}, MaxEpsilon: nf.maxEps,
+		OnUpdate: onUpdate, TEE: att, AttestEvery: nf.attestEvery, InsecureNoise: noise,
+	})
+	switch {
+	case errors.Is(err, federation.ErrLimitTooSmall):
+		return nil, "", withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
+	case errors.Is(err, node.ErrDataMismatch):
+		return nil, "", withHint(err, "pass --data with the features and classes the manifest's model was made for (cloister init --inputs/--classes or --data)")
+	case err != nil:
+		return nil, "", err
+	}
+	log.Info("local data", "node", self, "train", train.Len(), "test", test.Len(), "features", train.Features, "classes", train.Classes)
+	return n, fmt.Sprintf("%s of federation %s: %d training and %d test examples; dialing %s", self, kit.Manifest.Federation, train.Len(), test.Len(), nf.addr), nil
+}
+
+// attester opens the TEE of --tee (nil without it) and checks
+// --tee-sim-state and --attest-every.
+func (nf *nodeFlags) attester(log *slog.Logger) (attest.Attester, error) {
+	var att attest.Attester
+	if nf.tee != "" {
+		var err error
+		if att, err = attest.Open(nf.tee, nf.simState); err != nil {
+			if errors.Is(err, attest.ErrUnsupported) {
+				return nil, withHint(fmt.Errorf("--tee %s: %w", nf.tee, err), "run the node inside that TEE, or use --tee sim for development")
+			}
+			return nil, fmt.Errorf("--tee %s: %w", nf.tee, err)
+		}
+		if nf.tee == attest.FormatSim {
+			log.Warn("running on a SIMULATED TEE (--tee sim): its evidence proves nothing; development only")
+		}
+	} else if nf.simState != "" {
+		return nil, errors.New("--tee-sim-state needs --tee sim")
+	}
+	if nf.attestEvery < 100*time.Millisecond {
+		return nil, fmt.Errorf("--attest-every %s: at least 100ms", nf.attestEvery)
+	}
+	return att, nil
+}
+
+// updateDump returns the hook of --insecure-dump-updates, which writes
+// every plaintext update under its directory (tests only), or nil.
+func (nf *nodeFlags) updateDump(log *slog.Logger) (func(fl.Update), error) {
+	if nf.dump == "" {
+		return nil, nil
+	}
+	if err := os.MkdirAll(nf.dump, 0o700); err != nil {
+		return nil, fmt.Errorf("--insecure-dump-updates: %w", err)
+	}
+	log.Warn("writing plaintext updates for a test", "dir", nf.dump)
+	return func(u fl.Update) {
+		b := make([]byte, 0, 8*len(u.Delta))
+		for _, x := range u.Delta {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(x))
+		}
+		os.WriteFile(filepath.Join(nf.dump, fmt.Sprintf("round-%d.f64", u.Round)), b, 0o600)
+	}, nil
 }
 
 // sameAsManifest refuses a flag that was given with another value than

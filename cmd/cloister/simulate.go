@@ -22,138 +22,178 @@ import (
 )
 
 func runSimulate(args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("simulate", stderr)
-	var l learning
-	l.register(fs)
-	nodes := fs.Int("nodes", 10, "number of simulated sites")
-	partition := fs.String("partition", "iid", "how data is split over sites: iid, dirichlet:ALPHA or shards:K")
-	rounds := fs.Int("rounds", 30, "federated rounds")
-	localEpochs := fs.Int("local-epochs", 1, "local epochs per round on each site")
-	cohort := fs.Int("cohort", 0, "sites drawn at random to train in each round (0: all)")
-	server := fs.String("strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi, fedadagrad or scaffold, with options as in fedadam:lr=0.01")
-	proxMu := fs.Float64("prox-mu", 0, "FedProx proximal term μ (0 is plain FedAvg)")
-	atkSpec := fs.String("attack", "none", "what the Byzantine sites do: none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor")
-	byzantine := fs.Int("byzantine", 0, "number of Byzantine sites: the first F sites attack")
-	ruleSpec := fs.String("rule", "mean", "aggregation rule: mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip")
-	clip := fs.Float64("clip", 0, "L2 bound C every update is clipped to, on the sites (0: none)")
-	noise := fs.Float64("dp-noise", 0, "noise multiplier σ of distributed DP: the sum of updates gets noise σ·C (needs --clip)")
-	minCohort := fs.Int("min-cohort", 0, "DP: k, the honest sites whose noise shares σC/√k make up the noise (0: the whole cohort)")
-	delta := fs.Float64("delta", simulation.DefaultDelta, "DP: δ at which ε is reported")
-	budget := fs.Float64("epsilon-budget", 0, "DP: stop before a round that would spend more than this ε (0: no budget)")
-	compSpec := fs.String("compress", "none", "update compression: none, topk:FRACTION or q8")
-	if err := parse(fs, args); err != nil {
+	var s simFlags
+	if err := s.parse(args, stderr); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	m := *cohort
-	if m == 0 {
-		m = *nodes
-	}
-	part, err := dataset.ParsePartition(*partition)
-	if err != nil {
-		return withHint(err, "use iid, dirichlet:0.5 or shards:2")
-	}
-	strat, err := strategy.New(*server)
-	if err != nil {
-		return withHint(err, "use fedavg, fedadam, fedyogi, fedadagrad or scaffold")
-	}
-	if _, ok := strat.(*strategy.Scaffold); ok && m < *nodes && !strings.Contains(*server, "frac") {
-		return withHint(fmt.Errorf("--strategy %s with a cohort of %d out of %d sites: SCAFFOLD needs the cohort fraction", *server, m, *nodes),
-			fmt.Sprintf("use --strategy scaffold:frac=%g", float64(m)/float64(*nodes)))
-	}
-	atk, err := attack.Parse(*atkSpec, m, min(*byzantine, m))
-	if err != nil {
-		return withHint(err, "use none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor, with options as in sign-flip:scale=4")
-	}
-	_, isBackdoor := atk.(attack.Backdoor)
-	switch {
-	case *byzantine > 0 && atk.Name() == "none":
-		return withHint(fmt.Errorf("--byzantine %d without --attack: Byzantine sites need an attack", *byzantine), "add --attack sign-flip, for instance")
-	case *byzantine == 0 && atk.Name() != "none" && !isBackdoor:
-		return withHint(fmt.Errorf("--attack %s without attackers", *atkSpec), "add --byzantine F: the first F sites attack")
-	}
-	rule, err := robust.Parse(*ruleSpec, m)
-	if err != nil {
-		return withHint(err, "use mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip; robust rules need enough sites for their f")
-	}
-	var priv *simulation.Privacy
-	if set["dp-noise"] {
-		priv = &simulation.Privacy{Noise: *noise, MinCohort: *minCohort, Delta: *delta, Budget: *budget}
-	} else {
-		for _, name := range []string{"min-cohort", "delta", "epsilon-budget"} {
-			if set[name] {
-				return withHint(fmt.Errorf("--%s applies only to DP runs", name), "add --dp-noise Z --clip C")
-			}
-		}
-	}
-	comp, err := compress.Parse(*compSpec)
-	if err != nil {
-		return withHint(err, "use none, topk:0.01 or q8")
-	}
-	opt := l.optimizer()
-	opt.ProxMu = *proxMu
-	spec, err := l.spec()
+	cfg, err := s.config()
 	if err != nil {
 		return err
 	}
-	split, err := l.load()
+	s.announce(stderr, cfg)
+	res, err := simulation.Run(cfg, simProgress(stderr, cfg.Rounds, cfg.Compress != (compress.Scheme{})))
 	if err != nil {
-		return err
-	}
-
-	fmt.Fprintf(stderr, "cloister: simulating %d nodes (%s) training %s on %s, %s, %d rounds (plaintext: nothing is protected)\n",
-		*nodes, part, spec.Kind, split.Train.Name, strat.Name(), *rounds)
-	if *byzantine > 0 {
-		fmt.Fprintf(stderr, "cloister: nodes 1–%d attack with %s; aggregation rule %s\n", *byzantine, atk, rule)
-	} else if isBackdoor {
-		fmt.Fprintf(stderr, "cloister: no node attacks; measuring the backdoor accuracy of the clean model (%s); aggregation rule %s\n", atk, rule)
-	} else if _, mean := rule.(*robust.Mean); !mean {
-		fmt.Fprintf(stderr, "cloister: aggregation rule %s\n", rule)
-	}
-	if *clip > 0 {
-		fmt.Fprintf(stderr, "cloister: every update is clipped to L2 norm %g\n", *clip)
-	}
-	if priv != nil {
-		k := *minCohort
-		if k == 0 {
-			k = m
-		}
-		fmt.Fprintf(stderr, "cloister: distributed DP: σ = %g, C = %g, k = %d: each node adds noise of std %.4g; q = %g, δ = %g (noise from a seeded stream: a simulation; nodes use crypto/rand)\n",
-			*noise, *clip, k, *noise**clip/math.Sqrt(float64(k)), float64(m)/float64(*nodes), *delta)
-	}
-	if comp != (compress.Scheme{}) {
-		fmt.Fprintf(stderr, "cloister: updates compressed with %s\n", comp)
-	}
-	cfg := simulation.Config{
-		Data: split, Model: spec, Optimizer: opt, Strategy: strat,
-		Nodes: *nodes, Partition: part, Rounds: *rounds, LocalEpochs: *localEpochs, Seed: l.seed,
-		Cohort: *cohort, Rule: rule, Byzantine: *byzantine, Clip: *clip, Privacy: priv, Compress: comp,
-	}
-	if atk.Name() != "none" {
-		cfg.Attack = atk
-	}
-	res, err := simulation.Run(cfg, simProgress(stderr, *rounds, comp != (compress.Scheme{})))
-	if err != nil {
-		return simHint(err, cfg, *ruleSpec)
+		return simHint(err, cfg, s.rule)
 	}
 	if res.Stopped != "" {
 		fmt.Fprintf(stderr, "cloister: stopped: %s\n", res.Stopped)
 	}
 	line := fmt.Sprintf("final test accuracy %.4f, loss %.4f after %d rounds", res.Final.Accuracy, res.Final.Loss, len(res.Rounds))
-	if priv != nil {
-		line += fmt.Sprintf(", ε = %.4g (δ = %g)", res.Final.Epsilon, *delta)
+	if cfg.Privacy != nil {
+		line += fmt.Sprintf(", ε = %.4g (δ = %g)", res.Final.Epsilon, s.delta)
 	}
 	if b := res.Final.BackdoorAccuracy; b != nil {
 		line += fmt.Sprintf(", backdoor accuracy %.4f", *b)
 	}
 	fmt.Fprintln(stdout, line)
-	title := fmt.Sprintf("%s: %d nodes, %s, %s on %s", strat.Name(), *nodes, part, spec.Kind, split.Train.Name)
-	if *byzantine > 0 {
-		title += fmt.Sprintf("; %d × %s vs %s", *byzantine, atk.Name(), rule.Name())
+	title := fmt.Sprintf("%s: %d nodes, %s, %s on %s", cfg.Strategy.Name(), cfg.Nodes, cfg.Partition, cfg.Model.Kind, cfg.Data.Train.Name)
+	if cfg.Byzantine > 0 {
+		title += fmt.Sprintf("; %d × %s vs %s", cfg.Byzantine, cfg.Attack.Name(), cfg.Rule.Name())
 	}
-	return l.output(res, title, "round", priv != nil)
+	return s.l.output(res, title, "round", cfg.Privacy != nil)
+}
+
+// simFlags are the flags of `cloister simulate`.
+type simFlags struct {
+	l                                    learning
+	nodes, rounds, localEpochs, cohort   int
+	byzantine, minCohort                 int
+	partition, server, attack, rule, cmp string
+	proxMu, clip, noise, delta, budget   float64
+	set                                  map[string]bool // the flags given
+}
+
+func (s *simFlags) parse(args []string, stderr io.Writer) error {
+	fs := newFlags("simulate", stderr)
+	s.l.register(fs)
+	fs.IntVar(&s.nodes, "nodes", 10, "number of simulated sites")
+	fs.StringVar(&s.partition, "partition", "iid", "how data is split over sites: iid, dirichlet:ALPHA or shards:K")
+	fs.IntVar(&s.rounds, "rounds", 30, "federated rounds")
+	fs.IntVar(&s.localEpochs, "local-epochs", 1, "local epochs per round on each site")
+	fs.IntVar(&s.cohort, "cohort", 0, "sites drawn at random to train in each round (0: all)")
+	fs.StringVar(&s.server, "strategy", "fedavg", "server optimizer: fedavg, fedadam, fedyogi, fedadagrad or scaffold, with options as in fedadam:lr=0.01")
+	fs.Float64Var(&s.proxMu, "prox-mu", 0, "FedProx proximal term μ (0 is plain FedAvg)")
+	fs.StringVar(&s.attack, "attack", "none", "what the Byzantine sites do: none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor")
+	fs.IntVar(&s.byzantine, "byzantine", 0, "number of Byzantine sites: the first F sites attack")
+	fs.StringVar(&s.rule, "rule", "mean", "aggregation rule: mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip")
+	fs.Float64Var(&s.clip, "clip", 0, "L2 bound C every update is clipped to, on the sites (0: none)")
+	fs.Float64Var(&s.noise, "dp-noise", 0, "noise multiplier σ of distributed DP: the sum of updates gets noise σ·C (needs --clip)")
+	fs.IntVar(&s.minCohort, "min-cohort", 0, "DP: k, the honest sites whose noise shares σC/√k make up the noise (0: the whole cohort)")
+	fs.Float64Var(&s.delta, "delta", simulation.DefaultDelta, "DP: δ at which ε is reported")
+	fs.Float64Var(&s.budget, "epsilon-budget", 0, "DP: stop before a round that would spend more than this ε (0: no budget)")
+	fs.StringVar(&s.cmp, "compress", "none", "update compression: none, topk:FRACTION or q8")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })
+	return nil
+}
+
+// config checks the flags and loads the data; the simulation checks the
+// numbers (simHint names the flag at fault).
+func (s *simFlags) config() (simulation.Config, error) {
+	cfg := simulation.Config{Nodes: s.nodes, Rounds: s.rounds, LocalEpochs: s.localEpochs, Seed: s.l.seed,
+		Cohort: s.cohort, Byzantine: s.byzantine, Clip: s.clip}
+	m := s.cohortSize()
+	var err error
+	if cfg.Partition, err = dataset.ParsePartition(s.partition); err != nil {
+		return cfg, withHint(err, "use iid, dirichlet:0.5 or shards:2")
+	}
+	if cfg.Strategy, err = strategy.New(s.server); err != nil {
+		return cfg, withHint(err, "use fedavg, fedadam, fedyogi, fedadagrad or scaffold")
+	}
+	if _, ok := cfg.Strategy.(*strategy.Scaffold); ok && m < s.nodes && !strings.Contains(s.server, "frac") {
+		return cfg, withHint(fmt.Errorf("--strategy %s with a cohort of %d out of %d sites: SCAFFOLD needs the cohort fraction", s.server, m, s.nodes),
+			fmt.Sprintf("use --strategy scaffold:frac=%g", float64(m)/float64(s.nodes)))
+	}
+	if cfg.Attack, err = s.parseAttack(m); err != nil {
+		return cfg, err
+	}
+	if cfg.Rule, err = robust.Parse(s.rule, m); err != nil {
+		return cfg, withHint(err, "use mean, median, trimmed:0.2, krum, multikrum:M, bulyan or cclip; robust rules need enough sites for their f")
+	}
+	if cfg.Privacy, err = s.privacy(); err != nil {
+		return cfg, err
+	}
+	if cfg.Compress, err = compress.Parse(s.cmp); err != nil {
+		return cfg, withHint(err, "use none, topk:0.01 or q8")
+	}
+	cfg.Optimizer = s.l.optimizer()
+	cfg.Optimizer.ProxMu = s.proxMu
+	if cfg.Model, err = s.l.spec(); err != nil {
+		return cfg, err
+	}
+	cfg.Data, err = s.l.load()
+	return cfg, err
+}
+
+// cohortSize is the number of sites that train in a round.
+func (s *simFlags) cohortSize() int {
+	if s.cohort == 0 {
+		return s.nodes
+	}
+	return s.cohort
+}
+
+// parseAttack returns the attack of --attack, nil for none, and refuses
+// attackers without an attack and an attack without attackers.
+func (s *simFlags) parseAttack(m int) (attack.Attack, error) {
+	atk, err := attack.Parse(s.attack, m, min(s.byzantine, m))
+	if err != nil {
+		return nil, withHint(err, "use none, label-flip, sign-flip, gaussian, scale, alie, ipm or backdoor, with options as in sign-flip:scale=4")
+	}
+	_, isBackdoor := atk.(attack.Backdoor)
+	switch {
+	case s.byzantine > 0 && atk.Name() == "none":
+		return nil, withHint(fmt.Errorf("--byzantine %d without --attack: Byzantine sites need an attack", s.byzantine), "add --attack sign-flip, for instance")
+	case s.byzantine == 0 && atk.Name() != "none" && !isBackdoor:
+		return nil, withHint(fmt.Errorf("--attack %s without attackers", s.attack), "add --byzantine F: the first F sites attack")
+	case atk.Name() == "none":
+		return nil, nil
+	}
+	return atk, nil
+}
+
+// privacy returns the DP settings of --dp-noise, or nil without it.
+func (s *simFlags) privacy() (*simulation.Privacy, error) {
+	if s.set["dp-noise"] {
+		return &simulation.Privacy{Noise: s.noise, MinCohort: s.minCohort, Delta: s.delta, Budget: s.budget}, nil
+	}
+	for _, name := range []string{"min-cohort", "delta", "epsilon-budget"} {
+		if s.set[name] {
+			return nil, withHint(fmt.Errorf("--%s applies only to DP runs", name), "add --dp-noise Z --clip C")
+		}
+	}
+	return nil, nil
+}
+
+// announce states on stderr what is simulated, and that nothing is protected.
+func (s *simFlags) announce(w io.Writer, cfg simulation.Config) {
+	fmt.Fprintf(w, "cloister: simulating %d nodes (%s) training %s on %s, %s, %d rounds (plaintext: nothing is protected)\n",
+		cfg.Nodes, cfg.Partition, cfg.Model.Kind, cfg.Data.Train.Name, cfg.Strategy.Name(), cfg.Rounds)
+	_, isBackdoor := cfg.Attack.(attack.Backdoor)
+	if cfg.Byzantine > 0 {
+		fmt.Fprintf(w, "cloister: nodes 1–%d attack with %s; aggregation rule %s\n", cfg.Byzantine, cfg.Attack, cfg.Rule)
+	} else if isBackdoor {
+		fmt.Fprintf(w, "cloister: no node attacks; measuring the backdoor accuracy of the clean model (%s); aggregation rule %s\n", cfg.Attack, cfg.Rule)
+	} else if _, mean := cfg.Rule.(*robust.Mean); !mean {
+		fmt.Fprintf(w, "cloister: aggregation rule %s\n", cfg.Rule)
+	}
+	if cfg.Clip > 0 {
+		fmt.Fprintf(w, "cloister: every update is clipped to L2 norm %g\n", cfg.Clip)
+	}
+	if p := cfg.Privacy; p != nil {
+		k := p.MinCohort
+		if k == 0 {
+			k = s.cohortSize()
+		}
+		fmt.Fprintf(w, "cloister: distributed DP: σ = %g, C = %g, k = %d: each node adds noise of std %.4g; q = %g, δ = %g (noise from a seeded stream: a simulation; nodes use crypto/rand)\n",
+			p.Noise, cfg.Clip, k, p.Noise*cfg.Clip/math.Sqrt(float64(k)), float64(s.cohortSize())/float64(cfg.Nodes), p.Delta)
+	}
+	if cfg.Compress != (compress.Scheme{}) {
+		fmt.Fprintf(w, "cloister: updates compressed with %s\n", cfg.Compress)
+	}
 }
 
 // simProgress prints one line per round: accuracy, loss, and ε, backdoor
