@@ -11,7 +11,7 @@ import (
 // this one lists five unnamed members for brevity.)
 func ExampleResolve() {
 	man := &federation.Manifest{Version: federation.ManifestVersion, Federation: "fed-example",
-		Members: make([]federation.Party, 5), Threshold: 3, MinCohort: 3, Mode: federation.ModeMHE, Preset: "Agg128",
+		Members: make([]federation.Principal, 5), Threshold: 3, MinCohort: 3, Mode: federation.ModeMHE, Preset: "Agg128",
 		DP:       federation.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
 		Model:    federation.ModelSpec{Kind: "mlp", Inputs: 784, Classes: 10, Hidden: []int{128}},
 		Training: federation.Training{Rounds: 30, LocalEpochs: 1, Batch: 32, LearningRate: 0.1}}

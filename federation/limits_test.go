@@ -107,7 +107,7 @@ func TestBoundsCoverWire(t *testing.T) {
 		mode, preset string
 		n            int
 	}{{federation.ModePlain, "", 3}, {federation.ModeMHE, "InsecureTest", 7}, {federation.ModeMHE, "Agg128", 5}} {
-		man := &federation.Manifest{Mode: c.mode, Preset: c.preset, Members: make([]federation.Party, c.n),
+		man := &federation.Manifest{Mode: c.mode, Preset: c.preset, Members: make([]federation.Principal, c.n),
 			Model:    federation.ModelSpec{Kind: "mlp", Inputs: 30, Classes: 4, Hidden: []int{20}},
 			Training: federation.Training{Strategy: "fedyogi:lr=0.01,b1=0.9,b2=0.99,tau=0.001"}}
 		s, err := federation.MessageSizes(man, nil)
@@ -212,7 +212,7 @@ func TestLimitsOverride(t *testing.T) {
 
 func TestMessageSizesRefuses(t *testing.T) {
 	base := func() *federation.Manifest {
-		return &federation.Manifest{Mode: federation.ModeMHE, Preset: "InsecureTest", Members: make([]federation.Party, 3),
+		return &federation.Manifest{Mode: federation.ModeMHE, Preset: "InsecureTest", Members: make([]federation.Principal, 3),
 			Model: federation.ModelSpec{Kind: "softmax", Inputs: 784, Classes: 10}}
 	}
 	for name, c := range map[string]struct {
@@ -220,7 +220,7 @@ func TestMessageSizesRefuses(t *testing.T) {
 		err  error
 	}{
 		"model too large for the preset": {func(m *federation.Manifest) { m.Model.Inputs = 1 << 18 }, protect.ErrRange},
-		"too many members":               {func(m *federation.Manifest) { m.Members = make([]federation.Party, 1001) }, protect.ErrRange},
+		"too many members":               {func(m *federation.Manifest) { m.Members = make([]federation.Principal, 1001) }, protect.ErrRange},
 		"unknown mode":                   {func(m *federation.Manifest) { m.Mode = "secagg" }, federation.ErrUnsupported},
 		"bad model":                      {func(m *federation.Manifest) { m.Model.Classes = 1 }, nil},
 		"bad strategy":                   {func(m *federation.Manifest) { m.Training.Strategy = "scaffold" }, federation.ErrInvalidManifest},
@@ -241,7 +241,7 @@ func TestMessageSizesRefuses(t *testing.T) {
 
 func ExampleMessageSizes() {
 	// The demo's federation: 5 members, mhe with Agg128, the MLP 784-128-10.
-	man := &federation.Manifest{Mode: "mhe", Preset: "Agg128", Members: make([]federation.Party, 5),
+	man := &federation.Manifest{Mode: "mhe", Preset: "Agg128", Members: make([]federation.Principal, 5),
 		Model: federation.ModelSpec{Kind: "mlp", Inputs: 784, Classes: 10, Hidden: []int{128}}}
 	s, err := federation.MessageSizes(man, nil)
 	if err != nil {

@@ -73,9 +73,9 @@ type Manifest struct {
 	// party can refuse to go back to an older one ([UpdateManifest]).
 	Serial uint64 `json:"serial"`
 	// Coordinator is the coordinator's name, certificate and audit key.
-	Coordinator Party `json:"coordinator"`
+	Coordinator Principal `json:"coordinator"`
 	// Members are the nodes, in a fixed order. Names are NodeIDs.
-	Members []Party `json:"members"`
+	Members []Principal `json:"members"`
 	// Threshold t: any t members can reveal an aggregate, t−1 cannot.
 	Threshold int `json:"threshold"`
 	// MinCohort is the fewest updates a round may aggregate. It lies in
@@ -102,8 +102,9 @@ type Manifest struct {
 	Attestation attest.Policy `json:"attestation"`
 }
 
-// Party is a federation member or the coordinator.
-type Party struct {
+// Principal is a federation member or the coordinator: a name, its
+// certificate's fingerprint and its audit key.
+type Principal struct {
 	// Name is a NodeID for a member, the coordinator's name otherwise.
 	Name string `json:"name"`
 	// Fingerprint is the [Fingerprint] of the party's certificate.
@@ -228,13 +229,13 @@ func (m *Manifest) Nodes() []fl.NodeID {
 }
 
 // Member returns the member named id.
-func (m *Manifest) Member(id fl.NodeID) (Party, bool) {
+func (m *Manifest) Member(id fl.NodeID) (Principal, bool) {
 	for _, p := range m.Members {
 		if p.Name == string(id) {
 			return p, true
 		}
 	}
-	return Party{}, false
+	return Principal{}, false
 }
 
 // AuditKeys returns every party's audit public key by name (members and the
@@ -283,7 +284,7 @@ func (m *Manifest) Validate() error {
 	if err := ValidateID(m.Federation); err != nil {
 		return err
 	}
-	if err := validateParty("coordinator", m.Coordinator); err != nil {
+	if err := validatePrincipal("coordinator", m.Coordinator); err != nil {
 		return err
 	}
 	n := len(m.Members)
@@ -298,7 +299,7 @@ func (m *Manifest) Validate() error {
 		if err := fl.ValidateNodeID(fl.NodeID(p.Name)); err != nil {
 			return invalid("%s: %v", what, err)
 		}
-		if err := validateParty(what, p); err != nil {
+		if err := validatePrincipal(what, p); err != nil {
 			return err
 		}
 		if names[p.Name] {
@@ -357,7 +358,7 @@ func ValidateID(id string) error {
 	return nil
 }
 
-func validateParty(what string, p Party) error {
+func validatePrincipal(what string, p Principal) error {
 	if err := fl.ValidateName(p.Name); err != nil {
 		return invalid("%s: %v", what, err)
 	}

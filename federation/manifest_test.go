@@ -25,11 +25,11 @@ import (
 // testManifest returns a valid manifest with n members and fake (but
 // well-formed) fingerprints and keys.
 func testManifest(n, t int) *Manifest {
-	party := func(name string, i int) Party {
+	party := func(name string, i int) Principal {
 		fp := strings.Repeat(strconv.FormatInt(int64(i%16), 16), 64)
 		key := make(ed25519.PublicKey, ed25519.PublicKeySize)
 		key[0] = byte(i)
-		return Party{Name: name, Fingerprint: fp, AuditKey: key}
+		return Principal{Name: name, Fingerprint: fp, AuditKey: key}
 	}
 	m := &Manifest{
 		Version:     ManifestVersion,

@@ -11,7 +11,7 @@ import (
 
 func resolveManifest() *federation.Manifest {
 	return &federation.Manifest{Version: federation.ManifestVersion, Federation: "fed-test",
-		Members: make([]federation.Party, 4), Threshold: 2, MinCohort: 3, Mode: federation.ModePlain,
+		Members: make([]federation.Principal, 4), Threshold: 2, MinCohort: 3, Mode: federation.ModePlain,
 		DP:       federation.DP{NoiseMultiplier: 2, Clip: 0.5, Epsilon: 8, Delta: 1e-6},
 		Model:    federation.ModelSpec{Kind: "softmax", Inputs: 20, Classes: 3},
 		Training: federation.Training{Rounds: 5, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}

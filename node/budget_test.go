@@ -16,7 +16,7 @@ import (
 	"github.com/cloisterfl/cloister/round"
 )
 
-var dpManifest = &federation.Manifest{Members: []federation.Party{{Name: "node-1"}, {Name: "node-2"}, {Name: "node-3"}}, MinCohort: 2,
+var dpManifest = &federation.Manifest{Members: []federation.Principal{{Name: "node-1"}, {Name: "node-2"}, {Name: "node-3"}}, MinCohort: 2,
 	DP:    federation.DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5},
 	Model: federation.ModelSpec{Kind: "softmax", Inputs: 4, Classes: 2}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 8, LearningRate: 0.1}}
 

@@ -10,14 +10,14 @@ import (
 
 func TestAdmit(t *testing.T) {
 	f := newFixture(t)
-	party := func(name string, fp string, i byte) federation.Party {
+	party := func(name string, fp string, i byte) federation.Principal {
 		key := make(ed25519.PublicKey, ed25519.PublicKeySize)
 		key[0] = i
-		return federation.Party{Name: name, Fingerprint: fp, AuditKey: key}
+		return federation.Principal{Name: name, Fingerprint: fp, AuditKey: key}
 	}
 	m := &federation.Manifest{Federation: "fed-test", Serial: 1, Threshold: 1, MinCohort: 1,
 		Coordinator: party("coordinator", Fingerprint(f.coord.Cert), 0),
-		Members:     []federation.Party{party("node-1", Fingerprint(f.node.Cert), 1), party("node-2", "22", 2)}}
+		Members:     []federation.Principal{party("node-1", Fingerprint(f.node.Cert), 1), party("node-2", "22", 2)}}
 	if err := Admit(m, f.node.Cert); err != nil {
 		t.Errorf("listed node: %v", err)
 	}

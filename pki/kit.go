@@ -88,8 +88,8 @@ type Kit struct {
 func (k *Kit) Identity() Identity { return Identity{Role: k.Config.Role, Name: k.Config.Name} }
 
 // Party returns the manifest entry that describes this kit's party.
-func (k *Kit) Party() federation.Party {
-	return federation.Party{
+func (k *Kit) Party() federation.Principal {
+	return federation.Principal{
 		Name:        k.Config.Name,
 		Fingerprint: Fingerprint(k.Credential.Cert),
 		AuditKey:    k.AuditKey.Public().(ed25519.PublicKey),
@@ -133,7 +133,7 @@ func (k *Kit) listed(m *federation.Manifest) error {
 		return fmt.Errorf("%w: manifest is for federation %q, %s for %q", ErrNotMember, m.Federation, ConfigFile, k.Config.Federation)
 	}
 	want := k.Party()
-	var got federation.Party
+	var got federation.Principal
 	var ok bool
 	if k.Config.Role == RoleCoordinator {
 		got, ok = m.Coordinator, m.Coordinator.Name == want.Name
@@ -162,7 +162,7 @@ func Admit(m *federation.Manifest, cert *x509.Certificate) error {
 	if err != nil {
 		return err
 	}
-	var p federation.Party
+	var p federation.Principal
 	var ok bool
 	switch id.Role {
 	case RoleNode:
@@ -630,7 +630,7 @@ func clonePolicy(p attest.Policy) attest.Policy {
 	return q
 }
 
-func partyNames(ps []federation.Party) []string {
+func partyNames(ps []federation.Principal) []string {
 	names := make([]string, len(ps))
 	for i, p := range ps {
 		names[i] = p.Name

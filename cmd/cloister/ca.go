@@ -130,7 +130,7 @@ func addNode(dir, caDir string, id fl.NodeID, now time.Time) (*pki.Kit, error) {
 		return nil, err
 	}
 	var errs []error
-	for _, p := range append([]federation.Party{{Name: pki.CoordinatorDir}}, old.Members...) {
+	for _, p := range append([]federation.Principal{{Name: pki.CoordinatorDir}}, old.Members...) {
 		if err := pki.UpdateManifest(filepath.Join(dir, p.Name), k.SignedManifest); err != nil {
 			errs = append(errs, err)
 		}
