@@ -74,7 +74,7 @@ func controlAD(session []byte) []byte {
 
 // save writes cᵢ to dir/ControlFile, sealed with atRest, atomically and
 // durably.
-func (c *control) save(dir string, atRest store.Sealer, session []byte) error {
+func (c *control) save(dir string, atRest store.AtRest, session []byte) error {
 	c.mu.Lock()
 	b := binary.BigEndian.AppendUint64(nil, uint64(c.round))
 	b = binary.BigEndian.AppendUint64(b, uint64(len(c.ci)))
@@ -94,7 +94,7 @@ func (c *control) save(dir string, atRest store.Sealer, session []byte) error {
 
 // load restores cᵢ from dir/ControlFile; a missing file leaves the
 // initial zeros.
-func (c *control) load(dir string, atRest store.Sealer, session []byte) error {
+func (c *control) load(dir string, atRest store.AtRest, session []byte) error {
 	path := filepath.Join(dir, ControlFile)
 	sealed, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

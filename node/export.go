@@ -51,7 +51,7 @@ func OpenModel(groupKey, session []byte, r fl.Round, sealed []byte) (fl.Vector, 
 // key from its (sealed) state (or, right after a re-key, the model key of
 // the previous epoch it keeps). atRest is the key the node's store was sealed
 // with (nil: store.LoadOrCreateKey on the kit directory kitDir).
-func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest store.Sealer) (*Exported, error) {
+func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest store.AtRest) (*Exported, error) {
 	if atRest == nil {
 		k, err := store.LoadOrCreateKey(kitDir)
 		if err != nil {

@@ -114,7 +114,7 @@ type Config struct {
 	// store.LoadOrCreateKey(StateDir); `cloister node` passes the key kept
 	// in the kit directory instead, so that a copy of the state directory
 	// alone does not hold the key.
-	AtRest store.Sealer
+	AtRest store.AtRest
 	// Train and Test are this node's local data.
 	Train, Test *dataset.Set
 	// Logger receives the node's records; nil discards them.
@@ -205,7 +205,7 @@ type Node struct {
 	budget  *budget // nil without DP and without a local limit
 	stats   Stats
 
-	atRest    store.Sealer
+	atRest    store.AtRest
 	stepSecs  float64 // how long the last Step took, for the log lines of its events
 	closeOnce sync.Once
 

@@ -47,7 +47,7 @@
 //
 // [DB.Node] gives a session's node view. Its secrets (the engine's state,
 // the protect.Party's key shares and the group key) are sealed with a
-// [Sealer] before they are written: the database file never holds them in
+// [AtRest] before they are written: the database file never holds them in
 // plaintext. Each sealed secret is bound to its session and slot, and
 // stored with its key's ID, so opening with another key fails with
 // [ErrWrongKey] naming both keys, and a tampered secret with [ErrCorrupt].

@@ -16,10 +16,10 @@ import (
 	"github.com/cloisterfl/cloister/internal/atomicfile"
 )
 
-// Sealer seals a node's secrets at rest: an AEAD under a key the store
+// AtRest seals a node's secrets at rest: an AEAD under a key the store
 // never sees. [Key] is the software implementation; a TEE's sealing key
 // (or a KMS) can stand behind another.
-type Sealer interface {
+type AtRest interface {
 	// KeyID names the key. It is stored next to each sealed secret, so
 	// that opening with another key fails with ErrWrongKey, naming both.
 	// It must not reveal the key.
@@ -37,13 +37,13 @@ const KeySize = 32
 // a kit directory.
 const KeyFile = "store.key"
 
-// Key is a [Sealer]: AES-256-GCM with a random 96-bit nonce per seal.
+// Key is an [AtRest]: AES-256-GCM with a random 96-bit nonce per seal.
 type Key struct {
 	aead cipher.AEAD
 	id   string
 }
 
-var _ Sealer = (*Key)(nil)
+var _ AtRest = (*Key)(nil)
 
 // NewKey returns the Key with the given 32-byte secret.
 func NewKey(secret []byte) (*Key, error) {
@@ -66,12 +66,12 @@ func NewKey(secret []byte) (*Key, error) {
 // domain-separated SHA-256 of the secret, in hex.
 func (k *Key) KeyID() string { return k.id }
 
-// Seal implements [Sealer].
+// Seal implements [AtRest].
 func (k *Key) Seal(plaintext, aad []byte) ([]byte, error) {
 	return k.aead.Seal(nil, nil, plaintext, aad), nil
 }
 
-// Open implements [Sealer].
+// Open implements [AtRest].
 func (k *Key) Open(sealed, aad []byte) ([]byte, error) {
 	return k.aead.Open(nil, nil, sealed, aad)
 }
@@ -84,7 +84,7 @@ func (k *Key) Open(sealed, aad []byte) ([]byte, error) {
 // Whoever can read the file can open the node's secrets: the file protects
 // copies of the database (backups, a stolen disk image without the kit),
 // not a compromised host. Inside a TEE, derive the key from the TEE's
-// sealing key and use [NewKey] or a [Sealer] of your own instead.
+// sealing key and use [NewKey] or an [AtRest] of your own instead.
 func LoadOrCreateKey(dir string) (*Key, error) {
 	path := filepath.Join(dir, KeyFile)
 	secret, err := readKeyFile(path)

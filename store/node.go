@@ -12,12 +12,12 @@ import (
 )
 
 // Node is a node's view of one session in a [DB]: its secrets, sealed at
-// rest with a [Sealer], its reveal-once ledger, and the newest sealed
+// rest with an [AtRest], its reveal-once ledger, and the newest sealed
 // model. A Node is a [protect.Ledger].
 type Node struct {
 	db      *DB
 	session []byte
-	sealer  Sealer
+	sealer  AtRest
 }
 
 var _ protect.Ledger = (*Node)(nil)
@@ -26,13 +26,13 @@ var _ protect.Ledger = (*Node)(nil)
 // and opening its secrets with s. The session must have been created
 // ([DB.CreateSession]); methods return an error wrapping [ErrNotFound]
 // otherwise.
-func (db *DB) Node(session []byte, s Sealer) *Node {
+func (db *DB) Node(session []byte, s AtRest) *Node {
 	return &Node{db: db, session: append([]byte(nil), session...), sealer: s}
 }
 
 // NodeBatch is what one Ready of a node's engine persists. [Node.Save]
 // writes all of it in one transaction; [Node.Load] returns what is stored.
-// State and Keys are secret: the store seals each with the node's Sealer
+// State and Keys are secret: the store seals each with the node's AtRest
 // before it writes it, and never writes them in plaintext.
 type NodeBatch struct {
 	// State is the engine's new persistent state (NodeState MarshalBinary).
@@ -75,7 +75,7 @@ const (
 // unchanged. When it returns nil, all of b is durable; when it returns an
 // error, none of it is stored.
 func (n *Node) Save(ctx context.Context, b NodeBatch) error {
-	// Seal before the transaction: a Sealer may be slow (a TEE call).
+	// Seal before the transaction: an AtRest may be slow (a TEE call).
 	secrets := []struct {
 		slot  string
 		plain []byte
@@ -154,7 +154,7 @@ func (n *Node) putModel(ctx context.Context, tx *sql.Tx, m Model, resealed bool)
 // epoch and the newest sealed model (nil if none). Fields never saved are
 // nil. It returns an error wrapping [ErrNotFound] if the session does not
 // exist, [ErrWrongKey] if a secret was sealed under another key than the
-// node's Sealer, and [ErrCorrupt] if a secret fails to open.
+// node's AtRest, and [ErrCorrupt] if a secret fails to open.
 func (n *Node) Load(ctx context.Context) (NodeBatch, error) {
 	var b NodeBatch
 	sealed := make(map[string][]byte)
@@ -175,7 +175,7 @@ func (n *Node) Load(ctx context.Context) (NodeBatch, error) {
 				return fmt.Errorf("%s: %w", slot, err)
 			}
 			if n.sealer == nil {
-				return fmt.Errorf("opening %s: node has no Sealer", slot)
+				return fmt.Errorf("opening %s: node has no AtRest", slot)
 			}
 			if keyID != n.sealer.KeyID() {
 				return fmt.Errorf("%s sealed under key %q, this node's key is %q: %w", slot, keyID, n.sealer.KeyID(), ErrWrongKey)
@@ -267,7 +267,7 @@ func (n *Node) Revealed(ctx context.Context, r fl.Round) ([32]byte, error) {
 
 func (n *Node) seal(slot string, plain []byte) ([]byte, error) {
 	if n.sealer == nil {
-		return nil, fmt.Errorf("store: session %s: sealing %s: node has no Sealer", sid(n.session), slot)
+		return nil, fmt.Errorf("store: session %s: sealing %s: node has no AtRest", sid(n.session), slot)
 	}
 	box, err := n.sealer.Seal(plain, n.aad(slot))
 	if err != nil {

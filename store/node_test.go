@@ -305,17 +305,17 @@ func TestWrongKey(t *testing.T) {
 		}
 	}
 	if _, err := db.Node(session, nil).Load(ctx); err == nil {
-		t.Error("Load without a Sealer opened a secret")
+		t.Error("Load without an AtRest opened a secret")
 	}
 	if err := db.Node(session, nil).Save(ctx, NodeBatch{Keys: &Keys{Party: []byte("x")}}); err == nil {
-		t.Error("Save without a Sealer stored a secret")
+		t.Error("Save without an AtRest stored a secret")
 	}
 	if b, err := db.Node(session, k1).Load(ctx); err != nil || b.Keys == nil || string(b.Keys.Party) != "shares" {
 		t.Errorf("Load with the right key = %+v, %v", b.Keys, err)
 	}
 }
 
-// sameID is a Sealer that claims another key's ID.
+// sameID is an AtRest that claims another key's ID.
 type sameID struct {
 	*Key
 	id string
@@ -325,8 +325,8 @@ func (s sameID) KeyID() string { return s.id }
 
 func TestCorruptSecret(t *testing.T) {
 	k1 := testKey(t, 1)
-	cases := map[string]func(t *testing.T, db *DB) Sealer{
-		"flipped byte": func(t *testing.T, db *DB) Sealer {
+	cases := map[string]func(t *testing.T, db *DB) AtRest{
+		"flipped byte": func(t *testing.T, db *DB) AtRest {
 			var b []byte
 			if err := db.sql.QueryRow(`SELECT sealed FROM node_secrets WHERE slot = 'party'`).Scan(&b); err != nil {
 				t.Fatal(err)
@@ -337,11 +337,11 @@ func TestCorruptSecret(t *testing.T) {
 			}
 			return k1
 		},
-		"swapped slots": func(t *testing.T, db *DB) Sealer {
+		"swapped slots": func(t *testing.T, db *DB) AtRest {
 			exec(t, db, `UPDATE node_secrets SET sealed = (SELECT sealed FROM node_secrets WHERE slot = 'group-key') WHERE slot = 'party'`)
 			return k1
 		},
-		"another key under the same ID": func(t *testing.T, db *DB) Sealer {
+		"another key under the same ID": func(t *testing.T, db *DB) AtRest {
 			return sameID{testKey(t, 2), k1.KeyID()}
 		},
 	}

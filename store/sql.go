@@ -105,7 +105,7 @@ var migrations = [][]string{
 		`CREATE TABLE node_secrets (
 			session BLOB NOT NULL REFERENCES sessions(id),
 			slot    TEXT NOT NULL,  -- state, party, group-key
-			key_id  TEXT NOT NULL,  -- Sealer.KeyID of the key that sealed it
+			key_id  TEXT NOT NULL,  -- AtRest.KeyID of the key that sealed it
 			sealed  BLOB NOT NULL,
 			PRIMARY KEY (session, slot)
 		) STRICT`,

@@ -34,7 +34,7 @@ var (
 	// reveal for that round, of the same aggregate or another.
 	ErrRevealed = protect.ErrRevealed
 	// ErrWrongKey: a secret was sealed under another key than the node's
-	// Sealer (the message names both key IDs).
+	// AtRest (the message names both key IDs).
 	ErrWrongKey = errors.New("store: secret sealed under another key")
 	// ErrCorrupt: a sealed secret fails authentication under the key that
 	// sealed it (tampered or damaged), or a row holds impossible values.
