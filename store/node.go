@@ -175,7 +175,7 @@ func (n *Node) Load(ctx context.Context) (NodeBatch, error) {
 				return fmt.Errorf("%s: %w", slot, err)
 			}
 			if n.sealer == nil {
-				return fmt.Errorf("opening %s: node has no AtRest", slot)
+				return fmt.Errorf("opening %s: node has no at-rest key", slot)
 			}
 			if keyID != n.sealer.KeyID() {
 				return fmt.Errorf("%s sealed under key %q, this node's key is %q: %w", slot, keyID, n.sealer.KeyID(), ErrWrongKey)
@@ -267,7 +267,7 @@ func (n *Node) Revealed(ctx context.Context, r fl.Round) ([32]byte, error) {
 
 func (n *Node) seal(slot string, plain []byte) ([]byte, error) {
 	if n.sealer == nil {
-		return nil, fmt.Errorf("store: session %s: sealing %s: node has no AtRest", sid(n.session), slot)
+		return nil, fmt.Errorf("store: session %s: sealing %s: node has no at-rest key", sid(n.session), slot)
 	}
 	box, err := n.sealer.Seal(plain, n.aad(slot))
 	if err != nil {
