@@ -19,7 +19,7 @@ import (
 //
 // When the manifest requires TEE evidence, the transport issues a timed
 // nonce (attest.NewNonce) with every stream and at every re-attestation a
-// node asks for. A member's Hello carries its Hello evidence (pki.Evidence):
+// node asks for. A member's Hello carries its Hello evidence (pki.Hello):
 // its session keys, signed with its audit key, and TEE evidence whose report
 // data is attest.ReportData(that nonce, the stream's TLS keying material,
 // the session keys). The coordinator checks all of it, on its own end of
@@ -157,7 +157,7 @@ func (c *Coordinator) verifyHello(id fl.NodeID, a *attestation, b []byte, now ti
 	if !ok {
 		return nil, fmt.Errorf("%s is not a member", id)
 	}
-	e, err := pki.VerifyEvidence(b, id, c.session, p.AuditKey)
+	e, err := pki.VerifyHello(b, id, c.session, p.AuditKey)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +230,7 @@ func attestResult(err error) string {
 		err  error
 		name string
 	}{
-		{pki.ErrEvidence, "envelope"}, {attest.ErrMalformed, "malformed"}, {attest.ErrFormatNotAllowed, "format"},
+		{pki.ErrHello, "envelope"}, {attest.ErrMalformed, "malformed"}, {attest.ErrFormatNotAllowed, "format"},
 		{attest.ErrSignature, "signature"}, {attest.ErrKeyBinding, "key-binding"}, {attest.ErrSessionBinding, "session-binding"},
 		{attest.ErrStaleNonce, "stale-nonce"}, {attest.ErrReportData, "report-data"}, {attest.ErrDebug, "debug"},
 		{attest.ErrMeasurement, "measurement"}, {attest.ErrTCB, "tcb"}, {attest.ErrTooOld, "too-old"}, {attest.ErrFuture, "future"},

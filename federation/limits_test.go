@@ -96,9 +96,9 @@ func TestBoundsCoverWire(t *testing.T) {
 	// member (one member's evidence above it made every Welcome and
 	// SetupStart too large for the other members).
 	// The limits count round.MaxEvidence; pki makes evidence of up to
-	// pki.MaxEvidence.
-	if round.MaxEvidence != pki.MaxEvidence {
-		t.Fatalf("the engine and the limits take %d bytes of Hello evidence, pki makes up to %d", round.MaxEvidence, pki.MaxEvidence)
+	// pki.MaxHello.
+	if round.MaxEvidence != pki.MaxHello {
+		t.Fatalf("the engine and the limits take %d bytes of Hello evidence, pki makes up to %d", round.MaxEvidence, pki.MaxHello)
 	}
 	if federation.MaxMaxMessage != transport.MaxMaxMessage {
 		t.Fatalf("the limits stop at %d bytes, the transport at %d", federation.MaxMaxMessage, transport.MaxMaxMessage)
@@ -135,10 +135,10 @@ func TestBoundsCoverWire(t *testing.T) {
 		rec := round.Record{Epoch: 1 << 60, Round: 1 << 60, Base: 1<<60 - 1, Included: names}
 		session := make([]byte, 64)
 		msgs := []round.Message{
-			{Kind: round.KindHello, Evidence: make([]byte, pki.MaxEvidence)},
-			{Kind: round.KindWelcome, Evidences: each(pki.MaxEvidence), Dealer: names[0], Sealed: make([]byte, key), Target: make([]byte, p.TargetPublic)},
-			{Kind: round.KindPeer, Evidences: each(pki.MaxEvidence)},
-			{Kind: round.KindSetupStart, Participants: names, Evidences: each(pki.MaxEvidence)},
+			{Kind: round.KindHello, Evidence: make([]byte, pki.MaxHello)},
+			{Kind: round.KindWelcome, Evidences: each(pki.MaxHello), Dealer: names[0], Sealed: make([]byte, key), Target: make([]byte, p.TargetPublic)},
+			{Kind: round.KindPeer, Evidences: each(pki.MaxHello)},
+			{Kind: round.KindSetupStart, Participants: names, Evidences: each(pki.MaxHello)},
 			{Kind: round.KindAnnounce, Payload: make([]byte, p.Announcement)},
 			{Kind: round.KindAnnouncements, Payloads: each(p.Announcement)},
 			{Kind: round.KindDeal, Payload: make([]byte, p.PublicDealing), Payloads: each(p.PrivateDealing + federation.SealOverhead)},

@@ -32,7 +32,7 @@ import (
 // every scheduled re-attestation: an HPKE key pair (ML-KEM-768 + X25519)
 // that peers seal payloads to, and an Ed25519 key that authenticates what
 // it seals. It announces their public halves in the evidence of its Hello
-// ([pki.Evidence]), signed with its long-lived audit key, which the
+// ([pki.Hello]), signed with its long-lived audit key, which the
 // manifest lists. With a TEE, the envelope carries TEE evidence whose
 // report data binds these keys to the node's TLS session with the
 // coordinator and the coordinator's nonce (attest.ReportData). Every peer
@@ -99,11 +99,11 @@ func NewKeys(random io.Reader) (*Keys, error) {
 	return &Keys{hpke: k, sign: s}, nil
 }
 
-// Evidence returns the keys' Hello evidence ([pki.Evidence]) for member
+// Evidence returns the keys' Hello evidence ([pki.Hello]) for member
 // self of session, made at issued, with the TEE evidence tee (nil without
 // a TEE), signed with the member's audit key.
 func (k *Keys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.PrivateKey, issued time.Time, tee []byte) []byte {
-	e := &pki.Evidence{Session: bytes.Clone(session), Node: self, Issued: issued,
+	e := &pki.Hello{Session: bytes.Clone(session), Node: self, Issued: issued,
 		HPKE: k.hpke.PublicKey().Bytes(), Sign: bytes.Clone(k.sign.Public().(ed25519.PublicKey)), TEE: bytes.Clone(tee)}
 	return e.SignWith(auditKey)
 }
@@ -179,7 +179,7 @@ func (kr *Ring) Own() *Keys {
 
 // VerifyPeer checks member id's relayed evidence: it must decode, name id
 // and this session, carry a valid HPKE key, and be signed by id's audit key
-// from the manifest (pki.VerifyEvidence). When the manifest requires a TEE,
+// from the manifest (pki.VerifyHello). When the manifest requires a TEE,
 // the envelope's TEE evidence must pass the policy and bind exactly the
 // announced keys (attest's VerifyRelayed: this node cannot know the
 // member's TLS session with the coordinator, see SECURITY.md). Evidence
@@ -193,15 +193,15 @@ func (kr *Ring) Own() *Keys {
 func (kr *Ring) VerifyPeer(id fl.NodeID, b []byte) error {
 	pub, ok := kr.audit[id]
 	if !ok {
-		return fmt.Errorf("%w: %s is not a member", pki.ErrEvidence, id)
+		return fmt.Errorf("%w: %s is not a member", pki.ErrHello, id)
 	}
-	e, err := pki.VerifyEvidence(b, id, kr.session, pub)
+	e, err := pki.VerifyHello(b, id, kr.session, pub)
 	if err != nil {
 		return err
 	}
 	hk, err := kem().NewPublicKey(e.HPKE)
 	if err != nil {
-		return fmt.Errorf("%w: HPKE key of %s: %v", pki.ErrEvidence, id, err)
+		return fmt.Errorf("%w: HPKE key of %s: %v", pki.ErrHello, id, err)
 	}
 	claims, err := kr.verifyTEE(id, e)
 	kr.mu.Lock()
@@ -230,7 +230,7 @@ func (kr *Ring) VerifyPeer(id fl.NodeID, b []byte) error {
 				e.Issued.UTC().Format(time.RFC3339Nano), cur.issued.UTC().Format(time.RFC3339Nano))
 		case e.Issued.Equal(cur.issued):
 			if !bytes.Equal(cur.hpke.Bytes(), hk.Bytes()) || !bytes.Equal(cur.sign, e.Sign) {
-				return fmt.Errorf("%w: %s announced two key sets at the same time", pki.ErrEvidence, id)
+				return fmt.Errorf("%w: %s announced two key sets at the same time", pki.ErrHello, id)
 			}
 		}
 	}
@@ -246,7 +246,7 @@ func (kr *Ring) VerifyPeer(id fl.NodeID, b []byte) error {
 }
 
 // verifyTEE checks the TEE evidence of e when the keyring requires it.
-func (kr *Ring) verifyTEE(id fl.NodeID, e *pki.Evidence) (*attest.Claims, error) {
+func (kr *Ring) verifyTEE(id fl.NodeID, e *pki.Hello) (*attest.Claims, error) {
 	if kr.tee == nil {
 		return nil, nil
 	}

@@ -99,20 +99,20 @@ func ExampleInitFederation() {
 // key; the coordinator and every member check it against the audit key the
 // manifest lists. With a TEE, the TEE field carries evidence (package
 // attest) bound to these keys.
-func ExampleVerifyEvidence() {
+func ExampleVerifyHello() {
 	auditPub, auditKey, _ := ed25519.GenerateKey(nil)
 	session := []byte("manifest hash")
-	e := &pki.Evidence{Session: session, Node: "node-1", Issued: time.Unix(1700000000, 0),
+	e := &pki.Hello{Session: session, Node: "node-1", Issued: time.Unix(1700000000, 0),
 		HPKE: []byte("hpke public key"), Sign: make([]byte, ed25519.PublicKeySize)}
 	hello := e.SignWith(auditKey)
 
-	got, err := pki.VerifyEvidence(hello, "node-1", session, auditPub)
+	got, err := pki.VerifyHello(hello, "node-1", session, auditPub)
 	fmt.Println(got.Node, got.Issued.UTC().Format(time.RFC3339), err)
 	// Relayed as another member's, or for another session: refused.
-	_, err = pki.VerifyEvidence(hello, "node-2", session, auditPub)
-	fmt.Println(errors.Is(err, pki.ErrEvidence))
-	_, err = pki.VerifyEvidence(hello, "node-1", []byte("another manifest"), auditPub)
-	fmt.Println(errors.Is(err, pki.ErrEvidence))
+	_, err = pki.VerifyHello(hello, "node-2", session, auditPub)
+	fmt.Println(errors.Is(err, pki.ErrHello))
+	_, err = pki.VerifyHello(hello, "node-1", []byte("another manifest"), auditPub)
+	fmt.Println(errors.Is(err, pki.ErrHello))
 	// Output:
 	// node-1 2023-11-14T22:13:20Z <nil>
 	// true

@@ -137,7 +137,7 @@ func (c *Coordinator) relayEvidence(id fl.NodeID) {
 	}
 }
 
-// MaxEvidence bounds the evidence a Hello may carry (pki.MaxEvidence, the
+// MaxEvidence bounds the evidence a Hello may carry (pki.MaxHello, the
 // Hello evidence envelope's bound): the coordinator relays every member's
 // evidence in one Welcome or SetupStart, whose size limit counts this much
 // per member.

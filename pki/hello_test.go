@@ -12,9 +12,9 @@ func TestEvidence(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	_, other, _ := ed25519.GenerateKey(nil)
 	sign := make([]byte, ed25519.PublicKeySize)
-	e := &Evidence{Session: []byte("s"), Node: "node-1", Issued: time.Unix(5, 7), HPKE: []byte("hpke"), Sign: sign, TEE: []byte("tee")}
+	e := &Hello{Session: []byte("s"), Node: "node-1", Issued: time.Unix(5, 7), HPKE: []byte("hpke"), Sign: sign, TEE: []byte("tee")}
 	b := e.SignWith(priv)
-	got, err := VerifyEvidence(b, "node-1", []byte("s"), pub)
+	got, err := VerifyHello(b, "node-1", []byte("s"), pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,18 +30,18 @@ func TestEvidence(t *testing.T) {
 	}{
 		"other member":  {b, "node-2", "s"},
 		"other session": {b, "node-1", "t"},
-		"other key":     {(&Evidence{Session: []byte("s"), Node: "node-1", HPKE: []byte("h"), Sign: sign}).SignWith(other), "node-1", "s"},
+		"other key":     {(&Hello{Session: []byte("s"), Node: "node-1", HPKE: []byte("h"), Sign: sign}).SignWith(other), "node-1", "s"},
 		"tampered":      {tampered, "node-1", "s"},
 		"truncated":     {b[:len(b)-1], "node-1", "s"},
 		"trailing":      {append(bytes.Clone(b), 0), "node-1", "s"},
-		"too large":     {make([]byte, MaxEvidence+1), "node-1", "s"},
+		"too large":     {make([]byte, MaxHello+1), "node-1", "s"},
 	} {
-		if _, err := VerifyEvidence(c.b, "node-1", []byte(c.session), pub); c.id == "node-1" && !errors.Is(err, ErrEvidence) {
-			t.Errorf("%s: %v, want ErrEvidence", name, err)
+		if _, err := VerifyHello(c.b, "node-1", []byte(c.session), pub); c.id == "node-1" && !errors.Is(err, ErrHello) {
+			t.Errorf("%s: %v, want ErrHello", name, err)
 		}
 		if c.id != "node-1" {
-			if _, err := VerifyEvidence(c.b, "node-2", []byte(c.session), pub); !errors.Is(err, ErrEvidence) {
-				t.Errorf("%s: %v, want ErrEvidence", name, err)
+			if _, err := VerifyHello(c.b, "node-2", []byte(c.session), pub); !errors.Is(err, ErrHello) {
+				t.Errorf("%s: %v, want ErrHello", name, err)
 			}
 		}
 	}
@@ -49,10 +49,10 @@ func TestEvidence(t *testing.T) {
 
 func FuzzParseEvidence(f *testing.F) {
 	_, priv, _ := ed25519.GenerateKey(nil)
-	f.Add((&Evidence{Session: []byte("s"), Node: "node-1", Issued: time.Unix(1, 0), HPKE: []byte("h"), Sign: make([]byte, 32)}).SignWith(priv))
+	f.Add((&Hello{Session: []byte("s"), Node: "node-1", Issued: time.Unix(1, 0), HPKE: []byte("h"), Sign: make([]byte, 32)}).SignWith(priv))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := ParseEvidence(b)
+		e, err := ParseHello(b)
 		if err == nil && e == nil {
 			t.Fatal("nil evidence without error")
 		}

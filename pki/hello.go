@@ -30,19 +30,19 @@ import (
 // labelEvidence starts every envelope.
 const labelEvidence = "cloister/node/v1/session-keys"
 
-// MaxEvidence bounds the size of a Hello evidence envelope.
-const MaxEvidence = 64 << 10
+// MaxHello bounds the size of a Hello evidence envelope.
+const MaxHello = 64 << 10
 
 var (
-	// ErrEvidence: Hello evidence that does not decode, is not the named
+	// ErrHello: Hello evidence that does not decode, is not the named
 	// member's, is for another session, or whose signature does not verify
 	// under the member's audit key from the manifest.
-	ErrEvidence = errors.New("pki: bad session-key evidence")
+	ErrHello = errors.New("pki: bad Hello evidence")
 )
 
-// Evidence is the envelope a node sends in its Hello: its session keys and
+// Hello is the evidence envelope a node sends in its Hello: its session keys and
 // TEE evidence, signed with its audit key.
-type Evidence struct {
+type Hello struct {
 	Session []byte    // the federation session (manifest hash)
 	Node    fl.NodeID // the member the keys belong to
 	Issued  time.Time // when the process made the keys; newer keys replace older ones
@@ -53,7 +53,7 @@ type Evidence struct {
 }
 
 // Signed returns the bytes the audit key signs: the encoding without Sig.
-func (e *Evidence) Signed() []byte {
+func (e *Hello) Signed() []byte {
 	var w lenprefix.Writer
 	w.String(labelEvidence)
 	w.Bytes(e.Session)
@@ -66,64 +66,64 @@ func (e *Evidence) Signed() []byte {
 }
 
 // SignWith sets Sig with the member's audit key and returns the encoding.
-func (e *Evidence) SignWith(auditKey ed25519.PrivateKey) []byte {
+func (e *Hello) SignWith(auditKey ed25519.PrivateKey) []byte {
 	e.Sig = ed25519.Sign(auditKey, e.Signed())
 	return e.Marshal()
 }
 
 // Marshal encodes the evidence.
-func (e *Evidence) Marshal() []byte {
+func (e *Hello) Marshal() []byte {
 	w := lenprefix.Writer{B: e.Signed()}
 	w.Bytes(e.Sig)
 	return w.B
 }
 
-// ParseEvidence decodes evidence without checking its signature; see
-// [VerifyEvidence].
-func ParseEvidence(b []byte) (*Evidence, error) {
-	if len(b) > MaxEvidence {
-		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrEvidence, len(b), MaxEvidence)
+// ParseHello decodes evidence without checking its signature; see
+// [VerifyHello].
+func ParseHello(b []byte) (*Hello, error) {
+	if len(b) > MaxHello {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrHello, len(b), MaxHello)
 	}
 	r := lenprefix.NewReader(b)
-	var e Evidence
+	var e Hello
 	label := r.String()
 	e.Session = r.Bytes()
 	e.Node = fl.NodeID(r.String())
 	ns := r.U64()
 	e.HPKE, e.Sign, e.TEE, e.Sig = r.Bytes(), r.Bytes(), r.Bytes(), r.Bytes()
 	if err := r.End(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEvidence, err)
+		return nil, fmt.Errorf("%w: %v", ErrHello, err)
 	}
 	if label != labelEvidence {
-		return nil, fmt.Errorf("%w: not a session-key envelope", ErrEvidence)
+		return nil, fmt.Errorf("%w: not a session-key envelope", ErrHello)
 	}
 	if ns > 1<<62 {
-		return nil, fmt.Errorf("%w: impossible time", ErrEvidence)
+		return nil, fmt.Errorf("%w: impossible time", ErrHello)
 	}
 	e.Issued = time.Unix(0, int64(ns))
 	return &e, nil
 }
 
-// VerifyEvidence decodes member id's evidence and checks it names id and
+// VerifyHello decodes member id's evidence and checks it names id and
 // session, carries an Ed25519 signing key, and is signed by audit, id's
 // audit key from the manifest. It checks neither the HPKE key's form nor
 // the TEE evidence: that is the job of the keyring and of package attest.
-func VerifyEvidence(b []byte, id fl.NodeID, session []byte, audit ed25519.PublicKey) (*Evidence, error) {
-	e, err := ParseEvidence(b)
+func VerifyHello(b []byte, id fl.NodeID, session []byte, audit ed25519.PublicKey) (*Hello, error) {
+	e, err := ParseHello(b)
 	if err != nil {
 		return nil, err
 	}
 	switch {
 	case len(audit) != ed25519.PublicKeySize:
-		return nil, fmt.Errorf("%w: %s has no audit key in the manifest", ErrEvidence, id)
+		return nil, fmt.Errorf("%w: %s has no audit key in the manifest", ErrHello, id)
 	case e.Node != id:
-		return nil, fmt.Errorf("%w: evidence of %q relayed as %s's", ErrEvidence, e.Node, id)
+		return nil, fmt.Errorf("%w: evidence of %q relayed as %s's", ErrHello, e.Node, id)
 	case !bytes.Equal(e.Session, session):
-		return nil, fmt.Errorf("%w: evidence of %s is for session %x", ErrEvidence, id, e.Session)
+		return nil, fmt.Errorf("%w: evidence of %s is for session %x", ErrHello, id, e.Session)
 	case len(e.Sign) != ed25519.PublicKeySize:
-		return nil, fmt.Errorf("%w: signing key of %s has %d bytes", ErrEvidence, id, len(e.Sign))
+		return nil, fmt.Errorf("%w: signing key of %s has %d bytes", ErrHello, id, len(e.Sign))
 	case !ed25519.Verify(audit, e.Signed(), e.Sig):
-		return nil, fmt.Errorf("%w: the signature on %s's evidence does not verify under its audit key", ErrEvidence, id)
+		return nil, fmt.Errorf("%w: the signature on %s's evidence does not verify under its audit key", ErrHello, id)
 	}
 	return e, nil
 }
