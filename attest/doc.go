@@ -1,9 +1,9 @@
 // Package attest proves that a Cloister node runs the expected code in a
 // genuine trusted execution environment (TEE), and binds that proof to the
-// node's TLS session and session keys. It is the attestation chain of
+// node's TLS session and process keys. It is the attestation chain of
 // docs/PROTOCOL.md: a node sends evidence when it joins and on a schedule; the
 // coordinator and every other member verify it against the policy of the
-// signed federation manifest, and seal key shares only to session keys
+// signed federation manifest, and seal key shares only to process keys
 // whose evidence they verified.
 //
 // The package is two-sided, like age's Recipient and Identity: an
@@ -27,7 +27,7 @@
 //	claims, err := v.Verify(evidence, b, time.Now())
 //
 // A member verifying evidence the coordinator relays from another member's
-// connection uses [Verifier.VerifyRelayed] with the member's session keys
+// connection uses [Verifier.VerifyRelayed] with the member's process keys
 // (which the member signs with its certificate) and nonce: it cannot know
 // that connection's keying material and takes the evidence's.
 //

@@ -14,7 +14,7 @@ import (
 )
 
 // A node proves to the coordinator that it runs the allowed binary, bound
-// to their TLS connection and to its session keys; evidence relayed into
+// to their TLS connection and to its process keys; evidence relayed into
 // another connection is refused. The simulated TEE stands in for SEV-SNP,
 // TDX or Nitro.
 func Example() {

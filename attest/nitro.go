@@ -107,7 +107,7 @@ func verifyNitro(payload []byte, roots *x509.CertPool, now time.Time) (*report, 
 		return nil, fmt.Errorf("%w: nitro document nonce differs from its user_data", ErrMalformed)
 	}
 	if len(doc.PublicKey) != 0 {
-		return nil, fmt.Errorf("%w: nitro document has a public_key; session keys are bound through user_data", ErrMalformed)
+		return nil, fmt.Errorf("%w: nitro document has a public_key; process keys are bound through user_data", ErrMalformed)
 	}
 	if doc.Timestamp > math.MaxInt64 {
 		return nil, fmt.Errorf("%w: nitro document timestamp %d", ErrMalformed, doc.Timestamp)

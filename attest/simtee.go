@@ -13,7 +13,7 @@ import (
 )
 
 // The TEE of `cloister node --tee FORMAT`: [Open] returns the attester for
-// a format; a node attests its session keys with it on every connection to
+// a format; a node attests its process keys with it on every connection to
 // the coordinator and at every re-attestation.
 
 // DefaultSimTCB is the TCB version a simulated platform reports when its

@@ -149,7 +149,7 @@ func (v *Verifier) Verify(evidence []byte, want Binding, now time.Time) (*Claims
 // member's connection, whose TLS keying material this verifier cannot know:
 // it accepts the EKM the evidence carries, and checks everything else as
 // [Verifier.Verify] does. want.EKM is ignored. The evidence still binds the
-// member's session keys (want.HPKEPub, want.SignPub, which the member signs
+// member's process keys (want.HPKEPub, want.SignPub, which the member signs
 // with its certificate) and the nonce.
 func (v *Verifier) VerifyRelayed(evidence []byte, want Binding, now time.Time) (*Claims, error) {
 	return v.verify(evidence, now, func(e *Evidence, r *report) error {

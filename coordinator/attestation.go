@@ -20,9 +20,9 @@ import (
 // When the manifest requires TEE evidence, the transport issues a timed
 // nonce (attest.NewNonce) with every stream and at every re-attestation a
 // node asks for. A member's Hello carries its Hello evidence (pki.Hello):
-// its session keys, signed with its audit key, and TEE evidence whose report
+// its process keys, signed with its audit key, and TEE evidence whose report
 // data is attest.ReportData(that nonce, the stream's TLS keying material,
-// the session keys). The coordinator checks all of it, on its own end of
+// the process keys). The coordinator checks all of it, on its own end of
 // the connection (attest's Verify), before the Hello reaches the engine. A
 // member whose evidence fails is refused (audit node-refused, naming the
 // check) and kept out of the session; a member whose verified evidence gets

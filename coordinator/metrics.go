@@ -58,7 +58,7 @@ func newMetrics(c *Coordinator) *metrics {
 	m.attestVerify = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "attestation_verify_seconds",
 		Help: "Time to verify one Hello's evidence (envelope and TEE evidence).", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)})
 	m.attestBytes = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "attestation_bytes",
-		Help: "Bytes of one Hello's evidence (session keys and TEE evidence).", Buckets: prometheus.ExponentialBuckets(1024, 2, 8)})
+		Help: "Bytes of one Hello's evidence (process keys and TEE evidence).", Buckets: prometheus.ExponentialBuckets(1024, 2, 8)})
 	m.attestAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_age_seconds",
 		Help: "Age of each member's verified evidence."}, []string{"node"})
 	m.attestOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_ok",

@@ -16,7 +16,7 @@ var ErrLimitTooSmall = errors.New("federation: message limit below what the fede
 
 // Bounds on what the engine and the daemons add to the scheme's payloads.
 // They are upper bounds; package node's tests check its sealing against
-// them. A member's Hello evidence (its session keys and TEE evidence, which
+// them. A member's Hello evidence (its process keys and TEE evidence, which
 // the coordinator relays to every member in a Welcome or SetupStart) is at
 // most round.MaxEvidence (package pki's MaxEvidence).
 const (

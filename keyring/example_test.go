@@ -9,7 +9,7 @@ import (
 	"github.com/cloisterfl/cloister/keyring"
 )
 
-// Example shows the session keys of two members: each announces its
+// Example shows the process keys of two members: each announces its
 // keys in evidence signed with its audit key, the other verifies it against
 // the audit key the manifest lists, and then they seal payloads to each
 // other (HPKE, ML-KEM-768 + X25519) that only the recipient can open and

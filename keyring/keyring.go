@@ -1,4 +1,4 @@
-// Package keyring holds a member's session keys and what both daemons
+// Package keyring holds a member's process keys and what both daemons
 // seal, sign and verify with: [Keys] (a process's HPKE and Ed25519 keys,
 // announced in its Hello evidence), [Ring] (the members' keys, sealing
 // payloads end to end between members, checking their evidence and TEE
@@ -26,9 +26,9 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 )
 
-// Session keys.
+// Process keys.
 //
-// Every node process makes fresh session keys when it starts, and again at
+// Every node process makes fresh process keys when it starts, and again at
 // every scheduled re-attestation: an HPKE key pair (ML-KEM-768 + X25519)
 // that peers seal payloads to, and an Ed25519 key that authenticates what
 // it seals. It announces their public halves in the evidence of its Hello
@@ -40,7 +40,7 @@ import (
 // coordinator checks them before admitting the node, and relays them.
 //
 // Signatures the round engine asks for (uploads, round records) use the
-// audit key, not the session key: the coordinator verifies them from the
+// audit key, not the process key: the coordinator verifies them from the
 // manifest alone, and a round record stays verifiable after the session.
 
 // Domain-separation labels.
@@ -53,9 +53,9 @@ var (
 	// ErrStaleEvidence: evidence older than evidence already accepted for the
 	// same member (a replay of an earlier process's keys).
 	ErrStaleEvidence = errors.New("keyring: evidence older than the member's current keys")
-	// ErrNoPeerKey: a payload to or from a member whose session keys are not
+	// ErrNoPeerKey: a payload to or from a member whose process keys are not
 	// known (it has not said Hello since this process started).
-	ErrNoPeerKey = errors.New("keyring: no session key for member")
+	ErrNoPeerKey = errors.New("keyring: no process key for member")
 	// ErrNoTEE: the manifest requires TEE evidence and a member's Hello
 	// evidence carries none.
 	ErrNoTEE = errors.New("keyring: no TEE evidence")
@@ -81,7 +81,7 @@ func (k *Keys) Binding(nonce, ekm []byte) attest.Binding {
 		HPKEPub: k.hpke.PublicKey().Bytes(), SignPub: bytes.Clone(k.sign.Public().(ed25519.PublicKey))}
 }
 
-// NewKeys makes fresh session keys. The HPKE key always comes from
+// NewKeys makes fresh process keys. The HPKE key always comes from
 // the system's secure source (crypto/hpke takes no reader); the Ed25519
 // key from random (nil: crypto/rand).
 func NewKeys(random io.Reader) (*Keys, error) {
@@ -108,7 +108,7 @@ func (k *Keys) Evidence(session []byte, self fl.NodeID, auditKey ed25519.Private
 	return e.SignWith(auditKey)
 }
 
-// peer is what a node knows of another member's session keys.
+// peer is what a node knows of another member's process keys.
 type peer struct {
 	hpke hpke.PublicKey
 	sign ed25519.PublicKey
@@ -119,7 +119,7 @@ type peer struct {
 	claims   *attest.Claims // of its TEE evidence; nil without attestation
 }
 
-// Ring holds this node's session keys and the members' announced keys.
+// Ring holds this node's process keys and the members' announced keys.
 // It implements round.Sealer and provides round.NodeConfig.VerifyPeer. It is
 // safe for concurrent use.
 type Ring struct {
@@ -158,7 +158,7 @@ func (kr *Ring) RequireTEE(v *attest.Verifier, now func() time.Time) {
 	}
 }
 
-// Rotate makes k this node's session keys. The previous keys still open
+// Rotate makes k this node's process keys. The previous keys still open
 // payloads sealed to them (in flight when the node announced k), and
 // payloads this node signed with them still verify, until the next
 // rotation.
@@ -170,7 +170,7 @@ func (kr *Ring) Rotate(k *Keys) {
 		prevSign: kr.prev.sign.Public().(ed25519.PublicKey)}
 }
 
-// Own returns this node's current session keys.
+// Own returns this node's current process keys.
 func (kr *Ring) Own() *Keys {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
@@ -323,7 +323,7 @@ func sealSigned(info, pt []byte) []byte {
 }
 
 // Seal implements round.Sealer: HPKE (MLKEM768X25519, HKDF-SHA256,
-// AES-256-GCM) to to's announced session key, of this node's session-key
+// AES-256-GCM) to to's announced process key, of this node's session-key
 // signature over (info, plaintext) followed by the plaintext.
 func (kr *Ring) Seal(to fl.NodeID, pt []byte) ([]byte, error) {
 	kr.mu.Lock()
@@ -373,7 +373,7 @@ func (kr *Ring) Open(from fl.NodeID, ct []byte) ([]byte, error) {
 	sig, pt := inner[:ed25519.SignatureSize], inner[ed25519.SignatureSize:]
 	signed := sealSigned(info, pt)
 	if !ed25519.Verify(p.sign, signed, sig) && (p.prevSign == nil || !ed25519.Verify(p.prevSign, signed, sig)) {
-		return nil, fmt.Errorf("keyring: payload was not sealed by %s's session key", from)
+		return nil, fmt.Errorf("keyring: payload was not sealed by %s's process key", from)
 	}
 	return pt, nil
 }

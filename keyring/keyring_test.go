@@ -138,7 +138,7 @@ func TestRingFailedReattestation(t *testing.T) {
 
 // The sim TEE reads its platform state at every attestation.
 // BenchmarkReattest measures what a re-attestation costs a node (new
-// session keys, a sim report over their binding, the signed envelope) and
+// process keys, a sim report over their binding, the signed envelope) and
 // each peer (checking the envelope and the TEE evidence).
 func BenchmarkReattest(b *testing.B) {
 	var m [48]byte

@@ -181,14 +181,14 @@ func (n *Node) hello(conn *transport.Conn, keys *keyring.Keys, issued time.Time,
 	}
 }
 
-// rotate makes new session keys, attests them on conn with nonce (if
+// rotate makes new process keys, attests them on conn with nonce (if
 // connected), announces them in a Hello, and keeps the previous keys to
 // open payloads sealed to them in flight.
 func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
 	start := n.now()
 	keys, err := keyring.NewKeys(n.cfg.Random)
 	if err != nil {
-		n.log.Error("cannot make new session keys; keeping the current ones", "err", err)
+		n.log.Error("cannot make new process keys; keeping the current ones", "err", err)
 		return
 	}
 	issued := n.now()
@@ -197,12 +197,12 @@ func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
 	n.stats.Rotations.Add(1)
 	if conn == nil {
 		n.rn.SetEvidence(keys.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, issued, nil))
-		n.log.Info("rotated the session keys; they are attested on the next connection")
+		n.log.Info("rotated the process keys; they are attested on the next connection")
 		return
 	}
 	before := n.stats.AttestBytes.Load()
 	n.hello(conn, keys, issued, nonce, true)
-	n.log.Info("re-attested: new session keys, new evidence", "format", n.teeFormat(), "rotate_s", n.now().Sub(start).Seconds(),
+	n.log.Info("re-attested: new process keys, new evidence", "format", n.teeFormat(), "rotate_s", n.now().Sub(start).Seconds(),
 		"tee_bytes", n.stats.AttestBytes.Load()-before, "attestations", n.stats.Attestations.Load())
 }
 

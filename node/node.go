@@ -7,7 +7,7 @@
 //
 // A Node owns its goroutines (the engine loop, the connection with its
 // reconnect backoff, and one worker for training and evaluation tasks),
-// its state directory and its session keys:
+// its state directory and its process keys:
 //
 //	STATE/node.db    store: the engine state (key shares and group key
 //	                 sealed with the at-rest key), the reveal-once ledger,
@@ -24,7 +24,7 @@
 //
 // # Keys
 //
-// See [keyring.Keys] and [keyring.Ring]: fresh HPKE and Ed25519 session keys per
+// See [keyring.Keys] and [keyring.Ring]: fresh HPKE and Ed25519 process keys per
 // process and per re-attestation (Config.AttestEvery), announced in the
 // Hello evidence signed with the audit key from the kit, and verified by
 // every peer against the manifest. Uploads and round records are signed
@@ -100,7 +100,7 @@ const (
 // DefaultTick is the engine's tick when Config.Tick is 0.
 const DefaultTick = 500 * time.Millisecond
 
-// DefaultAttestEvery is how often a node rotates its session keys and
+// DefaultAttestEvery is how often a node rotates its process keys and
 // re-attests when Config.AttestEvery is 0.
 const DefaultAttestEvery = time.Hour
 
@@ -146,7 +146,7 @@ type Config struct {
 	// TEE produces this node's attestation evidence (attest.Open); nil means
 	// no TEE, which a manifest that requires attestation refuses.
 	TEE attest.Attester
-	// AttestEvery is how often the node makes new session keys and
+	// AttestEvery is how often the node makes new process keys and
 	// re-attests them (on a fresh nonce); 0 means DefaultAttestEvery.
 	AttestEvery time.Duration
 	// Now is the node's clock: evidence times, expiry checks and timings;
@@ -209,7 +209,7 @@ type Node struct {
 	stepSecs  float64 // how long the last Step took, for the log lines of its events
 	closeOnce sync.Once
 
-	keysIssued time.Time               // when the current session keys were made
+	keysIssued time.Time               // when the current process keys were made
 	expired    map[fl.NodeID]time.Time // members distrusted for expired evidence, by the evidence's time
 }
 

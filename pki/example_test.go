@@ -95,7 +95,7 @@ func ExampleInitFederation() {
 	// true
 }
 
-// A node announces its session keys in Hello evidence signed with its audit
+// A node announces its process keys in Hello evidence signed with its audit
 // key; the coordinator and every member check it against the audit key the
 // manifest lists. With a TEE, the TEE field carries evidence (package
 // attest) bound to these keys.

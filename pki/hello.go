@@ -13,7 +13,7 @@ import (
 
 // Hello evidence.
 //
-// A node announces its ephemeral session keys (an HPKE key peers seal to,
+// A node announces its ephemeral process keys (an HPKE key peers seal to,
 // an Ed25519 key that signs what it seals) in the evidence of its Hello,
 // signed with its long-lived audit key, which the manifest lists. With a
 // TEE, the envelope also carries the TEE evidence (package attest) whose
@@ -40,7 +40,7 @@ var (
 	ErrHello = errors.New("pki: bad Hello evidence")
 )
 
-// Hello is the evidence envelope a node sends in its Hello: its session keys and
+// Hello is the evidence envelope a node sends in its Hello: its process keys and
 // TEE evidence, signed with its audit key.
 type Hello struct {
 	Session []byte    // the federation session (manifest hash)

@@ -308,7 +308,7 @@ func interpret(t *testing.T, fp **fed, line string) string {
 		}
 		f.run(stop)
 	case "reattest":
-		// new evidence (new session keys) on a connection that stays up
+		// new evidence (new process keys) on a connection that stays up
 		for _, sn := range targets() {
 			if sn.n != nil {
 				sn.attests++

@@ -267,7 +267,7 @@ func TestAttestRevocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := bytes.Count(log1, []byte(`"msg":"re-attested: new session keys, new evidence"`))
+	n := bytes.Count(log1, []byte(`"msg":"re-attested: new process keys, new evidence"`))
 	t.Logf("node-1 re-attested %d times", n)
 	if n < 1 || !bytes.Contains(log1, []byte(`"rotate_s":`)) || !bytes.Contains(log1, []byte(`"tee_bytes":`)) {
 		t.Error("node-1 logs no re-attestation with its cost")

@@ -112,7 +112,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&ff.eps, "epsilon", 8, "with --dp-noise: the federation's ε budget; the coordinator stops at the last round within it")
 	fs.Float64Var(&ff.delta, "delta", 1e-5, "with --dp-noise: δ")
 	fs.StringVar(&ff.tee, "tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
-	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their session keys and re-attest this often")
+	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their process keys and re-attest this often")
 	fs.Uint64Var(&d.dpSeed, "insecure-dp-seed", 0, "TESTING ONLY: nodes draw the DP noise from streams seeded by this (reproducible mhe-against-plain comparisons; no privacy); 0: crypto/rand")
 }
 

@@ -163,7 +163,7 @@ func printSummary(w io.Writer, r demoResult) {
 	fmt.Fprintf(w, "  node tasks, mean seconds: train %.3f  protect %.3f  reveal %.3f  lead %.3f  evaluate %.3f\n",
 		r.NodeSeconds["train"], r.NodeSeconds["protect"], r.NodeSeconds["reveal"], r.NodeSeconds["lead"], r.NodeSeconds["evaluate"])
 	if r.Reattestations > 0 {
-		fmt.Fprintf(w, "  re-attestation: %d in all (%.1f per node), mean %.2f ms each (new session keys, TEE report, signed evidence)\n",
+		fmt.Fprintf(w, "  re-attestation: %d in all (%.1f per node), mean %.2f ms each (new process keys, TEE report, signed evidence)\n",
 			r.Reattestations, float64(r.Reattestations)/float64(r.Nodes), 1000*r.NodeSeconds["reattest"])
 	}
 	var up, down uint64

@@ -103,7 +103,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&nf.dump, "insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
 	fs.StringVar(&nf.tee, "tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
 	fs.StringVar(&nf.simState, "tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
-	fs.DurationVar(&nf.attestEvery, "attest-every", node.DefaultAttestEvery, "rotate the session keys and re-attest this often")
+	fs.DurationVar(&nf.attestEvery, "attest-every", node.DefaultAttestEvery, "rotate the process keys and re-attest this often")
 	nf.log.register(fs)
 }
 

@@ -7,7 +7,7 @@ import (
 )
 
 // nodeTimes are the mean seconds per task the nodes logged, and how many
-// scheduled re-attestations (new session keys and TEE evidence) they made.
+// scheduled re-attestations (new process keys and TEE evidence) they made.
 type nodeTimes struct {
 	Train, Protect, Reveal, Decrypt, Evaluate, Reattest float64
 	counts                                              [6]int
