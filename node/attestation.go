@@ -202,7 +202,10 @@ func (n *Node) rotate(conn *transport.Conn, nonce []byte) {
 	}
 	before := n.stats.AttestBytes.Load()
 	n.hello(conn, keys, issued, nonce, true)
-	n.log.Info("re-attested: new process keys, new evidence", "format", n.teeFormat(), "rotate_s", n.now().Sub(start).Seconds(),
+	took := n.now().Sub(start)
+	n.stats.Reattested.Add(1)
+	n.stats.ReattestNanos.Add(uint64(took))
+	n.log.Info("re-attested: new process keys, new evidence", "format", n.teeFormat(), "rotate_s", took.Seconds(),
 		"tee_bytes", n.stats.AttestBytes.Load()-before, "attestations", n.stats.Attestations.Load())
 }
 

@@ -57,10 +57,13 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 		case round.EventRejected:
 			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
 		case round.EventUploaded:
+			n.stats.Protected.Add(1)
+			n.stats.ProtectNanos.Add(uint64(n.stepSecs * 1e9))
 			n.log.Info("protected", "round", e.Round, "protect_s", n.stepSecs, "mode", n.scheme.Name())
 			out = append(out, auditEntry{audit.UpdateAccepted, audit.Data{Round: e.Round, Node: e.Node, Digest: audit.Digest(e.Digest)}})
 		case round.EventRevealed:
 			n.stats.Revealed.Add(1)
+			n.stats.RevealNanos.Add(uint64(n.stepSecs * 1e9))
 			n.log.Info("revealed", "round", e.Round, "reveal_s", n.stepSecs)
 			out = append(out, auditEntry{audit.Revealed, audit.Data{Round: e.Round, Digest: audit.Digest(e.Digest)}})
 		case round.EventPeerVerified:
@@ -82,6 +85,7 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 			// when the coordinator broadcasts it (KindModel), like on every
 			// other node: a leader that dies after signing did not commit.
 			n.stats.Led.Add(1)
+			n.stats.LeadNanos.Add(uint64(n.stepSecs * 1e9))
 			n.log.Info("led the round: decrypted, applied, sealed and signed", "round", e.Round, "decrypt_s", n.stepSecs, "record", e.Digest)
 		default:
 			n.log.Debug("engine event", "event", e.String())

@@ -13,6 +13,8 @@
 //	                 sealed with the at-rest key), the reveal-once ledger,
 //	                 the newest sealed model
 //	STATE/audit.log  this node's signed, hash-chained audit log
+//	STATE/stats.json what it did, by task, as of the end of its last Run
+//	                 (counts and mean seconds: [Report])
 //
 // For each Ready of the engine the loop writes what it says, in its field
 // order (loop.go): the state, the keys and the kept model in one
@@ -74,7 +76,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
@@ -169,22 +170,6 @@ type Config struct {
 	// tests that check what the coordinator can see; never send what it
 	// gets anywhere the coordinator can read.
 	OnUpdate func(fl.Update)
-}
-
-// Stats are a node's counters, for logs and tests.
-type Stats struct {
-	Trained, Evaluated, Revealed, Led atomic.Uint64
-	Rejected                          atomic.Uint64 // messages the engine rejected
-	Connects                          atomic.Uint64
-	// Attestations counts the Hello evidence this node made (on connect
-	// and on schedule), Rotations the scheduled key rotations among them.
-	Attestations, Rotations atomic.Uint64
-	// AttestNanos is the time spent making evidence (keys, TEE report,
-	// signature), AttestBytes the bytes of TEE evidence made.
-	AttestNanos, AttestBytes atomic.Uint64
-	// PeerChecks counts peers' evidence checked, PeerCheckNanos the time
-	// spent checking it, PeerFailures those refused.
-	PeerChecks, PeerCheckNanos, PeerFailures atomic.Uint64
 }
 
 // Node is a member daemon. Create it with New, then call Run once.
@@ -406,6 +391,9 @@ func (n *Node) Run(ctx context.Context, addr string) error {
 	err = n.loop(ctx, inputs, tasks, results)
 	cancel(err)
 	wg.Wait()
+	if werr := n.writeReport(); werr != nil {
+		n.log.Warn("cannot write the node's task report", "file", StatsFile, "err", werr)
+	}
 	return err
 }
 

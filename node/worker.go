@@ -26,6 +26,7 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 				continue
 			}
 			n.stats.Trained.Add(1)
+			n.stats.TrainNanos.Add(uint64(r.Seconds * 1e9))
 			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
 				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
 			if n.cfg.OnUpdate != nil {
@@ -39,9 +40,11 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 				n.log.Error("evaluation failed", "round", t.Round, "err", err)
 				continue
 			}
+			secs := n.now().Sub(start).Seconds()
 			n.stats.Evaluated.Add(1)
+			n.stats.EvalNanos.Add(uint64(secs * 1e9))
 			n.log.Info("evaluated", "round", t.Round, "accuracy", m.Accuracy, "loss", m.Loss, "examples", m.Examples,
-				"eval_s", n.now().Sub(start).Seconds())
+				"eval_s", secs)
 			res = round.Message{Kind: round.KindEvaluated, Round: t.Round, Metrics: m}
 		default:
 			continue

@@ -60,7 +60,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	total := time.Since(start).Seconds()
 	st := f.stopCoordinator()
-	res := summarize(h, f.nodeLogTimes(names), opts, d.seed, d.partition, total)
+	res := summarize(h, f.nodeReportTimes(names), opts, d.seed, d.partition, total)
 	res.SetupSeconds = f.setup
 	res.Messages = st.Messages
 	if d.keep != "" {

@@ -92,8 +92,8 @@ func summarize(h *coordinator.History, nt nodeTimes, opts pki.InitOptions, seed 
 		Model: opts.Model.Kind, Partition: partition, Strategy: opts.Training.Strategy, PhaseSeconds: map[string][]float64{}, TotalSeconds: total,
 		FinalAccuracy: math.NaN(), FinalLoss: math.NaN(),
 		NodeSeconds:    map[string]float64{"train": nt.Train, "protect": nt.Protect, "reveal": nt.Reveal, "lead": nt.Decrypt, "evaluate": nt.Evaluate},
-		Reattestations: nt.counts[5]}
-	if nt.counts[5] > 0 {
+		Reattestations: nt.Reattestations}
+	if nt.Reattestations > 0 {
 		res.NodeSeconds["reattest"] = nt.Reattest
 	}
 	if len(opts.Model.Hidden) > 0 {
