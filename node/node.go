@@ -265,40 +265,80 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// open opens the node's store and audit log, makes its process keys and
+// starts its engine: restored from the store, or new.
 func (n *Node) open() error {
+	saved, err := n.openStore()
+	if err != nil {
+		return err
+	}
+	if err := n.openAudit(); err != nil {
+		return err
+	}
+	rc, err := n.engineConfig()
+	if err != nil {
+		return err
+	}
+	if saved.State != nil {
+		st, keys, err := engineState(saved)
+		if err != nil {
+			return err
+		}
+		if n.rn, err = round.RestartNode(rc, st, keys); err != nil {
+			return err
+		}
+		n.log.Info("resuming the session", "round", st.Round, "epoch", st.Epoch, "model_round", st.ModelRound, "done", st.Done)
+		return nil
+	}
+	if n.rn, err = round.NewNode(rc); err != nil {
+		return err
+	}
+	n.log.Info("joining a new session", "session", n.sessionName(), "mode", n.scheme.Name(), "members", len(n.man.Members))
+	return nil
+}
+
+// openStore opens the node's database (creating the session) and returns
+// what it holds; it loads SCAFFOLD's control variate too.
+func (n *Node) openStore() (store.NodeBatch, error) {
 	ctx := context.Background()
 	atRest := n.cfg.AtRest
 	if atRest == nil {
 		k, err := store.LoadOrCreateKey(n.cfg.StateDir)
 		if err != nil {
-			return err
+			return store.NodeBatch{}, err
 		}
 		atRest = k
 	}
 	var err error
 	if n.db, err = store.Open(filepath.Join(n.cfg.StateDir, DBFile)); err != nil {
-		return err
+		return store.NodeBatch{}, err
 	}
 	if _, err := n.db.Session(ctx, n.session); errors.Is(err, store.ErrNotFound) {
 		mh, _ := n.man.Hash()
 		if err := n.db.CreateSession(ctx, store.Session{ID: n.session, Manifest: mh, Created: n.now()}); err != nil {
-			return err
+			return store.NodeBatch{}, err
 		}
 	} else if err != nil {
-		return err
+		return store.NodeBatch{}, err
 	}
 	n.sn = n.db.Node(n.session, atRest)
 	n.atRest = atRest
 	if n.tr.scaffold {
 		if err := n.tr.ctl.load(n.cfg.StateDir, atRest, n.session); err != nil {
-			return err
+			return store.NodeBatch{}, err
 		}
 	}
 	saved, err := n.sn.Load(ctx)
 	if err != nil {
-		return fmt.Errorf("node: loading state: %w", err)
+		return store.NodeBatch{}, fmt.Errorf("node: loading state: %w", err)
 	}
+	return saved, nil
+}
 
+// openAudit opens the node's audit log (starting it with the session) and
+// restores the privacy spent from it.
+func (n *Node) openAudit() error {
+	var err error
 	if n.alog, err = audit.Open(filepath.Join(n.cfg.StateDir, AuditFile), n.cfg.Kit.AuditKey, string(n.self),
 		audit.Options{Keys: audit.Keys(n.man.AuditKeys()), RepairTorn: true}); err != nil {
 		return err
@@ -314,10 +354,15 @@ func (n *Node) open() error {
 	if n.budget != nil {
 		n.budget.spent = n.alog.State().MicroEpsilon
 	}
+	return nil
+}
 
+// engineConfig makes the node's process keys and keyring (with its TEE
+// policy) and returns the engine's configuration.
+func (n *Node) engineConfig() (round.NodeConfig, error) {
 	sk, err := keyring.NewKeys(n.cfg.Random)
 	if err != nil {
-		return err
+		return round.NodeConfig{}, err
 	}
 	auditKeys := make(map[fl.NodeID]ed25519.PublicKey)
 	for _, p := range n.man.Members {
@@ -326,38 +371,21 @@ func (n *Node) open() error {
 	n.keys = keyring.New(n.session, n.self, sk, auditKeys)
 	n.keysIssued = n.now()
 	if err := n.setupTEE(); err != nil {
-		return err
+		return round.NodeConfig{}, err
 	}
 	// Until it is connected (and has a nonce to answer), the node's
 	// evidence carries no TEE evidence; it is never sent.
 	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, n.keysIssued, nil)
-
 	opt, err := n.man.Training.Optimizer()
 	if err != nil {
-		return fmt.Errorf("node: %w", err)
+		return round.NodeConfig{}, fmt.Errorf("node: %w", err)
 	}
-	rc := round.NodeConfig{
+	return round.NodeConfig{
 		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.man.Coordinator.Name), Scheme: n.scheme,
 		Sealer: n.keys, Box: keyring.Box{}, Signer: keyring.Signer{Key: n.cfg.Kit.AuditKey}, Verifier: keyring.Verifier(auditKeys),
 		Ledger: n.sn, Optimizer: opt, Init: n.tr.initial, Rand: n.cfg.Random, Evidence: evidence,
 		VerifyPeer: n.verifyPeer, MayTrain: n.budget.policy(),
-	}
-	if saved.State != nil {
-		st, keys, err := engineState(saved)
-		if err != nil {
-			return err
-		}
-		if n.rn, err = round.RestartNode(rc, st, keys); err != nil {
-			return err
-		}
-		n.log.Info("resuming the session", "round", st.Round, "epoch", st.Epoch, "model_round", st.ModelRound, "done", st.Done)
-	} else {
-		if n.rn, err = round.NewNode(rc); err != nil {
-			return err
-		}
-		n.log.Info("joining a new session", "session", n.sessionName(), "mode", n.scheme.Name(), "members", len(n.man.Members))
-	}
-	return nil
+	}, nil
 }
 
 func (n *Node) sessionName() string { return hex.EncodeToString(n.session) }
