@@ -19,7 +19,7 @@
 //		}
 //		f.WaitNodes(time.Minute)
 //		f.StopCoordinator()
-//		f.VerifyAudit(3)
+//		f.VerifyAudit(3, 4)
 //	})
 //
 // Every daemon a test starts must stop before the bubble ends: a test stops
