@@ -8,12 +8,13 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
-	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/internal/fedtest"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
@@ -78,86 +79,77 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 func TestBlind(t *testing.T) {
 	for _, mode := range []string{federation.ModePlain, federation.ModeMHE} {
 		t.Run(mode, func(t *testing.T) {
-			opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
-				Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
-			if mode == federation.ModeMHE {
-				opts.Preset = "InsecureTest"
-			}
-			f := newFed(t, opts)
-			var mu sync.Mutex
-			updates := map[fl.Round]map[fl.NodeID]fl.Update{}
-			f.onUpdate = func(u fl.Update) {
-				mu.Lock()
-				defer mu.Unlock()
-				if updates[u.Round] == nil {
-					updates[u.Round] = map[fl.NodeID]fl.Update{}
+			synctest.Test(t, func(t *testing.T) {
+				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
+					Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
+				if mode == federation.ModeMHE {
+					opts.Preset = "InsecureTest"
 				}
-				updates[u.Round][u.Node] = u
-			}
-			f.startCoordinator()
-			test := blobs(90, 6, 3, 99)
-			for i, name := range nodeNames(3) {
-				f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
-			}
-			f.waitNodes(2 * time.Minute)
-			f.stopCoordinator()
-
-			wins := map[[32]byte]string{}
-			sums := map[[32]byte]string{}
-			for r, us := range updates {
-				var sum fl.Vector
-				for _, id := range slices.Sorted(maps.Keys(us)) {
-					u := us[id]
-					blindscan.Windows(u.Delta, "update of "+string(id)+" round "+itoa(r), wins)
-					if sum == nil {
-						sum = make(fl.Vector, len(u.Delta))
+				f := fed{fedtest.New(t, opts)}
+				var mu sync.Mutex
+				updates := map[fl.Round]map[fl.NodeID]fl.Update{}
+				f.OnUpdate = func(u fl.Update) {
+					mu.Lock()
+					defer mu.Unlock()
+					if updates[u.Round] == nil {
+						updates[u.Round] = map[fl.NodeID]fl.Update{}
 					}
-					sum.Add(1, u.Delta)
+					updates[u.Round][u.Node] = u
 				}
-				blindscan.Windows(sum, "sum of round "+itoa(r), sums)
-			}
-			exp, err := node.Export(context.Background(), f.kits["node-1"], "", filepath.Join(f.dir, "node-1-state"), testKey(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if exp.Round != 2 {
-				t.Fatalf("exported the model of round %d, want 2", exp.Round)
-			}
-			blindscan.Windows(exp.Model, "final model", wins)
-			if len(wins) == 0 || len(sums) == 0 {
-				t.Fatal("no windows to look for")
-			}
-			cdir := filepath.Join(f.dir, "coordinator-state")
-			state := stateBlobs(t, cdir, f.kits["coordinator"])
-			hits := scanDir(t, cdir, wins)
-			hits = append(hits, blindscan.Scan(state, wins)...)
-			hits = append(hits, blindscan.Scan([]byte(f.logs.String()), wins)...)
-			hits = append(hits, scanDir(t, cdir, sums)...)
-			sumHits := blindscan.Scan(state, sums)
-			t.Logf("%d update/model windows, %d sum windows; %d hits, %d sum hits in the decoded state", len(wins), len(sums), len(hits), len(sumHits))
-			if len(hits) > 0 {
-				t.Errorf("the coordinator holds plaintext: %v", hits[:min(5, len(hits))])
-			}
-			switch mode {
-			case federation.ModePlain:
-				if len(sumHits) == 0 {
-					t.Error("positive control: mode plain's coordinator state should hold the last round's sum")
+				f.StartCoordinator()
+				test := fedtest.Blobs(90, 6, 3, 99)
+				for i, name := range fedtest.NodeNames(3) {
+					f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
 				}
-			default:
-				if len(sumHits) > 0 {
-					t.Errorf("the coordinator's state holds a plaintext sum: %v", sumHits[:min(5, len(sumHits))])
+				f.WaitNodes(2 * time.Minute)
+				f.StopCoordinator()
+
+				wins := map[[32]byte]string{}
+				sums := map[[32]byte]string{}
+				for r, us := range updates {
+					var sum fl.Vector
+					for _, id := range slices.Sorted(maps.Keys(us)) {
+						u := us[id]
+						blindscan.Windows(u.Delta, "update of "+string(id)+" round "+itoa(r), wins)
+						if sum == nil {
+							sum = make(fl.Vector, len(u.Delta))
+						}
+						sum.Add(1, u.Delta)
+					}
+					blindscan.Windows(sum, "sum of round "+itoa(r), sums)
 				}
-			}
+				exp := f.Export("node-1")
+				if exp.Round != 2 {
+					t.Fatalf("exported the model of round %d, want 2", exp.Round)
+				}
+				blindscan.Windows(exp.Model, "final model", wins)
+				if len(wins) == 0 || len(sums) == 0 {
+					t.Fatal("no windows to look for")
+				}
+				cdir := filepath.Join(f.Dir, "coordinator-state")
+				state := stateBlobs(t, cdir, f.Kits["coordinator"])
+				hits := scanDir(t, cdir, wins)
+				hits = append(hits, blindscan.Scan(state, wins)...)
+				hits = append(hits, blindscan.Scan([]byte(f.Logs.String()), wins)...)
+				hits = append(hits, scanDir(t, cdir, sums)...)
+				sumHits := blindscan.Scan(state, sums)
+				t.Logf("%d update/model windows, %d sum windows; %d hits, %d sum hits in the decoded state", len(wins), len(sums), len(hits), len(sumHits))
+				if len(hits) > 0 {
+					t.Errorf("the coordinator holds plaintext: %v", hits[:min(5, len(hits))])
+				}
+				switch mode {
+				case federation.ModePlain:
+					if len(sumHits) == 0 {
+						t.Error("positive control: mode plain's coordinator state should hold the last round's sum")
+					}
+				default:
+					if len(sumHits) > 0 {
+						t.Errorf("the coordinator's state holds a plaintext sum: %v", sumHits[:min(5, len(sumHits))])
+					}
+				}
+			})
 		})
 	}
 }
 
 func itoa(r fl.Round) string { return strconv.FormatUint(uint64(r), 10) }
-
-func testKey(t *testing.T) *store.Key {
-	k, err := store.NewKey(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}

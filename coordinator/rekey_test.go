@@ -4,11 +4,13 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/fedtest"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
@@ -23,66 +25,80 @@ import (
 // that committed model before the re-key and right after it, while round 4
 // trains on it.
 func TestLateMemberRekey(t *testing.T) {
-	f := newFed(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
-		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
-	f.deadlines = func(d *coordinator.Deadlines) {
-		// Long enough for node-1 and node-2, marked down at round 3's
-		// collect deadline, to say Hello again (Idle, 1s) before the re-key
-		// that includes node-3 starts without them, even on a loaded machine.
-		d.Join = 3 * time.Second
-		d.Collect = 2 * time.Second
-	}
-	var mu sync.Mutex
-	held := map[fl.Round][]fl.NodeID{} // who holds its update of round r
-	release := map[fl.Round]chan struct{}{3: make(chan struct{}), 4: make(chan struct{})}
-	f.nodeConfig = func(name string, c *node.Config) {
-		c.Idle = time.Second // node-1 and node-2 say Hello again soon after they are marked down
-		c.OnUpdate = func(u fl.Update) {
-			if ch := release[u.Round]; ch != nil && (u.Round == 3 || name == "node-2") {
-				mu.Lock()
-				held[u.Round] = append(held[u.Round], u.Node)
-				mu.Unlock()
-				<-ch
+	synctest.Test(t, func(t *testing.T) {
+		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
+			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
+		f.Deadlines = func(d *coordinator.Deadlines) {
+			// The natural window: on the fake clock load cannot delay node-1
+			// and node-2's Hellos (the 3s it had on the wall clock is gone).
+			// It must not be a multiple of Idle: the window would then close
+			// at the instant their idle Hellos leave, each Hello crosses the
+			// SetupStart with the previous epoch and restarts the setup, and
+			// on the fake clock that repeats for ever.
+			d.Join = 500 * time.Millisecond
+			d.Collect = 2 * time.Second
+		}
+		var mu sync.Mutex
+		held := map[fl.Round][]fl.NodeID{} // who holds its update of round r
+		release := map[fl.Round]chan struct{}{3: make(chan struct{}), 4: make(chan struct{})}
+		f.NodeConfig = func(name string, c *node.Config) {
+			c.Idle = time.Second // node-1 and node-2 say Hello again soon after they are marked down
+			c.OnUpdate = func(u fl.Update) {
+				if ch := release[u.Round]; ch != nil && (u.Round == 3 || name == "node-2") {
+					mu.Lock()
+					held[u.Round] = append(held[u.Round], u.Node)
+					mu.Unlock()
+					<-ch
+				}
 			}
 		}
-	}
-	holding := func(r fl.Round, n int) func(round.Status) bool {
-		return func(round.Status) bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(held[r]) == n
+		defer func() { // also on a failure: the held trainers must return for the nodes to stop
+			for _, ch := range release {
+				select {
+				case <-ch:
+				default:
+					close(ch)
+				}
+			}
+		}()
+		holding := func(r fl.Round, n int) func(round.Status) bool {
+			return func(round.Status) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(held[r]) == n
+			}
 		}
-	}
-	f.startCoordinator()
-	test := blobs(90, 6, 3, 99)
-	for i, name := range nodeNames(2) {
-		f.startNode(name, blobs(120, 6, 3, uint64(i)), test)
-	}
-	f.waitStatus("round 3 held by node-1 and node-2", holding(3, 2))
-	s := f.coord.Status()
-	if s.LastCommitted == 0 || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2"}) {
-		t.Fatalf("status %+v: want rounds committed by a setup of node-1 and node-2", s)
-	}
-	epoch, last := s.Epoch, s.LastCommitted
-	before := f.export("node-2")
-	f.startNode("node-3", blobs(120, 6, 3, 2), test)
-	f.waitStatus("round 3 aborted", func(s round.Status) bool { return s.Round > 3 || s.Phase < round.PhaseWait })
-	close(release[3])
-	f.waitStatus("node-2 holds round 4", holding(4, 1))
-	s = f.coord.Status()
-	if s.Epoch == epoch || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2", "node-3"}) || s.LastCommitted != last {
-		t.Fatalf("status %+v: want a re-key with node-3 after round %d", s, last)
-	}
-	after := f.export("node-2")
-	close(release[4])
-	f.waitNodes(time.Minute)
-	f.stopCoordinator()
-	if before.Round != last || after.Round != last || !slices.Equal(before.Model, after.Model) {
-		t.Errorf("export before the re-key: round %d %v; after: round %d %v; want the same committed model of round %d",
-			before.Round, before.Model[:3], after.Round, after.Model[:3], last)
-	}
-	if before.Digest == after.Digest {
-		t.Error("the export after the re-key opened the copy sealed under the previous group key, not the re-sealed one")
-	}
-	f.verifyAudit(4)
+		f.StartCoordinator()
+		test := fedtest.Blobs(90, 6, 3, 99)
+		for i, name := range fedtest.NodeNames(2) {
+			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
+		}
+		f.WaitStatus("round 3 held by node-1 and node-2", holding(3, 2))
+		s := f.Coord.Status()
+		if s.LastCommitted == 0 || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2"}) {
+			t.Fatalf("status %+v: want rounds committed by a setup of node-1 and node-2", s)
+		}
+		epoch, last := s.Epoch, s.LastCommitted
+		before := f.Export("node-2")
+		f.StartNode("node-3", fedtest.Blobs(120, 6, 3, 2), test)
+		f.WaitStatus("round 3 aborted", func(s round.Status) bool { return s.Round > 3 || s.Phase < round.PhaseWait })
+		close(release[3])
+		f.WaitStatus("node-2 holds round 4", holding(4, 1))
+		s = f.Coord.Status()
+		if s.Epoch == epoch || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2", "node-3"}) || s.LastCommitted != last {
+			t.Fatalf("status %+v: want a re-key with node-3 after round %d", s, last)
+		}
+		after := f.Export("node-2")
+		close(release[4])
+		f.WaitNodes(time.Minute)
+		f.StopCoordinator()
+		if before.Round != last || after.Round != last || !slices.Equal(before.Model, after.Model) {
+			t.Errorf("export before the re-key: round %d %v; after: round %d %v; want the same committed model of round %d",
+				before.Round, before.Model[:3], after.Round, after.Model[:3], last)
+		}
+		if before.Digest == after.Digest {
+			t.Error("the export after the re-key opened the copy sealed under the previous group key, not the re-sealed one")
+		}
+		f.VerifyAudit(4, 4)
+	})
 }

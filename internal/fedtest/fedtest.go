@@ -7,7 +7,9 @@
 // then run on the bubble's fake clock, which moves only when every
 // goroutine is blocked. Timing scenarios (join windows, deadlines,
 // expiry, re-attestation) take no wall-clock time and cannot flake on a
-// loaded machine; the real-process tests live in cmd/cloister.
+// loaded machine; the real-process tests live in cmd/cloister. Computation
+// takes no fake time: a scenario that needs time to pass while rounds run
+// sets Fed.TrainTime.
 //
 //	synctest.Test(t, func(t *testing.T) {
 //		f := fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, ...})
@@ -17,7 +19,7 @@
 //		}
 //		f.WaitNodes(time.Minute)
 //		f.StopCoordinator()
-//		f.VerifyAudit(3)
+//		f.VerifyAudit(3, 4)
 //	})
 //
 // Every daemon a test starts must stop before the bubble ends: a test stops
@@ -48,6 +50,7 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
+	"github.com/cloisterfl/cloister/transport"
 )
 
 // Address is the coordinator's address in every kit the harness makes.
@@ -73,6 +76,14 @@ type Fed struct {
 	Deadlines func(d *coordinator.Deadlines)
 	// CoordinatorConfig, if set, adjusts the coordinator's configuration.
 	CoordinatorConfig func(c *coordinator.Config)
+	// TrainTime, if set, is how long each training takes on the fake clock
+	// (a sleep before the node's update leaves, after OnUpdate). In the
+	// bubble computation takes no time, and the clock moves only when every
+	// goroutine waits: a federation whose members always answer runs all
+	// its rounds at one instant, and neither its timers (re-attestation,
+	// evidence age) nor the harness's waits get a turn. A test that needs
+	// time to pass while rounds go on sets it.
+	TrainTime time.Duration
 }
 
 // Running is a node the harness started.
@@ -192,6 +203,15 @@ func (f *Fed) StartNode(name string, train, test *dataset.Set) {
 	if f.NodeConfig != nil {
 		f.NodeConfig(name, &cfg)
 	}
+	if d := f.TrainTime; d > 0 {
+		hook := cfg.OnUpdate
+		cfg.OnUpdate = func(u fl.Update) {
+			if hook != nil {
+				hook(u)
+			}
+			time.Sleep(d)
+		}
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		f.T.Fatal(err)
@@ -214,6 +234,11 @@ func (f *Fed) StopNode(name string) error {
 	delete(f.Nodes, fl.NodeID(name))
 	return err
 }
+
+// Cancel ends the node's context without waiting for Run to return
+// (StopNode waits): to stop several nodes at once, or a node held in a hook
+// such as OnUpdate, which must return before Run does.
+func (rn *Running) Cancel() { rn.cancel() }
 
 func (rn *Running) wait() error {
 	if !rn.ended {
@@ -311,8 +336,8 @@ func (f *Fed) WaitMetric(name string, want float64) {
 }
 
 // VerifyAudit checks every log of the federation (audit.VerifyDir) and that
-// the coordinator's records commits committed rounds; want is the number
-// of logs (0: every node the harness started, and the coordinator).
+// the coordinator's records commits committed rounds; logs is the number
+// of logs there must be (0: not checked).
 func (f *Fed) VerifyAudit(commits, logs int) []audit.FileResult {
 	f.T.Helper()
 	keys := audit.Keys(f.Kits["coordinator"].Manifest.AuditKeys())
@@ -329,6 +354,39 @@ func (f *Fed) VerifyAudit(commits, logs int) []audit.FileResult {
 		f.T.Errorf("%d logs, want %d", len(res), logs)
 	}
 	return res
+}
+
+// DialAs opens a transport connection to the coordinator over the Network
+// with the certificate of kit name ("node-3"): a rogue client that holds a
+// member's credentials. It sets cfg's TLS and Dial, fails the test if the
+// connection does not open, and closes it at Cleanup (a test may close it
+// before).
+func (f *Fed) DialAs(name string, cfg transport.ClientConfig) *transport.Conn {
+	f.T.Helper()
+	tc, err := f.Kits[name].TLSConfig(pki.Options{})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	cfg.TLS, cfg.Dial = tc, f.Net.Dial
+	c, err := transport.Dial(context.Background(), Address, cfg)
+	if err != nil {
+		f.T.Fatalf("dialing as %s: %v", name, err)
+	}
+	f.T.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Drain receives and drops what the coordinator sends on c until the
+// stream ends, so that a rogue client that only sends does not hold the
+// coordinator's sends up.
+func Drain(c *transport.Conn) {
+	go func() {
+		for {
+			if _, err := c.Recv(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
 }
 
 // Export runs node.Export on a node's state directory, as `cloister model
