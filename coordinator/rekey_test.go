@@ -23,19 +23,23 @@ import (
 // node-3 and carries the newest committed model (round 2, unless a round
 // before aborted) over to the new group key. A node's `model export` gives
 // that committed model before the re-key and right after it, while round 4
-// trains on it.
+// trains on it. It runs with join windows that are and are not multiples of
+// the nodes' idle period: with a multiple, the idle Hellos leave as the
+// window closes and cross SetupStart, which must not restart the setup.
 func TestLateMemberRekey(t *testing.T) {
+	for _, join := range []time.Duration{500 * time.Millisecond, time.Second, 3 * time.Second} {
+		t.Run(join.String(), func(t *testing.T) { lateMemberRekey(t, join) })
+	}
+}
+
+func lateMemberRekey(t *testing.T, join time.Duration) {
 	synctest.Test(t, func(t *testing.T) {
 		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
 		f.Deadlines = func(d *coordinator.Deadlines) {
-			// The natural window: on the fake clock load cannot delay node-1
-			// and node-2's Hellos (the 3s it had on the wall clock is gone).
-			// It must not be a multiple of Idle: the window would then close
-			// at the instant their idle Hellos leave, each Hello crosses the
-			// SetupStart with the previous epoch and restarts the setup, and
-			// on the fake clock that repeats for ever.
-			d.Join = 500 * time.Millisecond
+			// On the fake clock load cannot delay node-1 and node-2's
+			// Hellos: the natural window works.
+			d.Join = join
 			d.Collect = 2 * time.Second
 		}
 		var mu sync.Mutex

@@ -12,14 +12,17 @@ import (
 // hello admits a member that (re)connected.
 func (c *Coordinator) hello(from fl.NodeID, m Message) error {
 	joining := !c.live[from]
-	err := c.hello1(from, m)
+	err := c.hello1(from, m, !joining)
 	if err == nil && joining {
 		c.relayRefused(from)
 	}
 	return err
 }
 
-func (c *Coordinator) hello1(from fl.NodeID, m Message) error {
+// hello1 handles a Hello; wasLive says that the member was live before it
+// (it has not been unreachable since: its stream stayed up, for the
+// transport reports a stream's end before a new stream of the member).
+func (c *Coordinator) hello1(from fl.NodeID, m Message, wasLive bool) error {
 	if len(m.Evidence) > MaxEvidence {
 		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
 	}
@@ -40,9 +43,12 @@ func (c *Coordinator) hello1(from fl.NodeID, m Message) error {
 		c.maybeStartSetup()
 	case PhaseAnnounce, PhaseDeal, PhaseAccept:
 		// A participant that is still in this attempt reports its epoch;
-		// any other lost its progress. A member that is not a participant
-		// waits for the next round boundary, which re-keys to include it.
-		if c.isParticipant(from) && m.Epoch != c.st.Epoch {
+		// any other lost its progress, unless it stayed live since the
+		// attempt started: then its Hello (an idle one) crossed SetupStart,
+		// which its stream delivers next, and it lost nothing. A member
+		// that is not a participant waits for the next round boundary,
+		// which re-keys to include it.
+		if c.isParticipant(from) && m.Epoch != c.st.Epoch && !wasLive {
 			c.restartSetup(fmt.Sprintf("%s rejoined without its setup state", from))
 		}
 	case PhaseGroupKey:

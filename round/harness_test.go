@@ -356,6 +356,11 @@ func (f *fed) crashNode(id fl.NodeID) {
 
 func (f *fed) restartNode(id fl.NodeID) {
 	sn := f.byID[id]
+	if f.c != nil {
+		// The restarted node dials a new stream; the transport reports the
+		// end of the old one before anything arrives on the new one.
+		f.c.Unreachable(id)
+	}
 	var err error
 	if sn.state == nil {
 		sn.n, err = NewNode(sn.cfg)

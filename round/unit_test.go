@@ -374,3 +374,31 @@ func TestRevealOnceInState(t *testing.T) {
 		t.Fatal("a second share left")
 	}
 }
+
+// TestIdleHelloCrossesSetupStart: a live participant's idle Hello that
+// crossed SetupStart reports the epoch it held before; its stream stayed up,
+// so SetupStart reaches it next, and the setup goes on (it restarted, and a
+// join window that is a multiple of the nodes' idle period restarted it
+// forever). A member that was unreachable restarts it (see the
+// node_restart transcript).
+func TestIdleHelloCrossesSetupStart(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 1})
+	f.show = "none"
+	f.runUntil(PhaseAnnounce, 0)
+	epoch := f.c.st.Epoch
+	mark := len(f.caudit)
+	hello := Message{Kind: KindHello, Session: f.cfg.Session, Epoch: epoch - 1, Evidence: []byte("evidence:n1")}
+	if err := f.c.Step("n1", hello); err != nil {
+		t.Fatal(err)
+	}
+	f.drain()
+	if f.c.st.Epoch != epoch || len(f.eventsAfter(mark, EventAborted)) != 0 {
+		t.Fatalf("a crossed idle Hello restarted the setup: epoch %d (was %d), aborts %v", f.c.st.Epoch, epoch,
+			f.eventsAfter(mark, EventAborted))
+	}
+	f.run(func() bool { return f.c.st.Phase == PhaseCollect })
+	if f.c.st.Phase != PhaseCollect || f.c.st.KeyEpoch != epoch {
+		t.Fatalf("the setup did not complete: phase %s, key epoch %d, want collect and %d", f.c.st.Phase, f.c.st.KeyEpoch, epoch)
+	}
+
+}
