@@ -215,10 +215,7 @@ func TestAttestationExpiry(t *testing.T) {
 			}
 		}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(3)
 		f.WaitStatus("node-3 excluded", func(s round.Status) bool {
 			a := f.Coord.Attestation()["node-3"]
 			return s.Commits > 0 && !a.OK && strings.Contains(a.LastError, "expired")

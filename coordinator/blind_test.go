@@ -97,10 +97,7 @@ func TestBlind(t *testing.T) {
 					updates[u.Round][u.Node] = u
 				}
 				f.StartCoordinator()
-				test := fedtest.Blobs(90, 6, 3, 99)
-				for i, name := range fedtest.NodeNames(3) {
-					f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-				}
+				f.StartNodes(3)
 				f.WaitNodes(2 * time.Minute)
 				f.StopCoordinator()
 

@@ -81,10 +81,7 @@ func TestBudgetEnforcedTwice(t *testing.T) {
 		}
 
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(3)
 		f.WaitNodes(2 * time.Minute)
 		st := f.Coord.Status()
 		if st.Phase != round.PhaseDone || st.Commits != 2 || st.Round != 2 {
@@ -195,20 +192,13 @@ func TestBudgetAcrossRestart(t *testing.T) {
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 4, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
 		f.TrainTime = 100 * time.Millisecond // rounds take time, so that the coordinator restarts mid-session
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(3)
 		if s := f.WaitStatus("2 commits", func(s round.Status) bool { return s.Commits >= 2 }); s.Commits >= 4 {
 			t.Fatalf("status %+v at the restart: want it mid-session", s)
 		}
 		f.StopCoordinator()
 		f.StartCoordinator()
-		f.WaitNodes(2 * time.Minute)
-		st := f.Coord.Status()
-		if st.Phase != round.PhaseDone || st.Commits != 4 {
-			t.Fatalf("coordinator status %+v, want done after 4 commits", st)
-		}
+		st := f.WaitDone(4, 2*time.Minute)
 		f.StopCoordinator()
 		f.VerifyAudit(4, 4)
 		man := f.Kits["coordinator"].Manifest

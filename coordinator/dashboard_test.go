@@ -197,10 +197,7 @@ func TestDashboardNoAttestation(t *testing.T) {
 			DP:    &federation.DP{NoiseMultiplier: 3, Clip: 1, Epsilon: 8, Delta: 1e-5},
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
 		f.StartCoordinator() // stopped at Cleanup
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(2) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(2)
 		f.WaitNodes(2 * time.Minute)
 
 		page := f.dashboard()

@@ -13,7 +13,6 @@ import (
 	"github.com/cloisterfl/cloister/internal/fedtest"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
-	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/strategy"
 )
 
@@ -30,15 +29,8 @@ func TestFederationPlain(t *testing.T) {
 		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModePlain, DP: &federation.DP{},
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
-		f.WaitNodes(2 * time.Minute)
-		st := f.Coord.Status()
-		if st.Phase != round.PhaseDone || st.Commits != 3 {
-			t.Fatalf("coordinator status %+v, want done after 3 commits", st)
-		}
+		f.StartNodes(3)
+		f.WaitDone(3, 2*time.Minute)
 		h, err := f.Coord.History(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -71,15 +63,8 @@ func TestFederationMHE(t *testing.T) {
 		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, Mode: federation.ModeMHE, Preset: preset, DP: &federation.DP{},
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
-		f.WaitNodes(3 * time.Minute)
-		st := f.Coord.Status()
-		if st.Phase != round.PhaseDone || st.Commits != 2 {
-			t.Fatalf("coordinator status %+v, want done after 2 commits", st)
-		}
+		f.StartNodes(3)
+		f.WaitDone(2, 3*time.Minute)
 		h, err := f.Coord.History(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -136,15 +121,8 @@ func TestFederationFedAdam(t *testing.T) {
 			t.Fatalf("manifest strategy %q, want %q", man.Training.Strategy, want)
 		}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
-		f.WaitNodes(3 * time.Minute)
-		st := f.Coord.Status()
-		if st.Phase != round.PhaseDone || st.Commits != rounds {
-			t.Fatalf("coordinator status %+v, want done after %d commits", st, rounds)
-		}
+		f.StartNodes(3)
+		f.WaitDone(rounds, 3*time.Minute)
 		h, err := f.Coord.History(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -213,15 +191,8 @@ func TestFederationScaffold(t *testing.T) {
 			t.Fatalf("manifest strategy %q", man.Training.Strategy)
 		}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
-		f.WaitNodes(3 * time.Minute)
-		st := f.Coord.Status()
-		if st.Phase != round.PhaseDone || st.Commits != rounds {
-			t.Fatalf("coordinator status %+v, want done after %d commits", st, rounds)
-		}
+		f.StartNodes(3)
+		f.WaitDone(rounds, 3*time.Minute)
 		h, err := f.Coord.History(context.Background())
 		if err != nil {
 			t.Fatal(err)

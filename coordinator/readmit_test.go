@@ -81,10 +81,7 @@ func TestAttestationReadmission(t *testing.T) {
 			setTCB(name, attest.DefaultSimTCB)
 		}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(3)
 		defer func() { // also on a failure: the held trainers must return for the nodes to stop
 			select {
 			case <-release:

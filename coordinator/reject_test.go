@@ -36,10 +36,7 @@ func TestRejections(t *testing.T) {
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 40, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
 		f.TrainTime = 100 * time.Millisecond // rounds take time, so that the rogue acts while they go on
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(4) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(4)
 		f.WaitStatus("round 2", func(s round.Status) bool { return s.Round >= 2 })
 		if err := f.StopNode("node-4"); err != nil && !errors.Is(err, context.Canceled) {
 			t.Fatalf("node-4: %v", err)
@@ -204,7 +201,7 @@ func TestRejections(t *testing.T) {
 
 		// The round goes on without the rogue; node-4 comes back and the
 		// session completes.
-		f.StartNode("node-4", fedtest.Blobs(120, 6, 3, 3), test)
+		f.StartNode("node-4", fedtest.Blobs(120, 6, 3, 3), fedtest.Blobs(90, 6, 3, 99)) // as StartNodes started it
 		f.WaitNodes(3 * time.Minute)
 		s := f.Coord.Status()
 		if s.Phase != round.PhaseDone || s.Commits != 40 {

@@ -73,10 +73,7 @@ func lateMemberRekey(t *testing.T, join time.Duration) {
 			}
 		}
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(2) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(2)
 		f.WaitStatus("round 3 held by node-1 and node-2", holding(3, 2))
 		s := f.Coord.Status()
 		if s.LastCommitted == 0 || !slices.Equal(s.Participants, []fl.NodeID{"node-1", "node-2"}) {
@@ -84,7 +81,7 @@ func lateMemberRekey(t *testing.T, join time.Duration) {
 		}
 		epoch, last := s.Epoch, s.LastCommitted
 		before := f.Export("node-2")
-		f.StartNode("node-3", fedtest.Blobs(120, 6, 3, 2), test)
+		f.StartNode("node-3", fedtest.Blobs(120, 6, 3, 2), fedtest.Blobs(90, 6, 3, 99)) // as StartNodes(3) would
 		f.WaitStatus("round 3 aborted", func(s round.Status) bool { return s.Round > 3 || s.Phase < round.PhaseWait })
 		close(release[3])
 		f.WaitStatus("node-2 holds round 4", holding(4, 1))

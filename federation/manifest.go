@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cloisterfl/cloister/internal/strictjson"
+
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/model"
@@ -562,7 +564,7 @@ func Verify(data []byte, ca *x509.Certificate) (*Manifest, error) {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadManifest, len(data), MaxSize)
 	}
 	var env signedManifest
-	if err := decodeStrict(data, &env); err != nil {
+	if err := strictjson.Decode(data, &env); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadManifest, err)
 	}
 	if env.Signature.Alg != sigAlg {
@@ -584,7 +586,7 @@ func Verify(data []byte, ca *x509.Certificate) (*Manifest, error) {
 		return nil, fmt.Errorf("%w: signature by CA %s does not match the manifest's content", ErrBadSignature, describe(ca))
 	}
 	var m Manifest
-	if err := decodeStrict(canonical.Bytes(), &m); err != nil {
+	if err := strictjson.Decode(canonical.Bytes(), &m); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadManifest, err)
 	}
 	again, err := m.Canonical()
@@ -595,20 +597,6 @@ func Verify(data []byte, ca *x509.Certificate) (*Manifest, error) {
 		return nil, err
 	}
 	return &m, nil
-}
-
-// decodeStrict decodes exactly one JSON value into v, refusing unknown
-// fields and trailing data.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON value")
-	}
-	return nil
 }
 
 // fingerprint is package pki's Fingerprint: the lowercase hex SHA-256 of

@@ -20,6 +20,7 @@ import (
 	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/strictjson"
 )
 
 // KitConfigVersion is the config.json format version.
@@ -268,7 +269,7 @@ func LoadKit(dir string) (*Kit, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := decodeStrict(cfg, &k.Config); err != nil {
+	if err := strictjson.Decode(cfg, &k.Config); err != nil {
 		return nil, fmt.Errorf("pki: %s: %w", cfgPath, err)
 	}
 	if err := k.check(); err != nil {

@@ -222,6 +222,30 @@ func (f *Fed) StartNode(name string, train, test *dataset.Set) {
 	f.Nodes[fl.NodeID(name)] = rn
 }
 
+// StartNodes starts node-1 … node-n on the harness's standard data: each
+// trains on Blobs(120, 6, 3, i) (i from 0) and evaluates on a common
+// Blobs(90, 6, 3, 99).
+func (f *Fed) StartNodes(n int) {
+	f.T.Helper()
+	test := Blobs(90, 6, 3, 99)
+	for i, name := range NodeNames(n) {
+		f.StartNode(name, Blobs(120, 6, 3, uint64(i)), test)
+	}
+}
+
+// WaitDone waits for the running nodes to finish their session (WaitNodes)
+// and fails the test unless the coordinator is done after commits commits.
+// It returns the coordinator's status.
+func (f *Fed) WaitDone(commits int, timeout time.Duration) round.Status {
+	f.T.Helper()
+	f.WaitNodes(timeout)
+	st := f.Coord.Status()
+	if st.Phase != round.PhaseDone || st.Commits != commits {
+		f.T.Fatalf("coordinator status %+v, want done after %d commits", st, commits)
+	}
+	return st
+}
+
 // StopNode stops a running node (as a crash would: its state stays) and
 // returns what Run returned.
 func (f *Fed) StopNode(name string) error {

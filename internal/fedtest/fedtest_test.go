@@ -20,10 +20,7 @@ func TestPlain(t *testing.T) {
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 3, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})
 		start := time.Now()
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(3) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(3)
 		f.WaitNodes(2 * time.Minute)
 		if st := f.Coord.Status(); st.Phase != round.PhaseDone || st.Commits != 3 {
 			t.Fatalf("coordinator status %+v, want done after 3 commits", st)

@@ -97,10 +97,7 @@ func TestTestOnlyMode(t *testing.T) {
 		f.CoordinatorConfig = func(c *coordinator.Config) { c.Scheme = s }
 		f.NodeConfig = func(_ string, c *node.Config) { c.Scheme = s }
 		f.StartCoordinator()
-		test := fedtest.Blobs(90, 6, 3, 99)
-		for i, name := range fedtest.NodeNames(nodes) {
-			f.StartNode(name, fedtest.Blobs(120, 6, 3, uint64(i)), test)
-		}
+		f.StartNodes(nodes)
 		f.WaitNodes(2 * time.Minute)
 		if st := f.Coord.Status(); st.Phase != round.PhaseDone || st.Commits != rounds {
 			t.Fatalf("coordinator status %+v, want done after %d commits", st, rounds)
