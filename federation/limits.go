@@ -117,7 +117,7 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 		round.KindKeyAck:        0,
 		round.KindTrain:         s.Model,
 		round.KindUpload:        int64(p.Update),
-		round.KindRevealRequest: int64(p.Aggregate) + int64(p.TargetPublic),
+		round.KindRevealRequest: int64(p.Aggregate) + int64(p.TargetPublic) + n*int64(p.Update), // with the included uploads
 		round.KindShare:         int64(p.Share),
 		round.KindDecrypt:       s.Model + int64(p.Result),
 		round.KindCommit:        s.Model,

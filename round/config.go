@@ -216,6 +216,12 @@ type NodeConfig struct {
 	// policy, such as a local privacy limit. Step calls it: it must be
 	// quick and must not block.
 	MayTrain func(r fl.Round) error
+
+	// insecureNoSumCheck turns off the revealer's check that the aggregate
+	// is the sum of the included uploads. Tests only (the positive control
+	// of the attack the check stops); nothing outside package round can
+	// set it.
+	insecureNoSumCheck bool
 }
 
 func (c NodeConfig) validate() error {

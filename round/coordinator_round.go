@@ -198,9 +198,16 @@ func (c *Coordinator) closeCollect(deadline bool) {
 	}
 }
 
+// sendRevealRequest asks a revealer for its share of the aggregate. The
+// request carries the included uploads: the revealer sums them itself and
+// reveals nothing but their sum.
 func (c *Coordinator) sendRevealRequest(to fl.NodeID) {
+	uploads := make(map[fl.NodeID][]byte, len(c.st.Included))
+	for _, in := range c.st.Included {
+		uploads[in.Node] = c.uploads[in.Node]
+	}
 	c.send(to, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers,
-		Target: c.gk.Target, Included: c.st.Included})
+		Target: c.gk.Target, Included: c.st.Included, Payloads: uploads})
 }
 
 // pickRevealers fixes exactly t revealers among the live included members:

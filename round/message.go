@@ -38,7 +38,7 @@ const (
 	// A round.
 	KindTrain         // C→N: Round, Base, Model, Config, Cohort, Leader
 	KindUpload        // N→C: Round, Payload = Party.Protect(), Signature over (session, epoch, round, digest)
-	KindRevealRequest // C→N: Round, Aggregate, Revealers, Target, Included
+	KindRevealRequest // C→N: Round, Aggregate, Revealers, Target, Included, Payloads = the included uploads, by sender
 	KindShare         // N→C: Round, Payload = reveal share
 	KindDecrypt       // C→N: Round, Base, Model (the round's base), Payload = Helper.Open result, Included, Record.Aggregate
 	KindCommit        // N→C: Round, Model (new sealed model), Record, Signature over Record

@@ -42,9 +42,13 @@ type Node struct {
 	kept     *SealedModel // the newest sealed model, while a Ready is to hand it out
 	out      outbox
 
-	party    protect.Party  // of st.Epoch
-	target   protect.Target // the group key
-	modelKey []byte
+	party protect.Party // of st.Epoch
+	// helper sums included uploads for the revealer's check (checkSum),
+	// for the group of helperEpoch.
+	helper      protect.Helper
+	helperEpoch uint64
+	target      protect.Target // the group key
+	modelKey    []byte
 
 	idle       int
 	distrusted map[fl.NodeID]bool

@@ -172,6 +172,46 @@ func (n *Node) checkIncluded(r fl.Round, inc []Contribution) error {
 	return nil
 }
 
+// checkSum checks that the aggregate a reveal request asks to switch is the
+// scheme's sum of the included uploads, and nothing else: each included
+// member's upload is in the request with the digest that member signed
+// (checkIncluded verified the signatures), nothing more, and the scheme's
+// Helper.Aggregate of them (a deterministic function of its inputs) is the
+// aggregate, byte for byte. So a coordinator cannot have this node reveal a
+// single site's upload, or any ciphertext of its choosing, as an aggregate.
+func (n *Node) checkSum(r fl.Round, m Message) error {
+	if n.cfg.insecureNoSumCheck {
+		return nil
+	}
+	if len(m.Payloads) != len(m.Included) {
+		return fmt.Errorf("%d uploads for %d included members", len(m.Payloads), len(m.Included))
+	}
+	for _, c := range m.Included {
+		up, ok := m.Payloads[c.Node]
+		switch {
+		case !ok:
+			return fmt.Errorf("no upload of included member %s", c.Node)
+		case DigestOf(up) != c.Digest:
+			return fmt.Errorf("the upload of %s is not the one it signed (digest %s, signed %s)", c.Node, DigestOf(up), c.Digest)
+		}
+	}
+	if n.helper == nil || n.helperEpoch != n.st.Epoch {
+		h, err := n.cfg.Scheme.NewHelper(n.protectSession(n.st.Epoch, n.participants()))
+		if err != nil {
+			return fmt.Errorf("the scheme's helper: %w", err)
+		}
+		n.helper, n.helperEpoch = h, n.st.Epoch
+	}
+	sum, err := n.helper.Aggregate(r, m.Payloads)
+	if err != nil {
+		return fmt.Errorf("summing the included uploads: %w", err)
+	}
+	if !bytes.Equal(sum, m.Aggregate) {
+		return fmt.Errorf("aggregate %s, the included uploads sum to %s", DigestOf(m.Aggregate), DigestOf(sum))
+	}
+	return nil
+}
+
 func (n *Node) revealRequest(m Message) error {
 	if err := n.checkRoundKeys(m.Epoch); err != nil {
 		return err
@@ -210,6 +250,9 @@ func (n *Node) revealRequest(m Message) error {
 	}
 	if i := slices.IndexFunc(m.Included, func(c Contribution) bool { return c.Node == n.cfg.Self }); i < 0 || m.Included[i].Digest != n.uploaded {
 		return n.refuse(m.Epoch, r, nil, "the included set does not hold this node's upload")
+	}
+	if err := n.checkSum(r, m); err != nil {
+		return n.refuse(m.Epoch, r, err, "the aggregate is not the sum of the included uploads")
 	}
 	req := protect.RevealRequest{Round: r, Aggregate: m.Aggregate, Revealers: m.Revealers, Target: m.Target}
 	share, err := n.party.Reveal(req, n.cfg.Ledger)

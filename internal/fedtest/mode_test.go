@@ -106,8 +106,9 @@ func TestTestOnlyMode(t *testing.T) {
 		f.VerifyAudit(rounds, nodes+1)
 		got := [4]int64{s.protects.Load(), s.aggregates.Load(), s.reveals.Load(), s.opens.Load()}
 		// Each upload is checked alone as it arrives (a one-update
-		// Aggregate), then the round's uploads are summed.
-		if want := [4]int64{rounds * nodes, rounds * (nodes + 1), rounds * threshold, rounds}; got != want {
+		// Aggregate), then the round's uploads are summed, by the
+		// coordinator and again by each revealer before it reveals.
+		if want := [4]int64{rounds * nodes, rounds * (nodes + 1 + threshold), rounds * threshold, rounds}; got != want {
 			t.Errorf("protect, aggregate, reveal, open calls %v, want %v", got, want)
 		}
 	})
