@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -222,9 +223,16 @@ func (n *Node) verdict(id fl.NodeID) (Verdict, bool) {
 	return n.st.Distrusted[i], true
 }
 
+// maxVerdictReason bounds the reason a verdict keeps in the state (the
+// audit event has it whole).
+const maxVerdictReason = 200
+
 // putVerdict records v, replacing any verdict against v.Member: the state
 // changes (and the next Ready carries it) if v is new.
 func (n *Node) putVerdict(v Verdict) {
+	if len(v.Reason) > maxVerdictReason {
+		v.Reason = strings.ToValidUTF8(v.Reason[:maxVerdictReason], "")
+	}
 	i, ok := n.findVerdict(v.Member)
 	switch {
 	case ok && n.st.Distrusted[i] == v:

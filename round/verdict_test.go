@@ -185,3 +185,20 @@ func TestNodeStateVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// TestVerdictReasonBounded: the state keeps at most maxVerdictReason bytes
+// of a verdict's reason, the audit event all of it.
+func TestVerdictReasonBounded(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 1})
+	n := f.byID["n1"].n
+	long := strings.Repeat("é", maxVerdictReason)
+	n.Distrust("n2", long)
+	rd := n.Ready()
+	if rd.State == nil || len(rd.State.Distrusted) != 1 || len(rd.State.Distrusted[0].Reason) > maxVerdictReason ||
+		!strings.HasPrefix(long, rd.State.Distrusted[0].Reason) {
+		t.Fatalf("state %+v", rd.State)
+	}
+	if e := rd.Audit[len(rd.Audit)-1]; e.Kind != EventPeerDistrusted || e.Detail != long {
+		t.Fatalf("event %v", e)
+	}
+}
