@@ -254,6 +254,11 @@ func TestAttestationExpiry(t *testing.T) {
 			if !logHas(t, filepath.Join(f.Dir, n+"-state", "audit.log"), audit.AttestationFailed, "more than the maximum") {
 				t.Errorf("%s's audit log does not distrust node-3's expired evidence", n)
 			}
+			// The verdict is in the node's sealed state: a restart keeps it.
+			if d := f.EngineState(n).Distrusted; len(d) != 1 || d[0].Member != "node-3" || !d[0].Pinned ||
+				!strings.Contains(d[0].Reason, "more than the maximum") {
+				t.Errorf("%s's stored state distrusts %+v, want node-3's expired evidence", n, d)
+			}
 			// A re-attestation makes the coordinator relay the new evidence,
 			// not re-send what the node already has.
 			if logHas(t, filepath.Join(f.Dir, n+"-state", "audit.log"), audit.NodeRefused, round.ErrDuplicate.Error()) {

@@ -194,8 +194,14 @@ type Node struct {
 	stepSecs  float64 // how long the last Step took, for the log lines of its events
 	closeOnce sync.Once
 
-	keysIssued time.Time               // when the current process keys were made
-	expired    map[fl.NodeID]time.Time // members distrusted for expired evidence, by the evidence's time
+	keysIssued time.Time // when the current process keys were made
+	// expired maps the members distrusted for expired evidence to the
+	// evidence's time, so that checkExpiry tells the engine once per
+	// evidence. It is not persisted: the verdict is, in the engine's state
+	// (round.NodeState.Distrusted), and after a restart the keyring holds no
+	// evidence until the engine checks what the coordinator relays again,
+	// where evidence older than max_age fails (a verdict the state keeps).
+	expired map[fl.NodeID]time.Time
 }
 
 // New opens (or creates) the node's state and returns a node ready to Run.

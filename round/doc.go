@@ -98,7 +98,8 @@
 // model, or a model a dealer is asked to carry over, of that round with
 // another payload is refused with [ErrForged]. A model of a round the node
 // knows nothing of (it missed that commit) is taken as before. On a node, [Node.Distrust] makes it refuse key
-// setups with a member and reveals of aggregates that include it.
+// setups with a member and reveals of aggregates that include it. A node's verdicts (NodeState.Distrusted)
+// are in its state, so they survive a restart.
 //
 // # Failures
 //

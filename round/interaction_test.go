@@ -308,11 +308,16 @@ func interpret(t *testing.T, fp **fed, line string) string {
 		}
 		f.run(stop)
 	case "reattest":
-		// new evidence (new process keys) on a connection that stays up
+		// new evidence (new process keys) on a connection that stays up;
+		// with bad=1, evidence that fails every peer's VerifyPeer
 		for _, sn := range targets() {
 			if sn.n != nil {
 				sn.attests++
-				sn.n.SetEvidence(fmt.Appendf(nil, "evidence:%s#%d", sn.id, sn.attests))
+				prefix := "evidence"
+				if a.kv["bad"] == "1" {
+					prefix = "forged"
+				}
+				sn.n.SetEvidence(fmt.Appendf(nil, "%s:%s#%d", prefix, sn.id, sn.attests))
 				sn.n.Reattest()
 			}
 		}
@@ -542,6 +547,11 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 	}
 	if s, ok := a.kv["aggregate"]; ok {
 		m.Aggregate = []byte(s)
+	}
+	if s, ok := a.kv["evidence"]; ok {
+		// evidence=n4:bytes relays "bytes" as n4's evidence
+		id, ev, _ := strings.Cut(s, ":")
+		m.Evidences = map[fl.NodeID][]byte{fl.NodeID(id): []byte(ev)}
 	}
 	if s, ok := a.kv["cohort"]; ok {
 		m.Cohort = nil

@@ -2,11 +2,13 @@ package round
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -51,9 +53,8 @@ type Node struct {
 	modelKey    []byte
 
 	idle       int
-	distrusted map[fl.NodeID]bool
+	distrusted map[fl.NodeID]bool   // the members of st.Distrusted
 	seen       map[fl.NodeID]Digest // the digest of the newest evidence VerifyPeer checked
-	pinned     map[fl.NodeID]Digest // Distrust: evidence that stays distrusted
 
 	// A key setup in progress.
 	setupEpoch   uint64
@@ -110,6 +111,15 @@ func RestartNode(cfg NodeConfig, st NodeState, keys NodeKeys) (*Node, error) {
 	}
 	n.st = st.clone()
 	n.keys = keys.clone()
+	for i, v := range n.st.Distrusted {
+		switch {
+		case !n.isMember[v.Member] || v.Member == cfg.Self:
+			return nil, fmt.Errorf("round: restoring a verdict against %q, not another member", v.Member)
+		case i > 0 && n.st.Distrusted[i-1].Member >= v.Member:
+			return nil, fmt.Errorf("round: restoring verdicts not sorted and distinct at %s", v.Member)
+		}
+		n.distrusted[v.Member], n.seen[v.Member] = true, v.Evidence
+	}
 	if len(keys.Party) > 0 {
 		if !slices.Contains(n.participants(), cfg.Self) {
 			return nil, fmt.Errorf("round: restoring a party of epoch %d whose participants %v do not include %s", st.Epoch, n.participants(), cfg.Self)
@@ -135,7 +145,11 @@ func RestartNode(cfg NodeConfig, st NodeState, keys NodeKeys) (*Node, error) {
 			n.step = stepRevealed
 		}
 	}
-	n.emit(Event{Kind: EventRestarted, Round: st.Round, Detail: fmt.Sprintf("key epoch %d", st.Epoch)})
+	detail := fmt.Sprintf("key epoch %d", st.Epoch)
+	if d := n.Status().Distrusted; len(d) > 0 {
+		detail += fmt.Sprintf(", distrusting %v", d)
+	}
+	n.emit(Event{Kind: EventRestarted, Round: st.Round, Detail: detail})
 	n.hello()
 	return n, nil
 }
@@ -153,7 +167,6 @@ func newNode(cfg NodeConfig) (*Node, error) {
 		isMember:   make(map[fl.NodeID]bool),
 		distrusted: make(map[fl.NodeID]bool),
 		seen:       make(map[fl.NodeID]Digest),
-		pinned:     make(map[fl.NodeID]Digest),
 	}
 	for _, m := range n.members {
 		n.isMember[m] = true
@@ -185,17 +198,67 @@ func (n *Node) isParticipant(id fl.NodeID) bool { return slices.Contains(n.parti
 // The distrust lasts until VerifyPeer accepts evidence of id other than the
 // evidence the node holds now (fresh evidence, relayed after id attested
 // again). Distrusting a member already distrusted for the same evidence
-// changes nothing; a NodeID that is not another member is ignored.
+// changes nothing; a NodeID that is not another member is ignored. The
+// verdict is in the node's state (NodeState.Distrusted), so it outlives a
+// restart.
 func (n *Node) Distrust(id fl.NodeID, reason string) {
 	if !n.isMember[id] || id == n.cfg.Self {
 		return
 	}
-	if d, ok := n.pinned[id]; ok && d == n.seen[id] && n.distrusted[id] {
+	if v, ok := n.verdict(id); ok && v.Pinned && v.Pin == n.seen[id] {
 		return
 	}
-	n.distrusted[id] = true
-	n.pinned[id] = n.seen[id]
+	n.putVerdict(Verdict{Member: id, Evidence: n.seen[id], Pinned: true, Pin: n.seen[id], Reason: reason})
 	n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: reason})
+}
+
+// findVerdict returns where the node's verdict against id is (or would be)
+// in st.Distrusted.
+func (n *Node) findVerdict(id fl.NodeID) (int, bool) {
+	return slices.BinarySearchFunc(n.st.Distrusted, id, func(v Verdict, id fl.NodeID) int { return cmp.Compare(v.Member, id) })
+}
+
+// verdict returns the node's verdict against id, if it distrusts id.
+func (n *Node) verdict(id fl.NodeID) (Verdict, bool) {
+	i, ok := n.findVerdict(id)
+	if !ok {
+		return Verdict{}, false
+	}
+	return n.st.Distrusted[i], true
+}
+
+// maxVerdictReason bounds the reason a verdict keeps in the state (the
+// audit event has it whole).
+const maxVerdictReason = 200
+
+// putVerdict records v, replacing any verdict against v.Member: the state
+// changes (and the next Ready carries it) if v is new.
+func (n *Node) putVerdict(v Verdict) {
+	if len(v.Reason) > maxVerdictReason {
+		v.Reason = strings.ToValidUTF8(v.Reason[:maxVerdictReason], "")
+	}
+	i, ok := n.findVerdict(v.Member)
+	switch {
+	case ok && n.st.Distrusted[i] == v:
+		return
+	case ok:
+		n.st.Distrusted[i] = v
+	default:
+		n.st.Distrusted = slices.Insert(n.st.Distrusted, i, v)
+	}
+	n.distrusted[v.Member] = true
+	n.out.changed()
+}
+
+// dropVerdict ends the node's distrust of id.
+func (n *Node) dropVerdict(id fl.NodeID) {
+	i, ok := n.findVerdict(id)
+	if !ok {
+		return
+	}
+	n.st.Distrusted = slices.Delete(n.st.Distrusted, i, i+1)
+	delete(n.distrusted, id)
+	n.out.changed()
 }
 
 func (n *Node) hello() {
@@ -393,23 +456,28 @@ func (n *Node) checkPeers(evs map[fl.NodeID][]byte) (map[fl.NodeID]error, error)
 	return verdicts, nil
 }
 
-// applyPeers records verdicts on evs: a failed member is distrusted, a
-// verified one trusted again (unless Distrust pinned that evidence).
+// applyPeers records verdicts on evs (in the node's state): a failed
+// member is distrusted, a verified one trusted again (unless Distrust
+// pinned that evidence).
 func (n *Node) applyPeers(verdicts map[fl.NodeID]error, evs map[fl.NodeID][]byte) {
 	for _, id := range n.members {
 		err, ok := verdicts[id]
 		if !ok {
 			continue
 		}
-		n.seen[id] = DigestOf(evs[id])
+		d := DigestOf(evs[id])
+		n.seen[id] = d
+		v, held := n.verdict(id)
 		switch {
 		case err != nil:
-			n.distrusted[id] = true
+			v.Member, v.Evidence, v.Reason = id, d, err.Error() // a pin stays
+			n.putVerdict(v)
 			n.emit(Event{Kind: EventPeerDistrusted, Node: id, Detail: err.Error()})
-		case n.stillPinned(id, evs[id]):
+		case held && v.Pinned && v.Pin == d:
+			v.Evidence = d
+			n.putVerdict(v)
 		default:
-			delete(n.distrusted, id)
-			delete(n.pinned, id)
+			n.dropVerdict(id)
 		}
 	}
 }
@@ -439,8 +507,8 @@ func (n *Node) checkEpochTrusted(epoch uint64, r fl.Round) error {
 
 // stillPinned reports whether Distrust pinned ev, the evidence of id.
 func (n *Node) stillPinned(id fl.NodeID, ev []byte) bool {
-	d, ok := n.pinned[id]
-	return ok && d == DigestOf(ev)
+	v, ok := n.verdict(id)
+	return ok && v.Pinned && v.Pin == DigestOf(ev)
 }
 
 func (n *Node) welcome(m Message) error {
@@ -491,6 +559,7 @@ func (k NodeKeys) clone() NodeKeys {
 func (s NodeState) clone() NodeState {
 	s.Session = bytes.Clone(s.Session)
 	s.Participants = slices.Clone(s.Participants)
+	s.Distrusted = slices.Clone(s.Distrusted)
 	if s.OldModelKeys != nil {
 		old := make(map[uint64][]byte, len(s.OldModelKeys))
 		for e, k := range s.OldModelKeys {

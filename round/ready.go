@@ -45,7 +45,8 @@ type NodeReady struct {
 	// State, if not nil, is the node's new small state. It is secret (seal
 	// it at rest) and must be durable, together with Keys and Model, before
 	// anything below is recorded, sent or run. It holds the reveal-once
-	// fact (NodeState.Revealed) of a share in Messages.
+	// fact (NodeState.Revealed) of a share in Messages, and the verdicts
+	// (NodeState.Distrusted) of the peer-distrusted events in Audit.
 	State *NodeState
 	// Keys, if not nil, is the node's new key material (key share and
 	// group key), handed out only when it changes. Secret: seal it at rest.

@@ -144,6 +144,29 @@ type NodeState struct {
 	Kept       fl.Round
 	KeptDigest Digest
 	Done       bool
+	// Distrusted are this node's standing attestation verdicts against its
+	// peers, one per distrusted member, sorted by member: a restarted node
+	// still distrusts them. Empty (as in a state written before verdicts
+	// were kept): it distrusts no one.
+	Distrusted []Verdict
+}
+
+// Verdict is a node's distrust of a member: its relayed evidence failed
+// VerifyPeer, or the node was told to distrust it ([Node.Distrust]). It
+// lasts until VerifyPeer accepts evidence of Member other than a pinned
+// one.
+type Verdict struct {
+	Member fl.NodeID
+	// Evidence is the digest of the newest evidence of Member that the node
+	// checked (the zero digest: none yet).
+	Evidence Digest
+	// Pinned says that Distrust pinned the evidence whose digest is Pin:
+	// that evidence stays distrusted even if it verifies again (an
+	// expired or revoked member's evidence relayed once more).
+	Pinned bool
+	Pin    Digest
+	// Reason is why, as the node's peer-distrusted audit event gave it.
+	Reason string
 }
 
 // NodeKeys is a node's key material: its key share of NodeState.Epoch and

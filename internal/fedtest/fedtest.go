@@ -424,6 +424,30 @@ func (f *Fed) Export(name string) *node.Exported {
 	return ex
 }
 
+// EngineState reads the engine state a stopped node persisted (unsealed
+// with the harness's at-rest key): what the node would restart from.
+func (f *Fed) EngineState(name string) round.NodeState {
+	f.T.Helper()
+	sess, err := f.Kits[name].Manifest.Hash()
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	db, err := store.Open(filepath.Join(f.StateDir(name), node.DBFile))
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	defer db.Close()
+	b, err := db.Node(sess[:], AtRest(f.T)).Load(context.Background())
+	if err != nil {
+		f.T.Fatalf("%s's stored state: %v", name, err)
+	}
+	var st round.NodeState
+	if err := st.UnmarshalBinary(b.State); err != nil {
+		f.T.Fatalf("%s's stored state: %v", name, err)
+	}
+	return st
+}
+
 // Blobs makes a small classification set: classes Gaussian blobs around
 // distinct centres in `features` dimensions.
 func Blobs(n, features, classes int, seed uint64) *dataset.Set {
