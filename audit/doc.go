@@ -53,7 +53,11 @@
 // A committed record may carry a [Cosignature] by the round's leader
 // ([Cosign], [Log.AppendCosigned]). The leader signs the record's
 // [Statement] (kind and data), which it can do before the writer places the
-// record in its log; the record's hash covers the cosignature.
+// record in its log; the record's hash covers the cosignature. In a
+// federation the coordinator's committed records carry one: the leader
+// signs the statement of (session, leader, round, round-record digest)
+// when it commits (round.CommitStatement computes the same bytes) and the
+// coordinator appends it. A member's committed records carry none.
 //
 // # Verifying
 //
@@ -68,7 +72,10 @@
 // [VerifyDir] verifies every *.log and *.jsonl under a directory — the work
 // of `cloister audit verify` — and checks that logs of one session agree on
 // every committed model. Keys come from the manifest:
-// audit.Keys(manifest.AuditKeys()).
+// audit.Keys(manifest.AuditKeys()), or, to also require that every
+// committed record of the coordinator's log carries its leader's
+// cosignature ([ErrNotCosigned]), audit.Federation{Keys: …, Coordinator:
+// manifest.Coordinator.Name}, as `cloister audit verify` does.
 //
 // A hash chain cannot reveal records cut from its end; compare
 // [Summary].Last with another copy (a peer's log, a monitor) for that.

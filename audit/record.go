@@ -411,7 +411,7 @@ func checkCosign(kind Kind, data Data, c *Cosignature) error {
 		return fmt.Errorf("%w: cosigner: %w", ErrMalformed, err)
 	}
 	if data.Leader != "" && c.Signer != data.Leader {
-		return fmt.Errorf("%w: cosigned by %s, but the round's leader is %s", ErrMalformed, c.Signer, data.Leader)
+		return fmt.Errorf("%w: %s record of round %d cosigned by %s, but the round's leader is %s", ErrMalformed, kind, data.Round, c.Signer, data.Leader)
 	}
 	if len(c.Sig) != ed25519.SignatureSize {
 		return fmt.Errorf("%w: cosignature has %d bytes, want %d", ErrMalformed, len(c.Sig), ed25519.SignatureSize)
@@ -501,6 +501,10 @@ var (
 	ErrBrokenChain = errors.New("audit: broken hash chain")
 	// ErrBadSignature: a signature or cosignature that does not verify.
 	ErrBadSignature = errors.New("audit: bad signature")
+	// ErrNotCosigned: a committed record of the coordinator's log without
+	// its round leader's cosignature (checked when verifying with a
+	// [Federation]).
+	ErrNotCosigned = errors.New("audit: commit not cosigned by its leader")
 	// ErrUnknownSigner: no public key for a writer or cosigner.
 	ErrUnknownSigner = errors.New("audit: unknown signer")
 	// ErrDuplicateCommit: a round committed twice in one log.

@@ -37,6 +37,39 @@ func (k Keys) PublicKey(name string) (ed25519.PublicKey, error) {
 	return key, nil
 }
 
+// Federation resolves the audit keys of one federation's parties (Keys,
+// as from federation.Manifest.AuditKeys) and names its coordinator.
+// Verifying with a Federation adds one rule: every committed record the
+// coordinator writes must name the round's leader and carry that leader's
+// cosignature (see [Cosign]), or the log fails with [ErrNotCosigned]. A
+// member's committed records need none: a member records a commit whose
+// leader-signed round record it verified itself. With a bare [Keys],
+// cosignatures are checked where present and required nowhere.
+type Federation struct {
+	Keys        Keys
+	Coordinator string // the coordinator's name in the manifest
+}
+
+// PublicKey implements KeyResolver.
+func (f Federation) PublicKey(name string) (ed25519.PublicKey, error) { return f.Keys.PublicKey(name) }
+
+// requireCosign applies the Federation's rule to a record whose writer's
+// signature verified.
+func (f Federation) requireCosign(r *Record) error {
+	if r.Kind != Committed || r.Actor != f.Coordinator {
+		return nil
+	}
+	switch {
+	case r.Data.Leader == "":
+		return fmt.Errorf("%w: round %d committed by the coordinator names no leader to cosign it", ErrNotCosigned, r.Data.Round)
+	case r.Cosign == nil:
+		return fmt.Errorf("%w: round %d committed without the cosignature of its leader %s", ErrNotCosigned, r.Data.Round, r.Data.Leader)
+	case r.Cosign.Signer != r.Data.Leader: // refused earlier, as malformed; kept for clarity
+		return fmt.Errorf("%w: round %d cosigned by %s, but its leader is %s", ErrNotCosigned, r.Data.Round, r.Cosign.Signer, r.Data.Leader)
+	}
+	return nil
+}
+
 // VerifyError names the first bad record of a log. Err is the sentinel
 // (ErrMalformed, ErrTorn, ErrBrokenChain, ErrBadSignature,
 // ErrUnknownSigner, ErrDuplicateCommit, ErrDuplicateReveal, ErrInvariant)
@@ -75,7 +108,9 @@ func summarize(s *State) Summary {
 
 // Verify reads the log at path and checks every record: its form, its
 // place in the chain, its writer's signature and any cosignature (keys
-// resolves both), and the invariants of [State.Apply]. It returns a
+// resolves both), and the invariants of [State.Apply]; with a [Federation]
+// as keys, also that the coordinator's commits are cosigned by their
+// leaders. It returns a
 // [*VerifyError] naming the first bad record, and the Summary of the
 // records before it.
 //
@@ -165,6 +200,11 @@ func checkSignatures(r *Record, h Digest, keys KeyResolver, skipUnknownCosigners
 	if !ed25519.Verify(pub, h[:], r.Sig) {
 		return fmt.Errorf("%w: %s record is not signed by %s's audit key (edited after signing?)", ErrBadSignature, r.Kind, r.Actor)
 	}
+	if f, ok := keys.(Federation); ok {
+		if err := f.requireCosign(r); err != nil {
+			return err
+		}
+	}
 	if r.Cosign == nil {
 		return nil
 	}
@@ -190,7 +230,7 @@ func verifyCosign(kind Kind, data Data, c *Cosignature, keys KeyResolver, skipUn
 		return err
 	}
 	if !ed25519.Verify(pub, st[:], c.Sig) {
-		return fmt.Errorf("%w: cosignature by %s does not verify", ErrBadSignature, c.Signer)
+		return fmt.Errorf("%w: %s record of round %d: cosignature by %s does not verify with %s's audit key", ErrBadSignature, kind, data.Round, c.Signer, c.Signer)
 	}
 	return nil
 }
@@ -216,8 +256,9 @@ var ErrNoLogs = errors.New("audit: no *.log or *.jsonl files")
 var ErrConflict = errors.New("audit: logs disagree")
 
 // VerifyDir verifies every *.log and *.jsonl file under dir (recursively,
-// without following symbolic links), in lexical order, and returns one
-// result per file. It then cross-checks the logs that verified: logs of the
+// without following symbolic links), in lexical order, with [Verify] (pass
+// a [Federation] to require the leaders' cosignatures on the coordinator's
+// commits), and returns one result per file. It then cross-checks the logs that verified: logs of the
 // same session must agree on the model of every round they both committed
 // ([ErrConflict]).
 //

@@ -18,7 +18,7 @@ func TestAuditExclusionAndReadmission(t *testing.T) {
 	got := c.auditEntries([]round.Event{
 		{Kind: round.EventExcluded, Round: 3, Node: "node-2", Detail: "attestation expired"},
 		{Kind: round.EventReadmitted, Round: 5, Node: "node-2"},
-	})
+	}, nil)
 	if len(got) != 2 || got[0].kind != audit.NodeDropped || got[1].kind != audit.NodeReadmitted {
 		t.Fatalf("audit entries %+v, want node-dropped then node-readmitted", got)
 	}

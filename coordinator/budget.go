@@ -99,7 +99,7 @@ func (b *budget) spentEntry(log *slog.Logger, e round.Event) (auditEntry, bool) 
 	}
 	log.Info("epsilon spent", "round", e.Round, "epsilon_round", dp.EpsilonFromMicro(int64(e.MicroEpsilon)),
 		"epsilon_total", c.Epsilon, "epsilon_total_classic", c.Classic, "delta", c.Delta, "epsilon_budget", b.Epsilon)
-	return auditEntry{audit.EpsilonSpent, audit.Data{Round: e.Round, MicroEpsilon: int64(e.MicroEpsilon),
+	return auditEntry{kind: audit.EpsilonSpent, data: audit.Data{Round: e.Round, MicroEpsilon: int64(e.MicroEpsilon),
 		TotalMicroEpsilon: total, Delta: c.Delta}}, true
 }
 
@@ -118,7 +118,7 @@ func (b *budget) exhaustedEntry(log *slog.Logger, last fl.Round, commits, rounds
 		b.MaxRound+1, now.Epsilon, next.Epsilon, next.Classic, b.Epsilon, commits, rounds)
 	log.Warn("privacy budget exhausted: the session stops", "reason", reason, "epsilon_total", now.Epsilon,
 		"delta", now.Delta, "commits", commits, "rounds_planned", rounds)
-	return auditEntry{audit.BudgetExhausted, audit.Data{Round: b.MaxRound, TotalMicroEpsilon: total, Delta: now.Delta,
+	return auditEntry{kind: audit.BudgetExhausted, data: audit.Data{Round: b.MaxRound, TotalMicroEpsilon: total, Delta: now.Delta,
 		Reason: audit.Reason(reason)}}, true
 }
 

@@ -43,7 +43,23 @@ func TestFederationPlain(t *testing.T) {
 			t.Errorf("final accuracy %v, want ≥ 0.9 on separable blobs", last.Accuracy)
 		}
 		f.StopCoordinator()
-		f.VerifyAudit(3, 4)
+		// Every committed record of the coordinator's log carries its
+		// leader's cosignature (VerifyAudit requires it, as audit verify does).
+		cosigned := 0
+		for _, r := range f.VerifyAudit(3, 4) {
+			if r.Summary.State.Actor != "coordinator" {
+				continue
+			}
+			for rd, c := range r.Summary.State.Commits {
+				t.Logf("round %d committed by leader %s, cosigned by %s", rd, c.Leader, c.Cosigner)
+				if c.Cosigner != "" && c.Cosigner == c.Leader {
+					cosigned++
+				}
+			}
+		}
+		if cosigned != 3 {
+			t.Errorf("%d commits cosigned by their leader in the coordinator's log, want 3", cosigned)
+		}
 	})
 }
 

@@ -139,14 +139,14 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		if err := c.sc.Save(context.Background(), b); err != nil {
 			return fmt.Errorf("coordinator: persisting state: %w", err)
 		}
-		entries := c.auditEntries(rd.Audit)
+		entries := c.auditEntries(rd.Audit, rd.Commits)
 		for _, e := range entries {
 			if err := audit.ValidateData(e.kind, e.data); err != nil {
 				// A mapping bug, not a storage failure: say so, keep going.
 				c.log.Error("cannot record an audit event", "kind", e.kind, "err", err)
 				continue
 			}
-			if _, err := c.alog.Append(e.kind, e.data); err != nil {
+			if err := c.appendAudit(e); err != nil {
 				return fmt.Errorf("coordinator: audit log: %w", err)
 			}
 		}

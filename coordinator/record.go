@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"time"
 
 	"github.com/cloisterfl/cloister/audit"
@@ -55,15 +56,19 @@ func (c *Coordinator) batch(rd round.CoordinatorReady, now time.Time) (store.Coo
 type auditEntry struct {
 	kind audit.Kind
 	data audit.Data
+	// cosign is the round leader's cosignature of a committed record.
+	cosign *audit.Cosignature
 }
 
 // auditEntries maps the engine's coordinator events to audit records.
 // Events without a matching record kind (aggregated, reveal requested,
 // opened, metrics, done, restarted) are logged only; the store keeps the
-// included sets, aggregates and metrics.
-func (c *Coordinator) auditEntries(evs []round.Event) []auditEntry {
+// included sets, aggregates and metrics. A committed record carries the
+// cosignature of its leader from the Ready's Commits (round.CommitStatement
+// is its statement).
+func (c *Coordinator) auditEntries(evs []round.Event, commits []round.Commit) []auditEntry {
 	var out []auditEntry
-	add := func(k audit.Kind, d audit.Data) { out = append(out, auditEntry{k, d}) }
+	add := func(k audit.Kind, d audit.Data) { out = append(out, auditEntry{kind: k, data: d}) }
 	for _, e := range evs {
 		d := audit.Digest(e.Digest)
 		switch e.Kind {
@@ -106,7 +111,13 @@ func (c *Coordinator) auditEntries(evs []round.Event) []auditEntry {
 				add(audit.NodeDropped, audit.Data{Node: failed, Round: e.Round, Reason: audit.Reason("leader failed (" + e.Detail + "); next leader " + string(e.Node))})
 			}
 		case round.EventCommitted:
-			add(audit.Committed, audit.Data{Round: e.Round, Digest: d, Leader: e.Node, Session: c.sessionName()})
+			ent := auditEntry{kind: audit.Committed, data: audit.Data{Round: e.Round, Digest: d, Leader: e.Node, Session: c.sessionName()}}
+			for _, cm := range commits {
+				if cm.Record.Round == e.Round && cm.Leader == e.Node && len(cm.Cosign) > 0 {
+					ent.cosign = &audit.Cosignature{Signer: cm.Leader, Sig: cm.Cosign}
+				}
+			}
+			out = append(out, ent)
 			if ent, ok := c.budget.spentEntry(c.log, e); ok {
 				out = append(out, ent)
 			}
@@ -119,6 +130,23 @@ func (c *Coordinator) auditEntries(evs []round.Event) []auditEntry {
 		}
 	}
 	return out
+}
+
+// appendAudit appends e, with its cosignature if it has one. The engine
+// verified the leader's cosignature with the same audit keys, so the log
+// refusing it is a bug: say so and record the commit without it, which
+// `audit verify` then names.
+func (c *Coordinator) appendAudit(e auditEntry) error {
+	if e.cosign != nil {
+		_, err := c.alog.AppendCosigned(e.kind, e.data, *e.cosign)
+		if !errors.Is(err, audit.ErrBadSignature) && !errors.Is(err, audit.ErrUnknownSigner) && !errors.Is(err, audit.ErrMalformed) {
+			return err
+		}
+		c.log.Error("the audit log refused the leader's cosignature; recording the commit without it", "round", e.data.Round,
+			"leader", e.data.Leader, "err", err)
+	}
+	_, err := c.alog.Append(e.kind, e.data)
+	return err
 }
 
 func nodeOrEmpty(id fl.NodeID) fl.NodeID {

@@ -309,12 +309,21 @@ func (c *Coordinator) commit(from fl.NodeID, m Message) error {
 	if err := c.cfg.Verifier.Verify(from, want.Signed(c.cfg.Session), m.Signature); err != nil {
 		return fmt.Errorf("%w: round record signature: %v", ErrForged, err)
 	}
+	// The leader cosigns the committed record the coordinator will write:
+	// by its own key, for this round and this record (CommitStatement).
+	if len(m.Cosign) == 0 {
+		return fmt.Errorf("%w: commit of round %d by %s without the leader's cosignature", ErrMalformed, c.st.Round, from)
+	}
+	st := CommitStatement(c.cfg.Session, c.st.Round, from, want.Digest(c.cfg.Session))
+	if err := c.cfg.Verifier.Verify(from, st[:], m.Cosign); err != nil {
+		return fmt.Errorf("%w: cosignature of round %d's committed record is not %s's: %v", ErrForged, c.st.Round, from, err)
+	}
 	c.model = bytes.Clone(m.Model)
 	c.st.ModelRound = c.st.Round
 	c.st.Resealed = false
 	c.out.modelChanged()
 	c.out.commits = append(c.out.commits, Commit{Leader: from, Record: want.clone(), Signature: bytes.Clone(m.Signature),
-		Model: bytes.Clone(m.Model)})
+		Cosign: bytes.Clone(m.Cosign), Model: bytes.Clone(m.Model)})
 	c.st.LastCommitted = c.st.Round
 	c.st.Commits++
 	c.st.Phase = PhaseEvaluate

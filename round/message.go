@@ -41,7 +41,7 @@ const (
 	KindRevealRequest // C→N: Round, Aggregate, Revealers, Target, Included, Payloads = the included uploads, by sender
 	KindShare         // N→C: Round, Payload = reveal share
 	KindDecrypt       // C→N: Round, Base, Model (the round's base), Payload = Helper.Open result, Included, Record.Aggregate
-	KindCommit        // N→C: Round, Model (new sealed model), Record, Signature over Record
+	KindCommit        // N→C: Round, Model (new sealed model), Record, Signature over Record, Cosign over CommitStatement
 	KindModel         // C→N: Round, Model, Record, Signature, Leader
 	KindMetrics       // N→C: Round, Metrics
 	KindRefuse        // N→C: Epoch, Round, Reason: the node refuses the current request
@@ -146,6 +146,7 @@ type Message struct {
 	Aggregate []byte               // RevealRequest: Helper.Aggregate's output
 	Record    Record               // Decrypt (Aggregate only), Commit, Model
 	Signature []byte               // Upload: over the upload digest; Commit, Model: over Record
+	Cosign    []byte               // Commit: the leader's signature over CommitStatement (the coordinator's committed audit record)
 	Update    fl.Update            // Trained
 	Metrics   fl.Metrics           // Evaluated, Metrics
 	Reason    string               // Refuse

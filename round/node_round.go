@@ -332,6 +332,11 @@ func (n *Node) decrypt(m Message) error {
 	if err != nil {
 		return n.refuse(m.Epoch, r, err, "signing the round record")
 	}
+	st := CommitStatement(n.cfg.Session, r, n.cfg.Self, rec.Digest(n.cfg.Session))
+	cosig, err := n.cfg.Signer.Sign(st[:])
+	if err != nil {
+		return n.refuse(m.Epoch, r, err, "cosigning the committed record")
+	}
 	if r > n.st.Round {
 		n.st.Round, n.step = r, stepIdle
 	}
@@ -339,7 +344,7 @@ func (n *Node) decrypt(m Message) error {
 	n.out.changed()
 	n.emit(Event{Kind: EventCommitted, Round: r, Node: n.cfg.Self, Nodes: rec.Included, Digest: rec.Digest(n.cfg.Session),
 		Detail: fmt.Sprintf("led: weight %g, model %s", sum.Weight, rec.Model)})
-	commit := Message{Kind: KindCommit, Round: r, Model: sealed, Record: rec, Signature: sig}
+	commit := Message{Kind: KindCommit, Round: r, Model: sealed, Record: rec, Signature: sig, Cosign: cosig}
 	n.lastCommit = &commit
 	n.send(commit)
 	return nil

@@ -22,6 +22,8 @@ type CoordinatorReady struct {
 	GroupKey *GroupKey
 	// Commits are the rounds committed, with the sealed model each
 	// produced, for the application's history. Persist them with State.
+	// Each carries its leader's cosignature (Commit.Cosign) of the
+	// committed audit record that the EventCommitted below becomes.
 	Commits []Commit
 	// Audit events must be appended to the audit log, durably, before any
 	// message below is sent.

@@ -196,6 +196,11 @@ type Commit struct {
 	Leader    fl.NodeID
 	Record    Record
 	Signature []byte
+	// Cosign is the leader's signature over CommitStatement, the
+	// statement of the coordinator's committed audit record (coordinator
+	// only: the application appends the record with it as the leader's
+	// cosignature).
+	Cosign []byte
 	// Model is the sealed model the round produced (coordinator only; a
 	// node hands out the model it keeps in NodeReady.Model).
 	Model []byte

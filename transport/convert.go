@@ -162,6 +162,7 @@ func toPB(m round.Message) (*pb.Message, error) {
 		Leader:    string(m.Leader),
 		Aggregate: m.Aggregate,
 		Signature: m.Signature,
+		Cosign:    m.Cosign,
 		Reason:    strings.ToValidUTF8(m.Reason, "\uFFFD"),
 	}
 	var err error
@@ -249,6 +250,7 @@ func fromPB(p *pb.Message) (round.Message, error) {
 		Leader:    fl.NodeID(p.Leader),
 		Aggregate: bytesOf(p.Aggregate),
 		Signature: bytesOf(p.Signature),
+		Cosign:    bytesOf(p.Cosign),
 		Reason:    p.Reason,
 	}
 	var err error

@@ -136,7 +136,7 @@ func randMessage(r *rand.Rand) round.Message {
 		Evidence: bs(), Evidences: byNode(), Payload: bs(), Payloads: byNode(), Dealer: opt(),
 		Sealed: bs(), Target: bs(), Model: bs(), Base: fl.Round(r.Uint64()), Config: bs(),
 		Cohort: nodes(), Leader: opt(), Revealers: nodes(), Aggregate: bs(), Signature: bs(),
-		Reason: reasons[r.IntN(len(reasons))], Participants: nodes(),
+		Cosign: bs(), Reason: reasons[r.IntN(len(reasons))], Participants: nodes(),
 	}
 	for range r.IntN(4) {
 		m.Included = append(m.Included, round.Contribution{Node: node(), Digest: digest(), Signature: bs()})
@@ -185,6 +185,7 @@ func canonical(m round.Message) (round.Message, []uint64) {
 	}
 	m.Session, m.Evidence, m.Payload, m.Sealed, m.Target = nb(m.Session), nb(m.Evidence), nb(m.Payload), nb(m.Sealed), nb(m.Target)
 	m.Model, m.Config, m.Aggregate, m.Signature = nb(m.Model), nb(m.Config), nb(m.Aggregate), nb(m.Signature)
+	m.Cosign = nb(m.Cosign)
 	m.Evidences, m.Payloads = nm(m.Evidences), nm(m.Payloads)
 	m.Cohort, m.Revealers, m.Record.Included = nn(m.Cohort), nn(m.Revealers), nn(m.Record.Included)
 	m.Participants = nn(m.Participants)

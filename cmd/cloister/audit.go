@@ -21,8 +21,9 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
   cloister audit verify [--kit KIT] DIR
       verify every audit log (*.log) under DIR: the hash chain, every signature
       (audit keys from the signed manifest of KIT, or of the first kit found
-      under DIR), no round committed twice, no node revealing twice, and that
-      all logs agree on every committed model
+      under DIR), no round committed twice, no node revealing twice, that
+      every round the coordinator committed carries its leader's
+      cosignature, and that all logs agree on every committed model
 `)
 		if len(args) == 0 || isHelp(args[0]) {
 			if len(args) == 0 {
@@ -52,7 +53,8 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("loading the manifest: %w", err)
 	}
-	res, err := audit.VerifyDir(dir, audit.Keys(kit.Manifest.AuditKeys()))
+	man := kit.Manifest
+	res, err := audit.VerifyDir(dir, audit.Federation{Keys: audit.Keys(man.AuditKeys()), Coordinator: man.Coordinator.Name})
 	bad := 0
 	for _, r := range res {
 		if r.Err != nil {
@@ -64,8 +66,12 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		if m := r.Summary.State.MicroEpsilon; m > 0 {
 			eps = fmt.Sprintf(", ε spent %.6g", dp.EpsilonFromMicro(m))
 		}
-		fmt.Fprintf(stdout, "ok   %s: %d records, %d rounds committed, %d reveals%s, head %s\n", r.Path, r.Summary.Records,
-			r.Summary.Rounds, r.Summary.Kinds[audit.Revealed], eps, r.Summary.Last.String()[:16])
+		cosigned := ""
+		if r.Summary.State.Actor == man.Coordinator.Name {
+			cosigned = " (each cosigned by its leader)"
+		}
+		fmt.Fprintf(stdout, "ok   %s: %d records, %d rounds committed%s, %d reveals%s, head %s\n", r.Path, r.Summary.Records,
+			r.Summary.Rounds, cosigned, r.Summary.Kinds[audit.Revealed], eps, r.Summary.Last.String()[:16])
 	}
 	if err != nil {
 		if bad == 0 {
@@ -77,7 +83,7 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		}
 		return fmt.Errorf("%d of %d logs failed: %w", bad, len(res), err)
 	}
-	fmt.Fprintf(stdout, "%d logs verified with the audit keys of federation %s (manifest serial %d)\n", len(res), kit.Manifest.Federation, kit.Manifest.Serial)
+	fmt.Fprintf(stdout, "%d logs verified with the audit keys of federation %s (manifest serial %d)\n", len(res), man.Federation, man.Serial)
 	return nil
 }
 

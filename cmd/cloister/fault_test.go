@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -226,7 +227,8 @@ func (f *testFed) verifyAudit(commits int) map[string]audit.Summary {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	res, err := audit.VerifyDir(filepath.Join(f.dir, "state"), audit.Keys(kit.Manifest.AuditKeys()))
+	man := kit.Manifest
+	res, err := audit.VerifyDir(filepath.Join(f.dir, "state"), audit.Federation{Keys: audit.Keys(man.AuditKeys()), Coordinator: man.Coordinator.Name})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -413,11 +415,21 @@ func TestFaultCoordinatorRestart(t *testing.T) {
 	f.verifyAudit(4)
 }
 
+// TestAuditVerifyNamesEditedRecord edits a node's log (a changed record)
+// and has the coordinator rewrite its own, validly re-signed and
+// re-chained with its audit key, with round 1's commit stripped of its
+// leader's cosignature: audit verify names both.
 func TestAuditVerifyNamesEditedRecord(t *testing.T) {
 	f := newTestFed(t, 3, 2, 2, 1)
 	f.startAll()
 	f.finish(3 * time.Minute)
 	f.verifyAudit(2)
+	ckit, err := pki.LoadKit(f.kit(pki.CoordinatorDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpath := filepath.Join(f.state("coordinator"), "audit.log")
+	leader := stripCosign(t, cpath, ckit.AuditKey, 1)
 	// Edit one record of node-2's log: change a digest.
 	path := filepath.Join(f.state("node-2"), "audit.log")
 	b, err := os.ReadFile(path)
@@ -449,7 +461,57 @@ func TestAuditVerifyNamesEditedRecord(t *testing.T) {
 	if !strings.Contains(string(out), "node-2") || !strings.Contains(string(out), want) || !strings.Contains(string(out), "FAIL") {
 		t.Errorf("audit verify output does not name %s %s:\n%s", path, want, out)
 	}
+	want = fmt.Sprintf("FAIL %s: audit: %s line", cpath, cpath)
+	reason := fmt.Sprintf("commit not cosigned by its leader: round 1 committed without the cosignature of its leader %s", leader)
+	if !strings.Contains(string(out), want) || !strings.Contains(string(out), reason) {
+		t.Errorf("audit verify output does not name the uncosigned commit (%q, %q):\n%s", want, reason, out)
+	}
 	t.Logf("%s", out)
+}
+
+// stripCosign rewrites the audit log at path as its writer could, with its
+// key: round r's committed record without its cosignature, and every
+// record from there on re-chained and re-signed. It returns r's leader.
+func stripCosign(t *testing.T, path string, key ed25519.PrivateKey, r fl.Round) fl.NodeID {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var prev audit.Digest
+	var leader fl.NodeID
+	for _, line := range bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) {
+		rec, err := audit.ParseRecord(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Kind == audit.Committed && rec.Data.Round == r {
+			if rec.Cosign == nil || rec.Cosign.Signer != rec.Data.Leader {
+				t.Fatalf("round %d's commit in %s is not cosigned by its leader: %+v", r, path, rec)
+			}
+			rec.Cosign, leader = nil, rec.Data.Leader
+		}
+		if rec.Seq > 1 {
+			rec.Prev = prev
+		}
+		if prev, err = rec.Hash(); err != nil {
+			t.Fatal(err)
+		}
+		rec.Sig = ed25519.Sign(key, prev[:])
+		enc, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(append(enc, '\n'))
+	}
+	if leader == "" {
+		t.Fatalf("no commit of round %d in %s", r, path)
+	}
+	if err := os.WriteFile(path, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return leader
 }
 
 // TestDemoBlind runs `cloister demo` with the nodes dumping their plaintext

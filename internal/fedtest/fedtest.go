@@ -359,19 +359,30 @@ func (f *Fed) WaitMetric(name string, want float64) {
 	}
 }
 
-// VerifyAudit checks every log of the federation (audit.VerifyDir) and that
-// the coordinator's records commits committed rounds; logs is the number
-// of logs there must be (0: not checked).
+// VerifyAudit checks every log of the federation (audit.VerifyDir, with
+// the manifest's keys and coordinator, so every committed record of the
+// coordinator's log must carry its leader's cosignature) and that the
+// coordinator's records commits committed rounds, each cosigned by its
+// leader; logs is the number of logs there must be (0: not checked).
 func (f *Fed) VerifyAudit(commits, logs int) []audit.FileResult {
 	f.T.Helper()
-	keys := audit.Keys(f.Kits["coordinator"].Manifest.AuditKeys())
-	res, err := audit.VerifyDir(f.Dir, keys)
+	man := f.Kits["coordinator"].Manifest
+	fed := audit.Federation{Keys: audit.Keys(man.AuditKeys()), Coordinator: man.Coordinator.Name}
+	res, err := audit.VerifyDir(f.Dir, fed)
 	if err != nil {
 		f.T.Fatalf("audit verify: %v", err)
 	}
 	for _, r := range res {
-		if strings.Contains(r.Path, "coordinator") && r.Summary.Rounds != commits {
+		if r.Summary.State.Actor != man.Coordinator.Name {
+			continue
+		}
+		if r.Summary.Rounds != commits {
 			f.T.Errorf("%s: %d rounds committed, want %d", r.Path, r.Summary.Rounds, commits)
+		}
+		for rd, c := range r.Summary.State.Commits {
+			if c.Leader == "" || c.Cosigner != c.Leader {
+				f.T.Errorf("%s: round %d committed with leader %q, cosigned by %q", r.Path, rd, c.Leader, c.Cosigner)
+			}
 		}
 	}
 	if logs != 0 && len(res) != logs {

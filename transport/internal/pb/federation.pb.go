@@ -453,6 +453,7 @@ type Message struct {
 	Metrics       *Metrics               `protobuf:"bytes,24,opt,name=metrics,proto3" json:"metrics,omitempty"`
 	Reason        string                 `protobuf:"bytes,25,opt,name=reason,proto3" json:"reason,omitempty"`
 	Participants  []string               `protobuf:"bytes,26,rep,name=participants,proto3" json:"participants,omitempty"`
+	Cosign        []byte                 `protobuf:"bytes,27,opt,name=cosign,proto3" json:"cosign,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +666,13 @@ func (x *Message) GetReason() string {
 func (x *Message) GetParticipants() []string {
 	if x != nil {
 		return x.Participants
+	}
+	return nil
+}
+
+func (x *Message) GetCosign() []byte {
+	if x != nil {
+		return x.Cosign
 	}
 	return nil
 }
@@ -964,7 +972,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x04from\x18\x04 \x01(\tR\x04from\"3\n" +
 	"\x05Chunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xcb\a\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xe3\a\n" +
 	"\aMessage\x12%\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x11.cloister.v1.KindR\x04kind\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x18\n" +
@@ -992,7 +1000,8 @@ const file_federation_proto_rawDesc = "" +
 	"\x06update\x18\x17 \x01(\v2\x13.cloister.v1.UpdateR\x06update\x12.\n" +
 	"\ametrics\x18\x18 \x01(\v2\x14.cloister.v1.MetricsR\ametrics\x12\x16\n" +
 	"\x06reason\x18\x19 \x01(\tR\x06reason\x12\"\n" +
-	"\fparticipants\x18\x1a \x03(\tR\fparticipants\x1a<\n" +
+	"\fparticipants\x18\x1a \x03(\tR\fparticipants\x12\x16\n" +
+	"\x06cosign\x18\x1b \x01(\fR\x06cosign\x1a<\n" +
 	"\x0eEvidencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a;\n" +
