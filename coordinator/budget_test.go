@@ -199,6 +199,7 @@ func TestBudgetAcrossRestart(t *testing.T) {
 		f.StopCoordinator()
 		f.StartCoordinator()
 		st := f.WaitDone(4, 2*time.Minute)
+		f.checkRoundLog() // each round logged once, by the process it ended in
 		f.StopCoordinator()
 		f.VerifyAudit(4, 4)
 		man := f.Kits["coordinator"].Manifest

@@ -39,8 +39,15 @@
 // history with per-phase timings, bytes and the nodes' example-weighted
 // metrics at /rounds (JSON), the engine's status, the members and their
 // attestation at /status (JSON), and a dashboard at / that renders those
-// two documents as one HTML page (no script). Serve it on a separate
-// listener (`--metrics`).
+// two documents as one HTML page (no script), with inline SVG charts of
+// accuracy, loss and ε per round. Serve it on a separate listener
+// (`--metrics`).
+//
+// The log (Config.Logger) has one INFO line per round outcome: "round
+// committed" when a committed round's evaluation ends (leader, included
+// count, seconds, bytes up and down, the nodes' example-weighted accuracy
+// and loss, and with DP the round's ε and the total), "round aborted"
+// (reason, seconds, bytes), and "session over".
 package coordinator
 
 import (

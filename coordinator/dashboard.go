@@ -20,12 +20,15 @@ import (
 // The dashboard.
 //
 // GET / on the metrics server is one server-rendered HTML page for a person
-// to read: the session, the policy's warnings, the members with their
-// attestation, the rounds and the privacy budget. It renders the /status
-// document (statusDoc) and the /rounds document (History), the values the
-// JSON endpoints encode, so that the page and the JSON cannot disagree.
-// Everything on it goes through html/template's contextual escaping: node
-// names, evidence errors and abort reasons can hold what a member sent.
+// to read: the session, the policy's warnings, charts of accuracy, loss and
+// ε per round (inline SVG, chart.go), the members with their attestation,
+// the rounds and the privacy budget. It renders the /status document
+// (statusDoc) and the /rounds document (History), the values the JSON
+// endpoints encode, so that the page and the JSON cannot disagree.
+// Everything on it goes through html/template's contextual escaping (node
+// names, evidence errors and abort reasons can hold what a member sent),
+// except the charts' SVG, which package plot draws from numbers and our
+// own labels, escaping its text itself.
 
 // statusDoc is the /status document.
 type statusDoc struct {
@@ -102,6 +105,11 @@ func (c *Coordinator) statusDoc() statusDoc {
 // has them all).
 const dashboardRounds = 50
 
+// dashboardCSP is the page's Content-Security-Policy: no script, no
+// framing, nothing loaded from elsewhere. The page is its HTML, its inline
+// style sheet and its inline SVG charts, which use presentation attributes.
+const dashboardCSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
 // dashboard is what the page renders: the two documents, arranged.
 type dashboard struct {
 	S        statusDoc
@@ -109,8 +117,9 @@ type dashboard struct {
 	Banners  []string
 	Nodes    []nodeRow
 	Rounds   []roundRow
-	Older    int  // rounds not listed
-	DP       bool // the rounds have an ε column
+	Older    int     // rounds not listed
+	DP       bool    // the rounds have an ε column
+	Charts   []chart // none before the first commit
 	Privacy  string
 	Messages string
 	Now      string
@@ -196,6 +205,7 @@ func newDashboard(s statusDoc, h *History, now time.Time) *dashboard {
 	}
 	d.Messages = fmt.Sprintf("limit %s (computed from the manifest); largest received %s, largest sent %s",
 		size(s.Messages.MaxMessage), size(s.Messages.LargestIn), size(s.Messages.LargestOut))
+	d.Charts = charts(h)
 	return d
 }
 
@@ -269,9 +279,7 @@ func (c *Coordinator) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", "text/html; charset=utf-8")
-	// No script, no framing, nothing loaded from elsewhere: the page is
-	// its HTML and its inline style.
-	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	hd.Set("Content-Security-Policy", dashboardCSP)
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("Cache-Control", "no-store")

@@ -45,13 +45,25 @@ func (f fed) dashboard() string {
 	if ct := rec.Header().Get("Content-Type"); ct != "text/html; charset=utf-8" {
 		f.T.Errorf("GET /: Content-Type %q", ct)
 	}
-	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
-		f.T.Errorf("GET /: Content-Security-Policy %q", csp)
+	// The policy the page had before its charts: inline SVG needs no more.
+	const csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	if got := rec.Header().Get("Content-Security-Policy"); got != csp {
+		f.T.Errorf("GET /: Content-Security-Policy %q, want %q", got, csp)
 	}
 	if strings.Contains(strings.ToLower(page), "<script") {
 		f.T.Errorf("the dashboard holds a script element:\n%s", page)
 	}
 	return page
+}
+
+// figure returns the page's chart id (accuracy, loss, epsilon).
+func figure(t *testing.T, page, id string) string {
+	t.Helper()
+	i := strings.Index(page, `<figure id="chart-`+id+`">`)
+	if i < 0 {
+		t.Fatalf("no %s chart on the page", id)
+	}
+	return page[i : i+strings.Index(page[i:], "</figure>")]
 }
 
 // statusJSON is the part of /status the dashboard tests compare with the page.
@@ -182,6 +194,9 @@ func TestDashboardAttestation(t *testing.T) {
 		if r2 := row(t, page, "node-2"); !strings.Contains(r2, `<span class="pending">pending</span>`) {
 			t.Errorf("node-2, never connected, is not pending:\n%s", r2)
 		}
+		if !strings.Contains(page, "No committed round yet") || strings.Contains(page, "<svg") {
+			t.Error("the page of a session without a commit does not say there is nothing to chart yet")
+		}
 		if rec := f.get("/nothing"); rec.Code != http.StatusNotFound {
 			t.Errorf("GET /nothing: %d, want 404", rec.Code)
 		}
@@ -241,6 +256,17 @@ func TestDashboardNoAttestation(t *testing.T) {
 		spent := fmt.Sprintf("ε spent %.4g of 8 at δ = 1e-05", h.History[1].EpsilonTotal)
 		if !strings.Contains(page, spent) {
 			t.Errorf("the page does not say %q", spent)
+		}
+		// The charts: accuracy, loss and ε of both rounds, with /rounds' last values.
+		last := h.History[1]
+		for id, want := range map[string]string{"accuracy": fmt.Sprintf("last %.4f (round 2)", *last.Accuracy),
+			"loss": fmt.Sprintf("last %.4f (round 2)", *last.Loss), "epsilon": fmt.Sprintf("ε %.4g of the budget 8 after round 2", last.EpsilonTotal)} {
+			if fig := figure(t, page, id); strings.Count(fig, "<circle") != 2 || !strings.Contains(fig, want) {
+				t.Errorf("the %s chart does not draw 2 rounds or lacks %q:\n%s", id, want, fig)
+			}
+		}
+		if n := strings.Count(page, "<svg"); n != 3 {
+			t.Errorf("%d charts, want 3", n)
 		}
 		// Newest first.
 		if strings.Index(page, `<td class="n">2</td>

@@ -2,9 +2,12 @@ package coordinator
 
 import (
 	"context"
+	"math"
 	"slices"
 	"time"
 
+	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
 )
@@ -20,6 +23,15 @@ const (
 // history keeps the record of the current round (store.Round): its phases'
 // durations and the bytes moved, from the engine's events. The loop
 // goroutine owns it.
+//
+// It also tells the operator how each round ended: apply queues the
+// outcomes of the Ready in hand (a round that ended, a key setup that was
+// abandoned, the session's end) and report logs them at INFO once the
+// Ready's batch is saved and audited, so that a committed round's line
+// carries the metrics its batch stored. A committed round ends when its
+// evaluation does (the next round starts, or the session ends), so its one
+// line has its accuracy and loss. A round ends once per process (resume
+// skips the rounds that ended before a restart), so each is logged once.
 type history struct {
 	c          *Coordinator
 	cur        *store.Round
@@ -27,6 +39,18 @@ type history struct {
 	phaseStart time.Time
 	in0, out0  uint64 // transport counters when the round (or this process) started
 	up0, down0 uint64 // bytes recorded by an earlier process
+
+	outcomes []outcome // to log after the batch is saved
+}
+
+// outcome is a round that ended (its final record); or, with no record,
+// the session's end, or an abort of a round the history had no record for
+// or of a key setup (round 0).
+type outcome struct {
+	rec    *store.Round
+	round  fl.Round // without rec
+	reason string   // without rec
+	done   bool     // the session is over
 }
 
 func newHistory(c *Coordinator) *history { return &history{c: c} }
@@ -71,7 +95,7 @@ func (h *history) apply(rd round.CoordinatorReady, now time.Time) []store.Round 
 		case round.EventRoundStarted:
 			if h.cur != nil {
 				h.end(now)
-				out = append(out, h.snapshot())
+				out = append(out, h.ended())
 			}
 			h.cur = &store.Round{Round: e.Round, Epoch: e.Epoch, Phase: PhaseCollect, Leader: e.Node,
 				Cohort: slices.Clone(e.Nodes), Started: now}
@@ -113,15 +137,20 @@ func (h *history) apply(rd round.CoordinatorReady, now time.Time) []store.Round 
 				h.cur.Outcome, h.cur.Reason, h.cur.Ended, h.cur.Phase = store.Aborted, e.Detail, now, "aborted"
 				h.c.met.rounds.WithLabelValues("aborted").Inc()
 				h.bytes()
-				out = append(out, h.snapshot())
+				out = append(out, h.ended())
 				h.cur = nil
+			} else {
+				// A key setup abandoned (round 0), or a round this process
+				// has no record of.
+				h.outcomes = append(h.outcomes, outcome{round: e.Round, reason: e.Detail})
 			}
 		case round.EventDone:
 			if h.cur != nil {
 				h.end(now)
-				out = append(out, h.snapshot())
+				out = append(out, h.ended())
 				h.cur = nil
 			}
+			h.outcomes = append(h.outcomes, outcome{round: e.Round, reason: e.Detail, done: true})
 		}
 	}
 	if h.cur != nil && (touched || h.bytes()) {
@@ -171,10 +200,83 @@ func (h *history) end(now time.Time) {
 	h.bytes()
 }
 
+// ended returns the snapshot of the current record, which has just ended,
+// and queues it for report.
+func (h *history) ended() store.Round {
+	r := h.snapshot()
+	h.outcomes = append(h.outcomes, outcome{rec: &r})
+	return r
+}
+
 func (h *history) snapshot() store.Round {
 	r := *h.cur
 	r.Cohort = slices.Clone(r.Cohort)
 	r.Included = slices.Clone(r.Included)
 	r.Timings = slices.Clone(r.Timings)
 	return r
+}
+
+// report logs the queued outcomes at INFO, after their batch is saved: a
+// committed round with its leader, included set, seconds (start to the end
+// of its evaluation), bytes, ε (with DP) and the nodes' example-weighted
+// accuracy and loss (store.Summary, as /rounds has them); an aborted round
+// with its reason, seconds and bytes; an abandoned key setup with its
+// reason; the session's end with its reason.
+func (h *history) report(ctx context.Context) {
+	for _, o := range h.outcomes {
+		r := o.rec
+		switch {
+		case o.done:
+			st := h.c.rc.Status()
+			h.c.log.Info("session over", "reason", o.reason, "round", o.round, "commits", st.Commits, "rounds_planned", h.c.rcfg.Rounds)
+		case r == nil && o.round == 0:
+			h.c.log.Info("key setup aborted", "reason", o.reason)
+		case r == nil:
+			h.c.log.Info("round aborted", "round", o.round, "reason", o.reason)
+		case r.Outcome == store.Aborted:
+			h.c.log.Info("round aborted", "round", r.Round, "reason", r.Reason, "seconds", seconds(r), "bytes_up", r.BytesUp,
+				"bytes_down", r.BytesDown)
+		case r.Outcome == store.Committed:
+			attrs := []any{"round", r.Round, "leader", r.Leader, "included", len(r.Included), "cohort", len(r.Cohort),
+				"seconds", seconds(r), "bytes_up", r.BytesUp, "bytes_down", r.BytesDown}
+			attrs = append(attrs, h.evaluation(ctx, r.Round)...)
+			if b := h.c.budget; b != nil {
+				attrs = append(attrs, "epsilon_round", dp.EpsilonFromMicro(int64(r.MicroEpsilon)))
+				if _, total, err := b.Cost(r.Round); err == nil {
+					attrs = append(attrs, "epsilon_total", dp.EpsilonFromMicro(total))
+				}
+			}
+			h.c.log.Info("round committed", attrs...)
+		default: // ended without a commit or an abort: the session ended in its middle
+			h.c.log.Info("round ended", "round", r.Round, "phase", r.Phase, "seconds", seconds(r), "bytes_up", r.BytesUp,
+				"bytes_down", r.BytesDown)
+		}
+	}
+	h.outcomes = h.outcomes[:0]
+}
+
+// evaluation returns the log attributes of the nodes' evaluation of round
+// r's model: how many reported, and the example-weighted accuracy and loss.
+func (h *history) evaluation(ctx context.Context, r fl.Round) []any {
+	sums, err := h.c.sc.Summaries(ctx, r, 1)
+	if err != nil {
+		return []any{"metrics_err", err}
+	}
+	if len(sums) == 0 || sums[0].Round != r {
+		return []any{"nodes_reporting", 0}
+	}
+	s := sums[0]
+	attrs := []any{"nodes_reporting", s.Nodes, "examples", s.Examples}
+	if !math.IsNaN(s.Accuracy) {
+		attrs = append(attrs, "accuracy", round6(s.Accuracy), "loss", round6(s.Loss))
+	}
+	return attrs
+}
+
+// round6 rounds v to 6 decimals, for the log.
+func round6(v float64) float64 { return math.Round(v*1e6) / 1e6 }
+
+// seconds is a finished round's duration in seconds, to the millisecond.
+func seconds(r *store.Round) float64 {
+	return math.Round(r.Ended.Sub(r.Started).Seconds()*1000) / 1000
 }

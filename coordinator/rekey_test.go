@@ -92,6 +92,12 @@ func lateMemberRekey(t *testing.T, join time.Duration) {
 		after := f.Export("node-2")
 		close(release[4])
 		f.WaitNodes(time.Minute)
+		// The operator's log: round 3 aborted with its reason, every other
+		// round committed with its metrics.
+		h := f.checkRoundLog()
+		if len(h.History) < 4 || h.History[2].Outcome != "aborted" {
+			t.Errorf("rounds %+v: want round 3 aborted", h.History)
+		}
 		f.StopCoordinator()
 		if before.Round != last || after.Round != last || !slices.Equal(before.Model, after.Model) {
 			t.Errorf("export before the re-key: round %d %v; after: round %d %v; want the same committed model of round %d",

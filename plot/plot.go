@@ -25,7 +25,7 @@ import (
 	"strconv"
 )
 
-// Series is one named line.
+// Series is one named line. A series without a name has no legend entry.
 type Series struct {
 	Name string
 	X, Y []float64 // same length; non-finite points are skipped
@@ -44,6 +44,9 @@ type Figure struct {
 	Title  string
 	XLabel string
 	Panels []Panel
+	// Width and PanelHeight are the figure's width and each panel's
+	// height, in pixels; 0 means 720 and 260. Text keeps its size.
+	Width, PanelHeight float64
 }
 
 // Errors callers branch on.
@@ -52,13 +55,13 @@ var ErrNoData = errors.New("plot: no finite data points")
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"}
 
 const (
-	width       = 720.0
-	panelHeight = 260.0
-	marginLeft  = 72.0
-	marginRight = 24.0
-	titleHeight = 40.0
-	gap         = 56.0 // between panels: room for the x tick labels
-	bottom      = 56.0 // room for the x label
+	defaultWidth       = 720.0
+	defaultPanelHeight = 260.0
+	marginLeft         = 72.0
+	marginRight        = 24.0
+	titleHeight        = 40.0
+	gap                = 56.0 // between panels: room for the x tick labels
+	bottom             = 56.0 // room for the x label
 )
 
 // WriteSVG writes the figure as an SVG document to w.
@@ -73,6 +76,13 @@ func (f Figure) WriteSVG(w io.Writer) error {
 	xt := ticks(xmin, xmax, 8)
 	if integral(f.Panels) {
 		xt = integerTicks(xmin, xmax, 8)
+	}
+	width, panelHeight := defaultWidth, defaultPanelHeight
+	if f.Width > 0 {
+		width = max(f.Width, marginLeft+marginRight+40)
+	}
+	if f.PanelHeight > 0 {
+		panelHeight = max(f.PanelHeight, 40)
 	}
 	height := titleHeight + float64(len(f.Panels))*(panelHeight+gap) - gap + bottom
 
@@ -127,6 +137,9 @@ func (f Figure) WriteSVG(w io.Writer) error {
 			}
 			if len(path) > 0 {
 				fmt.Fprintf(b, `<path d="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", path, color)
+			}
+			if s.Name == "" {
+				continue
 			}
 			ly := top + 14 + float64(si)*16
 			lx := marginLeft + plotW - 150

@@ -45,6 +45,25 @@ func TestWriteSVG(t *testing.T) {
 	}
 }
 
+// TestSize: a figure of a given width and panel height says so, and a
+// series without a name has no legend entry.
+func TestSize(t *testing.T) {
+	f := plot.Figure{Title: "accuracy", XLabel: "round", Width: 360, PanelHeight: 180,
+		Panels: []plot.Panel{{YLabel: "accuracy", Series: []plot.Series{{X: []float64{1, 2}, Y: []float64{0.5, 0.7}}}}}}
+	var buf bytes.Buffer
+	if err := f.WriteSVG(&buf); err != nil {
+		t.Fatal(err)
+	}
+	// 40 (title) + 180 + 56 (x labels)
+	if want := `width="360" height="276" viewBox="0 0 360 276"`; !strings.Contains(buf.String(), want) {
+		t.Errorf("SVG lacks %q:\n%s", want, buf.String())
+	}
+	// The line and a legend's sample are drawn 2 wide: only the line is.
+	if n := strings.Count(buf.String(), `stroke-width="2"`); n != 1 {
+		t.Errorf("%d elements 2 wide, want the series' line only (no legend):\n%s", n, buf.String())
+	}
+}
+
 func TestNoData(t *testing.T) {
 	for _, f := range []plot.Figure{
 		{},
