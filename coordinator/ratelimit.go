@@ -6,7 +6,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/round"
 )
 
 // Rate limits per member.
@@ -214,4 +216,63 @@ func (l *limiter) due(now time.Time) []limitSummary {
 		}
 	}
 	return out
+}
+
+// allow applies id's rates to message m before anything else sees it: a
+// Hello over the Hello rate, or another message while id's refusal budget
+// is spent, is dropped (counted, warned once per window).
+func (c *Coordinator) allow(id fl.NodeID, m round.Message) bool {
+	now := c.cfg.Now()
+	what := "message"
+	ok, opened := false, false
+	if m.Kind == round.KindHello {
+		what = "hello"
+		ok, opened = c.lim.hello(id, now)
+	} else {
+		ok, opened = c.lim.message(id, now)
+	}
+	if ok {
+		return true
+	}
+	c.met.limited.WithLabelValues(what).Inc()
+	c.warnLimited(id, opened, "dropped a "+what+" over the member's rate limit", "kind", m.Kind.String(), "round", m.Round)
+	return false
+}
+
+// recordRefusal reports whether a refusal of id is recorded (audited and
+// logged) one by one; one that is not is counted in the window's summary.
+func (c *Coordinator) recordRefusal(id fl.NodeID) bool {
+	ok, opened := c.lim.refusal(id, c.cfg.Now())
+	if !ok {
+		c.met.limited.WithLabelValues("unrecorded").Inc()
+		c.warnLimited(id, opened, "a refusal over the member's rate limit is not recorded one by one")
+	}
+	return ok
+}
+
+func (c *Coordinator) warnLimited(id fl.NodeID, opened bool, msg string, args ...any) {
+	if !opened {
+		return
+	}
+	r := c.lim.rates
+	c.log.Warn(msg+"; what is dropped or not recorded this minute is recorded as one summary at its end",
+		append([]any{"member", id, "hellos_per_minute", r.Hellos, "refused_per_minute", r.Refused}, args...)...)
+}
+
+// recordLimits records one node-refused summary for each member whose
+// window of drops ended by now.
+func (c *Coordinator) recordLimits(now time.Time) error {
+	for _, s := range c.lim.due(now) {
+		c.log.Warn("rate limit summary", "member", s.node, "from", s.start, "hellos_dropped", s.hellos,
+			"messages_dropped", s.messages, "refusals_unrecorded", s.unrecorded)
+		e := auditEntry{kind: audit.NodeRefused, data: audit.Data{Node: nodeOrEmpty(s.node), Reason: audit.Reason(s.reason(c.lim.rates))}}
+		if err := audit.ValidateData(e.kind, e.data); err != nil {
+			c.log.Error("cannot record an audit event", "kind", e.kind, "err", err)
+			continue
+		}
+		if err := c.appendAudit(e); err != nil {
+			return fmt.Errorf("coordinator: audit log: %w", err)
+		}
+	}
+	return nil
 }
