@@ -143,6 +143,10 @@ type Config struct {
 	// Roots are the TEE vendor roots evidence is verified against; the zero
 	// value means the real vendors' (and sim's).
 	Roots attest.Roots
+	// Rates bound what one member can make the coordinator verify, relay
+	// and record per minute (ratelimit.go); the zero value means the
+	// defaults.
+	Rates Rates
 }
 
 // Coordinator is the coordinator daemon. Create it with New, call Serve
@@ -169,6 +173,7 @@ type Coordinator struct {
 	leader fl.NodeID
 	tee    *attest.Verifier // nil: the manifest requires no attestation
 	att    map[fl.NodeID]*attestation
+	lim    *limiter
 
 	startOnce sync.Once
 	loopDone  chan struct{}
@@ -201,7 +206,7 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg.Now = time.Now
 	}
 	c := &Coordinator{cfg: cfg, man: cfg.Kit.Manifest, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
-		att: make(map[fl.NodeID]*attestation)}
+		att: make(map[fl.NodeID]*attestation), lim: newLimiter(cfg.Rates)}
 	c.log = cfg.Logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

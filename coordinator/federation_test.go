@@ -31,6 +31,7 @@ func TestFederationPlain(t *testing.T) {
 		f.StartCoordinator()
 		f.StartNodes(3)
 		f.WaitDone(3, 2*time.Minute)
+		f.checkNotLimited()
 		h, err := f.Coord.History(context.Background())
 		if err != nil {
 			t.Fatal(err)

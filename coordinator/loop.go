@@ -62,6 +62,9 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			if now := c.cfg.Now(); now.Sub(lastExpiry) >= time.Second {
 				lastExpiry = now
 				c.checkExpiry(now)
+				if err := c.recordLimits(now); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -86,12 +89,17 @@ func (c *Coordinator) handle(ev transport.Event) {
 		}
 		c.rc.Unreachable(ev.Node)
 	case transport.EventMessage:
+		if !c.allow(ev.Node, ev.Msg) {
+			return
+		}
 		if ev.Msg.Kind == round.KindHello && !c.admit(ev.Node, ev.Msg) {
 			return
 		}
 		if ev.Msg.Kind != round.KindHello && !c.attested(ev.Node) {
 			c.met.rejected.WithLabelValues("unattested").Inc()
-			c.log.Warn("rejected a message: no attested Hello on this stream", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round)
+			if c.recordRefusal(ev.Node) { // not audited, but logged: bounded as refusals are
+				c.log.Warn("rejected a message: no attested Hello on this stream", "member", ev.Node, "kind", ev.Msg.Kind.String(), "round", ev.Msg.Round)
+			}
 			return
 		}
 		start := time.Now()

@@ -24,6 +24,7 @@ type metrics struct {
 	phase       *prometheus.HistogramVec // seconds per phase
 	stepSeconds *prometheus.HistogramVec // engine Step time by message kind (aggregation, Open, ...)
 	rejected    *prometheus.CounterVec   // by reason
+	limited     *prometheus.CounterVec   // by reason: hello, message, unrecorded (Config.Rates)
 	dropouts    prometheus.Counter
 	round       prometheus.Gauge
 	live        prometheus.Gauge
@@ -49,6 +50,13 @@ func newMetrics(c *Coordinator) *metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"kind"})
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rejected_total",
 		Help: "Messages or streams rejected, by reason."}, []string{"reason"})
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "limited_total",
+		Help: "What members' rate limits stopped: hello (Hellos dropped before attestation and the engine), " +
+			"message (other messages dropped before the engine), unrecorded (refusals not recorded one by one in the audit log)."},
+		[]string{"reason"})
+	for _, r := range []string{"hello", "message", "unrecorded"} {
+		m.limited.WithLabelValues(r)
+	}
 	m.dropouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dropouts_total",
 		Help: "Members marked down (missed a deadline or unreachable)."})
 	m.round = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "round", Help: "The current round."})
@@ -78,7 +86,7 @@ func newMetrics(c *Coordinator) *metrics {
 			}))
 	m.epsilon = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "epsilon_spent",
 		Help: "The federation's cumulative ε recorded at commits, at the manifest's δ (0 without DP)."})
-	m.reg.MustRegister(m.rounds, m.phase, m.stepSeconds, m.rejected, m.dropouts, m.round, m.live, m.epsilon,
+	m.reg.MustRegister(m.rounds, m.phase, m.stepSeconds, m.rejected, m.limited, m.dropouts, m.round, m.live, m.epsilon,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_received_total",
 			Help: "Bytes received from nodes (transport frames)."}, func() float64 { return float64(c.tm.BytesIn.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: "bytes_sent_total",

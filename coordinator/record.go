@@ -73,6 +73,9 @@ func (c *Coordinator) auditEntries(evs []round.Event, commits []round.Commit) []
 		d := audit.Digest(e.Digest)
 		switch e.Kind {
 		case round.EventRejected:
+			if e.Node != "" && !c.recordRefusal(e.Node) {
+				continue // counted in the member's rate-limit summary
+			}
 			add(audit.NodeRefused, audit.Data{Node: nodeOrEmpty(e.Node), Reason: audit.Reason(e.Detail), Digest: d})
 		case round.EventAttested:
 			add(audit.AttestationOK, audit.Data{Node: e.Node, Format: e.Detail, Digest: d})

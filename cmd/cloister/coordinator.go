@@ -79,6 +79,9 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	gather := fs.Duration("gather", 3*time.Second, "after a restart or dropouts: how long to wait for the rest once enough members are back")
 	join := fs.Duration("join-timeout", 30*time.Second, "how long a key setup waits for members that have not said Hello, once max(t, min cohort) have")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as every node does; a value below the federation's largest message is refused)")
+	var rates coordinator.Rates
+	fs.IntVar(&rates.Hellos, "max-hellos", coordinator.DefaultHellosPerMinute, "Hellos per minute per member taken to attestation and relay; more are dropped (negative: no limit)")
+	fs.IntVar(&rates.Refused, "max-refused", coordinator.DefaultRefusedPerMinute, "refused messages per minute per member recorded one by one; past it the member's messages are dropped and summed up in one record a minute (negative: no limit)")
 	var lf logFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -99,7 +102,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		*state = filepath.Join(*kitDir, "state")
 	}
 	c, err := coordinator.New(coordinator.Config{
-		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg},
+		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates,
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
 	if errors.Is(err, federation.ErrLimitTooSmall) {
