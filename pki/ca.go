@@ -239,7 +239,10 @@ type Request struct {
 // and as a URI SAN, cloister:node/<id> or cloister:coordinator/<name>. The
 // URI is what [Identify] reads; its role is what the mTLS configurations
 // check. Both roles get the client-auth and server-auth extended key
-// usages, so either side may dial.
+// usages, so either side may dial. Observer and admin certificates
+// (cloister:observer/<name>, cloister:admin/<name>) are for reading the
+// coordinator's metrics listener ([ObserverServerConfig]): client-auth only,
+// and no member configuration accepts them.
 func (ca *CA) Issue(req Request, now time.Time, random io.Reader) (*Credential, error) {
 	switch req.Role {
 	case RoleNode:
@@ -253,8 +256,19 @@ func (ca *CA) Issue(req Request, now time.Time, random io.Reader) (*Credential, 
 		if err := ValidateName(req.Name); err != nil {
 			return nil, err
 		}
+	case RoleObserver, RoleAdmin:
+		if err := ValidateName(req.Name); err != nil {
+			return nil, err
+		}
+		if len(req.Hosts) > 0 {
+			return nil, fmt.Errorf("pki: %s %q: %s certificates carry no hosts", req.Role, req.Name, req.Role)
+		}
 	default:
 		return nil, fmt.Errorf("pki: cannot issue a certificate with role %s", req.Role)
+	}
+	usages := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+	if req.Role == RoleObserver || req.Role == RoleAdmin {
+		usages = usages[:1] // a client only: it never serves
 	}
 	var dns []string
 	var ips []net.IP
@@ -297,7 +311,7 @@ func (ca *CA) Issue(req Request, now time.Time, random io.Reader) (*Credential, 
 		NotBefore:             now.Add(-Backdate),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:           usages,
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{identityURI(req.Role, req.Name)},
 		DNSNames:              dns,

@@ -16,6 +16,11 @@
 // Names are 1 to 64 characters from [a-z0-9-] ([ValidateName]); nodes may
 // not be called "coordinator" ([ValidateNodeID]).
 //
+// Observers and admins (cloister:observer/<name>, cloister:admin/<name>)
+// hold client-auth-only certificates that read the coordinator's metrics
+// listener ([ObserverServerConfig], [VerifyObserver]) and nothing else: the
+// members' configurations refuse them, and the listener refuses members.
+//
 // # Mutual TLS
 //
 // [ServerConfig] (the coordinator) and [ClientConfig] (a node) return

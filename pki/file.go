@@ -1,11 +1,13 @@
 package pki
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/cloisterfl/cloister/internal/atomicfile"
 )
@@ -89,4 +91,28 @@ func readLimited(f *os.File, path string) ([]byte, error) {
 		return nil, fmt.Errorf("pki: %s is larger than %d bytes", path, maxFile)
 	}
 	return b, nil
+}
+
+// WriteCredential writes an observer's or admin's credential to a new
+// directory dir (0700): ca.pem (the federation CA, to check the
+// coordinator's server certificate), cert.pem and key.pem (0600): what
+// `curl --cacert ca.pem --cert cert.pem --key key.pem` takes. dir must not
+// exist.
+func WriteCredential(dir string, ca *x509.Certificate, cred *Credential) error {
+	if err := cred.check(); err != nil {
+		return err
+	}
+	keyPEM, err := encodeKey(cred.Key)
+	if err != nil {
+		return err
+	}
+	return createDir(dir, func(tmp string) error {
+		if err := createFile(filepath.Join(tmp, CACertFile), encodeCert(ca), publicPerm); err != nil {
+			return err
+		}
+		if err := createFile(filepath.Join(tmp, CertFile), encodeCert(cred.Cert), publicPerm); err != nil {
+			return err
+		}
+		return createFile(filepath.Join(tmp, KeyFile), keyPEM, secretPerm)
+	})
 }

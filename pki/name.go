@@ -50,22 +50,35 @@ const (
 	RoleNode
 	// RoleCoordinator is the coordinator: `cloister coordinator`.
 	RoleCoordinator
+	// RoleObserver is a person or program that may read the coordinator's
+	// dashboard, /status, /rounds and /metrics, and do nothing else
+	// (`cloister ca issue --role observer`). It is never a member: the
+	// federation's mTLS configurations refuse it.
+	RoleObserver
+	// RoleAdmin may read what an observer reads. It is reserved for the
+	// actions an admin will take over the metrics listener; today there are
+	// none, so it sees and does exactly what an observer does.
+	RoleAdmin
 )
 
-// String returns "node", "coordinator" or "none".
+// String returns "node", "coordinator", "observer", "admin" or "none".
 func (r Role) String() string {
 	switch r {
 	case RoleNode:
 		return "node"
 	case RoleCoordinator:
 		return "coordinator"
+	case RoleObserver:
+		return "observer"
+	case RoleAdmin:
+		return "admin"
 	}
 	return "none"
 }
 
 // MarshalText implements encoding.TextMarshaler.
 func (r Role) MarshalText() ([]byte, error) {
-	if r != RoleNode && r != RoleCoordinator {
+	if r.String() == "none" {
 		return nil, fmt.Errorf("pki: cannot encode role %d", uint8(r))
 	}
 	return []byte(r.String()), nil
@@ -78,8 +91,12 @@ func (r *Role) UnmarshalText(b []byte) error {
 		*r = RoleNode
 	case "coordinator":
 		*r = RoleCoordinator
+	case "observer":
+		*r = RoleObserver
+	case "admin":
+		*r = RoleAdmin
 	default:
-		return fmt.Errorf("pki: unknown role %q (want node or coordinator)", truncate(string(b)))
+		return fmt.Errorf("pki: unknown role %q (want node, coordinator, observer or admin)", truncate(string(b)))
 	}
 	return nil
 }
@@ -102,7 +119,8 @@ type Identity struct {
 func (id Identity) String() string { return id.Role.String() + " " + id.Name }
 
 // Identify reads the identity of a federation certificate: exactly one
-// cloister:node/<id> or cloister:coordinator/<name> URI SAN, whose name is
+// cloister:node/<id>, cloister:coordinator/<name>, cloister:observer/<name>
+// or cloister:admin/<name> URI SAN, whose name is
 // also the subject common name.
 //
 // Identify does not verify the certificate. Call it only on certificates
@@ -126,6 +144,10 @@ func Identify(cert *x509.Certificate) (Identity, error) {
 			r = RoleNode
 		case kind == "coordinator":
 			r = RoleCoordinator
+		case kind == "observer":
+			r = RoleObserver
+		case kind == "admin":
+			r = RoleAdmin
 		}
 		if r == RoleNone {
 			return Identity{}, fmt.Errorf("%w: certificate %s has unknown identity URI %q", ErrNoIdentity, describe(cert), truncate(u.String()))

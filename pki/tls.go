@@ -241,3 +241,51 @@ func PeerIdentity(cs tls.ConnectionState) (Identity, error) {
 	}
 	return Identify(cs.PeerCertificates[0])
 }
+
+// ObserverServerConfig returns the TLS configuration of the coordinator's
+// metrics listener (the dashboard, /status, /rounds, /metrics): TLS 1.3
+// only, the coordinator's credential cred, session tickets off, and a
+// client certificate requested but not required. A client that presents
+// one must pass [VerifyObserver] in VerifyConnection (every handshake), or
+// the handshake fails: a member's node certificate, the coordinator's own,
+// or a certificate of another CA never gets through. A client without a
+// certificate completes the handshake; what it may then read (a bearer
+// token's /metrics, or nothing) is the HTTP layer's decision.
+func ObserverServerConfig(ca *x509.Certificate, cred *Credential, opts Options) (*tls.Config, error) {
+	if err := checkOwn(ca, cred); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{cred.TLSCertificate()},
+		ClientAuth:             tls.RequestClientCert, // checked by VerifyConnection when given
+		SessionTicketsDisabled: true,
+		Time:                   opts.Now,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.Version < tls.VersionTLS13 {
+				return fmt.Errorf("pki: TLS version %#x is older than 1.3", cs.Version)
+			}
+			if len(cs.PeerCertificates) == 0 {
+				return nil
+			}
+			_, err := VerifyObserver(ca, cs.PeerCertificates[0], opts)
+			return err
+		},
+	}, nil
+}
+
+// VerifyObserver checks a client certificate of the metrics listener like
+// [VerifyPeer] (chain to ca, client-auth usage, validity, opts.Revoked,
+// opts.Authorize) and requires the role [RoleObserver] or [RoleAdmin]. It
+// returns the identity; its Role is what the holder may do. A valid
+// certificate of another role fails with a [*RoleError] that wants an
+// observer.
+func VerifyObserver(ca, cert *x509.Certificate, opts Options) (Identity, error) {
+	want := RoleObserver
+	if cert != nil {
+		if id, err := Identify(cert); err == nil && id.Role == RoleAdmin {
+			want = RoleAdmin
+		}
+	}
+	return VerifyPeer(ca, cert, x509.ExtKeyUsageClientAuth, want, opts)
+}

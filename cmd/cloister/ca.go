@@ -24,6 +24,11 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
   cloister ca issue --name node-7 --dir fed/ [--ca fed/ca]
       add member node-7 to the federation in fed/: issue its kit (fed/node-7), sign a
       manifest that lists it, and update the manifest of every kit in fed/
+  cloister ca issue --role observer [--dir fed/ | --ca ca/] [--out DIR] [--validity D] NAME
+      issue a certificate that may read the coordinator's dashboard, /status, /rounds
+      and /metrics (coordinator --metrics-tls) and do nothing else; --role admin is
+      reserved for future actions and today reads what an observer reads. Writes
+      DIR (default fed/observer-NAME): ca.pem, cert.pem, key.pem (0600)
 `)
 		if len(args) == 0 {
 			return errors.New("no ca subcommand")
@@ -66,10 +71,25 @@ func runCAInit(args []string, stdout, stderr io.Writer) error {
 func runCAIssue(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ca issue", stderr)
 	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
-	name := fs.String("name", "", "the new member's name, e.g. node-7 (required)")
-	dir := fs.String("dir", "", "the federation directory: coordinator/ and the members' kits (required)")
-	if err := parse(fs, args); err != nil {
+	name := fs.String("name", "", "the new member's name, e.g. node-7 (required; or the last argument)")
+	dir := fs.String("dir", "", "the federation directory: coordinator/ and the members' kits (required for a node)")
+	role := fs.String("role", "node", "node (a new member), observer (may read the coordinator's dashboard and metrics) or admin (reserved; reads what an observer reads)")
+	out := fs.String("out", "", "observer or admin: the new directory for the credential (default: DIR/ROLE-NAME)")
+	validity := fs.Duration("validity", 0, "observer or admin: how long the certificate is valid (default: a year)")
+	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() == 1 && *name == "" {
+		*name = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return withHint(fmt.Errorf("unexpected argument %q", fs.Arg(0)), "cloister ca issue --role observer --dir fed/ NAME")
+	}
+	switch *role {
+	case "node":
+	case "observer", "admin":
+		return issueObserver(*role, *name, *dir, *caDir, *out, *validity, stdout)
+	default:
+		return withHint(fmt.Errorf("--role %q", *role), "use node, observer or admin")
 	}
 	if *name == "" || *dir == "" {
 		return withHint(errors.New("--name and --dir are required"), "cloister ca issue --name node-7 --dir fed/")
@@ -136,4 +156,50 @@ func addNode(dir, caDir string, id fl.NodeID, now time.Time) (*pki.Kit, error) {
 		}
 	}
 	return k, errors.Join(errs...)
+}
+
+// issueObserver writes an observer's or admin's credential (ca.pem,
+// cert.pem, key.pem) to a new directory.
+func issueObserver(role, name, dir, caDir, out string, validity time.Duration, stdout io.Writer) error {
+	if name == "" {
+		return withHint(errors.New("no name"), "cloister ca issue --role "+role+" --dir fed/ alice")
+	}
+	if err := pki.ValidateName(name); err != nil {
+		return withHint(err, "names are 1 to 64 characters from a-z, 0-9 and '-'")
+	}
+	if caDir == "" {
+		if dir == "" {
+			return withHint(errors.New("no --ca and no --dir"), "cloister ca issue --role "+role+" --dir fed/ "+name)
+		}
+		caDir = filepath.Join(dir, pki.CADir)
+	}
+	if out == "" {
+		if dir == "" {
+			return withHint(errors.New("no --out and no --dir"), "cloister ca issue --role "+role+" --ca ca/ --out "+role+"-"+name+" "+name)
+		}
+		out = filepath.Join(dir, role+"-"+name)
+	}
+	var r pki.Role
+	if err := r.UnmarshalText([]byte(role)); err != nil {
+		return err
+	}
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		return err
+	}
+	cred, err := ca.Issue(pki.Request{Role: r, Name: name, Validity: validity}, time.Now(), nil)
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteCredential(out, ca.Certificate(), cred); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return withHint(err, "a credential is never overwritten: pick another --out")
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "issued %s %s's certificate in %s (valid until %s): it may read the coordinator's dashboard, /status, /rounds and /metrics, and do nothing else\n",
+		role, name, out, cred.Cert.NotAfter.UTC().Format(time.RFC3339))
+	fmt.Fprintf(stdout, "  curl --cacert %s --cert %s --key %s https://COORDINATOR:PORT/status\n",
+		filepath.Join(out, pki.CACertFile), filepath.Join(out, pki.CertFile), filepath.Join(out, pki.KeyFile))
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -69,7 +70,9 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	fs := newFlags("coordinator", stderr)
 	kitDir := fs.String("kit", "", "the coordinator's kit directory (required)")
 	listen := fs.String("listen", "", "address to accept nodes on (default: the kit's coordinator address)")
-	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status over HTTP, unauthenticated (default: off)")
+	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status (default: off); without --metrics-tls or --metrics-token only a loopback address, unauthenticated")
+	metricsTLS := fs.Bool("metrics-tls", false, "serve --metrics over HTTPS with the coordinator's certificate to clients with an observer or admin certificate of the federation CA (cloister ca issue --role observer)")
+	metricsToken := fs.String("metrics-token", "", "a 0600 file holding a bearer token that may read /metrics (Prometheus); implies --metrics-tls")
 	state := fs.String("state", "", "state directory (default: KIT/state)")
 	tick := fs.Duration("tick", coordinator.DefaultTick, "engine clock period")
 	collect := fs.Duration("collect-timeout", 5*time.Minute, "how long a round waits for uploads from connected nodes")
@@ -116,7 +119,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		c.Shutdown(context.Background())
 		return withHint(err, "is another coordinator running? pick another --listen")
 	}
-	hs, err := serveMetrics(c, *metricsAddr, log)
+	hs, err := serveMetrics(c, kit, metricsFlags{addr: *metricsAddr, tls: *metricsTLS, tokenFile: *metricsToken}, log)
 	if err != nil {
 		l.Close()
 		c.Shutdown(context.Background())
@@ -130,20 +133,107 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	return runUntilDone(ctx, c, hs, serveErr, log)
 }
 
+// metricsFlags say where and to whom the coordinator serves its dashboard,
+// /metrics, /rounds and /status.
+type metricsFlags struct {
+	addr      string
+	tls       bool   // HTTPS, observer and admin certificates
+	tokenFile string // a bearer token for /metrics (implies tls)
+}
+
 // serveMetrics serves the coordinator's dashboard, /metrics, /rounds and
-// /status on addr; nil without an address.
-func serveMetrics(c *coordinator.Coordinator, addr string, log *slog.Logger) (*http.Server, error) {
-	if addr == "" {
+// /status on m.addr behind [coordinator.Access]; nil without an address.
+// With --metrics-tls or --metrics-token it serves HTTPS with the
+// coordinator's certificate, to observer and admin certificates of the
+// federation CA (and the token for /metrics); with neither, it serves plain
+// HTTP to anyone, so it refuses any address but a loopback one.
+func serveMetrics(c *coordinator.Coordinator, kit *pki.Kit, m metricsFlags, log *slog.Logger) (*http.Server, error) {
+	if m.addr == "" {
+		if m.tls || m.tokenFile != "" {
+			return nil, withHint(errors.New("--metrics-tls and --metrics-token need --metrics ADDR"), "cloister coordinator --metrics :9464 --metrics-tls")
+		}
 		return nil, nil
 	}
-	ml, err := net.Listen("tcp", addr)
+	access := coordinator.Access{CA: kit.CA}
+	if m.tokenFile != "" {
+		tok, err := readToken(m.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		access.Token = tok
+		m.tls = true
+	}
+	if !m.tls {
+		if !loopbackAddr(m.addr) {
+			return nil, withHint(fmt.Errorf("--metrics %s: without --metrics-tls or --metrics-token the dashboard, /status, /rounds and /metrics are open to anyone who reaches the port, so only a loopback address is allowed", m.addr),
+				"add --metrics-tls (observers: cloister ca issue --role observer NAME) and/or --metrics-token FILE (Prometheus), or bind --metrics 127.0.0.1:PORT")
+		}
+		access.Open = true
+	}
+	ml, err := net.Listen("tcp", m.addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
-	hs := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ml)
-	log.Info("metrics", "addr", ml.Addr().String(), "paths", "/ (dashboard) /metrics /rounds /status")
+	hs := &http.Server{Handler: access.Wrap(c.Handler()), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelInfo)} // refused handshakes
+	paths := "/ (dashboard) /metrics /rounds /status"
+	if !m.tls {
+		go hs.Serve(ml)
+		log.Warn("metrics: unauthenticated, local only (plain HTTP on a loopback address); use --metrics-tls or --metrics-token to serve others",
+			"addr", ml.Addr().String(), "paths", paths)
+		return hs, nil
+	}
+	cfg, err := pki.ObserverServerConfig(kit.CA, kit.Credential, pki.Options{})
+	if err != nil {
+		ml.Close()
+		return nil, err
+	}
+	hs.TLSConfig = cfg
+	go hs.ServeTLS(ml, "", "")
+	who := "observer and admin certificates of the federation CA"
+	if access.Token != nil {
+		who += "; the bearer token for /metrics"
+	}
+	log.Info("metrics", "addr", "https://"+ml.Addr().String(), "paths", paths, "access", who)
 	return hs, nil
+}
+
+// loopbackAddr reports whether host:port names only this machine: a
+// loopback IP or "localhost" (":9464" and "0.0.0.0:9464" do not).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// readToken reads a bearer token file: private to its owner (0600 or
+// stricter), one line of at least 16 characters.
+func readToken(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-token: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("--metrics-token: %s is not a regular file", path)
+	}
+	if p := st.Mode().Perm(); p&0o077 != 0 {
+		return nil, withHint(fmt.Errorf("--metrics-token: %s has mode %04o: others can read the token", path, p), "chmod 600 "+path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-token: %w", err)
+	}
+	tok := bytes.TrimSpace(b)
+	if len(tok) < 16 || bytes.ContainsAny(tok, " \t\r\n") {
+		return nil, withHint(fmt.Errorf("--metrics-token: %s must hold one token of at least 16 characters and no spaces", path), "(umask 077; openssl rand -hex 32 > "+path+")")
+	}
+	return tok, nil
 }
 
 // runUntilDone waits for a signal, the server's end or the session's, then

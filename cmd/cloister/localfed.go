@@ -40,6 +40,9 @@ type localFed struct {
 	dumpUpdates bool                // nodes write their plaintext updates under DIR/updates/NAME (tests)
 	exeOf       map[string]string   // tests: another binary for a process (a tampered copy)
 	argsOf      map[string][]string // tests: more arguments for a node
+	// metricsClient, if set, fetches /status and /rounds over HTTPS (tests
+	// of --metrics-tls: a client with an observer certificate).
+	metricsClient *http.Client
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -201,8 +204,11 @@ func (f *localFed) stopAll() {
 }
 
 func (f *localFed) get(path string, v any) error {
-	c := http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + f.metrics + path)
+	c, url := &http.Client{Timeout: 10 * time.Second}, "http://"+f.metrics+path
+	if f.metricsClient != nil {
+		c, url = f.metricsClient, "https://"+f.metrics+path
+	}
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
