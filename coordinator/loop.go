@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/transport"
 )
@@ -62,6 +63,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			if now := c.cfg.Now(); now.Sub(lastExpiry) >= time.Second {
 				lastExpiry = now
 				c.checkExpiry(now)
+				c.checkRevocations(now)
 			}
 		}
 	}
@@ -86,6 +88,11 @@ func (c *Coordinator) handle(ev transport.Event) {
 		}
 		c.rc.Unreachable(ev.Node)
 	case transport.EventMessage:
+		if c.revoked(ev.Node) {
+			c.met.rejected.WithLabelValues("revoked").Inc()
+			c.srv.Drop(ev.Node, pki.ErrRevoked)
+			return
+		}
 		if ev.Msg.Kind == round.KindHello && !c.admit(ev.Node, ev.Msg) {
 			return
 		}
