@@ -30,7 +30,7 @@ func TestRevocationMidSession(t *testing.T) {
 		const rounds = 16
 		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
-		f.TrainTime = 500 * time.Millisecond // rounds take time, so that the CRL polls come between them
+		f.TrainTime = 2 * time.Second // a round takes longer than a CRL poll (2 s), as in any real federation
 		caDir := filepath.Join(f.Dir, "fed", pki.CADir)
 		ca, err := pki.LoadCA(caDir)
 		if err != nil {
