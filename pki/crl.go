@@ -327,3 +327,6 @@ func (r *Revocations) Reload() (*RevocationList, error) {
 	r.cur.Store(l)
 	return l, nil
 }
+
+// ReadCertificate reads a PEM certificate file (such as a kit's cert.pem).
+func ReadCertificate(path string) (*x509.Certificate, error) { return readCertFile(path) }
