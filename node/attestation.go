@@ -79,7 +79,7 @@ func (n *Node) attest(conn *transport.Conn, keys *keyring.Keys, nonce []byte) ([
 func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
 	start := n.now()
 	if p, ok := n.man.Member(id); ok {
-		if reason := n.revokedMember(p.Name, p.Fingerprint); reason != "" {
+		if reason := n.revokedMember(p.Fingerprint); reason != "" {
 			return fmt.Errorf("%s: %s", id, reason)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 //
 // With Config.CRL, the node's TLS configuration refuses a coordinator whose
 // certificate the CRL in force revokes (every handshake), and the loop
-// re-reads the CRL file every pki poll (coordinator.CRLPoll, 2 s). Each member
+// re-reads the CRL file every 2 s (crlPoll). Each member
 // the CRL revokes (by the certificate fingerprint the manifest lists) is
 // distrusted (round.Node.Distrust, reason "certificate revoked"), audited
 // as attestation-failed: the node refuses to deal, reveal, train or lead
@@ -36,8 +36,9 @@ func (n *Node) revokedHandshake(cert *x509.Certificate) bool {
 	return true
 }
 
-// revokedMember returns why member id is revoked, or "".
-func (n *Node) revokedMember(name string, fingerprint string) string {
+// revokedMember returns why the party with this certificate fingerprint is
+// revoked, or "".
+func (n *Node) revokedMember(fingerprint string) string {
 	if n.cfg.CRL == nil || !n.cfg.CRL.RevokedFingerprint(fingerprint) {
 		return ""
 	}
@@ -59,11 +60,11 @@ func (n *Node) checkRevocations(now time.Time, conn *transport.Conn) {
 		n.log.Warn("revocation list loaded", "file", n.cfg.CRL.Path(), "crl", l.String())
 	}
 	for _, p := range n.man.Members {
-		if reason := n.revokedMember(p.Name, p.Fingerprint); reason != "" && string(n.self) != p.Name {
+		if reason := n.revokedMember(p.Fingerprint); reason != "" && string(n.self) != p.Name {
 			n.rn.Distrust(fl.NodeID(p.Name), reason) // a no-op once it is in the state
 		}
 	}
-	if conn != nil && n.revokedMember(n.man.Coordinator.Name, n.man.Coordinator.Fingerprint) != "" {
+	if conn != nil && n.revokedMember(n.man.Coordinator.Fingerprint) != "" {
 		n.log.Warn("dropping the connection: the coordinator's certificate is revoked", "coordinator", n.man.Coordinator.Name)
 		conn.Close()
 	}
