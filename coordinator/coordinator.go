@@ -147,6 +147,11 @@ type Config struct {
 	// and record per minute (ratelimit.go); the zero value means the
 	// defaults.
 	Rates Rates
+	// CRL, if set, is the federation CA's revocation list in force
+	// (pki.OpenRevocations of the --crl file): every handshake is checked
+	// against it, and the loop re-reads its file every CRLPoll (see
+	// revocation.go).
+	CRL *pki.Revocations
 }
 
 // Coordinator is the coordinator daemon. Create it with New, call Serve
@@ -174,6 +179,7 @@ type Coordinator struct {
 	tee    *attest.Verifier // nil: the manifest requires no attestation
 	att    map[fl.NodeID]*attestation
 	lim    *limiter
+	rev    revocation
 
 	startOnce sync.Once
 	loopDone  chan struct{}
@@ -228,7 +234,12 @@ func New(cfg Config) (*Coordinator, error) {
 	c.cfg.Limits.MaxMessage = fed.MaxMessage
 	c.log.Info("message limit", "max_message", fed.MaxMessage, "need", sizes.Need, "largest", sizes.Largest.String(),
 		"params", sizes.Params, "members", sizes.Members)
-	tlsCfg, err := cfg.Kit.TLSConfig(pki.Options{})
+	var tlsOpts pki.Options
+	if cfg.CRL != nil {
+		tlsOpts.Revoked = c.revokedHandshake
+		c.log.Info("revocation list in force", "file", cfg.CRL.Path(), "crl", cfg.CRL.List().String())
+	}
+	tlsCfg, err := cfg.Kit.TLSConfig(tlsOpts)
 	if err != nil {
 		return nil, err
 	}

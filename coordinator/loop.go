@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/transport"
 )
@@ -65,6 +66,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 				if err := c.recordLimits(now); err != nil {
 					return err
 				}
+				c.checkRevocations(now)
 			}
 		}
 	}
@@ -89,6 +91,11 @@ func (c *Coordinator) handle(ev transport.Event) {
 		}
 		c.rc.Unreachable(ev.Node)
 	case transport.EventMessage:
+		if c.revoked(ev.Node) {
+			c.met.rejected.WithLabelValues("revoked").Inc()
+			c.srv.Drop(ev.Node, pki.ErrRevoked)
+			return
+		}
 		if !c.allow(ev.Node, ev.Msg) {
 			return
 		}

@@ -78,6 +78,11 @@ func (n *Node) attest(conn *transport.Conn, keys *keyring.Keys, nonce []byte) ([
 // evidence (and TEE evidence) and records the verdict for the audit log.
 func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
 	start := n.now()
+	if p, ok := n.man.Member(id); ok {
+		if reason := n.revokedMember(p.Fingerprint); reason != "" {
+			return fmt.Errorf("%s: %s", id, reason)
+		}
+	}
 	err := n.keys.VerifyPeer(id, ev)
 	n.stats.PeerChecks.Add(1)
 	n.stats.PeerCheckNanos.Add(uint64(n.now().Sub(start)))

@@ -84,6 +84,7 @@ func (n *Node) loop(ctx context.Context, inputs <-chan input, tasks chan<- round
 			if now.Sub(lastExpiry) >= time.Second {
 				lastExpiry = now
 				n.checkExpiry(now)
+				n.checkRevocations(n.now(), conn)
 			}
 		}
 	}

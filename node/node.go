@@ -170,6 +170,10 @@ type Config struct {
 	// tests that check what the coordinator can see; never send what it
 	// gets anywhere the coordinator can read.
 	OnUpdate func(fl.Update)
+	// CRL, if set, is the federation CA's revocation list in force
+	// (pki.OpenRevocations of the --crl file), re-read every 2 s: see
+	// revocation.go.
+	CRL *pki.Revocations
 }
 
 // Node is a member daemon. Create it with New, then call Run once.
@@ -202,6 +206,8 @@ type Node struct {
 	// evidence until the engine checks what the coordinator relays again,
 	// where evidence older than max_age fails (a verdict the state keeps).
 	expired map[fl.NodeID]time.Time
+
+	crlPolled time.Time // the loop's last read of the CRL file
 }
 
 // New opens (or creates) the node's state and returns a node ready to Run.
@@ -408,7 +414,12 @@ func (n *Node) Stats() *Stats { return &n.stats }
 // node's files when it returns; call it once.
 func (n *Node) Run(ctx context.Context, addr string) error {
 	defer n.close()
-	tlsCfg, err := n.cfg.Kit.TLSConfig(pki.Options{})
+	var tlsOpts pki.Options
+	if n.cfg.CRL != nil {
+		tlsOpts.Revoked = n.revokedHandshake
+		n.log.Info("revocation list in force", "file", n.cfg.CRL.Path(), "crl", n.cfg.CRL.List().String())
+	}
+	tlsCfg, err := n.cfg.Kit.TLSConfig(tlsOpts)
 	if err != nil {
 		return err
 	}

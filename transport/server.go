@@ -163,6 +163,7 @@ func (e Event) String() string {
 // sends ([Server.Send]). Create it with [NewServer].
 type Server struct {
 	nonce   func() ([]byte, error)
+	verify  func(tls.ConnectionState) error // the TLS configuration's VerifyConnection, re-run at every stream
 	lim     Limits
 	log     *slog.Logger
 	metrics *Metrics
@@ -205,6 +206,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{
 		nonce:   cfg.Nonce,
+		verify:  tc.VerifyConnection,
 		lim:     lim,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
@@ -333,6 +335,21 @@ func (s *Server) Send(ctx context.Context, to fl.NodeID, m round.Message) error 
 	return nil
 }
 
+// Drop ends node id's stream, if it has one, with cause (the node sees it
+// in the stream's status), and reports whether it had one. The daemon drops
+// a member it no longer serves, such as one whose certificate was revoked;
+// a new stream of it must pass the TLS configuration's checks again.
+func (s *Server) Drop(id fl.NodeID, cause error) bool {
+	s.mu.Lock()
+	ss := s.streams[id]
+	s.mu.Unlock()
+	if ss == nil {
+		return false
+	}
+	ss.cancel(cause)
+	return true
+}
+
 // Shutdown ends every stream (nodes see ErrServerClosed), stops accepting
 // connections, closes the listeners and waits until the streams are gone
 // or ctx ends, in which case it closes the connections and returns
@@ -389,6 +406,13 @@ func (sv service) Connect(stream pb.Federation_ConnectServer) error {
 		addr = p.Addr.String()
 	}
 	id, cs, err := nodeOf(ctx)
+	if err == nil && s.verify != nil {
+		// A new stream on a connection made earlier: check its peer again
+		// (a certificate revoked since the handshake is refused here).
+		if verr := s.verify(*cs); verr != nil {
+			err = fmt.Errorf("%w: connection from %s: %w", ErrUnauthenticated, addr, verr)
+		}
+	}
 	if err != nil {
 		s.metrics.reject(ReasonIdentity)
 		s.log.Warn("transport: stream refused", "remote", addr, "reason", ReasonIdentity, "err", err)

@@ -3,14 +3,17 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/pki"
@@ -29,6 +32,9 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
       and /metrics (coordinator --metrics-tls) and do nothing else; --role admin is
       reserved for future actions and today reads what an observer reads. Writes
       DIR (default fed/observer-NAME): ca.pem, cert.pem, key.pem (0600)
+  cloister ca revoke [--ca fed/ca] [--dir fed/] node-2
+      revoke node-2's certificate: write a new CRL, signed by the CA, to fed/ca/crl.der;
+      copy it to the file every daemon's --crl names: they load it within seconds
 `)
 		if len(args) == 0 {
 			return errors.New("no ca subcommand")
@@ -40,8 +46,10 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return runCAInit(args[1:], stdout, stderr)
 	case "issue":
 		return runCAIssue(args[1:], stdout, stderr)
+	case "revoke":
+		return runCARevoke(args[1:], stdout, stderr)
 	}
-	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init or cloister ca issue")
+	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init, cloister ca issue or cloister ca revoke")
 }
 
 func runCAInit(args []string, stdout, stderr io.Writer) error {
@@ -202,4 +210,95 @@ func issueObserver(role, name, dir, caDir, out string, validity time.Duration, s
 	fmt.Fprintf(stdout, "  curl --cacert %s --cert %s --key %s https://COORDINATOR:PORT/status\n",
 		filepath.Join(out, pki.CACertFile), filepath.Join(out, pki.CertFile), filepath.Join(out, pki.KeyFile))
 	return nil
+}
+func runCARevoke(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ca revoke", stderr)
+	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
+	dir := fs.String("dir", "", "the federation directory: coordinator/ and the members' kits (default: the parent of --ca)")
+	var names []string // flags may come before and after the names
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		names, args = append(names, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(names) == 0 || *caDir == "" && *dir == "" {
+		return withHint(errors.New("no member to revoke, or neither --ca nor --dir"), "cloister ca revoke --ca fed/ca node-2")
+	}
+	if *caDir == "" {
+		*caDir = filepath.Join(*dir, pki.CADir)
+	}
+	if *dir == "" {
+		*dir = filepath.Dir(filepath.Clean(*caDir))
+	}
+	l, err := revoke(*dir, *caDir, names, time.Now())
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(*caDir, pki.CRLFile)
+	fmt.Fprintf(stdout, "revoked %s: %s in %s\n", strings.Join(names, ", "), l, path)
+	fmt.Fprintf(stdout, "copy %s to the file every daemon's --crl names (coordinator and nodes): they load it within %s, exclude the revoked, re-key without them and refuse their connections\n",
+		path, coordinator.CRLPoll)
+	return nil
+}
+
+// revoke revokes the certificates of the named parties of the federation in
+// dir (members or the coordinator, as the manifest lists them): it reads
+// each one's certificate from its kit, checks it against the manifest's
+// fingerprint, and writes a CRL listing them and every certificate revoked
+// before to caDir/crl.der. Nothing is written unless every name is known.
+func revoke(dir, caDir string, names []string, now time.Time) (*pki.RevocationList, error) {
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		return nil, err
+	}
+	coord, err := pki.LoadKit(filepath.Join(dir, pki.CoordinatorDir))
+	if err != nil {
+		return nil, withHint(err, "--dir (or the parent of --ca) must be the federation directory that cloister init wrote")
+	}
+	m := coord.Manifest
+	var certs []*x509.Certificate
+	for _, name := range names {
+		p, ok := m.Member(fl.NodeID(name))
+		sub := filepath.Join(dir, name)
+		if name == m.Coordinator.Name {
+			p, ok, sub = m.Coordinator, true, filepath.Join(dir, pki.CoordinatorDir)
+		}
+		if !ok {
+			return nil, withHint(fmt.Errorf("%q is not a member of federation %s (members: %s)", name, m.Federation, strings.Join(memberNames(m), ", ")),
+				"name a member the manifest lists")
+		}
+		cert, err := pki.ReadCertificate(filepath.Join(sub, pki.CertFile))
+		if err != nil {
+			return nil, withHint(err, fmt.Sprintf("revoking %s needs its certificate, from its kit %s", name, sub))
+		}
+		if pki.Fingerprint(cert) != p.Fingerprint {
+			return nil, fmt.Errorf("%s: the certificate of %s is not the one the manifest lists (fingerprint %s, manifest %s)",
+				filepath.Join(sub, pki.CertFile), name, pki.Fingerprint(cert)[:16], p.Fingerprint[:min(16, len(p.Fingerprint))])
+		}
+		certs = append(certs, cert)
+	}
+	prev, err := pki.ReadCRL(filepath.Join(caDir, pki.CRLFile), ca.Certificate())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := ca.Revoke(prev, certs, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := ca.SaveCRL(caDir, l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func memberNames(m *federation.Manifest) []string {
+	var s []string
+	for _, p := range m.Members {
+		s = append(s, p.Name)
+	}
+	return s
 }

@@ -81,6 +81,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	eval := fs.Duration("eval-timeout", 2*time.Minute, "how long a round waits for the nodes' metrics")
 	gather := fs.Duration("gather", 3*time.Second, "after a restart or dropouts: how long to wait for the rest once enough members are back")
 	join := fs.Duration("join-timeout", 30*time.Second, "how long a key setup waits for members that have not said Hello, once max(t, min cohort) have")
+	crl := fs.String("crl", "", "the federation CA's revocation list (cloister ca revoke writes it): refuse and exclude the revoked; re-read every 2s (default: none)")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as every node does; a value below the federation's largest message is refused)")
 	var rates coordinator.Rates
 	fs.IntVar(&rates.Hellos, "max-hellos", coordinator.DefaultHellosPerMinute, "Hellos per minute per member taken to attestation and relay; more are dropped (negative: no limit)")
@@ -104,8 +105,12 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	if *state == "" {
 		*state = filepath.Join(*kitDir, "state")
 	}
+	rv, err := openCRL(*crl, kit)
+	if err != nil {
+		return err
+	}
 	c, err := coordinator.New(coordinator.Config{
-		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates,
+		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
 	if errors.Is(err, federation.ErrLimitTooSmall) {
@@ -259,4 +264,17 @@ func runUntilDone(ctx context.Context, c *coordinator.Coordinator, hs *http.Serv
 		err = nil
 	}
 	return err
+}
+
+// openCRL opens the --crl file (nil without one): it must hold a CRL
+// signed by the kit's federation CA.
+func openCRL(path string, kit *pki.Kit) (*pki.Revocations, error) {
+	if path == "" {
+		return nil, nil
+	}
+	rv, err := pki.OpenRevocations(path, kit.CA)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("--crl: %w", err), "pass the crl.der that cloister ca revoke wrote in the federation's CA directory")
+	}
+	return rv, nil
 }

@@ -76,14 +76,14 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 
 // nodeFlags are the flags of `cloister node`.
 type nodeFlags struct {
-	kitDir, addr, data, partition, state string
-	testFraction, momentum, proxMu       float64
-	seed, dpSeed                         uint64
-	tick, attestEvery                    time.Duration
-	maxMsg                               int64
-	maxEps                               float64
-	dump, tee, simState                  string
-	log                                  logFlags
+	kitDir, addr, data, partition, state, crl string
+	testFraction, momentum, proxMu            float64
+	seed, dpSeed                              uint64
+	tick, attestEvery                         time.Duration
+	maxMsg                                    int64
+	maxEps                                    float64
+	dump, tee, simState                       string
+	log                                       logFlags
 }
 
 func (nf *nodeFlags) register(fs *flag.FlagSet) {
@@ -103,6 +103,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&nf.dump, "insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
 	fs.StringVar(&nf.tee, "tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
 	fs.StringVar(&nf.simState, "tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
+	fs.StringVar(&nf.crl, "crl", "", "the federation CA's revocation list (cloister ca revoke writes it): distrust the revoked; re-read every 2s (default: none)")
 	fs.DurationVar(&nf.attestEvery, "attest-every", node.DefaultAttestEvery, "rotate the process keys and re-attest this often")
 	nf.log.register(fs)
 }
@@ -110,6 +111,10 @@ func (nf *nodeFlags) register(fs *flag.FlagSet) {
 // newNode opens the TEE, the local data and the at-rest key, and makes
 // the node daemon; greeting says what it is about to do.
 func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n *node.Node, greeting string, err error) {
+	rv, err := openCRL(nf.crl, kit)
+	if err != nil {
+		return nil, "", err
+	}
 	att, err := nf.attester(log)
 	if err != nil {
 		return nil, "", err
@@ -131,6 +136,7 @@ func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n 
 		noise = rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "cloister/insecure-dp-seed/%d/%s", nf.dpSeed, self)))
 	}
 	n, err = node.New(node.Config{
+		CRL: rv,
 		Kit: kit, StateDir: nf.state, AtRest: key, Train: train, Test: test, Logger: log, Tick: nf.tick,
 		Seed: nf.seed, Limits: transport.Limits{MaxMessage: nf.maxMsg}, MaxEpsilon: nf.maxEps,
 		OnUpdate: onUpdate, TEE: att, AttestEvery: nf.attestEvery, InsecureNoise: noise,
