@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/pki"
+)
+
+// TestRevokeRunningFederation is issue 11's revocation check with real
+// processes: every daemon reads the CA's CRL file (--crl); after round 2
+// the admin runs `cloister ca revoke node-2`; node-2 is excluded within a
+// round, the others re-key without it and the session completes without
+// it; every log verifies, and the coordinator's records the revocation.
+func TestRevokeRunningFederation(t *testing.T) {
+	f := newTestFed(t, 4, 2, 6, 200)
+	caDir := f.kit(pki.CADir)
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := ca.Revoke(nil, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.SaveCRL(caDir, empty); err != nil {
+		t.Fatal(err)
+	}
+	crl := filepath.Join(caDir, pki.CRLFile) // one machine: every daemon reads the file the CA writes
+	f.coordArgs = append(f.coordArgs, "--crl", crl)
+	f.nodeArgs = append(f.nodeArgs, "--crl", crl)
+	f.startAll()
+	f.wait(4*time.Minute, "round 2 committed", func(s fedStatus) bool { return s.LastCommitted >= 2 })
+
+	var out, errw bytes.Buffer
+	if err := run([]string{"ca", "revoke", "--ca", caDir, "node-2"}, nil, &out, &errw); err != nil {
+		t.Fatalf("cloister ca revoke node-2: %v\n%s", err, errw.String())
+	}
+	t.Logf("cloister ca revoke node-2:\n%s", out.String())
+	revokedAt, _ := f.status()
+
+	var st struct {
+		Excluded map[fl.NodeID]string `json:"excluded"`
+		Round    fl.Round             `json:"round"`
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if err := f.get("/status", &st); err == nil && strings.Contains(st.Excluded["node-2"], "revoked") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-2 not excluded 2 minutes after the revocation (round %d then): %+v", revokedAt.Round, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("node-2 excluded in round %d (revoked in round %d): %s", st.Round, revokedAt.Round, st.Excluded["node-2"])
+	if st.Round > revokedAt.Round+1 {
+		t.Errorf("node-2 excluded in round %d, revoked in round %d: want within one round", st.Round, revokedAt.Round)
+	}
+	// node-2 is refused from now on: it would retry for ever.
+	if err := f.kill("node-2"); err != nil {
+		t.Fatal(err)
+	}
+	f.names = slices.DeleteFunc(f.names, func(n string) bool { return n == "node-2" })
+	f.finish(6 * time.Minute)
+
+	h := f.final
+	if h.Phase != "done" || h.Commits != 6 {
+		t.Fatalf("phase %s after %d commits, want done after 6", h.Phase, h.Commits)
+	}
+	last := h.History[len(h.History)-1]
+	for _, r := range h.History {
+		if r.Round > st.Round && r.Outcome == "committed" && slices.Contains(r.Included, "node-2") {
+			t.Errorf("round %d includes the revoked node-2: %v", r.Round, r.Included)
+		}
+	}
+	t.Logf("last round %d: %s with %v", last.Round, last.Outcome, last.Included)
+	f.verifyAudit(6)
+	log, err := os.ReadFile(filepath.Join(f.state("coordinator"), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte("certificate revoked")) {
+		t.Error("the coordinator's audit log does not record the revocation")
+	}
+}
