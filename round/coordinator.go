@@ -115,6 +115,9 @@ func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState, model *Seale
 		return nil, fmt.Errorf("round: restoring state in phase %d", st.Phase)
 	}
 	c.st = st.clone()
+	if model == nil && st.KeyEpoch > 0 {
+		return nil, fmt.Errorf("round: restoring a state of key epoch %d without its current model (a state written before models were stored apart?)", st.KeyEpoch)
+	}
 	if model != nil {
 		if model.Round != st.ModelRound {
 			return nil, fmt.Errorf("round: restoring the model of round %d into a state whose model is of round %d", model.Round, st.ModelRound)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -401,4 +402,23 @@ func TestIdleHelloCrossesSetupStart(t *testing.T) {
 		t.Fatalf("the setup did not complete: phase %s, key epoch %d, want collect and %d", f.c.st.Phase, f.c.st.KeyEpoch, epoch)
 	}
 
+}
+
+// TestRestartCoordinatorNeedsModel: a keyed state restored without its
+// current model is refused with an error saying so, not resumed with no
+// model to send.
+func TestRestartCoordinatorNeedsModel(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2})
+	f.show = "none"
+	f.runUntil(PhaseCollect, 1)
+	var st CoordinatorState
+	if err := st.UnmarshalBinary(f.cstate); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestartCoordinator(f.ccfg, st, nil, f.cgk); err == nil || !strings.Contains(err.Error(), "without its current model") {
+		t.Fatalf("restart without the model: %v", err)
+	}
+	if _, err := RestartCoordinator(f.ccfg, st, f.cmodel, f.cgk); err != nil {
+		t.Fatalf("restart with it: %v", err)
+	}
 }
