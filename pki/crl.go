@@ -248,6 +248,23 @@ func (ca *CA) SaveCRL(dir string, l *RevocationList) error {
 	return replaceFile(path, l.DER, publicPerm)
 }
 
+// CRL returns the CA's newest CRL in dir (its CRLFile), making and saving
+// an empty one (number 1) if there is none: the file a federation's daemons
+// start with (`--crl`) before anything is revoked.
+func (ca *CA) CRL(dir string, now time.Time) (*RevocationList, error) {
+	l, err := ReadCRL(filepath.Join(dir, CRLFile), ca.cert)
+	if !errors.Is(err, os.ErrNotExist) {
+		return l, err
+	}
+	if l, err = ca.Revoke(nil, nil, now); err != nil {
+		return nil, err
+	}
+	if err := ca.SaveCRL(dir, l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
 // Revocations is the revocation list a daemon has in force, read from a
 // file it re-reads when asked ([Revocations.Reload]). It is safe for
 // concurrent use: the TLS configurations ask [Revocations.Revoked] on every

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeCRL(t *testing.T, path string, l *RevocationList) {
@@ -157,5 +159,30 @@ func TestCRLInHandshakes(t *testing.T) {
 	r = pipeHandshake(t, mustServer(t, f.ca.Certificate(), f.coord, Options{Now: at(t0)}), mustClient(t, f.ca.Certificate(), other, opts))
 	if !errors.Is(r.clientErr, ErrRevoked) || !strings.Contains(r.clientErr.Error(), "coordinator") {
 		t.Errorf("revoked coordinator: client error %v, want ErrRevoked naming it", r.clientErr)
+	}
+}
+
+// TestCACRL: CA.CRL makes and saves an empty CRL once, then returns the one
+// in force (a revocation's, once there is one), unchanged.
+func TestCACRL(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	l0, err := f.ca.CRL(dir, t0)
+	if err != nil || l0.Number.Int64() != 1 || len(l0.Entries) != 0 {
+		t.Fatalf("first CRL: %v, %v", l0, err)
+	}
+	again, err := f.ca.CRL(dir, t0.Add(time.Hour))
+	if err != nil || !bytes.Equal(again.DER, l0.DER) {
+		t.Fatalf("second call: %v, %v; want the same CRL", again, err)
+	}
+	l1, err := f.ca.Revoke(l0, []*x509.Certificate{f.node.Cert}, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ca.SaveCRL(dir, l1); err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := f.ca.CRL(dir, t0); err != nil || !cur.Revoked(f.node.Cert) || cur.Number.Int64() != 2 {
+		t.Fatalf("after a revocation: %v, %v", cur, err)
 	}
 }

@@ -32,6 +32,9 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
       and /metrics (coordinator --metrics-tls) and do nothing else; --role admin is
       reserved for future actions and today reads what an observer reads. Writes
       DIR (default fed/observer-NAME): ca.pem, cert.pem, key.pem (0600)
+  cloister ca crl [--ca fed/ca | --dir fed/]
+      the CA's revocation list in force, fed/ca/crl.der (an empty one, made now, if
+      nothing is revoked yet): the file the daemons start with (--crl)
   cloister ca revoke [--ca fed/ca] [--dir fed/] node-2
       revoke node-2's certificate: write a new CRL, signed by the CA, to fed/ca/crl.der;
       copy it to the file every daemon's --crl names: they load it within seconds
@@ -48,8 +51,10 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return runCAIssue(args[1:], stdout, stderr)
 	case "revoke":
 		return runCARevoke(args[1:], stdout, stderr)
+	case "crl":
+		return runCACRL(args[1:], stdout, stderr)
 	}
-	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init, cloister ca issue or cloister ca revoke")
+	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init, cloister ca issue, cloister ca crl or cloister ca revoke")
 }
 
 func runCAInit(args []string, stdout, stderr io.Writer) error {
@@ -211,6 +216,33 @@ func issueObserver(role, name, dir, caDir, out string, validity time.Duration, s
 		filepath.Join(out, pki.CACertFile), filepath.Join(out, pki.CertFile), filepath.Join(out, pki.KeyFile))
 	return nil
 }
+func runCACRL(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ca crl", stderr)
+	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
+	dir := fs.String("dir", "", "the federation directory")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *caDir == "" {
+		if *dir == "" {
+			return withHint(errors.New("neither --ca nor --dir"), "cloister ca crl --ca fed/ca")
+		}
+		*caDir = filepath.Join(*dir, pki.CADir)
+	}
+	ca, err := pki.LoadCA(*caDir)
+	if err != nil {
+		return err
+	}
+	l, err := ca.CRL(*caDir, time.Now())
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(*caDir, pki.CRLFile)
+	fmt.Fprintf(stdout, "%s: %s\n", path, l)
+	fmt.Fprintf(stdout, "start every daemon with --crl pointing to a copy of it; replace the copies after each 'cloister ca revoke'\n")
+	return nil
+}
+
 func runCARevoke(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ca revoke", stderr)
 	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
