@@ -125,6 +125,7 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 		round.KindMetrics:       0,
 		round.KindRefuse:        0,
 		round.KindDone:          0,
+		round.KindAmend:         MaxSize, // a signed manifest
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Kinds)) {
 		s.Kinds[k] += MessageOverhead + n*MemberOverhead

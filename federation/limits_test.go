@@ -158,6 +158,7 @@ func TestBoundsCoverWire(t *testing.T) {
 			{Kind: round.KindMetrics, Metrics: fl.Metrics{Accuracy: 0.5, Loss: 1, Examples: 1 << 40}},
 			{Kind: round.KindRefuse, Reason: strings.Repeat("r", 16<<10)},
 			{Kind: round.KindAccept}, {Kind: round.KindKeyAck}, {Kind: round.KindDone},
+			{Kind: round.KindAmend, Serial: 1 << 60, Manifest: make([]byte, federation.MaxSize)},
 		}
 		seen := map[round.Kind]bool{}
 		for _, m := range msgs {

@@ -64,6 +64,10 @@ type Manifest struct {
 	// Serial increases with every re-signed manifest of the federation, so a
 	// party can refuse to go back to an older one ([UpdateManifest]).
 	Serial uint64 `json:"serial"`
+	// Session is empty in a session's first manifest, and the hex
+	// [Manifest.SessionID] of that first manifest in every amendment of it
+	// ([Amend]): a session keeps its ID across amendments.
+	Session string `json:"session,omitempty"`
 	// Coordinator is the coordinator's name, certificate and audit key.
 	Coordinator Principal `json:"coordinator"`
 	// Members are the nodes, in a fixed order. Names are NodeIDs.

@@ -34,7 +34,7 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 // session is the manifest's hash, and the training settings travel to the
 // nodes as the engine's opaque training configuration.
 func RoundConfig(man *Manifest) (round.Config, error) {
-	h, err := man.Hash()
+	sid, err := man.SessionID()
 	if err != nil {
 		return round.Config{}, err
 	}
@@ -43,7 +43,7 @@ func RoundConfig(man *Manifest) (round.Config, error) {
 		return round.Config{}, err
 	}
 	return round.Config{
-		Session: h[:], Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
+		Session: sid, Serial: man.Serial, Members: man.Nodes(), Threshold: man.Threshold, MinCohort: man.MinCohort,
 		Rounds: man.Training.Rounds, Mode: man.Mode, TrainConfig: tc,
 	}, nil
 }

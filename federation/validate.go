@@ -25,6 +25,11 @@ func (m *Manifest) Validate() error {
 	if err := ValidateID(m.Federation); err != nil {
 		return err
 	}
+	if m.Session != "" {
+		if _, err := m.SessionID(); err != nil {
+			return err
+		}
+	}
 	if err := validatePrincipal("coordinator", m.Coordinator); err != nil {
 		return err
 	}

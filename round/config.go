@@ -18,6 +18,11 @@ type Config struct {
 	// Session identifies the federation session (e.g. the hash of the signed
 	// manifest). Every message carries it. 1 to 64 bytes.
 	Session []byte
+	// Serial is the manifest serial of the terms below, and Manifest the
+	// signed manifest they come from (opaque to the engine: relayed to
+	// members when it amends earlier terms). See [Terms].
+	Serial   uint64
+	Manifest []byte
 	// Members lists the federation's members, distinct.
 	Members []fl.NodeID
 	// Threshold t: the number of revealers of each aggregate.
@@ -216,6 +221,14 @@ type NodeConfig struct {
 	// policy, such as a local privacy limit. Step calls it: it must be
 	// quick and must not block.
 	MayTrain func(r fl.Round) error
+	// Amend, if set, checks an amended manifest the coordinator relays
+	// (KindAmend) against the one in force, current (Config.Manifest):
+	// signed by the federation CA, of this session, a higher serial,
+	// amending only what may be amended, within this node's own policy. It
+	// returns the new terms. An error wrapping ErrRefused is this node's
+	// policy refusing valid terms: the node leaves the session. Any other
+	// error rejects the message. Nil: the node refuses every amendment.
+	Amend func(current, next []byte) (Terms, error)
 
 	// insecureNoSumCheck turns off the revealer's check that the aggregate
 	// is the sum of the included uploads. Tests only (the positive control

@@ -42,6 +42,9 @@ type Coordinator struct {
 	// (elapsed counts from then), joinWhy says why the setup runs.
 	joining    bool
 	joinWhy    string
+	// amendRekey says why terms put in force need new keys (until the next
+	// key setup starts).
+	amendRekey string
 	readmitted map[fl.NodeID]bool // since the last setup started, for the re-key's reason
 
 	// Key setup.
@@ -91,6 +94,9 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		return nil, err
 	}
 	c.st = CoordinatorState{Session: bytes.Clone(cfg.Session), Phase: PhaseJoin}
+	if len(cfg.Manifest) > 0 {
+		c.st.Terms = new(c.cfg.Terms()) // persisted: a restart runs under the terms in force
+	}
 	c.out.changed()
 	return c, nil
 }
@@ -104,6 +110,9 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 // group key step restarts with a new epoch (a re-key too: the model it
 // carries over is still sealed under the previous group key).
 func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState, model *SealedModel, key *GroupKey) (*Coordinator, error) {
+	if st.Terms != nil {
+		cfg.Config = cfg.Config.withTerms(*st.Terms)
+	}
 	c, err := newCoordinator(cfg)
 	if err != nil {
 		return nil, err
@@ -208,6 +217,9 @@ func (c *Coordinator) Ready() CoordinatorReady {
 		st := c.st.clone()
 		rd.State = &st
 	}
+	if c.out.terms != 0 {
+		rd.Terms = c.st.Terms.clone()
+	}
 	if c.out.model != 0 {
 		rd.Model = &SealedModel{Round: c.st.ModelRound, Sealed: bytes.Clone(c.model), Replaces: c.st.Resealed}
 	}
@@ -290,5 +302,6 @@ func (s CoordinatorState) clone() CoordinatorState {
 	s.Leaders = slices.Clone(s.Leaders)
 	s.Included = slices.Clone(s.Included)
 	s.Revealers = slices.Clone(s.Revealers)
+	s.Terms, s.Pending = s.Terms.clone(), s.Pending.clone()
 	return s
 }

@@ -198,8 +198,13 @@ func (c *Coordinator) needRekey() string {
 		return ""
 	}
 	var why []string
+	if c.amendRekey != "" {
+		why = append(why, c.amendRekey)
+	}
 	for _, m := range c.st.Participants {
-		if r, ok := c.st.Excluded[m]; ok {
+		if !c.isMember[m] {
+			why = append(why, fmt.Sprintf("%s removed", m))
+		} else if r, ok := c.st.Excluded[m]; ok {
 			why = append(why, fmt.Sprintf("%s excluded (%s)", m, r))
 		}
 	}

@@ -24,6 +24,7 @@ func (c *Coordinator) inCohort(id fl.NodeID) bool { return slices.Contains(c.st.
 
 // startRound starts the next round if enough members are live, or waits.
 func (c *Coordinator) startRound() {
+	c.applyPending()
 	if c.st.MaxRoundReached(c.cfg.MaxRound) {
 		c.finish("last round number reached")
 		return
@@ -373,6 +374,7 @@ func (c *Coordinator) maybeFinishEval() {
 }
 
 func (c *Coordinator) finishEval() {
+	c.applyPending() // more rounds may be in force from this boundary
 	if c.st.Commits >= c.cfg.Rounds {
 		c.finish(fmt.Sprintf("%d rounds committed", c.st.Commits))
 		return

@@ -28,6 +28,11 @@ func (c *Coordinator) hello1(from fl.NodeID, m Message, wasLive bool) error {
 	}
 	fresh := !c.live[from] || !bytes.Equal(c.evidence[from], m.Evidence)
 	reattested := c.reattests(from, m)
+	if m.Serial < c.cfg.Serial && len(c.cfg.Manifest) > 0 {
+		// The member missed an amendment (it was down when it took
+		// effect): the terms in force first.
+		c.send(from, Message{Kind: KindAmend, Serial: c.cfg.Serial, Manifest: c.cfg.Manifest})
+	}
 	c.live[from] = true
 	c.evidence[from] = bytes.Clone(m.Evidence)
 	c.emit(Event{Kind: EventAdmitted, Node: from, Epoch: m.Epoch, Digest: DigestOf(m.Evidence),
@@ -249,6 +254,7 @@ func (c *Coordinator) startSetup(participants []fl.NodeID, dealer fl.NodeID) {
 	c.st.Dealer = dealer
 	c.elapsed, c.joining = 0, false
 	c.readmitted = make(map[fl.NodeID]bool)
+	c.amendRekey = ""
 	c.changed()
 	c.emit(Event{Kind: EventSetupStarted, Nodes: c.st.Participants, Detail: c.joinWhy})
 	ev := make(map[fl.NodeID][]byte, len(participants))

@@ -67,6 +67,8 @@ func (c *Coordinator) Step(from fl.NodeID, m Message) error {
 
 func (c *Coordinator) step(from fl.NodeID, m Message) error {
 	switch {
+	case !c.isMember[from] && m.Kind == KindHello && c.pendingMember(from) && bytes.Equal(m.Session, c.cfg.Session):
+		return c.pendingHello(from, m)
 	case !c.isMember[from]:
 		return ErrNotMember
 	case c.excluded(from):

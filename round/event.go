@@ -39,6 +39,8 @@ const (
 	EventPeerVerified              // N: VerifyPeer accepted a member's evidence; Node is the member, Digest the evidence's
 	EventPeerFailed                // N: VerifyPeer refused a member's evidence; Node is the member, Digest the evidence's, Detail the error
 	EventAttested                  // C: Coordinator.Attested; Node is the member, Digest its evidence's, Detail the format
+	EventAmendmentPending          // C: Coordinator.Amend scheduled new terms; Digest of the signed manifest, Detail the change
+	EventAmended                   // C, N: new terms in force; Nodes the members, Digest of the signed manifest, Detail the change
 	eventEnd
 )
 
@@ -51,7 +53,7 @@ var eventNames = [...]string{
 	EventAborted: "aborted", EventDone: "done", EventRestarted: "restarted", EventKeyed: "keyed",
 	EventPeerDistrusted: "peer-distrusted", EventRefused: "refused", EventExcluded: "excluded",
 	EventReadmitted: "readmitted", EventPeerVerified: "peer-verified", EventPeerFailed: "peer-failed",
-	EventAttested: "attested",
+	EventAttested: "attested", EventAmendmentPending: "amendment-pending", EventAmended: "amended",
 }
 
 func (k EventKind) String() string {

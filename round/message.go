@@ -51,6 +51,9 @@ const (
 	KindTrained   // local: Update, the result of a training Task
 	KindEvaluated // local: Round, Metrics, the result of an evaluation Task
 
+	// Amendments (after the local inputs, so that older kinds keep their numbers).
+	KindAmend // C→N: Serial, Manifest: the federation's amended manifest, in force from now
+
 	kindEnd
 )
 
@@ -62,6 +65,7 @@ var kindNames = [...]string{
 	KindTrain: "Train", KindUpload: "Upload", KindRevealRequest: "RevealRequest", KindShare: "Share",
 	KindDecrypt: "Decrypt", KindCommit: "Commit", KindModel: "Model", KindMetrics: "Metrics",
 	KindRefuse: "Refuse", KindDone: "Done", KindTrained: "Trained", KindEvaluated: "Evaluated",
+	KindAmend: "Amend",
 }
 
 func (k Kind) String() string {
@@ -95,7 +99,7 @@ func (k Kind) toCoordinator() bool {
 func (k Kind) toNode() bool {
 	switch k {
 	case KindWelcome, KindPeer, KindSetupStart, KindAnnouncements, KindSetup, KindKeyRequest,
-		KindKeyDelivery, KindTrain, KindRevealRequest, KindDecrypt, KindModel, KindDone:
+		KindKeyDelivery, KindTrain, KindRevealRequest, KindDecrypt, KindModel, KindDone, KindAmend:
 		return true
 	}
 	return false
@@ -150,6 +154,10 @@ type Message struct {
 	Update    fl.Update            // Trained
 	Metrics   fl.Metrics           // Evaluated, Metrics
 	Reason    string               // Refuse
+	// Hello: the manifest serial the node runs under; Amend: the serial of
+	// Manifest.
+	Serial   uint64
+	Manifest []byte // Amend: the signed manifest (opaque to the engine; Config.Manifest)
 
 	// SetupStart: the members taking part in the key setup, sorted. The
 	// epoch's protect.Group has exactly these members.

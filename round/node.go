@@ -93,6 +93,10 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n.st = NodeState{Session: bytes.Clone(cfg.Session)}
+	if len(cfg.Manifest) > 0 {
+		n.st.Terms = new(n.cfg.Terms()) // persisted: a restart runs under the terms in force
+		n.out.changed()
+	}
 	n.hello()
 	return n, nil
 }
@@ -102,6 +106,9 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 // Scheme.LoadParty and its group key with Scheme.LoadTarget. Its first Ready
 // carries a Hello, with which it rejoins the session.
 func RestartNode(cfg NodeConfig, st NodeState, keys NodeKeys) (*Node, error) {
+	if st.Terms != nil {
+		cfg.Config = cfg.Config.withTerms(*st.Terms)
+	}
 	n, err := newNode(cfg)
 	if err != nil {
 		return nil, err
@@ -262,7 +269,7 @@ func (n *Node) dropVerdict(id fl.NodeID) {
 }
 
 func (n *Node) hello() {
-	n.send(Message{Kind: KindHello, Epoch: max(n.st.Epoch, n.setupEpoch), Evidence: n.cfg.Evidence})
+	n.send(Message{Kind: KindHello, Epoch: max(n.st.Epoch, n.setupEpoch), Serial: n.cfg.Serial, Evidence: n.cfg.Evidence})
 }
 
 // Reconnect tells the node that its connection to the coordinator was
@@ -294,6 +301,9 @@ func (n *Node) Ready() NodeReady {
 	if n.out.dirty != 0 {
 		st := n.st.clone()
 		rd.State = &st
+	}
+	if n.out.terms != 0 {
+		rd.Terms = n.st.Terms.clone()
 	}
 	if n.out.keys != 0 {
 		k := n.keys.clone()
@@ -395,6 +405,8 @@ func (n *Node) step1(from fl.NodeID, m Message) error {
 		err = n.model(m)
 	case KindDone:
 		err = n.done(m)
+	case KindAmend:
+		err = n.amend(m)
 	default:
 		err = fmt.Errorf("%w: %s", ErrUnknownKind, m.Kind)
 	}
@@ -560,6 +572,7 @@ func (s NodeState) clone() NodeState {
 	s.Session = bytes.Clone(s.Session)
 	s.Participants = slices.Clone(s.Participants)
 	s.Distrusted = slices.Clone(s.Distrusted)
+	s.Terms = s.Terms.clone()
 	if s.OldModelKeys != nil {
 		old := make(map[uint64][]byte, len(s.OldModelKeys))
 		for e, k := range s.OldModelKeys {

@@ -14,6 +14,11 @@ type CoordinatorReady struct {
 	// Commits, before any message below is sent: a restarted coordinator
 	// resumes from them and never commits a round twice.
 	State *CoordinatorState
+	// Terms, if not nil, are new terms in force (an amendment, at a round
+	// boundary; State holds them too). The application adopts their
+	// manifest (Terms.Manifest: members' certificates and audit keys, the
+	// privacy budget) before it sends the messages below.
+	Terms *Terms
 	// Model, if not nil, is the newest sealed model (the current one),
 	// handed out only when it changes. Restart with the last one.
 	Model *SealedModel
@@ -35,7 +40,7 @@ type CoordinatorReady struct {
 
 // Empty reports whether r holds nothing to do.
 func (r CoordinatorReady) Empty() bool {
-	return r.State == nil && r.Model == nil && r.GroupKey == nil && len(r.Commits) == 0 && len(r.Audit) == 0 &&
+	return r.State == nil && r.Terms == nil && r.Model == nil && r.GroupKey == nil && len(r.Commits) == 0 && len(r.Audit) == 0 &&
 		len(r.Messages) == 0
 }
 
@@ -50,6 +55,11 @@ type NodeReady struct {
 	// fact (NodeState.Revealed) of a share in Messages, and the verdicts
 	// (NodeState.Distrusted) of the peer-distrusted events in Audit.
 	State *NodeState
+	// Terms, if not nil, are new terms in force (an amendment the node
+	// checked with NodeConfig.Amend; State holds them too). The
+	// application adopts their manifest (members' keys, the privacy
+	// budget, its own renewed certificate) before anything below.
+	Terms *Terms
 	// Keys, if not nil, is the node's new key material (key share and
 	// group key), handed out only when it changes. Secret: seal it at rest.
 	// Persist it in the same transaction as State.
@@ -80,7 +90,7 @@ type NodeReady struct {
 
 // Empty reports whether r holds nothing to do.
 func (r NodeReady) Empty() bool {
-	return r.State == nil && r.Keys == nil && r.Model == nil && len(r.Audit) == 0 && len(r.Commits) == 0 &&
+	return r.State == nil && r.Terms == nil && r.Keys == nil && r.Model == nil && len(r.Audit) == 0 && len(r.Commits) == 0 &&
 		len(r.Messages) == 0 && len(r.Tasks) == 0 && !r.Done
 }
 
@@ -125,18 +135,20 @@ type outbox struct {
 	done     bool
 	// Large pieces, handed out when they change: a change counter each,
 	// like dirty.
-	keys, model, groupKey uint64
+	keys, model, groupKey, terms uint64
 
 	// what the last Ready handed out
 	nAudit, nCommits, nMessages, nTasks int
 	handed                              uint64
 	handedKeys, handedModel, handedGK   uint64
+	handedTerms                         uint64
 	doneHanded                          bool
 }
 
 func (o *outbox) hand() {
 	o.nAudit, o.nCommits, o.nMessages, o.nTasks = len(o.audit), len(o.commits), len(o.messages), len(o.tasks)
 	o.handed, o.handedKeys, o.handedModel, o.handedGK = o.dirty, o.keys, o.model, o.groupKey
+	o.handedTerms = o.terms
 	o.doneHanded = o.done
 }
 
@@ -154,11 +166,12 @@ func (o *outbox) advance() {
 	clean(&o.keys, o.handedKeys)
 	clean(&o.model, o.handedModel)
 	clean(&o.groupKey, o.handedGK)
+	clean(&o.terms, o.handedTerms)
 	if o.doneHanded {
 		o.done = false
 	}
 	o.nAudit, o.nCommits, o.nMessages, o.nTasks = 0, 0, 0, 0
-	o.handed, o.handedKeys, o.handedModel, o.handedGK = 0, 0, 0, 0
+	o.handed, o.handedKeys, o.handedModel, o.handedGK, o.handedTerms = 0, 0, 0, 0, 0
 	o.doneHanded = false
 }
 
@@ -169,10 +182,11 @@ func (o *outbox) changed()         { o.dirty++ }
 func (o *outbox) keysChanged()     { o.keys++; o.dirty++ }
 func (o *outbox) modelChanged()    { o.model++; o.dirty++ }
 func (o *outbox) groupKeyChanged() { o.groupKey++; o.dirty++ }
+func (o *outbox) termsChanged()    { o.terms++; o.dirty++ }
 
 // pending reports whether anything is left to hand out.
 func (o *outbox) pending() bool {
-	return o.dirty != 0 || o.keys != 0 || o.model != 0 || o.groupKey != 0 || len(o.audit) != 0 ||
+	return o.dirty != 0 || o.keys != 0 || o.model != 0 || o.groupKey != 0 || o.terms != 0 || len(o.audit) != 0 ||
 		len(o.commits) != 0 || len(o.messages) != 0 || len(o.tasks) != 0 || o.done
 }
 

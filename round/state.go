@@ -90,6 +90,12 @@ type CoordinatorState struct {
 	// Result is Helper.Open's output, kept so that a failed leader's
 	// successor (or a restarted coordinator) gets the same result.
 	Result []byte
+
+	// Terms are the terms in force (nil in a state written before
+	// amendments: the configuration's), Pending those scheduled by
+	// Coordinator.Amend for the next round boundary.
+	Terms   *Terms
+	Pending *Terms
 }
 
 // NodeState is the small state a node must persist every time it changes
@@ -149,6 +155,9 @@ type NodeState struct {
 	// still distrusts them. Empty (as in a state written before verdicts
 	// were kept): it distrusts no one.
 	Distrusted []Verdict
+	// Terms are the terms in force (nil in a state written before
+	// amendments: the configuration's).
+	Terms *Terms
 }
 
 // Verdict is a node's distrust of a member: its relayed evidence failed

@@ -60,6 +60,7 @@ var kinds = [...]struct {
 	{round.KindDone, pb.Kind_KIND_DONE},
 	{round.KindTrained, pb.Kind_KIND_TRAINED},
 	{round.KindEvaluated, pb.Kind_KIND_EVALUATED},
+	{round.KindAmend, pb.Kind_KIND_AMEND},
 }
 
 func kindToPB(k round.Kind) (pb.Kind, bool) {
@@ -163,6 +164,8 @@ func toPB(m round.Message) (*pb.Message, error) {
 		Aggregate: m.Aggregate,
 		Signature: m.Signature,
 		Cosign:    m.Cosign,
+		Serial:    m.Serial,
+		Manifest:  m.Manifest,
 		Reason:    strings.ToValidUTF8(m.Reason, "\uFFFD"),
 	}
 	var err error
@@ -251,6 +254,8 @@ func fromPB(p *pb.Message) (round.Message, error) {
 		Aggregate: bytesOf(p.Aggregate),
 		Signature: bytesOf(p.Signature),
 		Cosign:    bytesOf(p.Cosign),
+		Serial:    p.Serial,
+		Manifest:  bytesOf(p.Manifest),
 		Reason:    p.Reason,
 	}
 	var err error

@@ -57,6 +57,7 @@ const (
 	Kind_KIND_DONE           Kind = 23
 	Kind_KIND_TRAINED        Kind = 24
 	Kind_KIND_EVALUATED      Kind = 25
+	Kind_KIND_AMEND          Kind = 26
 )
 
 // Enum value maps for Kind.
@@ -88,6 +89,7 @@ var (
 		23: "KIND_DONE",
 		24: "KIND_TRAINED",
 		25: "KIND_EVALUATED",
+		26: "KIND_AMEND",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":    0,
@@ -116,6 +118,7 @@ var (
 		"KIND_DONE":           23,
 		"KIND_TRAINED":        24,
 		"KIND_EVALUATED":      25,
+		"KIND_AMEND":          26,
 	}
 )
 
@@ -454,6 +457,8 @@ type Message struct {
 	Reason        string                 `protobuf:"bytes,25,opt,name=reason,proto3" json:"reason,omitempty"`
 	Participants  []string               `protobuf:"bytes,26,rep,name=participants,proto3" json:"participants,omitempty"`
 	Cosign        []byte                 `protobuf:"bytes,27,opt,name=cosign,proto3" json:"cosign,omitempty"`
+	Serial        uint64                 `protobuf:"varint,28,opt,name=serial,proto3" json:"serial,omitempty"`
+	Manifest      []byte                 `protobuf:"bytes,29,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +678,20 @@ func (x *Message) GetParticipants() []string {
 func (x *Message) GetCosign() []byte {
 	if x != nil {
 		return x.Cosign
+	}
+	return nil
+}
+
+func (x *Message) GetSerial() uint64 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
+func (x *Message) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
 	}
 	return nil
 }
@@ -972,7 +991,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x04from\x18\x04 \x01(\tR\x04from\"3\n" +
 	"\x05Chunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xe3\a\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x97\b\n" +
 	"\aMessage\x12%\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x11.cloister.v1.KindR\x04kind\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x18\n" +
@@ -1001,7 +1020,9 @@ const file_federation_proto_rawDesc = "" +
 	"\ametrics\x18\x18 \x01(\v2\x14.cloister.v1.MetricsR\ametrics\x12\x16\n" +
 	"\x06reason\x18\x19 \x01(\tR\x06reason\x12\"\n" +
 	"\fparticipants\x18\x1a \x03(\tR\fparticipants\x12\x16\n" +
-	"\x06cosign\x18\x1b \x01(\fR\x06cosign\x1a<\n" +
+	"\x06cosign\x18\x1b \x01(\fR\x06cosign\x12\x16\n" +
+	"\x06serial\x18\x1c \x01(\x04R\x06serial\x12\x1a\n" +
+	"\bmanifest\x18\x1d \x01(\fR\bmanifest\x1a<\n" +
 	"\x0eEvidencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a;\n" +
@@ -1027,7 +1048,7 @@ const file_federation_proto_rawDesc = "" +
 	"\aMetrics\x12\x1a\n" +
 	"\baccuracy\x18\x01 \x01(\x01R\baccuracy\x12\x12\n" +
 	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12\x1a\n" +
-	"\bexamples\x18\x03 \x01(\x03R\bexamples*\xe6\x03\n" +
+	"\bexamples\x18\x03 \x01(\x03R\bexamples*\xf6\x03\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1060,7 +1081,9 @@ const file_federation_proto_rawDesc = "" +
 	"\vKIND_REFUSE\x10\x16\x12\r\n" +
 	"\tKIND_DONE\x10\x17\x12\x10\n" +
 	"\fKIND_TRAINED\x10\x18\x12\x12\n" +
-	"\x0eKIND_EVALUATED\x10\x192C\n" +
+	"\x0eKIND_EVALUATED\x10\x19\x12\x0e\n" +
+	"\n" +
+	"KIND_AMEND\x10\x1a2C\n" +
 	"\n" +
 	"Federation\x125\n" +
 	"\aConnect\x12\x12.cloister.v1.Frame\x1a\x12.cloister.v1.Frame(\x010\x01B6Z4github.com/cloisterfl/cloister/transport/internal/pbb\x06proto3"
