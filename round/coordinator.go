@@ -40,8 +40,8 @@ type Coordinator struct {
 	evidence map[fl.NodeID][]byte // from the last Hello
 	// In PhaseJoin: joining is set from the first Hello of the attempt
 	// (elapsed counts from then), joinWhy says why the setup runs.
-	joining    bool
-	joinWhy    string
+	joining bool
+	joinWhy string
 	// amendRekey says why terms put in force need new keys (until the next
 	// key setup starts).
 	amendRekey string
