@@ -49,6 +49,7 @@
 //	attestation-failed   node, reason               format, digest
 //	key-rotated          epoch                      members, digest, reason
 //	node-readmitted      node                       round, reason
+//	amended              manifest, members, reason  round, session
 //
 // A committed record may carry a [Cosignature] by the round's leader
 // ([Cosign], [Log.AppendCosigned]). The leader signs the record's

@@ -71,6 +71,7 @@ const (
 	AttestationFailed Kind = "attestation-failed" // a node's evidence failed
 	KeyRotated        Kind = "key-rotated"        // the group key was rotated to a new epoch
 	NodeReadmitted    Kind = "node-readmitted"    // an excluded node's exclusion ended (valid evidence again)
+	Amended           Kind = "amended"            // an amended manifest took effect: its hash, the members, what changed
 )
 
 // Data holds a record's typed fields. Which fields a kind requires and
@@ -181,6 +182,7 @@ var kinds = map[Kind]kindSpec{
 	AttestationFailed: {required: fNode | fReason, optional: fFormat | fDigest},
 	KeyRotated:        {required: fEpoch, optional: fMembers | fDigest | fReason},
 	NodeReadmitted:    {required: fNode, optional: fRound | fReason},
+	Amended:           {required: fManifest | fMembers | fReason, optional: fRound | fSession},
 }
 
 // Limits on what a record may hold.

@@ -153,7 +153,7 @@ func (c *Coordinator) attested(id fl.NodeID) bool {
 // verifyHello checks a Hello's evidence: the envelope and its audit-key
 // signature, then the TEE evidence on this connection.
 func (c *Coordinator) verifyHello(id fl.NodeID, a *attestation, b []byte, now time.Time) (*attest.Claims, error) {
-	p, ok := c.man.Member(id)
+	p, ok := c.member(id)
 	if !ok {
 		return nil, fmt.Errorf("%s is not a member", id)
 	}
@@ -208,7 +208,7 @@ func (c *Coordinator) checkExpiry(now time.Time) {
 		return
 	}
 	maxAge := time.Duration(c.tee.Policy().MaxAge)
-	for _, id := range c.man.Nodes() {
+	for _, id := range c.manifest().Nodes() {
 		a := c.att[id]
 		if a == nil || a.claims == nil || a.excluded || now.Sub(a.claims.Time) <= maxAge {
 			continue

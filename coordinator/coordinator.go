@@ -59,6 +59,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
@@ -152,14 +153,22 @@ type Config struct {
 	// against it, and the loop re-reads its file every CRLPoll (see
 	// revocation.go).
 	CRL *pki.Revocations
+	// ManifestFile, if set, is the file the coordinator takes manifest
+	// amendments from (the kit's manifest.json): the loop re-reads it
+	// every CRLPoll (see amend.go).
+	ManifestFile string
 }
 
 // Coordinator is the coordinator daemon. Create it with New, call Serve
 // with a listener, and Shutdown to stop.
 type Coordinator struct {
-	cfg     Config
-	log     *slog.Logger
-	man     *federation.Manifest
+	cfg Config
+	log *slog.Logger
+	// man is the manifest in force, pending one scheduled by an
+	// amendment (nil: none): read by TLS callbacks and HTTP handlers,
+	// swapped by the loop (amend.go).
+	man     atomic.Pointer[federation.Manifest]
+	pending atomic.Pointer[federation.Manifest]
 	name    string
 	session []byte
 	rcfg    round.Config
@@ -180,6 +189,7 @@ type Coordinator struct {
 	att    map[fl.NodeID]*attestation
 	lim    *limiter
 	rev    revocation
+	amend  amendWatch
 
 	startOnce sync.Once
 	loopDone  chan struct{}
@@ -211,30 +221,32 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Coordinator{cfg: cfg, man: cfg.Kit.Manifest, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
+	c := &Coordinator{cfg: cfg, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
 		att: make(map[fl.NodeID]*attestation), lim: newLimiter(cfg.Rates)}
+	c.man.Store(cfg.Kit.Manifest)
 	c.log = cfg.Logger
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	fed, err := federation.Resolve(c.man, federation.Overrides{Scheme: cfg.Scheme, MaxMessage: cfg.Limits.MaxMessage})
+	fed, err := federation.Resolve(c.manifest(), federation.Overrides{Scheme: cfg.Scheme, MaxMessage: cfg.Limits.MaxMessage})
 	if err != nil {
 		return nil, err
 	}
 	c.rcfg, c.scheme = fed.Round, fed.Scheme // under DP, rcfg.MaxRound is the budget's cap
+	c.rcfg.Manifest = cfg.Kit.SignedManifest
 	c.rcfg.Deadlines = cfg.Deadlines.ticks(cfg.Tick)
 	c.session = c.rcfg.Session
 	if c.scheme.Name() == plain.Name {
 		c.log.Warn(plain.Warning)
 	}
-	if c.budget, err = newBudget(fed.Budget, c.man); err != nil {
+	if c.budget, err = newBudget(fed.Budget, c.manifest()); err != nil {
 		return nil, err
 	}
 	sizes := fed.Sizes
 	c.cfg.Limits.MaxMessage = fed.MaxMessage
 	c.log.Info("message limit", "max_message", fed.MaxMessage, "need", sizes.Need, "largest", sizes.Largest.String(),
 		"params", sizes.Params, "members", sizes.Members)
-	var tlsOpts pki.Options
+	tlsOpts := pki.Options{Manifests: c.admissible}
 	if cfg.CRL != nil {
 		tlsOpts.Revoked = c.revokedHandshake
 		c.log.Info("revocation list in force", "file", cfg.CRL.Path(), "crl", cfg.CRL.List().String())
@@ -244,11 +256,11 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	var nonce func() ([]byte, error)
-	if c.man.AttestationRequired() {
-		if c.tee, err = attest.NewVerifier(c.man.Attestation, cfg.Roots); err != nil {
+	if c.manifest().AttestationRequired() {
+		if c.tee, err = attest.NewVerifier(c.manifest().Attestation, cfg.Roots); err != nil {
 			return nil, fmt.Errorf("coordinator: the manifest's attestation policy: %w", err)
 		}
-		for _, w := range c.man.Attestation.Warnings() {
+		for _, w := range c.manifest().Attestation.Warnings() {
 			c.log.Warn(w)
 		}
 		nonce = c.issueNonce

@@ -83,18 +83,18 @@ const warnAttestationOff = "INSECURE: attestation is off: nothing proves what co
 // statusDoc returns the /status document.
 func (c *Coordinator) statusDoc() statusDoc {
 	st := c.Status()
-	d := statusDoc{Federation: c.man.Federation, Session: c.sessionName(), Mode: c.scheme.Name(), Preset: c.man.Preset,
-		Members: c.man.Nodes(), Phase: st.Phase.String(), Epoch: st.Epoch, Round: st.Round, Commits: st.Commits,
+	d := statusDoc{Federation: c.manifest().Federation, Session: c.sessionName(), Mode: c.scheme.Name(), Preset: c.manifest().Preset,
+		Members: c.manifest().Nodes(), Phase: st.Phase.String(), Epoch: st.Epoch, Round: st.Round, Commits: st.Commits,
 		LastCommitted: st.LastCommitted, Live: st.Live, Cohort: st.Cohort, Leader: st.Leader, Connected: c.srv.Connected(),
 		Keyed: st.Keyed, Excluded: st.Exclusions,
 		Messages: messageDoc{MaxMessage: uint64(c.cfg.Limits.MaxMessage), LargestIn: c.tm.LargestIn.Load(), LargestOut: c.tm.LargestOut.Load()}}
 	if d.Mode == plain.Name {
 		d.Warnings = []string{plain.Warning}
 	}
-	if !c.man.AttestationRequired() {
+	if !c.manifest().AttestationRequired() {
 		d.Attestation = attestationDoc{Warnings: []string{warnAttestationOff}}
 	} else {
-		p := c.man.Attestation
+		p := c.manifest().Attestation
 		d.Attestation = attestationDoc{Required: true, Formats: p.Formats, MaxAge: p.MaxAge.String(), Warnings: p.Warnings(),
 			Nodes: c.Attestation()}
 	}

@@ -67,6 +67,7 @@ func (c *Coordinator) loop(ctx context.Context) error {
 					return err
 				}
 				c.checkRevocations(now)
+				c.checkAmendment(now)
 			}
 		}
 	}
@@ -153,6 +154,11 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		t0 := time.Now()
 		if err := c.sc.Save(context.Background(), b); err != nil {
 			return fmt.Errorf("coordinator: persisting state: %w", err)
+		}
+		if rd.Terms != nil {
+			if err := c.adopt(rd.Terms); err != nil {
+				return err
+			}
 		}
 		entries := c.auditEntries(rd.Audit, rd.Commits)
 		for _, e := range entries {

@@ -72,14 +72,14 @@ func newMetrics(c *Coordinator) *metrics {
 	m.attestOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_ok",
 		Help: "1 if the member's evidence is valid now, 0 if it failed or expired."}, []string{"node"})
 	insecure := 0.0
-	if p := c.man.Attestation; c.man.AttestationRequired() && (p.AllowSim || p.AllowDebug) {
+	if p := c.manifest().Attestation; c.manifest().AttestationRequired() && (p.AllowSim || p.AllowDebug) {
 		insecure = 1
 	}
 	m.reg.MustRegister(m.attestations, m.attestVerify, m.attestBytes, m.attestAge, m.attestOK,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "attestation_insecure",
 			Help: "1 if the attestation policy is off or accepts simulated or debug TEEs: development only."},
 			func() float64 {
-				if !c.man.AttestationRequired() {
+				if !c.manifest().AttestationRequired() {
 					return 1
 				}
 				return insecure
@@ -168,7 +168,7 @@ func (c *Coordinator) History(ctx context.Context) (*History, error) {
 	h := &History{Session: c.sessionName(), Mode: c.scheme.Name(), Phase: st.Phase.String(), Round: st.Round,
 		Commits: st.Commits, Rounds: c.rcfg.Rounds, Live: st.Live, History: []RoundInfo{}}
 	if b := c.budget; b != nil {
-		d := c.man.DP
+		d := c.manifest().DP
 		h.Privacy = &Privacy{NoiseMultiplier: d.NoiseMultiplier, Clip: d.Clip, Budget: d.Epsilon, Delta: d.Delta,
 			Multiplier: b.Rule.Multiplier, SampleRate: b.Rule.SampleRate, MaxRound: b.MaxRound,
 			Exhausted: st.Phase == round.PhaseDone && st.Round >= b.MaxRound && st.Commits < c.rcfg.Rounds}

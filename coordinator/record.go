@@ -92,9 +92,12 @@ func (c *Coordinator) auditEntries(evs []round.Event, commits []round.Commit) []
 		case round.EventSetupDone:
 			members := e.Nodes
 			if len(members) == 0 {
-				members = c.man.Nodes()
+				members = c.manifest().Nodes()
 			}
 			add(audit.KeySetup, audit.Data{Epoch: e.Epoch, Members: members, Digest: d})
+		case round.EventAmended:
+			mh, _ := c.manifest().Hash() // adopted before the audit events are recorded
+			add(audit.Amended, audit.Data{Manifest: mh, Members: e.Nodes, Round: e.Round, Reason: audit.Reason(e.Detail)})
 		case round.EventExcluded:
 			add(audit.NodeDropped, audit.Data{Node: e.Node, Round: e.Round, Reason: audit.Reason("excluded: " + e.Detail)})
 		case round.EventReadmitted:

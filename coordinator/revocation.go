@@ -60,7 +60,7 @@ func (c *Coordinator) revoked(id fl.NodeID) bool {
 	if c.cfg.CRL == nil {
 		return false
 	}
-	p, ok := c.man.Member(id)
+	p, ok := c.member(id)
 	return ok && c.cfg.CRL.RevokedFingerprint(p.Fingerprint)
 }
 
@@ -79,7 +79,7 @@ func (c *Coordinator) checkRevocations(now time.Time) {
 		c.log.Warn("revocation list loaded", "file", c.cfg.CRL.Path(), "crl", l.String())
 	}
 	excluded := c.rc.Status().Exclusions
-	for _, id := range c.man.Nodes() {
+	for _, id := range c.manifest().Nodes() {
 		if !c.revoked(id) {
 			continue
 		}

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 
 	"github.com/cloisterfl/cloister/audit"
-	"github.com/cloisterfl/cloister/fl"
-	"github.com/cloisterfl/cloister/keyring"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
 )
@@ -21,7 +19,7 @@ func (c *Coordinator) open() error {
 		return err
 	}
 	if _, err := c.db.Session(ctx, c.session); errors.Is(err, store.ErrNotFound) {
-		mh, _ := c.man.Hash()
+		mh, _ := c.manifest().Hash()
 		if err := c.db.CreateSession(ctx, store.Session{ID: c.session, Manifest: mh, Created: c.cfg.Now()}); err != nil {
 			return err
 		}
@@ -33,13 +31,28 @@ func (c *Coordinator) open() error {
 	if err != nil {
 		return err
 	}
+	var (
+		st    round.CoordinatorState
+		model *round.SealedModel
+		key   *round.GroupKey
+	)
+	if saved != nil {
+		// The terms in force first: the audit log checks cosignatures
+		// with their members' keys.
+		if st, model, key, err = c.engineState(ctx, saved); err != nil {
+			return err
+		}
+		if err := c.restoreTerms(st); err != nil {
+			return err
+		}
+	}
 	if c.alog, err = audit.Open(filepath.Join(c.cfg.StateDir, AuditFile), c.cfg.Kit.AuditKey, c.name,
-		audit.Options{Now: c.cfg.Now, Keys: audit.Keys(c.man.AuditKeys()), RepairTorn: true}); err != nil {
+		audit.Options{Now: c.cfg.Now, Keys: memberKeys{c}, RepairTorn: true}); err != nil {
 		return err
 	}
 	if st := c.alog.State(); st.Seq == 0 {
-		mh, _ := c.man.Hash()
-		if _, err := c.alog.Append(audit.SessionStarted, audit.Data{Session: c.sessionName(), Manifest: mh, Members: c.man.Nodes()}); err != nil {
+		mh, _ := c.manifest().Hash()
+		if _, err := c.alog.Append(audit.SessionStarted, audit.Data{Session: c.sessionName(), Manifest: mh, Members: c.manifest().Nodes()}); err != nil {
 			return err
 		}
 	} else if st.Session != c.sessionName() {
@@ -49,10 +62,7 @@ func (c *Coordinator) open() error {
 		c.budget.spent = c.alog.State().MicroEpsilon
 	}
 
-	keys := make(keyring.Verifier)
-	for _, p := range c.man.Members {
-		keys[fl.NodeID(p.Name)] = p.AuditKey
-	}
+	keys := memberKeys{c}
 	seed := c.cfg.Seed
 	if seed == 0 {
 		seed = rand.Uint64()
@@ -60,10 +70,6 @@ func (c *Coordinator) open() error {
 	rc := round.CoordinatorConfig{Config: c.rcfg, Scheme: c.scheme, Verifier: keys, Rand: rand.New(rand.NewPCG(seed, 0x636f6f7264))}
 	c.hist = newHistory(c)
 	if saved != nil {
-		st, model, key, err := c.engineState(ctx, saved)
-		if err != nil {
-			return err
-		}
 		if c.rc, err = round.RestartCoordinator(rc, st, model, key); err != nil {
 			return err
 		}
@@ -76,8 +82,8 @@ func (c *Coordinator) open() error {
 		if c.rc, err = round.NewCoordinator(rc); err != nil {
 			return err
 		}
-		c.log.Info("new session", "session", c.sessionName(), "mode", c.scheme.Name(), "members", len(c.man.Members),
-			"threshold", c.man.Threshold, "min_cohort", c.man.MinCohort, "rounds", c.rcfg.Rounds)
+		c.log.Info("new session", "session", c.sessionName(), "mode", c.scheme.Name(), "members", len(c.manifest().Members),
+			"threshold", c.manifest().Threshold, "min_cohort", c.manifest().MinCohort, "rounds", c.rcfg.Rounds)
 	}
 	if err := c.budget.logPlan(c.log, c.rcfg.Rounds); err != nil {
 		return err

@@ -125,7 +125,7 @@ type peer struct {
 type Ring struct {
 	session []byte
 	self    fl.NodeID
-	audit   map[fl.NodeID]ed25519.PublicKey // members' audit keys, from the manifest
+	audit   map[fl.NodeID]ed25519.PublicKey // members' audit keys, from the manifest (guarded by mu)
 	tee     *attest.Verifier                // nil: the manifest requires no TEE evidence
 	now     func() time.Time
 
@@ -146,6 +146,14 @@ func New(session []byte, self fl.NodeID, own *Keys, audit map[fl.NodeID]ed25519.
 		failed: make(map[fl.NodeID]time.Time), now: time.Now}
 	kr.peers[self] = peer{hpke: own.hpke.PublicKey(), sign: own.sign.Public().(ed25519.PublicKey)}
 	return kr
+}
+
+// SetAuditKeys replaces the members' audit keys (a manifest amendment
+// added or removed members).
+func (kr *Ring) SetAuditKeys(audit map[fl.NodeID]ed25519.PublicKey) {
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	kr.audit = audit
 }
 
 // RequireTEE makes the keyring check the TEE evidence in every member's
@@ -191,7 +199,9 @@ func (kr *Ring) Own() *Keys {
 // coordinator cannot undo a failed re-attestation by relaying the
 // attestation it superseded.
 func (kr *Ring) VerifyPeer(id fl.NodeID, b []byte) error {
+	kr.mu.Lock()
 	pub, ok := kr.audit[id]
+	kr.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: %s is not a member", pki.ErrHello, id)
 	}

@@ -16,8 +16,8 @@ import (
 // setupTEE checks the node's TEE against the manifest's attestation policy
 // and makes the keyring verify the members' TEE evidence.
 func (n *Node) setupTEE() error {
-	pol := n.man.Attestation
-	if !n.man.AttestationRequired() {
+	pol := n.manifest().Attestation
+	if !n.manifest().AttestationRequired() {
 		n.log.Warn("ATTESTATION IS OFF: the manifest requires no TEE evidence; members join on their certificates " +
 			"and audit keys alone, and nothing proves what code they run")
 		if n.cfg.TEE != nil {
@@ -78,7 +78,7 @@ func (n *Node) attest(conn *transport.Conn, keys *keyring.Keys, nonce []byte) ([
 // evidence (and TEE evidence) and records the verdict for the audit log.
 func (n *Node) verifyPeer(id fl.NodeID, ev []byte) error {
 	start := n.now()
-	if p, ok := n.man.Member(id); ok {
+	if p, ok := n.manifest().Member(id); ok {
 		if reason := n.revokedMember(p.Fingerprint); reason != "" {
 			return fmt.Errorf("%s: %s", id, reason)
 		}

@@ -80,6 +80,13 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 			out = append(out, auditEntry{audit.AttestationFailed, audit.Data{Node: e.Node, Reason: audit.Reason(e.Detail)}})
 		case round.EventRefused:
 			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("refused: " + e.Detail)}})
+		case round.EventAmended:
+			mh, _ := n.manifest().Hash() // adopted before the audit events are recorded
+			out = append(out, auditEntry{audit.Amended, audit.Data{Manifest: mh, Members: e.Nodes, Reason: audit.Reason(e.Detail)}})
+		case round.EventDone:
+			if e.Detail != "" {
+				n.log.Warn("leaving the session", "reason", e.Detail)
+			}
 		case round.EventCommitted:
 			// The leader signed a round record. It is recorded as committed
 			// when the coordinator broadcasts it (KindModel), like on every

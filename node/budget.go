@@ -86,6 +86,15 @@ func (b *budget) mayTrain(r fl.Round) error {
 }
 
 // policy returns the MayTrain hook, or nil without DP.
+// mayTrain is the engine's NodeConfig.MayTrain: the budget in force (an
+// amendment may change it).
+func (n *Node) mayTrain(r fl.Round) error {
+	if n.budget == nil {
+		return nil
+	}
+	return n.budget.mayTrain(r)
+}
+
 func (b *budget) policy() func(fl.Round) error {
 	if b == nil {
 		return nil

@@ -117,6 +117,11 @@ func (n *Node) drain(ctx context.Context, conn *transport.Conn, tasks chan<- rou
 		if err != nil {
 			return false, err
 		}
+		if rd.Terms != nil {
+			if err := n.adopt(rd.Terms); err != nil {
+				return false, err
+			}
+		}
 		t1 := n.now()
 		entries := slices.Concat(n.auditEntries(rd.Audit), n.commitEntries(rd.Commits))
 		for _, e := range entries {

@@ -65,8 +65,8 @@ package node
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -76,6 +76,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
@@ -174,13 +175,22 @@ type Config struct {
 	// (pki.OpenRevocations of the --crl file), re-read every 2 s: see
 	// revocation.go.
 	CRL *pki.Revocations
+	// KitDir is the kit's directory: a manifest amendment that renews this
+	// node's certificate makes the node load the renewed credential from
+	// it (amend.go).
+	KitDir string
+	// MinThreshold, if not 0, is this site's floor under the threshold: the
+	// node refuses (and leaves the federation on) an amendment that sets t
+	// below it.
+	MinThreshold int
 }
 
 // Node is a member daemon. Create it with New, then call Run once.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	man     *federation.Manifest
+	man     atomic.Pointer[federation.Manifest] // in force; swapped by the loop (amend.go)
+	cred    atomic.Pointer[tls.Certificate]     // this node's TLS credential, renewed by an amendment
 	self    fl.NodeID
 	session []byte
 	rcfg    round.Config
@@ -240,17 +250,21 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	n := &Node{cfg: cfg, man: cfg.Kit.Manifest, self: fl.NodeID(cfg.Kit.Config.Name), expired: make(map[fl.NodeID]time.Time)}
+	n := &Node{cfg: cfg, self: fl.NodeID(cfg.Kit.Config.Name), expired: make(map[fl.NodeID]time.Time)}
+	n.man.Store(cfg.Kit.Manifest)
+	cred := cfg.Kit.Credential.TLSCertificate()
+	n.cred.Store(&cred)
 	n.log = cfg.Logger
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.log = n.log.With("node", n.self)
-	fed, err := federation.Resolve(n.man, federation.Overrides{Scheme: cfg.Scheme, MaxMessage: cfg.Limits.MaxMessage, MaxEpsilon: cfg.MaxEpsilon})
+	fed, err := federation.Resolve(n.manifest(), federation.Overrides{Scheme: cfg.Scheme, MaxMessage: cfg.Limits.MaxMessage, MaxEpsilon: cfg.MaxEpsilon})
 	if err != nil {
 		return nil, err
 	}
 	n.rcfg, n.scheme = fed.Round, fed.Scheme
+	n.rcfg.Manifest = cfg.Kit.SignedManifest
 	n.rcfg.Deadlines.Idle = max(1, int(cfg.Idle/cfg.Tick))
 	n.session = n.rcfg.Session
 	if n.scheme.Name() == plain.Name {
@@ -260,7 +274,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.cfg.Limits.MaxMessage = fed.MaxMessage
-	if n.tr, err = newTrainer(n.man, n.self, cfg.Train, cfg.Test, n.scheme.Capacity(), cfg.Seed); err != nil {
+	if n.tr, err = newTrainer(n.manifest(), n.self, cfg.Train, cfg.Test, n.scheme.Capacity(), cfg.Seed); err != nil {
 		return nil, err
 	}
 	if cfg.InsecureNoise != nil {
@@ -284,6 +298,21 @@ func (n *Node) open() error {
 	if err != nil {
 		return err
 	}
+	var (
+		st   round.NodeState
+		keys round.NodeKeys
+	)
+	if saved.State != nil {
+		if st, keys, err = engineState(saved); err != nil {
+			return err
+		}
+		if st.Terms != nil && len(st.Terms.Manifest) > 0 {
+			// The terms in force, which the kit's manifest may not be.
+			if err := n.adopt(st.Terms); err != nil {
+				return err
+			}
+		}
+	}
 	if err := n.openAudit(); err != nil {
 		return err
 	}
@@ -292,10 +321,6 @@ func (n *Node) open() error {
 		return err
 	}
 	if saved.State != nil {
-		st, keys, err := engineState(saved)
-		if err != nil {
-			return err
-		}
 		if n.rn, err = round.RestartNode(rc, st, keys); err != nil {
 			return err
 		}
@@ -305,7 +330,7 @@ func (n *Node) open() error {
 	if n.rn, err = round.NewNode(rc); err != nil {
 		return err
 	}
-	n.log.Info("joining a new session", "session", n.sessionName(), "mode", n.scheme.Name(), "members", len(n.man.Members))
+	n.log.Info("joining a new session", "session", n.sessionName(), "mode", n.scheme.Name(), "members", len(n.manifest().Members))
 	return nil
 }
 
@@ -326,7 +351,7 @@ func (n *Node) openStore() (store.NodeBatch, error) {
 		return store.NodeBatch{}, err
 	}
 	if _, err := n.db.Session(ctx, n.session); errors.Is(err, store.ErrNotFound) {
-		mh, _ := n.man.Hash()
+		mh, _ := n.manifest().Hash()
 		if err := n.db.CreateSession(ctx, store.Session{ID: n.session, Manifest: mh, Created: n.now()}); err != nil {
 			return store.NodeBatch{}, err
 		}
@@ -352,12 +377,12 @@ func (n *Node) openStore() (store.NodeBatch, error) {
 func (n *Node) openAudit() error {
 	var err error
 	if n.alog, err = audit.Open(filepath.Join(n.cfg.StateDir, AuditFile), n.cfg.Kit.AuditKey, string(n.self),
-		audit.Options{Keys: audit.Keys(n.man.AuditKeys()), RepairTorn: true}); err != nil {
+		audit.Options{Keys: memberKeys{n}, RepairTorn: true}); err != nil {
 		return err
 	}
 	if st := n.alog.State(); st.Seq == 0 {
-		mh, _ := n.man.Hash()
-		if _, err := n.alog.Append(audit.SessionStarted, audit.Data{Session: n.sessionName(), Manifest: mh, Members: n.man.Nodes()}); err != nil {
+		mh, _ := n.manifest().Hash()
+		if _, err := n.alog.Append(audit.SessionStarted, audit.Data{Session: n.sessionName(), Manifest: mh, Members: n.manifest().Nodes()}); err != nil {
 			return err
 		}
 	} else if st.Session != n.sessionName() {
@@ -376,11 +401,7 @@ func (n *Node) engineConfig() (round.NodeConfig, error) {
 	if err != nil {
 		return round.NodeConfig{}, err
 	}
-	auditKeys := make(map[fl.NodeID]ed25519.PublicKey)
-	for _, p := range n.man.Members {
-		auditKeys[fl.NodeID(p.Name)] = p.AuditKey
-	}
-	n.keys = keyring.New(n.session, n.self, sk, auditKeys)
+	n.keys = keyring.New(n.session, n.self, sk, auditKeys(n.manifest()))
 	n.keysIssued = n.now()
 	if err := n.setupTEE(); err != nil {
 		return round.NodeConfig{}, err
@@ -388,15 +409,15 @@ func (n *Node) engineConfig() (round.NodeConfig, error) {
 	// Until it is connected (and has a nonce to answer), the node's
 	// evidence carries no TEE evidence; it is never sent.
 	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, n.keysIssued, nil)
-	opt, err := n.man.Training.Optimizer()
+	opt, err := n.manifest().Training.Optimizer()
 	if err != nil {
 		return round.NodeConfig{}, fmt.Errorf("node: %w", err)
 	}
 	return round.NodeConfig{
-		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.man.Coordinator.Name), Scheme: n.scheme,
-		Sealer: n.keys, Box: keyring.Box{}, Signer: keyring.Signer{Key: n.cfg.Kit.AuditKey}, Verifier: keyring.Verifier(auditKeys),
+		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.manifest().Coordinator.Name), Scheme: n.scheme,
+		Sealer: n.keys, Box: keyring.Box{}, Signer: keyring.Signer{Key: n.cfg.Kit.AuditKey}, Verifier: memberKeys{n},
 		Ledger: n.sn, Optimizer: opt, Init: n.tr.initial, Rand: n.cfg.Random, Evidence: evidence,
-		VerifyPeer: n.verifyPeer, MayTrain: n.budget.policy(),
+		VerifyPeer: n.verifyPeer, MayTrain: n.mayTrain, Amend: n.checkAmendment,
 	}, nil
 }
 
@@ -423,6 +444,8 @@ func (n *Node) Run(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
+	// The credential in force, which an amendment may renew.
+	tlsCfg.Certificates, tlsCfg.GetClientCertificate = nil, n.clientCertificate
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 

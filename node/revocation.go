@@ -59,13 +59,13 @@ func (n *Node) checkRevocations(now time.Time, conn *transport.Conn) {
 	if l != nil {
 		n.log.Warn("revocation list loaded", "file", n.cfg.CRL.Path(), "crl", l.String())
 	}
-	for _, p := range n.man.Members {
+	for _, p := range n.manifest().Members {
 		if reason := n.revokedMember(p.Fingerprint); reason != "" && string(n.self) != p.Name {
 			n.rn.Distrust(fl.NodeID(p.Name), reason) // a no-op once it is in the state
 		}
 	}
-	if conn != nil && n.revokedMember(n.man.Coordinator.Fingerprint) != "" {
-		n.log.Warn("dropping the connection: the coordinator's certificate is revoked", "coordinator", n.man.Coordinator.Name)
+	if conn != nil && n.revokedMember(n.manifest().Coordinator.Fingerprint) != "" {
+		n.log.Warn("dropping the connection: the coordinator's certificate is revoked", "coordinator", n.manifest().Coordinator.Name)
 		conn.Close()
 	}
 }

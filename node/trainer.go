@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	mrand "math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloisterfl/cloister/client"
@@ -33,9 +34,13 @@ type trainer struct {
 	train  *dataset.Set
 	test   *dataset.Set
 	policy client.Policy // clip, noise share (the manifest's k = MinCohort), weight cap
-	seed   uint64
-	salt   uint64    // from the NodeID, so that nodes shuffle differently
-	noise  io.Reader // the DP noise's randomness: crypto/rand (Config.InsecureNoise in tests)
+	// members, if not 0, replaces policy.Members: the member count of the
+	// manifest in force (an amendment changes it; the weight cap keeps the
+	// members' sum in range).
+	members atomic.Int64
+	seed    uint64
+	salt    uint64    // from the NodeID, so that nodes shuffle differently
+	noise   io.Reader // the DP noise's randomness: crypto/rand (Config.InsecureNoise in tests)
 
 	// SCAFFOLD: the global vector and the update join the model and the
 	// control variates (strategy/scaffold). ctl holds this node's control
@@ -149,7 +154,11 @@ func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
 	if t.scaffold {
 		t.ctl.propose(r, u.Control)
 	}
-	if err := t.policy.Apply(u, t.noise); err != nil {
+	p := t.policy
+	if m := t.members.Load(); m > 0 {
+		p.Members = int(m)
+	}
+	if err := p.Apply(u, t.noise); err != nil {
 		return trainResult{}, err
 	}
 	return trainResult{

@@ -234,22 +234,55 @@ func (ca *CA) saveInto(dir string) error {
 	return createFile(filepath.Join(dir, CAKeyFile), keyPEM, secretPerm)
 }
 
-// AddNode adds member id to the federation that [InitFederation] created in
-// dir, the work of `cloister ca issue --name <id>`: it issues a certificate
-// and audit key for id, signs a manifest with id appended to the members
-// and Serial one higher, writes the new kit to dir/<id>, and updates the
-// manifest of every existing kit in dir (the coordinator's and the
-// members').
-//
-// Threshold and MinCohort are unchanged. If updating an existing kit fails,
-// AddNode goes on with the others and reports every failure; rerun
-// [UpdateManifest] on those with the new kit's manifest.json.
+// AddNode adds member id to the running federation that [InitFederation]
+// created in dir, the work of `cloister ca issue --name <id>`: an
+// [Amend] that adds one member. It returns the new member's kit.
 func AddNode(dir string, id fl.NodeID, now time.Time, random io.Reader) (*Kit, error) {
-	if err := ValidateNodeID(id); err != nil {
+	res, err := Amend(dir, "", Amendment{Add: []fl.NodeID{id}}, now, random)
+	if res == nil || len(res.Added) == 0 {
 		return nil, err
 	}
+	return res.Added[0], err
+}
+
+// Amendment is what [Amend] changes in a running federation. Add and Renew
+// name members; the rest is federation.Amendment's.
+type Amendment struct {
+	Add    []fl.NodeID // new members: each gets a certificate, an audit key and a kit
+	Remove []fl.NodeID
+	Renew  []fl.NodeID // members whose certificates are renewed (same audit key)
+	federation.Amendment
+}
+
+// Amended is what [Amend] did: the new signed manifest, the kits it
+// wrote for new members and the kits it renewed.
+type Amended struct {
+	Manifest       *federation.Manifest
+	SignedManifest []byte
+	Added          []*Kit
+	Renewed        []*Kit
+	Change         federation.Change
+}
+
+// Amend amends the running federation that [InitFederation] created in
+// dir, with the CA in caDir ("": dir/ca), the work of `cloister ca amend`:
+// it signs the coordinator's
+// manifest amended by a (federation.Amend: the same session, Serial one
+// higher), issues a certificate, an audit key and a kit (dir/<id>) to each
+// new member, renews the certificates of a.Renew in their kits, and writes
+// the new manifest into every kit that it still lists (the coordinator's
+// and the members'). The running coordinator takes it from its kit at the
+// next poll and puts it in force at the next round boundary.
+//
+// Nothing is written if the amendment is refused. If updating an existing
+// kit fails, Amend goes on with the others and reports every failure;
+// rerun [UpdateManifest] on those with the coordinator kit's manifest.json.
+func Amend(dir, caDir string, a Amendment, now time.Time, random io.Reader) (*Amended, error) {
 	random = orCryptoRand(random)
-	ca, err := LoadCA(filepath.Join(dir, CADir))
+	if caDir == "" {
+		caDir = filepath.Join(dir, CADir)
+	}
+	ca, err := LoadCA(caDir)
 	if err != nil {
 		return nil, err
 	}
@@ -258,38 +291,113 @@ func AddNode(dir string, id fl.NodeID, now time.Time, random io.Reader) (*Kit, e
 		return nil, err
 	}
 	old := coord.Manifest
-	if _, dup := old.Member(id); dup {
-		return nil, fmt.Errorf("pki: %s is already a member of federation %s", id, old.Federation)
+	fa := a.Amendment
+	fa.Add, fa.Remove, fa.Renew = nil, nil, nil
+	var added []*Kit
+	for _, id := range a.Add {
+		if err := ValidateNodeID(id); err != nil {
+			return nil, err
+		}
+		if _, dup := old.Member(id); dup {
+			return nil, fmt.Errorf("pki: %s is already a member of federation %s", id, old.Federation)
+		}
+		if _, err := os.Stat(filepath.Join(dir, string(id))); err == nil {
+			return nil, fmt.Errorf("pki: %s already exists: a kit of an earlier member? Remove it or choose another name", filepath.Join(dir, string(id)))
+		}
+		cred, err := ca.IssueNode(id, now, random)
+		if err != nil {
+			return nil, err
+		}
+		_, auditKey, err := ed25519.GenerateKey(random)
+		if err != nil {
+			return nil, fmt.Errorf("pki: generating audit key for %s: %w", id, err)
+		}
+		k := &Kit{
+			Config: KitConfig{
+				Version: KitConfigVersion, Role: RoleNode, Name: string(id),
+				Federation: old.Federation, CoordinatorAddress: coord.Config.CoordinatorAddress,
+			},
+			CA: ca.Certificate(), Credential: cred, AuditKey: auditKey,
+		}
+		added = append(added, k)
+		fa.Add = append(fa.Add, k.Party())
 	}
-	cred, err := ca.IssueNode(id, now, random)
+	for _, id := range a.Remove {
+		fa.Remove = append(fa.Remove, string(id))
+	}
+	renewed := map[fl.NodeID]*Credential{}
+	for _, id := range a.Renew {
+		p, ok := old.Member(id)
+		if !ok {
+			return nil, fmt.Errorf("pki: cannot renew the certificate of %s: not a member of federation %s serial %d", id, old.Federation, old.Serial)
+		}
+		cred, err := ca.IssueNode(id, now, random)
+		if err != nil {
+			return nil, err
+		}
+		renewed[id] = cred
+		fa.Renew = append(fa.Renew, federation.Principal{Name: p.Name, Fingerprint: Fingerprint(cred.Cert), AuditKey: p.AuditKey})
+	}
+	m, err := federation.Amend(old, fa)
 	if err != nil {
 		return nil, err
 	}
-	_, auditKey, err := ed25519.GenerateKey(random)
+	ch, err := federation.CheckAmendment(old, m)
 	if err != nil {
-		return nil, fmt.Errorf("pki: generating audit key for %s: %w", id, err)
-	}
-	k := &Kit{
-		Config: KitConfig{
-			Version: KitConfigVersion, Role: RoleNode, Name: string(id),
-			Federation: old.Federation, CoordinatorAddress: coord.Config.CoordinatorAddress,
-		},
-		CA: ca.Certificate(), Credential: cred, AuditKey: auditKey,
-	}
-	m := *old
-	m.Members = append(slices.Clone(old.Members), k.Party())
-	m.Serial++
-	if k.SignedManifest, err = federation.Sign(&m, ca, random); err != nil {
 		return nil, err
 	}
-	if err := WriteKit(filepath.Join(dir, string(id)), k); err != nil {
+	signed, err := federation.Sign(m, ca, random)
+	if err != nil {
 		return nil, err
+	}
+	res := &Amended{Manifest: m, SignedManifest: signed, Change: ch}
+	for _, k := range added {
+		k.SignedManifest, k.Manifest = signed, m
+		if err := WriteKit(filepath.Join(dir, k.Config.Name), k); err != nil {
+			return res, err
+		}
+		res.Added = append(res.Added, k)
 	}
 	var errs []error
+	for _, id := range a.Renew {
+		kd := filepath.Join(dir, string(id))
+		if err := renewKit(kd, renewed[id], signed); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		k, err := LoadKit(kd)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Renewed = append(res.Renewed, k)
+	}
 	for _, name := range append([]string{CoordinatorDir}, partyNames(old.Members)...) {
-		if err := UpdateManifest(filepath.Join(dir, name), k.SignedManifest); err != nil {
+		if _, still := m.Member(fl.NodeID(name)); !still && name != CoordinatorDir {
+			continue // removed: its kit keeps the manifest it ran under
+		}
+		if _, renew := renewed[fl.NodeID(name)]; renew {
+			continue
+		}
+		if err := UpdateManifest(filepath.Join(dir, name), signed); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return k, errors.Join(errs...)
+	return res, errors.Join(errs...)
+}
+
+// renewKit replaces the credential and the manifest of the kit in dir:
+// the key first, then the certificate, then the manifest that lists it.
+func renewKit(dir string, cred *Credential, signed []byte) error {
+	keyPEM, err := encodeKey(cred.Key)
+	if err != nil {
+		return err
+	}
+	if err := replaceFile(filepath.Join(dir, KeyFile), keyPEM, secretPerm); err != nil {
+		return err
+	}
+	if err := replaceFile(filepath.Join(dir, CertFile), encodeCert(cred.Cert), publicPerm); err != nil {
+		return err
+	}
+	return replaceFile(filepath.Join(dir, ManifestFile), signed, publicPerm)
 }

@@ -181,8 +181,18 @@ func Admit(m *federation.Manifest, cert *x509.Certificate) error {
 func (k *Kit) TLSConfig(opts Options) (*tls.Config, error) {
 	m := k.Manifest
 	extra := opts.Authorize
+	manifests := opts.Manifests
+	if manifests == nil {
+		manifests = func() []*federation.Manifest { return []*federation.Manifest{m} }
+	}
 	opts.Authorize = func(cert *x509.Certificate) error {
-		if err := Admit(m, cert); err != nil {
+		var err error
+		for _, m := range manifests() {
+			if err = Admit(m, cert); err == nil {
+				break
+			}
+		}
+		if err != nil {
 			return err
 		}
 		if extra != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cloisterfl/cloister/federation"
 )
 
 // Sentinel errors of peer verification (see [VerifyPeer]).
@@ -78,6 +80,10 @@ type Options struct {
 	// non-nil error refuses the peer. A closure over [Admit] fits here: it admits
 	// only the certificates the signed manifest lists.
 	Authorize func(cert *x509.Certificate) error
+	// Manifests, if set, returns the manifests a peer may be listed in
+	// ([Kit.TLSConfig] admits a peer listed in any of them): the one in
+	// force and one scheduled by an amendment. Nil: the kit's manifest.
+	Manifests func() []*federation.Manifest
 }
 
 func (o Options) now() time.Time {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/dp"
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/pki"
 )
 
@@ -54,7 +56,11 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return fmt.Errorf("loading the manifest: %w", err)
 	}
 	man := kit.Manifest
-	res, err := audit.VerifyDir(dir, audit.Federation{Keys: audit.Keys(man.AuditKeys()), Coordinator: man.Coordinator.Name})
+	keys, err := federationKeys(dir, kit)
+	if err != nil {
+		return err
+	}
+	res, err := audit.VerifyDir(dir, audit.Federation{Keys: keys, Coordinator: man.Coordinator.Name})
 	bad := 0
 	for _, r := range res {
 		if r.Err != nil {
@@ -85,6 +91,44 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%d logs verified with the audit keys of federation %s (manifest serial %d)\n", len(res), man.Federation, man.Serial)
 	return nil
+}
+
+// federationKeys returns the audit keys of every party of kit's
+// federation: those of kit's manifest and of every other manifest.json
+// under dir that the federation CA signed for the same session (earlier
+// or later amendments: a removed member's log still verifies, a new
+// member's too). A party whose audit key differs between manifests is an
+// error.
+func federationKeys(dir string, kit *pki.Kit) (audit.Keys, error) {
+	sid, err := kit.Manifest.SessionID()
+	if err != nil {
+		return nil, err
+	}
+	keys := audit.Keys(kit.Manifest.AuditKeys())
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != pki.ManifestFile {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		m, err := federation.Verify(b, kit.CA)
+		if err != nil {
+			return nil // another federation's, or not a manifest
+		}
+		if s, err := m.SessionID(); err != nil || !bytes.Equal(s, sid) {
+			return nil
+		}
+		for name, k := range m.AuditKeys() {
+			if old, ok := keys[name]; ok && !bytes.Equal(old, k) {
+				return fmt.Errorf("%s lists another audit key for %s than the other manifests of the session", path, name)
+			}
+			keys[name] = k
+		}
+		return nil
+	})
+	return keys, err
 }
 
 // findKit returns the first directory under dir (in lexical order) that

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -25,8 +22,20 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
   cloister ca init --dir ca/ [--name NAME]
       create a federation CA (keep it offline); use it with 'cloister init --ca ca/'
   cloister ca issue --name node-7 --dir fed/ [--ca fed/ca]
-      add member node-7 to the federation in fed/: issue its kit (fed/node-7), sign a
-      manifest that lists it, and update the manifest of every kit in fed/
+      add member node-7 to the running federation in fed/: issue its kit (fed/node-7),
+      sign an amended manifest that lists it, and update the manifest of every kit in
+      fed/ (the same as cloister ca amend --add node-7)
+  cloister ca amend --dir fed/ [--add node-6,...] [--remove node-3,...] [--renew node-1,...]
+                    [--threshold T] [--min-cohort K] [--add-rounds N] [--epsilon E]
+      amend the running federation: sign a manifest of the same session, serial one
+      higher, write it into every kit it lists (new members get kits); the coordinator
+      picks it up from its kit and puts it in force at the next round boundary, by a
+      re-key that carries the current model over when members or t change. Mode, preset,
+      model, training, DP noise and clip and the attestation policy are fixed for a
+      session; every member checks the amendment itself
+  cloister ca renew --dir fed/ node-2
+      renew node-2's certificate before it expires, in its kit, by an amendment: the
+      running node takes it from its kit when the amendment takes effect
   cloister ca issue --role observer [--dir fed/ | --ca ca/] [--out DIR] [--validity D] NAME
       issue a certificate that may read the coordinator's dashboard, /status, /rounds
       and /metrics (coordinator --metrics-tls) and do nothing else; --role admin is
@@ -53,8 +62,12 @@ func runCA(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return runCARevoke(args[1:], stdout, stderr)
 	case "crl":
 		return runCACRL(args[1:], stdout, stderr)
+	case "amend":
+		return runCAAmend(args[1:], stdout, stderr)
+	case "renew":
+		return runCARenew(args[1:], stdout, stderr)
 	}
-	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init, cloister ca issue, cloister ca crl or cloister ca revoke")
+	return withHint(fmt.Errorf("unknown ca subcommand %q", args[0]), "cloister ca init, issue, amend, renew, crl or revoke")
 }
 
 func runCAInit(args []string, stdout, stderr io.Writer) error {
@@ -114,61 +127,84 @@ func runCAIssue(args []string, stdout, stderr io.Writer) error {
 	if *caDir == "" {
 		*caDir = filepath.Join(*dir, pki.CADir)
 	}
-	k, err := addNode(*dir, *caDir, id, time.Now())
-	if k != nil {
-		fmt.Fprintf(stdout, "issued %s's kit in %s; federation %s now has %d members (manifest serial %d)\n",
-			id, filepath.Join(*dir, *name), k.Manifest.Federation, len(k.Manifest.Members), k.Manifest.Serial)
-		fmt.Fprintf(stdout, "the manifest changed: the next session sets up new keys with every member\n")
+	res, err := pki.Amend(*dir, *caDir, pki.Amendment{Add: []fl.NodeID{id}}, time.Now(), nil)
+	if res != nil && len(res.Added) > 0 {
+		fmt.Fprintf(stdout, "issued %s's kit in %s\n", id, filepath.Join(*dir, *name))
+		printAmended(stdout, res)
 	}
 	return err
 }
 
-// addNode is pki.AddNode with the CA in its own directory: it issues a kit
-// for id, signs a manifest listing it, writes the kit to dir/id and updates
-// the manifest of every kit in dir.
-func addNode(dir, caDir string, id fl.NodeID, now time.Time) (*pki.Kit, error) {
-	ca, err := pki.LoadCA(caDir)
-	if err != nil {
-		return nil, err
+// printAmended says what an amendment changed and how it takes effect.
+func printAmended(stdout io.Writer, res *pki.Amended) {
+	m := res.Manifest
+	fmt.Fprintf(stdout, "signed manifest serial %d of federation %s: %s; %d members, t = %d, %d rounds\n",
+		m.Serial, m.Federation, res.Change, len(m.Members), m.Threshold, m.Training.Rounds)
+	fmt.Fprintf(stdout, "the running coordinator takes it from its kit within seconds and puts it in force at the next round boundary")
+	if res.Change.Rekey() {
+		fmt.Fprintf(stdout, " (a re-key that carries the current model over)")
 	}
-	coord, err := pki.LoadKit(filepath.Join(dir, pki.CoordinatorDir))
-	if err != nil {
-		return nil, err
+	fmt.Fprintln(stdout)
+	for _, k := range res.Added {
+		fmt.Fprintf(stdout, "  start %s with its kit: cloister node --kit %s ...\n", k.Config.Name, k.Config.Name)
 	}
-	old := coord.Manifest
-	if _, dup := old.Member(id); dup {
-		return nil, fmt.Errorf("%s is already a member of federation %s", id, old.Federation)
+}
+
+func runCAAmend(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ca amend", stderr)
+	dir := fs.String("dir", "", "the federation directory: ca/, coordinator/ and the members' kits (required)")
+	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
+	add := fs.String("add", "", "comma-separated new members, each issued a kit DIR/NAME")
+	remove := fs.String("remove", "", "comma-separated members to remove")
+	renew := fs.String("renew", "", "comma-separated members whose certificates to renew (same audit key)")
+	threshold := fs.Int("threshold", 0, "the new threshold t (0: unchanged)")
+	minCohort := fs.Int("min-cohort", 0, "the new minimum cohort (0: unchanged; fixed under DP)")
+	addRounds := fs.Int("add-rounds", 0, "rounds to add to the session")
+	epsilon := fs.Float64("epsilon", 0, "the new ε budget (0: unchanged)")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
-	cred, err := ca.IssueNode(id, now, nil)
-	if err != nil {
-		return nil, err
+	if *dir == "" || fs.NArg() > 0 {
+		return withHint(errors.New("want --dir and no arguments"), "cloister ca amend --dir fed/ --add node-6")
 	}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	k := &pki.Kit{Config: pki.KitConfig{Version: pki.KitConfigVersion, Role: pki.RoleNode, Name: string(id),
-		Federation: old.Federation, CoordinatorAddress: coord.Config.CoordinatorAddress},
-		CA: ca.Certificate(), Credential: cred, AuditKey: key}
-	m := *old
-	m.Members = append(slices.Clone(old.Members), k.Party())
-	m.Serial++
-	if k.SignedManifest, err = federation.Sign(&m, ca, nil); err != nil {
-		return nil, err
-	}
-	if k.Manifest, err = federation.Verify(k.SignedManifest, ca.Certificate()); err != nil {
-		return nil, err
-	}
-	if err := pki.WriteKit(filepath.Join(dir, string(id)), k); err != nil {
-		return nil, err
-	}
-	var errs []error
-	for _, p := range append([]federation.Principal{{Name: pki.CoordinatorDir}}, old.Members...) {
-		if err := pki.UpdateManifest(filepath.Join(dir, p.Name), k.SignedManifest); err != nil {
-			errs = append(errs, err)
+	names := func(s string) []fl.NodeID {
+		var ids []fl.NodeID
+		for _, n := range strings.Split(s, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				ids = append(ids, fl.NodeID(n))
+			}
 		}
+		return ids
 	}
-	return k, errors.Join(errs...)
+	a := pki.Amendment{Add: names(*add), Remove: names(*remove), Renew: names(*renew)}
+	a.Threshold, a.MinCohort, a.AddRounds, a.Epsilon = *threshold, *minCohort, *addRounds, *epsilon
+	res, err := pki.Amend(*dir, *caDir, a, time.Now(), nil)
+	if res != nil {
+		printAmended(stdout, res)
+	}
+	return err
+}
+
+func runCARenew(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ca renew", stderr)
+	dir := fs.String("dir", "", "the federation directory (required)")
+	caDir := fs.String("ca", "", "the federation CA directory (default: DIR/ca)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" || fs.NArg() != 1 {
+		return withHint(errors.New("want --dir and one member"), "cloister ca renew --dir fed/ node-2")
+	}
+	id := fl.NodeID(fs.Arg(0))
+	res, err := pki.Amend(*dir, *caDir, pki.Amendment{Renew: []fl.NodeID{id}}, time.Now(), nil)
+	if res != nil {
+		for _, k := range res.Renewed {
+			fmt.Fprintf(stdout, "renewed %s's certificate in %s: sha256 %s, valid until %s\n", id, filepath.Join(*dir, string(id)),
+				pki.Fingerprint(k.Credential.Cert), k.Credential.Cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+		printAmended(stdout, res)
+	}
+	return err
 }
 
 // issueObserver writes an observer's or admin's credential (ca.pem,

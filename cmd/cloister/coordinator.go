@@ -111,6 +111,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	}
 	c, err := coordinator.New(coordinator.Config{
 		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
+		ManifestFile: filepath.Join(*kitDir, pki.ManifestFile),
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
 	if errors.Is(err, federation.ErrLimitTooSmall) {

@@ -82,6 +82,7 @@ type nodeFlags struct {
 	tick, attestEvery                         time.Duration
 	maxMsg                                    int64
 	maxEps                                    float64
+	minThreshold                              int
 	dump, tee, simState                       string
 	log                                       logFlags
 }
@@ -99,6 +100,7 @@ func (nf *nodeFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&nf.tick, "tick", node.DefaultTick, "engine clock period")
 	fs.Int64Var(&nf.maxMsg, "max-message", 0, "largest message in bytes (0: computed from the manifest, as the coordinator does; a value below the federation's largest message is refused)")
 	fs.Float64Var(&nf.maxEps, "max-epsilon", 0, "this site's own privacy limit: refuse to train for a round after which the federation's ε would pass it (0: none; needs DP in the manifest)")
+	fs.IntVar(&nf.minThreshold, "min-threshold", 0, "this site's floor under the threshold t: refuse (and leave the federation on) a manifest amendment that sets t below it (0: none)")
 	fs.Uint64Var(&nf.dpSeed, "insecure-dp-seed", 0, "TESTING ONLY: draw the DP noise from a stream seeded by this and the node's name instead of crypto/rand (reproducible comparisons; no privacy); 0: off")
 	fs.StringVar(&nf.dump, "insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
 	fs.StringVar(&nf.tee, "tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
@@ -136,7 +138,7 @@ func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n 
 		noise = rand.NewChaCha8(sha256.Sum256(fmt.Appendf(nil, "cloister/insecure-dp-seed/%d/%s", nf.dpSeed, self)))
 	}
 	n, err = node.New(node.Config{
-		CRL: rv,
+		CRL: rv, KitDir: nf.kitDir, MinThreshold: nf.minThreshold,
 		Kit: kit, StateDir: nf.state, AtRest: key, Train: train, Test: test, Logger: log, Tick: nf.tick,
 		Seed: nf.seed, Limits: transport.Limits{MaxMessage: nf.maxMsg}, MaxEpsilon: nf.maxEps,
 		OnUpdate: onUpdate, TEE: att, AttestEvery: nf.attestEvery, InsecureNoise: noise,
