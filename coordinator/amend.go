@@ -175,18 +175,26 @@ func (c *Coordinator) adopt(t *round.Terms) error {
 		c.pending.Store(nil)
 	}
 	for _, id := range old.Nodes() {
-		if _, ok := m.Member(id); ok {
-			continue
-		}
-		delete(c.att, id)
-		if c.srv.Drop(id, fmt.Errorf("%w: removed by manifest serial %d", pki.ErrNotMember, m.Serial)) {
-			c.log.Info("dropped a removed member's stream", "member", id)
+		if _, ok := m.Member(id); !ok {
+			delete(c.att, id)
+			c.removed = append(c.removed, id) // its stream is dropped once the amendment is sent
 		}
 	}
 	c.log.Info("manifest amendment in force", "serial", m.Serial, "change", t.Summary, "members", len(m.Members),
 		"threshold", m.Threshold, "rounds", t.Rounds)
 	c.setAttestStatus()
 	return nil
+}
+
+// dropRemoved drops the streams of the members the amendment just sent
+// removed.
+func (c *Coordinator) dropRemoved() {
+	for _, id := range c.removed {
+		if c.srv.Drop(id, fmt.Errorf("%w: removed from the federation", pki.ErrNotMember)) {
+			c.log.Info("dropped a removed member's stream", "member", id)
+		}
+	}
+	c.removed = nil
 }
 
 // restoreTerms makes the terms a restarted engine runs under the daemon's

@@ -190,6 +190,9 @@ type Coordinator struct {
 	lim    *limiter
 	rev    revocation
 	amend  amendWatch
+	// removed are the members an amendment in force removed, whose streams
+	// are dropped once the amendment has been sent to them.
+	removed []fl.NodeID
 
 	startOnce sync.Once
 	loopDone  chan struct{}

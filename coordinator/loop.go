@@ -174,6 +174,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		c.observe(rd.Audit)
 		t1 := time.Now()
 		failed := c.send(ctx, rd.Messages)
+		c.dropRemoved()
 		c.log.Debug("ready", "state_bytes", len(b.State), "persist_audit_s", t1.Sub(t0).Seconds(), "audit", len(entries),
 			"messages", len(rd.Messages), "send_s", time.Since(t1).Seconds())
 		c.hist.report(context.Background()) // the rounds that ended, now stored and audited
