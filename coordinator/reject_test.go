@@ -132,14 +132,14 @@ func TestRejections(t *testing.T) {
 			}
 		}
 		st := f.Coord.Status()
-		// A Hello whose evidence claims to be node-1's: the coordinator relays it,
-		// every node refuses it (attestation-failed, node-4 distrusted).
+		// The rogue says Hello with node-4's evidence (it holds node-4's
+		// audit key), so that the members trust it and the round's pledges
+		// close with it.
 		sk, err := keyring.NewKeys(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		claim := sk.Evidence(session[:], "node-1", kit4.AuditKey, time.Now(), nil)
-		send(round.Message{Kind: round.KindHello, Epoch: st.Epoch, Evidence: claim})
+		send(round.Message{Kind: round.KindHello, Epoch: st.Epoch, Evidence: sk.Evidence(session[:], "node-4", kit4.AuditKey, time.Now(), nil)})
 		// A replayed round: an upload for round 1.
 		send(round.Message{Kind: round.KindUpload, Epoch: st.Epoch, Round: 1, Payload: []byte("old"), Signature: make([]byte, 64)})
 		f.WaitMetric(`cloister_coordinator_rejected_total{reason="replay"}`, 1)
@@ -160,17 +160,48 @@ func TestRejections(t *testing.T) {
 				t.Fatalf("the rogue got no Train; status %+v", f.Coord.Status())
 			}
 		}
-		upSigned := func(key ed25519.PrivateKey, payload []byte) []byte {
-			return ed25519.Sign(key, uploadSigned(session[:], tr.Epoch, tr.Round, round.DigestOf(payload)))
-		}
-		// An upload signed by another key than node-4's: forged.
+		// An upload goes in two steps: a signed pledge of its digest, then,
+		// once the pledge set comes, the upload signed under that set.
 		garbage := bytes.Repeat([]byte{0xa5}, 4096)
+		gd := round.DigestOf(garbage)
 		_, otherKey, _ := ed25519.GenerateKey(nil)
-		send(round.Message{Kind: round.KindUpload, Epoch: tr.Epoch, Round: tr.Round, Payload: garbage, Signature: upSigned(otherKey, garbage)})
+		pledge := func(key ed25519.PrivateKey) round.Message {
+			sig := ed25519.Sign(key, pledgeSigned(session[:], tr.Epoch, tr.Round, gd))
+			return round.Message{Kind: round.KindPledge, Epoch: tr.Epoch, Round: tr.Round,
+				Included: []round.Contribution{{Node: "node-4", Digest: gd, Signature: sig}}}
+		}
+		// A pledge signed by another key than node-4's: forged.
+		send(pledge(otherKey))
 		f.WaitMetric(`cloister_coordinator_rejected_total{reason="forged"}`, 1)
-		// Garbage, correctly signed: malformed.
-		send(round.Message{Kind: round.KindUpload, Epoch: tr.Epoch, Round: tr.Round, Payload: garbage, Signature: upSigned(kit4.AuditKey, garbage)})
+		// node-4's pledge of garbage, correctly signed, is taken; the pledge
+		// set comes back.
+		send(pledge(kit4.AuditKey))
+		var ps round.Message
+		for ps.Kind != round.KindPledges {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("the rogue's stream ended: %v", rogue.Err())
+				}
+				ps = m
+			case <-timeout:
+				t.Fatalf("the rogue got no pledge set; status %+v", f.Coord.Status())
+			}
+		}
+		pd := pledgesDigest(session[:], tr.Epoch, tr.Round, ps.Included)
+		// An upload that is not the one pledged: forged.
+		notPledged := bytes.Repeat([]byte{0x5a}, 4096)
+		send(round.Message{Kind: round.KindUpload, Epoch: tr.Epoch, Round: tr.Round, Payload: notPledged,
+			Signature: ed25519.Sign(kit4.AuditKey, uploadSigned(session[:], tr.Epoch, tr.Round, round.DigestOf(notPledged), pd))})
+		f.WaitMetric(`cloister_coordinator_rejected_total{reason="forged"}`, 2)
+		// The pledged garbage, correctly signed under the pledge set: malformed.
+		send(round.Message{Kind: round.KindUpload, Epoch: tr.Epoch, Round: tr.Round, Payload: garbage,
+			Signature: ed25519.Sign(kit4.AuditKey, uploadSigned(session[:], tr.Epoch, tr.Round, gd, pd))})
 		f.WaitMetric(`cloister_coordinator_rejected_total{reason="malformed"}`, 1)
+		// A Hello whose evidence claims to be node-1's: the coordinator relays it,
+		// every node refuses it (attestation-failed, node-4 distrusted).
+		claim := sk.Evidence(session[:], "node-1", kit4.AuditKey, time.Now(), nil)
+		send(round.Message{Kind: round.KindHello, Epoch: tr.Epoch, Evidence: claim})
 		// Oversized: one byte more than the limit the coordinator computed
 		// from the manifest (the rogue's own limit is 128 MiB).
 		fed, err := federation.Resolve(f.Kits["coordinator"].Manifest, federation.Overrides{})
@@ -228,18 +259,39 @@ func TestRejections(t *testing.T) {
 	})
 }
 
-// uploadSigned restates round's upload signature input (round/codec.go).
-func uploadSigned(session []byte, epoch uint64, r fl.Round, d round.Digest) []byte {
+// uploadSigned, pledgeSigned and pledgesDigest restate round's signature
+// inputs (round/codec.go).
+func uploadSigned(session []byte, epoch uint64, r fl.Round, d, pledges round.Digest) []byte {
+	b := signedPrefix("cloister/round/v2/upload", session, epoch, r)
+	b = append(b, d[:]...)
+	return append(b, pledges[:]...)
+}
+
+func pledgeSigned(session []byte, epoch uint64, r fl.Round, d round.Digest) []byte {
+	return append(signedPrefix("cloister/round/v2/pledge", session, epoch, r), d[:]...)
+}
+
+func pledgesDigest(session []byte, epoch uint64, r fl.Round, set []round.Contribution) round.Digest {
+	b := signedPrefix("cloister/round/v2/pledge-set", session, epoch, r)
+	b = appendU64(b, uint64(len(set)))
+	for _, p := range set {
+		b = appendU64(b, uint64(len(p.Node)))
+		b = append(b, p.Node...)
+		b = append(b, p.Digest[:]...)
+	}
+	return round.DigestOf(b)
+}
+
+func signedPrefix(label string, session []byte, epoch uint64, r fl.Round) []byte {
 	var b []byte
 	str := func(p []byte) {
 		b = appendU64(b, uint64(len(p)))
 		b = append(b, p...)
 	}
-	str([]byte("cloister/round/v1/upload"))
+	str([]byte(label))
 	str(session)
 	b = appendU64(b, epoch)
-	b = appendU64(b, uint64(r))
-	return append(b, d[:]...)
+	return appendU64(b, uint64(r))
 }
 
 func appendU64(b []byte, v uint64) []byte {

@@ -101,6 +101,7 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 	sealedKey := int64(p.TargetSecret) + SealOverhead // the group key: target secret and model key
 	evidences := n * round.MaxEvidence
 	private := n * int64(p.PrivateDealing+SealOverhead)
+	const pledge = 32 + 64 // a pledge: a digest and an Ed25519 signature (names count in MemberOverhead)
 	s.Kinds = map[round.Kind]int64{
 		round.KindHello:         round.MaxEvidence,
 		round.KindWelcome:       evidences + sealedKey + int64(p.TargetPublic),
@@ -119,13 +120,15 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 		round.KindUpload:        int64(p.Update),
 		round.KindRevealRequest: int64(p.Aggregate) + int64(p.TargetPublic) + n*int64(p.Update), // with the included uploads
 		round.KindShare:         int64(p.Share),
-		round.KindDecrypt:       s.Model + int64(p.Result),
+		round.KindDecrypt:       s.Model + int64(p.Result) + n*pledge, // with the pledge set
 		round.KindCommit:        s.Model,
 		round.KindModel:         s.Model,
 		round.KindMetrics:       0,
 		round.KindRefuse:        0,
 		round.KindDone:          0,
 		round.KindAmend:         MaxSize, // a signed manifest
+		round.KindPledge:        pledge,
+		round.KindPledges:       n * pledge,
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Kinds)) {
 		s.Kinds[k] += MessageOverhead + n*MemberOverhead

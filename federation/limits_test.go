@@ -152,13 +152,15 @@ func TestBoundsCoverWire(t *testing.T) {
 			{Kind: round.KindUpload, Payload: make([]byte, p.Update), Signature: make([]byte, 64)},
 			{Kind: round.KindRevealRequest, Aggregate: make([]byte, p.Aggregate), Revealers: names, Target: make([]byte, p.TargetPublic), Included: included},
 			{Kind: round.KindShare, Payload: make([]byte, p.Share)},
-			{Kind: round.KindDecrypt, Base: 1 << 60, Model: model, Payload: make([]byte, p.Result), Included: included, Record: round.Record{Aggregate: rec.Aggregate}},
+			{Kind: round.KindDecrypt, Base: 1 << 60, Model: model, Payload: make([]byte, p.Result), Included: included, Pledges: included, Record: round.Record{Aggregate: rec.Aggregate}},
 			{Kind: round.KindCommit, Model: model, Record: rec, Signature: make([]byte, 64)},
 			{Kind: round.KindModel, Model: model, Record: rec, Signature: make([]byte, 64), Leader: names[0]},
 			{Kind: round.KindMetrics, Metrics: fl.Metrics{Accuracy: 0.5, Loss: 1, Examples: 1 << 40}},
 			{Kind: round.KindRefuse, Reason: strings.Repeat("r", 16<<10)},
 			{Kind: round.KindAccept}, {Kind: round.KindKeyAck}, {Kind: round.KindDone},
 			{Kind: round.KindAmend, Serial: 1 << 60, Manifest: make([]byte, federation.MaxSize)},
+			{Kind: round.KindPledge, Included: included[:1]},
+			{Kind: round.KindPledges, Included: included},
 		}
 		seen := map[round.Kind]bool{}
 		for _, m := range msgs {

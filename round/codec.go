@@ -42,7 +42,9 @@ func (d Digest) String() string { return fmt.Sprintf("%x", d[:6]) }
 // Domain separation labels: every signed, sealed or boxed byte string starts
 // with one, so that no payload can be replayed in another role.
 const (
-	labelUpload   = "cloister/round/v1/upload"
+	labelUpload   = "cloister/round/v2/upload"
+	labelPledge   = "cloister/round/v2/pledge"
+	labelPledges  = "cloister/round/v2/pledge-set"
 	labelRecord   = "cloister/round/v1/record"
 	labelSeal     = "cloister/round/v1/seal"
 	labelModelAD  = "cloister/round/v1/model"
@@ -58,14 +60,44 @@ const (
 	purposeGroupKey = "group-key"
 )
 
-// uploadSigned returns the bytes a node signs for its upload.
-func uploadSigned(session []byte, epoch uint64, r fl.Round, d Digest) []byte {
+// pledgeSigned returns the bytes a node signs for its pledge: the digest
+// of its protected update, before it has seen any other upload.
+func pledgeSigned(session []byte, epoch uint64, r fl.Round, d Digest) []byte {
+	var e lenprefix.Writer
+	e.String(labelPledge)
+	e.Bytes(session)
+	e.U64(epoch)
+	e.U64(uint64(r))
+	e.Raw(d[:])
+	return e.B
+}
+
+// pledgesDigest returns the digest of a round's pledge set (sorted by
+// member): the members and their pledged digests.
+func pledgesDigest(session []byte, epoch uint64, r fl.Round, set []Contribution) Digest {
+	var e lenprefix.Writer
+	e.String(labelPledges)
+	e.Bytes(session)
+	e.U64(epoch)
+	e.U64(uint64(r))
+	e.U64(uint64(len(set)))
+	for _, p := range set {
+		e.String(string(p.Node))
+		e.Raw(p.Digest[:])
+	}
+	return DigestOf(e.B)
+}
+
+// uploadSigned returns the bytes a node signs for its upload: its digest
+// and the pledge set it uploads under (pledges, its digest).
+func uploadSigned(session []byte, epoch uint64, r fl.Round, d, pledges Digest) []byte {
 	var e lenprefix.Writer
 	e.String(labelUpload)
 	e.Bytes(session)
 	e.U64(epoch)
 	e.U64(uint64(r))
 	e.Raw(d[:])
+	e.Raw(pledges[:])
 	return e.B
 }
 

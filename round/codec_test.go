@@ -21,8 +21,12 @@ func TestCodecKnownAnswer(t *testing.T) {
 		got  []byte
 		want string
 	}{
-		{"upload", uploadSigned(session, 3, 7, d),
-			"0000000000000018636c6f69737465722f726f756e642f76312f75706c6f616400000000000000047365737300000000000000030000000000000007239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5"},
+		{"upload", uploadSigned(session, 3, 7, d, m),
+			"0000000000000018636c6f69737465722f726f756e642f76322f75706c6f616400000000000000047365737300000000000000030000000000000007239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e59372c470eeadd5ecd9c3c74c2b3cb633f8e2f2fad799250a0f70d652b6b825e4"},
+		{"pledge", pledgeSigned(session, 3, 7, d),
+			"0000000000000018636c6f69737465722f726f756e642f76322f706c6564676500000000000000047365737300000000000000030000000000000007239f59ed55e737c77147cf55ad0c1b030b6d7ee748a7426952f9b852d5a935e5"},
+		{"pledge set", pledgeSetDigest(session, []Contribution{{Node: "a", Digest: d}, {Node: "bc", Digest: m}}),
+			"6f5bf2e8cc0d538a4ccbab9257f614a6bab35aab5aa0929d49978d21f0abf8af"},
 		{"envelope", envelope(purposeDeal, session, 2, "n1", "n2", []byte{9, 8}),
 			"0000000000000016636c6f69737465722f726f756e642f76312f7365616c00000000000000046465616c000000000000000473657373000000000000000200000000000000026e3100000000000000026e3200000000000000020908"},
 		{"model AD", modelAD(session, 4),
@@ -44,6 +48,11 @@ func TestCodecKnownAnswer(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
 		}
 	}
+}
+
+func pledgeSetDigest(session []byte, set []Contribution) []byte {
+	d := pledgesDigest(session, 3, 7, set)
+	return d[:]
 }
 
 // TestCodecRoundTrip decodes what the encoders write, including empty

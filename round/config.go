@@ -235,6 +235,10 @@ type NodeConfig struct {
 	// of the attack the check stops); nothing outside package round can
 	// set it.
 	insecureNoSumCheck bool
+	// insecureNoPledgeCheck turns off the revealer's check that each
+	// included upload is the one its sender pledged. Tests only (the
+	// positive control of the cancellation attack it stops).
+	insecureNoPledgeCheck bool
 }
 
 func (c NodeConfig) validate() error {

@@ -42,6 +42,11 @@ type Coordinator struct {
 	// (elapsed counts from then), joinWhy says why the setup runs.
 	joining bool
 	joinWhy string
+	// The current round's pledges (collect's first step), and once closed,
+	// the pledge set every upload must match and its digest.
+	pledges      map[fl.NodeID]Contribution
+	pledgeSet    []Contribution
+	pledgeDigest Digest
 	// amendRekey says why terms put in force need new keys (until the next
 	// key setup starts).
 	amendRekey string
@@ -302,6 +307,7 @@ func (s CoordinatorState) clone() CoordinatorState {
 	s.Leaders = slices.Clone(s.Leaders)
 	s.Included = slices.Clone(s.Included)
 	s.Revealers = slices.Clone(s.Revealers)
+	s.Pledges = slices.Clone(s.Pledges)
 	s.Terms, s.Pending = s.Terms.clone(), s.Pending.clone()
 	return s
 }

@@ -92,6 +92,7 @@ func (c *Coordinator) Exclude(id fl.NodeID, reason string) {
 			delete(c.uploads, id)
 			delete(c.contribs, id)
 		}
+		delete(c.pledges, id)
 		c.maybeCloseCollect()
 	case PhaseReveal, PhaseCommit:
 		if slices.Contains(nodesOf(c.st.Included), id) {

@@ -18,6 +18,8 @@ func (c *Coordinator) resetRound() {
 	c.shares = make(map[fl.NodeID][]byte)
 	c.expected = make(map[fl.NodeID]bool)
 	c.reported = make(map[fl.NodeID]bool)
+	c.pledges = make(map[fl.NodeID]Contribution)
+	c.pledgeDigest = Digest{}
 }
 
 func (c *Coordinator) inCohort(id fl.NodeID) bool { return slices.Contains(c.st.Cohort, id) }
@@ -46,7 +48,7 @@ func (c *Coordinator) startRound() {
 	c.st.Round++
 	c.st.Cohort = c.sample(live)
 	c.st.Leaders = nil
-	c.st.Included, c.st.Aggregate, c.st.Revealers, c.st.Result = nil, Digest{}, nil, nil
+	c.st.Included, c.st.Aggregate, c.st.Revealers, c.st.Result, c.st.Pledges = nil, Digest{}, nil, nil, nil
 	leader, next := c.rotate(nil)
 	c.st.Leaders = []fl.NodeID{leader}
 	c.st.Rotation = next
@@ -117,12 +119,79 @@ func (c *Coordinator) rotate(skip []fl.NodeID) (fl.NodeID, int) {
 	return "", c.st.Rotation
 }
 
+// pledge takes a cohort member's pledge: the digest of its protected
+// update, which it signed before seeing anyone's upload.
+func (c *Coordinator) pledge(from fl.NodeID, m Message) error {
+	if err := c.wantPhase(PhaseCollect); err != nil {
+		return err
+	}
+	switch {
+	case c.st.Pledges != nil:
+		return fmt.Errorf("%w: the pledges of round %d are closed", ErrWrongPhase, c.st.Round)
+	case !c.inCohort(from):
+		return fmt.Errorf("%w: %s is not in the cohort %v", ErrNotSelected, from, c.st.Cohort)
+	case c.declined[from]:
+		return fmt.Errorf("%w: %s already answered", ErrDuplicate, from)
+	case len(m.Included) != 1 || m.Included[0].Node != from:
+		return fmt.Errorf("%w: a pledge is one contribution of its sender", ErrMalformed)
+	}
+	if _, ok := c.pledges[from]; ok {
+		return fmt.Errorf("%w: %s already pledged", ErrDuplicate, from)
+	}
+	p := m.Included[0]
+	if err := c.cfg.Verifier.Verify(from, pledgeSigned(c.cfg.Session, c.st.Epoch, c.st.Round, p.Digest), p.Signature); err != nil {
+		return fmt.Errorf("%w: pledge signature: %v", ErrForged, err)
+	}
+	c.pledges[from] = Contribution{Node: from, Digest: p.Digest, Signature: bytes.Clone(p.Signature)}
+	c.live[from] = true
+	c.maybeCloseCollect()
+	return nil
+}
+
+// closePledges fixes the round's pledge set and sends it to every member
+// in it: each uploads only once it has the set, so no member's upload
+// (its pledge already in the set) can depend on another's.
+func (c *Coordinator) closePledges(deadline bool) {
+	if deadline {
+		for _, m := range c.st.Cohort {
+			if _, ok := c.pledges[m]; !ok && !c.declined[m] {
+				c.markDown(m, "no pledge by the deadline")
+			}
+		}
+	}
+	if len(c.pledges) < c.cfg.MinCohort {
+		c.abort(fmt.Sprintf("quorum not reached: %d pledges, minimum cohort %d", len(c.pledges), c.cfg.MinCohort))
+		return
+	}
+	c.st.Pledges = nil
+	for _, m := range c.members {
+		if p, ok := c.pledges[m]; ok {
+			c.st.Pledges = append(c.st.Pledges, p)
+		}
+	}
+	c.pledgeDigest = pledgesDigest(c.cfg.Session, c.st.Epoch, c.st.Round, c.st.Pledges)
+	c.elapsed = 0
+	c.changed()
+	c.emit(Event{Kind: EventPledged, Round: c.st.Round, Nodes: nodesOf(c.st.Pledges), Digest: c.pledgeDigest})
+	for _, p := range c.st.Pledges {
+		c.sendPledges(p.Node)
+	}
+}
+
+func (c *Coordinator) sendPledges(to fl.NodeID) {
+	c.send(to, Message{Kind: KindPledges, Round: c.st.Round, Included: c.st.Pledges})
+}
+
 func (c *Coordinator) upload(from fl.NodeID, m Message) error {
 	if err := c.wantPhase(PhaseCollect); err != nil {
 		return err
 	}
-	if !c.inCohort(from) {
-		return fmt.Errorf("%w: %s is not in the cohort %v", ErrNotSelected, from, c.st.Cohort)
+	if c.st.Pledges == nil {
+		return fmt.Errorf("%w: the pledges of round %d are not closed", ErrWrongPhase, c.st.Round)
+	}
+	i := slices.IndexFunc(c.st.Pledges, func(p Contribution) bool { return p.Node == from })
+	if i < 0 {
+		return fmt.Errorf("%w: %s is not in the pledge set %v", ErrNotSelected, from, nodesOf(c.st.Pledges))
 	}
 	if c.uploads[from] != nil || c.declined[from] {
 		return fmt.Errorf("%w: %s already answered", ErrDuplicate, from)
@@ -131,7 +200,10 @@ func (c *Coordinator) upload(from fl.NodeID, m Message) error {
 		return fmt.Errorf("%w: upload: %v", ErrMalformed, errNoPayload)
 	}
 	d := DigestOf(m.Payload)
-	if err := c.cfg.Verifier.Verify(from, uploadSigned(c.cfg.Session, c.st.Epoch, c.st.Round, d), m.Signature); err != nil {
+	if d != c.st.Pledges[i].Digest {
+		return fmt.Errorf("%w: the upload of %s (digest %s) is not the one it pledged (%s)", ErrForged, from, d, c.st.Pledges[i].Digest)
+	}
+	if err := c.cfg.Verifier.Verify(from, uploadSigned(c.cfg.Session, c.st.Epoch, c.st.Round, d, c.pledgeDigest), m.Signature); err != nil {
 		return fmt.Errorf("%w: upload signature: %v", ErrForged, err)
 	}
 	// Check the payload alone, so that one bad upload cannot spoil the sum.
@@ -146,27 +218,51 @@ func (c *Coordinator) upload(from fl.NodeID, m Message) error {
 	return nil
 }
 
-// maybeCloseCollect closes the collection once every cohort member has
-// answered or is down.
+// maybeCloseCollect closes the pledges once every cohort member has
+// pledged, refused or is down, then the uploads once every pledged member
+// has uploaded, refused or is down.
 func (c *Coordinator) maybeCloseCollect() {
-	for _, m := range c.st.Cohort {
-		if c.uploads[m] == nil && !c.declined[m] && c.canAnswer(m) {
+	if c.st.Pledges == nil {
+		for _, m := range c.st.Cohort {
+			if _, ok := c.pledges[m]; !ok && !c.declined[m] && c.canAnswer(m) {
+				return
+			}
+		}
+		c.closePledges(false)
+		return
+	}
+	for _, p := range c.st.Pledges {
+		if c.uploads[p.Node] == nil && !c.declined[p.Node] && c.canAnswer(p.Node) {
 			return
 		}
 	}
 	c.closeCollect(false)
 }
 
+// closeCollect ends the current step of the collection: the pledges, or the
+// uploads (then the round's aggregate is fixed).
 func (c *Coordinator) closeCollect(deadline bool) {
+	if c.st.Pledges == nil {
+		c.closePledges(deadline)
+		return
+	}
 	if deadline {
-		for _, m := range c.st.Cohort {
-			if c.uploads[m] == nil && !c.declined[m] {
-				c.markDown(m, "no upload by the deadline")
+		for _, p := range c.st.Pledges {
+			if c.uploads[p.Node] == nil && !c.declined[p.Node] {
+				c.markDown(p.Node, "no upload by the deadline")
 			}
 		}
 	}
-	if len(c.uploads) < c.cfg.MinCohort {
-		c.abort(fmt.Sprintf("quorum not reached: %d uploads, minimum cohort %d", len(c.uploads), c.cfg.MinCohort))
+	// The included set is the pledge set, whole: revealers take no other
+	// (so that two reveals of one round cannot be two different sums).
+	var missing []fl.NodeID
+	for _, p := range c.st.Pledges {
+		if c.uploads[p.Node] == nil {
+			missing = append(missing, p.Node)
+		}
+	}
+	if len(missing) > 0 {
+		c.abort(fmt.Sprintf("pledged members %v did not upload: the included set must be the whole pledge set", missing))
 		return
 	}
 	agg, err := c.helper.Aggregate(c.st.Round, c.uploads)
@@ -273,7 +369,7 @@ func (c *Coordinator) share(from fl.NodeID, m Message) error {
 
 func (c *Coordinator) sendDecrypt(to fl.NodeID) {
 	c.send(to, Message{Kind: KindDecrypt, Round: c.st.Round, Base: c.st.ModelRound, Model: c.model,
-		Payload: c.st.Result, Included: c.st.Included, Record: Record{Aggregate: c.st.Aggregate}})
+		Payload: c.st.Result, Included: c.st.Included, Pledges: c.st.Pledges, Record: Record{Aggregate: c.st.Aggregate}})
 }
 
 // nextLeader hands the same Open result to the next leader in rotation.

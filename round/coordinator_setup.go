@@ -91,8 +91,13 @@ func (c *Coordinator) hello1(from fl.NodeID, m Message, wasLive bool) error {
 		case PhaseWait:
 			c.maybeStartFromWait()
 		case PhaseCollect:
-			if c.inCohort(from) && c.uploads[from] == nil && !c.declined[from] {
+			_, pledged := c.pledges[from]
+			switch {
+			case !c.inCohort(from) || c.uploads[from] != nil || c.declined[from]:
+			case c.st.Pledges == nil && !pledged:
 				c.sendTrain(from)
+			case c.st.Pledges != nil && slices.Contains(nodesOf(c.st.Pledges), from):
+				c.sendPledges(from)
 			}
 		case PhaseReveal:
 			if slices.Contains(c.st.Revealers, from) && c.shares[from] == nil {

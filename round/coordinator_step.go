@@ -113,6 +113,8 @@ func (c *Coordinator) step(from fl.NodeID, m Message) error {
 		return err
 	}
 	switch m.Kind {
+	case KindPledge:
+		return c.pledge(from, m)
 	case KindUpload:
 		return c.upload(from, m)
 	case KindShare:
@@ -179,7 +181,8 @@ func (c *Coordinator) refuse(from fl.NodeID, m Message) error {
 	}
 	switch c.st.Phase {
 	case PhaseCollect:
-		if !slices.Contains(c.st.Cohort, from) || c.uploads[from] != nil || c.declined[from] {
+		if !slices.Contains(c.st.Cohort, from) || c.uploads[from] != nil || c.declined[from] ||
+			c.st.Pledges != nil && !slices.Contains(nodesOf(c.st.Pledges), from) {
 			return fmt.Errorf("%w: nothing to refuse", ErrNotSelected)
 		}
 		c.emit(Event{Kind: EventRefused, Round: m.Round, Node: from, Detail: reason})

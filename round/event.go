@@ -41,6 +41,7 @@ const (
 	EventAttested                   // C: Coordinator.Attested; Node is the member, Digest its evidence's, Detail the format
 	EventAmendmentPending           // C: Coordinator.Amend scheduled new terms; Digest of the signed manifest, Detail the change
 	EventAmended                    // C, N: new terms in force; Nodes the members, Digest of the signed manifest, Detail the change
+	EventPledged                    // C: the round's pledge set is closed; Nodes the pledged members, Digest the set's
 	eventEnd
 )
 
@@ -54,6 +55,7 @@ var eventNames = [...]string{
 	EventPeerDistrusted: "peer-distrusted", EventRefused: "refused", EventExcluded: "excluded",
 	EventReadmitted: "readmitted", EventPeerVerified: "peer-verified", EventPeerFailed: "peer-failed",
 	EventAttested: "attested", EventAmendmentPending: "amendment-pending", EventAmended: "amended",
+	EventPledged: "pledged",
 }
 
 func (k EventKind) String() string {

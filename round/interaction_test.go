@@ -193,7 +193,13 @@ func interpret(t *testing.T, fp **fed, line string) string {
 	if u, ok := a.kv["until"]; ok {
 		r := fl.Round(a.int(t, "round", 0))
 		stop = func() bool {
-			return f.c != nil && f.c.st.Phase.String() == u && (r == 0 || f.c.st.Round == r)
+			if f.c == nil || r != 0 && f.c.st.Round != r {
+				return false
+			}
+			if u == "pledged" { // collecting, the pledges closed
+				return f.c.st.Phase == PhaseCollect && f.c.st.Pledges != nil
+			}
+			return f.c.st.Phase.String() == u
 		}
 	}
 	switch cmd {
@@ -571,7 +577,11 @@ func (f *fed) inject(t *testing.T, cmd string, a args) string {
 	}
 	if a.kv["sign"] == "1" {
 		// a valid signature by from over whatever payload the message has
-		m.Signature, _ = fakeSigner{from}.Sign(uploadSigned(m.Session, m.Epoch, m.Round, DigestOf(m.Payload)))
+		var pledges Digest
+		if f.c != nil {
+			pledges = f.c.pledgeDigest
+		}
+		m.Signature, _ = fakeSigner{from}.Sign(uploadSigned(m.Session, m.Epoch, m.Round, DigestOf(m.Payload), pledges))
 	}
 	before := f.snapshot(to)
 	if to == coordID {

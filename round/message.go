@@ -40,7 +40,7 @@ const (
 	KindUpload        // N→C: Round, Payload = Party.Protect(), Signature over (session, epoch, round, digest)
 	KindRevealRequest // C→N: Round, Aggregate, Revealers, Target, Included, Payloads = the included uploads, by sender
 	KindShare         // N→C: Round, Payload = reveal share
-	KindDecrypt       // C→N: Round, Base, Model (the round's base), Payload = Helper.Open result, Included, Record.Aggregate
+	KindDecrypt       // C→N: Round, Base, Model (the round's base), Payload = Helper.Open result, Included, Pledges, Record.Aggregate
 	KindCommit        // N→C: Round, Model (new sealed model), Record, Signature over Record, Cosign over CommitStatement
 	KindModel         // C→N: Round, Model, Record, Signature, Leader
 	KindMetrics       // N→C: Round, Metrics
@@ -54,6 +54,10 @@ const (
 	// Amendments (after the local inputs, so that older kinds keep their numbers).
 	KindAmend // C→N: Serial, Manifest: the federation's amended manifest, in force from now
 
+	// Pledges (commit before upload).
+	KindPledge  // N→C: Round, Included = this node's pledge: the digest of its protected update, signed
+	KindPledges // C→N: Round, Included = every cohort member's pledge: the set the round's uploads must match
+
 	kindEnd
 )
 
@@ -65,7 +69,7 @@ var kindNames = [...]string{
 	KindTrain: "Train", KindUpload: "Upload", KindRevealRequest: "RevealRequest", KindShare: "Share",
 	KindDecrypt: "Decrypt", KindCommit: "Commit", KindModel: "Model", KindMetrics: "Metrics",
 	KindRefuse: "Refuse", KindDone: "Done", KindTrained: "Trained", KindEvaluated: "Evaluated",
-	KindAmend: "Amend",
+	KindAmend: "Amend", KindPledge: "Pledge", KindPledges: "Pledges",
 }
 
 func (k Kind) String() string {
@@ -89,7 +93,7 @@ func ParseKind(s string) (Kind, error) {
 func (k Kind) toCoordinator() bool {
 	switch k {
 	case KindHello, KindAnnounce, KindDeal, KindAccept, KindGroupKey, KindKeyAck,
-		KindUpload, KindShare, KindCommit, KindMetrics, KindRefuse:
+		KindUpload, KindShare, KindCommit, KindMetrics, KindRefuse, KindPledge:
 		return true
 	}
 	return false
@@ -99,7 +103,7 @@ func (k Kind) toCoordinator() bool {
 func (k Kind) toNode() bool {
 	switch k {
 	case KindWelcome, KindPeer, KindSetupStart, KindAnnouncements, KindSetup, KindKeyRequest,
-		KindKeyDelivery, KindTrain, KindRevealRequest, KindDecrypt, KindModel, KindDone, KindAmend:
+		KindKeyDelivery, KindTrain, KindRevealRequest, KindDecrypt, KindModel, KindDone, KindAmend, KindPledges:
 		return true
 	}
 	return false
@@ -162,6 +166,9 @@ type Message struct {
 	// SetupStart: the members taking part in the key setup, sorted. The
 	// epoch's protect.Group has exactly these members.
 	Participants []fl.NodeID
+	// Decrypt: the round's pledge set, for a leader that did not upload in
+	// the round (the included uploads were signed under it).
+	Pledges []Contribution
 }
 
 // Contribution is one included upload: who sent it, its digest and the

@@ -20,11 +20,12 @@ type nodeStep uint8
 const (
 	stepIdle     nodeStep = iota // nothing asked of it in st.Round
 	stepTraining                 // a training task is out
+	stepPledged                  // its update is protected and pledged, awaiting the pledge set
 	stepUploaded                 // its update is uploaded
 	stepRevealed                 // it revealed the round's aggregate
 )
 
-var stepNames = [...]string{"idle", "training", "uploaded", "revealed"}
+var stepNames = [...]string{"idle", "training", "pledged", "uploaded", "revealed"}
 
 func (s nodeStep) String() string { return stepNames[s] }
 
@@ -66,6 +67,7 @@ type Node struct {
 	// The current round (st.Round).
 	step       nodeStep
 	uploaded   Digest
+	upload     []byte // the protected update pledged in st.Round, until the pledge set comes
 	evalRound  fl.Round
 	lastCommit *Message // the Commit this node sent for st.Led, resent if asked again
 }
@@ -147,7 +149,13 @@ func RestartNode(cfg NodeConfig, st NodeState, keys NodeKeys) (*Node, error) {
 		n.modelKey = key
 	}
 	if st.Protected != 0 && st.Protected == st.Round {
-		n.step, n.uploaded = stepUploaded, st.Uploaded
+		// Pledged but not uploaded: the protected update did not survive
+		// the restart (it is never made twice in a round), so the node
+		// sits this round out when the pledge set comes.
+		n.step, n.uploaded = stepPledged, st.Uploaded
+		if len(st.Pledged) > 0 {
+			n.step = stepUploaded
+		}
 		if st.Revealed == st.Round {
 			n.step = stepRevealed
 		}
@@ -407,6 +415,8 @@ func (n *Node) step1(from fl.NodeID, m Message) error {
 		err = n.done(m)
 	case KindAmend:
 		err = n.amend(m)
+	case KindPledges:
+		err = n.pledges(m)
 	default:
 		err = fmt.Errorf("%w: %s", ErrUnknownKind, m.Kind)
 	}
@@ -573,6 +583,7 @@ func (s NodeState) clone() NodeState {
 	s.Participants = slices.Clone(s.Participants)
 	s.Distrusted = slices.Clone(s.Distrusted)
 	s.Terms = s.Terms.clone()
+	s.Pledged = slices.Clone(s.Pledged)
 	if s.OldModelKeys != nil {
 		old := make(map[uint64][]byte, len(s.OldModelKeys))
 		for e, k := range s.OldModelKeys {

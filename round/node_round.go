@@ -2,6 +2,7 @@ package round
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -115,7 +116,7 @@ func (n *Node) train(m Message) error {
 	// which only the previous group key opens.
 	n.keep(m.Base, m.Model, true)
 	n.st.Round, n.st.ModelRound = r, m.Base
-	n.step = stepTraining
+	n.step, n.upload = stepTraining, nil
 	n.out.changed()
 	n.out.tasks = append(n.out.tasks, Task{Kind: TaskTrain, Round: r, Model: v, Config: m.Config})
 	return nil
@@ -136,21 +137,128 @@ func (n *Node) trained(m Message) error {
 		return fmt.Errorf("protect: %w", err)
 	}
 	d := DigestOf(p)
-	sig, err := n.cfg.Signer.Sign(uploadSigned(n.cfg.Session, n.st.Epoch, u.Round, d))
+	sig, err := n.cfg.Signer.Sign(pledgeSigned(n.cfg.Session, n.st.Epoch, u.Round, d))
+	if err != nil {
+		return fmt.Errorf("round: signing the pledge: %w", err)
+	}
+	n.st.Protected, n.st.Uploaded, n.st.Pledged = u.Round, d, nil
+	n.step, n.uploaded, n.upload = stepPledged, d, p
+	n.out.changed()
+	n.send(Message{Kind: KindPledge, Round: u.Round, Included: []Contribution{{Node: n.cfg.Self, Digest: d, Signature: sig}}})
+	return nil
+}
+
+// pledges takes the round's pledge set and uploads under it. The set must
+// hold this node's pledge as it made it, and only distinct trusted
+// participants' signed pledges, at least the minimum cohort: every upload
+// of the round will have to be the one its sender pledged in this set,
+// which is fixed before this node's upload leaves it.
+func (n *Node) pledges(m Message) error {
+	if err := n.checkRoundKeys(m.Epoch); err != nil {
+		return err
+	}
+	r := m.Round
+	switch {
+	case r < n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
+	case r > n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrFuture, r, n.st.Round)
+	case n.step != stepPledged:
+		return fmt.Errorf("%w: no pledge of this node waits in round %d (step %s)", ErrWrongPhase, r, n.step)
+	}
+	if n.upload == nil {
+		return n.refuse(m.Epoch, r, nil, "this node restarted after its pledge and no longer holds its protected update; it sits round %d out", r)
+	}
+	if err := n.checkPledges(r, m.Included); err != nil {
+		return n.refuse(m.Epoch, r, nil, "%v", err)
+	}
+	if err := n.checkEpochTrusted(m.Epoch, r); err != nil {
+		return err
+	}
+	pd := pledgesDigest(n.cfg.Session, n.st.Epoch, r, m.Included)
+	sig, err := n.cfg.Signer.Sign(uploadSigned(n.cfg.Session, n.st.Epoch, r, n.uploaded, pd))
 	if err != nil {
 		return fmt.Errorf("round: signing the upload: %w", err)
 	}
-	n.st.Protected, n.st.Uploaded = u.Round, d
-	n.step, n.uploaded = stepUploaded, d
+	p := n.upload
+	n.st.Pledged = slices.Clone(m.Included)
+	n.step, n.upload = stepUploaded, nil
 	n.out.changed()
-	n.emit(Event{Kind: EventUploaded, Round: u.Round, Node: n.cfg.Self, Digest: d})
-	n.send(Message{Kind: KindUpload, Round: u.Round, Payload: p, Signature: sig})
+	n.emit(Event{Kind: EventUploaded, Round: r, Node: n.cfg.Self, Digest: n.uploaded})
+	n.send(Message{Kind: KindUpload, Round: r, Payload: p, Signature: sig})
+	return nil
+}
+
+// checkPledges checks a pledge set: sorted distinct trusted participants,
+// at least the minimum cohort, each pledge signed, this node's as it made
+// it.
+func (n *Node) checkPledges(r fl.Round, set []Contribution) error {
+	if len(set) < n.cfg.MinCohort {
+		return fmt.Errorf("pledge set of %d, minimum cohort %d", len(set), n.cfg.MinCohort)
+	}
+	mine := false
+	for i, p := range set {
+		switch {
+		case !n.isMember[p.Node] || !n.isParticipant(p.Node):
+			return fmt.Errorf("pledge of %q, not a participant of key epoch %d", p.Node, n.st.Epoch)
+		case i > 0 && set[i-1].Node >= p.Node:
+			return fmt.Errorf("pledge set not sorted and distinct at %s", p.Node)
+		case n.distrusted[p.Node]:
+			return fmt.Errorf("pledge of %s, which failed attestation", p.Node)
+		case p.Node == n.cfg.Self:
+			if p.Digest != n.uploaded {
+				return fmt.Errorf("the pledge set holds digest %s for this node, which pledged %s", p.Digest, n.uploaded)
+			}
+			mine = true
+		}
+		if err := n.cfg.Verifier.Verify(p.Node, pledgeSigned(n.cfg.Session, n.st.Epoch, r, p.Digest), p.Signature); err != nil {
+			return fmt.Errorf("bad pledge signature of %s: %v", p.Node, err)
+		}
+	}
+	if !mine {
+		return errors.New("the pledge set does not hold this node's pledge")
+	}
+	return nil
+}
+
+// checkPledgeSigs checks that a pledge set is sorted distinct members, each
+// pledge signed by its member.
+func (n *Node) checkPledgeSigs(r fl.Round, set []Contribution) error {
+	for i, p := range set {
+		if !n.isMember[p.Node] || i > 0 && set[i-1].Node >= p.Node {
+			return fmt.Errorf("pledge set not sorted distinct members at %q", p.Node)
+		}
+		if err := n.cfg.Verifier.Verify(p.Node, pledgeSigned(n.cfg.Session, n.st.Epoch, r, p.Digest), p.Signature); err != nil {
+			return fmt.Errorf("bad pledge signature of %s: %v", p.Node, err)
+		}
+	}
 	return nil
 }
 
 // checkIncluded checks an included set: sorted distinct members, trusted,
 // at least the minimum cohort, each with a valid signature over its digest.
-func (n *Node) checkIncluded(r fl.Round, inc []Contribution) error {
+//
+// Every included upload must be the one its sender pledged in the round's
+// pledge set, and signed under that set: the set this node uploaded under
+// or, for a leader that did not upload in the round, the set the Decrypt
+// carries (each pledge checked by its signature).
+func (n *Node) checkIncluded(r fl.Round, inc []Contribution, given []Contribution) error {
+	pledged := n.st.Pledged
+	if n.st.Protected != r || len(pledged) == 0 {
+		if given == nil {
+			return fmt.Errorf("this node uploaded under no pledge set in round %d, and none was given", r)
+		}
+		if err := n.checkPledgeSigs(r, given); err != nil {
+			return err
+		}
+		pledged = given
+	}
+	pd := pledgesDigest(n.cfg.Session, n.st.Epoch, r, pledged)
+	if !n.cfg.insecureNoPledgeCheck && len(inc) != len(pledged) {
+		// With every included upload pledged (below), the included set is
+		// the pledge set: one set per round, whoever reveals.
+		return fmt.Errorf("included set of %d, the pledge set has %d: the included set must be the whole pledge set", len(inc), len(pledged))
+	}
 	if len(inc) < n.cfg.MinCohort {
 		return fmt.Errorf("included set of %d, minimum cohort %d", len(inc), n.cfg.MinCohort)
 	}
@@ -165,8 +273,12 @@ func (n *Node) checkIncluded(r fl.Round, inc []Contribution) error {
 		case n.distrusted[c.Node]:
 			return fmt.Errorf("included %s failed attestation", c.Node)
 		}
-		if err := n.cfg.Verifier.Verify(c.Node, uploadSigned(n.cfg.Session, n.st.Epoch, r, c.Digest), c.Signature); err != nil {
-			return fmt.Errorf("bad upload signature of %s: %v", c.Node, err)
+		i := slices.IndexFunc(pledged, func(p Contribution) bool { return p.Node == c.Node })
+		if !n.cfg.insecureNoPledgeCheck && (i < 0 || pledged[i].Digest != c.Digest) {
+			return fmt.Errorf("included %s with an upload it did not pledge in the pledge set this node uploaded under", c.Node)
+		}
+		if err := n.cfg.Verifier.Verify(c.Node, uploadSigned(n.cfg.Session, n.st.Epoch, r, c.Digest, pd), c.Signature); err != nil {
+			return fmt.Errorf("bad upload signature of %s (or uploaded under another pledge set): %v", c.Node, err)
 		}
 	}
 	return nil
@@ -242,7 +354,7 @@ func (n *Node) revealRequest(m Message) error {
 		}
 		seen[id] = true
 	}
-	if err := n.checkIncluded(r, m.Included); err != nil {
+	if err := n.checkIncluded(r, m.Included, nil); err != nil {
 		return n.refuse(m.Epoch, r, nil, "%v", err)
 	}
 	if err := n.checkEpochTrusted(m.Epoch, r); err != nil {
@@ -296,7 +408,7 @@ func (n *Node) decrypt(m Message) error {
 	if err := n.checkKnown(m.Epoch, r, m.Base, d, "the base model"); err != nil {
 		return err
 	}
-	if err := n.checkIncluded(r, m.Included); err != nil {
+	if err := n.checkIncluded(r, m.Included, m.Pledges); err != nil {
 		return n.refuse(m.Epoch, r, nil, "%v", err)
 	}
 	if err := n.checkEpochTrusted(m.Epoch, r); err != nil {

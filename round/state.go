@@ -83,6 +83,9 @@ type CoordinatorState struct {
 	// The current round, from its start.
 	Cohort  []fl.NodeID
 	Leaders []fl.NodeID // every leader named this round, the current one last
+	// Pledges is the round's pledge set, from the end of the pledges (the
+	// first step of collection): every upload must be the one pledged in it.
+	Pledges []Contribution
 	// From the end of collection.
 	Included  []Contribution
 	Aggregate Digest
@@ -133,10 +136,13 @@ type NodeState struct {
 	// which the sealed model's digest does not.
 	Known      fl.Round
 	KnownModel Digest
-	// Uploaded is the digest of the update uploaded in round Protected, so
-	// that a restarted node can still reveal that round (once: Revealed
-	// decides, and the Party's ledger as a second line).
+	// Uploaded is the digest of the update protected (and pledged) in round
+	// Protected, so that a restarted node can still reveal that round (once:
+	// Revealed decides, and the Party's ledger as a second line). Pledged is
+	// the pledge set it uploaded under (nil: not uploaded): a revealer checks
+	// that every included upload is the one pledged in it.
 	Uploaded Digest
+	Pledged  []Contribution
 	// Revealed is the newest round whose aggregate this node revealed, and
 	// RevealedAggregate that aggregate's digest: the reveal-once fact. The
 	// node never reveals a round up to Revealed again. It is set in the

@@ -53,9 +53,10 @@ func TestRejectedStepChangesNothing(t *testing.T) {
 	f.show = "none"
 	f.run(func() bool { return f.c.st.Phase == PhaseCollect })
 	before := f.snapshot(coordID)
-	err := f.c.Step("n1", Message{Kind: KindUpload, Session: f.cfg.Session, Epoch: 1, Round: 1, Payload: []byte("x")})
+	err := f.c.Step("n1", Message{Kind: KindPledge, Session: f.cfg.Session, Epoch: 1, Round: 1,
+		Included: []Contribution{{Node: "n1", Digest: DigestOf([]byte("x")), Signature: []byte("forged")}}})
 	var se *StepError
-	if !errors.As(err, &se) || se.From != "n1" || se.Round != 1 || se.Kind != KindUpload || !errors.Is(err, ErrForged) {
+	if !errors.As(err, &se) || se.From != "n1" || se.Round != 1 || se.Kind != KindPledge || !errors.Is(err, ErrForged) {
 		t.Fatalf("error %#v", err)
 	}
 	if f.snapshot(coordID) != before {

@@ -2,12 +2,14 @@ package round
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/protect/plain"
 )
 
 // TestRevealOnlyTheSum is the attack the revealers' sum check stops: the
@@ -129,5 +131,181 @@ func TestRevealChecksUploads(t *testing.T) {
 	}
 	if err := f.byID[id].n.Step(coordID, request(func(map[fl.NodeID][]byte) {})); err != nil {
 		t.Fatalf("the true request: %v", err)
+	}
+}
+
+// TestPledgeStopsCancellation is the attack the pledges stop: the
+// coordinator and a colluding member (n4, which holds the group key) see
+// the honest uploads (here in the clear, under plain; under mhe they would
+// work on the ciphertexts homomorphically) and replace n4's upload with
+// one that cancels n2's and n3's, so that the true sum of the included
+// uploads is n1's update alone. n4 signs its new upload under the pledge
+// set the honest members uploaded under. Every honest revealer refuses:
+// n4's upload is not the one it pledged before anyone's upload existed.
+// The positive control turns the pledge check off (test-only): the same
+// request then reveals n1's update exactly.
+func TestPledgeStopsCancellation(t *testing.T) {
+	for _, check := range []bool{true, false} {
+		f := newFed(t, fedOptions{nodes: 4, t: 2, min: 3, rounds: 1, init: fl.Vector{0, 0, 0}, scheme: plain.Scheme{}})
+		f.show = "none"
+		deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, -4, 0.25}, {-1, 4, 2}}
+		for i, sn := range f.nodes {
+			sn.delta = deltas[i]
+		}
+		f.runUntil(PhaseReveal, 1)
+		c := f.c
+		pd := pledgesDigest(f.cfg.Session, c.st.Epoch, 1, c.st.Pledges)
+		// n4's cancelling upload, made after seeing the others.
+		cancel := fl.Vector{0, 0, 0}
+		for _, id := range []fl.NodeID{"n2", "n3"} {
+			if err := cancel.Add(-1, f.byID[id].delta); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n4 := f.byID["n4"].n
+		forgedUpload, err := n4.party.Protect(1, cancel, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := DigestOf(forgedUpload)
+		sig, _ := fakeSigner{"n4"}.Sign(uploadSigned(f.cfg.Session, c.st.Epoch, 1, d, pd))
+		uploads := map[fl.NodeID][]byte{}
+		var included []Contribution
+		for _, in := range c.st.Included {
+			uploads[in.Node] = c.uploads[in.Node]
+			if in.Node == "n4" {
+				in = Contribution{Node: "n4", Digest: d, Signature: sig}
+				uploads["n4"] = forgedUpload
+			}
+			included = append(included, in)
+		}
+		agg, err := c.helper.Aggregate(1, uploads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revealers := []fl.NodeID{"n2", "n3"}
+		forged := Message{Kind: KindRevealRequest, Session: f.cfg.Session, Epoch: c.st.Epoch, Round: 1, Aggregate: agg,
+			Revealers: revealers, Target: c.gk.Target, Included: included, Payloads: uploads}
+		shares := map[fl.NodeID][]byte{}
+		for _, id := range revealers {
+			sn := f.byID[id]
+			sn.n.cfg.insecureNoPledgeCheck = !check
+			// The round's true reveal went elsewhere; this node has not revealed.
+			sn.n.step, sn.n.st.Revealed = stepUploaded, 0
+			err := sn.n.Step(coordID, forged)
+			if check {
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "did not pledge") {
+					t.Fatalf("%s revealed a sum with a cancelling upload: %v", id, err)
+				}
+				t.Logf("%s refused: %v", id, err)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("check off: %s: %v", id, err)
+			}
+			for _, m := range sn.n.out.messages {
+				if m.Kind == KindShare && m.Round == 1 {
+					shares[id] = m.Payload
+				}
+			}
+		}
+		if check {
+			continue
+		}
+		req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: revealers, Target: c.gk.Target}
+		res, err := c.helper.Open(req, shares)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := f.byID["n4"].n.target.Decrypt(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !closeTo(sum.Vector, deltas[0], 1e-9) {
+			t.Fatalf("check off: revealed %v, want n1's update %v", sum.Vector, deltas[0])
+		}
+		t.Logf("pledge check off (positive control): the cancelling upload revealed n1's update %v", sum.Vector)
+	}
+}
+
+// TestOneSetPerRound is the subtraction attack the whole-pledge-set rule
+// stops: the coordinator and a colluding member (n4) reveal the round's
+// included set with one honest revealer (n3), then the same set without the
+// victim (n1) with another honest revealer (n2), each time with n4's share
+// as the second of t = 2; the difference of the two sums is n1's update. n2
+// refuses: the included set must be the whole pledge set it uploaded under.
+// Positive control with the pledge checks off: the difference is n1's
+// update exactly.
+func TestOneSetPerRound(t *testing.T) {
+	for _, check := range []bool{true, false} {
+		f := newFed(t, fedOptions{nodes: 4, t: 2, min: 2, rounds: 1, init: fl.Vector{0, 0, 0}, scheme: plain.Scheme{}})
+		f.show = "none"
+		deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, -4, 0.25}, {-1, 4, 2}}
+		for i, sn := range f.nodes {
+			sn.delta = deltas[i]
+		}
+		f.runUntil(PhaseReveal, 1)
+		c := f.c
+		reveal := func(included []Contribution, honest fl.NodeID) (protect.Sum, error) {
+			uploads := map[fl.NodeID][]byte{}
+			for _, in := range included {
+				uploads[in.Node] = c.uploads[in.Node]
+			}
+			agg, err := c.helper.Aggregate(1, uploads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			revealers := []fl.NodeID{honest, "n4"}
+			slices.Sort(revealers)
+			req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: revealers, Target: c.gk.Target}
+			sn := f.byID[honest]
+			sn.n.cfg.insecureNoPledgeCheck = !check
+			sn.n.step, sn.n.st.Revealed = stepUploaded, 0 // the round's own reveal went to others
+			m := Message{Kind: KindRevealRequest, Session: f.cfg.Session, Epoch: c.st.Epoch, Round: 1, Aggregate: agg,
+				Revealers: revealers, Target: c.gk.Target, Included: included, Payloads: uploads}
+			if err := sn.n.Step(coordID, m); err != nil {
+				return protect.Sum{}, err
+			}
+			shares := map[fl.NodeID][]byte{}
+			for _, out := range sn.n.out.messages {
+				if out.Kind == KindShare && out.Round == 1 {
+					shares[honest] = out.Payload
+				}
+			}
+			// The colluder's share: its party, without its engine's checks or ledger.
+			if shares["n4"], err = f.byID["n4"].n.party.Reveal(req, &protect.MemLedger{}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := c.helper.Open(req, shares)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f.byID["n4"].n.target.Decrypt(res)
+		}
+		all := c.st.Included
+		sum1, err := reveal(all, "n3")
+		if err != nil {
+			t.Fatalf("the round's own set: %v", err)
+		}
+		without := slices.DeleteFunc(slices.Clone(all), func(in Contribution) bool { return in.Node == "n1" })
+		sum2, err := reveal(without, "n2")
+		if check {
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "whole pledge set") {
+				t.Fatalf("n2 revealed a second included set of the round: %v", err)
+			}
+			t.Logf("n2 refused: %v", err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("check off: %v", err)
+		}
+		diff := sum1.Vector.Clone()
+		if err := diff.Add(-1, sum2.Vector); err != nil {
+			t.Fatal(err)
+		}
+		if !closeTo(diff, deltas[0], 1e-9) {
+			t.Fatalf("check off: the two sums differ by %v, want n1's update %v", diff, deltas[0])
+		}
+		t.Logf("pledge checks off (positive control): two included sets of one round reveal n1's update %v", diff)
 	}
 }

@@ -61,6 +61,8 @@ var kinds = [...]struct {
 	{round.KindTrained, pb.Kind_KIND_TRAINED},
 	{round.KindEvaluated, pb.Kind_KIND_EVALUATED},
 	{round.KindAmend, pb.Kind_KIND_AMEND},
+	{round.KindPledge, pb.Kind_KIND_PLEDGE},
+	{round.KindPledges, pb.Kind_KIND_PLEDGES},
 }
 
 func kindToPB(k round.Kind) (pb.Kind, bool) {
@@ -184,14 +186,11 @@ func toPB(m round.Message) (*pb.Message, error) {
 	if p.Participants, err = nodesToPB("participants", m.Participants); err != nil {
 		return nil, err
 	}
-	if err := checkCount("included", len(m.Included)); err != nil {
+	if p.Included, err = contributionsToPB("included", m.Included); err != nil {
 		return nil, err
 	}
-	for i, c := range m.Included {
-		if err := checkNode(fmt.Sprintf("included[%d].node", i), string(c.Node), false); err != nil {
-			return nil, err
-		}
-		p.Included = append(p.Included, &pb.Contribution{Node: string(c.Node), Digest: digestToPB(c.Digest), Signature: c.Signature})
+	if p.Pledges, err = contributionsToPB("pledges", m.Pledges); err != nil {
+		return nil, err
 	}
 	if r := m.Record; !recordZero(r) {
 		inc, err := nodesToPB("record.included", r.Included)
@@ -274,25 +273,11 @@ func fromPB(p *pb.Message) (round.Message, error) {
 	if m.Participants, err = nodesFromPB("participants", p.Participants); err != nil {
 		return round.Message{}, err
 	}
-	if err := checkCount("included", len(p.Included)); err != nil {
+	if m.Included, err = contributionsFromPB("included", p.Included); err != nil {
 		return round.Message{}, err
 	}
-	if len(p.Included) > 0 {
-		m.Included = make([]round.Contribution, len(p.Included))
-	}
-	for i, c := range p.Included {
-		field := fmt.Sprintf("included[%d]", i)
-		if c == nil {
-			return round.Message{}, malformed(field, "missing")
-		}
-		if err := checkNode(field+".node", c.Node, false); err != nil {
-			return round.Message{}, err
-		}
-		d, err := digestFromPB(field+".digest", c.Digest)
-		if err != nil {
-			return round.Message{}, err
-		}
-		m.Included[i] = round.Contribution{Node: fl.NodeID(c.Node), Digest: d, Signature: bytesOf(c.Signature)}
+	if m.Pledges, err = contributionsFromPB("pledges", p.Pledges); err != nil {
+		return round.Message{}, err
 	}
 	if r := p.Record; r != nil {
 		inc, err := nodesFromPB("record.included", r.Included)
@@ -432,6 +417,48 @@ func mapFromPB(field string, m map[string][]byte) (map[fl.NodeID][]byte, error) 
 			return nil, err
 		}
 		out[fl.NodeID(k)] = bytesOf(v)
+	}
+	return out, nil
+}
+
+// contributionsToPB converts a list of contributions (included uploads or
+// pledges), checking its length and node IDs.
+func contributionsToPB(name string, cs []round.Contribution) ([]*pb.Contribution, error) {
+	if err := checkCount(name, len(cs)); err != nil {
+		return nil, err
+	}
+	var out []*pb.Contribution
+	for i, c := range cs {
+		if err := checkNode(fmt.Sprintf("%s[%d].node", name, i), string(c.Node), false); err != nil {
+			return nil, err
+		}
+		out = append(out, &pb.Contribution{Node: string(c.Node), Digest: digestToPB(c.Digest), Signature: c.Signature})
+	}
+	return out, nil
+}
+
+// contributionsFromPB converts and validates a list of contributions.
+func contributionsFromPB(name string, ps []*pb.Contribution) ([]round.Contribution, error) {
+	if err := checkCount(name, len(ps)); err != nil {
+		return nil, err
+	}
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	out := make([]round.Contribution, len(ps))
+	for i, c := range ps {
+		field := fmt.Sprintf("%s[%d]", name, i)
+		if c == nil {
+			return nil, malformed(field, "missing")
+		}
+		if err := checkNode(field+".node", c.Node, false); err != nil {
+			return nil, err
+		}
+		d, err := digestFromPB(field+".digest", c.Digest)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = round.Contribution{Node: fl.NodeID(c.Node), Digest: d, Signature: bytesOf(c.Signature)}
 	}
 	return out, nil
 }

@@ -141,6 +141,13 @@ func randMessage(r *rand.Rand) round.Message {
 	for range r.IntN(4) {
 		m.Included = append(m.Included, round.Contribution{Node: node(), Digest: digest(), Signature: bs()})
 	}
+	for range r.IntN(3) {
+		m.Pledges = append(m.Pledges, round.Contribution{Node: node(), Digest: digest(), Signature: bs()})
+	}
+	m.Serial = r.Uint64()
+	if r.IntN(2) == 0 {
+		m.Manifest = bs()
+	}
 	if r.IntN(4) != 0 {
 		m.Record = round.Record{Epoch: r.Uint64(), Round: fl.Round(r.Uint64()), Base: fl.Round(r.Uint64()),
 			Included: nodes(), Aggregate: digest(), Model: digest()}
@@ -192,14 +199,18 @@ func canonical(m round.Message) (round.Message, []uint64) {
 	if len(m.Included) == 0 {
 		m.Included = nil
 	}
-	inc := append([]round.Contribution(nil), m.Included...)
-	for i := range inc {
-		inc[i].Signature = nb(inc[i].Signature)
+	m.Manifest = nb(m.Manifest)
+	ncs := func(cs []round.Contribution) []round.Contribution {
+		if len(cs) == 0 {
+			return nil
+		}
+		out := append([]round.Contribution(nil), cs...)
+		for i := range out {
+			out[i].Signature = nb(out[i].Signature)
+		}
+		return out
 	}
-	m.Included = inc
-	if len(inc) == 0 {
-		m.Included = nil
-	}
+	m.Included, m.Pledges = ncs(m.Included), ncs(m.Pledges)
 	var bits []uint64
 	for _, x := range m.Update.Delta {
 		bits = append(bits, math.Float64bits(x))

@@ -58,6 +58,8 @@ const (
 	Kind_KIND_TRAINED        Kind = 24
 	Kind_KIND_EVALUATED      Kind = 25
 	Kind_KIND_AMEND          Kind = 26
+	Kind_KIND_PLEDGE         Kind = 27
+	Kind_KIND_PLEDGES        Kind = 28
 )
 
 // Enum value maps for Kind.
@@ -90,6 +92,8 @@ var (
 		24: "KIND_TRAINED",
 		25: "KIND_EVALUATED",
 		26: "KIND_AMEND",
+		27: "KIND_PLEDGE",
+		28: "KIND_PLEDGES",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":    0,
@@ -119,6 +123,8 @@ var (
 		"KIND_TRAINED":        24,
 		"KIND_EVALUATED":      25,
 		"KIND_AMEND":          26,
+		"KIND_PLEDGE":         27,
+		"KIND_PLEDGES":        28,
 	}
 )
 
@@ -459,6 +465,7 @@ type Message struct {
 	Cosign        []byte                 `protobuf:"bytes,27,opt,name=cosign,proto3" json:"cosign,omitempty"`
 	Serial        uint64                 `protobuf:"varint,28,opt,name=serial,proto3" json:"serial,omitempty"`
 	Manifest      []byte                 `protobuf:"bytes,29,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Pledges       []*Contribution        `protobuf:"bytes,30,rep,name=pledges,proto3" json:"pledges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -692,6 +699,13 @@ func (x *Message) GetSerial() uint64 {
 func (x *Message) GetManifest() []byte {
 	if x != nil {
 		return x.Manifest
+	}
+	return nil
+}
+
+func (x *Message) GetPledges() []*Contribution {
+	if x != nil {
+		return x.Pledges
 	}
 	return nil
 }
@@ -991,7 +1005,7 @@ const file_federation_proto_rawDesc = "" +
 	"\x04from\x18\x04 \x01(\tR\x04from\"3\n" +
 	"\x05Chunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x97\b\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xcc\b\n" +
 	"\aMessage\x12%\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x11.cloister.v1.KindR\x04kind\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x18\n" +
@@ -1022,7 +1036,8 @@ const file_federation_proto_rawDesc = "" +
 	"\fparticipants\x18\x1a \x03(\tR\fparticipants\x12\x16\n" +
 	"\x06cosign\x18\x1b \x01(\fR\x06cosign\x12\x16\n" +
 	"\x06serial\x18\x1c \x01(\x04R\x06serial\x12\x1a\n" +
-	"\bmanifest\x18\x1d \x01(\fR\bmanifest\x1a<\n" +
+	"\bmanifest\x18\x1d \x01(\fR\bmanifest\x123\n" +
+	"\apledges\x18\x1e \x03(\v2\x19.cloister.v1.ContributionR\apledges\x1a<\n" +
 	"\x0eEvidencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a;\n" +
@@ -1048,7 +1063,7 @@ const file_federation_proto_rawDesc = "" +
 	"\aMetrics\x12\x1a\n" +
 	"\baccuracy\x18\x01 \x01(\x01R\baccuracy\x12\x12\n" +
 	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12\x1a\n" +
-	"\bexamples\x18\x03 \x01(\x03R\bexamples*\xf6\x03\n" +
+	"\bexamples\x18\x03 \x01(\x03R\bexamples*\x99\x04\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1083,7 +1098,9 @@ const file_federation_proto_rawDesc = "" +
 	"\fKIND_TRAINED\x10\x18\x12\x12\n" +
 	"\x0eKIND_EVALUATED\x10\x19\x12\x0e\n" +
 	"\n" +
-	"KIND_AMEND\x10\x1a2C\n" +
+	"KIND_AMEND\x10\x1a\x12\x0f\n" +
+	"\vKIND_PLEDGE\x10\x1b\x12\x10\n" +
+	"\fKIND_PLEDGES\x10\x1c2C\n" +
 	"\n" +
 	"Federation\x125\n" +
 	"\aConnect\x12\x12.cloister.v1.Frame\x1a\x12.cloister.v1.Frame(\x010\x01B6Z4github.com/cloisterfl/cloister/transport/internal/pbb\x06proto3"
@@ -1127,13 +1144,14 @@ var file_federation_proto_depIdxs = []int32{
 	7,  // 7: cloister.v1.Message.record:type_name -> cloister.v1.Record
 	8,  // 8: cloister.v1.Message.update:type_name -> cloister.v1.Update
 	9,  // 9: cloister.v1.Message.metrics:type_name -> cloister.v1.Metrics
-	1,  // 10: cloister.v1.Federation.Connect:input_type -> cloister.v1.Frame
-	1,  // 11: cloister.v1.Federation.Connect:output_type -> cloister.v1.Frame
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 10: cloister.v1.Message.pledges:type_name -> cloister.v1.Contribution
+	1,  // 11: cloister.v1.Federation.Connect:input_type -> cloister.v1.Frame
+	1,  // 12: cloister.v1.Federation.Connect:output_type -> cloister.v1.Frame
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_federation_proto_init() }
