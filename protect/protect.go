@@ -196,6 +196,12 @@ type RevealRequest struct {
 	Aggregate []byte      // Helper.Aggregate's output
 	Revealers []fl.NodeID // exactly Helper.Needed() distinct members, fixed before any share
 	Target    []byte      // Target.Public() of the key the result is switched to
+	// Uploads are the included members' protected updates, keyed by
+	// sender: the input of Helper.Aggregate that made Aggregate. A scheme
+	// whose reveal shares depend on them (secagg: the Shamir shares dealt
+	// in each upload) reads and checks them; mhe and plain ignore them.
+	// Helper.Open does not use them.
+	Uploads map[fl.NodeID][]byte
 }
 
 // Digest returns the SHA-256 of the aggregate the request reveals. The ledger
