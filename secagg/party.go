@@ -262,9 +262,9 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 		if math.IsNaN(x) || math.Abs(x) > limit {
 			return nil, fmt.Errorf("secagg: value %v at %d outside ±MaxAbs/n = ±%g: %w", x, i, limit, protect.ErrRange)
 		}
-		words[i] = uint64(int64(math.Round(x * scale)))
+		words[i] = quantize(x, scale)
 	}
-	words[len(v)] = uint64(int64(math.Round(weight * scale)))
+	words[len(v)] = quantize(weight, scale)
 
 	var self seed
 	if _, err := io.ReadFull(p.rand, self[:]); err != nil {
@@ -313,6 +313,9 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	}
 	return appendWords(out, words, p.sess.p.width()), nil
 }
+
+// quantize is round(x·scale) as a word (two's complement).
+func quantize(x, scale float64) uint64 { return uint64(int64(math.Round(x * scale))) }
 
 // pairSign is the sign with which member a adds the mask it shares with b.
 func pairSign(a, b int) int {
@@ -460,4 +463,19 @@ func loadParty(sess *session, self int, state []byte, rand io.Reader) (*party, e
 		return nil, foreign(what, "belongs to %s", sess.members[who])
 	}
 	return &party{sess: sess, self: self, rand: rand, dealt: true, transcript: tr, ready: true, km: km, pairs: pairs}, nil
+}
+
+// sessParse checks announcements as Deal does, for the fuzz tests.
+func (p *party) sessParse(anns map[fl.NodeID][]byte) ([][]byte, error) {
+	pubs, _, err := p.sess.parseAnnouncements(anns)
+	return pubs, err
+}
+
+// clone copies a party's state after Deal (not its lock), so that a test
+// can call Accept on the copy and keep the original.
+func (p *party) clone() *party {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return &party{sess: p.sess, self: p.self, rand: p.rand, sk: p.sk, ann: p.ann, dealt: p.dealt,
+		transcript: p.transcript, contrib: p.contrib, pending: p.pending, ready: p.ready, km: p.km, pairs: p.pairs}
 }

@@ -177,69 +177,79 @@ func (t *target) open(box []byte, group [32]byte, round uint64, revealer int) ([
 // removes the included members' group masks and decodes the fixed-point
 // sum.
 func (t *target) Decrypt(result []byte) (protect.Sum, error) {
+	w, err := t.words(result)
+	if err != nil {
+		return protect.Sum{}, err
+	}
+	return decode(w, t.p), nil
+}
+
+// words returns the unmasked sum of a result, as words modulo 2^64 (the
+// low Bits bits are the sum modulo 2^Bits).
+func (t *target) words(result []byte) ([]uint64, error) {
 	const what = "result"
 	r, err := open(result, kindResult, what)
 	if err != nil {
-		return protect.Sum{}, err
+		return nil, err
 	}
 	tid, group, round := r.hash(), r.hash(), r.u64()
 	words, k := r.u32(), r.u32()
 	if r.err != nil {
-		return protect.Sum{}, r.err
+		return nil, r.err
 	}
 	if tid != t.pub.id {
-		return protect.Sum{}, foreign(what, "opened to another target")
+		return nil, foreign(what, "opened to another target")
 	}
 	// The rest: k indices, a box count, the boxes and the words; the
 	// preset's width is one of 4 or 8.
 	if words < 2 || k < 1 || k > r.left()/4 {
-		return protect.Sum{}, malformed(what, "%d words and %d included members in %d bytes", words, k, r.left())
+		return nil, malformed(what, "%d words and %d included members in %d bytes", words, k, r.left())
 	}
 	inc := make([]int, k)
 	for i := range inc {
 		inc[i] = r.u32()
 		if r.err == nil && i > 0 && inc[i] <= inc[i-1] {
-			return protect.Sum{}, malformed(what, "included members not ascending")
+			return nil, malformed(what, "included members not ascending")
 		}
 	}
 	nb := r.u32()
 	if r.err != nil {
-		return protect.Sum{}, r.err
+		return nil, r.err
 	}
 	if nb < 1 || nb > r.left()/boxEntryLen {
-		return protect.Sum{}, malformed(what, "%d boxes in %d bytes", nb, r.left())
+		return nil, malformed(what, "%d boxes in %d bytes", nb, r.left())
 	}
 	var rk [32]byte
 	for i := range nb {
 		rev, box := r.u32(), r.take(boxLen)
 		if r.err != nil {
-			return protect.Sum{}, r.err
+			return nil, r.err
 		}
 		key, err := t.open(box, group, round, rev)
 		if err != nil {
-			return protect.Sum{}, malformed(what, "the box of revealer %d does not open: %v", rev, err)
+			return nil, malformed(what, "the box of revealer %d does not open: %v", rev, err)
 		}
 		if i > 0 && key != rk {
-			return protect.Sum{}, malformed(what, "the revealers sealed different round keys")
+			return nil, malformed(what, "the revealers sealed different round keys")
 		}
 		rk = key
 	}
 	width := t.p.width()
 	if words > t.p.caps.MaxDim+1 || r.left() != words*width {
-		return protect.Sum{}, malformed(what, "%d bytes for %d words of %d bytes", r.left(), words, width)
+		return nil, malformed(what, "%d bytes for %d words of %d bytes", r.left(), words, width)
 	}
 	packed := r.take(words * width)
 	if err := r.done(); err != nil {
-		return protect.Sum{}, err
+		return nil, err
 	}
 	sum := readWords(packed, width)
 	gen := newPRG(width)
 	for _, v := range inc {
 		if err := gen.add(sum, memberMask(rk, v), -1); err != nil {
-			return protect.Sum{}, err
+			return nil, err
 		}
 	}
-	return decode(sum, t.p), nil
+	return sum, nil
 }
 
 // decode reads the words as two's-complement integers modulo 2^Bits and
