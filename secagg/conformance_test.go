@@ -8,7 +8,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	for _, p := range []*Preset{Q32, Q64, ring(t, "secagg32:k=7")} {
+	for _, p := range []*Preset{Q32, Q64, ring(t, "secagg32-k7")} {
 		s, err := New(p)
 		if err != nil {
 			t.Fatal(err)

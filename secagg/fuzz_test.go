@@ -22,8 +22,8 @@ type fuzzEnv struct {
 }
 
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
-	gr := newGroup(tb, ring(tb, "secagg32:k=3"), 5, 3)
-	fresh := newGroupRun(tb, ring(tb, "secagg32:k=3"), 5, 3, "fresh") // its setup replayed below
+	gr := newGroup(tb, ring(tb, "secagg32-k3"), 5, 3)
+	fresh := newGroupRun(tb, ring(tb, "secagg32-k3"), 5, 3, "fresh") // its setup replayed below
 	ids := gr.ids
 	r := fl.Round(2)
 	up := gr.protect(r, gr.inputs(ids[:4], 30))

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 
-	"github.com/cloisterfl/cloister/internal/spec"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -98,42 +99,44 @@ var (
 func Presets() []*Preset { return []*Preset{Q32, Q64} }
 
 // PresetByName returns the preset a manifest names: "secagg32" or
-// "secagg64", the complete masking graph, or with ":k=K" a ring of K
+// "secagg64" for the complete masking graph, or with "-kK" a ring of K
 // neighbours (Flower's num_shares, counting the member itself), as in
-// "secagg32:k=7". The empty name is secagg32.
+// "secagg32-k7". The empty name is secagg32.
 func PresetByName(name string) (*Preset, error) {
-	s, err := spec.Parse(name)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnknownPreset, err)
+	base, k, hasK := strings.Cut(name, "-k")
+	if base == "" {
+		base = Q32.Name()
 	}
-	if s.Name == "" {
-		s.Name = Q32.Name()
-	}
-	var base *Preset
+	var p *Preset
 	var names []string
-	for _, p := range Presets() {
-		if p.Name() == s.Name {
-			base = p
+	for _, q := range Presets() {
+		if q.Name() == base {
+			p = q
 		}
-		names = append(names, p.Name())
+		names = append(names, q.Name())
 	}
-	if base == nil {
-		return nil, fmt.Errorf("%w %q (want one of %q, optionally with :k=K)", ErrUnknownPreset, name, names)
+	if p == nil {
+		return nil, fmt.Errorf("%w %q (want one of %q, optionally with -kK for a ring of K neighbours)", ErrUnknownPreset, name, names)
 	}
-	if !s.HasArg {
-		return base, nil
+	if !hasK {
+		return p, nil
 	}
-	args, err := s.Args("k", "k")
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnknownPreset, err)
+	n, err := strconv.Atoi(k)
+	if err != nil || n < 3 || n > p.lit.MaxParties || strconv.Itoa(n) != k {
+		return nil, fmt.Errorf("%w %q: %q neighbours, want an integer from 3 to %d", ErrUnknownPreset, name, k, p.lit.MaxParties)
 	}
-	k := args["k"]
-	if k != math.Trunc(k) || k < 3 || k > float64(base.lit.MaxParties) {
-		return nil, fmt.Errorf("%w %q: k=%v neighbours, want an integer from 3 to %d", ErrUnknownPreset, name, k, base.lit.MaxParties)
+	return WithNeighbours(p, n)
+}
+
+// WithNeighbours returns p with a ring of k neighbours (k ≥ 3), named
+// p's name and "-kK".
+func WithNeighbours(p *Preset, k int) (*Preset, error) {
+	l := p.lit
+	l.Neighbours = k
+	if base, _, ok := strings.Cut(l.Name, "-k"); ok {
+		l.Name = base
 	}
-	l := base.lit
-	l.Neighbours = int(k)
-	l.Name = fmt.Sprintf("%s:k=%d", base.lit.Name, int(k))
+	l.Name = fmt.Sprintf("%s-k%d", l.Name, k)
 	return NewPreset(l)
 }
 

@@ -153,7 +153,7 @@ func TestDropoutExact(t *testing.T) {
 	if testing.Short() {
 		n = 30
 	}
-	for _, p := range []*Preset{ring(t, "secagg32:k=7"), ring(t, "secagg64:k=7"), Q32} {
+	for _, p := range []*Preset{ring(t, "secagg32-k7"), ring(t, "secagg64-k7"), Q32} {
 		gr := newGroup(t, p, n, n/3)
 		for i, frac := range []float64{0, 0.1, 0.3} {
 			r := fl.Round(i + 1)
@@ -208,7 +208,7 @@ func TestDropoutExact(t *testing.T) {
 // TestTooFewSurvivors: when fewer than t included members are left to
 // reveal, the round cannot open (the engine aborts it).
 func TestTooFewSurvivors(t *testing.T) {
-	gr := newGroup(t, ring(t, "secagg32:k=5"), 12, 7)
+	gr := newGroup(t, ring(t, "secagg32-k5"), 12, 7)
 	r := fl.Round(1)
 	included := gr.ids[:8]
 	up := gr.protect(r, gr.inputs(included, 50))
@@ -232,14 +232,14 @@ func TestTooFewSurvivors(t *testing.T) {
 // TestRevealRefusals: the checks a revealer makes before it reveals
 // anything, each with its error, and nothing recorded.
 func TestRevealRefusals(t *testing.T) {
-	gr := newGroup(t, ring(t, "secagg32:k=3"), 8, 3)
+	gr := newGroup(t, ring(t, "secagg32-k3"), 8, 3)
 	r := fl.Round(5)
 	all := gr.inputs(gr.ids, 20)
 	up := gr.protect(r, all)
 	p := gr.ids[0]
 	base := gr.request(r, up, gr.ids[:3])
 
-	other := newGroupRun(t, ring(t, "secagg32:k=3"), 8, 3, "other") // same members and ID: another setup run
+	other := newGroupRun(t, ring(t, "secagg32-k3"), 8, 3, "other") // same members and ID: another setup run
 	otherUp := other.protect(r, other.inputs(other.ids, 20))
 
 	// The round's ring: drop every neighbour of p, so that p is isolated.
