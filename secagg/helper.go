@@ -418,3 +418,22 @@ func expectedPairs(g graph, a aggregate) [][2]int {
 	}
 	return out
 }
+
+// ShareCounts returns how many self-mask and pair seeds a reveal share
+// carries: the masks Open removes, for benchmarks and tools. It checks the
+// header and the counts against the share's length, not its group.
+func ShareCounts(b []byte) (self, pairs int, err error) {
+	r, err := open(b, kindShare, "reveal share")
+	if err != nil {
+		return 0, 0, err
+	}
+	r.take(shareFixed - 8)
+	self, pairs = r.u32(), r.u32()
+	if r.err != nil {
+		return 0, 0, r.err
+	}
+	if r.left() != (self+pairs)*seedLen {
+		return 0, 0, malformed("reveal share", "%d self and %d pair shares in %d bytes", self, pairs, r.left())
+	}
+	return self, pairs, nil
+}
