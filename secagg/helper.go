@@ -2,6 +2,7 @@ package secagg
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -97,7 +98,10 @@ func (s *session) parseProtected(b []byte, what string) (upload, error) {
 }
 
 // Aggregate sums the packed vectors of round r modulo 2^Bits and records
-// the included members and the digest of each one's upload.
+// the included members and, for each, the digest of its upload up to its
+// packed vector (the header and the shares it deals): what a revealer
+// reads. The vector's part in the sum is the runtime's to check (the round
+// engine's revealers recompute the aggregate from the signed uploads).
 func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, error) {
 	if len(protected) == 0 {
 		return nil, malformed("aggregate", "no inputs")
@@ -137,7 +141,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 			sum, tr = make([]uint64, u.words), u.transcript
 		}
 		addPacked(sum, u.packed, w)
-		d := sha256.Sum256(raw)
+		d := sha256.Sum256(raw[:len(raw)-len(u.packed)])
 		digests = append(digests, d[:]...)
 	}
 	b := newPayload(kindAggregate, aggregateFixed+len(ids)*(4+hashLen)+len(sum)*w)
@@ -154,9 +158,14 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 }
 
 func addPacked(sum []uint64, packed []byte, width int) {
-	w := readWords(packed, width)
-	for i, x := range w {
-		sum[i] += x
+	if width == 4 {
+		for i := range sum {
+			sum[i] += uint64(binary.LittleEndian.Uint32(packed[4*i:]))
+		}
+		return
+	}
+	for i := range sum {
+		sum[i] += binary.LittleEndian.Uint64(packed[8*i:])
 	}
 }
 
@@ -237,12 +246,12 @@ func (s *session) includedUploads(ups map[fl.NodeID][]byte, a aggregate) ([]uplo
 		if !ok {
 			return nil, malformed("reveal request", "no upload of included member %s", id)
 		}
-		if sha256.Sum256(b) != a.digests[k] {
-			return nil, foreign(what, "not the upload the aggregate sums")
-		}
 		u, err := s.parseProtected(b, what)
 		if err != nil {
 			return nil, err
+		}
+		if sha256.Sum256(b[:len(b)-len(u.packed)]) != a.digests[k] {
+			return nil, foreign(what, "not the upload the aggregate sums")
 		}
 		if u.transcript != a.transcript || u.round != a.round || u.member != i || u.words != a.words {
 			return nil, foreign(what, "of round %d by %s with %d words, the aggregate is of round %d with %d", u.round, s.members[u.member], u.words, a.round, a.words)
