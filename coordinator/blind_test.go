@@ -75,9 +75,12 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // (its state directory, its decoded engine state, its log) holds a window of
 // any plaintext update, of any round's sum, or of the final model. In mode
 // plain, the same scan finds the sum in the coordinator's state: the positive
-// control that shows the scan can see.
+// control that shows the scan can see. In mode secagg it also looks for the
+// fixed-point encodings (secagg32: 20 fractional bits, 4-byte words) of each
+// update and of each round's exact sum of quantized updates, which is what
+// Helper.Open would hold without the group mask.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{federation.ModePlain, federation.ModeMHE} {
+	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
@@ -105,15 +108,27 @@ func TestBlind(t *testing.T) {
 				sums := map[[32]byte]string{}
 				for r, us := range updates {
 					var sum fl.Vector
+					var qsum []int64
 					for _, id := range slices.Sorted(maps.Keys(us)) {
 						u := us[id]
 						blindscan.Windows(u.Delta, "update of "+string(id)+" round "+itoa(r), wins)
 						if sum == nil {
 							sum = make(fl.Vector, len(u.Delta))
+							qsum = make([]int64, len(u.Delta))
 						}
 						sum.Add(1, u.Delta)
+						if mode == federation.ModeSecAgg {
+							q := blindscan.Quantize(u.Delta, 20)
+							blindscan.FixedWindows(q, 4, "fixed-point update of "+string(id)+" round "+itoa(r), wins)
+							for i, x := range q {
+								qsum[i] += x
+							}
+						}
 					}
 					blindscan.Windows(sum, "sum of round "+itoa(r), sums)
+					if mode == federation.ModeSecAgg {
+						blindscan.FixedWindows(qsum, 4, "fixed-point sum of round "+itoa(r), sums)
+					}
 				}
 				exp := f.Export("node-1")
 				if exp.Round != 2 {

@@ -40,11 +40,14 @@
 //
 //   - "mhe": threshold multiparty CKKS (package mhe) with the named preset,
 //     e.g. "Agg128".
+//   - "secagg": SecAgg+ masking with dropout recovery (package secagg)
+//     with the named masking preset, e.g. "secagg32" (the default when
+//     the preset is empty) or "secagg32-k7" (a ring of 7 neighbours).
 //   - "plain": no protection at all (package protect/plain). It exists for
 //     baselines and research; callers print [plain.Warning].
 //
-// The manifest also reserves "secagg", "paillier" and "tee"; this build
-// refuses them with [ErrUnsupported].
+// The manifest also reserves "paillier" and "tee"; this build refuses them
+// with [ErrUnsupported].
 //
 // # Message limits
 //

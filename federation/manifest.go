@@ -82,8 +82,9 @@ type Manifest struct {
 	// Mode is the aggregation mode: ModeMHE, ModeSecAgg, ModePaillier,
 	// ModeTEE or ModePlain.
 	Mode string `json:"mode"`
-	// Preset names the HE parameter preset (required for ModeMHE). The mode's
-	// package checks that it knows the name.
+	// Preset names the mode's parameter preset: the HE preset (required for
+	// ModeMHE), or the masking preset of ModeSecAgg (empty: secagg32). The
+	// mode's package checks that it knows the name.
 	Preset string `json:"he_preset,omitempty"`
 	// DP is the differential-privacy configuration.
 	DP DP `json:"dp"`

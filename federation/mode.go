@@ -9,13 +9,16 @@ import (
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/secagg"
 )
 
 // ErrUnsupported reports a mode this build does not implement.
 var ErrUnsupported = errors.New("federation: aggregation mode not implemented by this build")
 
 // Scheme returns the scheme of the named mode; preset names the HE
-// parameters for mode "mhe" and is ignored otherwise.
+// parameters for mode "mhe" and the masking preset for mode "secagg"
+// ("secagg32", the default, "secagg64", with "-kK" for a ring of K
+// neighbours), and is ignored otherwise.
 func Scheme(name, preset string) (protect.Scheme, error) {
 	switch name {
 	case ModeMHE:
@@ -24,10 +27,16 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 			return nil, fmt.Errorf("mode %s: %w", name, err)
 		}
 		return mhe.New(p)
+	case ModeSecAgg:
+		p, err := secagg.PresetByName(preset)
+		if err != nil {
+			return nil, fmt.Errorf("mode %s: %w", name, err)
+		}
+		return secagg.New(p)
 	case ModePlain:
 		return plain.Scheme{}, nil
 	}
-	return nil, fmt.Errorf("%w: %q (this build has %s and %s)", ErrUnsupported, name, ModeMHE, ModePlain)
+	return nil, fmt.Errorf("%w: %q (this build has %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePlain)
 }
 
 // RoundConfig returns the engine configuration the manifest implies: the

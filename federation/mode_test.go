@@ -11,6 +11,7 @@ import (
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/secagg"
 )
 
 func TestScheme(t *testing.T) {
@@ -22,7 +23,11 @@ func TestScheme(t *testing.T) {
 		{"mhe", "InsecureTest", "mhe", nil},
 		{"plain", "", "plain", nil},
 		{"mhe", "Agg64", "", mhe.ErrUnknownPreset},
-		{"secagg", "", "", federation.ErrUnsupported},
+		{"secagg", "", "secagg", nil},
+		{"secagg", "secagg64-k7", "secagg", nil},
+		{"secagg", "secagg16", "", secagg.ErrUnknownPreset},
+		{"secagg", "secagg32-k2", "", secagg.ErrUnknownPreset},
+		{"paillier", "", "", federation.ErrUnsupported},
 		{"", "", "", federation.ErrUnsupported},
 	} {
 		s, err := federation.Scheme(tc.mode, tc.preset)

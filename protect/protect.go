@@ -3,8 +3,9 @@
 // The round engine never sees a key, a ciphertext or a mask: it moves opaque
 // byte payloads between a [Party] on each node and a [Helper] on the
 // coordinator, in the order below. Every mode reads alike, after age's
-// Recipient/Identity pair and Lattigo's multiparty verbs. Two modes exist:
-// mhe (package mhe, threshold multiparty CKKS, the default) and plain
+// Recipient/Identity pair and Lattigo's multiparty verbs. Three modes exist:
+// mhe (package mhe, threshold multiparty CKKS, the default), secagg
+// (package secagg, SecAgg+ masking with dropout recovery) and plain
 // (package protect/plain, no protection, for baselines). How to add one is
 // in docs/ARCHITECTURE.md ("Where to add a mode").
 //
@@ -196,6 +197,12 @@ type RevealRequest struct {
 	Aggregate []byte      // Helper.Aggregate's output
 	Revealers []fl.NodeID // exactly Helper.Needed() distinct members, fixed before any share
 	Target    []byte      // Target.Public() of the key the result is switched to
+	// Uploads are the included members' protected updates, keyed by
+	// sender: the input of Helper.Aggregate that made Aggregate. A scheme
+	// whose reveal shares depend on them (secagg: the Shamir shares dealt
+	// in each upload) reads and checks them; mhe and plain ignore them.
+	// Helper.Open does not use them.
+	Uploads map[fl.NodeID][]byte
 }
 
 // Digest returns the SHA-256 of the aggregate the request reveals. The ledger

@@ -366,7 +366,7 @@ func (n *Node) revealRequest(m Message) error {
 	if err := n.checkSum(r, m); err != nil {
 		return n.refuse(m.Epoch, r, err, "the aggregate is not the sum of the included uploads")
 	}
-	req := protect.RevealRequest{Round: r, Aggregate: m.Aggregate, Revealers: m.Revealers, Target: m.Target}
+	req := protect.RevealRequest{Round: r, Aggregate: m.Aggregate, Revealers: m.Revealers, Target: m.Target, Uploads: m.Payloads}
 	share, err := n.party.Reveal(req, n.cfg.Ledger)
 	if err != nil {
 		return n.refuse(m.Epoch, r, err, "reveal")

@@ -88,8 +88,9 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&ff.minCohort, "min-cohort", 0, "fewest updates a round may aggregate, and the k of each node's DP noise share σC/√k (0: the threshold)")
 	fs.IntVar(&ff.rounds, "rounds", 20, "rounds")
-	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe or plain")
-	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "HE preset for mode mhe: Agg128 or InsecureTest")
+	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg or plain")
+	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg32 (the default) or secagg64")
+	fs.IntVar(&ff.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours instead of every member (0: every member)")
 	fs.Uint64Var(&d.seed, "seed", 1, "seed of the partition, the initial model and local shuffling")
 	fs.StringVar(&d.jsonPath, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&d.plotPath, "plot", "", "write accuracy and loss per round as SVG to this file")
@@ -181,8 +182,8 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 // announce states what the demo runs, and warns about what protects nothing.
 func (d *demoFlags) announce(w io.Writer, opts pki.InitOptions, dir string) {
 	what := d.fed.mode
-	if d.fed.mode == federation.ModeMHE {
-		what += " (" + d.fed.preset + ")"
+	if opts.Preset != "" {
+		what += " (" + opts.Preset + ")"
 	}
 	fmt.Fprintf(w, "cloister demo: %d node processes, t=%d, %d rounds, mode %s, %s on %s (%s), %s, seed %d\n",
 		d.fed.nodes, d.fed.threshold, d.fed.rounds, what, opts.Model.Spec(), d.fed.data, d.partition, opts.Training.Strategy, d.seed)

@@ -23,12 +23,14 @@ import (
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/secagg"
 )
 
 // federationFlags are the manifest settings of `cloister init`.
 type federationFlags struct {
 	nodes, threshold, minCohort int
 	mode, preset                string
+	neighbours                  int
 	rounds, localEpochs, batch  int
 	lr, momentum, proxMu        float64
 	strategy                    string
@@ -46,8 +48,9 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.nodes, "nodes", 5, "number of member sites")
 	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
-	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe or plain (plain protects nothing)")
-	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "HE preset for mode mhe: Agg128, or InsecureTest for tests")
+	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg or plain (plain protects nothing)")
+	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg32 (the default) or secagg64")
+	fs.IntVar(&f.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours (Flower's num_shares, the member included) instead of every member (0: every member, the safe default)")
 	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
 	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
 	fs.IntVar(&f.batch, "batch", pki.DefaultTraining.Batch, "minibatch size")
@@ -158,9 +161,28 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		o.Preset = f.preset
 	}
 	switch f.mode {
-	case federation.ModeMHE, federation.ModePlain:
+	case federation.ModeMHE, federation.ModePlain, federation.ModeSecAgg:
 	default:
-		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE) or --mode plain (no protection)")
+		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE), --mode secagg (SecAgg+ masking) or --mode plain (no protection)")
+	}
+	if f.neighbours != 0 && f.mode != federation.ModeSecAgg {
+		return o, withHint(fmt.Errorf("--neighbours %d is for mode secagg, not %s", f.neighbours, f.mode), "drop --neighbours, or use --mode secagg")
+	}
+	if f.mode == federation.ModeSecAgg {
+		name := f.preset
+		if name == pki.DefaultPreset {
+			name = secagg.Q32.Name()
+		}
+		p, err := secagg.PresetByName(name)
+		if err != nil {
+			return o, withHint(fmt.Errorf("--preset %q is not a known secagg preset: %w", f.preset, err), "use secagg32 (4 bytes a value) or secagg64 (8 bytes, more precision), and --neighbours for a ring")
+		}
+		if f.neighbours != 0 {
+			if p, err = secagg.WithNeighbours(p, f.neighbours); err != nil {
+				return o, withHint(fmt.Errorf("--neighbours %d: %w", f.neighbours, err), "use 3 or more (odd, as Flower's num_shares), or 0 for every member")
+			}
+		}
+		o.Preset = p.Name()
 	}
 	if f.mode == federation.ModeMHE {
 		if _, err := mhe.PresetByName(f.preset); err != nil {

@@ -78,3 +78,38 @@ func ScanPath(path string, wins map[[32]byte]string) ([]string, error) {
 	})
 	return hits, err
 }
+
+// FixedWindows adds the windows of v's fixed-point encoding, as modes that
+// sum integers carry it (secagg): every run of 32 bytes of the words
+// round(x·2^frac), of width bytes each (4 or 8), little- and big-endian,
+// with no zero word, each labelled what.
+func FixedWindows(v []int64, width int, what string, into map[[32]byte]string) {
+	per := 32 / width
+	for _, order := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
+		for i := 0; i+per <= len(v); i++ {
+			var w [32]byte
+			ok := true
+			for j := range per {
+				ok = ok && v[i+j] != 0
+				if width == 4 {
+					order.PutUint32(w[4*j:], uint32(v[i+j]))
+				} else {
+					order.PutUint64(w[8*j:], uint64(v[i+j]))
+				}
+			}
+			if ok {
+				into[w] = what
+			}
+		}
+	}
+}
+
+// Quantize returns round(x·2^frac) for each x of v: the integers a
+// fixed-point mode carries.
+func Quantize(v fl.Vector, frac int) []int64 {
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = int64(math.Round(math.Ldexp(x, frac)))
+	}
+	return out
+}

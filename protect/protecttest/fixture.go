@@ -64,6 +64,9 @@ type fixture struct {
 	deal  map[fl.NodeID]protect.Dealing
 	setup []byte
 	round fl.Round // the last round used
+	// uploads are the inputs of each aggregate made, by its digest: the
+	// reveal requests' Uploads.
+	uploads map[[32]byte]map[fl.NodeID][]byte
 }
 
 // newFixture returns a session whose setup has completed. Sessions with the
@@ -91,6 +94,7 @@ func newParties(t *testing.T, e *env, label string) *fixture {
 		ledgers: make(map[fl.NodeID]*protect.MemLedger),
 		ann:     make(map[fl.NodeID][]byte),
 		deal:    make(map[fl.NodeID]protect.Dealing),
+		uploads: make(map[[32]byte]map[fl.NodeID][]byte),
 	}
 	var err error
 	must(t, "Scheme.NewHelper", try(func() error { f.helper, err = e.s.NewHelper(f.session()); return err }))
@@ -249,11 +253,15 @@ func (f *fixture) aggregate(r fl.Round, prot map[fl.NodeID][]byte) []byte {
 			b[i] = 0xa5
 		}
 	}
+	f.uploads[sha256.Sum256(agg)] = clone(prot)
 	return agg
 }
 
+// request is the reveal request of agg in round r, with the uploads that
+// Helper.Aggregate summed into agg (RevealRequest.Uploads).
 func (f *fixture) request(r fl.Round, agg []byte, revealers []fl.NodeID) protect.RevealRequest {
-	return protect.RevealRequest{Round: r, Aggregate: agg, Revealers: slices.Clone(revealers), Target: f.target.Public()}
+	return protect.RevealRequest{Round: r, Aggregate: agg, Revealers: slices.Clone(revealers), Target: f.target.Public(),
+		Uploads: clone(f.uploads[sha256.Sum256(agg)])}
 }
 
 // reveal has every revealer of req reveal, with the ledger ledger(id) gives.
