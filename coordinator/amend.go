@@ -140,9 +140,7 @@ func (c *Coordinator) terms(cur, next *federation.Manifest, signed []byte) (roun
 	if fed.Budget != nil && fed.Budget.MaxRound == 0 {
 		return round.Terms{}, fmt.Errorf("manifest serial %d: the ε budget %v does not cover a single round", next.Serial, next.DP.Epsilon)
 	}
-	r := fed.Round
-	return round.Terms{Serial: next.Serial, Manifest: signed, Summary: ch.String(), Members: r.Members,
-		Threshold: r.Threshold, MinCohort: r.MinCohort, Rounds: r.Rounds, MaxRound: r.MaxRound}, nil
+	return fed.Terms(signed, ch.String()), nil
 }
 
 // adopt makes terms the engine put in force the daemon's: the manifest,
@@ -168,8 +166,7 @@ func (c *Coordinator) adopt(t *round.Terms) error {
 		b.spent = c.budget.spent
 	}
 	c.budget = b
-	c.rcfg.Serial, c.rcfg.Manifest, c.rcfg.Members = t.Serial, t.Manifest, t.Members
-	c.rcfg.Threshold, c.rcfg.MinCohort, c.rcfg.Rounds, c.rcfg.MaxRound = t.Threshold, t.MinCohort, t.Rounds, t.MaxRound
+	c.rcfg = c.rcfg.WithTerms(*t)
 	c.man.Store(m)
 	if p := c.pending.Load(); p != nil && p.Serial <= m.Serial {
 		c.pending.Store(nil)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/cloisterfl/cloister/dp"
 	"github.com/cloisterfl/cloister/fl"
@@ -185,4 +186,13 @@ func (f *Federation) NoiseFor(rounds int) (float64, error) {
 		sigma += 0.001
 	}
 	return sigma, nil
+}
+
+// Terms returns the engine's terms of the resolved manifest (round.Terms):
+// signed is the signed manifest they come from, summary what an amendment
+// changed.
+func (f *Federation) Terms(signed []byte, summary string) round.Terms {
+	t := f.Round.Terms()
+	t.Manifest, t.Summary = slices.Clone(signed), summary
+	return t
 }

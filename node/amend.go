@@ -74,9 +74,7 @@ func (n *Node) checkAmendment(current, next []byte) (round.Terms, error) {
 	if err != nil {
 		return round.Terms{}, fmt.Errorf("%w: manifest serial %d: %w", round.ErrRefused, m.Serial, err)
 	}
-	r := fed.Round
-	return round.Terms{Serial: m.Serial, Manifest: next, Summary: ch.String(), Members: r.Members,
-		Threshold: r.Threshold, MinCohort: r.MinCohort, Rounds: r.Rounds, MaxRound: r.MaxRound}, nil
+	return fed.Terms(next, ch.String()), nil
 }
 
 // resolve resolves manifest m with this node's overrides and message
@@ -107,8 +105,7 @@ func (n *Node) adopt(t *round.Terms) error {
 		b.spent = n.budget.spent
 	}
 	n.budget = b
-	n.rcfg.Serial, n.rcfg.Manifest, n.rcfg.Members = t.Serial, t.Manifest, t.Members
-	n.rcfg.Threshold, n.rcfg.MinCohort, n.rcfg.Rounds, n.rcfg.MaxRound = t.Threshold, t.MinCohort, t.Rounds, t.MaxRound
+	n.rcfg = n.rcfg.WithTerms(*t)
 	n.man.Store(m)
 	if n.keys != nil {
 		n.keys.SetAuditKeys(auditKeys(m))

@@ -37,8 +37,8 @@ func (c Config) Terms() Terms {
 		Threshold: c.Threshold, MinCohort: c.MinCohort, Rounds: c.Rounds, MaxRound: c.MaxRound}
 }
 
-// withTerms returns c under terms t.
-func (c Config) withTerms(t Terms) Config {
+// WithTerms returns c under terms t.
+func (c Config) WithTerms(t Terms) Config {
 	c.Serial, c.Manifest = t.Serial, bytes.Clone(t.Manifest)
 	c.Members = slices.Clone(t.Members)
 	c.Threshold, c.MinCohort, c.Rounds, c.MaxRound = t.Threshold, t.MinCohort, t.Rounds, t.MaxRound
@@ -85,7 +85,7 @@ func (c *Coordinator) Amend(t Terms) error {
 	if t.Serial <= c.cfg.Serial {
 		return fmt.Errorf("round: amendment serial %d is not above the running serial %d", t.Serial, c.cfg.Serial)
 	}
-	next := c.cfg.Config.withTerms(t)
+	next := c.cfg.Config.WithTerms(t)
 	if err := next.Validate(); err != nil {
 		return fmt.Errorf("round: amendment serial %d: %w", t.Serial, err)
 	}
@@ -114,7 +114,7 @@ func (c *Coordinator) applyPending() {
 	}
 	c.st.Pending = nil
 	old := c.cfg
-	c.cfg.Config = c.cfg.withTerms(*t)
+	c.cfg.Config = c.cfg.WithTerms(*t)
 	c.st.Terms = t.clone()
 	c.members = c.cfg.sorted()
 	c.isMember = make(map[fl.NodeID]bool, len(c.members))
@@ -199,7 +199,7 @@ func (n *Node) amend(m Message) error {
 	if t.Serial != m.Serial {
 		return fmt.Errorf("%w: amendment says serial %d, its manifest is serial %d", ErrForged, m.Serial, t.Serial)
 	}
-	next := n.cfg.Config.withTerms(t)
+	next := n.cfg.Config.WithTerms(t)
 	if err := next.Validate(); err != nil {
 		return fmt.Errorf("%w: amendment serial %d: %w", ErrMalformed, t.Serial, err)
 	}

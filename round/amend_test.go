@@ -58,7 +58,7 @@ func (f *fed) addNode(id fl.NodeID, t Terms) *simNode {
 	sn := &simNode{id: id, ledger: &recLedger{}, weight: 1, delta: fl.Vector{6, -6}, evals: map[fl.Round]fl.Vector{},
 		trains: map[fl.Round]fl.Vector{}}
 	sn.cfg = base
-	sn.cfg.Config = base.Config.withTerms(t)
+	sn.cfg.Config = base.Config.WithTerms(t)
 	sn.cfg.Self, sn.cfg.Sealer, sn.cfg.Signer, sn.cfg.Ledger, sn.cfg.Optimizer = id, fakeSealer{id}, fakeSigner{id}, sn.ledger, opt
 	sn.cfg.Rand = rand.NewChaCha8([32]byte{6, 7})
 	sn.cfg.Evidence = []byte("evidence:" + id)

@@ -116,7 +116,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 // carries over is still sealed under the previous group key).
 func RestartCoordinator(cfg CoordinatorConfig, st CoordinatorState, model *SealedModel, key *GroupKey) (*Coordinator, error) {
 	if st.Terms != nil {
-		cfg.Config = cfg.Config.withTerms(*st.Terms)
+		cfg.Config = cfg.Config.WithTerms(*st.Terms)
 	}
 	c, err := newCoordinator(cfg)
 	if err != nil {

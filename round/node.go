@@ -109,7 +109,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 // carries a Hello, with which it rejoins the session.
 func RestartNode(cfg NodeConfig, st NodeState, keys NodeKeys) (*Node, error) {
 	if st.Terms != nil {
-		cfg.Config = cfg.Config.withTerms(*st.Terms)
+		cfg.Config = cfg.Config.WithTerms(*st.Terms)
 	}
 	n, err := newNode(cfg)
 	if err != nil {

@@ -154,15 +154,11 @@ func (n *Node) trained(m Message) error {
 // of the round will have to be the one its sender pledged in this set,
 // which is fixed before this node's upload leaves it.
 func (n *Node) pledges(m Message) error {
-	if err := n.checkRoundKeys(m.Epoch); err != nil {
+	if err := n.checkCurrent(m); err != nil {
 		return err
 	}
 	r := m.Round
 	switch {
-	case r < n.st.Round:
-		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
-	case r > n.st.Round:
-		return fmt.Errorf("%w: round %d, this node is at round %d", ErrFuture, r, n.st.Round)
 	case n.step != stepPledged:
 		return fmt.Errorf("%w: no pledge of this node waits in round %d (step %s)", ErrWrongPhase, r, n.step)
 	}
@@ -324,16 +320,27 @@ func (n *Node) checkSum(r fl.Round, m Message) error {
 	return nil
 }
 
-func (n *Node) revealRequest(m Message) error {
+// checkCurrent checks that m is of the current key epoch and of the round
+// this node is in.
+func (n *Node) checkCurrent(m Message) error {
 	if err := n.checkRoundKeys(m.Epoch); err != nil {
+		return err
+	}
+	switch {
+	case m.Round < n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, m.Round, n.st.Round)
+	case m.Round > n.st.Round:
+		return fmt.Errorf("%w: round %d, this node is at round %d", ErrFuture, m.Round, n.st.Round)
+	}
+	return nil
+}
+
+func (n *Node) revealRequest(m Message) error {
+	if err := n.checkCurrent(m); err != nil {
 		return err
 	}
 	r := m.Round
 	switch {
-	case r < n.st.Round:
-		return fmt.Errorf("%w: round %d, this node is at round %d", ErrReplay, r, n.st.Round)
-	case r > n.st.Round:
-		return fmt.Errorf("%w: round %d, this node is at round %d", ErrFuture, r, n.st.Round)
 	case n.step == stepRevealed || r <= n.st.Revealed:
 		return fmt.Errorf("%w: already revealed in round %d", ErrDuplicate, r)
 	case n.step != stepUploaded:
