@@ -173,7 +173,7 @@ const (
 // durable; when it returns an error, none of it is stored.
 func (c *Coordinator) Save(ctx context.Context, b CoordinatorBatch) error {
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
-		if err := requireSession(ctx, tx, c.session); err != nil {
+		if err := c.db.lockSession(ctx, tx, c.session); err != nil {
 			return err
 		}
 		if err := setEpoch(ctx, tx, c.session, b.Epoch); err != nil {
@@ -385,11 +385,11 @@ func checkDigest(b []byte, want [32]byte) ([32]byte, error) {
 	return d, nil
 }
 
-func sqlLimit(limit int) int {
+func sqlLimit(limit int) int64 {
 	if limit <= 0 {
 		return noLimit
 	}
-	return limit
+	return int64(limit)
 }
 
 // nonNil keeps NOT NULL BLOB columns from receiving a nil slice (NULL).
