@@ -18,6 +18,7 @@ import (
 type Coordinator struct {
 	db      *DB
 	session []byte
+	token   uint64 // the fencing token of its writes (lease.go); 0: none
 }
 
 // Coordinator returns the coordinator's view of the session with the given
@@ -170,10 +171,16 @@ const (
 )
 
 // Save writes b in one transaction: when it returns nil, all of b is
-// durable; when it returns an error, none of it is stored.
+// durable; when it returns an error, none of it is stored. Once the
+// session has a lease (lease.go), Save stores nothing and fails with an
+// error wrapping [ErrFenced] unless the view is fenced with the lease's
+// current token.
 func (c *Coordinator) Save(ctx context.Context, b CoordinatorBatch) error {
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
 		if err := c.db.lockSession(ctx, tx, c.session); err != nil {
+			return err
+		}
+		if _, err := c.fence(ctx, tx); err != nil {
 			return err
 		}
 		if err := setEpoch(ctx, tx, c.session, b.Epoch); err != nil {

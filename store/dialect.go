@@ -14,8 +14,8 @@ import (
 // after another. PostgreSQL's run at READ COMMITTED and begin by locking
 // the row of the session they write ([DB.lockSession]), so the writes of
 // one session run one after another too, and what a transaction read (the
-// stored outcome of a round, the round of a node's model) is still true
-// when it commits. Read transactions see one
+// stored outcome of a round, the round of a node's model, the lead's
+// fencing token) is still true when it commits. Read transactions see one
 // snapshot: WAL in SQLite, REPEATABLE READ in PostgreSQL. The package
 // documentation (# Transactions) says what this guarantees.
 type dialect struct {

@@ -1,7 +1,7 @@
 // Package store is the durable state of Cloister's two daemons: a SQLite
 // file per coordinator or node (the default, through the pure-Go driver
 // modernc.org/sqlite), or, for a coordinator, a PostgreSQL database
-// (through pgx) that several machines can reach.
+// (through pgx) that a standby coordinator can share.
 //
 // The round engine (package round) is pure: each Ready it hands out starts
 // with a state that must be durable before any message of the same Ready is
@@ -38,7 +38,7 @@
 //	err = c.Save(ctx, store.CoordinatorBatch{State: blob, Rounds: …, Commits: …})
 //
 // A round is committed at most once: a second [Commit] for a round, in the
-// same process, after a restart or from another process, fails with
+// same process, after a restart or from another coordinator, fails with
 // [ErrCommitted] and the whole batch is rolled back. The dashboard reads
 // [Coordinator.Rounds], [Coordinator.Summaries] (metrics aggregated per
 // round, weighted by examples), [Coordinator.Metrics], [Coordinator.Commit]
@@ -69,6 +69,27 @@
 // and processes. Rounds are numbered per session across key epochs, so the
 // ledger is keyed by (session, round).
 //
+// # Lead and fencing
+//
+// Two coordinators of one federation may share a PostgreSQL store, one
+// leading and one waiting to take over. The lead is a lease row per
+// session: a holder, an expiry, and a fencing token that grows by one at
+// every [Coordinator.Acquire]. The leader writes through
+// [Coordinator.Fenced] with its token and renews the lease
+// ([Coordinator.Renew]); a standby reads [Coordinator.Lease] and acquires
+// the lead once the lease has expired (or was released). Every Save
+// checks the view's token against the stored one inside its transaction,
+// with the session's row locked, so a write of the old leader either
+// commits before the new leader's Acquire (and the new leader resumes
+// from it) or fails with [ErrFenced] and stores nothing: two coordinators
+// never both commit, whatever their clocks say. The clocks (passed in, as
+// every time here) only decide when a lease may be taken. Once a session
+// has a lease, an unfenced view cannot write it.
+//
+//	l, err := db.Coordinator(id).Acquire(ctx, "host-a:/var/lib/cloister", now, 10*time.Second)
+//	c := db.Coordinator(id).Fenced(l.Token)
+//	err = c.Save(ctx, batch) // errors.Is(err, store.ErrFenced): another took the lead
+//
 // # Transactions
 //
 // Every method that writes more than one row does it in one transaction,
@@ -84,7 +105,7 @@
 //     begin by locking the row of their session (SELECT … FOR UPDATE), so
 //     the writes of one session run one after another, as SQLite's do, and
 //     what a transaction read (a round's stored outcome, the round of a
-//     node's model) is still true when it commits.
+//     node's model, the lease's token) is still true when it commits.
 //     Another process waits up to 10 s for the lock (lock_timeout), and the
 //     server ends a transaction whose client went silent in it after 10 s
 //     (idle_in_transaction_session_timeout). Read transactions run at

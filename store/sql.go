@@ -137,6 +137,16 @@ var migrations = [][]string{
 			PRIMARY KEY (session, slot)
 		) STRICT`,
 	},
+	// 3: the coordinator's lead (lease.go).
+	{
+		`CREATE TABLE leases (
+			session  BLOB PRIMARY KEY REFERENCES sessions(id),
+			holder   TEXT NOT NULL,     -- who holds the lead
+			token    INTEGER NOT NULL,  -- the fencing token: +1 at every Acquire
+			acquired INTEGER NOT NULL,
+			expires  INTEGER NOT NULL   -- 0 once released
+		) STRICT`,
+	},
 }
 
 // pgMigrations are migrations in PostgreSQL's dialect: entry i makes the
@@ -265,6 +275,16 @@ var pgMigrations = [][]string{
 			PRIMARY KEY (session, slot)
 		)`,
 	},
+	// 3: the coordinator's lead.
+	{
+		`CREATE TABLE leases (
+			session  BYTEA PRIMARY KEY REFERENCES sessions(id),
+			holder   TEXT NOT NULL,
+			token    BIGINT NOT NULL,
+			acquired BIGINT NOT NULL,
+			expires  BIGINT NOT NULL
+		)`,
+	},
 }
 
 // noLimit is the LIMIT that means "all rows" (in both dialects).
@@ -391,4 +411,12 @@ const (
 	qRevealInsert = `INSERT INTO reveals (session, round, digest) VALUES ($1, $2, $3)
 		ON CONFLICT (session, round) DO NOTHING`
 	qRevealGet = `SELECT digest FROM reveals WHERE session = $1 AND round = $2`
+)
+
+// Coordinator lead (lease.go).
+const (
+	qLeaseGet    = `SELECT holder, token, acquired, expires FROM leases WHERE session = $1`
+	qLeaseInsert = `INSERT INTO leases (session, holder, token, acquired, expires) VALUES ($1, $2, $3, $4, $5)`
+	qLeaseTake   = `UPDATE leases SET holder = $1, token = $2, acquired = $3, expires = $4 WHERE session = $5`
+	qLeaseRenew  = `UPDATE leases SET expires = $1 WHERE session = $2`
 )

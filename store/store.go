@@ -38,6 +38,13 @@ var (
 	// ErrNewerSchema: the store's schema is newer than this program's
 	// [SchemaVersion] (a newer cloister wrote it); Open refuses it.
 	ErrNewerSchema = errors.New("store: schema of a newer cloister")
+	// ErrLeaseHeld: another coordinator holds the lead of the session and
+	// its lease has not expired. The error is a [*LeaseHeldError].
+	ErrLeaseHeld = errors.New("store: the lead is held by another coordinator")
+	// ErrFenced: a coordinator write was refused because the view's
+	// fencing token is not the lead's (another coordinator, or a newer
+	// process, took the lead since); nothing of it is stored.
+	ErrFenced = errors.New("store: fenced out: another coordinator took the lead")
 )
 
 // DB is an open store: a SQLite file or a PostgreSQL database (schema)
@@ -105,7 +112,7 @@ func (db *DB) Close() error {
 func (db *DB) String() string { return db.loc }
 
 // SchemaVersion is the schema version Open migrates a store to.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // queryRower is a *sql.DB or a *sql.Tx.
 type queryRower interface {
