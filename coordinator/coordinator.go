@@ -12,7 +12,7 @@
 //
 //	STATE/coordinator.db  store: engine state, current model and group
 //	                      key, rounds, committed models, commit records,
-//	                      metrics
+//	                      metrics (or a PostgreSQL database: Config.Store)
 //	STATE/audit.log       the coordinator's signed, hash-chained audit log
 //
 // For each Ready of the engine the loop writes what it says, in its field
@@ -57,7 +57,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -117,8 +116,14 @@ func (d Deadlines) ticks(tick time.Duration) round.Deadlines {
 type Config struct {
 	// Kit is the coordinator's kit (pki.LoadKit).
 	Kit *pki.Kit
-	// StateDir holds coordinator.db and audit.log; created (0700) if missing.
+	// StateDir holds audit.log, and coordinator.db unless Store says
+	// otherwise; created (0700) if missing.
 	StateDir string
+	// Store is where the coordinator keeps its state (store.Open): empty
+	// for the SQLite file StateDir/coordinator.db, else a path, a sqlite:
+	// URL or a postgres:// URL. A store that cannot be opened (a server
+	// that cannot be reached) fails New before anything is written.
+	Store string
 	// Logger receives the coordinator's records; nil discards them.
 	Logger *slog.Logger
 	// Tick is the engine's clock period; 0 means DefaultTick.
@@ -261,9 +266,6 @@ func New(cfg Config) (*Coordinator, error) {
 		Metrics: c.tm, Keepalive: cfg.Keepalive, Nonce: nonce}); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("coordinator: state directory: %w", err)
-	}
 	c.met = newMetrics(c)
 	if err := c.open(); err != nil {
 		c.closeFiles()
@@ -332,6 +334,10 @@ func (c *Coordinator) setStatus() {
 	c.met.round.Set(float64(st.Round))
 	c.met.live.Set(float64(len(st.Live)))
 }
+
+// Store names the store the coordinator keeps its state in: the SQLite
+// file's path, or the PostgreSQL URL without its password.
+func (c *Coordinator) Store() string { return c.db.String() }
 
 func (c *Coordinator) closeFiles() {
 	c.closeOnce.Do(func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 
 	"github.com/cloisterfl/cloister/audit"
@@ -16,16 +17,7 @@ import (
 
 func (c *Coordinator) open() error {
 	ctx := context.Background()
-	var err error
-	if c.db, err = store.Open(filepath.Join(c.cfg.StateDir, DBFile)); err != nil {
-		return err
-	}
-	if _, err := c.db.Session(ctx, c.session); errors.Is(err, store.ErrNotFound) {
-		mh, _ := c.man.Hash()
-		if err := c.db.CreateSession(ctx, store.Session{ID: c.session, Manifest: mh, Created: c.cfg.Now()}); err != nil {
-			return err
-		}
-	} else if err != nil {
+	if err := c.openStore(ctx); err != nil {
 		return err
 	}
 	c.sc = c.db.Coordinator(c.session)
@@ -83,6 +75,43 @@ func (c *Coordinator) open() error {
 		return err
 	}
 	c.setStatus()
+	return nil
+}
+
+// openStore opens the coordinator's store and creates its session if it
+// is new. A store elsewhere than the state directory is opened first, so
+// that one that cannot be reached leaves no state directory behind.
+func (c *Coordinator) openStore(ctx context.Context) error {
+	loc := c.cfg.Store
+	mkdir := func() error {
+		if err := os.MkdirAll(c.cfg.StateDir, 0o700); err != nil {
+			return fmt.Errorf("coordinator: state directory: %w", err)
+		}
+		return nil
+	}
+	if loc == "" {
+		if err := mkdir(); err != nil {
+			return err
+		}
+		loc = filepath.Join(c.cfg.StateDir, DBFile)
+	}
+	var err error
+	if c.db, err = store.Open(loc); err != nil {
+		return err
+	}
+	if err := mkdir(); err != nil {
+		return err
+	}
+	if _, err := c.db.Session(ctx, c.session); errors.Is(err, store.ErrNotFound) {
+		mh, _ := c.man.Hash()
+		err := c.db.CreateSession(ctx, store.Session{ID: c.session, Manifest: mh, Created: c.cfg.Now()})
+		if err != nil && !errors.Is(err, store.ErrExists) { // ErrExists: another coordinator made it first
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	c.log.Info("store", "store", c.db.String(), "schema", store.SchemaVersion)
 	return nil
 }
 

@@ -250,6 +250,9 @@ func TestOpenUnreachable(t *testing.T) {
 		if msg := err.Error(); !strings.Contains(msg, c.want) || strings.Contains(msg, "s3cretpw") {
 			t.Errorf("error %q: want %q and no password", msg, c.want)
 		}
+		if strings.HasPrefix(c.want, "cannot reach") != errors.Is(err, ErrUnreachable) {
+			t.Errorf("error %v: errors.Is(ErrUnreachable) is %v", err, errors.Is(err, ErrUnreachable))
+		}
 	}
 }
 

@@ -68,7 +68,7 @@ func openPostgres(loc string) (*DB, error) {
 	defer cancel()
 	if err := sdb.PingContext(ctx); err != nil {
 		sdb.Close()
-		return nil, fmt.Errorf("store: cannot reach PostgreSQL at %s (database %q, user %q): %w", hosts(cfg), cfg.Database, cfg.User, err)
+		return nil, fmt.Errorf("%w at %s (database %q, user %q): %w", ErrUnreachable, hosts(cfg), cfg.Database, cfg.User, err)
 	}
 	if err := db.initPostgres(context.Background()); err != nil {
 		sdb.Close()

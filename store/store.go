@@ -35,6 +35,9 @@ var (
 	// ErrCorrupt: a sealed secret fails authentication under the key that
 	// sealed it (tampered or damaged), or a row holds impossible values.
 	ErrCorrupt = errors.New("store: corrupt data")
+	// ErrUnreachable: Open could not connect to the PostgreSQL server (the
+	// message names its host and port, not the password).
+	ErrUnreachable = errors.New("store: cannot reach PostgreSQL")
 	// ErrNewerSchema: the store's schema is newer than this program's
 	// [SchemaVersion] (a newer cloister wrote it); Open refuses it.
 	ErrNewerSchema = errors.New("store: schema of a newer cloister")

@@ -19,6 +19,7 @@ import (
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/store"
 	"github.com/cloisterfl/cloister/transport"
 )
 
@@ -73,7 +74,8 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status (default: off); without --metrics-tls or --metrics-token only a loopback address, unauthenticated")
 	metricsTLS := fs.Bool("metrics-tls", false, "serve --metrics over HTTPS with the coordinator's certificate to clients with an observer or admin certificate of the federation CA (cloister ca issue --role observer)")
 	metricsToken := fs.String("metrics-token", "", "a 0600 file holding a bearer token that may read /metrics (Prometheus); implies --metrics-tls")
-	state := fs.String("state", "", "state directory (default: KIT/state)")
+	state := fs.String("state", "", "state directory: the audit log, and the SQLite store unless --store (default: KIT/state)")
+	storeLoc := fs.String("store", "", "where the coordinator keeps its state: a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=verify-full (password from PGPASSWORD or ~/.pgpass, not the URL), or a SQLite file (a path or sqlite:PATH) (default: STATE/coordinator.db)")
 	tick := fs.Duration("tick", coordinator.DefaultTick, "engine clock period")
 	collect := fs.Duration("collect-timeout", 5*time.Minute, "how long a round waits for uploads from connected nodes")
 	setup := fs.Duration("setup-timeout", 2*time.Minute, "how long each key-setup step waits")
@@ -110,14 +112,14 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		return err
 	}
 	c, err := coordinator.New(coordinator.Config{
-		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
+		Kit: kit, StateDir: *state, Store: *storeLoc, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
 	if errors.Is(err, federation.ErrLimitTooSmall) {
 		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
 	}
 	if err != nil {
-		return err
+		return storeHint(err)
 	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -134,8 +136,19 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	defer stop()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- c.Serve(l) }()
-	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state)
+	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s, store %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state, c.Store())
 	return runUntilDone(ctx, c, hs, serveErr, log)
+}
+
+// storeHint explains the store errors an operator can fix.
+func storeHint(err error) error {
+	switch {
+	case errors.Is(err, store.ErrUnreachable):
+		return withHint(err, "check --store's host and port, that the server runs and accepts this machine (pg_hba.conf), and the password in PGPASSWORD or ~/.pgpass")
+	case errors.Is(err, store.ErrNewerSchema):
+		return withHint(err, "a newer cloister wrote this store: run that version (or newer), never an older one, on it")
+	}
+	return err
 }
 
 // metricsFlags say where and to whom the coordinator serves its dashboard,
