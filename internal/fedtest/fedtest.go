@@ -76,6 +76,10 @@ type Fed struct {
 	Deadlines func(d *coordinator.Deadlines)
 	// CoordinatorConfig, if set, adjusts the coordinator's configuration.
 	CoordinatorConfig func(c *coordinator.Config)
+	// NodeAddrs, if set, are the coordinator addresses nodes are given
+	// (node.Node.Run) in place of Address; NodeConfig's Dial decides where
+	// each leads.
+	NodeAddrs []string
 	// TrainTime, if set, is how long each training takes on the fake clock
 	// (a sleep before the node's update leaves, after OnUpdate). In the
 	// bubble computation takes no time, and the clock moves only when every
@@ -218,7 +222,11 @@ func (f *Fed) StartNode(name string, train, test *dataset.Set) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rn := &Running{Node: n, cancel: cancel, done: make(chan error, 1)}
-	go func() { rn.done <- n.Run(ctx, Address) }()
+	addrs := f.NodeAddrs
+	if len(addrs) == 0 {
+		addrs = []string{Address}
+	}
+	go func() { rn.done <- n.Run(ctx, addrs...) }()
 	f.Nodes[fl.NodeID(name)] = rn
 }
 
