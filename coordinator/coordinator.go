@@ -24,6 +24,21 @@
 // coordinator resumes from the stored state (round.RestartCoordinator); a
 // round is never committed twice.
 //
+// # Lead and failover
+//
+// A coordinator takes the lead of its session in its store before it
+// reads the engine's state, writes only under the lease's fencing token
+// (store.Coordinator.Fenced), renews the lease every third of
+// Config.Lease, and releases it when it shuts down. Two coordinators with
+// the same kit on one PostgreSQL store (Config.Store) are a leader and a
+// standby ([Standby]): the standby takes the lead once the leader's lease
+// expires (or is released), resumes from the stored state as a restarted
+// coordinator does, and only then listens; the nodes, given both
+// addresses, follow. The old leader's writes are refused from then on
+// (store.ErrFenced): it stops acting, and two coordinators never both
+// commit a round. Each keeps its own audit log, in its own state
+// directory; together they record each commit once. See lease.go.
+//
 // # Attestation
 //
 // When the manifest requires TEE evidence, the coordinator checks each
@@ -124,6 +139,10 @@ type Config struct {
 	// URL or a postgres:// URL. A store that cannot be opened (a server
 	// that cannot be reached) fails New before anything is written.
 	Store string
+	// Lease is how long the coordinator's lead in its store lasts without
+	// renewal (lease.go); 0 means DefaultLease. Coordinators sharing a
+	// store must use the same.
+	Lease time.Duration
 	// Logger receives the coordinator's records; nil discards them.
 	Logger *slog.Logger
 	// Tick is the engine's clock period; 0 means DefaultTick.
@@ -177,6 +196,7 @@ type Coordinator struct {
 	rc      *round.Coordinator
 	met     *metrics
 	budget  *budget // nil without DP
+	lead    *lead   // the lease c.sc is fenced with (lease.go)
 
 	// Owned by the loop goroutine.
 	hist   *history
@@ -198,8 +218,11 @@ type Coordinator struct {
 	attStatus map[fl.NodeID]AttestationStatus
 }
 
-// New opens (or creates) the coordinator's state and returns a coordinator
-// ready to Serve. With persisted state it resumes the session.
+// New opens (or creates) the coordinator's state, takes the lead of its
+// session in the store, and returns a coordinator ready to Serve. With
+// persisted state it resumes the session. If another coordinator holds the
+// lead (a shared store), New fails with an error wrapping
+// store.ErrLeaseHeld and writes nothing; [Standby] waits for it instead.
 func New(cfg Config) (*Coordinator, error) {
 	if cfg.Kit == nil || cfg.Kit.Manifest == nil {
 		return nil, errors.New("coordinator: no kit")
@@ -215,6 +238,12 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Lease < 0 {
+		return nil, fmt.Errorf("coordinator: lease %v is negative", cfg.Lease)
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
 	}
 	c := &Coordinator{cfg: cfg, man: cfg.Kit.Manifest, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
 		att: make(map[fl.NodeID]*attestation), lim: newLimiter(cfg.Rates)}
@@ -341,6 +370,7 @@ func (c *Coordinator) Store() string { return c.db.String() }
 
 func (c *Coordinator) closeFiles() {
 	c.closeOnce.Do(func() {
+		c.releaseLead()
 		if c.alog != nil {
 			c.alog.Close()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -20,22 +21,36 @@ func (c *Coordinator) open() error {
 	if err := c.openStore(ctx); err != nil {
 		return err
 	}
-	c.sc = c.db.Coordinator(c.session)
+	// The audit log first: its lock makes this process the only one on the
+	// state directory, which names the lead's holder (lease.go).
+	path := filepath.Join(c.cfg.StateDir, AuditFile)
+	_, statErr := os.Stat(path)
+	var err error
+	if c.alog, err = audit.Open(path, c.cfg.Kit.AuditKey, c.name,
+		audit.Options{Now: c.cfg.Now, Keys: audit.Keys(c.man.AuditKeys()), RepairTorn: true}); err != nil {
+		return err
+	}
+	st := c.alog.State()
+	if st.Seq > 0 && st.Session != c.sessionName() {
+		return fmt.Errorf("coordinator: %s belongs to session %s, the manifest is session %s: use a new state directory", c.alog.Path(), st.Session, c.sessionName())
+	}
+	if err := c.takeLead(ctx); err != nil {
+		if errors.Is(statErr, fs.ErrNotExist) { // leave no empty log behind
+			c.alog.Close()
+			c.alog = nil
+			os.Remove(path)
+		}
+		return err
+	}
 	saved, err := c.sc.State(ctx)
 	if err != nil {
 		return err
 	}
-	if c.alog, err = audit.Open(filepath.Join(c.cfg.StateDir, AuditFile), c.cfg.Kit.AuditKey, c.name,
-		audit.Options{Now: c.cfg.Now, Keys: audit.Keys(c.man.AuditKeys()), RepairTorn: true}); err != nil {
-		return err
-	}
-	if st := c.alog.State(); st.Seq == 0 {
+	if st.Seq == 0 {
 		mh, _ := c.man.Hash()
 		if _, err := c.alog.Append(audit.SessionStarted, audit.Data{Session: c.sessionName(), Manifest: mh, Members: c.man.Nodes()}); err != nil {
 			return err
 		}
-	} else if st.Session != c.sessionName() {
-		return fmt.Errorf("coordinator: %s belongs to session %s, the manifest is session %s: use a new state directory", c.alog.Path(), st.Session, c.sessionName())
 	}
 	if c.budget != nil {
 		c.budget.spent = c.alog.State().MicroEpsilon
