@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestMigrate: a new store of each backend gets the newest schema, and
@@ -286,5 +287,48 @@ func TestSQLiteURL(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.db")); err == nil {
 		t.Error("a refused sqlite: URL created a file")
+	}
+}
+
+// TestBusyPostgres: a write that waits longer than lock_timeout for its
+// session's lock (held by another process's transaction) fails with
+// ErrBusy and stores nothing; once the lock is free it succeeds. The URL's
+// lock_timeout (300 ms here) takes precedence over the store's 10 s.
+func TestBusyPostgres(t *testing.T) {
+	needPostgres(t)
+	u, err := url.Parse(postgresBackend.fresh(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("lock_timeout", "300")
+	u.RawQuery = q.Encode()
+	db := openAt(t, u.String())
+	if err := db.CreateSession(ctx, Session{ID: session, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("pgx", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tx, err := other.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, session); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = db.Coordinator(session).Save(ctx, CoordinatorBatch{State: []byte("s")})
+	if !errors.Is(err, ErrBusy) || time.Since(start) > 5*time.Second {
+		t.Errorf("Save while another transaction holds the session: %v after %v, want ErrBusy after about 300 ms", err, time.Since(start))
+	}
+	tx.Rollback()
+	if st, err := db.Coordinator(session).State(ctx); err != nil || st != nil {
+		t.Errorf("State = %q, %v: the busy Save stored something", st, err)
+	}
+	if err := db.Coordinator(session).Save(ctx, CoordinatorBatch{State: []byte("s")}); err != nil {
+		t.Errorf("Save once the lock is free: %v", err)
 	}
 }

@@ -35,4 +35,6 @@ type dialect struct {
 	version func(ctx context.Context, q queryRower) (int, error)
 	// setVersion records the schema version in a migration's transaction.
 	setVersion func(ctx context.Context, tx *sql.Tx, v int) error
+	// isBusy reports whether err is a lock wait that timed out.
+	isBusy func(err error) bool
 }

@@ -98,19 +98,21 @@
 // guarantee:
 //
 //   - SQLite: write transactions begin IMMEDIATE, holding the file's write
-//     lock from their start; another process waits up to 10 s for it. Read
-//     transactions see one WAL snapshot.
+//     lock from their start; another process waits up to 10 s for it (then
+//     [ErrBusy]). Read transactions see one WAL snapshot.
 //   - PostgreSQL: no SERIALIZABLE transactions (and so no retries) but
 //     explicit row locks. Write transactions run at READ COMMITTED and
 //     begin by locking the row of their session (SELECT … FOR UPDATE), so
 //     the writes of one session run one after another, as SQLite's do, and
 //     what a transaction read (a round's stored outcome, the round of a
 //     node's model, the lease's token) is still true when it commits.
-//     Another process waits up to 10 s for the lock (lock_timeout), and the
-//     server ends a transaction whose client went silent in it after 10 s
-//     (idle_in_transaction_session_timeout). Read transactions run at
-//     REPEATABLE READ: one snapshot. Migrations of one database take an
-//     advisory lock, so processes starting together migrate one at a time.
+//     Another process waits up to 10 s for the lock (lock_timeout, then
+//     [ErrBusy]); the server ends a transaction whose client went silent in
+//     it after 5 s (idle_in_transaction_session_timeout), so a coordinator
+//     cut off mid-write frees its session's lock before the waiters give
+//     up. Read transactions run at REPEATABLE READ: one snapshot.
+//     Migrations of one database take an advisory lock, so processes
+//     starting together migrate one at a time.
 //
 // In both, what must happen at most once is also a primary key that an
 // INSERT … ON CONFLICT DO NOTHING meets: the reveal-once ledger (session,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -26,6 +27,10 @@ var pgDialect = &dialect{
 		_, err := tx.ExecContext(ctx, qPgSetVersion, v)
 		return err
 	},
+	isBusy: func(err error) bool {
+		var e *pgconn.PgError
+		return errors.As(err, &e) && e.Code == "55P03" // lock_not_available: lock_timeout
+	},
 }
 
 // connectTimeout bounds a connection attempt when the URL sets none
@@ -37,11 +42,12 @@ const connectTimeout = 10 * time.Second
 // disk (and on its synchronous standbys, if it has any). The timeouts are
 // set unless the URL sets them: a write waits at most busyTimeout for
 // another process's (as in SQLite), and a transaction left open by a
-// client that vanished (a coordinator cut off mid-write) is ended by the
-// server after busyTimeout, so that it does not hold its session's lock.
+// client that went silent (a coordinator cut off mid-write) is ended by the
+// server after half that, so that its session's lock is free before the
+// writers waiting for it give up.
 var pgSettings = map[string]string{
 	"lock_timeout":                        strconv.FormatInt(busyTimeout.Milliseconds(), 10),
-	"idle_in_transaction_session_timeout": strconv.FormatInt(busyTimeout.Milliseconds(), 10),
+	"idle_in_transaction_session_timeout": strconv.FormatInt(busyTimeout.Milliseconds()/2, 10),
 }
 
 // openPostgres opens the PostgreSQL database the URL loc names, and

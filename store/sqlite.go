@@ -3,13 +3,14 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // and registers the "sqlite" driver
 )
 
 var sqliteDialect = &dialect{
@@ -22,7 +23,17 @@ var sqliteDialect = &dialect{
 		_, err := tx.ExecContext(ctx, fmt.Sprintf(qSetUserVersion, v))
 		return err
 	},
+	isBusy: func(err error) bool {
+		var e *sqlite.Error
+		return errors.As(err, &e) && (e.Code()&0xff == sqliteBusy || e.Code()&0xff == sqliteLocked)
+	},
 }
+
+// SQLite's result codes for a lock it could not take.
+const (
+	sqliteBusy   = 5
+	sqliteLocked = 6
+)
 
 // busyTimeout is how long a write waits for another process's write
 // transaction before it fails with SQLITE_BUSY.

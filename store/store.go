@@ -38,6 +38,10 @@ var (
 	// ErrUnreachable: Open could not connect to the PostgreSQL server (the
 	// message names its host and port, not the password).
 	ErrUnreachable = errors.New("store: cannot reach PostgreSQL")
+	// ErrBusy: a write waited too long for another process's (SQLite's
+	// busy timeout, PostgreSQL's lock_timeout: 10 s); nothing of it is
+	// stored, and trying again later may succeed.
+	ErrBusy = errors.New("store: busy: another process holds the lock")
 	// ErrNewerSchema: the store's schema is newer than this program's
 	// [SchemaVersion] (a newer cloister wrote it); Open refuses it.
 	ErrNewerSchema = errors.New("store: schema of a newer cloister")
@@ -159,13 +163,21 @@ func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	defer func() { <-db.wsem }()
 	tx, err := db.sql.BeginTx(ctx, db.d.writeTx)
 	if err != nil {
-		return err
+		return db.busy(err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return db.busy(err)
 	}
-	return tx.Commit()
+	return db.busy(tx.Commit())
+}
+
+// busy marks a lock wait that timed out with ErrBusy.
+func (db *DB) busy(err error) error {
+	if err != nil && !errors.Is(err, ErrBusy) && db.d.isBusy(err) {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
 }
 
 // read runs fn in a read-only transaction: a consistent snapshot that
