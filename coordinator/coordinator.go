@@ -28,7 +28,7 @@
 //
 // A coordinator takes the lead of its session in its store before it
 // reads the engine's state, writes only under the lease's fencing token
-// (store.Coordinator.Fenced), renews the lease every third of
+// (store.Coordinator.Fenced), renews the lease every quarter of
 // Config.Lease, and releases it when it shuts down. Two coordinators with
 // the same kit on one PostgreSQL store (Config.Store) are a leader and a
 // standby ([Standby]): the standby takes the lead once the leader's lease

@@ -18,7 +18,7 @@ import (
 // Every coordinator takes the lead of its session in its store
 // (store.Coordinator.Acquire) before it reads the engine's state, writes
 // through a view fenced with the lease's token, renews the lease every
-// third of Config.Lease from a goroutine of its own, and releases it when
+// quarter of Config.Lease from a goroutine of its own, and releases it when
 // it shuts down. With a store of its own this changes nothing: the lease is
 // its own. Two coordinators that share a store (a PostgreSQL database) are a
 // leader and a standby: the standby ([Standby]) waits for the lease to
@@ -27,10 +27,11 @@ import (
 // only then listens. From that moment every write of the old leader fails
 // (store.ErrFenced) and stores nothing, so the two never both commit.
 //
-// A leader stops acting (its loop ends, its streams close) when a write or
-// a renewal finds its token fenced, or when renewals have failed for so
-// long that its lease would expire before the next attempt: then a
-// standby may take over, and it must not still be talking to the nodes.
+// A leader stops acting (its loop ends, its streams close, a write in
+// flight is abandoned) when a write or a renewal finds its token fenced,
+// or when renewals have failed for so long that the next one could not
+// end before the lease expires: then a standby may take over, and it must
+// no longer be talking to the nodes (TestFailoverStoreCut).
 // Safety does not depend on the clocks, only the timing of a takeover does:
 // a standby whose clock runs ahead takes over early and the leader is
 // fenced out at its next write (TestFailoverClockSkew).
@@ -112,10 +113,14 @@ func (c *Coordinator) takeLead(ctx context.Context) error {
 	return nil
 }
 
-// keepLead renews the lease every third of its duration until ctx ends or
-// the lead is lost (then it records why and stops the coordinator).
+// keepLead renews the lease every quarter of its duration, each try
+// bounded by half that, until ctx ends or the lead is lost (then it
+// records why and stops the coordinator). After a failed try it stops if
+// the next one could not end before the lease expires: so a leader cut off
+// from its store stops acting at least 3/8 of a lease before a standby may
+// take over (on equal clocks), after one retry.
 func (c *Coordinator) keepLead(ctx context.Context) {
-	every := max(c.lead.ttl/3, time.Millisecond)
+	every := max(c.lead.ttl/4, time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -124,11 +129,10 @@ func (c *Coordinator) keepLead(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := c.cfg.Now()
-		rctx, cancel := context.WithTimeout(ctx, every)
-		l, err := c.sc.Renew(rctx, now, c.lead.ttl)
+		rctx, cancel := context.WithTimeout(ctx, every/2)
+		l, err := c.sc.Renew(rctx, c.cfg.Now(), c.lead.ttl)
 		cancel()
-		switch exp := c.lead.expires(); {
+		switch now, exp := c.cfg.Now(), c.lead.expires(); {
 		case err == nil:
 			c.lead.mu.Lock()
 			c.lead.lease = l
@@ -138,7 +142,7 @@ func (c *Coordinator) keepLead(ctx context.Context) {
 		case errors.Is(err, store.ErrFenced):
 			c.loseLead(fmt.Errorf("coordinator: lost the lead: %w", err))
 			return
-		case !now.Add(every).Before(exp):
+		case !now.Add(every + every/2).Before(exp):
 			c.loseLead(fmt.Errorf("coordinator: lost the lead: the lease expires at %s and cannot be renewed (%w); stopping before a standby may take over",
 				exp.UTC().Format(time.RFC3339Nano), err))
 			return
@@ -186,7 +190,9 @@ func (c *Coordinator) releaseLead() {
 // checks the lease every quarter of Config.Lease (on cfg.Now's clock), and
 // says at INFO whom it waits for. It reads the engine's state only once it
 // leads, so it resumes from what the last leader stored. It returns ctx's
-// error if ctx ends first, and any error of New but store.ErrLeaseHeld.
+// error if ctx ends first, and any error of New but store.ErrLeaseHeld
+// (and, once it has waited, store.ErrUnreachable and store.ErrBusy: it
+// retries those).
 //
 // Serve the coordinator only once Standby returns: nodes given several
 // coordinator addresses (node.Node.Run) reach a standby only when it
@@ -210,10 +216,20 @@ func Standby(ctx context.Context, cfg Config) (*Coordinator, error) {
 		}
 	}()
 	var waitingFor store.Lease
-	for {
+	for waited := false; ; waited = true {
 		c, err := New(cfg)
 		var held *store.LeaseHeldError
-		if !errors.As(err, &held) {
+		switch {
+		case waited && (errors.Is(err, store.ErrUnreachable) || errors.Is(err, store.ErrBusy)):
+			// Once it has waited, a standby outlives a database that is
+			// down for a while (the leader cannot write either), or a lock
+			// a leader cut off mid-write holds until the server ends it.
+			log.Warn("standby: cannot reach the store; retrying", "err", err)
+			if err := sleepCtx(ctx, poll); err != nil {
+				return nil, err
+			}
+			continue
+		case !errors.As(err, &held):
 			return c, err
 		}
 		if db == nil {
@@ -229,12 +245,8 @@ func Standby(ctx context.Context, cfg Config) (*Coordinator, error) {
 				log.Info("standby: another coordinator leads; waiting for its lease to expire",
 					"holder", l.Holder, "token", l.Token, "expires", l.Expires, "store", db.String())
 			}
-			t := time.NewTimer(min(poll, max(l.Expires.Sub(cfg.Now()), time.Millisecond)))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-t.C:
+			if err := sleepCtx(ctx, min(poll, max(l.Expires.Sub(cfg.Now()), time.Millisecond))); err != nil {
+				return nil, err
 			}
 			if l, err = view.Lease(ctx); err != nil {
 				log.Warn("standby: cannot read the lead; retrying", "err", err)
@@ -251,4 +263,16 @@ func storeLocation(cfg Config) string {
 		return cfg.Store
 	}
 	return filepath.Join(cfg.StateDir, DBFile)
+}
+
+// sleepCtx waits for d, or returns ctx's error if it ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

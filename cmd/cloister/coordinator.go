@@ -77,7 +77,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	state := fs.String("state", "", "state directory: the audit log, and the SQLite store unless --store (default: KIT/state)")
 	storeLoc := fs.String("store", "", "where the coordinator keeps its state: a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=verify-full (password from PGPASSWORD or ~/.pgpass, not the URL), or a SQLite file (a path or sqlite:PATH) (default: STATE/coordinator.db)")
 	failover := fs.Bool("failover", false, "one of several coordinators sharing a PostgreSQL --store: lead while no other does, else wait as a standby (not listening) and take over from the stored state when the leader's lease expires")
-	lease := fs.Duration("lease", coordinator.DefaultLease, "how long the lead lasts without renewal (renewed every third of it): a standby takes over this long after the leader stops; the same for every coordinator of the store")
+	lease := fs.Duration("lease", coordinator.DefaultLease, "how long the lead lasts without renewal (renewed every quarter of it): a standby takes over this long after the leader stops; the same for every coordinator of the store")
 	tick := fs.Duration("tick", coordinator.DefaultTick, "engine clock period")
 	collect := fs.Duration("collect-timeout", 5*time.Minute, "how long a round waits for uploads from connected nodes")
 	setup := fs.Duration("setup-timeout", 2*time.Minute, "how long each key-setup step waits")
