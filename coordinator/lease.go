@@ -17,9 +17,9 @@ import (
 //
 // Every coordinator takes the lead of its session in its store
 // (store.Coordinator.Acquire) before it reads the engine's state, writes
-// through a view fenced with the lease's token, renews the lease every
-// quarter of Config.Lease from a goroutine of its own, and releases it when
-// it shuts down. With a store of its own this changes nothing: the lease is
+// through a view fenced with the lease's token, renews the lease a quarter
+// of Config.Lease after each renewal from a goroutine of its own, and
+// releases it when it shuts down. With a store of its own this changes nothing: the lease is
 // its own. Two coordinators that share a store (a PostgreSQL database) are a
 // leader and a standby: the standby ([Standby]) waits for the lease to
 // expire or be released, then takes the lead with a new token, resumes
@@ -29,9 +29,9 @@ import (
 //
 // A leader stops acting (its loop ends, its streams close, a write in
 // flight is abandoned) when a write or a renewal finds its token fenced,
-// or when renewals have failed for so long that the next one could not
-// end before the lease expires: then a standby may take over, and it must
-// no longer be talking to the nodes (TestFailoverStoreCut).
+// or when it has not renewed its lease a quarter of it before it expires:
+// then a standby may take over, and it must no longer be talking to the
+// nodes (TestFailoverStoreCut).
 // Safety does not depend on the clocks, only the timing of a takeover does:
 // a standby whose clock runs ahead takes over early and the leader is
 // fenced out at its next write (TestFailoverClockSkew).
@@ -113,41 +113,48 @@ func (c *Coordinator) takeLead(ctx context.Context) error {
 	return nil
 }
 
-// keepLead renews the lease every quarter of its duration, each try
-// bounded by half that, until ctx ends or the lead is lost (then it
-// records why and stops the coordinator). After a failed try it stops if
-// the next one could not end before the lease expires: so a leader cut off
-// from its store stops acting at least 3/8 of a lease before a standby may
-// take over (on equal clocks), after one retry.
+// keepLead renews the lease a quarter of its duration after each renewal,
+// until ctx ends or the lead is lost (then it records why and stops the
+// coordinator). A renewal that fails is tried again until a quarter of
+// the lease before it expires (each try may take until then: a loaded
+// database is slow, not gone); past that the coordinator stops acting, so
+// that a leader cut off from its store has stopped before a standby may
+// take over (on equal clocks).
 func (c *Coordinator) keepLead(ctx context.Context) {
-	every := max(c.lead.ttl/4, time.Millisecond)
-	t := time.NewTicker(every)
-	defer t.Stop()
+	quarter := max(c.lead.ttl/4, time.Millisecond)
 	for {
-		select {
-		case <-ctx.Done():
+		if sleepCtx(ctx, quarter) != nil {
 			return
-		case <-t.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, every/2)
-		l, err := c.sc.Renew(rctx, c.cfg.Now(), c.lead.ttl)
-		cancel()
-		switch now, exp := c.cfg.Now(), c.lead.expires(); {
-		case err == nil:
-			c.lead.mu.Lock()
-			c.lead.lease = l
-			c.lead.mu.Unlock()
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, store.ErrFenced):
-			c.loseLead(fmt.Errorf("coordinator: lost the lead: %w", err))
-			return
-		case !now.Add(every + every/2).Before(exp):
-			c.loseLead(fmt.Errorf("coordinator: lost the lead: the lease expires at %s and cannot be renewed (%w); stopping before a standby may take over",
-				exp.UTC().Format(time.RFC3339Nano), err))
-			return
-		default:
-			c.log.Warn("cannot renew the lead; retrying", "err", err, "expires", exp)
+		for {
+			exp := c.lead.expires()
+			left := exp.Sub(c.cfg.Now()) - quarter // until the coordinator must stop
+			if left <= 0 {
+				c.loseLead(fmt.Errorf("coordinator: lost the lead: the lease expires at %s and could not be renewed; stopping before a standby may take over",
+					exp.UTC().Format(time.RFC3339Nano)))
+				return
+			}
+			rctx, cancel := context.WithTimeout(ctx, left)
+			l, err := c.sc.Renew(rctx, c.cfg.Now(), c.lead.ttl)
+			cancel()
+			switch {
+			case err == nil:
+				c.lead.mu.Lock()
+				c.lead.lease = l
+				c.lead.mu.Unlock()
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, store.ErrFenced):
+				c.loseLead(fmt.Errorf("coordinator: lost the lead: %w", err))
+				return
+			default:
+				c.log.Warn("cannot renew the lead; retrying", "err", err, "expires", exp)
+				if sleepCtx(ctx, min(quarter/4, max(left, time.Millisecond))) != nil {
+					return
+				}
+				continue
+			}
+			break
 		}
 	}
 }

@@ -97,6 +97,13 @@ func newFailoverFed(t *testing.T, rounds int) *failoverFed {
 		}
 	}
 	f.addr = f.a.addr + "," + f.b.addr // what the nodes are given
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range []*coordProc{f.a, f.b} {
+				t.Log(tail(f.logPath(p.name), 25))
+			}
+		}
+	})
 	db, err := store.Open(loc)
 	if err != nil {
 		t.Fatal(err)
