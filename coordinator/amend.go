@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/keyring"
@@ -74,7 +75,10 @@ func (k memberKeys) PublicKey(name string) (ed25519.PublicKey, error) {
 			return key, nil
 		}
 	}
-	return nil, fmt.Errorf("no audit key for %q in the manifest in force", name)
+	// Wrapping ErrUnknownSigner lets a log reopen past cosignatures of
+	// members an amendment removed (audit.Open skips those; audit verify
+	// takes the keys of every manifest of the session).
+	return nil, fmt.Errorf("%w: no audit key for %q in the manifest in force", audit.ErrUnknownSigner, name)
 }
 
 // amendWatch is the loop's view of ManifestFile.

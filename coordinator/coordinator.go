@@ -12,7 +12,7 @@
 //
 //	STATE/coordinator.db  store: engine state, current model and group
 //	                      key, rounds, committed models, commit records,
-//	                      metrics
+//	                      metrics (or a PostgreSQL database: Config.Store)
 //	STATE/audit.log       the coordinator's signed, hash-chained audit log
 //
 // For each Ready of the engine the loop writes what it says, in its field
@@ -23,6 +23,21 @@
 // tells the engine, whose next Ready records and relays it. A restarted
 // coordinator resumes from the stored state (round.RestartCoordinator); a
 // round is never committed twice.
+//
+// # Lead and failover
+//
+// A coordinator takes the lead of its session in its store before it
+// reads the engine's state, writes only under the lease's fencing token
+// (store.Coordinator.Fenced), renews the lease every quarter of
+// Config.Lease, and releases it when it shuts down. Two coordinators with
+// the same kit on one PostgreSQL store (Config.Store) are a leader and a
+// standby ([Standby]): the standby takes the lead once the leader's lease
+// expires (or is released), resumes from the stored state as a restarted
+// coordinator does, and only then listens; the nodes, given both
+// addresses, follow. The old leader's writes are refused from then on
+// (store.ErrFenced): it stops acting, and two coordinators never both
+// commit a round. Each keeps its own audit log, in its own state
+// directory; together they record each commit once. See lease.go.
 //
 // # Attestation
 //
@@ -57,7 +72,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,8 +132,18 @@ func (d Deadlines) ticks(tick time.Duration) round.Deadlines {
 type Config struct {
 	// Kit is the coordinator's kit (pki.LoadKit).
 	Kit *pki.Kit
-	// StateDir holds coordinator.db and audit.log; created (0700) if missing.
+	// StateDir holds audit.log, and coordinator.db unless Store says
+	// otherwise; created (0700) if missing.
 	StateDir string
+	// Store is where the coordinator keeps its state (store.Open): empty
+	// for the SQLite file StateDir/coordinator.db, else a path, a sqlite:
+	// URL or a postgres:// URL. A store that cannot be opened (a server
+	// that cannot be reached) fails New before anything is written.
+	Store string
+	// Lease is how long the coordinator's lead in its store lasts without
+	// renewal (lease.go); 0 means DefaultLease. Coordinators sharing a
+	// store must use the same.
+	Lease time.Duration
 	// Logger receives the coordinator's records; nil discards them.
 	Logger *slog.Logger
 	// Tick is the engine's clock period; 0 means DefaultTick.
@@ -181,6 +205,7 @@ type Coordinator struct {
 	rc      *round.Coordinator
 	met     *metrics
 	budget  *budget // nil without DP
+	lead    *lead   // the lease c.sc is fenced with (lease.go)
 
 	// Owned by the loop goroutine.
 	hist   *history
@@ -206,8 +231,11 @@ type Coordinator struct {
 	attStatus map[fl.NodeID]AttestationStatus
 }
 
-// New opens (or creates) the coordinator's state and returns a coordinator
-// ready to Serve. With persisted state it resumes the session.
+// New opens (or creates) the coordinator's state, takes the lead of its
+// session in the store, and returns a coordinator ready to Serve. With
+// persisted state it resumes the session. If another coordinator holds the
+// lead (a shared store), New fails with an error wrapping
+// store.ErrLeaseHeld and writes nothing; [Standby] waits for it instead.
 func New(cfg Config) (*Coordinator, error) {
 	if cfg.Kit == nil || cfg.Kit.Manifest == nil {
 		return nil, errors.New("coordinator: no kit")
@@ -223,6 +251,12 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Lease < 0 {
+		return nil, fmt.Errorf("coordinator: lease %v is negative", cfg.Lease)
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
 	}
 	c := &Coordinator{cfg: cfg, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
 		att: make(map[fl.NodeID]*attestation), lim: newLimiter(cfg.Rates)}
@@ -275,9 +309,6 @@ func New(cfg Config) (*Coordinator, error) {
 	if c.srv, err = transport.NewServer(transport.ServerConfig{TLS: tlsCfg, Limits: c.cfg.Limits, Logger: c.log,
 		Metrics: c.tm, Keepalive: cfg.Keepalive, Nonce: nonce}); err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("coordinator: state directory: %w", err)
 	}
 	c.met = newMetrics(c)
 	if err := c.open(); err != nil {
@@ -348,8 +379,13 @@ func (c *Coordinator) setStatus() {
 	c.met.live.Set(float64(len(st.Live)))
 }
 
+// Store names the store the coordinator keeps its state in: the SQLite
+// file's path, or the PostgreSQL URL without its password.
+func (c *Coordinator) Store() string { return c.db.String() }
+
 func (c *Coordinator) closeFiles() {
 	c.closeOnce.Do(func() {
+		c.releaseLead()
 		if c.alog != nil {
 			c.alog.Close()
 		}

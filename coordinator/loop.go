@@ -17,7 +17,14 @@ import (
 
 func (c *Coordinator) run() {
 	defer close(c.loopDone)
+	renewing := make(chan struct{})
+	go func() { defer close(renewing); c.keepLead(c.ctx) }()
 	err := c.loop(c.ctx)
+	c.stop() // the loop has ended: so do the renewals
+	<-renewing
+	if lost := c.lead.lostErr(); lost != nil {
+		err = lost
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		c.loopErr = err
 		c.log.Error("the coordinator stopped", "err", err)
@@ -152,7 +159,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 			return err
 		}
 		t0 := time.Now()
-		if err := c.sc.Save(context.Background(), b); err != nil {
+		if err := c.sc.Save(c.lead.ctx, b); err != nil {
 			return fmt.Errorf("coordinator: persisting state: %w", err)
 		}
 		if rd.Terms != nil {

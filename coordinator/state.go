@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 
 	"github.com/cloisterfl/cloister/audit"
@@ -14,19 +16,30 @@ import (
 
 func (c *Coordinator) open() error {
 	ctx := context.Background()
+	if err := c.openStore(ctx); err != nil {
+		return err
+	}
+	// The audit log first: its lock makes this process the only one on the
+	// state directory, which names the lead's holder (lease.go).
+	path := filepath.Join(c.cfg.StateDir, AuditFile)
+	_, statErr := os.Stat(path)
 	var err error
-	if c.db, err = store.Open(filepath.Join(c.cfg.StateDir, DBFile)); err != nil {
+	if c.alog, err = audit.Open(path, c.cfg.Kit.AuditKey, c.name,
+		audit.Options{Now: c.cfg.Now, Keys: memberKeys{c}, RepairTorn: true}); err != nil {
 		return err
 	}
-	if _, err := c.db.Session(ctx, c.session); errors.Is(err, store.ErrNotFound) {
-		mh, _ := c.manifest().Hash()
-		if err := c.db.CreateSession(ctx, store.Session{ID: c.session, Manifest: mh, Created: c.cfg.Now()}); err != nil {
-			return err
+	logState := c.alog.State()
+	if logState.Seq > 0 && logState.Session != c.sessionName() {
+		return fmt.Errorf("coordinator: %s belongs to session %s, the manifest is session %s: use a new state directory", c.alog.Path(), logState.Session, c.sessionName())
+	}
+	if err := c.takeLead(ctx); err != nil {
+		if errors.Is(statErr, fs.ErrNotExist) { // leave no empty log behind
+			c.alog.Close()
+			c.alog = nil
+			os.Remove(path)
 		}
-	} else if err != nil {
 		return err
 	}
-	c.sc = c.db.Coordinator(c.session)
 	saved, err := c.sc.State(ctx)
 	if err != nil {
 		return err
@@ -37,8 +50,7 @@ func (c *Coordinator) open() error {
 		key   *round.GroupKey
 	)
 	if saved != nil {
-		// The terms in force first: the audit log checks cosignatures
-		// with their members' keys.
+		// The terms in force, which the kit's manifest may not be.
 		if st, model, key, err = c.engineState(ctx, saved); err != nil {
 			return err
 		}
@@ -46,17 +58,11 @@ func (c *Coordinator) open() error {
 			return err
 		}
 	}
-	if c.alog, err = audit.Open(filepath.Join(c.cfg.StateDir, AuditFile), c.cfg.Kit.AuditKey, c.name,
-		audit.Options{Now: c.cfg.Now, Keys: memberKeys{c}, RepairTorn: true}); err != nil {
-		return err
-	}
-	if st := c.alog.State(); st.Seq == 0 {
+	if logState.Seq == 0 {
 		mh, _ := c.manifest().Hash()
 		if _, err := c.alog.Append(audit.SessionStarted, audit.Data{Session: c.sessionName(), Manifest: mh, Members: c.manifest().Nodes()}); err != nil {
 			return err
 		}
-	} else if st.Session != c.sessionName() {
-		return fmt.Errorf("coordinator: %s belongs to session %s, the manifest is session %s: use a new state directory", c.alog.Path(), st.Session, c.sessionName())
 	}
 	if c.budget != nil {
 		c.budget.spent = c.alog.State().MicroEpsilon
@@ -89,6 +95,43 @@ func (c *Coordinator) open() error {
 		return err
 	}
 	c.setStatus()
+	return nil
+}
+
+// openStore opens the coordinator's store and creates its session if it
+// is new. A store elsewhere than the state directory is opened first, so
+// that one that cannot be reached leaves no state directory behind.
+func (c *Coordinator) openStore(ctx context.Context) error {
+	loc := c.cfg.Store
+	mkdir := func() error {
+		if err := os.MkdirAll(c.cfg.StateDir, 0o700); err != nil {
+			return fmt.Errorf("coordinator: state directory: %w", err)
+		}
+		return nil
+	}
+	if loc == "" {
+		if err := mkdir(); err != nil {
+			return err
+		}
+		loc = filepath.Join(c.cfg.StateDir, DBFile)
+	}
+	var err error
+	if c.db, err = store.Open(loc); err != nil {
+		return err
+	}
+	if err := mkdir(); err != nil {
+		return err
+	}
+	if _, err := c.db.Session(ctx, c.session); errors.Is(err, store.ErrNotFound) {
+		mh, _ := c.manifest().Hash()
+		err := c.db.CreateSession(ctx, store.Session{ID: c.session, Manifest: mh, Created: c.cfg.Now()})
+		if err != nil && !errors.Is(err, store.ErrExists) { // ErrExists: another coordinator made it first
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	c.log.Info("store", "store", c.db.String(), "schema", store.SchemaVersion)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/keyring"
@@ -50,7 +51,10 @@ func (k memberKeys) PublicKey(name string) (ed25519.PublicKey, error) {
 	if key, ok := k.n.manifest().AuditKeys()[name]; ok {
 		return key, nil
 	}
-	return nil, fmt.Errorf("no audit key for %q in the manifest in force", name)
+	// Wrapping ErrUnknownSigner lets a log reopen past cosignatures of
+	// members an amendment removed (audit.Open skips those; audit verify
+	// takes the keys of every manifest of the session).
+	return nil, fmt.Errorf("%w: no audit key for %q in the manifest in force", audit.ErrUnknownSigner, name)
 }
 
 // checkAmendment is the engine's NodeConfig.Amend.

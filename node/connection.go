@@ -24,11 +24,14 @@ type input struct {
 var errDone = errors.New("node: session done")
 
 // connect keeps a connection to the coordinator open, with backoff, and
-// feeds what arrives to the loop.
-func (n *Node) connect(ctx context.Context, cancel context.CancelCauseFunc, addr string, tc *tls.Config, inputs chan<- input) {
+// feeds what arrives to the loop. With several addresses (a leader and its
+// standbys, which listen only once they lead) it tries them in turn,
+// starting with the one it last reached, and backs off when none answers.
+func (n *Node) connect(ctx context.Context, cancel context.CancelCauseFunc, addrs []string, tc *tls.Config, inputs chan<- input) {
 	rng := mrand.New(mrand.NewPCG(uint64(n.now().UnixNano()), 7))
 	metrics := new(transport.Metrics)
-	for attempt := 0; ctx.Err() == nil; {
+	for attempt, i := 0, 0; ctx.Err() == nil; {
+		addr := addrs[i%len(addrs)]
 		conn, err := transport.Dial(ctx, addr, transport.ClientConfig{TLS: tc, Limits: n.cfg.Limits, Logger: n.log, Metrics: metrics, Dial: n.cfg.Dial})
 		if err != nil {
 			if errors.Is(err, transport.ErrConfig) {
@@ -42,8 +45,11 @@ func (n *Node) connect(ctx context.Context, cancel context.CancelCauseFunc, addr
 				}
 				n.log.Log(ctx, lvl, "cannot reach the coordinator", "addr", addr, "attempt", attempt+1, "err", err)
 			}
-			sleep(ctx, n.cfg.Backoff.Delay(attempt, rng))
-			attempt++
+			if i++; i%len(addrs) == 0 { // every address failed
+				sleep(ctx, n.cfg.Backoff.Delay(attempt, rng))
+				attempt++
+			}
+			i %= len(addrs)
 			continue
 		}
 		attempt = 0

@@ -431,10 +431,15 @@ func (n *Node) Stats() *Stats { return &n.stats }
 // Run dials the coordinator at addr and runs the node until the session is
 // done (nil), ctx ends (ctx.Err()), or an error makes going on unsafe (a
 // failed write of state or audit, another process with the same identity).
-// It reconnects with backoff after any connection failure. Run closes the
-// node's files when it returns; call it once.
-func (n *Node) Run(ctx context.Context, addr string) error {
+// It reconnects with backoff after any connection failure. Given several
+// addresses (coordinators sharing a store, of which one leads and listens),
+// it tries them in turn, starting with the one it last reached. Run closes
+// the node's files when it returns; call it once.
+func (n *Node) Run(ctx context.Context, addr ...string) error {
 	defer n.close()
+	if len(addr) == 0 {
+		return errors.New("node: no coordinator address")
+	}
 	var tlsOpts pki.Options
 	if n.cfg.CRL != nil {
 		tlsOpts.Revoked = n.revokedHandshake

@@ -18,6 +18,7 @@ import (
 type Coordinator struct {
 	db      *DB
 	session []byte
+	token   uint64 // the fencing token of its writes (lease.go); 0: none
 }
 
 // Coordinator returns the coordinator's view of the session with the given
@@ -170,10 +171,16 @@ const (
 )
 
 // Save writes b in one transaction: when it returns nil, all of b is
-// durable; when it returns an error, none of it is stored.
+// durable; when it returns an error, none of it is stored. Once the
+// session has a lease (lease.go), Save stores nothing and fails with an
+// error wrapping [ErrFenced] unless the view is fenced with the lease's
+// current token.
 func (c *Coordinator) Save(ctx context.Context, b CoordinatorBatch) error {
 	err := c.db.write(ctx, func(tx *sql.Tx) error {
-		if err := requireSession(ctx, tx, c.session); err != nil {
+		if err := c.db.lockSession(ctx, tx, c.session); err != nil {
+			return err
+		}
+		if _, err := c.fence(ctx, tx); err != nil {
 			return err
 		}
 		if err := setEpoch(ctx, tx, c.session, b.Epoch); err != nil {
@@ -385,11 +392,11 @@ func checkDigest(b []byte, want [32]byte) ([32]byte, error) {
 	return d, nil
 }
 
-func sqlLimit(limit int) int {
+func sqlLimit(limit int) int64 {
 	if limit <= 0 {
 		return noLimit
 	}
-	return limit
+	return int64(limit)
 }
 
 // nonNil keeps NOT NULL BLOB columns from receiving a nil slice (NULL).

@@ -38,8 +38,10 @@ func testCommit(r fl.Round, record string) Commit {
 	return Commit{Round: r, Epoch: 1, Leader: "b", Record: []byte(record), Signature: []byte("leader-sig"), Committed: t0}
 }
 
-func TestCoordinatorRestart(t *testing.T) {
-	db, path := newDB(t)
+func TestCoordinatorRestart(t *testing.T) { forEachBackend(t, testCoordinatorRestart) }
+
+func testCoordinatorRestart(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	c := db.Coordinator(session)
 	if st, err := c.State(ctx); err != nil || st != nil {
 		t.Fatalf("State of a new session = %q, %v", st, err)
@@ -118,8 +120,10 @@ func TestCoordinatorRestart(t *testing.T) {
 	}
 }
 
-func TestRoundReplace(t *testing.T) {
-	db, _ := newDB(t)
+func TestRoundReplace(t *testing.T) { forEachBackend(t, testRoundReplace) }
+
+func testRoundReplace(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	c := db.Coordinator(session)
 	r := testRound(4, Running)
 	if err := c.Save(ctx, CoordinatorBatch{Rounds: []Round{r}}); err != nil {
@@ -139,7 +143,11 @@ func TestRoundReplace(t *testing.T) {
 }
 
 func TestCommittedRoundStaysCommitted(t *testing.T) {
-	db, _ := newDB(t)
+	forEachBackend(t, testCommittedRoundStaysCommitted)
+}
+
+func testCommittedRoundStaysCommitted(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	c := db.Coordinator(session)
 	if err := c.Save(ctx, CoordinatorBatch{Rounds: []Round{testRound(1, Committed)}}); err != nil {
 		t.Fatal(err)
@@ -156,8 +164,10 @@ func TestCommittedRoundStaysCommitted(t *testing.T) {
 	}
 }
 
-func TestDoubleCommit(t *testing.T) {
-	db, path := newDB(t)
+func TestDoubleCommit(t *testing.T) { forEachBackend(t, testDoubleCommit) }
+
+func testDoubleCommit(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	c := db.Coordinator(session)
 	if err := c.Save(ctx, CoordinatorBatch{State: []byte("after commit"), Commits: []Commit{testCommit(5, "first")}}); err != nil {
 		t.Fatal(err)
@@ -197,7 +207,9 @@ func TestDoubleCommit(t *testing.T) {
 
 // TestSaveAtomic makes the second row of a batch fail, in several ways, and
 // checks that nothing of the batch is stored.
-func TestSaveAtomic(t *testing.T) {
+func TestSaveAtomic(t *testing.T) { forEachBackend(t, testSaveAtomic) }
+
+func testSaveAtomic(t *testing.T, be backend) {
 	base := CoordinatorBatch{State: []byte("old"), Epoch: 1, Rounds: []Round{testRound(1, Committed)},
 		Models: []Model{{Round: 1, Sealed: []byte("m1")}}, Commits: []Commit{testCommit(1, "r1")}}
 	r2 := testRound(2, Committed)
@@ -218,7 +230,7 @@ func TestSaveAtomic(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			db, _ := newDB(t)
+			db, _ := newDB(t, be)
 			c := db.Coordinator(session)
 			if err := c.Save(ctx, base); err != nil {
 				t.Fatal(err)
@@ -261,8 +273,10 @@ func TestSaveAtomic(t *testing.T) {
 	}
 }
 
-func TestSummaries(t *testing.T) {
-	db, _ := newDB(t)
+func TestSummaries(t *testing.T) { forEachBackend(t, testSummaries) }
+
+func testSummaries(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	c := db.Coordinator(session)
 	err := c.Save(ctx, CoordinatorBatch{Metrics: []Metric{
 		{Round: 1, Node: "a", Metrics: fl.Metrics{Accuracy: 0.5, Loss: 2, Examples: 10}},
@@ -301,8 +315,10 @@ func TestSummaries(t *testing.T) {
 	}
 }
 
-func TestLatestModelNone(t *testing.T) {
-	db, _ := newDB(t)
+func TestLatestModelNone(t *testing.T) { forEachBackend(t, testLatestModelNone) }
+
+func testLatestModelNone(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	if _, err := db.Coordinator(session).LatestModel(ctx); !errors.Is(err, ErrNotFound) {
 		t.Errorf("LatestModel of a new session: %v", err)
 	}
@@ -310,8 +326,10 @@ func TestLatestModelNone(t *testing.T) {
 
 // TestCurrentSlots: the current model and the group key are replaced, not
 // appended, and survive a reopen; nil leaves them alone.
-func TestCurrentSlots(t *testing.T) {
-	db, path := newDB(t)
+func TestCurrentSlots(t *testing.T) { forEachBackend(t, testCurrentSlots) }
+
+func testCurrentSlots(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	c := db.Coordinator(session)
 	if m, gk, err := c.Current(ctx); err != nil || m != nil || gk != nil {
 		t.Fatalf("Current of a new session = %v, %q, %v", m, gk, err)

@@ -97,7 +97,7 @@ func (n *Node) Save(ctx context.Context, b NodeBatch) error {
 		}
 	}
 	err := n.db.write(ctx, func(tx *sql.Tx) error {
-		if err := requireSession(ctx, tx, n.session); err != nil {
+		if err := n.db.lockSession(ctx, tx, n.session); err != nil {
 			return err
 		}
 		if err := setEpoch(ctx, tx, n.session, b.Epoch); err != nil {
@@ -223,7 +223,7 @@ func (n *Node) Record(r fl.Round, digest [32]byte) error {
 		if err != nil {
 			return err
 		}
-		if err := requireSession(ctx, tx, n.session); err != nil {
+		if err := n.db.lockSession(ctx, tx, n.session); err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, qRevealInsert, n.session, round, digest[:])

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"math"
 	mrand "math/rand/v2"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -34,8 +32,10 @@ func random(n int) []byte {
 	return b
 }
 
-func TestNodeRestart(t *testing.T) {
-	db, path := newDB(t)
+func TestNodeRestart(t *testing.T) { forEachBackend(t, testNodeRestart) }
+
+func testNodeRestart(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	key := testKey(t, 1)
 	n := db.Node(session, key)
 	if b, err := n.Load(ctx); err != nil || !reflect.DeepEqual(b, NodeBatch{}) {
@@ -63,8 +63,10 @@ func TestNodeRestart(t *testing.T) {
 	}
 }
 
-func TestNodeModelNotOlder(t *testing.T) {
-	db, _ := newDB(t)
+func TestNodeModelNotOlder(t *testing.T) { forEachBackend(t, testNodeModelNotOlder) }
+
+func testNodeModelNotOlder(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	n := db.Node(session, testKey(t, 1))
 	m5 := &Model{Round: 5, Sealed: []byte("m5")}
 	if err := n.Save(ctx, NodeBatch{Model: m5}); err != nil {
@@ -96,8 +98,10 @@ func TestNodeModelNotOlder(t *testing.T) {
 	}
 }
 
-func TestLedgerAcrossReopen(t *testing.T) {
-	db, path := newDB(t)
+func TestLedgerAcrossReopen(t *testing.T) { forEachBackend(t, testLedgerAcrossReopen) }
+
+func testLedgerAcrossReopen(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	d1, d2 := [32]byte{1}, [32]byte{2}
 	if err := db.Node(session, nil).Record(3, d1); err != nil {
 		t.Fatal(err)
@@ -139,8 +143,10 @@ func TestLedgerAcrossReopen(t *testing.T) {
 // TestLedgerConcurrent races reveals of the same round, with different
 // digests, from goroutines sharing a DB and from two DBs on the same file
 // (as two processes would): exactly one wins each round.
-func TestLedgerConcurrent(t *testing.T) {
-	db, path := newDB(t)
+func TestLedgerConcurrent(t *testing.T) { forEachBackend(t, testLedgerConcurrent) }
+
+func testLedgerConcurrent(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	db2 := openAt(t, path)
 	const rounds, racers = 20, 4
 	for r := fl.Round(1); r <= rounds; r++ {
@@ -178,8 +184,10 @@ func TestLedgerConcurrent(t *testing.T) {
 
 // TestLedgerParty drives a real protect.Party (mode plain) with the store
 // as its ledger and its state sealed in the store, across a restart.
-func TestLedgerParty(t *testing.T) {
-	db, path := newDB(t)
+func TestLedgerParty(t *testing.T) { forEachBackend(t, testLedgerParty) }
+
+func testLedgerParty(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	key := testKey(t, 1)
 	scheme := plain.Scheme{}
 	sess := protect.Group{ID: session, Members: []fl.NodeID{"a", "b"}, Threshold: 1}
@@ -249,11 +257,14 @@ func TestLedgerParty(t *testing.T) {
 	}
 }
 
-// TestSealedAtRest writes random secrets and looks for them in every file
-// of the store (database, WAL, shared memory), while open and after close.
+// TestSealedAtRest writes random secrets and looks for them in everything
+// the store holds (SQLite: every file, database, WAL and shared memory;
+// PostgreSQL: every value), while open and after close.
 // A positive control, the coordinator's (unsealed) state, must be found.
-func TestSealedAtRest(t *testing.T) {
-	db, path := newDB(t)
+func TestSealedAtRest(t *testing.T) { forEachBackend(t, testSealedAtRest) }
+
+func testSealedAtRest(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	secrets := NodeBatch{State: random(3000), Keys: &Keys{Party: random(5000), GroupKey: random(64), Target: random(64)}}
 	control := random(64)
 	if err := db.Node(session, testKey(t, 1)).Save(ctx, secrets); err != nil {
@@ -263,22 +274,14 @@ func TestSealedAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	scan := func(when string) {
-		files, _ := filepath.Glob(path + "*")
-		var all []byte
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, b...)
-		}
+		all := be.contents(t, path)
 		if !bytes.Contains(all, control) {
-			t.Fatalf("%s: the scan of %v does not find the unsealed control", when, files)
+			t.Fatalf("%s: the scan of the %s store does not find the unsealed control", when, be.name)
 		}
 		for _, secret := range [][]byte{secrets.State, secrets.Keys.Party, secrets.Keys.GroupKey, secrets.Keys.Target} {
 			for i := 0; i+16 <= len(secret); i += 16 {
 				if bytes.Contains(all, secret[i:i+16]) {
-					t.Fatalf("%s: 16 plaintext bytes of a %d-byte secret (offset %d) are in %v", when, len(secret), i, files)
+					t.Fatalf("%s: 16 plaintext bytes of a %d-byte secret (offset %d) are in the %s store", when, len(secret), i, be.name)
 				}
 			}
 		}
@@ -288,8 +291,10 @@ func TestSealedAtRest(t *testing.T) {
 	scan("closed")
 }
 
-func TestWrongKey(t *testing.T) {
-	db, path := newDB(t)
+func TestWrongKey(t *testing.T) { forEachBackend(t, testWrongKey) }
+
+func testWrongKey(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	k1, k2 := testKey(t, 1), testKey(t, 2)
 	if err := db.Node(session, k1).Save(ctx, NodeBatch{Keys: &Keys{Party: []byte("shares")}}); err != nil {
 		t.Fatal(err)
@@ -323,7 +328,9 @@ type sameID struct {
 
 func (s sameID) KeyID() string { return s.id }
 
-func TestCorruptSecret(t *testing.T) {
+func TestCorruptSecret(t *testing.T) { forEachBackend(t, testCorruptSecret) }
+
+func testCorruptSecret(t *testing.T, be backend) {
 	k1 := testKey(t, 1)
 	cases := map[string]func(t *testing.T, db *DB) AtRest{
 		"flipped byte": func(t *testing.T, db *DB) AtRest {
@@ -332,7 +339,7 @@ func TestCorruptSecret(t *testing.T) {
 				t.Fatal(err)
 			}
 			b[20] ^= 1
-			if _, err := db.sql.Exec(`UPDATE node_secrets SET sealed = ? WHERE slot = 'party'`, b); err != nil {
+			if _, err := db.sql.Exec(`UPDATE node_secrets SET sealed = $1 WHERE slot = 'party'`, b); err != nil {
 				t.Fatal(err)
 			}
 			return k1
@@ -347,7 +354,7 @@ func TestCorruptSecret(t *testing.T) {
 	}
 	for name, corrupt := range cases {
 		t.Run(name, func(t *testing.T) {
-			db, _ := newDB(t)
+			db, _ := newDB(t, be)
 			if err := db.Node(session, k1).Save(ctx, NodeBatch{Keys: &Keys{Party: random(100), GroupKey: random(100)}}); err != nil {
 				t.Fatal(err)
 			}

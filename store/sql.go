@@ -1,14 +1,19 @@
 package store
 
-// Every SQL statement the package runs is in this file. The Go code around
-// them uses database/sql only, so a second backend (Postgres through pgx)
-// needs a copy of this file with its dialect: $n placeholders, BYTEA for
-// BLOB, BIGINT for INTEGER, DOUBLE PRECISION for REAL, no STRICT, and a
-// schema_version table in place of PRAGMA user_version.
+import "math"
+
+// Every SQL statement the package runs is in this file. The statements
+// after the migrations are shared by both backends: they use $n
+// placeholders (which modernc.org/sqlite binds by ordinal, as PostgreSQL
+// does) and only the SQL the two dialects share. What differs is here too:
+// the schema (migrations for SQLite, pgMigrations for PostgreSQL, with the
+// same version numbers), the schema-version bookkeeping (PRAGMA
+// user_version and application_id in SQLite, the cloister_schema table in
+// PostgreSQL), and the clause that locks a session's row (dialect.go).
 //
 // Conventions: times are Unix milliseconds (NULL for "not set"), digests
-// are 32-byte BLOBs, node IDs are TEXT, and every table but sessions is
-// keyed by the session it belongs to.
+// are 32-byte BLOBs (BYTEA), node IDs are TEXT, integers are 64-bit, and
+// every table but sessions is keyed by the session it belongs to.
 
 // applicationID marks a SQLite file as a Cloister store ("Clst").
 const applicationID = 0x436c7374
@@ -132,12 +137,160 @@ var migrations = [][]string{
 			PRIMARY KEY (session, slot)
 		) STRICT`,
 	},
+	// 3: the coordinator's lead (lease.go).
+	{
+		`CREATE TABLE leases (
+			session  BLOB PRIMARY KEY REFERENCES sessions(id),
+			holder   TEXT NOT NULL,     -- who holds the lead
+			token    INTEGER NOT NULL,  -- the fencing token: +1 at every Acquire
+			acquired INTEGER NOT NULL,
+			expires  INTEGER NOT NULL   -- 0 once released
+		) STRICT`,
+	},
 }
 
-// noLimit is the LIMIT that means "all rows".
-const noLimit = -1
+// pgMigrations are migrations in PostgreSQL's dialect: entry i makes the
+// same tables, columns and keys as migrations[i] (TestSchemasAgree checks
+// it), with BYTEA for BLOB, BIGINT for INTEGER, DOUBLE PRECISION for REAL,
+// and the version kept in cloister_schema. Append to both lists together;
+// never edit a released entry.
+var pgMigrations = [][]string{
+	// 1: the first schema.
+	{
+		`CREATE TABLE cloister_schema (
+			application TEXT NOT NULL,   -- 'cloister': what SQLite's application_id says
+			version     BIGINT NOT NULL  -- what SQLite's user_version says
+		)`,
+		`INSERT INTO cloister_schema (application, version) VALUES ('cloister', 0)`,
+		`CREATE TABLE sessions (
+			id       BYTEA PRIMARY KEY,
+			manifest BYTEA NOT NULL,
+			epoch    BIGINT NOT NULL,
+			created  BIGINT NOT NULL,
+			rowid    BIGINT GENERATED ALWAYS AS IDENTITY  -- SQLite's implicit rowid: the order of creation
+		)`,
 
-// Schema management.
+		// Coordinator.
+		`CREATE TABLE states (
+			session BYTEA PRIMARY KEY REFERENCES sessions(id),
+			state   BYTEA NOT NULL
+		)`,
+		`CREATE TABLE rounds (
+			session       BYTEA NOT NULL REFERENCES sessions(id),
+			round         BIGINT NOT NULL,
+			epoch         BIGINT NOT NULL,
+			phase         TEXT NOT NULL,
+			leader        TEXT NOT NULL,
+			aggregate     BYTEA,
+			outcome       BIGINT NOT NULL,
+			reason        TEXT NOT NULL,
+			started       BIGINT,
+			ended         BIGINT,
+			bytes_up      BIGINT NOT NULL,
+			bytes_down    BIGINT NOT NULL,
+			micro_epsilon BIGINT NOT NULL,
+			PRIMARY KEY (session, round)
+		)`,
+		`CREATE TABLE round_cohort (
+			session BYTEA NOT NULL,
+			round   BIGINT NOT NULL,
+			node    TEXT NOT NULL,
+			PRIMARY KEY (session, round, node),
+			FOREIGN KEY (session, round) REFERENCES rounds(session, round) ON DELETE CASCADE
+		)`,
+		`CREATE TABLE round_included (
+			session   BYTEA NOT NULL,
+			round     BIGINT NOT NULL,
+			node      TEXT NOT NULL,
+			digest    BYTEA NOT NULL,
+			signature BYTEA NOT NULL,
+			PRIMARY KEY (session, round, node),
+			FOREIGN KEY (session, round) REFERENCES rounds(session, round) ON DELETE CASCADE
+		)`,
+		`CREATE TABLE round_timings (
+			session BYTEA NOT NULL,
+			round   BIGINT NOT NULL,
+			seq     BIGINT NOT NULL,
+			phase   TEXT NOT NULL,
+			ms      BIGINT NOT NULL,
+			PRIMARY KEY (session, round, seq),
+			FOREIGN KEY (session, round) REFERENCES rounds(session, round) ON DELETE CASCADE
+		)`,
+		`CREATE TABLE models (
+			session BYTEA NOT NULL REFERENCES sessions(id),
+			round   BIGINT NOT NULL,
+			sealed  BYTEA NOT NULL,
+			digest  BYTEA NOT NULL,
+			PRIMARY KEY (session, round)
+		)`,
+		`CREATE TABLE commits (
+			session   BYTEA NOT NULL REFERENCES sessions(id),
+			round     BIGINT NOT NULL,
+			epoch     BIGINT NOT NULL,
+			leader    TEXT NOT NULL,
+			record    BYTEA NOT NULL,
+			digest    BYTEA NOT NULL,
+			signature BYTEA NOT NULL,
+			committed BIGINT,
+			PRIMARY KEY (session, round)
+		)`,
+		`CREATE TABLE metrics (
+			session  BYTEA NOT NULL REFERENCES sessions(id),
+			round    BIGINT NOT NULL,
+			node     TEXT NOT NULL,
+			accuracy DOUBLE PRECISION,
+			loss     DOUBLE PRECISION,
+			examples BIGINT NOT NULL,
+			PRIMARY KEY (session, round, node)
+		)`,
+
+		// Node.
+		`CREATE TABLE node_secrets (
+			session BYTEA NOT NULL REFERENCES sessions(id),
+			slot    TEXT NOT NULL,
+			key_id  TEXT NOT NULL,
+			sealed  BYTEA NOT NULL,
+			PRIMARY KEY (session, slot)
+		)`,
+		`CREATE TABLE node_models (
+			session BYTEA PRIMARY KEY REFERENCES sessions(id),
+			round   BIGINT NOT NULL,
+			sealed  BYTEA NOT NULL,
+			digest  BYTEA NOT NULL
+		)`,
+		`CREATE TABLE reveals (
+			session BYTEA NOT NULL REFERENCES sessions(id),
+			round   BIGINT NOT NULL,
+			digest  BYTEA NOT NULL,
+			PRIMARY KEY (session, round)
+		)`,
+	},
+	// 2: the coordinator's large pieces of state.
+	{
+		`CREATE TABLE coordinator_slots (
+			session BYTEA NOT NULL REFERENCES sessions(id),
+			slot    TEXT NOT NULL,
+			round   BIGINT NOT NULL,
+			data    BYTEA NOT NULL,
+			PRIMARY KEY (session, slot)
+		)`,
+	},
+	// 3: the coordinator's lead.
+	{
+		`CREATE TABLE leases (
+			session  BYTEA PRIMARY KEY REFERENCES sessions(id),
+			holder   TEXT NOT NULL,
+			token    BIGINT NOT NULL,
+			acquired BIGINT NOT NULL,
+			expires  BIGINT NOT NULL
+		)`,
+	},
+}
+
+// noLimit is the LIMIT that means "all rows" (in both dialects).
+const noLimit = math.MaxInt64
+
+// Schema management, SQLite.
 const (
 	qUserVersion   = `PRAGMA user_version`
 	qApplicationID = `PRAGMA application_id`
@@ -149,98 +302,121 @@ const (
 	qSetUserVersion = `PRAGMA user_version = %d`
 )
 
+// Schema management, PostgreSQL. The store's tables live in the first
+// schema of the connection's search_path (current_schema()).
+const (
+	qPgSchema     = `SELECT current_schema()`
+	qPgTableCount = `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`
+	qPgHasVersion = `SELECT count(*) FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_name = 'cloister_schema'`
+	qPgVersion    = `SELECT application, version FROM cloister_schema`
+	qPgSetVersion = `UPDATE cloister_schema SET version = $1`
+	// Migrations of one database wait for each other (the key is "Clst").
+	qPgMigrateLock = `SELECT pg_advisory_xact_lock(1131180916)`
+	qPgFsync       = `SHOW fsync`
+)
+
 // Sessions.
 const (
-	qSessionInsert = `INSERT INTO sessions (id, manifest, epoch, created) VALUES (?, ?, ?, ?)
+	qSessionInsert = `INSERT INTO sessions (id, manifest, epoch, created) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id) DO NOTHING`
-	qSessionGet    = `SELECT id, manifest, epoch, created FROM sessions WHERE id = ?`
+	qSessionGet    = `SELECT id, manifest, epoch, created FROM sessions WHERE id = $1`
 	qSessionLatest = `SELECT id, manifest, epoch, created FROM sessions
 		ORDER BY created DESC, rowid DESC LIMIT 1`
-	qSessionExists = `SELECT 1 FROM sessions WHERE id = ?`
-	qSessionEpoch  = `UPDATE sessions SET epoch = ? WHERE id = ?`
+	// In a write transaction, lockSession appends the dialect's FOR UPDATE.
+	qSessionExists = `SELECT 1 FROM sessions WHERE id = $1`
+	qSessionEpoch  = `UPDATE sessions SET epoch = $1 WHERE id = $2`
 )
 
 // Coordinator.
 const (
-	qStatePut = `INSERT INTO states (session, state) VALUES (?, ?)
+	qStatePut = `INSERT INTO states (session, state) VALUES ($1, $2)
 		ON CONFLICT (session) DO UPDATE SET state = excluded.state`
-	qStateGet = `SELECT state FROM states WHERE session = ?`
+	qStateGet = `SELECT state FROM states WHERE session = $1`
 
-	qSlotPut = `INSERT INTO coordinator_slots (session, slot, round, data) VALUES (?, ?, ?, ?)
+	qSlotPut = `INSERT INTO coordinator_slots (session, slot, round, data) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (session, slot) DO UPDATE SET round = excluded.round, data = excluded.data`
-	qSlotGet = `SELECT round, data FROM coordinator_slots WHERE session = ? AND slot = ?`
+	qSlotGet = `SELECT round, data FROM coordinator_slots WHERE session = $1 AND slot = $2`
 
-	qRoundOutcome = `SELECT outcome FROM rounds WHERE session = ? AND round = ?`
+	qRoundOutcome = `SELECT outcome FROM rounds WHERE session = $1 AND round = $2`
 	qRoundPut     = `INSERT INTO rounds (session, round, epoch, phase, leader, aggregate, outcome,
 			reason, started, ended, bytes_up, bytes_down, micro_epsilon)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 		ON CONFLICT (session, round) DO UPDATE SET epoch = excluded.epoch, phase = excluded.phase,
 			leader = excluded.leader, aggregate = excluded.aggregate, outcome = excluded.outcome,
 			reason = excluded.reason, started = excluded.started, ended = excluded.ended,
 			bytes_up = excluded.bytes_up, bytes_down = excluded.bytes_down,
 			micro_epsilon = excluded.micro_epsilon`
-	qCohortDelete   = `DELETE FROM round_cohort WHERE session = ? AND round = ?`
-	qCohortInsert   = `INSERT INTO round_cohort (session, round, node) VALUES (?, ?, ?)`
-	qIncludedDelete = `DELETE FROM round_included WHERE session = ? AND round = ?`
+	qCohortDelete   = `DELETE FROM round_cohort WHERE session = $1 AND round = $2`
+	qCohortInsert   = `INSERT INTO round_cohort (session, round, node) VALUES ($1, $2, $3)`
+	qIncludedDelete = `DELETE FROM round_included WHERE session = $1 AND round = $2`
 	qIncludedInsert = `INSERT INTO round_included (session, round, node, digest, signature)
-		VALUES (?, ?, ?, ?, ?)`
-	qTimingDelete = `DELETE FROM round_timings WHERE session = ? AND round = ?`
-	qTimingInsert = `INSERT INTO round_timings (session, round, seq, phase, ms) VALUES (?, ?, ?, ?, ?)`
+		VALUES ($1, $2, $3, $4, $5)`
+	qTimingDelete = `DELETE FROM round_timings WHERE session = $1 AND round = $2`
+	qTimingInsert = `INSERT INTO round_timings (session, round, seq, phase, ms) VALUES ($1, $2, $3, $4, $5)`
 
 	qRoundColumns = `SELECT round, epoch, phase, leader, aggregate, outcome, reason, started, ended,
 			bytes_up, bytes_down, micro_epsilon FROM rounds`
-	qRoundGet    = qRoundColumns + ` WHERE session = ? AND round = ?`
-	qRoundRange  = qRoundColumns + ` WHERE session = ? AND round >= ? ORDER BY round LIMIT ?`
-	qCohortGet   = `SELECT node FROM round_cohort WHERE session = ? AND round = ? ORDER BY node`
+	qRoundGet    = qRoundColumns + ` WHERE session = $1 AND round = $2`
+	qRoundRange  = qRoundColumns + ` WHERE session = $1 AND round >= $2 ORDER BY round LIMIT $3`
+	qCohortGet   = `SELECT node FROM round_cohort WHERE session = $1 AND round = $2 ORDER BY node`
 	qIncludedGet = `SELECT node, digest, signature FROM round_included
-		WHERE session = ? AND round = ? ORDER BY node`
-	qTimingGet = `SELECT phase, ms FROM round_timings WHERE session = ? AND round = ? ORDER BY seq`
+		WHERE session = $1 AND round = $2 ORDER BY node`
+	qTimingGet = `SELECT phase, ms FROM round_timings WHERE session = $1 AND round = $2 ORDER BY seq`
 
-	qModelInsert = `INSERT INTO models (session, round, sealed, digest) VALUES (?, ?, ?, ?)
+	qModelInsert = `INSERT INTO models (session, round, sealed, digest) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (session, round) DO NOTHING`
-	qModelGet    = `SELECT round, sealed, digest FROM models WHERE session = ? AND round = ?`
-	qModelLatest = `SELECT round, sealed, digest FROM models WHERE session = ?
+	qModelGet    = `SELECT round, sealed, digest FROM models WHERE session = $1 AND round = $2`
+	qModelLatest = `SELECT round, sealed, digest FROM models WHERE session = $1
 		ORDER BY round DESC LIMIT 1`
-	qModelDigest = `SELECT digest FROM models WHERE session = ? AND round = ?`
+	qModelDigest = `SELECT digest FROM models WHERE session = $1 AND round = $2`
 
 	qCommitInsert = `INSERT INTO commits (session, round, epoch, leader, record, digest, signature, committed)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (session, round) DO NOTHING`
 	qCommitGet = `SELECT round, epoch, leader, record, digest, signature, committed FROM commits
-		WHERE session = ? AND round = ?`
-	qCommitDigest = `SELECT digest FROM commits WHERE session = ? AND round = ?`
+		WHERE session = $1 AND round = $2`
+	qCommitDigest = `SELECT digest FROM commits WHERE session = $1 AND round = $2`
 
 	qMetricInsert = `INSERT INTO metrics (session, round, node, accuracy, loss, examples)
-		VALUES (?, ?, ?, ?, ?, ?)
+		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (session, round, node) DO NOTHING`
 	qMetricGet = `SELECT round, node, accuracy, loss, examples FROM metrics
-		WHERE session = ? AND round = ? ORDER BY node`
+		WHERE session = $1 AND round = $2 ORDER BY node`
 	// Accuracy and loss are averaged with the example counts as weights
 	// (plain means if no node reported examples); NaNs (NULLs) are skipped.
-	qSummaryRange = `SELECT round, count(*), coalesce(sum(examples), 0),
+	qSummaryRange = `SELECT round, count(*), CAST(coalesce(sum(examples), 0) AS BIGINT),
 			CASE WHEN sum(CASE WHEN accuracy IS NULL THEN 0 ELSE examples END) > 0
 				THEN sum(accuracy * examples) / sum(CASE WHEN accuracy IS NULL THEN 0 ELSE examples END)
 				ELSE avg(accuracy) END,
 			CASE WHEN sum(CASE WHEN loss IS NULL THEN 0 ELSE examples END) > 0
 				THEN sum(loss * examples) / sum(CASE WHEN loss IS NULL THEN 0 ELSE examples END)
 				ELSE avg(loss) END
-		FROM metrics WHERE session = ? AND round >= ?
-		GROUP BY round ORDER BY round LIMIT ?`
+		FROM metrics WHERE session = $1 AND round >= $2
+		GROUP BY round ORDER BY round LIMIT $3`
 )
 
 // Node.
 const (
-	qSecretPut = `INSERT INTO node_secrets (session, slot, key_id, sealed) VALUES (?, ?, ?, ?)
+	qSecretPut = `INSERT INTO node_secrets (session, slot, key_id, sealed) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (session, slot) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed`
-	qSecretGet = `SELECT key_id, sealed FROM node_secrets WHERE session = ? AND slot = ?`
+	qSecretGet = `SELECT key_id, sealed FROM node_secrets WHERE session = $1 AND slot = $2`
 
-	qNodeModelRound = `SELECT round, digest FROM node_models WHERE session = ?`
-	qNodeModelPut   = `INSERT INTO node_models (session, round, sealed, digest) VALUES (?, ?, ?, ?)
+	qNodeModelRound = `SELECT round, digest FROM node_models WHERE session = $1`
+	qNodeModelPut   = `INSERT INTO node_models (session, round, sealed, digest) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (session) DO UPDATE SET round = excluded.round, sealed = excluded.sealed,
 			digest = excluded.digest`
-	qNodeModelGet = `SELECT round, sealed, digest FROM node_models WHERE session = ?`
+	qNodeModelGet = `SELECT round, sealed, digest FROM node_models WHERE session = $1`
 
-	qRevealInsert = `INSERT INTO reveals (session, round, digest) VALUES (?, ?, ?)
+	qRevealInsert = `INSERT INTO reveals (session, round, digest) VALUES ($1, $2, $3)
 		ON CONFLICT (session, round) DO NOTHING`
-	qRevealGet = `SELECT digest FROM reveals WHERE session = ? AND round = ?`
+	qRevealGet = `SELECT digest FROM reveals WHERE session = $1 AND round = $2`
+)
+
+// Coordinator lead (lease.go).
+const (
+	qLeaseGet    = `SELECT holder, token, acquired, expires FROM leases WHERE session = $1`
+	qLeaseInsert = `INSERT INTO leases (session, holder, token, acquired, expires) VALUES ($1, $2, $3, $4, $5)`
+	qLeaseTake   = `UPDATE leases SET holder = $1, token = $2, acquired = $3, expires = $4 WHERE session = $5`
+	qLeaseRenew  = `UPDATE leases SET expires = $1 WHERE session = $2`
 )

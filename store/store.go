@@ -7,12 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
-	"path/filepath"
 	"strings"
 	"time"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/cloisterfl/cloister/protect"
 )
@@ -39,155 +35,116 @@ var (
 	// ErrCorrupt: a sealed secret fails authentication under the key that
 	// sealed it (tampered or damaged), or a row holds impossible values.
 	ErrCorrupt = errors.New("store: corrupt data")
+	// ErrUnreachable: Open could not connect to the PostgreSQL server (the
+	// message names its host and port, not the password).
+	ErrUnreachable = errors.New("store: cannot reach PostgreSQL")
+	// ErrBusy: a write waited too long for another process's (SQLite's
+	// busy timeout, PostgreSQL's lock_timeout: 10 s); nothing of it is
+	// stored, and trying again later may succeed.
+	ErrBusy = errors.New("store: busy: another process holds the lock")
+	// ErrNewerSchema: the store's schema is newer than this program's
+	// [SchemaVersion] (a newer cloister wrote it); Open refuses it.
+	ErrNewerSchema = errors.New("store: schema of a newer cloister")
+	// ErrLeaseHeld: another coordinator holds the lead of the session and
+	// its lease has not expired. The error is a [*LeaseHeldError].
+	ErrLeaseHeld = errors.New("store: the lead is held by another coordinator")
+	// ErrFenced: a coordinator write was refused because the view's
+	// fencing token is not the lead's (another coordinator, or a newer
+	// process, took the lead since); nothing of it is stored.
+	ErrFenced = errors.New("store: fenced out: another coordinator took the lead")
 )
 
-// DB is an open store: one SQLite file that a coordinator or a node keeps
-// its durable state in. It is safe for concurrent use. Use
-// [DB.Coordinator] or [DB.Node] to read and write a session's data.
+// DB is an open store: a SQLite file or a PostgreSQL database (schema)
+// that a coordinator or a node keeps its durable state in. It is safe for
+// concurrent use. Use [DB.Coordinator] or [DB.Node] to read and write a
+// session's data.
 type DB struct {
-	sql  *sql.DB
-	path string
+	sql *sql.DB
+	// loc names the store in messages: the file's path, or the URL
+	// without its password.
+	loc string
+	d   *dialect
 	// wsem serializes this process's write transactions, so that they queue
-	// in Go instead of polling SQLite's lock. Other processes are kept out
-	// by SQLite's own locking (busyTimeout).
+	// in Go instead of waiting in the database. Other processes are kept
+	// out by the database's own locking (dialect.go).
 	wsem chan struct{}
 }
 
-// busyTimeout is how long a write waits for another process's write
-// transaction before it fails with SQLITE_BUSY.
-const busyTimeout = 10 * time.Second
-
-// Open opens the store at path, creating the file if it does not exist,
-// and migrates its schema to the newest version. It refuses a file that
-// is another application's database, or whose schema is newer than this
-// program.
+// Open opens the store at loc and migrates its schema to the newest
+// version. loc is one of:
 //
-// Every connection runs in WAL mode with synchronous=FULL: a method that
-// returns nil has fsynced its transaction to the write-ahead log, so it
-// survives a crash or a power cut. (NORMAL would be faster, but in WAL mode
-// it may lose the last transactions on power loss, which the reveal-once
-// ledger cannot allow.) Write transactions begin IMMEDIATE, so they never
-// fail half-way for want of the write lock.
-func Open(path string) (*DB, error) {
-	if path == "" {
+//   - a file path, or a sqlite: URL (sqlite:rel/path.db,
+//     sqlite:///abs/path.db): a SQLite file, created if it does not exist;
+//   - a postgres:// or postgresql:// URL: a PostgreSQL database, whose
+//     tables live in the first schema of the connection's search_path
+//     (postgres://cloister@db.example/cloister?search_path=fed1&sslmode=verify-full).
+//     Keep the password out of the URL (PGPASSWORD or a ~/.pgpass file:
+//     pgx reads both); a password in it is never printed.
+//
+// Open refuses a store that is another application's database, or whose
+// schema is newer than this program, and writes nothing to it then. A
+// PostgreSQL server that cannot be reached is an error naming its host and
+// port. See the package documentation for what each backend guarantees.
+func Open(loc string) (*DB, error) {
+	if loc == "" {
 		return nil, errors.New("store: empty path")
 	}
-	abs, err := filepath.Abs(path)
+	if IsPostgres(loc) {
+		return openPostgres(loc)
+	}
+	path, err := sqlitePath(loc)
 	if err != nil {
-		return nil, fmt.Errorf("store: %s: %w", path, err)
+		return nil, err
 	}
-	// A file: URI, so that any byte of the path (?, #, %) is escaped
-	// rather than read as a parameter.
-	p := filepath.ToSlash(abs)
-	if !strings.HasPrefix(p, "/") {
-		p = "/" + p // file:///C:/… on Windows
-	}
-	dsn := url.URL{Scheme: "file", Path: p, RawQuery: url.Values{
-		"_pragma": {
-			fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()),
-			"foreign_keys(1)",
-			// journal_mode(WAL) is persistent: init sets it once it knows
-			// the file is ours.
-			"synchronous(FULL)",
-			"fullfsync(1)", // F_FULLFSYNC on macOS; ignored elsewhere
-		},
-		"_txlock": {"immediate"},
-	}.Encode()}
-	sdb, err := sql.Open("sqlite", dsn.String())
-	if err != nil {
-		return nil, fmt.Errorf("store: opening %s: %w", path, err)
-	}
-	db := &DB{sql: sdb, path: path, wsem: make(chan struct{}, 1)}
-	if err := db.init(context.Background()); err != nil {
-		sdb.Close()
-		return nil, fmt.Errorf("store: opening %s: %w", path, err)
-	}
-	return db, nil
+	return openSQLite(path)
+}
+
+// IsPostgres reports whether loc names a PostgreSQL store (a postgres://
+// or postgresql:// URL): one that several processes on several machines
+// can share, as failover needs.
+func IsPostgres(loc string) bool {
+	return strings.HasPrefix(loc, "postgres://") || strings.HasPrefix(loc, "postgresql://")
 }
 
 // Close closes the store. Everything written before is already durable.
 func (db *DB) Close() error {
 	if err := db.sql.Close(); err != nil {
-		return fmt.Errorf("store: closing %s: %w", db.path, err)
+		return fmt.Errorf("store: closing %s: %w", db.loc, err)
 	}
 	return nil
 }
 
-// init checks that the file is ours, puts it in WAL mode, checks the
-// connection settings and migrates the schema.
-func (db *DB) init(ctx context.Context) error {
-	if _, err := checkFile(ctx, db.sql); err != nil {
-		return err
-	}
-	var mode string
-	var syncLevel, fk int
-	if err := db.sql.QueryRowContext(ctx, qSetWAL).Scan(&mode); err != nil {
-		return err
-	}
-	if err := db.sql.QueryRowContext(ctx, qSynchronous).Scan(&syncLevel); err != nil {
-		return err
-	}
-	if err := db.sql.QueryRowContext(ctx, qForeignKeys).Scan(&fk); err != nil {
-		return err
-	}
-	if mode != "wal" || syncLevel != 2 || fk != 1 {
-		return fmt.Errorf("journal_mode=%s synchronous=%d foreign_keys=%d, want wal, 2 (FULL), 1 (is the file on a file system without shared memory?)",
-			mode, syncLevel, fk)
-	}
-	return db.migrate(ctx)
-}
+// String names the store: the SQLite file's path, or the PostgreSQL URL
+// without its password.
+func (db *DB) String() string { return db.loc }
 
 // SchemaVersion is the schema version Open migrates a store to.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // queryRower is a *sql.DB or a *sql.Tx.
 type queryRower interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// checkFile returns the file's schema version, or an error if it is
-// another application's database or newer than this program.
-func checkFile(ctx context.Context, q queryRower) (int, error) {
-	var version, app int
-	if err := q.QueryRowContext(ctx, qUserVersion).Scan(&version); err != nil {
-		return 0, err
-	}
-	if err := q.QueryRowContext(ctx, qApplicationID).Scan(&app); err != nil {
-		return 0, err
-	}
-	switch {
-	case app != 0 && app != applicationID:
-		return 0, fmt.Errorf("not a Cloister store (application_id %#x)", app)
-	case version > len(migrations):
-		return 0, fmt.Errorf("schema version %d is newer than this program's %d: upgrade cloister", version, len(migrations))
-	case version == 0:
-		var objects int
-		if err := q.QueryRowContext(ctx, qTableCount).Scan(&objects); err != nil {
-			return 0, err
-		}
-		if objects != 0 {
-			return 0, fmt.Errorf("not a Cloister store (%d schema objects and no version)", objects)
-		}
-	case app != applicationID:
-		return 0, fmt.Errorf("not a Cloister store (user_version %d, no application_id)", version)
-	}
-	return version, nil
-}
-
 // migrate brings the schema to SchemaVersion, in one transaction.
 func (db *DB) migrate(ctx context.Context) error {
 	return db.write(ctx, func(tx *sql.Tx) error {
-		version, err := checkFile(ctx, tx) // again, under the write lock
+		if db.d.migrateLock != "" {
+			if _, err := tx.ExecContext(ctx, db.d.migrateLock); err != nil {
+				return err
+			}
+		}
+		version, err := db.d.version(ctx, tx) // again, under the write lock
 		if err != nil {
 			return err
 		}
-		for v := version; v < len(migrations); v++ {
-			for _, stmt := range migrations[v] {
+		for v := version; v < len(db.d.migrations); v++ {
+			for _, stmt := range db.d.migrations[v] {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
 				}
 			}
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf(qSetUserVersion, v+1)); err != nil {
+			if err := db.d.setVersion(ctx, tx, v+1); err != nil {
 				return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
 			}
 		}
@@ -204,21 +161,29 @@ func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 		return ctx.Err()
 	}
 	defer func() { <-db.wsem }()
-	tx, err := db.sql.BeginTx(ctx, nil)
+	tx, err := db.sql.BeginTx(ctx, db.d.writeTx)
 	if err != nil {
-		return err
+		return db.busy(err)
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return db.busy(err)
 	}
-	return tx.Commit()
+	return db.busy(tx.Commit())
+}
+
+// busy marks a lock wait that timed out with ErrBusy.
+func (db *DB) busy(err error) error {
+	if err != nil && !errors.Is(err, ErrBusy) && db.d.isBusy(err) {
+		return fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	return err
 }
 
 // read runs fn in a read-only transaction: a consistent snapshot that
 // does not wait for writers.
 func (db *DB) read(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := db.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := db.sql.BeginTx(ctx, db.d.readTx)
 	if err != nil {
 		return err
 	}
@@ -311,6 +276,17 @@ func scanSession(row *sql.Row) (Session, error) {
 func requireSession(ctx context.Context, tx *sql.Tx, id []byte) error {
 	var one int
 	if err := tx.QueryRowContext(ctx, qSessionExists, id).Scan(&one); err != nil {
+		return noRows(err)
+	}
+	return nil
+}
+
+// lockSession is requireSession at the start of a write transaction: it
+// also locks the session's row until the transaction ends, so that the
+// writes of one session are serialized in every dialect (dialect.go).
+func (db *DB) lockSession(ctx context.Context, tx *sql.Tx, id []byte) error {
+	var one int
+	if err := tx.QueryRowContext(ctx, qSessionExists+db.d.forUpdate, id).Scan(&one); err != nil {
 		return noRows(err)
 	}
 	return nil

@@ -29,10 +29,11 @@ func openAt(t *testing.T, path string) *DB {
 	return db
 }
 
-// newDB opens a new store with one session, session.
-func newDB(t *testing.T) (*DB, string) {
+// newDB opens a new store of the backend with one session, session, and
+// returns it with its location.
+func newDB(t *testing.T, be backend) (*DB, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "cloister.db")
+	path := be.fresh(t)
 	db := openAt(t, path)
 	if err := db.CreateSession(ctx, Session{ID: session, Manifest: [32]byte{1}, Created: t0}); err != nil {
 		t.Fatal(err)
@@ -167,8 +168,10 @@ func TestOpenOddPath(t *testing.T) {
 	}
 }
 
-func TestSessions(t *testing.T) {
-	db, path := newDB(t)
+func TestSessions(t *testing.T) { forEachBackend(t, testSessions) }
+
+func testSessions(t *testing.T, be backend) {
+	db, path := newDB(t, be)
 	if err := db.CreateSession(ctx, Session{ID: session, Created: t0}); !errors.Is(err, ErrExists) {
 		t.Errorf("second CreateSession: %v, want ErrExists", err)
 	}
@@ -194,14 +197,16 @@ func TestSessions(t *testing.T) {
 		}
 	}
 
-	empty := openAt(t, filepath.Join(t.TempDir(), "empty.db"))
+	empty := openAt(t, be.fresh(t))
 	if _, err := empty.LatestSession(ctx); !errors.Is(err, ErrNotFound) {
 		t.Errorf("LatestSession of an empty store: %v", err)
 	}
 }
 
-func TestSaveUnknownSession(t *testing.T) {
-	db, _ := newDB(t)
+func TestSaveUnknownSession(t *testing.T) { forEachBackend(t, testSaveUnknownSession) }
+
+func testSaveUnknownSession(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	err := db.Coordinator([]byte("other")).Save(ctx, CoordinatorBatch{State: []byte("s")})
 	if !errors.Is(err, ErrNotFound) {
 		t.Errorf("coordinator Save: %v, want ErrNotFound", err)
@@ -217,8 +222,10 @@ func TestSaveUnknownSession(t *testing.T) {
 	}
 }
 
-func TestContextCanceled(t *testing.T) {
-	db, _ := newDB(t)
+func TestContextCanceled(t *testing.T) { forEachBackend(t, testContextCanceled) }
+
+func testContextCanceled(t *testing.T, be backend) {
+	db, _ := newDB(t, be)
 	c, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := db.Coordinator(session).Save(c, CoordinatorBatch{State: []byte("s")}); !errors.Is(err, context.Canceled) {

@@ -19,6 +19,7 @@ import (
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/store"
 	"github.com/cloisterfl/cloister/transport"
 )
 
@@ -73,7 +74,10 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status (default: off); without --metrics-tls or --metrics-token only a loopback address, unauthenticated")
 	metricsTLS := fs.Bool("metrics-tls", false, "serve --metrics over HTTPS with the coordinator's certificate to clients with an observer or admin certificate of the federation CA (cloister ca issue --role observer)")
 	metricsToken := fs.String("metrics-token", "", "a 0600 file holding a bearer token that may read /metrics (Prometheus); implies --metrics-tls")
-	state := fs.String("state", "", "state directory (default: KIT/state)")
+	state := fs.String("state", "", "state directory: the audit log, and the SQLite store unless --store (default: KIT/state)")
+	storeLoc := fs.String("store", "", "where the coordinator keeps its state: a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=verify-full (password from PGPASSWORD or ~/.pgpass, not the URL), or a SQLite file (a path or sqlite:PATH) (default: STATE/coordinator.db)")
+	failover := fs.Bool("failover", false, "one of several coordinators sharing a PostgreSQL --store: lead while no other does, else wait as a standby (not listening) and take over from the stored state when the leader's lease expires")
+	lease := fs.Duration("lease", coordinator.DefaultLease, "how long the lead lasts without renewal (renewed every quarter of it): a standby takes over this long after the leader stops; the same for every coordinator of the store")
 	tick := fs.Duration("tick", coordinator.DefaultTick, "engine clock period")
 	collect := fs.Duration("collect-timeout", 5*time.Minute, "how long a round waits for uploads from connected nodes")
 	setup := fs.Duration("setup-timeout", 2*time.Minute, "how long each key-setup step waits")
@@ -105,20 +109,39 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	if *state == "" {
 		*state = filepath.Join(*kitDir, "state")
 	}
+	if *failover && !store.IsPostgres(*storeLoc) {
+		return withHint(errors.New("--failover needs a store the coordinators share: a PostgreSQL --store"),
+			"pass every coordinator the same --store postgres://…; coordinators with SQLite files of their own would each run the federation")
+	}
+	if *lease < time.Second {
+		return withHint(fmt.Errorf("--lease %v is shorter than a second", *lease), "leave the default, "+coordinator.DefaultLease.String())
+	}
 	rv, err := openCRL(*crl, kit)
 	if err != nil {
 		return err
 	}
-	c, err := coordinator.New(coordinator.Config{
-		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg := coordinator.Config{
+		Kit: kit, StateDir: *state, Store: *storeLoc, Lease: *lease, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
 		ManifestFile: filepath.Join(*kitDir, pki.ManifestFile),
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
-	})
+	}
+	var c *coordinator.Coordinator
+	if *failover {
+		fmt.Fprintf(stdout, "coordinator %s of federation %s: taking the lead in %s, or waiting for it as a standby\n", kit.Config.Name, kit.Manifest.Federation, *state)
+		c, err = coordinator.Standby(ctx, cfg)
+		if errors.Is(err, context.Canceled) {
+			return nil // stopped while a standby
+		}
+	} else {
+		c, err = coordinator.New(cfg)
+	}
 	if errors.Is(err, federation.ErrLimitTooSmall) {
 		return withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
 	}
 	if err != nil {
-		return err
+		return storeHint(err)
 	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -131,12 +154,25 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		c.Shutdown(context.Background())
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- c.Serve(l) }()
-	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state)
-	return runUntilDone(ctx, c, hs, serveErr, log)
+	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s, store %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state, c.Store())
+	return storeHint(runUntilDone(ctx, c, hs, serveErr, log))
+}
+
+// storeHint explains the store errors an operator can fix.
+func storeHint(err error) error {
+	switch {
+	case errors.Is(err, store.ErrUnreachable):
+		return withHint(err, "check --store's host and port, that the server runs and accepts this machine (pg_hba.conf), and the password in PGPASSWORD or ~/.pgpass")
+	case errors.Is(err, store.ErrNewerSchema):
+		return withHint(err, "a newer cloister wrote this store: run that version (or newer), never an older one, on it")
+	case errors.Is(err, store.ErrLeaseHeld):
+		return withHint(err, "another coordinator leads this session in this store: stop it first, or run both with --failover to keep this one as its standby")
+	case errors.Is(err, store.ErrFenced):
+		return withHint(err, "another coordinator took the lead; this one stopped acting (restarted with --failover, it waits as a standby)")
+	}
+	return err
 }
 
 // metricsFlags say where and to whom the coordinator serves its dashboard,

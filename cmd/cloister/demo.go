@@ -76,7 +76,7 @@ type demoFlags struct {
 	seed, dpSeed        uint64
 	partition, logLevel string
 	jsonPath, plotPath  string
-	keep                string
+	keep, store         string
 	timeout             time.Duration
 	attestEvery         time.Duration
 	dump                bool
@@ -107,6 +107,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.localEpochs, "local-epochs", 3, "local epochs per round (3 reaches 0.85 on Dirichlet 0.5 in 20 rounds; 1 does not quite)")
 	fs.DurationVar(&d.timeout, "timeout", 30*time.Minute, "give up after this long")
 	fs.StringVar(&d.logLevel, "log-level", "info", "log level of the processes (logs in DIR/logs)")
+	fs.StringVar(&d.store, "store", "", "the coordinator's store: a PostgreSQL URL (postgres://…; each demo is a new session in it) or a SQLite path (default: a SQLite file in its state directory)")
 	fs.BoolVar(&d.dump, "insecure-dump-updates", false, "TESTING ONLY: nodes write their plaintext updates under DIR/updates (blindness tests; needs --keep)")
 	fs.Float64Var(&ff.dpNoise, "dp-noise", 0, "distributed DP: noise multiplier σ of the summed noise (0: no DP)")
 	fs.Float64Var(&ff.dpClip, "clip", 1, "with --dp-noise: L2 clipping norm C of each update")
@@ -167,6 +168,9 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 	}
 	f.nodeArgs = []string{"--data", d.fed.data, "--partition", d.partition, "--seed", strconv.FormatUint(d.seed, 10)}
 	f.coordArgs = []string{"--tick", "200ms", "--log-level", d.logLevel}
+	if d.store != "" {
+		f.coordArgs = append(f.coordArgs, "--store", d.store)
+	}
 	f.nodeArgs = append(f.nodeArgs, "--log-level", d.logLevel)
 	if d.fed.tee != "" {
 		f.nodeArgs = append(f.nodeArgs, "--tee", d.fed.tee, "--attest-every", d.attestEvery.String())

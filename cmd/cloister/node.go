@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -47,6 +48,10 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if nf.addr == "" {
 		nf.addr = kit.Config.CoordinatorAddress
 	}
+	addrs, err := coordinatorAddrs(nf.addr)
+	if err != nil {
+		return err
+	}
 	if nf.state == "" {
 		nf.state = filepath.Join(nf.kitDir, "state")
 	}
@@ -64,7 +69,7 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintln(stdout, greeting)
-	err = n.Run(ctx, nf.addr)
+	err = n.Run(ctx, addrs...)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -72,6 +77,22 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: the session is over\n", self)
 	}
 	return err
+}
+
+// coordinatorAddrs splits --coordinator's comma-separated host:port list.
+func coordinatorAddrs(list string) ([]string, error) {
+	var addrs []string
+	for _, a := range strings.Split(list, ",") {
+		a = strings.TrimSpace(a)
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, withHint(fmt.Errorf("--coordinator %q: %q is not host:port: %w", list, a, err), "--coordinator coord-a.example:7000,coord-b.example:7000")
+		}
+		if slices.Contains(addrs, a) {
+			return nil, fmt.Errorf("--coordinator %q names %s twice", list, a)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
 }
 
 // nodeFlags are the flags of `cloister node`.
@@ -89,7 +110,7 @@ type nodeFlags struct {
 
 func (nf *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&nf.kitDir, "kit", "", "this node's kit directory (required)")
-	fs.StringVar(&nf.addr, "coordinator", "", "the coordinator's host:port (default: the kit's coordinator address)")
+	fs.StringVar(&nf.addr, "coordinator", "", "the coordinator's host:port, or a comma-separated list of them (coordinators with --failover: the node tries each in turn) (default: the kit's coordinator address)")
 	fs.StringVar(&nf.data, "data", "fashion-mnist", "local data: fashion-mnist, fashion-mnist:DIR or csv:PATH:label=COLUMN")
 	fs.StringVar(&nf.partition, "partition", "", "demo only: train on this node's share of --data, split by iid, dirichlet:ALPHA or shards:K (node i of n takes part i)")
 	fs.Float64Var(&nf.testFraction, "test-fraction", 0.2, "fraction of a CSV held out for evaluation")

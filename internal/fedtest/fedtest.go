@@ -76,6 +76,10 @@ type Fed struct {
 	Deadlines func(d *coordinator.Deadlines)
 	// CoordinatorConfig, if set, adjusts the coordinator's configuration.
 	CoordinatorConfig func(c *coordinator.Config)
+	// NodeAddrs, if set, are the coordinator addresses nodes are given
+	// (node.Node.Run) in place of Address; NodeConfig's Dial decides where
+	// each leads.
+	NodeAddrs []string
 	// TrainTime, if set, is how long each training takes on the fake clock
 	// (a sleep before the node's update leaves, after OnUpdate). In the
 	// bubble computation takes no time, and the clock moves only when every
@@ -149,20 +153,33 @@ func (f *Fed) StateDir(name string) string { return filepath.Join(f.Dir, name+"-
 // state directory if it ran before).
 func (f *Fed) StartCoordinator() {
 	f.T.Helper()
+	c, err := coordinator.New(f.CoordinatorSettings("coordinator"))
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	f.Serve(c)
+}
+
+// CoordinatorSettings returns the configuration StartCoordinator uses,
+// for a coordinator whose state directory is StateDir(name) and whose log
+// records say who=name (a standby has its own).
+func (f *Fed) CoordinatorSettings(name string) coordinator.Config {
 	dl := coordinator.Deadlines{Setup: 20 * time.Second, Collect: 20 * time.Second, Reveal: 10 * time.Second,
 		Commit: 10 * time.Second, Eval: 10 * time.Second, Gather: 500 * time.Millisecond}
 	if f.Deadlines != nil {
 		f.Deadlines(&dl)
 	}
-	cfg := coordinator.Config{Kit: f.Kits["coordinator"], StateDir: f.StateDir("coordinator"),
-		Logger: f.Log.With("who", "coordinator"), Tick: Tick, Seed: 1, Deadlines: dl}
+	cfg := coordinator.Config{Kit: f.Kits["coordinator"], StateDir: f.StateDir(name),
+		Logger: f.Log.With("who", name), Tick: Tick, Seed: 1, Deadlines: dl}
 	if f.CoordinatorConfig != nil {
 		f.CoordinatorConfig(&cfg)
 	}
-	c, err := coordinator.New(cfg)
-	if err != nil {
-		f.T.Fatal(err)
-	}
+	return cfg
+}
+
+// Serve serves c on the Network (taking the address over from any other
+// listener) and makes it f.Coord.
+func (f *Fed) Serve(c *coordinator.Coordinator) {
 	go c.Serve(f.Net.Listen())
 	f.Coord = c
 }
@@ -218,7 +235,11 @@ func (f *Fed) StartNode(name string, train, test *dataset.Set) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rn := &Running{Node: n, cancel: cancel, done: make(chan error, 1)}
-	go func() { rn.done <- n.Run(ctx, Address) }()
+	addrs := f.NodeAddrs
+	if len(addrs) == 0 {
+		addrs = []string{Address}
+	}
+	go func() { rn.done <- n.Run(ctx, addrs...) }()
 	f.Nodes[fl.NodeID(name)] = rn
 }
 
