@@ -179,6 +179,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 			}
 		}
 		c.observe(rd.Audit)
+		c.setStatus() // before the messages: whoever hears of a step sees it in the status
 		t1 := time.Now()
 		failed := c.send(ctx, rd.Messages)
 		c.dropRemoved()
