@@ -5,7 +5,11 @@ OUT      := out
 DATASET  := /usr/share/datasets/fashion-mnist
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build demo simulate test bench dataset clean
+.PHONY: build demo simulate test bench dataset clean image compose-demo test-containers
+
+# The container image (see Dockerfile and docs/DEPLOY.md).
+IMAGE        ?= cloister:dev
+IMAGE_ROOTFS := $(OUT)/image/rootfs
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cloister
@@ -32,6 +36,15 @@ simulate: build dataset
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
+
+# image builds the static binary here and an image FROM scratch around it:
+# nothing is pulled, so it works without a registry.
+image:
+	rm -rf $(IMAGE_ROOTFS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_ROOTFS)/usr/local/bin/cloister ./cmd/cloister
+	sh deploy/image/rootfs.sh $(IMAGE_ROOTFS)
+	docker build --target local -t $(IMAGE) .
+	@docker image inspect -f '{{.Size}}' $(IMAGE) | awk '{ printf "cloister: image $(IMAGE): %.1f MB (%d bytes)\n", $$1/1e6, $$1 }'
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
