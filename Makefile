@@ -46,6 +46,11 @@ image:
 	docker build --target local -t $(IMAGE) .
 	@docker image inspect -f '{{.Size}}' $(IMAGE) | awk '{ printf "cloister: image $(IMAGE): %.1f MB (%d bytes)\n", $$1/1e6, $$1 }'
 
+# compose-demo runs a federation of a coordinator and three sites in
+# containers (deploy/compose) and verifies every audit log.
+compose-demo: image dataset
+	deploy/compose/demo.sh
+
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
