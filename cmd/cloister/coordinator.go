@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,6 +74,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status (default: off); without --metrics-tls or --metrics-token only a loopback address, unauthenticated")
 	metricsTLS := fs.Bool("metrics-tls", false, "serve --metrics over HTTPS with the coordinator's certificate to clients with an observer or admin certificate of the federation CA (cloister ca issue --role observer)")
 	metricsToken := fs.String("metrics-token", "", "a 0600 file holding a bearer token that may read /metrics (Prometheus); implies --metrics-tls")
+	healthAddr := fs.String("health", "", "address for GET /healthz over plain HTTP, for anyone (Kubernetes probes): 200 while the coordinator serves, 503 once it stops, and nothing else (default: off)")
 	state := fs.String("state", "", "state directory (default: KIT/state)")
 	tick := fs.Duration("tick", coordinator.DefaultTick, "engine clock period")
 	collect := fs.Duration("collect-timeout", 5*time.Minute, "how long a round waits for uploads from connected nodes")
@@ -130,12 +132,67 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		c.Shutdown(context.Background())
 		return err
 	}
+	var serving atomic.Bool
+	hh, err := serveHealth(*healthAddr, func() error {
+		select {
+		case <-c.Done():
+			return errors.New("stopped")
+		default:
+		}
+		if !serving.Load() {
+			return errors.New("not serving")
+		}
+		return nil
+	})
+	if err != nil {
+		l.Close()
+		if hs != nil {
+			hs.Close()
+		}
+		c.Shutdown(context.Background())
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- c.Serve(l) }()
+	serving.Store(true)
+	go func() {
+		err := c.Serve(l)
+		serving.Store(false)
+		serveErr <- err
+	}()
 	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state)
-	return runUntilDone(ctx, c, hs, serveErr, log)
+	return runUntilDone(ctx, c, serveErr, log, hs, hh)
+}
+
+// serveHealth serves GET /healthz on addr (nil without an address), in
+// plain HTTP to anyone: 200 "ok" while up returns nil, 503 with its error
+// otherwise. It tells a prober whether the daemon is up and nothing else:
+// what it is doing is on the metrics listener, for observers. Probing the
+// mutual-TLS port instead would log every probe as a refused handshake.
+func serveHealth(addr string, up func() error) (*http.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--health: %w", err)
+	}
+	hs := &http.Server{Handler: healthHandler(up), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(l)
+	return hs, nil
+}
+
+func healthHandler(up func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := up(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
 }
 
 // metricsFlags say where and to whom the coordinator serves its dashboard,
@@ -242,8 +299,9 @@ func readToken(path string) ([]byte, error) {
 }
 
 // runUntilDone waits for a signal, the server's end or the session's, then
-// shuts the metrics server (hs, if any) and the coordinator down.
-func runUntilDone(ctx context.Context, c *coordinator.Coordinator, hs *http.Server, serveErr <-chan error, log *slog.Logger) error {
+// shuts the HTTP servers (the metrics and health listeners, nil if off) and
+// the coordinator down.
+func runUntilDone(ctx context.Context, c *coordinator.Coordinator, serveErr <-chan error, log *slog.Logger, servers ...*http.Server) error {
 	var err error
 	select {
 	case <-ctx.Done():
@@ -254,8 +312,10 @@ func runUntilDone(ctx context.Context, c *coordinator.Coordinator, hs *http.Serv
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if hs != nil {
-		hs.Shutdown(sctx)
+	for _, hs := range servers {
+		if hs != nil {
+			hs.Shutdown(sctx)
+		}
 	}
 	if serr := c.Shutdown(sctx); err == nil {
 		err = serr
