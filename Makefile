@@ -5,7 +5,7 @@ OUT      := out
 DATASET  := /usr/share/datasets/fashion-mnist
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build demo simulate test bench dataset clean image compose-demo test-containers
+.PHONY: build demo simulate test test-k8s bench dataset clean image compose-demo test-containers
 
 # The container image (see Dockerfile and docs/DEPLOY.md).
 IMAGE        ?= cloister:dev
@@ -36,6 +36,12 @@ simulate: build dataset
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) test-k8s
+
+# test-k8s checks the Kubernetes manifests (deploy/k8s): a module of its own,
+# so that k8s.io/api and kustomize stay out of the binary's.
+test-k8s:
+	cd deploy/k8s/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # image builds the static binary here and an image FROM scratch around it:
 # nothing is pulled, so it works without a registry.
