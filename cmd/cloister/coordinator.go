@@ -83,6 +83,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	eval := fs.Duration("eval-timeout", 2*time.Minute, "how long a round waits for the nodes' metrics")
 	gather := fs.Duration("gather", 3*time.Second, "after a restart or dropouts: how long to wait for the rest once enough members are back")
 	join := fs.Duration("join-timeout", 30*time.Second, "how long a key setup waits for members that have not said Hello, once max(t, min cohort) have")
+	keepalive := fs.Duration("keepalive", transport.DefaultKeepalive, "how long a node's connection may be idle before the coordinator pings it, and how long it then waits for the answer before dropping the connection (the node is down until it reconnects)")
 	crl := fs.String("crl", "", "the federation CA's revocation list (cloister ca revoke writes it): refuse and exclude the revoked; re-read every 2s (default: none)")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as every node does; a value below the federation's largest message is refused)")
 	var rates coordinator.Rates
@@ -96,6 +97,9 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if *keepalive < time.Second {
+		return withHint(fmt.Errorf("--keepalive %s: at least 1s", *keepalive), "omit --keepalive for the default, "+transport.DefaultKeepalive.String())
 	}
 	kit, err := loadKit(*kitDir, pki.RoleCoordinator)
 	if err != nil {
@@ -112,7 +116,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		return err
 	}
 	c, err := coordinator.New(coordinator.Config{
-		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
+		Kit: kit, StateDir: *state, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv, Keepalive: *keepalive,
 		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	})
 	if errors.Is(err, federation.ErrLimitTooSmall) {
