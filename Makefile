@@ -52,6 +52,12 @@ image:
 	docker build --target local -t $(IMAGE) .
 	@docker image inspect -f '{{.Size}}' $(IMAGE) | awk '{ printf "cloister: image $(IMAGE): %.1f MB (%d bytes)\n", $$1/1e6, $$1 }'
 
+# test-containers runs the container fault tests (deploy/containertest): a
+# site cut off from its network, a site paused past a deadline, the
+# coordinator killed and restarted. They need a Docker engine.
+test-containers: image
+	CLOISTER_CONTAINER_TESTS=1 CLOISTER_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./deploy/containertest
+
 # compose-demo runs a federation of a coordinator and three sites in
 # containers (deploy/compose) and verifies every audit log.
 compose-demo: image dataset
