@@ -7,7 +7,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: build demo simulate test test-k8s bench dataset clean image compose-demo test-containers
 
-# The container image (see Dockerfile and docs/DEPLOY.md).
+# The container image (see deploy/image/Dockerfile and docs/DEPLOY.md).
 IMAGE        ?= cloister:dev
 IMAGE_ROOTFS := $(OUT)/image/rootfs
 
@@ -43,13 +43,15 @@ test:
 test-k8s:
 	cd deploy/k8s/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-# image builds the static binary here and an image FROM scratch around it:
-# nothing is pulled, so it works without a registry.
+# image builds the static binary here and an image FROM scratch around it
+# (deploy/image/Dockerfile): nothing is pulled, so it works without a
+# registry. The root Dockerfile builds the same image from the sources, for
+# users with one.
 image:
 	rm -rf $(IMAGE_ROOTFS)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_ROOTFS)/usr/local/bin/cloister ./cmd/cloister
 	sh deploy/image/rootfs.sh $(IMAGE_ROOTFS)
-	docker build --target local -t $(IMAGE) .
+	docker build -f deploy/image/Dockerfile -t $(IMAGE) $(OUT)/image
 	@docker image inspect -f '{{.Size}}' $(IMAGE) | awk '{ printf "cloister: image $(IMAGE): %.1f MB (%d bytes)\n", $$1/1e6, $$1 }'
 
 # test-containers runs the container fault tests (deploy/containertest): a
