@@ -44,6 +44,9 @@ elif command -v docker-compose >/dev/null 2>&1; then
 else
 	fail "neither 'docker compose' nor docker-compose is installed"
 fi
+for tool in curl jq; do
+	command -v $tool >/dev/null || fail "$tool is missing: apt-get install $tool"
+done
 docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
 docker image inspect "$CLOISTER_IMAGE" >/dev/null 2>&1 || fail "no image $CLOISTER_IMAGE: run make image"
 [ -x "$cloister" ] || fail "no cloister binary at $cloister: run make image, or set CLOISTER"
