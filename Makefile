@@ -5,7 +5,11 @@ OUT      := out
 DATASET  := /usr/share/datasets/fashion-mnist
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build demo simulate test bench dataset clean
+.PHONY: build demo simulate test test-k8s bench dataset clean image compose-demo test-containers
+
+# The container image (see deploy/image/Dockerfile and docs/DEPLOY.md).
+IMAGE        ?= cloister:dev
+IMAGE_ROOTFS := $(OUT)/image/rootfs
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cloister
@@ -32,6 +36,34 @@ simulate: build dataset
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) test-k8s
+
+# test-k8s checks the Kubernetes manifests (deploy/k8s): a module of its own,
+# so that k8s.io/api and kustomize stay out of the binary's.
+test-k8s:
+	cd deploy/k8s/validate && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# image builds the static binary here and an image FROM scratch around it
+# (deploy/image/Dockerfile): nothing is pulled, so it works without a
+# registry. The root Dockerfile builds the same image from the sources, for
+# users with one.
+image:
+	rm -rf $(IMAGE_ROOTFS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_ROOTFS)/usr/local/bin/cloister ./cmd/cloister
+	sh deploy/image/rootfs.sh $(IMAGE_ROOTFS)
+	docker build -f deploy/image/Dockerfile -t $(IMAGE) $(OUT)/image
+	@docker image inspect -f '{{.Size}}' $(IMAGE) | awk '{ printf "cloister: image $(IMAGE): %.1f MB (%d bytes)\n", $$1/1e6, $$1 }'
+
+# test-containers runs the container fault tests (deploy/containertest): a
+# site cut off from its network, a site paused past a deadline, the
+# coordinator killed and restarted. They need a Docker engine.
+test-containers: image
+	CLOISTER_CONTAINER_TESTS=1 CLOISTER_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./deploy/containertest
+
+# compose-demo runs a federation of a coordinator and three sites in
+# containers (deploy/compose) and verifies every audit log.
+compose-demo: image dataset
+	deploy/compose/demo.sh
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...

@@ -120,6 +120,11 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(lim.frameLimit()), grpc.MaxCallSendMsgSize(lim.frameLimit())),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: ka, Timeout: ka, PermitWithoutStream: true}),
 		grpc.WithDisableRetry(),
+		// No service config from DNS TXT records (_grpc_config.HOST): the
+		// channel's behaviour is this package's alone, and a resolver that
+		// drops TXT queries (Docker's on an internal network) would hold
+		// every dial for its timeout, 10 s.
+		grpc.WithDisableServiceConfig(),
 	}
 	if cfg.Dial != nil {
 		opts = append(opts, grpc.WithContextDialer(cfg.Dial))

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,6 +75,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	metricsAddr := fs.String("metrics", "", "address for the dashboard (/), /metrics, /rounds and /status (default: off); without --metrics-tls or --metrics-token only a loopback address, unauthenticated")
 	metricsTLS := fs.Bool("metrics-tls", false, "serve --metrics over HTTPS with the coordinator's certificate to clients with an observer or admin certificate of the federation CA (cloister ca issue --role observer)")
 	metricsToken := fs.String("metrics-token", "", "a 0600 file holding a bearer token that may read /metrics (Prometheus); implies --metrics-tls")
+	healthAddr := fs.String("health", "", "address for GET /healthz over plain HTTP, for anyone (Kubernetes probes): 200 while the coordinator serves, 503 once it stops, and nothing else (default: off)")
 	state := fs.String("state", "", "state directory: the audit log, and the SQLite store unless --store (default: KIT/state)")
 	storeLoc := fs.String("store", "", "where the coordinator keeps its state: a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=verify-full (password from PGPASSWORD or ~/.pgpass, not the URL), or a SQLite file (a path or sqlite:PATH) (default: STATE/coordinator.db)")
 	failover := fs.Bool("failover", false, "one of several coordinators sharing a PostgreSQL --store: lead while no other does, else wait as a standby (not listening) and take over from the stored state when the leader's lease expires")
@@ -85,6 +87,7 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	eval := fs.Duration("eval-timeout", 2*time.Minute, "how long a round waits for the nodes' metrics")
 	gather := fs.Duration("gather", 3*time.Second, "after a restart or dropouts: how long to wait for the rest once enough members are back")
 	join := fs.Duration("join-timeout", 30*time.Second, "how long a key setup waits for members that have not said Hello, once max(t, min cohort) have")
+	keepalive := fs.Duration("keepalive", transport.DefaultKeepalive, "how long a node's connection may be idle before the coordinator pings it, and how long it then waits for the answer before dropping the connection (the node is down until it reconnects)")
 	crl := fs.String("crl", "", "the federation CA's revocation list (cloister ca revoke writes it): refuse and exclude the revoked; re-read every 2s (default: none)")
 	maxMsg := fs.Int64("max-message", 0, "largest message in bytes (0: computed from the manifest, as every node does; a value below the federation's largest message is refused)")
 	var rates coordinator.Rates
@@ -98,6 +101,9 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if *keepalive < time.Second {
+		return withHint(fmt.Errorf("--keepalive %s: at least 1s", *keepalive), "omit --keepalive for the default, "+transport.DefaultKeepalive.String())
 	}
 	kit, err := loadKit(*kitDir, pki.RoleCoordinator)
 	if err != nil {
@@ -123,9 +129,9 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cfg := coordinator.Config{
-		Kit: kit, StateDir: *state, Store: *storeLoc, Lease: *lease, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv,
+		Kit: kit, StateDir: *state, Store: *storeLoc, Lease: *lease, Logger: log, Tick: *tick, Limits: transport.Limits{MaxMessage: *maxMsg}, Rates: rates, CRL: rv, Keepalive: *keepalive,
 		ManifestFile: filepath.Join(*kitDir, pki.ManifestFile),
-		Deadlines: coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
+		Deadlines:    coordinator.Deadlines{Setup: *setup, Collect: *collect, Reveal: *step, Commit: *step, Eval: *eval, Gather: *gather, Join: *join},
 	}
 	var c *coordinator.Coordinator
 	if *failover {
@@ -154,10 +160,35 @@ func runCoordinator(args []string, _ io.Reader, stdout, stderr io.Writer) error 
 		c.Shutdown(context.Background())
 		return err
 	}
+	var serving atomic.Bool
+	hh, err := serveHealth(*healthAddr, func() error {
+		select {
+		case <-c.Done():
+			return errors.New("stopped")
+		default:
+		}
+		if !serving.Load() {
+			return errors.New("not serving")
+		}
+		return nil
+	})
+	if err != nil {
+		l.Close()
+		if hs != nil {
+			hs.Close()
+		}
+		c.Shutdown(context.Background())
+		return err
+	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- c.Serve(l) }()
+	serving.Store(true)
+	go func() {
+		err := c.Serve(l)
+		serving.Store(false)
+		serveErr <- err
+	}()
 	fmt.Fprintf(stdout, "coordinator %s of federation %s listening on %s (state %s, store %s)\n", kit.Config.Name, kit.Manifest.Federation, l.Addr(), *state, c.Store())
-	return storeHint(runUntilDone(ctx, c, hs, serveErr, log))
+	return storeHint(runUntilDone(ctx, c, serveErr, log, hs, hh))
 }
 
 // storeHint explains the store errors an operator can fix.
@@ -173,6 +204,36 @@ func storeHint(err error) error {
 		return withHint(err, "another coordinator took the lead; this one stopped acting (restarted with --failover, it waits as a standby)")
 	}
 	return err
+}
+
+// serveHealth serves GET /healthz on addr (nil without an address), in
+// plain HTTP to anyone: 200 "ok" while up returns nil, 503 with its error
+// otherwise. It tells a prober whether the daemon is up and nothing else:
+// what it is doing is on the metrics listener, for observers. Probing the
+// mutual-TLS port instead would log every probe as a refused handshake.
+func serveHealth(addr string, up func() error) (*http.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--health: %w", err)
+	}
+	hs := &http.Server{Handler: healthHandler(up), ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(l)
+	return hs, nil
+}
+
+func healthHandler(up func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := up(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
 }
 
 // metricsFlags say where and to whom the coordinator serves its dashboard,
@@ -279,8 +340,9 @@ func readToken(path string) ([]byte, error) {
 }
 
 // runUntilDone waits for a signal, the server's end or the session's, then
-// shuts the metrics server (hs, if any) and the coordinator down.
-func runUntilDone(ctx context.Context, c *coordinator.Coordinator, hs *http.Server, serveErr <-chan error, log *slog.Logger) error {
+// shuts the HTTP servers (the metrics and health listeners, nil if off) and
+// the coordinator down.
+func runUntilDone(ctx context.Context, c *coordinator.Coordinator, serveErr <-chan error, log *slog.Logger, servers ...*http.Server) error {
 	var err error
 	select {
 	case <-ctx.Done():
@@ -291,8 +353,10 @@ func runUntilDone(ctx context.Context, c *coordinator.Coordinator, hs *http.Serv
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if hs != nil {
-		hs.Shutdown(sctx)
+	for _, hs := range servers {
+		if hs != nil {
+			hs.Shutdown(sctx)
+		}
 	}
 	if serr := c.Shutdown(sctx); err == nil {
 		err = serr

@@ -15,6 +15,7 @@ func TestHelp(t *testing.T) {
 		"audit":   {"verify"},
 		"bench":   {"mhe"},
 		"ca":      {"init", "issue"},
+		"kit":     {"install"},
 		"model":   {"export"},
 		"privacy": {"epsilon", "noise", "steps"},
 	}

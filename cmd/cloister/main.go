@@ -40,6 +40,7 @@ func init() {
 		"ca":          {"federation CA by hand: ca init, ca issue (add a member)", runCA},
 		"coordinator": {"run the coordinator daemon", runCoordinator},
 		"node":        {"run a member node daemon", runNode},
+		"kit":         {"kit install: copy a kit from a read-only mount (a Kubernetes Secret) into a private directory", runKit},
 		"model":       {"model export: write the current global model in plaintext (on a node)", runModel},
 		"audit":       {"audit verify: check the audit logs under a directory", runAudit},
 		"demo":        {"run a local federation of real processes on Fashion-MNIST", runDemo},

@@ -147,6 +147,10 @@ func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n 
 		return nil, "", err
 	}
 	key, err := store.LoadOrCreateKey(nf.kitDir)
+	if errors.Is(err, syscall.EROFS) {
+		return nil, "", withHint(fmt.Errorf("%s is read-only and has no %s, the node's at-rest key: %w", nf.kitDir, store.KeyFile, err),
+			fmt.Sprintf("create it once where the kit is kept, before mounting it read-only: (umask 077; head -c %d /dev/urandom > KIT/%s)", store.KeySize, store.KeyFile))
+	}
 	if err != nil {
 		return nil, "", err
 	}
