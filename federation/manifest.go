@@ -86,6 +86,21 @@ type Manifest struct {
 	// ModeMHE), or the masking preset of ModeSecAgg (empty: secagg32). The
 	// mode's package checks that it knows the name.
 	Preset string `json:"he_preset,omitempty"`
+	// Rule is the aggregation rule: empty (or "mean") for the weighted
+	// mean, else a robust rule of package robust in canonical form with f,
+	// the number of Byzantine updates it withstands, written out
+	// ("median:f=2", "trimmed:beta=0.2,f=1", "krum:f=1",
+	// "multikrum:m=4,f=1", "bulyan:f=1", "cclip:tau=0,iters=3,f=2"). It
+	// must be feasible for a cohort of MinCohort updates, the smallest a
+	// round can aggregate ([CanonicalRule]). Only mode plain applies a
+	// robust rule: under mhe and secagg nobody sees an individual update
+	// and only the clip (DP.Clip) bounds a malicious member.
+	Rule string `json:"rule,omitempty"`
+	// InsecureAttacks lets members run as Byzantine attackers (cloister node
+	// --insecure-attack): for tests and research on robust rules only. A
+	// node refuses an attack switch unless it is set, and every daemon
+	// warns of it.
+	InsecureAttacks bool `json:"insecure_attacks,omitempty"`
 	// DP is the differential-privacy configuration.
 	DP DP `json:"dp"`
 	// Model is the model every node trains.

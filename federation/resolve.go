@@ -34,7 +34,8 @@ type Overrides struct {
 type Federation struct {
 	// Manifest is the manifest resolved.
 	Manifest *Manifest
-	// Scheme is the aggregation mode's scheme (or Overrides.Scheme).
+	// Scheme is the aggregation mode's scheme, set to apply the manifest's
+	// rule ([SchemeOf]), or Overrides.Scheme.
 	Scheme protect.Scheme
 	// Round is the engine's configuration ([RoundConfig]), with MaxRound
 	// set to Budget.MaxRound under DP. The daemons add their deadlines.
@@ -106,7 +107,7 @@ func Resolve(m *Manifest, o Overrides) (*Federation, error) {
 		return nil, err
 	}
 	if f.Scheme == nil {
-		if f.Scheme, err = Scheme(m.Mode, m.Preset); err != nil {
+		if f.Scheme, err = SchemeOf(m); err != nil {
 			return nil, err
 		}
 	}

@@ -38,6 +38,13 @@ type InitOptions struct {
 	Model       federation.ModelSpec // zero Kind means "softmax"; zero Inputs and Classes mean DefaultInputs and DefaultClasses
 	Training    federation.Training  // see DefaultTraining; Strategy may be any spec package strategy reads ("fedadam")
 	Attestation *attest.Policy       // nil means no attestation (development); see federation.Manifest.AttestationRequired
+	// Rule is the aggregation rule, any spec package robust reads ("krum",
+	// "trimmed:0.1"); "" means the mean. f, unless given, is the largest the
+	// rule tolerates with MinCohort updates (federation.CanonicalRule).
+	Rule string
+	// InsecureAttacks marks the manifest as allowing Byzantine members
+	// (cloister node --insecure-attack): tests and research only.
+	InsecureAttacks bool
 }
 
 // manifest fills the defaults and returns the manifest template, without
@@ -110,6 +117,10 @@ func (o InitOptions) manifest(random io.Reader) (*federation.Manifest, error) {
 	if o.Attestation != nil {
 		m.Attestation = clonePolicy(*o.Attestation)
 	}
+	if m.Rule, err = federation.CanonicalRule(o.Rule, m.MinCohort); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	m.InsecureAttacks = o.InsecureAttacks
 	return m, nil
 }
 

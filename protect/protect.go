@@ -267,6 +267,28 @@ type Helper interface {
 	Open(req RevealRequest, shares map[fl.NodeID][]byte) ([]byte, error)
 }
 
+// Checker is a Helper that can check one protected payload on its own. A
+// Helper whose Aggregate is not a sum (plain with a robust rule, which
+// needs a cohort of several updates) implements it; for the others
+// checking one payload is aggregating it alone. See [Check].
+type Checker interface {
+	// Check reports what Aggregate would report about the payload of
+	// member from in round r: ErrNotMember, ErrMalformed or ErrForeign.
+	Check(r fl.Round, from fl.NodeID, protected []byte) error
+}
+
+// Check checks the protected payload of member from in round r alone, as
+// the coordinator does with each upload as it arrives, so that one bad
+// upload cannot spoil the aggregate: with h's Check if h is a [Checker],
+// else by aggregating the payload alone.
+func Check(h Helper, r fl.Round, from fl.NodeID, protected []byte) error {
+	if c, ok := h.(Checker); ok {
+		return c.Check(r, from, protected)
+	}
+	_, err := h.Aggregate(r, map[fl.NodeID][]byte{from: protected})
+	return err
+}
+
 // Target is the key pair an aggregate is revealed to: the federation's group
 // key, known to attested members and never to the coordinator.
 type Target interface {

@@ -3,8 +3,9 @@
 // the model.
 //
 // Robust rules need every update in the clear, so of the aggregation modes
-// that exist they run only in `plain` (and in `cloister simulate`). Under
-// `mhe` the defence is the norm bound enforced on the node instead.
+// that exist they run only in `plain` (the federation manifest's rule,
+// applied by package protect/plain) and in `cloister simulate`. Under `mhe`
+// and `secagg` the defence is the norm bound enforced on the node instead.
 //
 // # Rules
 //

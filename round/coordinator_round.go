@@ -207,7 +207,7 @@ func (c *Coordinator) upload(from fl.NodeID, m Message) error {
 		return fmt.Errorf("%w: upload signature: %v", ErrForged, err)
 	}
 	// Check the payload alone, so that one bad upload cannot spoil the sum.
-	if _, err := c.helper.Aggregate(c.st.Round, map[fl.NodeID][]byte{from: m.Payload}); err != nil {
+	if err := protect.Check(c.helper, c.st.Round, from, m.Payload); err != nil {
 		return fmt.Errorf("%w: upload: %w", ErrMalformed, err)
 	}
 	c.uploads[from] = bytes.Clone(m.Payload)

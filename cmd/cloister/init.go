@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -42,6 +43,9 @@ type federationFlags struct {
 	tee, teeMeasurements        string
 	teeMinTCB                   string
 	attestMaxAge                time.Duration
+	rule                        string
+	insecureAttacks             bool
+	flags                       *flag.FlagSet // to tell flags given from defaults
 }
 
 func (f *federationFlags) register(fs *flag.FlagSet) {
@@ -65,7 +69,10 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.inputs, "inputs", 0, "features per example (0: from --data)")
 	fs.IntVar(&f.classes, "classes", 0, "number of classes (0: from --data)")
 	fs.Float64Var(&f.dpNoise, "dp-noise", pki.DefaultDP.NoiseMultiplier, "DP noise multiplier σ of the summed noise (0: no DP)")
-	fs.Float64Var(&f.dpClip, "dp-clip", pki.DefaultDP.Clip, "L2 clipping norm C of each update")
+	fs.Float64Var(&f.dpClip, "dp-clip", pki.DefaultDP.Clip, "L2 clipping norm C of each update; with --dp-noise 0 it clips without DP when given (the only defence against a malicious site under mhe and secagg)")
+	fs.StringVar(&f.rule, "rule", "mean", "aggregation rule: mean, or in mode plain a robust rule: median, trimmed:β, krum, multikrum:m, bulyan or cclip, each with f=F Byzantine sites tolerated (default: the most the rule tolerates with --min-cohort updates)")
+	fs.BoolVar(&f.insecureAttacks, "insecure-allow-attacks", false, "INSECURE, tests and research only: let members run as Byzantine attackers (cloister node --insecure-attack)")
+	f.flags = fs
 	fs.Float64Var(&f.eps, "epsilon", pki.DefaultDP.Epsilon, "total privacy budget ε")
 	fs.Float64Var(&f.delta, "delta", pki.DefaultDP.Delta, "δ")
 	fs.StringVar(&f.address, "address", pki.DefaultAddress, "host:port the coordinator listens on and nodes dial")
@@ -205,10 +212,41 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	}
 	if f.dpNoise == 0 {
 		o.DP = &federation.DP{}
+		if f.explicit("dp-clip") {
+			if !(f.dpClip >= 0) || math.IsInf(f.dpClip, 0) {
+				return o, fmt.Errorf("--dp-clip %v: want a finite clip ≥ 0", f.dpClip)
+			}
+			o.DP.Clip = f.dpClip // clip-only: a norm bound without DP noise
+		}
 	} else {
 		o.DP = &federation.DP{NoiseMultiplier: f.dpNoise, Clip: f.dpClip, Epsilon: f.eps, Delta: f.delta}
 	}
+	o.InsecureAttacks = f.insecureAttacks
+	minCohort := f.minCohort
+	if minCohort == 0 {
+		minCohort = f.threshold
+	}
+	if o.Rule, err = federation.CanonicalRule(f.rule, minCohort); err != nil {
+		return o, withHint(fmt.Errorf("--rule: %w", err), "use mean, median, trimmed:0.2, krum, multikrum:m=M, bulyan or cclip, with f=F at most what --min-cohort allows (e.g. bulyan needs min-cohort ≥ 4f+3)")
+	}
+	if o.Rule != "" && f.mode != federation.ModePlain {
+		return o, withHint(fmt.Errorf("--rule %s in mode %s: nobody sees an individual update under %s, so only the clip (--dp-clip) applies", o.Rule, f.mode, f.mode),
+			"drop --rule (the mean) and bound each update with --dp-clip, or use --mode plain (no protection, research only)")
+	}
+	if o.Rule != "" && f.dpNoise > 0 {
+		return o, withHint(fmt.Errorf("--rule %s with --dp-noise %g: the privacy accounting assumes the noise shares are summed, which a robust rule does not do", o.Rule, f.dpNoise),
+			"use --dp-noise 0 (and --dp-clip C to clip without DP)")
+	}
 	return o, nil
+}
+
+// explicit reports whether the flag name was given on the command line.
+func (f *federationFlags) explicit(name string) bool {
+	set := false
+	if f.flags != nil {
+		f.flags.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+	}
+	return set
 }
 
 // defaultMomentum is the local momentum `cloister init` writes by default.
@@ -276,6 +314,10 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if m.Mode == federation.ModePlain {
 		fmt.Fprintf(stderr, "cloister: warning: %s\n", plain.Warning)
 	}
+	ruleNote(stdout, m)
+	if m.InsecureAttacks {
+		fmt.Fprintln(stderr, "cloister: warning: INSECURE: the manifest allows attacks (insecure_attacks): any member may run as a Byzantine attacker with cloister node --insecure-attack; tests and research only")
+	}
 	if m.AttestationRequired() {
 		fmt.Fprintf(stdout, "  attestation: %s, measurements %v, evidence at most %s old\n", strings.Join(m.Attestation.Formats, ","),
 			m.Attestation.Measurements[m.Attestation.Formats[0]], m.Attestation.MaxAge)
@@ -293,6 +335,20 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// ruleNote says which aggregation rule the manifest m sets, what f is, and
+// what bounds a malicious member when no robust rule can run.
+func ruleNote(w io.Writer, m *federation.Manifest) {
+	switch {
+	case m.Robust():
+		_, f, _ := strings.Cut(m.Rule[strings.LastIndex(m.Rule, "f="):], "f=")
+		fmt.Fprintf(w, "  rule %s: withstands f=%s Byzantine members in every round (cohorts of %d to %d updates)\n", m.Rule, f, m.MinCohort, len(m.Members))
+	case m.DP.Clip > 0:
+		fmt.Fprintf(w, "  rule mean, each update clipped to norm %g: the clip is the only bound on a malicious member\n", m.DP.Clip)
+	default:
+		fmt.Fprintln(w, "  rule mean, no clip: one malicious member can move the model anywhere (--dp-clip C bounds it)")
+	}
 }
 
 // initWithCA is InitFederation with an existing CA: the CA's key is used to

@@ -2,15 +2,18 @@ package plain
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/robust"
 )
 
 // helper is the coordinator side. It is immutable.
 type helper struct {
 	sess *session
+	rule string // a robust.Parse spec; "": the sum
 }
 
 // Setup checks every announcement and that every member's public dealing is
@@ -50,7 +53,8 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 	return append(b, transcript[:]...), nil
 }
 
-// Aggregate adds the protected payloads of round r in member order.
+// Aggregate adds the protected payloads of round r in member order, or
+// applies the helper's rule to them (see the package documentation).
 func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, error) {
 	if len(protected) == 0 {
 		return nil, fmt.Errorf("plain: aggregate of round %d: no inputs", r)
@@ -63,35 +67,32 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 		sum      fl.Vector
 		weight   float64
 		included = make([]int, 0, len(ids))
+		inputs   []input
 	)
 	for _, id := range ids {
-		idx, _ := h.sess.index(id, "")
-		what := fmt.Sprintf("protected update from %s", id)
-		rd, err := open(protected[id], kindProtected, what)
+		in, err := h.decode(r, id, protected[id])
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(rd)
-		round, member, count := fl.Round(rd.u64()), h.sess.member(rd), rd.count()
-		w := rd.weight(limitMaxAbs)
-		raw := rd.values(count, limitMaxAbs)
-		if err := rd.done(); err != nil {
-			return nil, err
-		}
 		switch {
-		case round != r:
-			return nil, foreign(what, "for round %d, want %d", round, r)
-		case member != idx:
-			return nil, foreign(what, "made by %s", h.sess.name(member))
 		case sum == nil:
-			sum = make(fl.Vector, count)
-		case count != len(sum):
-			return nil, fmt.Errorf("plain: %s: %d values, others have %d: %w: %w", what, count, len(sum),
+			sum = make(fl.Vector, in.count)
+		case in.count != len(sum):
+			return nil, fmt.Errorf("plain: protected update from %s: %d values, others have %d: %w: %w", id, in.count, len(sum),
 				fl.ErrDimension, protect.ErrMalformed)
 		}
-		addValues(sum, raw)
-		weight += w
-		included = append(included, idx)
+		if h.rule == "" {
+			addValues(sum, in.raw)
+		} else {
+			inputs = append(inputs, in)
+		}
+		weight += in.weight
+		included = append(included, in.member)
+	}
+	if h.rule != "" {
+		if sum, err = h.applyRule(r, inputs, weight); err != nil {
+			return nil, err
+		}
 	}
 	b := newPayload(kindAggregate, aggregateFixed+4*len(included)+8*len(sum))
 	b = append(b, h.sess.digest[:]...)
@@ -103,6 +104,80 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 		b = appendU32(b, i)
 	}
 	return appendVector(b, sum), nil
+}
+
+// input is a checked protected update.
+type input struct {
+	member int
+	count  int
+	weight float64
+	raw    []byte // count checked float64s
+}
+
+// decode checks the protected update b of member id for round r.
+func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
+	idx, err := h.sess.index(id, "protected update from")
+	if err != nil {
+		return input{}, err
+	}
+	what := fmt.Sprintf("protected update from %s", id)
+	rd, err := open(b, kindProtected, what)
+	if err != nil {
+		return input{}, err
+	}
+	h.sess.checkSession(rd)
+	round, member, count := fl.Round(rd.u64()), h.sess.member(rd), rd.count()
+	w := rd.weight(limitMaxAbs)
+	raw := rd.values(count, limitMaxAbs)
+	if err := rd.done(); err != nil {
+		return input{}, err
+	}
+	switch {
+	case round != r:
+		return input{}, foreign(what, "for round %d, want %d", round, r)
+	case member != idx:
+		return input{}, foreign(what, "made by %s", h.sess.name(member))
+	}
+	return input{member: idx, count: count, weight: w, raw: raw}, nil
+}
+
+// Check checks the protected update of member from for round r alone.
+func (h *helper) Check(r fl.Round, from fl.NodeID, protected []byte) error {
+	_, err := h.decode(r, from, protected)
+	return err
+}
+
+// applyRule returns W·rule(Δ₁, …, Δₖ), Δᵢ = (wᵢΔᵢ)/wᵢ, for the k inputs of
+// total weight W.
+func (h *helper) applyRule(r fl.Round, inputs []input, total float64) (fl.Vector, error) {
+	k := len(inputs)
+	rule, err := robust.Parse(h.rule, k)
+	if err != nil {
+		return nil, fmt.Errorf("plain: aggregate of round %d: rule %q on %d updates: %w", r, h.rule, k, err)
+	}
+	deltas := make([]fl.Vector, k)
+	for i, in := range inputs {
+		v := decodeValues(in.raw)
+		if in.weight > 0 {
+			v.Scale(1 / in.weight)
+		} else if len(v) > 0 {
+			v[0] = math.NaN() // no Δ: malformed for the rule
+		}
+		deltas[i] = v
+	}
+	out, err := rule.Aggregate(deltas)
+	if err != nil {
+		return nil, fmt.Errorf("plain: aggregate of round %d: %s on %d updates: %w", r, rule, k, err)
+	}
+	bound := float64(k) * limitMaxAbs
+	for j := range out {
+		out[j] *= total
+		if !finiteWithin(out[j], bound) {
+			return nil, fmt.Errorf("plain: aggregate of round %d: %s times the weight %v is %v at value %d, outside ±%v: %w",
+				r, rule, total, out[j], j, bound, protect.ErrRange)
+		}
+	}
+	return out, nil
 }
 
 // Needed returns the threshold t.

@@ -48,6 +48,24 @@
 //     copies the sum into a result bound to the target key.
 //   - [protect.Target.Decrypt] returns the [protect.Sum].
 //
+// # Robust rules
+//
+// A Scheme with a Rule is for research on Byzantine robustness: its helper
+// sees every update, so it can apply a rule of package robust (median,
+// trimmed mean, Krum, multi-Krum, Bulyan, centered clipping) instead of
+// summing. Each protected update carries wᵢΔᵢ and wᵢ (a node weighs its
+// update before it protects it); the helper recovers Δᵢ = (wᵢΔᵢ)/wᵢ,
+// applies the rule to the Δᵢ of the k inputs, unweighted, and writes the
+// aggregate as W·rule(Δ₁, …, Δₖ) with weight W = Σ wᵢ. The aggregate keeps
+// its format, and a runtime that divides the revealed sum by its weight,
+// as it does for every mode, gets rule(Δ₁, …, Δₖ) exactly (up to one
+// rounding). An input of weight 0 has no Δ: the rule treats it as
+// malformed, which counts against its f. Aggregate refuses a cohort for
+// which the rule is infeasible ([robust.ErrInfeasible]) rather than sum
+// it, and an aggregate outside the capacity ([protect.ErrRange]).
+// Aggregating one update alone is then no longer a way to check it: the
+// helper is a [protect.Checker].
+//
 // # Capacity
 //
 // Values are carried as float64. A single input is at most 2⁵³ in absolute
@@ -95,6 +113,7 @@ import (
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
+	"github.com/cloisterfl/cloister/robust"
 )
 
 // Warning is what a runtime prints when a session uses this mode.
@@ -111,8 +130,14 @@ const (
 	limitMaxDim     = 1 << 24 // 128 MiB of float64 per payload
 )
 
-// Scheme is the plain mode. The zero value is ready to use.
-type Scheme struct{}
+// Scheme is the plain mode. The zero value is ready to use: it sums.
+type Scheme struct {
+	// Rule, if not empty or "mean", is the robust rule the helper applies
+	// instead of the sum: a spec of package robust ("median:f=1",
+	// "krum:f=1", …; see the section Robust rules). Give f explicitly:
+	// without it, f would follow the number of updates each round.
+	Rule string
+}
 
 var _ protect.Scheme = Scheme{}
 
@@ -196,13 +221,22 @@ func (Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.R
 	return &party{sess: sess, self: idx, rand: rand, dealt: true, ready: true, transcript: transcript}, nil
 }
 
-// NewHelper returns the coordinator side for session s.
-func (Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
+// NewHelper returns the coordinator side for session s. It refuses a Rule
+// that package robust cannot read, or that no cohort of the session's
+// members can satisfy.
+func (sc Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
 	sess, _, err := newSession(s, "")
 	if err != nil {
 		return nil, err
 	}
-	return &helper{sess: sess}, nil
+	h := &helper{sess: sess}
+	if sc.Rule != "" && sc.Rule != "mean" {
+		if _, err := robust.Parse(sc.Rule, len(sess.members)); err != nil {
+			return nil, fmt.Errorf("plain: rule %q with the session's %d members: %w", sc.Rule, len(sess.members), err)
+		}
+		h.rule = sc.Rule
+	}
+	return h, nil
 }
 
 // NewTarget returns a fresh target, identified by 32 bytes from rand. Its
