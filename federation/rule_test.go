@@ -64,7 +64,9 @@ func TestValidateRule(t *testing.T) {
 		"median":      func(m *Manifest) { m.Rule = "median:f=2" },
 		"mean spelt":  func(m *Manifest) { m.Rule = "mean" },
 		"bulyan at 7": func(m *Manifest) { m.MinCohort, m.Rule = 7, "bulyan:f=1" },
-		"mean in mhe": func(m *Manifest) { m.Mode, m.Preset, m.DP = ModeMHE, "test", DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5} },
+		"mean in mhe": func(m *Manifest) {
+			m.Mode, m.Preset, m.DP = ModeMHE, "test", DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5}
+		},
 	}
 	for name, edit := range ok {
 		m := plainManifest(7, 5)
@@ -77,10 +79,12 @@ func TestValidateRule(t *testing.T) {
 		edit func(m *Manifest)
 		says string
 	}{
-		"in mhe":       {func(m *Manifest) { m.Mode, m.Preset, m.Rule = ModeMHE, "test", "median:f=2" }, "only the clip"},
-		"in secagg":    {func(m *Manifest) { m.Mode, m.Rule = ModeSecAgg, "krum:f=1" }, "only the clip"},
-		"in tee":       {func(m *Manifest) { m.Mode, m.Rule = ModeTEE, "krum:f=1" }, "mode plain only"},
-		"with noise":   {func(m *Manifest) { m.Rule, m.DP = "median:f=2", DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5} }, "noise shares"},
+		"in mhe":    {func(m *Manifest) { m.Mode, m.Preset, m.Rule = ModeMHE, "test", "median:f=2" }, "only the clip"},
+		"in secagg": {func(m *Manifest) { m.Mode, m.Rule = ModeSecAgg, "krum:f=1" }, "only the clip"},
+		"in tee":    {func(m *Manifest) { m.Mode, m.Rule = ModeTEE, "krum:f=1" }, "mode plain only"},
+		"with noise": {func(m *Manifest) {
+			m.Rule, m.DP = "median:f=2", DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5}
+		}, "noise shares"},
 		"no f":         {func(m *Manifest) { m.Rule = "krum" }, `write "krum:f=1"`},
 		"bulyan at 5":  {func(m *Manifest) { m.Rule = "bulyan:f=1" }, "4f+3"},
 		"unknown rule": {func(m *Manifest) { m.Rule = "geomed" }, "unknown rule"},
