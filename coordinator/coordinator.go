@@ -276,6 +276,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if c.scheme.Name() == plain.Name {
 		c.log.Warn(plain.Warning)
 	}
+	if c.manifest().InsecureAttacks {
+		c.log.Warn(federation.WarnInsecureAttacks)
+	}
 	if c.budget, err = newBudget(fed.Budget, c.manifest()); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/store"
@@ -90,6 +91,9 @@ func (c *Coordinator) statusDoc() statusDoc {
 		Messages: messageDoc{MaxMessage: uint64(c.cfg.Limits.MaxMessage), LargestIn: c.tm.LargestIn.Load(), LargestOut: c.tm.LargestOut.Load()}}
 	if d.Mode == plain.Name {
 		d.Warnings = []string{plain.Warning}
+	}
+	if c.manifest().InsecureAttacks {
+		d.Warnings = append(d.Warnings, federation.WarnInsecureAttacks)
 	}
 	if !c.manifest().AttestationRequired() {
 		d.Attestation = attestationDoc{Warnings: []string{warnAttestationOff}}

@@ -83,3 +83,8 @@ func SchemeOf(m *Manifest) (protect.Scheme, error) {
 	}
 	return plain.Scheme{Rule: m.Rule}, nil
 }
+
+// WarnInsecureAttacks is what every daemon and the command line say when the
+// manifest allows Byzantine members (InsecureAttacks).
+const WarnInsecureAttacks = "INSECURE: the manifest allows attacks (insecure_attacks): any member may run as a Byzantine attacker " +
+	"(cloister node --insecure-attack). Tests and research on robust rules only."

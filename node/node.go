@@ -183,6 +183,18 @@ type Config struct {
 	// node refuses (and leaves the federation on) an amendment that sets t
 	// below it.
 	MinThreshold int
+	// InsecureAttack, if set, makes this node a Byzantine attacker: a spec
+	// of package attack ("sign-flip", "scale:factor=10", "gaussian",
+	// "label-flip", "alie", "ipm", "backdoor:target=0"), applied to its
+	// training data and to every update before the clip. TESTS AND
+	// RESEARCH ONLY: New refuses it (ErrAttackNotAllowed) unless the
+	// manifest sets insecure_attacks, and the node logs a warning every
+	// round. The omniscient attacks (alie, ipm) estimate the honest updates
+	// from shards of this node's own data.
+	InsecureAttack string
+	// InsecureAttackers is how many members the attacker assumes collude
+	// (ALIE's default z); 0 means 1.
+	InsecureAttackers int
 }
 
 // Node is a member daemon. Create it with New, then call Run once.
@@ -276,6 +288,17 @@ func New(cfg Config) (*Node, error) {
 	n.cfg.Limits.MaxMessage = fed.MaxMessage
 	if n.tr, err = newTrainer(n.manifest(), n.self, cfg.Train, cfg.Test, n.scheme.Capacity(), cfg.Seed); err != nil {
 		return nil, err
+	}
+	if cfg.InsecureAttack != "" {
+		if n.tr.byz, err = newByzantine(n.manifest(), n.tr, cfg.InsecureAttack, cfg.InsecureAttackers); err != nil {
+			return nil, err
+		}
+		n.log.Warn("INSECURE: this node is a Byzantine attacker: every update it sends is forged (tests and research only)", "attack", n.tr.byz.attack.String())
+	} else if cfg.InsecureAttackers != 0 {
+		return nil, errors.New("node: InsecureAttackers without InsecureAttack")
+	}
+	if n.manifest().InsecureAttacks {
+		n.log.Warn(federation.WarnInsecureAttacks)
 	}
 	if cfg.InsecureNoise != nil {
 		n.log.Warn("INSECURE: DP noise from a seeded stream, not crypto/rand: no privacy against anyone who knows the seed (tests only)")

@@ -48,6 +48,10 @@ type trainer struct {
 	// round that included its update commits.
 	scaffold bool
 	ctl      *control
+
+	// byz, if set, makes this node a Byzantine attacker
+	// (Config.InsecureAttack): tests and research only.
+	byz *byzantine
 }
 
 // ErrDataMismatch: local data whose features or classes are not those of
@@ -128,6 +132,7 @@ type trainResult struct {
 	Examples int
 	Clip     float64 // the factor clipping applied (1: none)
 	Capped   bool    // the weight was lowered to keep the sum within the scheme's range
+	Attack   string  // the attack that forged the update ("": none)
 	Seconds  float64
 }
 
@@ -154,6 +159,11 @@ func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
 	if t.scaffold {
 		t.ctl.propose(r, u.Control)
 	}
+	if t.byz != nil {
+		if err := t.byz.forge(t, r, global, ci, u); err != nil {
+			return trainResult{}, err
+		}
+	}
 	p := t.policy
 	if m := t.members.Load(); m > 0 {
 		p.Members = int(m)
@@ -161,11 +171,15 @@ func (t *trainer) trainTask(r fl.Round, global fl.Vector) (trainResult, error) {
 	if err := p.Apply(u, t.noise); err != nil {
 		return trainResult{}, err
 	}
-	return trainResult{
+	res := trainResult{
 		Update: fl.Update{Node: t.self, Round: r, Delta: u.Delta, Weight: u.Weight},
 		Loss:   u.Loss, Examples: u.Examples, Clip: u.Scale, Capped: u.Capped,
 		Seconds: time.Since(start).Seconds(),
-	}, nil
+	}
+	if t.byz != nil {
+		res.Attack = t.byz.attack.String()
+	}
+	return res, nil
 }
 
 // evaluate returns the metrics of model v on the local test data.

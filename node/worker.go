@@ -27,6 +27,9 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 			}
 			n.stats.Trained.Add(1)
 			n.stats.TrainNanos.Add(uint64(r.Seconds * 1e9))
+			if r.Attack != "" {
+				n.log.Warn("INSECURE: this node sends a forged update (Byzantine attacker, tests and research only)", "round", t.Round, "attack", r.Attack)
+			}
 			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
 				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
 			if n.cfg.OnUpdate != nil {

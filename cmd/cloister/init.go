@@ -316,7 +316,7 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	ruleNote(stdout, m)
 	if m.InsecureAttacks {
-		fmt.Fprintln(stderr, "cloister: warning: INSECURE: the manifest allows attacks (insecure_attacks): any member may run as a Byzantine attacker with cloister node --insecure-attack; tests and research only")
+		fmt.Fprintf(stderr, "cloister: warning: %s\n", federation.WarnInsecureAttacks)
 	}
 	if m.AttestationRequired() {
 		fmt.Fprintf(stdout, "  attestation: %s, measurements %v, evidence at most %s old\n", strings.Join(m.Attestation.Formats, ","),

@@ -105,6 +105,8 @@ type nodeFlags struct {
 	maxEps                                    float64
 	minThreshold                              int
 	dump, tee, simState                       string
+	attack                                    string
+	attackers                                 int
 	log                                       logFlags
 }
 
@@ -124,6 +126,8 @@ func (nf *nodeFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&nf.minThreshold, "min-threshold", 0, "this site's floor under the threshold t: refuse (and leave the federation on) a manifest amendment that sets t below it (0: none)")
 	fs.Uint64Var(&nf.dpSeed, "insecure-dp-seed", 0, "TESTING ONLY: draw the DP noise from a stream seeded by this and the node's name instead of crypto/rand (reproducible comparisons; no privacy); 0: off")
 	fs.StringVar(&nf.dump, "insecure-dump-updates", "", "TESTING ONLY: write every plaintext update to this directory (blindness tests); never with real data")
+	fs.StringVar(&nf.attack, "insecure-attack", "", "TESTS AND RESEARCH ONLY: run as a Byzantine attacker: sign-flip, scale, gaussian, label-flip, alie, ipm or backdoor, with optional parameters (sign-flip:scale=4); refused unless the manifest allows attacks (cloister init --insecure-allow-attacks)")
+	fs.IntVar(&nf.attackers, "insecure-attackers", 0, "with --insecure-attack: how many members collude (sets ALIE's default z; 0: 1)")
 	fs.StringVar(&nf.tee, "tee", "", "the TEE this node runs in: sim (INSECURE, development), sev-snp, tdx or nitro; needed when the manifest requires attestation")
 	fs.StringVar(&nf.simState, "tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
 	fs.StringVar(&nf.crl, "crl", "", "the federation CA's revocation list (cloister ca revoke writes it): distrust the revoked; re-read every 2s (default: none)")
@@ -167,10 +171,13 @@ func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n 
 		Kit: kit, StateDir: nf.state, AtRest: key, Train: train, Test: test, Logger: log, Tick: nf.tick,
 		Seed: nf.seed, Limits: transport.Limits{MaxMessage: nf.maxMsg}, MaxEpsilon: nf.maxEps,
 		OnUpdate: onUpdate, TEE: att, AttestEvery: nf.attestEvery, InsecureNoise: noise,
+		InsecureAttack: nf.attack, InsecureAttackers: nf.attackers,
 	})
 	switch {
 	case errors.Is(err, federation.ErrLimitTooSmall):
 		return nil, "", withHint(err, "omit --max-message: the limit computed from the manifest fits every message")
+	case errors.Is(err, node.ErrAttackNotAllowed):
+		return nil, "", withHint(err, "attacks are for tests and research: make a federation with cloister init --insecure-allow-attacks")
 	case errors.Is(err, node.ErrDataMismatch):
 		return nil, "", withHint(err, "pass --data with the features and classes the manifest's model was made for (cloister init --inputs/--classes or --data)")
 	case err != nil:
