@@ -62,6 +62,10 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	st := f.stopCoordinator()
 	res := summarize(h, f.nodeReportTimes(names), opts, d.seed, d.partition, total)
 	res.SetupSeconds = f.setup
+	res.Rule = opts.Rule
+	if d.attack != "" {
+		res.Attack, res.Byzantine = d.attack, d.byzantine
+	}
 	res.Messages = st.Messages
 	if d.keep != "" {
 		res.Dir = dir
@@ -80,6 +84,8 @@ type demoFlags struct {
 	timeout             time.Duration
 	attestEvery         time.Duration
 	dump                bool
+	attack              string // --insecure-attack
+	byzantine           int    // --byzantine
 }
 
 func (d *demoFlags) register(fs *flag.FlagSet) {
@@ -115,6 +121,9 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&ff.delta, "delta", 1e-5, "with --dp-noise: δ")
 	fs.StringVar(&ff.tee, "tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
 	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their process keys and re-attest this often")
+	fs.StringVar(&ff.rule, "rule", "mean", "aggregation rule: mean, or in mode plain median, trimmed:β, krum, multikrum:m, bulyan or cclip (f: the most the rule tolerates with --min-cohort updates, unless given)")
+	fs.StringVar(&d.attack, "insecure-attack", "", "INSECURE, research only: node-1 … node-F (--byzantine) run this attack (sign-flip, scale, gaussian, label-flip, alie, ipm, backdoor); the manifest then allows attacks")
+	fs.IntVar(&d.byzantine, "byzantine", 1, "with --insecure-attack: how many nodes attack")
 	fs.Uint64Var(&d.dpSeed, "insecure-dp-seed", 0, "TESTING ONLY: nodes draw the DP noise from streams seeded by this (reproducible mhe-against-plain comparisons; no privacy); 0: crypto/rand")
 }
 
@@ -142,6 +151,12 @@ func (d *demoFlags) parse(args []string, stderr io.Writer) (pki.InitOptions, err
 		return pki.InitOptions{}, err
 	}
 	opts.Federation = "demo"
+	if d.attack != "" {
+		if d.byzantine < 1 || d.byzantine > d.fed.nodes {
+			return pki.InitOptions{}, fmt.Errorf("--byzantine %d outside 1..%d (--nodes)", d.byzantine, d.fed.nodes)
+		}
+		opts.InsecureAttacks = true
+	}
 	return opts, nil
 }
 
@@ -180,6 +195,13 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 		fmt.Fprintf(stdout, "WARNING: --insecure-dp-seed: the DP noise is reproducible, not private. Comparisons only.\n")
 	}
 	f.dumpUpdates = d.dump
+	if d.attack != "" {
+		f.argsOf = map[string][]string{}
+		for i := 1; i <= d.byzantine; i++ {
+			name := fmt.Sprintf("node-%d", i)
+			f.argsOf[name] = append(f.argsOf[name], "--insecure-attack", d.attack, "--insecure-attackers", strconv.Itoa(d.byzantine))
+		}
+	}
 	return f, nil
 }
 
@@ -193,6 +215,12 @@ func (d *demoFlags) announce(w io.Writer, opts pki.InitOptions, dir string) {
 		d.fed.nodes, d.fed.threshold, d.fed.rounds, what, opts.Model.Spec(), d.fed.data, d.partition, opts.Training.Strategy, d.seed)
 	if d.fed.mode == federation.ModePlain {
 		fmt.Fprintf(w, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
+	}
+	if opts.Rule != "" {
+		fmt.Fprintf(w, "rule %s\n", opts.Rule)
+	}
+	if d.attack != "" {
+		fmt.Fprintf(w, "WARNING: --insecure-attack: node-1 … node-%d are Byzantine attackers (%s). Research only.\n", d.byzantine, d.attack)
 	}
 	if d.fed.tee == attest.FormatSim {
 		fmt.Fprintf(w, "WARNING: --tee sim is a SIMULATED TEE: its evidence proves nothing. Development only.\n")

@@ -27,6 +27,9 @@ type demoResult struct {
 	Model              string    `json:"model"`
 	Partition          string    `json:"partition"`
 	Strategy           string    `json:"strategy"`
+	Rule               string    `json:"rule,omitempty"`      // the manifest's rule ("": the mean)
+	Attack             string    `json:"attack,omitempty"`    // --insecure-attack
+	Byzantine          int       `json:"byzantine,omitempty"` // attackers (--byzantine)
 	SecondsPerRound    []float64 `json:"seconds_per_round"`
 	MedianRoundSeconds float64   `json:"median_round_seconds"`
 	BytesUpPerRound    []uint64  `json:"bytes_up_per_round"`

@@ -39,7 +39,7 @@ type localFed struct {
 	setup       float64             // seconds from the processes' start to round 1
 	dumpUpdates bool                // nodes write their plaintext updates under DIR/updates/NAME (tests)
 	exeOf       map[string]string   // tests: another binary for a process (a tampered copy)
-	argsOf      map[string][]string // tests: more arguments for a node
+	argsOf      map[string][]string // more arguments for a node (tests, the demo's attackers)
 	// metricsClient, if set, fetches /status and /rounds over HTTPS (tests
 	// of --metrics-tls: a client with an observer certificate).
 	metricsClient *http.Client

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestDemoByzantine runs real processes: a tiny plain federation of 3
+// nodes in which node-1 sends sign-flipped updates (×10). The mean is
+// dragged away; the manifest's median (f=1 with a minimum cohort of 3)
+// learns.
+func TestDemoByzantine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two federations of real processes")
+	}
+	args := []string{"--mode", "plain", "--min-cohort", "3", "--rounds", "5", "--dp-noise", "0", "--insecure-attack", "sign-flip:scale=10"}
+	out, mean := runTinyDemo(t, args...)
+	for _, want := range []string{"WARNING: --insecure-attack: node-1 … node-1 are Byzantine attackers (sign-flip:scale=10)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	out, median := runTinyDemo(t, append(args, "--rule", "median")...)
+	if !strings.Contains(string(out), "rule median:f=1") {
+		t.Errorf("output lacks the rule, median:f=1")
+	}
+	if median.Rule != "median:f=1" || median.Attack != "sign-flip:scale=10" || median.Byzantine != 1 || mean.Rule != "" {
+		t.Errorf("JSON: rule %q attack %q byzantine %d (mean run: rule %q)", median.Rule, median.Attack, median.Byzantine, mean.Rule)
+	}
+	t.Logf("final accuracy with one sign-flip attacker of 3: mean %.3f, median %.3f", mean.FinalAccuracy, median.FinalAccuracy)
+	if median.FinalAccuracy < 0.8 {
+		t.Errorf("median: final accuracy %.3f, want ≥ 0.8 on separable blobs", median.FinalAccuracy)
+	}
+	if mean.FinalAccuracy > median.FinalAccuracy-0.3 {
+		t.Errorf("mean: final accuracy %.3f against the median's %.3f: the attacker should drag the mean down", mean.FinalAccuracy, median.FinalAccuracy)
+	}
+}
