@@ -32,3 +32,24 @@ func ExampleResolve() {
 	// the budget ε = 8 stops the session after round 21 (ε 7.79)
 	// noise multiplier for all 30 rounds: 3.507
 }
+
+// CanonicalRule writes a rule spec as the manifest carries it, with f (the
+// Byzantine members it withstands) written out: by default the most the
+// rule tolerates with the minimum cohort, the smallest a round aggregates.
+func ExampleCanonicalRule() {
+	for _, spec := range []string{"mean", "median", "krum", "trimmed:0.2", "bulyan", "bulyan:f=2"} {
+		canon, err := federation.CanonicalRule(spec, 7)
+		if err != nil {
+			fmt.Println(spec, "→ error:", err)
+			continue
+		}
+		fmt.Printf("%s → %q\n", spec, canon)
+	}
+	// Output:
+	// mean → ""
+	// median → "median:f=3"
+	// krum → "krum:f=2"
+	// trimmed:0.2 → "trimmed:beta=0.2,f=1"
+	// bulyan → "bulyan:f=1"
+	// bulyan:f=2 → error: rule "bulyan:f=2" for a minimum cohort of 7 updates: parsing "bulyan:f=2": robust: Bulyan with n=7, f=2 is infeasible: needs n ≥ 4f+3
+}

@@ -220,6 +220,10 @@ func FuzzEntryPoints(f *testing.F) {
 		f.Add(b)
 	}
 	s := plain.Scheme{}
+	median, err := plain.Scheme{Rule: "median:f=1"}.NewHelper(g.sess)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		with := func(m map[fl.NodeID][]byte, id fl.NodeID) map[fl.NodeID][]byte {
 			c := maps.Clone(m)
@@ -229,7 +233,9 @@ func FuzzEntryPoints(f *testing.F) {
 		reqAgg, reqTarget := req, req
 		reqAgg.Aggregate, reqTarget.Target = b, b
 		calls := map[string]func() error{
-			"Aggregate": func() error { _, err := g.helper.Aggregate(r, with(in, "a")); return err },
+			"Aggregate":         func() error { _, err := g.helper.Aggregate(r, with(in, "a")); return err },
+			"Aggregate(median)": func() error { _, err := median.Aggregate(r, with(in, "a")); return err },
+			"Check":             func() error { return protect.Check(median, r, "a", b) },
 			"Reveal(aggregate)": func() error {
 				_, err := g.parties["a"].Reveal(reqAgg, &protect.MemLedger{})
 				return err
