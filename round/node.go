@@ -22,9 +22,10 @@ const (
 	stepTraining                 // a training task is out
 	stepUploaded                 // its update is uploaded
 	stepRevealed                 // it revealed the round's aggregate
+	stepDeclined                 // its training failed: it declined the round
 )
 
-var stepNames = [...]string{"idle", "training", "uploaded", "revealed"}
+var stepNames = [...]string{"idle", "training", "uploaded", "revealed", "declined"}
 
 func (s nodeStep) String() string { return stepNames[s] }
 
