@@ -442,7 +442,7 @@ func (h *Host) next(ctx context.Context, s *session, t *pb.Task) (*pb.FromTraine
 	case <-ctx.Done():
 		d := "its deadline"
 		if t.TimeoutMs > 0 {
-			d = (time.Duration(t.TimeoutMs) * time.Millisecond).String()
+			d = (time.Duration(t.TimeoutMs) * time.Millisecond).Round(100 * time.Millisecond).String()
 		}
 		return nil, fmt.Errorf("%w: no reply within %s", ErrTimeout, d)
 	}
@@ -524,6 +524,13 @@ func (h *Host) acquire(ctx context.Context) (*session, error) {
 		h.mu.Lock()
 		cur, refused, last, closed, changed := h.cur, h.refused, h.last, h.closed, h.changed
 		h.mu.Unlock()
+		if cur != nil {
+			select {
+			case <-cur.done: // ended; its handler is about to clear it
+				cur = nil
+			default:
+			}
+		}
 		switch {
 		case closed:
 			<-h.turn
@@ -581,13 +588,19 @@ func (h *Host) run(ctx context.Context, t *pb.Task, prepare func(*session) ([]by
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if errors.Is(err, ErrExited) && h.cfg.Process != nil {
-		if why := h.cfg.Process.exitDetail(2 * time.Second); why != "" {
+		if why := h.cfg.Process.exitDetail(5 * time.Second); why != "" {
 			err = fmt.Errorf("%w; %s", err, why)
 		}
 	}
 	err = fmt.Errorf("%s: %w", what, err)
 	h.stats.Faults.Add(1)
 	s.end(err)
+	h.mu.Lock()
+	if h.cur == s {
+		h.cur, h.last = nil, err
+		h.signal()
+	}
+	h.mu.Unlock()
 	h.log.Warn("trainer fault: ending its stream", "session", s.id, "err", err)
 	if h.cfg.Process != nil {
 		h.cfg.Process.Restart(err)
