@@ -73,6 +73,10 @@ type ProcessConfig struct {
 	Logger *slog.Logger
 	// Output, if set, also receives the trainer's output as it comes.
 	Output io.Writer
+	// Once runs the command once, with no restart: Run returns when it
+	// exits (an error saying how, with its last output) or when ctx ends
+	// (nil). `cloister trainer describe` runs a trainer so.
+	Once bool
 }
 
 // Process runs a trainer's command and restarts it when it exits or when
@@ -225,6 +229,12 @@ func (p *Process) Run(ctx context.Context) error {
 		}
 		out.flush()
 		p.ended(exited, err)
+		if p.cfg.Once {
+			if t := p.tail.String(); t != "" {
+				return fmt.Errorf("trainer: the trainer exited (%s); its last output: %s", describeExit(err), t)
+			}
+			return fmt.Errorf("trainer: the trainer exited (%s)", describeExit(err))
+		}
 		if time.Since(started) >= p.cfg.Backoff.Reset {
 			fails = 0
 		}

@@ -17,6 +17,7 @@ func TestHelp(t *testing.T) {
 		"ca":      {"init", "issue"},
 		"model":   {"export"},
 		"privacy": {"epsilon", "noise", "steps"},
+		"trainer": {"describe"},
 	}
 	var lines [][]string
 	for _, h := range []string{"-h", "--help", "help"} {
