@@ -18,7 +18,7 @@ import (
 // dependencies (grpc, protobuf, numpy): $CLOISTER_PYTHON, or Debian's
 // /usr/bin/python3, or python3. Without them the test is skipped, unless
 // CLOISTER_REQUIRE_PYTHON=1 (make test and CI), which fails it.
-func python(t *testing.T) string {
+func python(t testing.TB) string {
 	t.Helper()
 	py := os.Getenv("CLOISTER_PYTHON")
 	if py == "" {
