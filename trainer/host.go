@@ -418,6 +418,8 @@ func (h *Host) exchange(ctx context.Context, s *session, t *pb.Task, data []byte
 		}
 	case <-s.done:
 		return nil, nil, s.err
+	case <-ctx.Done(): // it replied without reading the whole task
+		return nil, nil, fmt.Errorf("%w: the trainer replied to task %d but did not read its data", ErrProtocol, t.Id)
 	}
 	h.stats.BytesOut.Add(uint64(len(data)))
 	h.stats.BytesIn.Add(uint64(len(rdata)))
