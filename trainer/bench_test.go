@@ -67,7 +67,7 @@ func benchTrain(b *testing.B, h *trainer.Host) {
 	b.ReportMetric(api.Seconds()/float64(b.N), "api-s/op")
 	// This process's CPU time: on a loaded machine the wall time measures
 	// the load as much as the API.
-	b.ReportMetric((cpuTime() - cpu0).Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 }
 
 // cpuTime is this process's user and system CPU time.
