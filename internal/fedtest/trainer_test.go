@@ -176,5 +176,10 @@ func TestExternalTrainerFaults(t *testing.T) {
 			t.Error("a node was counted down at the collect deadline")
 		}
 		f.VerifyAudit(5, 4)
+		// The exported model is in the trainer's layout.
+		exp := f.Export("node-1")
+		if exp.Kind != federation.ModelExternal || exp.Params != goLayout.Len() || !strings.Contains(exp.Layout, digest) {
+			t.Errorf("exported %s model of %d parameters, layout %q", exp.Kind, exp.Params, exp.Layout)
+		}
 	})
 }
