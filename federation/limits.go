@@ -54,7 +54,7 @@ const Margin = 4
 // implies them: the coordinator and every node compute the same, so both
 // ends of every stream agree on the limit by construction.
 type Sizes struct {
-	// Params is d, the model's parameter count (model.Spec.NumParams of
+	// Params is d, the model's parameter count (ModelSpec.NumParams of
 	// the manifest's model), and Members n.
 	Params, Members int
 	// Dim is the length of the vectors the engine protects and seals: d,
@@ -83,8 +83,8 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 			return Sizes{}, err
 		}
 	}
-	spec := man.Model.Spec()
-	if err := spec.Validate(); err != nil {
+	spec := man.Model
+	if err := spec.validate(); err != nil {
 		return Sizes{}, fmt.Errorf("federation: the manifest's model: %w", err)
 	}
 	opt, err := man.Training.Optimizer()
@@ -150,7 +150,7 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 // SCAFFOLD, whose vectors join the model and the control variate
 // (strategy/scaffold.Join). 0 if the model is invalid.
 func VectorLen(man *Manifest) int {
-	d := man.Model.Spec().NumParams()
+	d := man.Model.NumParams()
 	if man.Training.Scaffold() {
 		return 2 * d
 	}

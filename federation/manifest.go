@@ -139,14 +139,55 @@ type DP struct {
 // counts, it fixes the number of parameters d, hence the size of every
 // update and sealed model ([MessageSizes] derives the transport limits from
 // it). A node refuses local data of other dimensions.
+//
+// Kind [ModelExternal] is a model trained by an external trainer process
+// through the trainer API (package trainer): the manifest then pins its
+// parameter layout by digest (Layout) and count (Params), and Inputs,
+// Classes and Hidden are 0 and empty (the data is the trainer's).
 type ModelSpec struct {
-	Kind    string `json:"kind"`             // package model's kind: "softmax" or "mlp"
+	Kind    string `json:"kind"`             // package model's kind ("softmax" or "mlp"), or "external"
 	Inputs  int    `json:"inputs"`           // features per example
 	Classes int    `json:"classes"`          // number of classes, at least 2
 	Hidden  []int  `json:"hidden,omitempty"` // hidden layer sizes (mlp)
+	// Params is an external model's parameter count: its layout's values.
+	Params int `json:"params,omitempty"`
+	// Layout is the SHA-256 (lowercase hex) of an external model's layout
+	// (trainer.Layout.Digest): a node refuses a trainer that describes
+	// another.
+	Layout string `json:"layout,omitempty"`
 }
 
-// Spec returns the model's architecture as package model describes it.
+// ModelExternal is the model kind of an external trainer.
+const ModelExternal = "external"
+
+// External reports whether the model is an external trainer's.
+func (s ModelSpec) External() bool { return s.Kind == ModelExternal }
+
+// NumParams returns the model's parameter count d: Params for an external
+// model, the built-in architecture's count otherwise (0 if invalid).
+func (s ModelSpec) NumParams() int {
+	if s.External() {
+		return s.Params
+	}
+	return s.Spec().NumParams()
+}
+
+// String describes the model: "mlp 784-128-10", or "external (11274
+// parameters, layout 3f2a…)".
+func (s ModelSpec) String() string {
+	if s.External() {
+		d := s.Layout
+		if len(d) > 12 {
+			d = d[:12] + "…"
+		}
+		return fmt.Sprintf("external (%d parameters, layout %s)", s.Params, d)
+	}
+	return s.Spec().String()
+}
+
+// Spec returns the model's architecture as package model describes it
+// (for an external model, a Spec of kind "external" that package model
+// cannot build).
 func (s ModelSpec) Spec() model.Spec {
 	return model.Spec{Kind: s.Kind, Inputs: s.Inputs, Classes: s.Classes, Hidden: slices.Clone(s.Hidden)}
 }

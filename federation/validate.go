@@ -89,6 +89,10 @@ func (m *Manifest) Validate() error {
 	if err := m.Training.validate(); err != nil {
 		return err
 	}
+	if m.Model.External() && m.Training.Scaffold() {
+		return invalid("training.strategy %q with model kind %q: SCAFFOLD's control variates need its drift-corrected local steps, which the trainer API does not carry; use fedavg, fedadam, fedyogi or fedadagrad (and prox_mu for FedProx)",
+			truncate(m.Training.Strategy), ModelExternal)
+	}
 	return validateAttestation(m.Attestation)
 }
 
@@ -165,6 +169,12 @@ func (d DP) validate() error {
 }
 
 func (s ModelSpec) validate() error {
+	if s.External() {
+		return s.validateExternal()
+	}
+	if s.Params != 0 || s.Layout != "" {
+		return invalid("model.params %d and model.layout %q are for kind %q only", s.Params, truncate(s.Layout), ModelExternal)
+	}
 	if err := validateLabel(s.Kind); err != nil {
 		return invalid("model.kind %q: %v", truncate(s.Kind), err)
 	}
@@ -184,6 +194,22 @@ func (s ModelSpec) validate() error {
 	}
 	if err := s.Spec().Validate(); err != nil {
 		return invalid("model (kind %q, %d inputs, %d classes, hidden %v): %v", s.Kind, s.Inputs, s.Classes, s.Hidden, err)
+	}
+	return nil
+}
+
+// validateExternal checks an external trainer's model: a layout digest
+// and a parameter count, and nothing of the built-in models.
+func (s ModelSpec) validateExternal() error {
+	if s.Inputs != 0 || s.Classes != 0 || len(s.Hidden) != 0 {
+		return invalid("model kind %q: inputs %d, classes %d, hidden %v must be 0 and empty (the trainer owns the data; the layout fixes the parameters)",
+			ModelExternal, s.Inputs, s.Classes, s.Hidden)
+	}
+	if s.Params < 1 || s.Params > model.MaxParams {
+		return invalid("model.params %d outside 1..%d", s.Params, model.MaxParams)
+	}
+	if !validFingerprint(s.Layout) {
+		return invalid("model.layout %q is not a SHA-256 in 64 lowercase hex digits (cloister trainer describe prints it)", truncate(s.Layout))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"math"
 	mrand "math/rand/v2"
@@ -48,7 +49,7 @@ func trained(t *testing.T, m *federation.Manifest, spec string) (fl.Vector, *tra
 			t.Fatal(err)
 		}
 	}
-	res, err := tr.trainTask(1, make(fl.Vector, 34))
+	res, err := tr.trainTask(context.Background(), 1, make(fl.Vector, 34))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestAttackForges(t *testing.T) {
 	if tr.byz, err = newByzantine(m, tr, "alie", 2); err != nil {
 		t.Fatal(err)
 	}
-	res, err := tr.trainTask(1, make(fl.Vector, 34))
+	res, err := tr.trainTask(context.Background(), 1, make(fl.Vector, 34))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +142,8 @@ func TestAttackForges(t *testing.T) {
 	// update is the boosted one.
 	_, bd := trained(t, m, "backdoor:target=0,size=1,boost=5")
 	stamped := 0
-	for i := range bd.train.Len() {
-		if bd.train.Row(i)[15] == 1 && bd.train.Y[i] == 0 {
+	for i := range bd.local.(*builtin).trainSet.Len() {
+		if bd.local.(*builtin).trainSet.Row(i)[15] == 1 && bd.local.(*builtin).trainSet.Y[i] == 0 {
 			stamped++
 		}
 	}
@@ -151,12 +152,12 @@ func TestAttackForges(t *testing.T) {
 	}
 	_, lf := trained(t, m, "label-flip")
 	flipped := 0
-	for i, y := range lf.train.Y {
+	for i, y := range lf.local.(*builtin).trainSet.Y {
 		if y != i%2 {
 			flipped++
 		}
 	}
-	if flipped != lf.train.Len() {
-		t.Errorf("label-flip: %d of %d labels flipped, want all (2 classes)", flipped, lf.train.Len())
+	if flipped != lf.local.(*builtin).trainSet.Len() {
+		t.Errorf("label-flip: %d of %d labels flipped, want all (2 classes)", flipped, lf.local.(*builtin).trainSet.Len())
 	}
 }

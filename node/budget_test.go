@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"math"
@@ -125,7 +126,7 @@ func TestTrainerNoiseSource(t *testing.T) {
 		if noise != nil {
 			tr.noise = noise()
 		}
-		res, err := tr.trainTask(1, make(fl.Vector, 10))
+		res, err := tr.trainTask(context.Background(), 1, make(fl.Vector, 10))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -99,11 +99,15 @@ func Export(ctx context.Context, kit *pki.Kit, kitDir, stateDir string, atRest s
 			return nil, fmt.Errorf("node: the SCAFFOLD model of round %d: %w", b.Model.Round, err)
 		}
 	}
+	layout := "package model's flat layout: per layer, the weight matrix (outputs × inputs, row-major), then the biases"
+	if man.Model.External() {
+		layout = "the external trainer's layout " + man.Model.Layout + " (cloister trainer describe): its tensors in order, each row-major"
+	}
 	return &Exported{
 		Federation: man.Federation, Session: fmt.Sprintf("%x", sess[:]), Round: b.Model.Round,
 		Kind: man.Model.Kind, Hidden: man.Model.Hidden, Params: len(v), Model: v, Node: fl.NodeID(kit.Config.Name),
 		Digest:   fmt.Sprintf("%x", round.DigestOf(b.Model.Sealed)),
-		Layout:   "package model's flat layout: per layer, the weight matrix (outputs × inputs, row-major), then the biases",
+		Layout:   layout,
 		Strategy: man.Training.Strategy, OptimizerState: opt,
 	}, nil
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/binary"
 	"hash/fnv"
 	"math"
@@ -30,7 +31,7 @@ func TestTrainGolden(t *testing.T) {
 	h := fnv.New64a()
 	global := make(fl.Vector, 10)
 	for r := fl.Round(1); r <= 3; r++ {
-		res, err := tr.trainTask(r, global)
+		res, err := tr.trainTask(context.Background(), r, global)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -133,8 +133,8 @@ func TestNewChecksManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr.sgd.Momentum != 0.5 || tr.sgd.ProxMu != 0.01 {
-		t.Errorf("trainer SGD %+v, want the manifest's momentum 0.5 and μ 0.01", tr.sgd)
+	if sgd := tr.local.(*builtin).sgd; sgd.Momentum != 0.5 || sgd.ProxMu != 0.01 {
+		t.Errorf("trainer SGD %+v, want the manifest's momentum 0.5 and μ 0.01", sgd)
 	}
 }
 

@@ -96,6 +96,12 @@ func (n *Node) step(from fl.NodeID, m round.Message) {
 	start := n.now()
 	err := n.rn.Step(from, m)
 	n.stepSecs = n.now().Sub(start).Seconds()
+	if errors.Is(err, round.ErrRefused) {
+		// This node declined, as it meant to (its training failed, or
+		// its privacy limit): the engine answered with a refusal.
+		n.log.Info("declined", "kind", m.Kind.String(), "round", m.Round, "reason", err)
+		return
+	}
 	if err != nil {
 		n.stats.Rejected.Add(1)
 		lvl := slog.LevelWarn

@@ -57,6 +57,15 @@
 // applies the manifest's server optimizer (FedAvg, FedAdam, FedYogi,
 // FedAdagrad), whose state travels sealed with the model.
 //
+// With Config.Trainer (a manifest of model kind external), an external
+// trainer process trains and evaluates instead, through the trainer API
+// (package trainer): the node hands it the global weights and the
+// manifest's schedule, takes back its weights, and applies the same
+// clipping, noise and weighting to Δ. A trainer that fails, hangs past
+// Config.TrainerTimeout or returns a bad reply costs the node that round's
+// update only. Run first waits for the trainer and takes its initial
+// weights.
+//
 // # Message limits
 //
 // The transport's receive limit is computed from the manifest
@@ -166,6 +175,15 @@ type Config struct {
 	// (mhe against plain with the same noise) and gives no privacy against
 	// anyone who knows the seed.
 	InsecureNoise io.Reader
+	// Trainer, if set, trains and evaluates for this node in place of the
+	// built-in models: an external trainer (package trainer's Host), for a
+	// manifest of model kind external. Train and Test are then nil: the
+	// trainer reads its own data. The node still clips, noises, weighs,
+	// protects and audits every update.
+	Trainer Trainer
+	// TrainerTimeout bounds each task of Trainer; 0 means
+	// DefaultTrainerTimeout. A task past it sends no update that round.
+	TrainerTimeout time.Duration
 	// OnUpdate, if set, is called with every plaintext update (clipped,
 	// noised and weighted) before the engine protects it. It exists for
 	// tests that check what the coordinator can see; never send what it
@@ -286,7 +304,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.cfg.Limits.MaxMessage = fed.MaxMessage
-	if n.tr, err = newTrainer(n.manifest(), n.self, cfg.Train, cfg.Test, n.scheme.Capacity(), cfg.Seed); err != nil {
+	if cfg.Trainer != nil {
+		n.tr, err = newExternal(n.manifest(), n.self, cfg.Trainer, cfg.Train, cfg.Test, cfg.TrainerTimeout, n.scheme.Capacity(), cfg.Seed, n.log)
+	} else {
+		n.tr, err = newTrainer(n.manifest(), n.self, cfg.Train, cfg.Test, n.scheme.Capacity(), cfg.Seed)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if cfg.InsecureAttack != "" {
@@ -462,6 +485,9 @@ func (n *Node) Run(ctx context.Context, addr ...string) error {
 	defer n.close()
 	if len(addr) == 0 {
 		return errors.New("node: no coordinator address")
+	}
+	if err := n.tr.local.prepare(ctx); err != nil {
+		return err
 	}
 	var tlsOpts pki.Options
 	if n.cfg.CRL != nil {

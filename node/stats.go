@@ -28,6 +28,9 @@ type Stats struct {
 	// a reveal share, leading a round (decrypt, apply, seal, sign) and
 	// evaluating.
 	TrainNanos, ProtectNanos, RevealNanos, LeadNanos, EvalNanos atomic.Uint64
+	// TrainerNanos is the part of TrainNanos an external trainer reported
+	// as its own work; the rest is the trainer API's and the node's.
+	TrainerNanos atomic.Uint64
 	// Attestations counts the Hello evidence this node made (on connect
 	// and on schedule), Rotations the scheduled key rotations among them.
 	Attestations, Rotations atomic.Uint64
@@ -60,12 +63,15 @@ func task(count, nanos *atomic.Uint64) Task {
 // Report is a snapshot of a node's Stats, by task: what `cloister demo`
 // and an operator read from the StatsFile.
 type Report struct {
-	Train    Task `json:"train"`
-	Protect  Task `json:"protect"`
-	Reveal   Task `json:"reveal"`
-	Lead     Task `json:"lead"`
-	Evaluate Task `json:"evaluate"`
-	Reattest Task `json:"reattest"`
+	Train Task `json:"train"`
+	// Trainer is an external trainer's own time in the training tasks
+	// (absent for the built-in models).
+	Trainer  *Task `json:"trainer,omitempty"`
+	Protect  Task  `json:"protect"`
+	Reveal   Task  `json:"reveal"`
+	Lead     Task  `json:"lead"`
+	Evaluate Task  `json:"evaluate"`
+	Reattest Task  `json:"reattest"`
 	// Attestations, Rejected and Connects are Stats' counters.
 	Attestations uint64 `json:"attestations"`
 	Rejected     uint64 `json:"rejected"`
@@ -76,8 +82,13 @@ type Report struct {
 
 // Report returns a snapshot of the counters by task.
 func (s *Stats) Report() Report {
+	var trainer *Task
+	if s.TrainerNanos.Load() > 0 {
+		t := task(&s.Trained, &s.TrainerNanos)
+		trainer = &t
+	}
 	return Report{
-		Train: task(&s.Trained, &s.TrainNanos), Protect: task(&s.Protected, &s.ProtectNanos),
+		Train: task(&s.Trained, &s.TrainNanos), Trainer: trainer, Protect: task(&s.Protected, &s.ProtectNanos),
 		Reveal: task(&s.Revealed, &s.RevealNanos), Lead: task(&s.Led, &s.LeadNanos),
 		Evaluate: task(&s.Evaluated, &s.EvalNanos), Reattest: task(&s.Reattested, &s.ReattestNanos),
 		Attestations: s.Attestations.Load(), Rejected: s.Rejected.Load(), Connects: s.Connects.Load(),

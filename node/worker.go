@@ -20,25 +20,40 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 		var res round.Message
 		switch t.Kind {
 		case round.TaskTrain:
-			r, err := n.tr.trainTask(t.Round, t.Model)
+			r, err := n.tr.trainTask(ctx, t.Round, t.Model)
 			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
 				n.log.Error("training failed; this node sends no update this round", "round", t.Round, "err", err)
-				continue
+				// The engine declines the round: the coordinator goes on
+				// without this node and keeps it for the next round. The
+				// reason it sends says nothing of the error, which stays
+				// in this log.
+				res = round.Message{Kind: round.KindTrained, Round: t.Round, Update: fl.Update{Round: t.Round},
+					Reason: "the local training failed (see the node's log)"}
+				break
 			}
 			n.stats.Trained.Add(1)
 			n.stats.TrainNanos.Add(uint64(r.Seconds * 1e9))
 			if r.Attack != "" {
 				n.log.Warn("INSECURE: this node sends a forged update (Byzantine attacker, tests and research only)", "round", t.Round, "attack", r.Attack)
 			}
-			n.log.Info("trained", "round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
-				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds)
+			attrs := []any{"round", t.Round, "loss", r.Loss, "examples", r.Examples, "weight", r.Update.Weight,
+				"clip", r.Clip, "capped", r.Capped, "train_s", r.Seconds}
+			if r.Compute > 0 {
+				// An external trainer: its own time, and the API's share.
+				attrs = append(attrs, "trainer_s", r.Compute, "api_s", r.Seconds-r.Compute)
+				n.stats.TrainerNanos.Add(uint64(r.Compute * 1e9))
+			}
+			n.log.Info("trained", attrs...)
 			if n.cfg.OnUpdate != nil {
 				n.cfg.OnUpdate(fl.Update{Node: r.Update.Node, Round: r.Update.Round, Delta: r.Update.Delta.Clone(), Weight: r.Update.Weight})
 			}
 			res = round.Message{Kind: round.KindTrained, Round: t.Round, Update: r.Update}
 		case round.TaskEvaluate:
 			start := n.now()
-			m, err := n.tr.evaluate(t.Model)
+			m, err := n.tr.evaluate(ctx, t.Round, t.Model)
 			if err != nil {
 				n.log.Error("evaluation failed", "round", t.Round, "err", err)
 				continue

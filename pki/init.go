@@ -35,7 +35,7 @@ type InitOptions struct {
 	Mode        string               // "" means federation.ModeMHE
 	Preset      string               // "" means DefaultPreset under federation.ModeMHE
 	DP          *federation.DP       // nil means DefaultDP; &federation.DP{} turns DP off
-	Model       federation.ModelSpec // zero Kind means "softmax"; zero Inputs and Classes mean DefaultInputs and DefaultClasses
+	Model       federation.ModelSpec // zero Kind means "softmax"; zero Inputs and Classes mean DefaultInputs and DefaultClasses (not for kind "external")
 	Training    federation.Training  // see DefaultTraining; Strategy may be any spec package strategy reads ("fedadam")
 	Attestation *attest.Policy       // nil means no attestation (development); see federation.Manifest.AttestationRequired
 	// Rule is the aggregation rule, any spec package robust reads ("krum",
@@ -90,10 +90,10 @@ func (o InitOptions) manifest(random io.Reader) (*federation.Manifest, error) {
 	if m.Model.Kind == "" {
 		m.Model.Kind = "softmax"
 	}
-	if m.Model.Inputs == 0 {
+	if m.Model.Inputs == 0 && !m.Model.External() {
 		m.Model.Inputs = DefaultInputs
 	}
-	if m.Model.Classes == 0 {
+	if m.Model.Classes == 0 && !m.Model.External() {
 		m.Model.Classes = DefaultClasses
 	}
 	m.Model.Hidden = slices.Clone(m.Model.Hidden)

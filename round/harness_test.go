@@ -48,7 +48,8 @@ type simNode struct {
 	ledger  *recLedger
 	delta   fl.Vector
 	weight  float64
-	hold    bool // keep tasks instead of running them
+	hold    bool                // keep tasks instead of running them
+	fail    map[fl.Round]string // training fails in these rounds, for this reason
 	held    []Task
 	cut     bool // partitioned: messages to and from it are lost
 	delay   bool // its outgoing messages are stashed until undelayed
@@ -240,6 +241,9 @@ func (f *fed) runTask(sn *simNode, t Task) {
 		d := sn.delta.Clone()
 		d.Scale(sn.weight)
 		m = Message{Kind: KindTrained, Update: fl.Update{Node: sn.id, Round: t.Round, Delta: d, Weight: sn.weight}}
+		if why, ok := sn.fail[t.Round]; ok {
+			m = Message{Kind: KindTrained, Update: fl.Update{Round: t.Round}, Reason: why}
+		}
 	case TaskEvaluate:
 		sn.evals[t.Round] = t.Model
 		m = Message{Kind: KindEvaluated, Round: t.Round, Metrics: fl.Metrics{Accuracy: 0.5, Loss: 1, Examples: 10}}

@@ -48,7 +48,7 @@ const (
 	KindDone          // C→N: the session is over
 
 	// Local inputs (Step(self, m) on a Node).
-	KindTrained   // local: Update, the result of a training Task
+	KindTrained   // local: Update, the result of a training Task; or Round and Reason, no Delta: the training failed, the node declines the round
 	KindEvaluated // local: Round, Metrics, the result of an evaluation Task
 
 	// Amendments (after the local inputs, so that older kinds keep their numbers).

@@ -23,9 +23,10 @@ const (
 	stepPledged                  // its update is protected and pledged, awaiting the pledge set
 	stepUploaded                 // its update is uploaded
 	stepRevealed                 // it revealed the round's aggregate
+	stepDeclined                 // its training failed: it declined the round
 )
 
-var stepNames = [...]string{"idle", "training", "pledged", "uploaded", "revealed"}
+var stepNames = [...]string{"idle", "training", "pledged", "uploaded", "revealed", "declined"}
 
 func (s nodeStep) String() string { return stepNames[s] }
 

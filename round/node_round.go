@@ -129,6 +129,12 @@ func (n *Node) trained(m Message) error {
 		return fmt.Errorf("%w: no training task for round %d", ErrStale, u.Round)
 	case u.Node != "" && u.Node != n.cfg.Self:
 		return fmt.Errorf("%w: update of %s", ErrForged, u.Node)
+	case len(u.Delta) == 0 && m.Reason != "":
+		// The application could not train (its trainer failed): decline
+		// the round, so that the coordinator goes on without this node
+		// and keeps it live for the next round.
+		n.step = stepDeclined
+		return n.refuse(n.st.Epoch, u.Round, nil, "%s", m.Reason)
 	case len(u.Delta) == 0 || !u.Delta.Finite() || math.IsNaN(u.Weight) || math.IsInf(u.Weight, 0) || u.Weight < 0:
 		return fmt.Errorf("%w: update with %d values, weight %v", ErrMalformed, len(u.Delta), u.Weight)
 	}

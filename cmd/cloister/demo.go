@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/atomicfile"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/store"
@@ -37,6 +39,11 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	}
 	defer remove()
 	start := time.Now()
+	if d.trainer != "" {
+		if opts, err = d.external(dir, stdout); err != nil {
+			return err
+		}
+	}
 	f, err := d.provision(dir, opts, stdout)
 	if err != nil {
 		return err
@@ -86,6 +93,8 @@ type demoFlags struct {
 	dump                bool
 	attack              string // --insecure-attack
 	byzantine           int    // --byzantine
+	trainer             string
+	trainerTimeout      time.Duration
 }
 
 func (d *demoFlags) register(fs *flag.FlagSet) {
@@ -124,6 +133,8 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&ff.rule, "rule", "mean", "aggregation rule: mean, or in mode plain median, trimmed:β, krum, multikrum:m, bulyan or cclip (f: the most the rule tolerates with --min-cohort updates, unless given)")
 	fs.StringVar(&d.attack, "insecure-attack", "", "INSECURE, research only: node-1 … node-F (--byzantine) run this attack (sign-flip, scale, gaussian, label-flip, alie, ipm, backdoor); the manifest then allows attacks")
 	fs.IntVar(&d.byzantine, "byzantine", 1, "with --insecure-attack: how many nodes attack")
+	fs.StringVar(&d.trainer, "trainer", "", "bring your own model: every node starts this external trainer, as \"python3 examples/pytorch-fmnist/train.py\" (the demo describes its layout, the manifest pins it, each node deals it its share of --data by --partition)")
+	fs.DurationVar(&d.trainerTimeout, "trainer-timeout", node.DefaultTrainerTimeout, "with --trainer: how long each trainer task may take")
 	fs.Uint64Var(&d.dpSeed, "insecure-dp-seed", 0, "TESTING ONLY: nodes draw the DP noise from streams seeded by this (reproducible mhe-against-plain comparisons; no privacy); 0: crypto/rand")
 }
 
@@ -194,6 +205,9 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 		f.nodeArgs = append(f.nodeArgs, "--insecure-dp-seed", strconv.FormatUint(d.dpSeed, 10))
 		fmt.Fprintf(stdout, "WARNING: --insecure-dp-seed: the DP noise is reproducible, not private. Comparisons only.\n")
 	}
+	if d.trainer != "" {
+		f.nodeArgs = append(f.nodeArgs, "--trainer", d.trainer, "--trainer-timeout", d.trainerTimeout.String())
+	}
 	f.dumpUpdates = d.dump
 	if d.attack != "" {
 		f.argsOf = map[string][]string{}
@@ -205,6 +219,37 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 	return f, nil
 }
 
+// external describes --trainer's layout into DIR/layout.json (the
+// trainer's output in DIR/describe.txt) and returns the federation's
+// options with the external model that pins it.
+func (d *demoFlags) external(dir string, stdout io.Writer) (pki.InitOptions, error) {
+	fmt.Fprintf(stdout, "describing the trainer's layout: %s\n", d.trainer)
+	out, err := os.OpenFile(filepath.Join(dir, "describe.txt"), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return pki.InitOptions{}, err
+	}
+	defer out.Close()
+	l, err := describeTrainer(context.Background(), strings.Fields(d.trainer), 5*time.Minute, out)
+	if err != nil {
+		return pki.InitOptions{}, withHint(err, "run it alone to see why: cloister trainer describe -- "+d.trainer)
+	}
+	b, err := l.File()
+	if err != nil {
+		return pki.InitOptions{}, err
+	}
+	path := filepath.Join(dir, "layout.json")
+	if err := atomicfile.Create(path, b, 0o644); err != nil {
+		return pki.InitOptions{}, err
+	}
+	d.fed.kind, d.fed.layout = federation.ModelExternal, path
+	opts, err := d.fed.options()
+	if err != nil {
+		return pki.InitOptions{}, err
+	}
+	opts.Federation = "demo"
+	return opts, nil
+}
+
 // announce states what the demo runs, and warns about what protects nothing.
 func (d *demoFlags) announce(w io.Writer, opts pki.InitOptions, dir string) {
 	what := d.fed.mode
@@ -212,7 +257,7 @@ func (d *demoFlags) announce(w io.Writer, opts pki.InitOptions, dir string) {
 		what += " (" + opts.Preset + ")"
 	}
 	fmt.Fprintf(w, "cloister demo: %d node processes, t=%d, %d rounds, mode %s, %s on %s (%s), %s, seed %d\n",
-		d.fed.nodes, d.fed.threshold, d.fed.rounds, what, opts.Model.Spec(), d.fed.data, d.partition, opts.Training.Strategy, d.seed)
+		d.fed.nodes, d.fed.threshold, d.fed.rounds, what, opts.Model, d.fed.data, d.partition, opts.Training.Strategy, d.seed)
 	if d.fed.mode == federation.ModePlain {
 		fmt.Fprintf(w, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
 	}

@@ -46,7 +46,9 @@ type demoResult struct {
 	PhaseSeconds map[string][]float64 `json:"phase_seconds_per_round"`
 	// NodeSeconds are the nodes' mean seconds per task: local training,
 	// protecting the update (encrypting, signing), making a reveal share,
-	// leading (decrypt, apply, seal, sign), evaluating.
+	// leading (decrypt, apply, seal, sign), evaluating; with an external
+	// trainer, "trainer" is its own share of "train" (the rest is the
+	// trainer API's).
 	NodeSeconds map[string]float64 `json:"node_seconds_per_task"`
 	// Reattestations counts the nodes' scheduled re-attestations (--tee
 	// with --attest-every); their mean cost is NodeSeconds["reattest"].
@@ -98,6 +100,9 @@ func summarize(h *coordinator.History, nt nodeTimes, opts pki.InitOptions, seed 
 		Reattestations: nt.Reattestations}
 	if nt.Reattestations > 0 {
 		res.NodeSeconds["reattest"] = nt.Reattest
+	}
+	if nt.Trainer > 0 {
+		res.NodeSeconds["trainer"] = nt.Trainer
 	}
 	if len(opts.Model.Hidden) > 0 {
 		res.Model += fmt.Sprint(opts.Model.Hidden)
@@ -165,6 +170,11 @@ func printSummary(w io.Writer, r demoResult) {
 	}
 	fmt.Fprintf(w, "  node tasks, mean seconds: train %.3f  protect %.3f  reveal %.3f  lead %.3f  evaluate %.3f\n",
 		r.NodeSeconds["train"], r.NodeSeconds["protect"], r.NodeSeconds["reveal"], r.NodeSeconds["lead"], r.NodeSeconds["evaluate"])
+	if t := r.NodeSeconds["trainer"]; t > 0 {
+		api := r.NodeSeconds["train"] - t
+		fmt.Fprintf(w, "  external trainer: %.3fs of its own per training task; the node's side (transfer, encoding, validation, clip and weight) %.3fs more, %.1f%% of the train task\n",
+			t, api, 100*api/r.NodeSeconds["train"])
+	}
 	if r.Reattestations > 0 {
 		fmt.Fprintf(w, "  re-attestation: %d in all (%.1f per node), mean %.2f ms each (new process keys, TEE report, signed evidence)\n",
 			r.Reattestations, float64(r.Reattestations)/float64(r.Nodes), 1000*r.NodeSeconds["reattest"])

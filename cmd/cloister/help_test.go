@@ -18,6 +18,7 @@ func TestHelp(t *testing.T) {
 		"kit":     {"install"},
 		"model":   {"export"},
 		"privacy": {"epsilon", "noise", "steps"},
+		"trainer": {"describe"},
 	}
 	var lines [][]string
 	for _, h := range []string{"-h", "--help", "help"} {

@@ -25,6 +25,7 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/secagg"
+	"github.com/cloisterfl/cloister/trainer"
 )
 
 // federationFlags are the manifest settings of `cloister init`.
@@ -36,7 +37,7 @@ type federationFlags struct {
 	lr, momentum, proxMu        float64
 	strategy                    string
 	serverLR                    float64
-	kind, hidden, data          string
+	kind, hidden, data, layout  string
 	inputs, classes             int
 	dpNoise, dpClip, eps, delta float64
 	address, federation         string
@@ -63,7 +64,8 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient μ, the same at every site (0: FedAvg's local step)")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "server optimizer the round's leader applies: fedavg, fedadam, fedyogi, fedadagrad or scaffold, optionally with parameters (fedadam:lr=0.1,b1=0.9,b2=0.99,tau=0.001)")
 	fs.Float64Var(&f.serverLR, "server-lr", 0, "server learning rate of --strategy (0: the strategy's default: fedavg 1, fedadam 0.1, fedyogi 0.01, fedadagrad 0.1)")
-	fs.StringVar(&f.kind, "model", "mlp", "model: softmax or mlp")
+	fs.StringVar(&f.kind, "model", "mlp", "model: softmax, mlp, or external (a trainer process of the site's own, through the trainer API; needs --layout)")
+	fs.StringVar(&f.layout, "layout", "", "with --model external: the layout file 'cloister trainer describe' wrote; its digest goes into the manifest")
 	fs.StringVar(&f.hidden, "hidden", "128", "hidden layer sizes of the mlp, comma-separated")
 	fs.StringVar(&f.data, "data", "fashion-mnist", "dataset the model is for: its features and classes become the manifest's inputs and classes (fashion-mnist: 784 and 10, not read; csv:PATH:label=COLUMN is read)")
 	fs.IntVar(&f.inputs, "inputs", 0, "features per example (0: from --data)")
@@ -152,7 +154,11 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	if o.Training.Strategy, err = federation.CanonicalStrategy(spec); err != nil {
 		return o, withHint(fmt.Errorf("--strategy %q: %w", spec, err), "use fedavg, fedadam, fedyogi, fedadagrad or scaffold, and --server-lr for the server learning rate")
 	}
-	if o.Model.Inputs == 0 || o.Model.Classes == 0 {
+	if f.kind == federation.ModelExternal || f.layout != "" {
+		if o.Model, err = f.externalModel(o.Training); err != nil {
+			return o, err
+		}
+	} else if o.Model.Inputs == 0 || o.Model.Classes == 0 {
 		in, cl, err := dataDims(f.data)
 		if err != nil {
 			return o, err
@@ -204,8 +210,8 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 			}
 			o.Model.Hidden = append(o.Model.Hidden, n)
 		}
-	} else if f.kind != "softmax" {
-		return o, withHint(fmt.Errorf("--model %q is not a known model", f.kind), "use softmax or mlp")
+	} else if f.kind != "softmax" && f.kind != federation.ModelExternal {
+		return o, withHint(fmt.Errorf("--model %q is not a known model", f.kind), "use softmax, mlp, or external with --layout FILE")
 	}
 	if o.Attestation, err = f.policy(); err != nil {
 		return o, err
@@ -247,6 +253,32 @@ func (f *federationFlags) explicit(name string) bool {
 		f.flags.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
 	}
 	return set
+}
+
+// externalModel is the manifest's model for --model external: the
+// layout's parameter count and digest.
+func (f *federationFlags) externalModel(tr federation.Training) (federation.ModelSpec, error) {
+	switch {
+	case f.kind != federation.ModelExternal:
+		return federation.ModelSpec{}, withHint(fmt.Errorf("--layout is for --model external, not --model %s", f.kind), "cloister init --model external --layout layout.json")
+	case f.layout == "":
+		return federation.ModelSpec{}, withHint(errors.New("--model external needs --layout FILE"),
+			"write it with: cloister trainer describe --out layout.json -- python3 train.py")
+	case f.inputs != 0 || f.classes != 0:
+		return federation.ModelSpec{}, errors.New("--inputs and --classes are for the built-in models: an external trainer reads its own data")
+	case tr.Scaffold():
+		return federation.ModelSpec{}, withHint(errors.New("--strategy scaffold does not run with an external trainer: its control variates need drift-corrected local steps the trainer API does not carry"),
+			"use fedavg (with --prox-mu for FedProx), fedadam, fedyogi or fedadagrad")
+	}
+	l, err := trainer.ReadLayout(f.layout)
+	if err != nil {
+		return federation.ModelSpec{}, fmt.Errorf("--layout: %w", err)
+	}
+	d, err := l.Digest()
+	if err != nil {
+		return federation.ModelSpec{}, err
+	}
+	return federation.ModelSpec{Kind: federation.ModelExternal, Params: l.Len(), Layout: d}, nil
 }
 
 // defaultMomentum is the local momentum `cloister init` writes by default.
@@ -303,7 +335,7 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if m.Preset != "" {
 		fmt.Fprintf(stdout, " (%s)", m.Preset)
 	}
-	fmt.Fprintf(stdout, ", model %s, %d rounds, strategy %s\n", m.Model.Spec(), m.Training.Rounds, m.Training.Strategy)
+	fmt.Fprintf(stdout, ", model %s, %d rounds, strategy %s\n", m.Model, m.Training.Rounds, m.Training.Strategy)
 	if *caDir == "" {
 		fmt.Fprintf(stdout, "  %s  the federation CA: keep it offline\n", filepath.Join(*dir, pki.CADir))
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -26,6 +29,13 @@ func TestScripts(t *testing.T) {
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("FMNIST", "/usr/share/datasets/fashion-mnist")
+			py, _ := pythonClient()
+			client, err := filepath.Abs("../../python")
+			if err != nil {
+				return err
+			}
+			env.Setenv("PYTHON", py)
+			env.Setenv("PYTHONPATH", client)
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
@@ -33,8 +43,32 @@ func TestScripts(t *testing.T) {
 			case "fmnist":
 				_, err := os.Stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 				return err == nil, nil
+			case "python":
+				_, err := pythonClient()
+				if err != nil && os.Getenv("CLOISTER_REQUIRE_PYTHON") == "1" {
+					return false, err
+				}
+				return err == nil, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 	})
+}
+
+// pythonClient returns the Python interpreter for the trainer tests
+// ($CLOISTER_PYTHON, Debian's /usr/bin/python3, or python3), and an error
+// if it lacks the client's dependencies (grpc, protobuf, numpy).
+func pythonClient(modules ...string) (string, error) {
+	py := os.Getenv("CLOISTER_PYTHON")
+	if py == "" {
+		py = "python3"
+		if _, err := os.Stat("/usr/bin/python3"); err == nil {
+			py = "/usr/bin/python3"
+		}
+	}
+	imports := strings.Join(append([]string{"grpc", "google.protobuf", "numpy"}, modules...), ", ")
+	if out, err := exec.Command(py, "-c", "import "+imports).CombinedOutput(); err != nil {
+		return py, fmt.Errorf("%s cannot import %s (apt-get install python3-grpcio python3-protobuf python3-numpy python3-torch): %s", py, imports, strings.TrimSpace(string(out)))
+	}
+	return py, nil
 }

@@ -62,14 +62,22 @@ func runNode(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	self := fl.NodeID(kit.Config.Name)
-	n, greeting, err := nf.newNode(kit, self, log)
+	n, ext, greeting, err := nf.newNode(kit, self, log)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if ext != nil {
+		defer ext.start(ctx, cancel)()
+	}
 	fmt.Fprintln(stdout, greeting)
 	err = n.Run(ctx, addrs...)
+	if c := context.Cause(ctx); err != nil && c != nil && !errors.Is(c, context.Canceled) {
+		err = c // the trainer could not be started
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -108,6 +116,7 @@ type nodeFlags struct {
 	attack                                    string
 	attackers                                 int
 	log                                       logFlags
+	tr                                        trainerFlags
 }
 
 func (nf *nodeFlags) register(fs *flag.FlagSet) {
@@ -133,21 +142,37 @@ func (nf *nodeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&nf.crl, "crl", "", "the federation CA's revocation list (cloister ca revoke writes it): distrust the revoked; re-read every 2s (default: none)")
 	fs.DurationVar(&nf.attestEvery, "attest-every", node.DefaultAttestEvery, "rotate the process keys and re-attest this often")
 	nf.log.register(fs)
+	nf.tr.register(fs)
 }
 
-// newNode opens the TEE, the local data and the at-rest key, and makes
-// the node daemon; greeting says what it is about to do.
-func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n *node.Node, greeting string, err error) {
+// newNode opens the TEE, the local data (or the external trainer's API)
+// and the at-rest key, and makes the node daemon; greeting says what it is
+// about to do.
+func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n *node.Node, ext *externalTrainer, greeting string, err error) {
 	rv, err := openCRL(nf.crl, kit)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	att, err := nf.attester(log)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
-	train, test, err := localData(nf.data, nf.partition, nf.testFraction, nf.seed, kit.Manifest, self)
-	if err != nil {
+	if ext, err = nf.externalTrainer(kit, self, log); err != nil {
+		return nil, nil, "", err
+	}
+	n, greeting, err = nf.newDaemon(kit, self, log, rv, att, ext)
+	if err != nil && ext != nil {
+		ext.lis.Close()
+	}
+	return n, ext, greeting, err
+}
+
+func (nf *nodeFlags) newDaemon(kit *pki.Kit, self fl.NodeID, log *slog.Logger, rv *pki.Revocations, att attest.Attester, ext *externalTrainer) (n *node.Node, greeting string, err error) {
+	var train, test *dataset.Set
+	var tr node.Trainer
+	if ext != nil {
+		tr = ext.host
+	} else if train, test, err = localData(nf.data, nf.partition, nf.testFraction, nf.seed, kit.Manifest, self); err != nil {
 		return nil, "", err
 	}
 	key, err := store.LoadOrCreateKey(nf.kitDir)
@@ -172,6 +197,7 @@ func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n 
 		Seed: nf.seed, Limits: transport.Limits{MaxMessage: nf.maxMsg}, MaxEpsilon: nf.maxEps,
 		OnUpdate: onUpdate, TEE: att, AttestEvery: nf.attestEvery, InsecureNoise: noise,
 		InsecureAttack: nf.attack, InsecureAttackers: nf.attackers,
+		Trainer: tr, TrainerTimeout: nf.tr.timeout,
 	})
 	switch {
 	case errors.Is(err, federation.ErrLimitTooSmall):
@@ -182,6 +208,14 @@ func (nf *nodeFlags) newNode(kit *pki.Kit, self fl.NodeID, log *slog.Logger) (n 
 		return nil, "", withHint(err, "pass --data with the features and classes the manifest's model was made for (cloister init --inputs/--classes or --data)")
 	case err != nil:
 		return nil, "", err
+	}
+	if ext != nil {
+		what := "started by this node: " + nf.tr.command
+		if ext.proc == nil {
+			what = "waiting for one to attach"
+		}
+		return n, fmt.Sprintf("%s of federation %s: external trainer (%s) on %s, %s; dialing %s", self, kit.Manifest.Federation,
+			kit.Manifest.Model, ext.socket, what, nf.addr), nil
 	}
 	log.Info("local data", "node", self, "train", train.Len(), "test", test.Len(), "features", train.Features, "classes", train.Classes)
 	return n, fmt.Sprintf("%s of federation %s: %d training and %d test examples; dialing %s", self, kit.Manifest.Federation, train.Len(), test.Len(), nf.addr), nil
@@ -262,23 +296,33 @@ func localData(selector, spec string, testFraction float64, seed uint64, man *fe
 	if spec == "" {
 		return split.Train, split.Test, nil
 	}
-	part, err := dataset.ParsePartition(spec)
-	if err != nil {
-		return nil, nil, withHint(err, "use iid, dirichlet:0.5 or shards:2")
-	}
-	members := man.Nodes()
-	i := slices.Index(members, self)
-	n := len(members)
-	sites, err := part.Split(split.Train.Y, split.Train.Classes, n, rand.New(rand.NewPCG(seed, 0)))
+	part, i, n, sites, tests, err := deal(split, spec, seed, man, self)
 	if err != nil {
 		return nil, nil, err
 	}
-	tests, err := dataset.IID{}.Split(split.Test.Y, split.Test.Classes, n, rand.New(rand.NewPCG(seed, 1)))
-	if err != nil {
-		return nil, nil, err
-	}
-	train, test = split.Train.Subset(sites[i]), split.Test.Subset(tests[i])
+	train, test = split.Train.Subset(sites), split.Test.Subset(tests)
 	train.Name = fmt.Sprintf("%s part %d/%d (%s)", split.Train.Name, i+1, n, part)
 	test.Name = fmt.Sprintf("%s part %d/%d (iid)", split.Test.Name, i+1, n)
 	return train, test, nil
+}
+
+// deal returns this node's share of split under the partition spec: node
+// i of the manifest's n members takes part i of the seeded partition of
+// the training set and part i of an IID split of the test set, as indices
+// into them.
+func deal(split dataset.Split, spec string, seed uint64, man *federation.Manifest, self fl.NodeID) (part dataset.Partition, i, n int, train, test []int, err error) {
+	if part, err = dataset.ParsePartition(spec); err != nil {
+		return nil, 0, 0, nil, nil, withHint(err, "use iid, dirichlet:0.5 or shards:2")
+	}
+	members := man.Nodes()
+	i, n = slices.Index(members, self), len(members)
+	sites, err := part.Split(split.Train.Y, split.Train.Classes, n, rand.New(rand.NewPCG(seed, 0)))
+	if err != nil {
+		return nil, 0, 0, nil, nil, err
+	}
+	tests, err := dataset.IID{}.Split(split.Test.Y, split.Test.Classes, n, rand.New(rand.NewPCG(seed, 1)))
+	if err != nil {
+		return nil, 0, 0, nil, nil, err
+	}
+	return part, i, n, sites[i], tests[i], nil
 }

@@ -8,6 +8,9 @@ import "github.com/cloisterfl/cloister/node"
 type nodeTimes struct {
 	Train, Protect, Reveal, Decrypt, Evaluate, Reattest float64
 	Reattestations                                      int
+	// Trainer is an external trainer's own mean seconds per training
+	// task (0 for the built-in models).
+	Trainer float64
 }
 
 // nodeReportTimes reads the report each node wrote in its state directory
@@ -18,10 +21,16 @@ func (f *localFed) nodeReportTimes(names []string) nodeTimes {
 		n   uint64
 		sum float64
 	}
+	var trainerN uint64
+	var trainerSum float64
 	for _, name := range names {
 		r, err := node.ReadReport(f.state(name))
 		if err != nil {
 			continue
+		}
+		if r.Trainer != nil {
+			trainerN += r.Trainer.Count
+			trainerSum += float64(r.Trainer.Count) * r.Trainer.MeanSeconds
 		}
 		for i, t := range []node.Task{r.Train, r.Protect, r.Reveal, r.Lead, r.Evaluate, r.Reattest} {
 			tasks[i].n += t.Count
@@ -34,6 +43,10 @@ func (f *localFed) nodeReportTimes(names []string) nodeTimes {
 		}
 		return tasks[i].sum / float64(tasks[i].n)
 	}
-	return nodeTimes{Train: mean(0), Protect: mean(1), Reveal: mean(2), Decrypt: mean(3), Evaluate: mean(4),
+	nt := nodeTimes{Train: mean(0), Protect: mean(1), Reveal: mean(2), Decrypt: mean(3), Evaluate: mean(4),
 		Reattest: mean(5), Reattestations: int(tasks[5].n)}
+	if trainerN > 0 {
+		nt.Trainer = trainerSum / float64(trainerN)
+	}
+	return nt
 }

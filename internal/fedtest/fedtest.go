@@ -108,7 +108,7 @@ const Tick = 50 * time.Millisecond
 // those, and zero momentum becomes 0.5.
 func New(t testing.TB, opts pki.InitOptions) *Fed {
 	t.Helper()
-	if opts.Model.Inputs == 0 && opts.Model.Classes == 0 {
+	if opts.Model.Inputs == 0 && opts.Model.Classes == 0 && !opts.Model.External() {
 		opts.Model.Inputs, opts.Model.Classes = 6, 3
 	}
 	if opts.Training.Momentum == 0 {
