@@ -79,6 +79,23 @@ func (pk *PublicKey) Encrypt(m *big.Int, rand io.Reader) (*big.Int, error) {
 	return pk.encryptWith(m, r), nil
 }
 
+// RandomUnits draws k units of Z*_n from rand, in order: the randomness
+// of k encryptions, drawn before they are computed in parallel.
+func (pk *PublicKey) RandomUnits(rand io.Reader, k int) ([]*big.Int, error) {
+	out := make([]*big.Int, k)
+	for i := range out {
+		var err error
+		if out[i], err = pk.randomUnit(rand); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// EncryptWith encrypts m (0 ≤ m < n, unchecked) with the randomness r, a
+// unit from RandomUnits.
+func (pk *PublicKey) EncryptWith(m, r *big.Int) *big.Int { return pk.encryptWith(m, r) }
+
 // encryptWith encrypts m with the randomness r.
 func (pk *PublicKey) encryptWith(m, r *big.Int) *big.Int {
 	c := new(big.Int).Exp(r, pk.N, pk.N2)

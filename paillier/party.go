@@ -130,6 +130,9 @@ func cloneDealing(d protect.Dealing) protect.Dealing {
 	return out
 }
 
+// Erase overwrites the secret parts of the key; the key is unusable after.
+func (sk *PrivateKey) Erase() { sk.erase() }
+
 // erase overwrites the secret parts of the key.
 func (sk *PrivateKey) erase() {
 	for _, x := range []*big.Int{sk.p, sk.q, sk.lambda, sk.mu} {
