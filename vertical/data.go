@@ -24,6 +24,10 @@ type Table struct {
 	Y []int
 	// Classes names label 0 and label 1 (the label party).
 	Classes []string
+	// Raw marks features already in a fixed range (pixels in [0, 1]): they
+	// are used as they are, not standardized, so zeros stay zeros (and
+	// cost nothing in the encrypted gradient).
+	Raw bool
 }
 
 // Rows returns the number of rows.
@@ -34,7 +38,7 @@ func (t *Table) Row(i int) []float64 { return t.X[i*len(t.Columns) : (i+1)*len(t
 
 // Select returns the table of the given rows, in that order.
 func (t *Table) Select(rows []int) *Table {
-	s := &Table{Name: t.Name, Columns: t.Columns, Classes: t.Classes, IDs: make([]string, len(rows)), X: make([]float64, 0, len(rows)*len(t.Columns))}
+	s := &Table{Name: t.Name, Columns: t.Columns, Classes: t.Classes, Raw: t.Raw, IDs: make([]string, len(rows)), X: make([]float64, 0, len(rows)*len(t.Columns))}
 	if t.Y != nil {
 		s.Y = make([]int, len(rows))
 	}

@@ -210,7 +210,7 @@ func Train(label *Table, hosts []*Table, c Config, rnd io.Reader) (*Model, Stats
 	m := &Model{}
 	ps := make([]*party, len(all))
 	for i, t := range all {
-		mean, std := Standardize(t, false)
+		mean, std := Standardize(t, t.Raw)
 		m.Parties = append(m.Parties, PartyModel{Name: t.Name, Columns: t.Columns, Mean: mean, Std: std, Label: i == 0, Classes: t.Classes})
 		ps[i] = newParty(t, mean, std, shares[i])
 	}

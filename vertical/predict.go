@@ -152,7 +152,7 @@ func Central(label *Table, hosts []*Table, c Config, taylor bool) (*Model, error
 	m := &Model{}
 	ps := make([]*party, len(all))
 	for i, t := range all {
-		mean, std := Standardize(t, false)
+		mean, std := Standardize(t, t.Raw)
 		m.Parties = append(m.Parties, PartyModel{Name: t.Name, Columns: t.Columns, Mean: mean, Std: std, Label: i == 0, Classes: t.Classes})
 		ps[i] = newParty(t, mean, std, nil)
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,11 @@ import (
 // and nodes as processes of this binary, prints each round as the
 // coordinator records it (its /rounds and /status), and sums the run up.
 func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	for i, a := range args {
+		if a == "--vertical" || a == "-vertical" {
+			return runVerticalDemo(slices.Delete(slices.Clone(args), i, i+1), stdout, stderr)
+		}
+	}
 	var d demoFlags
 	opts, err := d.parse(args, stderr)
 	if err != nil {
