@@ -22,9 +22,9 @@ import (
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
-	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/secagg"
 	"github.com/cloisterfl/cloister/trainer"
 )
