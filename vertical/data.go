@@ -125,15 +125,25 @@ var ErrLabels = errors.New("vertical: the label column must hold exactly two dis
 // then one row per ID). Problems come back as a *dataset.ParseError that
 // names the file, line and column.
 func Load(name string, sp Spec) (*Table, error) {
+	return load(name, sp, false)
+}
+
+// LoadIDs reads only the ID column of the spec's file (for PSI): a table
+// without columns or labels.
+func LoadIDs(name string, sp Spec) (*Table, error) {
+	return load(name, Spec{Path: sp.Path, ID: sp.ID}, true)
+}
+
+func load(name string, sp Spec, idsOnly bool) (*Table, error) {
 	f, err := os.Open(sp.Path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return read(name, sp, f)
+	return read(name, sp, f, idsOnly)
 }
 
-func read(name string, sp Spec, r io.Reader) (*Table, error) {
+func read(name string, sp Spec, r io.Reader, idsOnly bool) (*Table, error) {
 	perr := func(line int, col string, format string, a ...any) error {
 		return &dataset.ParseError{File: sp.Path, Line: line, Column: col, Err: fmt.Errorf(format, a...)}
 	}
@@ -175,7 +185,7 @@ func read(name string, sp Spec, r io.Reader) (*Table, error) {
 		}
 	}
 	cols := sp.Columns
-	if cols == nil {
+	if cols == nil && !idsOnly {
 		for _, h := range header {
 			h = strings.TrimSpace(h)
 			if h != sp.ID && h != sp.Label {
@@ -183,7 +193,7 @@ func read(name string, sp Spec, r io.Reader) (*Table, error) {
 			}
 		}
 	}
-	if len(cols) == 0 {
+	if len(cols) == 0 && !idsOnly {
 		return nil, perr(1, "", "no feature columns")
 	}
 	idx := make([]int, len(cols))

@@ -112,7 +112,7 @@ func TestParseSpec(t *testing.T) {
 
 func TestReadCSV(t *testing.T) {
 	sp := Spec{Path: "t.csv", ID: "id", Label: "y"}
-	tb, err := read("a", sp, strings.NewReader("id,x,y,z\np1,1,yes,2\np2,3,no,4\n"))
+	tb, err := read("a", sp, strings.NewReader("id,x,y,z\np1,1,yes,2\np2,3,no,4\n"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestReadCSV(t *testing.T) {
 		"id,x,y\n\"p1,1,a\np2,2,b\n":     "t.csv",
 		"id,x,y,x\np1,1,a,2\np2,2,b,3\n": "column named twice",
 	} {
-		_, err := read("a", sp, strings.NewReader(in))
+		_, err := read("a", sp, strings.NewReader(in), false)
 		var pe *dataset.ParseError
 		if err == nil || !errors.As(err, &pe) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want a ParseError containing %q", in, err, want)

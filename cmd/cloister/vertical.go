@@ -61,6 +61,10 @@ func (d *dataFlags) Set(s string) error { *d = append(*d, s); return nil }
 // loadParties reads every --data table; the first must have labels
 // when needLabel, and only the first may.
 func loadParties(specs []string, needLabel bool) ([]*vertical.Table, error) {
+	return loadTables(specs, needLabel, false)
+}
+
+func loadTables(specs []string, needLabel, idsOnly bool) ([]*vertical.Table, error) {
 	if len(specs) < 2 {
 		return nil, withHint(fmt.Errorf("vertical: %d --data given, need at least 2 parties", len(specs)), "give --data once per party, the label party first")
 	}
@@ -82,7 +86,11 @@ func loadParties(specs []string, needLabel bool) ([]*vertical.Table, error) {
 			name += "'"
 		}
 		names[name] = true
-		t, err := vertical.Load(name, sp)
+		load := vertical.Load
+		if idsOnly {
+			load = vertical.LoadIDs
+		}
+		t, err := load(name, sp)
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +138,7 @@ func verticalPSI(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	ts, err := loadParties(data, false)
+	ts, err := loadTables(data, false, true)
 	if err != nil {
 		return err
 	}
