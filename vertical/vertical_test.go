@@ -137,3 +137,22 @@ func TestReadCSV(t *testing.T) {
 		}
 	}
 }
+
+func FuzzRead(f *testing.F) {
+	f.Add("id,x,y\np1,1,a\np2,2,b\n")
+	f.Add("id,x,y\np1,1,a\np1,2,b\n")
+	f.Add("\"id\nx")
+	f.Fuzz(func(t *testing.T, in string) {
+		tb, err := read("a", Spec{Path: "f.csv", ID: "id", Label: "y"}, strings.NewReader(in), false)
+		if err != nil {
+			var pe *dataset.ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("error %v is not a ParseError", err)
+			}
+			return
+		}
+		if len(tb.X) != tb.Rows()*len(tb.Columns) || len(tb.Y) != tb.Rows() {
+			t.Fatalf("table of %d rows, %d values, %d labels", tb.Rows(), len(tb.X), len(tb.Y))
+		}
+	})
+}
