@@ -109,6 +109,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&ff.minCohort, "min-cohort", 0, "fewest updates a round may aggregate, and the k of each node's DP noise share σC/√k (0: the threshold)")
 	fs.IntVar(&ff.rounds, "rounds", 20, "rounds")
+	fs.Bool("vertical", false, "run vertical learning instead (Fashion-MNIST split by image halves, PSI, hetero logistic regression under threshold Paillier; cloister demo --vertical -h for its flags)")
 	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier or plain")
 	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default) or InsecureTest")
 	fs.IntVar(&ff.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours instead of every member (0: every member)")

@@ -162,14 +162,16 @@ type trainFlags struct {
 	seed                   uint64
 }
 
-func (f *trainFlags) register(fs *flag.FlagSet, epochs, batch int, lr float64) {
+func (f *trainFlags) register(fs *flag.FlagSet, epochs, batch int, lr float64, split bool) {
 	fs.IntVar(&f.epochs, "epochs", epochs, "epochs over the aligned training rows")
 	fs.IntVar(&f.batch, "batch", batch, "minibatch size")
 	fs.IntVar(&f.keyBits, "key-bits", 2048, "Paillier modulus bits (below 2048 is NOT SECURE: for quick trials only)")
 	fs.Float64Var(&f.lr, "lr", lr, "learning rate (the Taylor loss is quadratic: keep lr·‖x‖²/4 below 2)")
 	fs.Float64Var(&f.l2, "l2", 0, "L2 penalty")
-	fs.Float64Var(&f.testFraction, "test-fraction", 0.2, "share of the aligned rows held out for testing")
-	fs.Uint64Var(&f.seed, "seed", 1, "seed of the train/test split and the minibatch order")
+	if split {
+		fs.Float64Var(&f.testFraction, "test-fraction", 0.2, "share of the aligned rows held out for testing")
+	}
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the train/test split (or the demo's sampling and missing IDs) and the minibatch order")
 }
 
 func (f *trainFlags) config() vertical.Config {
@@ -251,7 +253,7 @@ func verticalTrain(args []string, stdout, stderr io.Writer) error {
 	model := fs.String("model", "", "write the trained model (every party's part, JSON) to this new file")
 	jsonOut := fs.String("json", "", "write the accuracies and costs as JSON to this new file")
 	var tf trainFlags
-	tf.register(fs, 10, 64, 0.1)
+	tf.register(fs, 10, 64, 0.1, true)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -351,7 +353,7 @@ func runVerticalDemo(args []string, stdout, stderr io.Writer) error {
 	missing := fs.Float64("missing", 0.2, "share of the IDs each party lacks")
 	jsonOut := fs.String("json", "", "write the results as JSON to this new file")
 	var tf trainFlags
-	tf.register(fs, 5, 64, 0.02)
+	tf.register(fs, 5, 64, 0.02, false)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
