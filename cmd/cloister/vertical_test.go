@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -119,5 +120,35 @@ func TestDemoPaillier(t *testing.T) {
 	}
 	if pa.Rounds != 2 || math.Abs(pa.FinalAccuracy-pl.FinalAccuracy) > 0.001 {
 		t.Errorf("paillier: %d rounds, accuracy %v; plain %v", pa.Rounds, pa.FinalAccuracy, pl.FinalAccuracy)
+	}
+}
+
+// TestDemoVertical runs demo --vertical on a few hundred Fashion-MNIST
+// images at a small key (NOT SECURE, for speed): the encrypted model's
+// test accuracy equals the central Taylor model's.
+func TestDemoVertical(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Fashion-MNIST")
+	}
+	if _, err := os.Stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); err != nil {
+		t.Skip("dataset-fashion-mnist is not installed")
+	}
+	var out, errb bytes.Buffer
+	jsonPath := filepath.Join(t.TempDir(), "v.json")
+	err := run([]string{"demo", "--vertical", "--key-bits", "256", "--rows", "300", "--epochs", "2", "--json", jsonPath}, nil, &out, &errb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	t.Logf("%s", out.String())
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r comparison
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Vertical < 0.6 || math.Abs(r.Vertical-r.CentralTay) > 0.01 || r.TestRows < 1000 {
+		t.Errorf("%+v", r)
 	}
 }
