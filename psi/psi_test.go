@@ -249,6 +249,11 @@ func BenchmarkPSI(b *testing.B) {
 		if len(res.Shared) != n-n/2 {
 			b.Fatalf("intersection of %d, want %d", len(res.Shared), n-n/2)
 		}
+		for i, id := range res.Shared { // exactly the overlap, sorted, aligned
+			if want := fmt.Sprintf("person-%09d", i+n/2); id != want || hubIDs[res.Rows[0][i]] != id || fIDs[res.Rows[1][i]] != id {
+				b.Fatalf("shared ID %d is %q, want %q", i, id, want)
+			}
+		}
 		b.ReportMetric(run.Seconds(), "run-s")
 		b.ReportMetric(floor.Seconds(), "floor-s")
 		b.ReportMetric(floor.Seconds()/run.Seconds(), "floor/run")
