@@ -80,12 +80,12 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // update and of each round's exact sum of quantized updates, which is what
 // Helper.Open would hold without the group mask.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg} {
+	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModePaillier} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
 					Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
-				if mode == federation.ModeMHE {
+				if mode == federation.ModeMHE || mode == federation.ModePaillier {
 					opts.Preset = "InsecureTest"
 				}
 				f := fed{fedtest.New(t, opts)}

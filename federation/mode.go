@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/round"
@@ -18,7 +19,8 @@ var ErrUnsupported = errors.New("federation: aggregation mode not implemented by
 // Scheme returns the scheme of the named mode; preset names the HE
 // parameters for mode "mhe" and the masking preset for mode "secagg"
 // ("secagg32", the default, "secagg64", with "-kK" for a ring of K
-// neighbours), and is ignored otherwise.
+// neighbours), the key size of mode "paillier" ("paillier2048", the
+// default), and is ignored otherwise.
 func Scheme(name, preset string) (protect.Scheme, error) {
 	switch name {
 	case ModeMHE:
@@ -33,10 +35,16 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 			return nil, fmt.Errorf("mode %s: %w", name, err)
 		}
 		return secagg.New(p)
+	case ModePaillier:
+		p, err := paillier.PresetByName(preset)
+		if err != nil {
+			return nil, fmt.Errorf("mode %s: %w", name, err)
+		}
+		return paillier.New(p)
 	case ModePlain:
 		return plain.Scheme{}, nil
 	}
-	return nil, fmt.Errorf("%w: %q (this build has %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePlain)
+	return nil, fmt.Errorf("%w: %q (this build has %s, %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePaillier, ModePlain)
 }
 
 // RoundConfig returns the engine configuration the manifest implies: the

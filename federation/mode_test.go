@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/secagg"
 )
@@ -27,7 +28,10 @@ func TestScheme(t *testing.T) {
 		{"secagg", "secagg64-k7", "secagg", nil},
 		{"secagg", "secagg16", "", secagg.ErrUnknownPreset},
 		{"secagg", "secagg32-k2", "", secagg.ErrUnknownPreset},
-		{"paillier", "", "", federation.ErrUnsupported},
+		{"paillier", "", "paillier", nil},
+		{"paillier", "InsecureTest", "paillier", nil},
+		{"paillier", "paillier1024", "", paillier.ErrUnknownPreset},
+		{"tee", "", "", federation.ErrUnsupported},
 		{"", "", "", federation.ErrUnsupported},
 	} {
 		s, err := federation.Scheme(tc.mode, tc.preset)
