@@ -116,7 +116,11 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.unpackCiphertext("aggregate", elems[1], agg); err != nil {
+	// The aggregate is (Σc0, a) under s_S, here S = all members: s_S = s.
+	if err := p.unpackPoly("aggregate", elems[1], agg.Value[0], level); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.uploadA(f.parties[f.sess.Members[0]].(*Party).sess, 1, 0, agg.Value[1]); err != nil {
 		t.Fatal(err)
 	}
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 	"github.com/tuneinsight/lattigo/v6/multiparty"
+	"github.com/tuneinsight/lattigo/v6/ring"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -89,7 +90,7 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 		return nil, fmt.Errorf("mhe: %d inputs, at most %d: %w", len(protected), p.lit.MaxParties, protect.ErrRange)
 	}
 	level := p.params.MaxLevel()
-	size := p.ctSize(level)
+	size := p.polySize(level)
 	round := uint64(r)
 	inputs := make([][][]byte, 0, len(protected))
 	bitmap := make([]byte, (ss.n+7)/8)
@@ -106,7 +107,7 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 			return nil, err
 		}
 		sender := uint16(i)
-		if err := (expect{kind: kindUpdate, preset: p, session: &ss.hash, round: &round, sender: &sender, level: level, degree: 1}).check(what, h); err != nil {
+		if err := (expect{kind: kindUpdate, preset: p, session: &ss.hash, round: &round, sender: &sender, level: level, degree: 0}).check(what, h); err != nil {
 			return nil, err
 		}
 		if h.bind != [16]byte{} {
@@ -137,7 +138,7 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 	}
 
 	k := p.ciphertexts(dim)
-	h := p.header(kindAggregate, level, 1)
+	h := p.header(kindAggregate, level, 0)
 	h.session, h.round, h.aux = ss.hash, round, uint32(dim)
 	lengths := make([]int, k+1)
 	lengths[0] = len(bitmap)
@@ -149,16 +150,16 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 	body := out[len(out) : len(out)+k*size]
 	out = out[:len(out)+k*size]
 
-	type worker struct{ acc, tmp *rlwe.Ciphertext }
+	type worker struct{ acc, tmp ring.Poly }
 	ws := make([]*worker, hp.sch.workersFor(k))
 	for i := range ws {
-		ws[i] = &worker{acc: p.newUpdateCiphertext(level), tmp: p.newUpdateCiphertext(level)}
+		ws[i] = &worker{acc: p.params.RingQ().NewPoly(), tmp: p.params.RingQ().NewPoly()}
 	}
 	ringQ := p.params.RingQ().AtLevel(level)
 	// Stream: each worker sums ciphertext i over all inputs, so memory stays
-	// at two ciphertexts per worker whatever the number of inputs. Updates
-	// are in the coefficient domain (encryptVector); the sum moves to the
-	// NTT domain once, here, for the reveal and Open.
+	// at two polynomials per worker whatever the number of inputs. Each
+	// input is c0 = −a·s_j + e_j + m_j in the NTT domain, all with the
+	// round's a: the sum is the c0 of (Σc0, a) under Σ s_j.
 	err := parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
 		for j, in := range inputs {
@@ -166,21 +167,14 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 			if j > 0 {
 				dst = wk.tmp
 			}
-			if err := p.unpackCiphertext("update", in[i], dst); err != nil {
+			if err := p.unpackPoly("update", in[i], dst, level); err != nil {
 				return fmt.Errorf("mhe: input %d: %w", j, err)
 			}
 			if j > 0 {
-				// The sum of ciphertexts of one preset, level and scale
-				// (checked above): the residues add modulo each prime.
-				ringQ.Add(wk.acc.Value[0], wk.tmp.Value[0], wk.acc.Value[0])
-				ringQ.Add(wk.acc.Value[1], wk.tmp.Value[1], wk.acc.Value[1])
+				ringQ.Add(wk.acc, wk.tmp, wk.acc)
 			}
 		}
-		ringQ.NTT(wk.acc.Value[0], wk.acc.Value[0])
-		ringQ.NTT(wk.acc.Value[1], wk.acc.Value[1])
-		wk.acc.IsNTT = true
-		p.packCiphertext(body[i*size:i*size:(i+1)*size], wk.acc)
-		wk.acc.IsNTT = false
+		p.packPoly(body[i*size:i*size:(i+1)*size], wk.acc, level)
 		return nil
 	})
 	if err != nil {
@@ -288,7 +282,8 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 				}
 			}
 		}
-		if err := p.unpackCiphertext("aggregate", rv.cts[i], wk.ct); err != nil {
+		// KeySwitch reads c0 only: c1 = a is replaced by the shares' part.
+		if err := p.unpackPoly("aggregate", rv.cts[i], wk.ct.Value[0], level); err != nil {
 			return err
 		}
 		wk.res.Resize(1, level)

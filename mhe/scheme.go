@@ -354,9 +354,10 @@ func checkLengths(what string, elems [][]byte, size int) error {
 // Sizes returns the exact payload sizes for vectors of d values in a
 // session of n members: with k = ⌈(d+1)/slots⌉ ciphertexts (the weight
 // takes one more slot) and P the packed size of one polynomial at the top
-// level, an update, an aggregate and a reveal share are k ciphertexts of 2P
-// bytes, a result k ciphertexts at level 0, a setup n polynomials; each
-// payload adds the 76-byte header and 4 bytes per element.
+// level, an update and an aggregate are k polynomials of P bytes (the c0 of
+// each ciphertext; a is derived from the round), a reveal share k pairs of
+// polynomials, a result k ciphertexts at level 0, a setup n polynomials;
+// each payload adds the 76-byte header and 4 bytes per element.
 func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 	p := s.p
 	if d < 1 || d > p.limits.MaxDim {
@@ -374,8 +375,8 @@ func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		PublicDealing:  elems(1, poly),
 		PrivateDealing: elems(1, poly),
 		Setup:          elems(n, poly),
-		Update:         elems(k, ct),
-		Aggregate:      elems(k, ct) + 4 + (n+7)/8,
+		Update:         elems(k, poly),
+		Aggregate:      elems(k, poly) + 4 + (n+7)/8,
 		Share:          elems(k, ct),
 		Result:         elems(k, p.ctSize(0)),
 		TargetPublic:   elems(2, poly),
