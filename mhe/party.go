@@ -14,7 +14,6 @@ import (
 	"github.com/tuneinsight/lattigo/v6/ring"
 	"github.com/tuneinsight/lattigo/v6/ring/ringqp"
 	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
-	"github.com/tuneinsight/lattigo/v6/utils/sampling"
 	"github.com/tuneinsight/lattigo/v6/utils/structs"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -352,8 +351,8 @@ func (pa *Party) ProtectPublicKey(r fl.Round, v fl.Vector, weight float64) ([]by
 }
 
 // uploadA writes into a the common polynomial of ciphertext chunk of round
-// r's uploads, in the NTT domain: Lattigo's uniform sampler on a keyed
-// BLAKE2b PRNG whose key is H(session hash ‖ round ‖ chunk). The session
+// r's uploads, in the NTT domain: Lattigo's uniform sampler on AES-256-CTR
+// keyed with H(session hash ‖ round ‖ chunk) (ctrPRNG). The session
 // hash covers the preset, the group ID (the session and key epoch for the
 // round engine), the threshold and the members, so a never repeats for
 // one key share s_i and round.
@@ -363,9 +362,9 @@ func (p *Preset) uploadA(ss *session, r fl.Round, chunk int, a ring.Poly) error 
 	h.Write(ss.hash[:])
 	h.Write(be64(uint64(r)))
 	h.Write(be64(uint64(chunk)))
-	prng, err := sampling.NewKeyedPRNG(h.Sum(nil))
+	prng, err := newCTRPRNG([32]byte(h.Sum(nil)))
 	if err != nil {
-		return fmt.Errorf("mhe: PRNG of a: %w", err)
+		return err
 	}
 	ring.NewUniformSampler(prng, p.params.RingQ()).AtLevel(p.params.MaxLevel()).Read(a)
 	return nil
@@ -376,7 +375,7 @@ func (p *Preset) uploadA(ss *session, r fl.Round, chunk int, a ring.Poly) error 
 // are serialized).
 type protectWorker struct {
 	enc   *encoder
-	xe    ring.Sampler // the encryption noise, on a PRNG keyed from the party's randomness
+	xe    ring.Sampler // the encryption noise, on AES-CTR keyed from the party's randomness
 	a, c0 ring.Poly
 }
 
@@ -398,7 +397,11 @@ type revealWorker struct {
 func (pa *Party) protectWorkers(n int) ([]*protectWorker, error) {
 	p := pa.p
 	for len(pa.pw) < pa.sch.workersFor(n) {
-		prng, err := keyedPRNG(pa.rand)
+		var key [32]byte
+		if _, err := io.ReadFull(pa.rand, key[:]); err != nil {
+			return nil, fmt.Errorf("mhe: reading randomness: %w", err)
+		}
+		prng, err := newCTRPRNG(key)
 		if err != nil {
 			return nil, err
 		}
