@@ -714,14 +714,20 @@ const DefaultPrecomputeLimit = 64 << 20
 // Precompute makes, ahead of the next Reveal, the randomness of its shares
 // for vectors of d values revealed to target (Target.Public()): the
 // encryption randomness of the switch and the flooding, which do not depend
-// on the aggregate. A runtime calls it while it waits for a round's reveal
-// request, from another goroutine if it likes: the work runs outside the
-// party's lock. At most limit bytes are kept (0: DefaultPrecomputeLimit);
-// the ciphertexts beyond are computed in Reveal as before. The next Reveal
-// takes what Precompute made, uses it for its share and erases it; a
-// second Precompute replaces (and erases) the first. Nothing of it is
-// persisted: Party.MarshalBinary leaves it out.
-func (pa *Party) Precompute(target []byte, d, limit int) error {
+// on the aggregate (protect.Precomputer). A runtime calls it while it waits
+// for a round's reveal request, from another goroutine if it likes: the
+// work runs outside the party's lock. At most the scheme's PrecomputeLimit
+// bytes are kept; the ciphertexts beyond are computed in Reveal as before.
+// The next Reveal takes what Precompute made, uses it for its share and
+// erases it; a second Precompute replaces (and erases) the first. Nothing
+// of it is persisted: Party.MarshalBinary leaves it out.
+func (pa *Party) Precompute(target []byte, d int) error {
+	return pa.precompute(target, d, pa.sch.precompute)
+}
+
+var _ protect.Precomputer = (*Party)(nil)
+
+func (pa *Party) precompute(target []byte, d, limit int) error {
 	pa.mu.Lock()
 	ready := pa.stage == stageReady
 	pa.mu.Unlock()
@@ -731,9 +737,6 @@ func (pa *Party) Precompute(target []byte, d, limit int) error {
 	p := pa.p
 	if d < 1 || d > p.lit.MaxDim {
 		return fmt.Errorf("mhe: Precompute for %d values, 1..%d: %w", d, p.lit.MaxDim, protect.ErrRange)
-	}
-	if limit <= 0 {
-		limit = DefaultPrecomputeLimit
 	}
 	pk, err := readTargetPublic(p, target)
 	if err != nil {

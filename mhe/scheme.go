@@ -25,8 +25,9 @@ import (
 
 // Scheme is the mhe aggregation mode: it implements protect.Scheme.
 type Scheme struct {
-	p       *Preset
-	workers int
+	p          *Preset
+	workers    int
+	precompute int // bytes Party.Precompute may keep
 }
 
 // Option configures a Scheme.
@@ -43,12 +44,23 @@ func Workers(n int) Option {
 	}
 }
 
+// PrecomputeLimit bounds the memory Party.Precompute keeps, in bytes (the
+// default is DefaultPrecomputeLimit). The ciphertexts beyond it are
+// computed in Reveal.
+func PrecomputeLimit(bytes int) Option {
+	return func(s *Scheme) {
+		if bytes > 0 {
+			s.precompute = bytes
+		}
+	}
+}
+
 // New returns the scheme for preset p (Agg128 in production).
 func New(p *Preset, opts ...Option) (*Scheme, error) {
 	if p == nil || p.hash == [16]byte{} {
 		return nil, errors.New("mhe: no preset")
 	}
-	s := &Scheme{p: p, workers: runtime.GOMAXPROCS(0)}
+	s := &Scheme{p: p, workers: runtime.GOMAXPROCS(0), precompute: DefaultPrecomputeLimit}
 	for _, o := range opts {
 		o(s)
 	}

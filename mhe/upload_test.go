@@ -92,7 +92,7 @@ func TestPrecomputeOnce(t *testing.T) {
 	d := 2*p.slots + 10 // three ciphertexts
 	revealers := f.sess.Members[:3]
 	per := 2 * (p.params.MaxLevel() + 1) * p.params.N() * 8
-	for r, limit := range []int{0, 2 * per, -1} { // all, two of three, none
+	for r, limit := range []int{DefaultPrecomputeLimit, 2 * per, -1} { // all, two of three, none
 		round := fl.Round(r + 1)
 		var kept [][]uint64
 		for _, m := range revealers {
@@ -100,11 +100,11 @@ func TestPrecomputeOnce(t *testing.T) {
 			if limit < 0 {
 				continue
 			}
-			if err := pa.Precompute(f.target.Public(), d, limit); err != nil {
+			if err := pa.precompute(f.target.Public(), d, limit); err != nil {
 				t.Fatal(err)
 			}
 			want := 3
-			if limit > 0 {
+			if limit < DefaultPrecomputeLimit {
 				want = 2
 			}
 			if got := pa.Precomputed(f.target.Public()); got != want {
@@ -159,16 +159,16 @@ func TestPrecomputeOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pa.Precompute(t2.Public(), d, 0); err != nil {
+	if err := pa.Precompute(t2.Public(), d); err != nil {
 		t.Fatal(err)
 	}
 	if n := pa.Precomputed(f.target.Public()); n != 0 {
 		t.Errorf("randomness for another target counts %d for this one", n)
 	}
-	if err := pa.Precompute(f.target.Public(), 0, 0); !errors.Is(err, protect.ErrRange) {
+	if err := pa.Precompute(f.target.Public(), 0); !errors.Is(err, protect.ErrRange) {
 		t.Errorf("Precompute for 0 values: %v, want ErrRange", err)
 	}
-	if err := pa.Precompute([]byte("not a key"), d, 0); err == nil {
+	if err := pa.Precompute([]byte("not a key"), d); err == nil {
 		t.Error("Precompute for a malformed target: accepted")
 	}
 }

@@ -296,6 +296,19 @@ func Check(h Helper, r fl.Round, from fl.NodeID, protected []byte) error {
 	return err
 }
 
+// Precomputer is a Party that can make ahead of time what its next reveal
+// share needs and the aggregate does not (mhe: the key switch's encryption
+// randomness and its noise flooding), so that Reveal costs less on the
+// round's critical path. The runtime calls it while it waits for the
+// round's reveal request, from another goroutine if it likes: it is safe
+// alongside the party's other methods. What it makes serves one Reveal
+// only, is erased after it and is never persisted.
+type Precomputer interface {
+	// Precompute prepares the next Reveal for vectors of d values
+	// revealed to target (Target.Public()).
+	Precompute(target []byte, d int) error
+}
+
 // Target is the key pair an aggregate is revealed to: the federation's group
 // key, known to attested members and never to the coordinator.
 type Target interface {

@@ -236,6 +236,11 @@ func (f *fed) runTask(sn *simNode, t Task) {
 	}
 	var m Message
 	switch t.Kind {
+	case TaskPrecompute:
+		if err := t.Precompute(); err != nil {
+			f.errs = append(f.errs, err)
+		}
+		return
 	case TaskTrain:
 		sn.trains[t.Round] = t.Model.Clone()
 		d := sn.delta.Clone()

@@ -239,7 +239,7 @@ func Run(cfg Config) (Report, error) {
 		}
 		it := time.Since(start)
 		start = time.Now()
-		if err := parties[m].(*mhe.Party).Precompute(target.Public(), d, 0); err != nil {
+		if err := parties[m].(*mhe.Party).Precompute(target.Public(), d); err != nil {
 			return Report{}, err
 		}
 		preT += time.Since(start)
