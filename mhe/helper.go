@@ -7,7 +7,6 @@ import (
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 	"github.com/tuneinsight/lattigo/v6/multiparty"
 	"github.com/tuneinsight/lattigo/v6/ring"
-	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -211,7 +210,7 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 		return nil, fmt.Errorf("mhe: %d reveal shares, %d needed: %w", len(shares), ss.t, protect.ErrNotEnoughShares)
 	}
 	level := p.params.MaxLevel()
-	size := p.ctSize(level)
+	size := p.ctSize(0)
 	k := len(rv.cts)
 	round := uint64(req.Round)
 	in := make([][][]byte, len(rv.revealers))
@@ -223,7 +222,7 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 			return nil, err
 		}
 		sender := uint16(j)
-		if err := (expect{kind: kindRevealShare, preset: p, session: &ss.hash, round: &round, sender: &sender, level: level, degree: 1, bind: &rv.bind}).check(what, h); err != nil {
+		if err := (expect{kind: kindRevealShare, preset: p, session: &ss.hash, round: &round, sender: &sender, level: 0, degree: 1, bind: &rv.bind}).check(what, h); err != nil {
 			return nil, err
 		}
 		if h.aux != rv.dim || len(elems) != k {
@@ -247,21 +246,24 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 	out = out[:len(out)+k*outSize]
 
 	type worker struct {
-		pcks     multiparty.PublicKeySwitchProtocol
-		eval     *ckks.Evaluator
-		acc, tmp multiparty.PublicKeySwitchShare
-		ct, res  *rlwe.Ciphertext
+		acc, tmp multiparty.PublicKeySwitchShare // level 0
+		c0       ring.Poly                       // top level
+		res      *rlwe.Ciphertext                // level 0
+	}
+	pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+	if err != nil {
+		return nil, fmt.Errorf("mhe: key switch: %w", err)
 	}
 	ws := make([]*worker, hp.sch.workersFor(k))
 	for i := range ws {
-		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
-		if err != nil {
-			return nil, fmt.Errorf("mhe: key switch: %w", err)
-		}
-		ws[i] = &worker{pcks: pcks, eval: ckks.NewEvaluator(p.params, nil), acc: pcks.AllocateShare(level),
-			tmp: pcks.AllocateShare(level), ct: p.newCiphertext(level), res: p.newCiphertext(level)}
+		ws[i] = &worker{acc: pcks.AllocateShare(0), tmp: pcks.AllocateShare(0), c0: p.params.RingQ().NewPoly(), res: p.newCiphertext(0)}
 	}
-	half := p.polySize(level)
+	half := p.polySize(0)
+	ring0 := p.params.RingQ().AtLevel(0)
+	// Each share comes rescaled to the first prime (Reveal); the aggregate
+	// Σc0 is rescaled here, and the switched ciphertext is
+	// (Σc0' + Σh0', Σh1') under the target key, at level 0
+	// (PublicKeySwitchProtocol.KeySwitch after the rescale).
 	err = parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
 		for x, elems := range in {
@@ -270,29 +272,24 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 				dst = &wk.tmp
 			}
 			what := fmt.Sprintf("reveal share from %s", ss.sorted[rv.revealers[x]])
-			if err := p.unpackPoly(what, elems[i][:half], dst.Value[0], level); err != nil {
+			if err := p.unpackPoly(what, elems[i][:half], dst.Value[0], 0); err != nil {
 				return err
 			}
-			if err := p.unpackPoly(what, elems[i][half:], dst.Value[1], level); err != nil {
+			if err := p.unpackPoly(what, elems[i][half:], dst.Value[1], 0); err != nil {
 				return err
 			}
 			if x > 0 {
-				if err := wk.pcks.AggregateShares(wk.acc, wk.tmp, &wk.acc); err != nil {
+				if err := pcks.AggregateShares(wk.acc, wk.tmp, &wk.acc); err != nil {
 					return fmt.Errorf("mhe: %s: %w", what, err)
 				}
 			}
 		}
-		// KeySwitch reads c0 only: c1 = a is replaced by the shares' part.
-		if err := p.unpackPoly("aggregate", rv.cts[i], wk.ct.Value[0], level); err != nil {
+		if err := p.unpackPoly("aggregate", rv.cts[i], wk.c0, level); err != nil {
 			return err
 		}
-		wk.res.Resize(1, level)
-		wk.pcks.KeySwitch(wk.ct, wk.acc, wk.res)
-		for wk.res.Level() > 0 {
-			if err := wk.eval.Rescale(wk.res, wk.res); err != nil {
-				return fmt.Errorf("mhe: rescale: %w", err)
-			}
-		}
+		p.rescale(wk.c0)
+		ring0.Add(wk.c0, wk.acc.Value[0], wk.res.Value[0])
+		wk.res.Value[1].CopyLvl(0, wk.acc.Value[1])
 		p.packCiphertext(body[i*outSize:i*outSize:(i+1)*outSize], wk.res)
 		return nil
 	})

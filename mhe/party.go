@@ -638,8 +638,8 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	defer sk.Value.Q.Zero()
 
 	k := len(rv.cts)
-	size := p.ctSize(level)
-	h := p.header(kindRevealShare, level, 1)
+	size := p.ctSize(0)
+	h := p.header(kindRevealShare, 0, 1)
 	h.session, h.sender, h.round, h.aux, h.bind = ss.hash, uint16(pa.self), uint64(req.Round), rv.dim, rv.bind
 	out, body := payload(h, k, size)
 	ws, err := pa.revealWorkers(k)
@@ -667,14 +667,30 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 			wk.pcks.GenShare(sk, rv.target, wk.ct, share)
 		}
 		dst := body[i*size : i*size : (i+1)*size]
-		dst = p.packPoly(dst, share.Value[0], level)
-		p.packPoly(dst, share.Value[1], level)
+		// Rescaled to the first prime, as Open rescales the switched
+		// sum: half the bytes, and a public function of the share.
+		p.rescale(share.Value[0])
+		p.rescale(share.Value[1])
+		dst = p.packPoly(dst, share.Value[0], 0)
+		p.packPoly(dst, share.Value[1], 0)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// rescale divides pol (NTT domain, top level) by the primes above the first,
+// rounding, as ckks.Evaluator.Rescale does; the result is pol's residues
+// at level 0. Rescaling each share and the aggregate apart and adding them
+// equals rescaling their sum up to one rounding per term (≤ 1/2 each,
+// times the target key for the c1 parts): ≈ 2^-40 of the result's scale
+// for t ≤ 1000, against the flooding's 2^-20.
+func (p *Preset) rescale(pol ring.Poly) {
+	for l := p.params.MaxLevel(); l > 0; l-- {
+		p.params.RingQ().AtLevel(l).DivRoundByLastModulusNTT(pol, pol)
+	}
 }
 
 // precomputed holds the part of one reveal's key-switch shares that does not

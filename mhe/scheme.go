@@ -390,8 +390,8 @@ func checkLengths(what string, elems [][]byte, size int) error {
 // session of n members: with k = ⌈(d+1)/slots⌉ ciphertexts (the weight
 // takes one more slot) and P the packed size of one polynomial at the top
 // level, an update and an aggregate are k polynomials of P bytes (the c0 of
-// each ciphertext; a is derived from the round), a reveal share k pairs of
-// polynomials, a result k ciphertexts at level 0, a setup n polynomials;
+// each ciphertext; a is derived from the round), a reveal share and a
+// result k pairs of polynomials at level 0, a setup n polynomials;
 // each payload adds the 76-byte header and 4 bytes per element.
 func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 	p := s.p
@@ -402,7 +402,7 @@ func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		return protect.Sizes{}, fmt.Errorf("mhe: sizes for %d members, preset %s allows 1..%d: %w", n, p.lit.Name, p.lit.MaxParties, protect.ErrRange)
 	}
 	level := p.params.MaxLevel()
-	poly, ct := p.polySize(level), p.ctSize(level)
+	poly := p.polySize(level)
 	k := p.ciphertexts(d)
 	elems := func(count, size int) int { return headerSize + count*(4+size) }
 	return protect.Sizes{
@@ -412,7 +412,7 @@ func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		Setup:          elems(n, poly),
 		Update:         elems(k, poly),
 		Aggregate:      elems(k, poly) + 4 + (n+7)/8,
-		Share:          elems(k, ct),
+		Share:          elems(k, p.ctSize(0)),
 		Result:         elems(k, p.ctSize(0)),
 		TargetPublic:   elems(2, poly),
 		TargetSecret:   elems(3, poly),
