@@ -184,22 +184,38 @@ func Run(cfg Config) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
-		start := time.Now()
-		b, err := parties[m].Protect(1, v, w)
-		if err != nil {
-			return Report{}, err
-		}
-		dt := time.Since(start)
 		pa, ok := parties[m].(*mhe.Party)
 		if !ok {
 			return Report{}, fmt.Errorf("mhebench: party of type %T", parties[m])
 		}
-		start = time.Now()
-		pkb, err := pa.ProtectPublicKey(1, v, w)
-		if err != nil {
+		// Protect and the public-key upload back to back, in alternating
+		// order, so that neither always runs first (warm caches, load).
+		var b, pkb []byte
+		var dt, pdt time.Duration
+		protectNew := func() error {
+			start := time.Now()
+			var err error
+			b, err = pa.Protect(1, v, w)
+			dt = time.Since(start)
+			return err
+		}
+		protectPK := func() error {
+			start := time.Now()
+			var err error
+			pkb, err = pa.ProtectPublicKey(1, v, w)
+			pdt = time.Since(start)
+			return err
+		}
+		first, second := protectNew, protectPK
+		if len(ratios)%2 == 1 {
+			first, second = protectPK, protectNew
+		}
+		if err := first(); err != nil {
 			return Report{}, err
 		}
-		pdt := time.Since(start)
+		if err := second(); err != nil {
+			return Report{}, err
+		}
 		encT += dt
 		rawT += r
 		pkT += pdt
