@@ -62,8 +62,9 @@
 //     Preset.FloodSigma() (multiparty.PublicKeySwitchProtocol.GenShare).
 //     Precompute makes the share's randomness and flooding ahead, off the
 //     round's critical path: Reveal then adds s·a.
-//   - Helper.Open sums exactly t shares (AggregateShares), applies them
-//     (KeySwitch) and rescales the result to the first prime.
+//   - Each revealer rescales its share to the first prime; Helper.Open
+//     sums exactly t shares (AggregateShares), rescales Σc0 the same way
+//     and adds them (KeySwitch at level 0).
 //   - Target.Decrypt decrypts and decodes with DecodePublic at DecodePrec
 //     fractional bits.
 //
