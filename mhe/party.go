@@ -609,6 +609,17 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 		return nil, fmt.Errorf("mhe: %s is not among the revealers: %w", ss.sorted[pa.self], protect.ErrForeign)
 	}
 
+	// Σc0's residues are range-checked before the ledger records the
+	// reveal: a request it rejects records nothing (protect.Party), so one
+	// malformed aggregate cannot spend the revealer's one reveal of the
+	// round. The share itself reads only a.
+	level := p.params.MaxLevel()
+	scratch := p.params.RingQ().AtLevel(level).NewPoly()
+	for _, c := range rv.cts {
+		if err := p.unpackPoly("aggregate", c, scratch, level); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.Record(req.Round, req.Digest()); err != nil {
 		return nil, fmt.Errorf("mhe: recording the reveal of round %d: %w", req.Round, err)
 	}
@@ -616,7 +627,6 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	pa.pre = nil
 	defer pre.erase()
 
-	level := p.params.MaxLevel()
 	thr := multiparty.NewThresholdizer(p.params)
 	tsk := thr.AllocateThresholdSecretShare()
 	for _, j := range rv.included {
@@ -650,10 +660,7 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	usable := pre.usable(rv.targetID)
 	err = parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
-		// The share reads only a (Value[1]); Σc0 is checked for range.
-		if err := p.unpackPoly("aggregate", rv.cts[i], wk.ct.Value[0], level); err != nil {
-			return err
-		}
+		// The share reads only a (Value[1]); Σc0 was range-checked above.
 		if err := p.uploadA(ss, req.Round, i, wk.ct.Value[1]); err != nil {
 			return err
 		}

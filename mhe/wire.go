@@ -193,7 +193,7 @@ func parse(what string, b []byte, maxCount int) (header, [][]byte, error) {
 	}
 	if b[4] == 1 {
 		return h, nil, mismatch(what, "wire version", "2 (one-polynomial uploads under each member's key share)",
-			"1 (public-key uploads of an older cloister: upgrade every member and the coordinator together)")
+			"1 (an older cloister's public-key uploads, or a party state or group key it saved: its key shares cannot be converted, so a federation that upgrades starts a new session: cloister init, new state directories)")
 	}
 	if b[4] != wireVersion {
 		return h, nil, malformed(what, "unknown version %d", b[4])
