@@ -43,13 +43,13 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 			return nil, err
 		}
 		h.sess.checkSession(r)
-		who, t := h.sess.member(r), r.hash()
-		flag := r.take(1)
+		who, t := h.sess.member(r), r.Hash()
+		flag := r.Take(1)
 		var nb []byte
-		if r.err == nil && flag[0] == 1 && i == dealer {
+		if r.Err == nil && flag[0] == 1 && i == dealer {
 			_, nb = h.sch.publicKey(r, h.sess)
 		} else {
-			nb = r.take(ks)
+			nb = r.Take(ks)
 		}
 		if err := r.done(); err != nil {
 			return nil, err
@@ -95,14 +95,14 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 		return input{}, err
 	}
 	h.sess.checkSession(rd)
-	round, member, dim := fl.Round(rd.u64()), h.sess.member(rd), h.sch.dim(rd)
+	round, member, dim := fl.Round(rd.U64()), h.sess.member(rd), h.sch.dim(rd)
 	k := h.sch.p.ciphertexts(dim)
-	if want := h.sch.p.keySize() * (1 + 2*k); rd.err == nil && len(rd.b) != want {
-		rd.err = malformed(what, "%d values take %d bytes, %d follow", dim, want, len(rd.b))
+	if want := h.sch.p.keySize() * (1 + 2*k); rd.Err == nil && len(rd.B) != want {
+		rd.Err = malformed(what, "%d values take %d bytes, %d follow", dim, want, len(rd.B))
 	}
 	tk, nb := h.sch.publicKey(rd, h.sess)
 	var cts []*big.Int
-	if rd.err == nil {
+	if rd.Err == nil {
 		cts = parseCiphertexts(rd, &tk.PublicKey, k)
 	}
 	if err := rd.done(); err != nil {
@@ -209,8 +209,8 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 			return nil, err
 		}
 		h.sess.checkSession(r)
-		round, who, digest, set, tgt, dim := fl.Round(r.u64()), h.sess.member(r), r.hash(), r.hash(), r.hash(), r.u32()
-		box := r.take(boxLen)
+		round, who, digest, set, tgt, dim := fl.Round(r.U64()), h.sess.member(r), r.Hash(), r.Hash(), r.Hash(), r.U32()
+		box := r.Take(boxLen)
 		if err := r.done(); err != nil {
 			return nil, err
 		}

@@ -158,7 +158,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		return err
 	}
 	p.sess.checkSession(r)
-	transcript := r.hash()
+	transcript := r.Hash()
 	tk, nb := p.sch.publicKey(r, p.sess)
 	if err := r.done(); err != nil {
 		return err
@@ -186,8 +186,8 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		return err
 	}
 	p.sess.checkSession(r)
-	from, to, t2 := p.sess.member(r), p.sess.member(r), r.hash()
-	nb2, sb := r.take(ks), r.take(2*ks)
+	from, to, t2 := p.sess.member(r), p.sess.member(r), r.Hash()
+	nb2, sb := r.Take(ks), r.Take(2*ks)
 	if err := r.done(); err != nil {
 		return err
 	}

@@ -120,8 +120,8 @@ func (s *Scheme) LoadParty(g protect.Group, self fl.NodeID, state []byte, rand i
 		return nil, err
 	}
 	sess.checkSession(r)
-	stateSelf, transcript := sess.member(r), r.hash()
-	nb, sb := r.take(ks), r.take(2*ks)
+	stateSelf, transcript := sess.member(r), r.Hash()
+	nb, sb := r.Take(ks), r.Take(2*ks)
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -188,7 +188,7 @@ func (s *Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	sk := r.take(keyLen)
+	sk := r.Take(keyLen)
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -243,17 +243,17 @@ func (s *session) index(id fl.NodeID, role string) (int, error) {
 func (s *session) name(i int) fl.NodeID { return s.members[i] }
 
 func (s *session) member(r *reader) int {
-	i := r.u32()
-	if r.err == nil && i >= len(s.members) {
-		r.err = malformed(r.what, "member index %d, the group has %d members", i, len(s.members))
+	i := r.U32()
+	if r.Err == nil && i >= len(s.members) {
+		r.Err = malformed(r.What, "member index %d, the group has %d members", i, len(s.members))
 	}
 	return i
 }
 
 func (s *session) checkSession(r *reader) {
-	d := r.hash()
-	if r.err == nil && d != s.digest {
-		r.err = foreign(r.what, "for another group")
+	d := r.Hash()
+	if r.Err == nil && d != s.digest {
+		r.Err = foreign(r.What, "for another group")
 	}
 }
 
@@ -290,7 +290,7 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 		}
 		s.checkSession(r)
 		who := s.member(r)
-		r.take(nonceLen)
+		r.Take(nonceLen)
 		if err := r.done(); err != nil {
 			return [hashLen]byte{}, err
 		}
@@ -337,19 +337,19 @@ type aggregate struct {
 
 // parseCiphertexts reads k ciphertexts under n, each checked.
 func parseCiphertexts(r *reader, pk *PublicKey, k int) []*big.Int {
-	if r.err != nil {
+	if r.Err != nil {
 		return nil
 	}
 	ct := pk.CiphertextSize()
-	if len(r.b) < k*ct {
-		r.err = malformed(r.what, "declares %d ciphertexts of %d bytes, %d bytes follow", k, ct, len(r.b))
+	if len(r.B) < k*ct {
+		r.Err = malformed(r.What, "declares %d ciphertexts of %d bytes, %d bytes follow", k, ct, len(r.B))
 		return nil
 	}
 	out := make([]*big.Int, k)
 	for i := range out {
-		c, err := pk.ParseCiphertext(r.take(ct))
+		c, err := pk.ParseCiphertext(r.Take(ct))
 		if err != nil {
-			r.err = malformed(r.what, "ciphertext %d: %v", i, err)
+			r.Err = malformed(r.What, "ciphertext %d: %v", i, err)
 			return nil
 		}
 		out[i] = c
@@ -359,22 +359,22 @@ func parseCiphertexts(r *reader, pk *PublicKey, k int) []*big.Int {
 
 // dim reads a vector length and checks it against MaxDim.
 func (s *Scheme) dim(r *reader) int {
-	d := r.u32()
-	if r.err == nil && (d < 1 || d > s.p.caps.MaxDim) {
-		r.err = malformed(r.what, "vector of %d values, want 1 to %d", d, s.p.caps.MaxDim)
+	d := r.U32()
+	if r.Err == nil && (d < 1 || d > s.p.caps.MaxDim) {
+		r.Err = malformed(r.What, "vector of %d values, want 1 to %d", d, s.p.caps.MaxDim)
 	}
 	return d
 }
 
 // publicKey reads n.
 func (s *Scheme) publicKey(r *reader, sess *session) (*ThresholdKey, []byte) {
-	nb := r.take(s.p.keySize())
-	if r.err != nil {
+	nb := r.Take(s.p.keySize())
+	if r.Err != nil {
 		return nil, nil
 	}
-	tk, err := s.thresholdKey(r.what, sess, nb)
+	tk, err := s.thresholdKey(r.What, sess, nb)
 	if err != nil {
-		r.err = err
+		r.Err = err
 		return nil, nil
 	}
 	return tk, nb
@@ -387,29 +387,29 @@ func (s *Scheme) parseAggregate(sess *session, b []byte, what string) (aggregate
 	}
 	sess.checkSession(r)
 	var a aggregate
-	a.round = fl.Round(r.u64())
+	a.round = fl.Round(r.U64())
 	a.dim = s.dim(r)
-	k := r.u32()
-	if r.err == nil && (k < 1 || k > len(sess.members)) {
-		r.err = malformed(what, "sums %d inputs, the group has %d members", k, len(sess.members))
+	k := r.U32()
+	if r.Err == nil && (k < 1 || k > len(sess.members)) {
+		r.Err = malformed(what, "sums %d inputs, the group has %d members", k, len(sess.members))
 	}
 	nct := s.p.ciphertexts(a.dim)
-	if want := 4*k + s.p.keySize() + nct*2*s.p.keySize(); r.err == nil && len(r.b) != want {
-		r.err = malformed(what, "%d inputs and %d values take %d bytes, %d follow", k, a.dim, want, len(r.b))
+	if want := 4*k + s.p.keySize() + nct*2*s.p.keySize(); r.Err == nil && len(r.B) != want {
+		r.Err = malformed(what, "%d inputs and %d values take %d bytes, %d follow", k, a.dim, want, len(r.B))
 	}
-	if r.err != nil {
-		return aggregate{}, nil, r.err
+	if r.Err != nil {
+		return aggregate{}, nil, r.Err
 	}
 	a.included = make([]int, k)
 	for i := range a.included {
 		a.included[i] = sess.member(r)
-		if r.err == nil && i > 0 && a.included[i] <= a.included[i-1] {
-			r.err = malformed(what, "included members not in ascending order")
+		if r.Err == nil && i > 0 && a.included[i] <= a.included[i-1] {
+			r.Err = malformed(what, "included members not in ascending order")
 		}
 	}
 	tk, nb := s.publicKey(r, sess)
 	a.n = nb
-	if r.err == nil {
+	if r.Err == nil {
 		a.cts = parseCiphertexts(r, &tk.PublicKey, nct)
 	}
 	if err := r.done(); err != nil {

@@ -43,7 +43,7 @@ func parseTargetPublic(b []byte, what string) (targetPublic, error) {
 	if err != nil {
 		return targetPublic{}, err
 	}
-	pub := r.take(keyLen)
+	pub := r.Take(keyLen)
 	if err := r.done(); err != nil {
 		return targetPublic{}, err
 	}
@@ -140,11 +140,11 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 	if err != nil {
 		return protect.Sum{}, err
 	}
-	tid, group, digest, set := r.hash(), r.hash(), r.hash(), r.hash()
-	round := fl.Round(r.u64())
-	dim, members, thr := r.u32(), r.u32(), r.u32()
-	if r.err != nil {
-		return protect.Sum{}, r.err
+	tid, group, digest, set := r.Hash(), r.Hash(), r.Hash(), r.Hash()
+	round := fl.Round(r.U64())
+	dim, members, thr := r.U32(), r.U32(), r.U32()
+	if r.Err != nil {
+		return protect.Sum{}, r.Err
 	}
 	if tid != t.pub.id {
 		return protect.Sum{}, foreign(what, "opened to another target")
@@ -156,10 +156,10 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 	ks, ct := pr.keySize(), 2*pr.keySize()
 	k := pr.ciphertexts(dim)
 	boxLen := boxOverhead + k*ct
-	if len(r.b) != resultLen(ks, thr, boxLen)-(4*hashLen+8+4+4+4) {
-		return protect.Sum{}, malformed(what, "%d bytes for %d boxes of %d values", len(r.b), thr, dim)
+	if len(r.B) != resultLen(ks, thr, boxLen)-(4*hashLen+8+4+4+4) {
+		return protect.Sum{}, malformed(what, "%d bytes for %d boxes of %d values", len(r.B), thr, dim)
 	}
-	n := new(big.Int).SetBytes(r.take(ks))
+	n := new(big.Int).SetBytes(r.Take(ks))
 	if n.BitLen() != pr.lit.KeyBits || n.Bit(0) == 0 {
 		return protect.Sum{}, malformed(what, "a modulus of %d bits", n.BitLen())
 	}
@@ -173,9 +173,9 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 	}
 	prev := -1
 	for range thr {
-		rev, box := r.u32(), r.take(boxLen)
-		if r.err != nil {
-			return protect.Sum{}, r.err
+		rev, box := r.U32(), r.Take(boxLen)
+		if r.Err != nil {
+			return protect.Sum{}, r.Err
 		}
 		if rev <= prev || rev >= members {
 			return protect.Sum{}, malformed(what, "revealer %d out of order or range", rev)

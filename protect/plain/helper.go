@@ -37,7 +37,7 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 			return nil, err
 		}
 		h.sess.checkSession(r)
-		dealer, t := h.sess.member(r), r.hash()
+		dealer, t := h.sess.member(r), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
 		}
@@ -126,7 +126,7 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 		return input{}, err
 	}
 	h.sess.checkSession(rd)
-	round, member, count := fl.Round(rd.u64()), h.sess.member(rd), rd.count()
+	round, member, count := fl.Round(rd.U64()), h.sess.member(rd), rd.count()
 	w := rd.weight(limitMaxAbs)
 	raw := rd.values(count, limitMaxAbs)
 	if err := rd.done(); err != nil {
@@ -205,8 +205,8 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 			return nil, err
 		}
 		h.sess.checkSession(r)
-		round, revealer := fl.Round(r.u64()), h.sess.member(r)
-		digest, set, target := r.hash(), r.hash(), r.hash()
+		round, revealer := fl.Round(r.U64()), h.sess.member(r)
+		digest, set, target := r.Hash(), r.Hash(), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
 		}

@@ -100,7 +100,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		return err
 	}
 	p.sess.checkSession(r)
-	transcript := r.hash()
+	transcript := r.Hash()
 	if err := r.done(); err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 			return err
 		}
 		p.sess.checkSession(r)
-		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.hash()
+		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.Hash()
 		if err := r.done(); err != nil {
 			return err
 		}

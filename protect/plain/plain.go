@@ -208,7 +208,7 @@ func (Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.R
 	if err != nil {
 		return nil, err
 	}
-	digest, stateSelf, transcript := r.hash(), sess.member(r), r.hash()
+	digest, stateSelf, transcript := r.Hash(), sess.member(r), r.Hash()
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -259,7 +259,7 @@ func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 		return nil, err
 	}
 	var t target
-	copy(t.id[:], r.take(idLen))
+	copy(t.id[:], r.Take(idLen))
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -317,18 +317,18 @@ func (s *session) name(i int) fl.NodeID { return s.members[i] }
 
 // member reads a member index and checks it is in range.
 func (s *session) member(r *reader) int {
-	i := r.u32()
-	if r.err == nil && i >= len(s.members) {
-		r.err = malformed(r.what, "member index %d, the session has %d members", i, len(s.members))
+	i := r.U32()
+	if r.Err == nil && i >= len(s.members) {
+		r.Err = malformed(r.What, "member index %d, the session has %d members", i, len(s.members))
 	}
 	return i
 }
 
 // checkSession reads the session field of a payload.
 func (s *session) checkSession(r *reader) {
-	d := r.hash()
-	if r.err == nil && d != s.digest {
-		r.err = foreign(r.what, "for another session")
+	d := r.Hash()
+	if r.Err == nil && d != s.digest {
+		r.Err = foreign(r.What, "for another session")
 	}
 }
 
@@ -366,7 +366,7 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 		}
 		s.checkSession(r)
 		who := s.member(r)
-		r.take(nonceLen)
+		r.Take(nonceLen)
 		if err := r.done(); err != nil {
 			return [hashLen]byte{}, err
 		}
@@ -418,24 +418,24 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	}
 	s.checkSession(r)
 	var a aggregate
-	a.round = fl.Round(r.u64())
+	a.round = fl.Round(r.U64())
 	a.count = r.count()
-	k := r.u32()
-	if r.err == nil && (k < 1 || k > len(s.members)) {
-		r.err = malformed(what, "sums %d inputs, the session has %d members", k, len(s.members))
+	k := r.U32()
+	if r.Err == nil && (k < 1 || k > len(s.members)) {
+		r.Err = malformed(what, "sums %d inputs, the session has %d members", k, len(s.members))
 	}
 	a.weight = r.weight(float64(k) * limitMaxAbs)
-	if r.err == nil && len(r.b) != 4*k+8*a.count {
-		r.err = malformed(what, "declares %d members and %d values, which take %d bytes, but %d bytes follow", k, a.count, 4*k+8*a.count, len(r.b))
+	if r.Err == nil && len(r.B) != 4*k+8*a.count {
+		r.Err = malformed(what, "declares %d members and %d values, which take %d bytes, but %d bytes follow", k, a.count, 4*k+8*a.count, len(r.B))
 	}
-	if r.err != nil {
-		return aggregate{}, r.err
+	if r.Err != nil {
+		return aggregate{}, r.Err
 	}
 	a.included = make([]int, k)
 	for i := range a.included {
 		a.included[i] = s.member(r)
-		if r.err == nil && i > 0 && a.included[i] <= a.included[i-1] {
-			r.err = malformed(what, "included members not in ascending order")
+		if r.Err == nil && i > 0 && a.included[i] <= a.included[i-1] {
+			r.Err = malformed(what, "included members not in ascending order")
 		}
 	}
 	a.values = r.values(a.count, float64(k)*limitMaxAbs)

@@ -27,7 +27,7 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 	if err != nil {
 		return protect.Sum{}, err
 	}
-	tgt := r.hash()
+	tgt := r.Hash()
 	count := r.count()
 	weight := r.weight(limitMaxParties * limitMaxAbs)
 	raw := r.values(count, limitMaxParties*limitMaxAbs)
@@ -47,7 +47,7 @@ func targetHash(public []byte) ([hashLen]byte, error) {
 	if err != nil {
 		return [hashLen]byte{}, err
 	}
-	r.take(idLen)
+	r.Take(idLen)
 	if err := r.done(); err != nil {
 		return [hashLen]byte{}, err
 	}

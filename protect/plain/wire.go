@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -103,100 +104,21 @@ func appendVector(b []byte, v fl.Vector) []byte {
 	return b
 }
 
-// reader decodes one payload. Reads past the end set a sticky error and
-// return zero values; callers check err before they trust what they read.
-type reader struct {
-	what string // names the input in errors
-	b    []byte
-	err  error
-}
 
-// open checks the header of b and returns a reader for a body of kind want.
-// A well-formed header of another kind is ErrForeign; anything else wrong is
-// ErrMalformed.
-func open(b []byte, want kind, what string) (*reader, error) {
-	switch {
-	case len(b) == 0:
-		return nil, malformed(what, "empty")
-	case len(b) < headerLen:
-		return nil, malformed(what, "%d bytes, shorter than the %d-byte header", len(b), headerLen)
-	case string(b[:len(magic)]) != magic:
-		return nil, malformed(what, "not a plain payload (starts %x)", b[:len(magic)])
-	case b[len(magic)] != version:
-		return nil, malformed(what, "format version %d, want %d", b[len(magic)], version)
-	}
-	k := kind(b[len(magic)+1])
-	if k < 1 || k >= kindEnd {
-		return nil, malformed(what, "unknown payload kind %d", byte(k))
-	}
-	if k != want {
-		return nil, foreign(what, "a %v, want a %v", k, want)
-	}
-	return &reader{what: what, b: b[headerLen:]}, nil
-}
 
-// openFixed is open for kinds whose body has a fixed length.
-func openFixed(b []byte, want kind, bodyLen int, what string) (*reader, error) {
-	r, err := open(b, want, what)
-	if err != nil {
-		return nil, err
-	}
-	if len(r.b) != bodyLen {
-		return nil, malformed(what, "a %v body has %d bytes, got %d", want, bodyLen, len(r.b))
-	}
-	return r, nil
-}
 
-func (r *reader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n > len(r.b) {
-		r.err = malformed(r.what, "truncated: need %d more bytes, have %d", n, len(r.b))
-		return nil
-	}
-	p := r.b[:n:n]
-	r.b = r.b[n:]
-	return p
-}
 
-// u32 reads a count or index. Values above 2³¹−1 are malformed, so counts
-// are non-negative ints on every platform.
-func (r *reader) u32() int {
-	p := r.take(4)
-	if p == nil {
-		return 0
-	}
-	v := binary.BigEndian.Uint32(p)
-	if v > maxIndex {
-		r.err = malformed(r.what, "count or index %d out of range", v)
-		return 0
-	}
-	return int(v)
-}
 
-func (r *reader) u64() uint64 {
-	p := r.take(8)
-	if p == nil {
-		return 0
-	}
-	return binary.BigEndian.Uint64(p)
-}
 
-func (r *reader) f64() float64 { return math.Float64frombits(r.u64()) }
 
-func (r *reader) hash() (h [hashLen]byte) {
-	copy(h[:], r.take(hashLen))
-	return h
-}
 
 // done reports the sticky error, or trailing bytes.
 func (r *reader) done() error {
-	if r.err != nil {
-		return r.err
+	if r.Err != nil {
+		return r.Err
 	}
-	if len(r.b) != 0 {
-		return malformed(r.what, "%d trailing bytes", len(r.b))
+	if len(r.B) != 0 {
+		return malformed(r.What, "%d trailing bytes", len(r.B))
 	}
 	return nil
 }
@@ -205,18 +127,18 @@ func (r *reader) done() error {
 // at most bound in absolute value, and returns their raw bytes. It allocates
 // nothing.
 func (r *reader) values(count int, bound float64) []byte {
-	if r.err != nil {
+	if r.Err != nil {
 		return nil
 	}
-	if len(r.b) != 8*count {
-		r.err = malformed(r.what, "declares %d values, which take %d bytes, but %d bytes follow", count, 8*count, len(r.b))
+	if len(r.B) != 8*count {
+		r.Err = malformed(r.What, "declares %d values, which take %d bytes, but %d bytes follow", count, 8*count, len(r.B))
 		return nil
 	}
-	raw := r.take(8 * count)
+	raw := r.Take(8 * count)
 	for i := range count {
 		x := math.Float64frombits(binary.BigEndian.Uint64(raw[8*i:]))
 		if !finiteWithin(x, bound) {
-			r.err = malformed(r.what, "value %d is %v, outside ±%v", i, x, bound)
+			r.Err = malformed(r.What, "value %d is %v, outside ±%v", i, x, bound)
 			return nil
 		}
 	}
@@ -225,18 +147,18 @@ func (r *reader) values(count int, bound float64) []byte {
 
 // count reads a vector length and checks it against MaxDim.
 func (r *reader) count() int {
-	n := r.u32()
-	if r.err == nil && n > limitMaxDim {
-		r.err = malformed(r.what, "declares %d values, more than the %d allowed", n, limitMaxDim)
+	n := r.U32()
+	if r.Err == nil && n > limitMaxDim {
+		r.Err = malformed(r.What, "declares %d values, more than the %d allowed", n, limitMaxDim)
 	}
 	return n
 }
 
 // weight reads a summed or single weight: finite, non-negative, at most bound.
 func (r *reader) weight(bound float64) float64 {
-	w := r.f64()
-	if r.err == nil && (!finiteWithin(w, bound) || w < 0) {
-		r.err = malformed(r.what, "weight %v outside [0, %v]", w, bound)
+	w := r.F64()
+	if r.Err == nil && (!finiteWithin(w, bound) || w < 0) {
+		r.Err = malformed(r.What, "weight %v outside [0, %v]", w, bound)
 	}
 	return w
 }
@@ -269,4 +191,24 @@ func hashOf(domain string, parts ...[]byte) [hashLen]byte {
 	var out [hashLen]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// format is this mode's payload header (internal/payload).
+var format = payload.Format{Name: "plain", Magic: magic, Version: version, Kinds: byte(kindEnd),
+	Malformed: malformed, Foreign: foreign, KindName: func(k byte) string { return kind(k).String() }}
+
+// reader reads one payload's body (payload.Reader), with this mode's
+// own fields.
+type reader struct{ *payload.Reader }
+
+// open checks the header of b and returns a reader for a body of kind want.
+func open(b []byte, want kind, what string) (*reader, error) {
+	r, err := format.Open(b, byte(want), what)
+	return &reader{r}, err
+}
+
+// openFixed is open for kinds whose body has a fixed length.
+func openFixed(b []byte, want kind, bodyLen int, what string) (*reader, error) {
+	r, err := format.OpenFixed(b, byte(want), bodyLen, what)
+	return &reader{r}, err
 }
