@@ -104,14 +104,6 @@ func appendVector(b []byte, v fl.Vector) []byte {
 	return b
 }
 
-
-
-
-
-
-
-
-
 // done reports the sticky error, or trailing bytes.
 func (r *reader) done() error {
 	if r.Err != nil {
