@@ -107,7 +107,7 @@ func (s *session) parseUpdate(b []byte, what string) (envelope, error) {
 	if err := r.done(); err != nil {
 		return envelope{}, err
 	}
-	e.info = b[:headerLen+protectedFixed:headerLen+protectedFixed]
+	e.info = b[:infoLen:infoLen]
 	return e, nil
 }
 

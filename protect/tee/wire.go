@@ -77,21 +77,21 @@ func sealedLen(count int) int { return encLen + 8 + 8*count + tagLen }
 
 // Fixed body sizes (after the header).
 const (
-	announcementLen = hashLen + 4 + nonceLen + hashLen + signPub          // session, member, nonce, aggregator key, signing key
-	dealingLen      = hashLen + 4 + hashLen                               // session, dealer, transcript
-	privateLen      = hashLen + 4 + 4 + hashLen                           // session, dealer, recipient, transcript
-	setupFixed      = hashLen + hashLen                                   // session, transcript; then n announcements
-	protectedFixed  = hashLen + hashLen + 8 + 4 + hashLen + 4             // session, transcript, round, member, aggregator key, count
-	aggregateFixed  = hashLen + 8 + 4 + 4                                 // session, round, count, k; then k sealed updates
-	shareSigned     = hashLen + 8 + 4 + 3*hashLen                         // session, round, revealer, digest, revealer set, target
-	shareLen        = shareSigned + sigLen                                // … and the revealer's signature
-	resultFixed     = hashLen + 4                                         // target, count; then the sealed sum
-	partyStateLen   = hashLen + 4 + hashLen + hashLen + seedLen           // session, self, transcript, aggregator key, signing seed
-	targetPublicLen = publicLen                                           // HPKE public key
-	targetSecretLen = seedLen                                             // HPKE key seed
-	updateLenFixed  = headerLen + protectedFixed + encLen + 8 + tagLen    // a sealed update of 0 values
-	setupPer        = headerLen + announcementLen                         // one announcement in the setup
-	_               = updateLenFixed + setupPer + partyStateLen + dealingLen // (all used)
+	announcementLen = hashLen + 4 + nonceLen + hashLen + signPub       // session, member, nonce, aggregator key, signing key
+	dealingLen      = hashLen + 4 + hashLen                            // session, dealer, transcript
+	privateLen      = hashLen + 4 + 4 + hashLen                        // session, dealer, recipient, transcript
+	setupFixed      = hashLen + hashLen                                // session, transcript; then n announcements
+	protectedFixed  = hashLen + hashLen + 8 + 4 + hashLen + 4          // session, transcript, round, member, aggregator key, count
+	aggregateFixed  = hashLen + 8 + 4 + 4                              // session, round, count, k; then k sealed updates
+	shareSigned     = hashLen + 8 + 4 + 3*hashLen                      // session, round, revealer, digest, revealer set, target
+	shareLen        = shareSigned + sigLen                             // … and the revealer's signature
+	resultFixed     = hashLen + 4                                      // target, count; then the sealed sum
+	partyStateLen   = hashLen + 4 + hashLen + hashLen + seedLen        // session, self, transcript, aggregator key, signing seed
+	targetPublicLen = publicLen                                        // HPKE public key
+	targetSecretLen = seedLen                                          // HPKE key seed
+	updateLenFixed  = headerLen + protectedFixed + encLen + 8 + tagLen // a sealed update of 0 values
+	setupPer        = headerLen + announcementLen                      // one announcement in the setup
+	infoLen         = headerLen + protectedFixed                       // a sealed update's envelope: its HPKE info
 )
 
 // updateLen is the length of a sealed update of count values.
