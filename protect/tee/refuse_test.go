@@ -85,11 +85,14 @@ func newGroup(t testing.TB, name string, th int, id hpke.PrivateKey, rule string
 			t.Fatal(err)
 		}
 	}
-	if g.agg, err = (tee.Scheme{Identity: id, Rule: rule}).NewAggregator(g.sess, g.setup); err != nil {
+	if g.agg, err = teeScheme(g, rule).NewAggregator(g.sess, g.setup); err != nil {
 		t.Fatal(err)
 	}
 	return g
 }
+
+// teeScheme is the aggregator's scheme of g, with rule.
+func teeScheme(g *group, rule string) tee.Scheme { return tee.Scheme{Identity: g.id, Rule: rule} }
 
 // seal has every member of in seal its weighted update for round r.
 func (g *group) seal(t *testing.T, r fl.Round, in map[fl.NodeID]update) map[fl.NodeID][]byte {
