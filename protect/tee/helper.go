@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/hpke"
 	"fmt"
-	"math"
 	"slices"
 	"sync"
 
@@ -385,33 +384,26 @@ func (h *helper) combine(r fl.Round, inputs []protect.Sum, count int) (protect.S
 }
 
 // applyRule returns W·rule(Δ₁, …, Δₖ), Δᵢ = (wᵢΔᵢ)/wᵢ, for the k inputs of
-// total weight W, as package protect/plain does: the leader's division by
-// W yields the rule's output. An input of weight 0 has no Δ and counts as
-// malformed against the rule's f. A rule infeasible for the k inputs that
-// showed up is an error: the round aborts, it is never averaged.
+// total weight W (robust.AggregateWeighted), as package protect/plain
+// does: the leader's division by W yields the rule's output. A rule
+// infeasible for the k inputs that showed up is an error: the round
+// aborts, it is never averaged.
 func applyRule(spec string, r fl.Round, inputs []protect.Sum, total float64) (fl.Vector, error) {
 	k := len(inputs)
 	rule, err := robust.Parse(spec, k)
 	if err != nil {
 		return nil, fmt.Errorf("tee: aggregate of round %d: rule %q on %d updates: %w", r, spec, k, err)
 	}
-	deltas := make([]fl.Vector, k)
+	scaled, weights := make([]fl.Vector, k), make([]float64, k)
 	for i, in := range inputs {
-		v := in.Vector.Clone()
-		if in.Weight > 0 {
-			v.Scale(1 / in.Weight)
-		} else if len(v) > 0 {
-			v[0] = math.NaN() // no Δ: malformed for the rule
-		}
-		deltas[i] = v
+		scaled[i], weights[i] = in.Vector, in.Weight
 	}
-	out, err := rule.Aggregate(deltas)
+	out, err := robust.AggregateWeighted(rule, scaled, weights)
 	if err != nil {
 		return nil, fmt.Errorf("tee: aggregate of round %d: %s on %d updates: %w", r, rule, k, err)
 	}
 	bound := float64(k) * limitMaxAbs
 	for j := range out {
-		out[j] *= total
 		if !finiteWithin(out[j], bound) {
 			return nil, fmt.Errorf("tee: aggregate of round %d: %s times the weight %v is %v at value %d, outside ±%v: %w",
 				r, rule, total, out[j], j, bound, protect.ErrRange)
