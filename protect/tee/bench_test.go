@@ -5,160 +5,139 @@ import (
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/protect/tee"
 )
 
-// BenchmarkRound measures each step of a round of 10 members with updates
-// of 7,850 values (the demo's softmax), t = 5, for tee (sum and rules) and,
-// in the same run, for plain (the baseline: no protection). It reports the
-// bytes each node uploads and the aggregate the coordinator relays.
+// BenchmarkRound measures the steps of one round of 10 members, t = 5,
+// with updates of 7,850 values (the demo's softmax), through package
+// protect, for tee and, in the same run, plain (no protection) and mhe
+// (Agg128, the default preset): a node's Protect, the coordinator's
+// Aggregate, the reveal (t shares and Open: for tee, the aggregator's
+// step, with each rule) and the member's Decrypt. It reports the bytes a
+// node uploads, the aggregate the coordinator relays and the result.
+//
+//	go test ./protect/tee -run '^$' -bench Round -benchtime 10x
 func BenchmarkRound(b *testing.B) {
-	members := []fl.NodeID{"n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"}
-	const d = 7850
+	const d, n, t = 7850, 10, 5
+	members := make([]fl.NodeID, n)
+	for i := range members {
+		members[i] = fl.NodeID("n" + string(rune('0'+i)))
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	in := make(map[fl.NodeID]fl.Vector)
 	for _, id := range members {
 		v := make(fl.Vector, d)
 		for j := range v {
-			v[j] = rng.NormFloat64()
+			v[j] = rng.NormFloat64() * 1e-2
 		}
 		in[id] = v
 	}
-	revealers := members[:5]
-
-	b.Run("plain/protect", func(b *testing.B) {
-		g := plainGroup(b, members)
-		for b.Loop() {
-			if _, err := g.parties["n0"].Protect(1, in["n0"], 1); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("plain/aggregate+open", func(b *testing.B) {
-		g := plainGroup(b, members)
-		prot := protectAll(b, g.parties, in)
-		for b.Loop() {
-			agg, err := g.helper.Aggregate(1, prot)
-			if err != nil {
-				b.Fatal(err)
-			}
-			req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: revealers, Target: g.target.Public()}
-			if _, err := g.helper.Open(req, reveal(b, g.parties, req)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-
-	g := newGroup(b, "bench", 5, identity(b, 9), "", members...)
-	b.Run("tee/protect", func(b *testing.B) {
-		var n int
-		for b.Loop() {
-			p, err := g.parties["n0"].Protect(1, in["n0"], 1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n = len(p)
-		}
-		b.ReportMetric(float64(n), "B/upload")
-	})
-	prot := protectAll(b, g.parties, in)
-	b.Run("tee/aggregate", func(b *testing.B) {
-		var n int
-		for b.Loop() {
-			agg, err := g.coord.Aggregate(1, prot)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n = len(agg)
-		}
-		b.ReportMetric(float64(n), "B/aggregate")
-	})
-	agg, err := g.coord.Aggregate(1, prot)
+	id := identity(b, 9)
+	agg128, err := mhe.PresetByName("Agg128")
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: revealers, Target: g.target.Public()}
-	shares := reveal(b, g.parties, req)
-	for _, spec := range []string{"", "median:f=4", "krum:f=3", "trimmed:beta=0.2,f=2", "bulyan:f=1"} {
-		name := spec
-		if name == "" {
-			name = "sum"
-		}
-		a := newAggregator(b, g, spec)
-		b.Run("tee/open/"+name, func(b *testing.B) {
-			var n int
+	heScheme, err := mhe.New(agg128)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		scheme protect.Scheme
+		rules  []string
+	}{
+		{"plain", plain.Scheme{}, nil},
+		{"tee", tee.Scheme{Identity: id}, []string{"median:f=4", "krum:f=3", "trimmed:beta=0.2,f=2", "bulyan:f=1"}},
+		{"mhe", heScheme, nil},
+	} {
+		s := setupSession(b, c.scheme, members, t)
+		b.Run(c.name+"/protect", func(b *testing.B) {
+			var size int
 			for b.Loop() {
-				res, err := a.Open(req, shares)
+				p, err := s.parties["n0"].Protect(1, in["n0"], 1)
 				if err != nil {
 					b.Fatal(err)
 				}
-				n = len(res)
+				size = len(p)
 			}
-			b.ReportMetric(float64(n), "B/result")
+			b.ReportMetric(float64(size), "B/upload")
 		})
-	}
-	res, err := g.agg.Open(req, shares)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Run("tee/decrypt", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := g.target.Decrypt(res); err != nil {
+		prot := make(map[fl.NodeID][]byte)
+		for _, m := range members {
+			if prot[m], err = s.parties[m].Protect(1, in[m], 1); err != nil {
 				b.Fatal(err)
 			}
 		}
-	})
-}
-
-func newAggregator(b *testing.B, g *group, rule string) protect.Helper {
-	b.Helper()
-	h, err := teeScheme(g, rule).NewAggregator(g.sess, g.setup)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return h
-}
-
-func protectAll(b *testing.B, parties map[fl.NodeID]protect.Party, in map[fl.NodeID]fl.Vector) map[fl.NodeID][]byte {
-	b.Helper()
-	prot := make(map[fl.NodeID][]byte)
-	for id, v := range in {
-		var err error
-		if prot[id], err = parties[id].Protect(1, v, 1); err != nil {
+		b.Run(c.name+"/aggregate", func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				agg, err := s.helper.Aggregate(1, prot)
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(agg)
+			}
+			b.ReportMetric(float64(size), "B/aggregate")
+		})
+		agg, err := s.helper.Aggregate(1, prot)
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
-	return prot
-}
-
-func reveal(b *testing.B, parties map[fl.NodeID]protect.Party, req protect.RevealRequest) map[fl.NodeID][]byte {
-	b.Helper()
-	shares := make(map[fl.NodeID][]byte)
-	for _, id := range req.Revealers {
-		var err error
-		if shares[id], err = parties[id].Reveal(req, &protect.MemLedger{}); err != nil {
-			b.Fatal(err)
+		req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: members[:t], Target: s.target.Public(), Uploads: prot}
+		var res []byte
+		for _, rule := range append([]string{""}, c.rules...) {
+			h := s.helper
+			name := c.name + "/reveal+open"
+			if rule != "" {
+				if h, err = (tee.Scheme{Identity: id, Rule: rule}).NewAggregator(s.group, s.setup); err != nil {
+					b.Fatal(err)
+				}
+				name += "/" + rule
+			}
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					shares := make(map[fl.NodeID][]byte)
+					for _, m := range req.Revealers {
+						if shares[m], err = s.parties[m].Reveal(req, &protect.MemLedger{}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if res, err = h.Open(req, shares); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(res)), "B/result")
+			})
 		}
+		b.Run(c.name+"/decrypt", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.target.Decrypt(res); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
-	return shares
 }
 
-type plainSession struct {
+// session is a set-up session of any scheme: its parties, the helper that
+// ran the setup, the target and the setup.
+type session struct {
+	group   protect.Group
 	parties map[fl.NodeID]protect.Party
 	helper  protect.Helper
 	target  protect.Target
+	setup   []byte
 }
 
-// plainGroup sets up a plain session of members, for the baseline.
-func plainGroup(b *testing.B, members []fl.NodeID) *plainSession {
+func setupSession(b *testing.B, s protect.Scheme, members []fl.NodeID, t int) *session {
 	b.Helper()
-	s := plain.Scheme{}
-	sess := protect.Group{ID: []byte("bench"), Members: members, Threshold: 5}
+	g := &session{group: protect.Group{ID: []byte("bench"), Members: members, Threshold: t}, parties: make(map[fl.NodeID]protect.Party)}
 	rng := rand.NewChaCha8([32]byte{1})
-	g := &plainSession{parties: make(map[fl.NodeID]protect.Party)}
 	var err error
-	if g.helper, err = s.NewHelper(sess); err != nil {
+	if g.helper, err = s.NewHelper(g.group); err != nil {
 		b.Fatal(err)
 	}
 	if g.target, err = s.NewTarget(rng); err != nil {
@@ -166,8 +145,12 @@ func plainGroup(b *testing.B, members []fl.NodeID) *plainSession {
 	}
 	anns := make(map[fl.NodeID][]byte)
 	for _, m := range members {
-		g.parties[m], _ = s.NewParty(sess, m, rng)
-		anns[m], _ = g.parties[m].Announce()
+		if g.parties[m], err = s.NewParty(g.group, m, rng); err != nil {
+			b.Fatal(err)
+		}
+		if anns[m], err = g.parties[m].Announce(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	publics := make(map[fl.NodeID][]byte)
 	private := make(map[fl.NodeID]map[fl.NodeID][]byte)
@@ -184,12 +167,11 @@ func plainGroup(b *testing.B, members []fl.NodeID) *plainSession {
 			private[to][m] = p
 		}
 	}
-	setup, err := g.helper.Setup(anns, publics)
-	if err != nil {
+	if g.setup, err = g.helper.Setup(anns, publics); err != nil {
 		b.Fatal(err)
 	}
 	for _, m := range members {
-		if err := g.parties[m].Accept(setup, private[m]); err != nil {
+		if err := g.parties[m].Accept(g.setup, private[m]); err != nil {
 			b.Fatal(err)
 		}
 	}
