@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/rand"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -11,11 +12,14 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
 	"github.com/cloisterfl/cloister/internal/fedtest"
+	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
+	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
 )
@@ -78,9 +82,13 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // control that shows the scan can see. In mode secagg it also looks for the
 // fixed-point encodings (secagg32: 20 fractional bits, 4-byte words) of each
 // update and of each round's exact sum of quantized updates, which is what
-// Helper.Open would hold without the group mask.
+// Helper.Open would hold without the group mask. In mode tee the
+// aggregator's scheme runs inside the coordinator's process (this build
+// has no aggregator process): what the scan shows there is that nothing
+// the coordinator stores or logs (sealed updates, the aggregate of them,
+// the result sealed to the group key) holds plaintext.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg} {
+	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModeTEE} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
@@ -89,6 +97,14 @@ func TestBlind(t *testing.T) {
 					opts.Preset = "InsecureTest"
 				}
 				f := fed{fedtest.New(t, opts)}
+				if mode == federation.ModeTEE {
+					id, err := tee.NewIdentity(rand.Reader)
+					if err != nil {
+						t.Fatal(err)
+					}
+					f.CoordinatorConfig = func(c *coordinator.Config) { c.Scheme = tee.Scheme{Identity: id} }
+					f.NodeConfig = func(_ string, c *node.Config) { c.Scheme = tee.Scheme{Key: id.PublicKey().Bytes()} }
+				}
 				var mu sync.Mutex
 				updates := map[fl.Round]map[fl.NodeID]fl.Update{}
 				f.OnUpdate = func(u fl.Update) {

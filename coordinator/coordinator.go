@@ -258,6 +258,9 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Lease == 0 {
 		cfg.Lease = DefaultLease
 	}
+	if cfg.Kit.Manifest.Mode == federation.ModeTEE && cfg.Scheme == nil {
+		return nil, errors.New("coordinator: mode tee needs an attested aggregator process (cloister aggregator), which this build does not have: the coordinator could not open a round (docs/PROTOCOL.md, Not built yet)")
+	}
 	c := &Coordinator{cfg: cfg, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
 		att: make(map[fl.NodeID]*attestation), lim: newLimiter(cfg.Rates)}
 	c.man.Store(cfg.Kit.Manifest)

@@ -8,6 +8,7 @@ import (
 	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/secagg"
 )
@@ -19,6 +20,13 @@ var ErrUnsupported = errors.New("federation: aggregation mode not implemented by
 // parameters for mode "mhe" and the masking preset for mode "secagg"
 // ("secagg32", the default, "secagg64", with "-kK" for a ring of K
 // neighbours), and is ignored otherwise.
+//
+// For mode "tee" it is the coordinator's side, which knows no aggregator
+// key and cannot open anything (package protect/tee): its sizes give the
+// message limits. A node's scheme needs the aggregator's attested key and
+// the aggregator's its identity; the daemons of this build do not make
+// them (cloister aggregator is not built, docs/PROTOCOL.md) and refuse
+// mode tee unless they are handed a scheme (tests).
 func Scheme(name, preset string) (protect.Scheme, error) {
 	switch name {
 	case ModeMHE:
@@ -35,8 +43,10 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 		return secagg.New(p)
 	case ModePlain:
 		return plain.Scheme{}, nil
+	case ModeTEE:
+		return tee.Scheme{}, nil
 	}
-	return nil, fmt.Errorf("%w: %q (this build has %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePlain)
+	return nil, fmt.Errorf("%w: %q (this build has %s, %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModeTEE, ModePlain)
 }
 
 // RoundConfig returns the engine configuration the manifest implies: the

@@ -27,6 +27,7 @@ func TestScheme(t *testing.T) {
 		{"secagg", "secagg64-k7", "secagg", nil},
 		{"secagg", "secagg16", "", secagg.ErrUnknownPreset},
 		{"secagg", "secagg32-k2", "", secagg.ErrUnknownPreset},
+		{"tee", "", "tee", nil},
 		{"paillier", "", "", federation.ErrUnsupported},
 		{"", "", "", federation.ErrUnsupported},
 	} {

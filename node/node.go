@@ -280,6 +280,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Kit.Manifest.Mode == federation.ModeTEE && cfg.Scheme == nil {
+		return nil, errors.New("node: mode tee seals every update to an attested aggregator process (cloister aggregator), which this build does not have (docs/PROTOCOL.md, Not built yet)")
+	}
 	n := &Node{cfg: cfg, self: fl.NodeID(cfg.Kit.Config.Name), expired: make(map[fl.NodeID]time.Time)}
 	n.man.Store(cfg.Kit.Manifest)
 	cred := cfg.Kit.Credential.TLSCertificate()

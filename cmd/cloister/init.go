@@ -175,6 +175,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	}
 	switch f.mode {
 	case federation.ModeMHE, federation.ModePlain, federation.ModeSecAgg:
+	case federation.ModeTEE:
+		return o, withHint(errors.New("--mode tee: the scheme exists (package protect/tee), but this build has no aggregator process (cloister aggregator) to run it"),
+			"use --mode plain --rule R to run a robust rule (it protects nothing), or --mode mhe or secagg with --dp-clip C")
 	default:
 		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE), --mode secagg (SecAgg+ masking) or --mode plain (no protection)")
 	}
