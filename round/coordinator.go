@@ -65,8 +65,11 @@ type Coordinator struct {
 	declined  map[fl.NodeID]bool
 	aggregate []byte
 	shares    map[fl.NodeID][]byte
-	expected  map[fl.NodeID]bool // evaluation: who was sent the model
-	reported  map[fl.NodeID]bool
+	// awaitAggregator: the shares are in and the reveal request went to
+	// the aggregator (Config.Aggregator), whose answer is awaited.
+	awaitAggregator bool
+	expected        map[fl.NodeID]bool // evaluation: who was sent the model
+	reported        map[fl.NodeID]bool
 }
 
 // Status is a read-only summary of a coordinator, for dashboards and tests.

@@ -14,6 +14,12 @@ import (
 // to id. The member is down until it says Hello again; the current step
 // stops waiting for it.
 func (c *Coordinator) Unreachable(id fl.NodeID) {
+	if id == c.cfg.Aggregator && id != "" {
+		if c.st.Phase == PhaseReveal && c.awaitAggregator {
+			c.abort(fmt.Sprintf("reveal abandoned: the aggregator %s is unreachable", id))
+		}
+		return
+	}
 	if !c.live[id] {
 		return
 	}

@@ -403,6 +403,9 @@ func (c *Coordinator) deal(from fl.NodeID, m Message) error {
 		}
 		c.send(to, Message{Kind: KindSetup, Payload: setup, Payloads: priv})
 	}
+	if c.cfg.Aggregator != "" {
+		c.send(c.cfg.Aggregator, Message{Kind: KindSetup, Payload: setup, Participants: slices.Clone(c.st.Participants)})
+	}
 	return nil
 }
 
