@@ -258,3 +258,26 @@ func ExampleMessageSizes() {
 	// 101770 parameters; an update takes 3195008 bytes
 	// largest message: RevealRequest 19486553 bytes; limit 24379392
 }
+
+// In mode tee the aggregator's answer, a KindShare, carries the sealed
+// result: its bound covers the scheme's result, where a member's share is
+// a few hundred bytes.
+func TestLimitsTEE(t *testing.T) {
+	man := demoManifest(t, "")
+	man.Mode, man.Preset = federation.ModeTEE, ""
+	s, err := federation.MessageSizes(man, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Kinds[round.KindShare] < int64(s.Payload.Result) {
+		t.Errorf("KindShare ≤ %d B in mode tee, the sealed result takes %d B", s.Kinds[round.KindShare], s.Payload.Result)
+	}
+	man.Mode, man.Preset = federation.ModePlain, ""
+	p, err := federation.MessageSizes(man, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Kinds[round.KindShare] >= int64(p.Payload.Result) {
+		t.Errorf("KindShare ≤ %d B in mode plain: a member's share is not a result", p.Kinds[round.KindShare])
+	}
+}

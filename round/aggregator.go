@@ -18,6 +18,10 @@ type AggregatorScheme interface {
 	NewAggregator(group protect.Group, setup []byte) (protect.Helper, error)
 }
 
+// maxReason bounds the reason of the aggregator's refusals, as the
+// coordinator bounds a refusal's.
+const maxReason = 200
+
 // AggregatorConfig configures an [Aggregator].
 type AggregatorConfig struct {
 	// Session and Threshold are the federation's (Config).
@@ -148,6 +152,9 @@ func (a *Aggregator) open(m Message) error {
 		if a.refused != "" && m.Epoch == a.refusedEpoch {
 			reason = a.refused
 		}
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+		}
 		a.audit = append(a.audit, Event{Kind: EventRefused, Epoch: m.Epoch, Round: m.Round, Detail: reason})
 		a.send(Message{Kind: KindRefuse, Epoch: m.Epoch, Round: m.Round, Reason: reason})
 		return nil
@@ -156,6 +163,9 @@ func (a *Aggregator) open(m Message) error {
 	res, err := a.helper.Open(req, m.Payloads)
 	if err != nil {
 		reason := fmt.Sprintf("opening round %d: %v", m.Round, err)
+		if len(reason) > maxReason {
+			reason = reason[:maxReason]
+		}
 		a.audit = append(a.audit, Event{Kind: EventRefused, Epoch: m.Epoch, Round: m.Round, Digest: DigestOf(m.Aggregate), Detail: reason})
 		a.send(Message{Kind: KindRefuse, Epoch: m.Epoch, Round: m.Round, Reason: reason})
 		return nil
