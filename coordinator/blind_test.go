@@ -96,6 +96,9 @@ func TestBlind(t *testing.T) {
 				if mode == federation.ModeMHE {
 					opts.Preset = "InsecureTest"
 				}
+				if mode == federation.ModeTEE {
+					opts.AggregatorAttestation = simPolicy([48]byte{0xa6}, time.Hour)
+				}
 				f := fed{fedtest.New(t, opts)}
 				if mode == federation.ModeTEE {
 					id, err := tee.NewIdentity(rand.Reader)

@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/internal/fedtest"
@@ -35,8 +36,12 @@ func byzantineRun(t *testing.T, rule, spec string) (acc float64, logs string) {
 func byzantineRunMode(t *testing.T, mode, rule, spec string) (acc float64, logs string) {
 	t.Helper()
 	synctest.Test(t, func(t *testing.T) {
+		var aggPolicy *attest.Policy
+		if mode == federation.ModeTEE {
+			aggPolicy = simPolicy([48]byte{0xa6}, time.Hour)
+		}
 		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 5, Threshold: 3, MinCohort: 5, Mode: mode, DP: &federation.DP{},
-			Rule: rule, InsecureAttacks: true,
+			Rule: rule, InsecureAttacks: true, AggregatorAttestation: aggPolicy,
 			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.05}})}
 		var nodeScheme protect.Scheme
 		if mode == federation.ModeTEE {
@@ -131,7 +136,8 @@ func TestByzantineRuleTEE(t *testing.T) {
 // could never open.
 func TestModeTEERefusedAtStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: federation.ModeTEE, DP: &federation.DP{}, Model: federation.ModelSpec{Kind: "softmax"}})}
+		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 2, Threshold: 2, Mode: federation.ModeTEE, DP: &federation.DP{}, Model: federation.ModelSpec{Kind: "softmax"},
+			AggregatorAttestation: simPolicy([48]byte{0xa6}, time.Hour)})}
 		_, err := coordinator.New(coordinator.Config{Kit: f.Kits["coordinator"], StateDir: t.TempDir()})
 		if err == nil || !strings.Contains(err.Error(), "cloister aggregator") {
 			t.Errorf("coordinator in mode tee: %v, want a refusal naming cloister aggregator", err)

@@ -65,7 +65,7 @@ func TestValidateRule(t *testing.T) {
 		"median":      func(m *Manifest) { m.Rule = "median:f=2" },
 		"mean spelt":  func(m *Manifest) { m.Rule = "mean" },
 		"bulyan at 7": func(m *Manifest) { m.MinCohort, m.Rule = 7, "bulyan:f=1" },
-		"krum in tee": func(m *Manifest) { m.Mode, m.Rule = ModeTEE, "krum:f=1" },
+		"krum in tee": func(m *Manifest) { withAggregator(m).Rule = "krum:f=1" },
 		"mean in mhe": func(m *Manifest) {
 			m.Mode, m.Preset, m.DP = ModeMHE, "test", DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5}
 		},
