@@ -319,7 +319,7 @@ const (
 	// DefaultAggregator is the name (and kit directory) of mode tee's
 	// aggregator.
 	DefaultAggregator = "aggregator"
-	DefaultAddress     = "127.0.0.1:7443"
+	DefaultAddress    = "127.0.0.1:7443"
 	// DefaultPreset is the HE preset name written for mode mhe when none is
 	// given: package mhe's 128-bit production preset.
 	DefaultPreset = "Agg128"
