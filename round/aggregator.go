@@ -91,6 +91,14 @@ func (a *Aggregator) HasReady() bool { return len(a.audit) > 0 || len(a.messages
 // Advance acknowledges the output of the last Ready.
 func (a *Aggregator) Advance() { a.audit, a.messages = nil, nil }
 
+// Hello says Hello to the coordinator with evidence: the aggregator's
+// Hello evidence (its process keys, signed with its audit key, and TEE
+// evidence bound to this connection), which the coordinator relays to
+// every member. The daemon calls it on every new connection.
+func (a *Aggregator) Hello(evidence []byte) {
+	a.send(Message{Kind: KindHello, Evidence: bytes.Clone(evidence), Epoch: a.epoch})
+}
+
 // Step processes a message from the authenticated sender from. A
 // rejected message returns a *StepError and is reported as an
 // EventRejected audit event.

@@ -228,6 +228,12 @@ type NodeConfig struct {
 	// whose evidence fails is distrusted: the node refuses a key setup with it
 	// and refuses to reveal an aggregate that includes it.
 	VerifyPeer func(id fl.NodeID, evidence []byte) error
+	// Aggregator, if set, is mode tee's aggregator (not a member): its
+	// relayed evidence goes to VerifyPeer under this name too (audited as
+	// EventPeerVerified or EventPeerFailed), and a key setup whose
+	// SetupStart relays aggregator evidence that fails is refused with the
+	// reason. The scheme reads the verified key when it makes the party.
+	Aggregator fl.NodeID
 	// MayTrain, if set, is asked before each training task with the round
 	// number: a non-nil error makes the node refuse the round (a KindRefuse
 	// answer and an EventRefused whose Detail is the error). It is site

@@ -15,6 +15,7 @@ import (
 // stops waiting for it.
 func (c *Coordinator) Unreachable(id fl.NodeID) {
 	if id == c.cfg.Aggregator && id != "" {
+		c.aggLive = false
 		if c.st.Phase == PhaseReveal && c.awaitAggregator {
 			c.abort(fmt.Sprintf("reveal abandoned: the aggregator %s is unreachable", id))
 		}
@@ -207,6 +208,9 @@ func (c *Coordinator) needRekey() string {
 	var why []string
 	if c.amendRekey != "" {
 		why = append(why, c.amendRekey)
+	}
+	if c.aggRekey != "" {
+		why = append(why, c.aggRekey)
 	}
 	for _, m := range c.st.Participants {
 		if !c.isMember[m] {

@@ -373,10 +373,12 @@ func (c *Coordinator) share(from fl.NodeID, m Message) error {
 // to the current round's reveal request.
 func (c *Coordinator) aggregatorStep(m Message) error {
 	switch {
-	case m.Kind != KindShare && m.Kind != KindRefuse:
+	case m.Kind != KindShare && m.Kind != KindRefuse && m.Kind != KindHello:
 		return fmt.Errorf("%w: the aggregator does not send %s", ErrForged, m.Kind)
 	case !bytes.Equal(m.Session, c.cfg.Session):
 		return fmt.Errorf("%w: %x", ErrWrongSession, m.Session)
+	case m.Kind == KindHello:
+		return c.aggregatorHello(m)
 	}
 	if err := c.checkEpoch(m.Epoch); err != nil {
 		return err
@@ -404,6 +406,33 @@ func (c *Coordinator) aggregatorStep(m Message) error {
 		return nil
 	}
 	c.opened(bytes.Clone(m.Payload))
+	return nil
+}
+
+// aggregatorHello admits the aggregator: its evidence goes to every live
+// member, which verifies it itself before sealing anything to its key. New
+// evidence after a key setup (a new connection, new keys) re-keys at the
+// next round boundary, so that the members seal to the keys it holds now.
+func (c *Coordinator) aggregatorHello(m Message) error {
+	if len(m.Evidence) == 0 || len(m.Evidence) > MaxEvidence {
+		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
+	}
+	if c.aggEvidence != nil && !bytes.Equal(c.aggEvidence, m.Evidence) && c.st.Epoch > 0 {
+		c.aggRekey = fmt.Sprintf("the aggregator %s has new evidence", c.cfg.Aggregator)
+	}
+	c.aggEvidence, c.aggLive = bytes.Clone(m.Evidence), true
+	c.emit(Event{Kind: EventAdmitted, Node: c.cfg.Aggregator, Digest: DigestOf(m.Evidence), Detail: "the aggregator"})
+	for _, id := range c.members {
+		if c.live[id] {
+			c.send(id, Message{Kind: KindPeer, Evidences: map[fl.NodeID][]byte{c.cfg.Aggregator: bytes.Clone(m.Evidence)}})
+		}
+	}
+	switch c.st.Phase {
+	case PhaseJoin:
+		c.maybeStartSetup()
+	case PhaseWait:
+		c.maybeStartFromWait()
+	}
 	return nil
 }
 

@@ -125,6 +125,7 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 			tb.Fatal(err)
 		}
 		f.agg = a
+		a.Hello([]byte("evidence:" + aggID))
 	}
 	if o.nodeScheme == nil {
 		o.nodeScheme = o.scheme
@@ -153,7 +154,7 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 			Config: cfg, Self: id, Coordinator: coordID, Scheme: o.nodeScheme,
 			Sealer: fakeSealer{id}, Box: fakeBox{}, Signer: fakeSigner{id}, Verifier: fakeVerifier{},
 			Ledger: sn.ledger, Optimizer: opt, Init: func() fl.Vector { return init.Clone() },
-			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id),
+			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id), Aggregator: f.ccfg.Aggregator,
 			VerifyPeer: func(peer fl.NodeID, ev []byte) error {
 				// Re-attested evidence is "evidence:ID#k".
 				e, want := string(ev), "evidence:"+string(peer)

@@ -12,7 +12,7 @@ import (
 // teeFed is a federation in mode tee: the members seal to the aggregator's
 // key, the coordinator's helper is blind (its Open refuses), and the
 // aggregator, a separate machine, opens each round with rule.
-func teeFed(t *testing.T, nodes, th, rounds int, rule string) *fed {
+func teeFed(t *testing.T, nodes, th, rounds int, rule string, bad ...fl.NodeID) *fed {
 	t.Helper()
 	id, err := tee.NewIdentity(rand.Reader)
 	if err != nil {
@@ -20,7 +20,7 @@ func teeFed(t *testing.T, nodes, th, rounds int, rule string) *fed {
 	}
 	f := newFed(t, fedOptions{nodes: nodes, t: th, min: nodes, rounds: rounds, init: fl.Vector{1, 2},
 		scheme: tee.Scheme{Rule: rule}, nodeScheme: tee.Scheme{Key: id.PublicKey().Bytes()},
-		aggregator: tee.Scheme{Identity: id, Rule: rule}})
+		aggregator: tee.Scheme{Identity: id, Rule: rule}, badEvidence: bad})
 	f.show = "none"
 	return f
 }
@@ -79,12 +79,29 @@ func TestTEEAggregatorFails(t *testing.T) {
 	})
 	t.Run("disconnected", func(t *testing.T) {
 		f := teeFed(t, 3, 2, 1, "")
-		f.aggCut = true
 		f.run(func() bool { return f.c.awaitAggregator })
+		f.aggCut = true
 		f.c.Unreachable(aggID)
 		f.run(func() bool { return aborted(f, "") })
 		if !aborted(f, "the aggregator agg is unreachable") {
 			t.Errorf("no abort naming the unreachable aggregator: %v", f.caudit)
+		}
+	})
+	t.Run("attestation", func(t *testing.T) {
+		// Every member's check of the aggregator's evidence fails: each
+		// audits the failure and refuses the key setup with the reason, so
+		// nothing is ever sealed to the aggregator.
+		f := teeFed(t, 3, 2, 1, "", aggID)
+		f.show = "all"
+		f.tick(f.c.dl.Setup, true)
+		out := f.w.String()
+		for _, want := range []string{"peer-failed epoch=0 node=agg", "refused", "the aggregator agg failed attestation"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("the transcript lacks %q", want)
+			}
+		}
+		if st := f.c.Status(); st.Commits != 0 || st.Epoch > 0 && st.Phase > PhaseGroupKey {
+			t.Errorf("a session went on with an aggregator that failed attestation: %+v", st)
 		}
 	})
 	t.Run("refuses", func(t *testing.T) {
