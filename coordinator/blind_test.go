@@ -2,7 +2,6 @@ package coordinator_test
 
 import (
 	"context"
-	"crypto/rand"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -12,14 +11,12 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/cloisterfl/cloister/coordinator"
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
 	"github.com/cloisterfl/cloister/internal/fedtest"
-	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
-	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
 )
@@ -83,10 +80,10 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // fixed-point encodings (secagg32: 20 fractional bits, 4-byte words) of each
 // update and of each round's exact sum of quantized updates, which is what
 // Helper.Open would hold without the group mask. In mode tee the
-// aggregator's scheme runs inside the coordinator's process (this build
-// has no aggregator process): what the scan shows there is that nothing
-// the coordinator stores or logs (sealed updates, the aggregate of them,
-// the result sealed to the group key) holds plaintext.
+// aggregator is a daemon of its own: the coordinator stores and relays
+// sealed updates, their concatenation and the result sealed to the group
+// key, and its log is scanned with the aggregator's (the harness's logs are
+// one buffer), which must hold no plaintext either.
 func TestBlind(t *testing.T) {
 	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModeTEE} {
 		t.Run(mode, func(t *testing.T) {
@@ -100,14 +97,6 @@ func TestBlind(t *testing.T) {
 					opts.AggregatorAttestation = simPolicy([48]byte{0xa6}, time.Hour)
 				}
 				f := fed{fedtest.New(t, opts)}
-				if mode == federation.ModeTEE {
-					id, err := tee.NewIdentity(rand.Reader)
-					if err != nil {
-						t.Fatal(err)
-					}
-					f.CoordinatorConfig = func(c *coordinator.Config) { c.Scheme = tee.Scheme{Identity: id} }
-					f.NodeConfig = func(_ string, c *node.Config) { c.Scheme = tee.Scheme{Key: id.PublicKey().Bytes()} }
-				}
 				var mu sync.Mutex
 				updates := map[fl.Round]map[fl.NodeID]fl.Update{}
 				f.OnUpdate = func(u fl.Update) {
@@ -119,6 +108,9 @@ func TestBlind(t *testing.T) {
 					updates[u.Round][u.Node] = u
 				}
 				f.StartCoordinator()
+				if mode == federation.ModeTEE {
+					f.StartAggregator(attest.NewSimTEE(aggregatorImage, ""))
+				}
 				f.StartNodes(3)
 				f.WaitNodes(2 * time.Minute)
 				f.StopCoordinator()

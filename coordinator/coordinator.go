@@ -211,6 +211,7 @@ type Coordinator struct {
 	hist   *history
 	leader fl.NodeID
 	tee    *attest.Verifier // nil: the manifest requires no attestation
+	aggTEE *attest.Verifier // mode tee: the aggregator's policy; nil in other modes
 	att    map[fl.NodeID]*attestation
 	lim    *limiter
 	rev    revocation
@@ -258,9 +259,6 @@ func New(cfg Config) (*Coordinator, error) {
 	if cfg.Lease == 0 {
 		cfg.Lease = DefaultLease
 	}
-	if cfg.Kit.Manifest.Mode == federation.ModeTEE && cfg.Scheme == nil {
-		return nil, errors.New("coordinator: mode tee needs an attested aggregator process (cloister aggregator), which this build does not have: the coordinator could not open a round (docs/PROTOCOL.md, Not built yet)")
-	}
 	c := &Coordinator{cfg: cfg, name: cfg.Kit.Config.Name, loopDone: make(chan struct{}),
 		att: make(map[fl.NodeID]*attestation), lim: newLimiter(cfg.Rates)}
 	c.man.Store(cfg.Kit.Manifest)
@@ -299,6 +297,17 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	var nonce func() ([]byte, error)
+	if agg := c.manifest().Aggregator; agg != nil {
+		// Mode tee: the aggregator attests under its own policy, on every
+		// stream, whether or not the members do.
+		if c.aggTEE, err = attest.NewVerifier(c.manifest().AggregatorAttestation, cfg.Roots); err != nil {
+			return nil, fmt.Errorf("coordinator: the manifest's aggregator attestation policy: %w", err)
+		}
+		for _, w := range c.manifest().AggregatorAttestation.Warnings() {
+			c.log.Warn("aggregator: " + w)
+		}
+		nonce = c.issueNonce
+	}
 	if c.manifest().AttestationRequired() {
 		if c.tee, err = attest.NewVerifier(c.manifest().Attestation, cfg.Roots); err != nil {
 			return nil, fmt.Errorf("coordinator: the manifest's attestation policy: %w", err)

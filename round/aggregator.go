@@ -56,7 +56,11 @@ type Aggregator struct {
 	refusedEpoch uint64
 	audit        []Event
 	messages     []Message
+	done         bool
 }
+
+// Done reports whether the coordinator said the session is over.
+func (a *Aggregator) Done() bool { return a.done }
 
 // NewAggregator returns an aggregator that has no setup yet.
 func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
@@ -122,6 +126,10 @@ func (a *Aggregator) step(from fl.NodeID, m Message) error {
 		return a.setup(m)
 	case KindRevealRequest:
 		return a.open(m)
+	case KindDone:
+		a.done, a.helper = true, nil
+		a.audit = append(a.audit, Event{Kind: EventDone, Round: m.Round})
+		return nil
 	}
 	return fmt.Errorf("%w: the coordinator does not send the aggregator %s", ErrForged, m.Kind)
 }

@@ -432,6 +432,8 @@ func (c *Coordinator) aggregatorHello(m Message) error {
 		c.maybeStartSetup()
 	case PhaseWait:
 		c.maybeStartFromWait()
+	case PhaseDone:
+		c.send(c.cfg.Aggregator, Message{Kind: KindDone, Round: c.st.Round})
 	}
 	return nil
 }
@@ -569,6 +571,9 @@ func (c *Coordinator) finish(why string) {
 	c.emit(Event{Kind: EventDone, Round: c.st.Round, Detail: why})
 	for _, m := range c.sortedSet(c.live) {
 		c.send(m, Message{Kind: KindDone, Round: c.st.Round})
+	}
+	if c.aggLive {
+		c.send(c.cfg.Aggregator, Message{Kind: KindDone, Round: c.st.Round})
 	}
 }
 

@@ -61,6 +61,9 @@ func TestSimulationTEE(t *testing.T) {
 		if opened != 3 {
 			t.Errorf("rule %q: the aggregator opened %d rounds, want 3: %v", c.rule, opened, f.aaudit)
 		}
+		if !f.agg.Done() {
+			t.Errorf("rule %q: the aggregator was not told the session is over", c.rule)
+		}
 	}
 }
 
