@@ -339,6 +339,14 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	}
 	own := KeyDigest(h.identity.PublicKey().Bytes())
 	inputs := make([]protect.Sum, len(q.agg.updates))
+	// The plaintext lives for this call only: cleared once sealed (or
+	// refused), so no update outlives the round in this process's memory
+	// through the helper.
+	defer func() {
+		for _, in := range inputs {
+			clear(in.Vector)
+		}
+	}()
 	for i, e := range q.agg.updates {
 		what := fmt.Sprintf("sealed update from %s", h.sess.name(e.member))
 		if e.keyDigest != own {
@@ -358,6 +366,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	if err != nil {
 		return nil, err
 	}
+	defer clear(sum.Vector)
 	return sealResult(q.target, q.targetKey, sum)
 }
 
