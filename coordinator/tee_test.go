@@ -46,6 +46,7 @@ func teeRun(t *testing.T, rule, spec string, image [48]byte) (acc float64, logs 
 			synctest.Wait()
 			logs = f.Logs.String()
 			f.StopCoordinator()
+			f.VerifyAudit(0, 6)
 			return
 		}
 		f.WaitDone(6, 5*time.Minute)
@@ -67,6 +68,7 @@ func teeRun(t *testing.T, rule, spec string, image [48]byte) (acc float64, logs 
 		acc, logs = *last.Accuracy, f.Logs.String()
 		t.Logf("mode tee, rule %q, attack %q: accuracy by round %v", rule, spec, trace)
 		f.StopCoordinator()
+		f.VerifyAudit(6, 6) // the coordinator's log and the members', aggregator events included
 	})
 	return acc, logs
 }
@@ -80,6 +82,9 @@ func TestAggregatorTEE(t *testing.T) {
 	honest, logs := teeRun(t, "", "", aggregatorImage)
 	if honest < 0.9 {
 		t.Fatalf("honest run: accuracy %.3f, want ≥ 0.9", honest)
+	}
+	if strings.Contains(logs, "cannot record an audit event") {
+		t.Error("an aggregator event did not map to an audit record")
 	}
 	for _, want := range []string{"the aggregator's attestation verified", "attested", "event=opened"} {
 		if !strings.Contains(logs, want) {
@@ -104,6 +109,9 @@ func TestAggregatorRefused(t *testing.T) {
 	acc, logs := teeRun(t, "", "", [48]byte{0xbb})
 	if acc != -1 {
 		t.Errorf("a round committed with a refused aggregator")
+	}
+	if strings.Contains(logs, "cannot record an audit event") {
+		t.Error("an aggregator event did not map to an audit record")
 	}
 	for _, want := range []string{"refused the aggregator's evidence", "measurement"} {
 		if !strings.Contains(logs, want) {
