@@ -12,7 +12,7 @@ PYTHON   ?= /usr/bin/python3
 # reference BLAS.
 PYDEPS   := python3-numpy python3-grpcio python3-protobuf python3-pytest python3-torch libopenblas0
 
-.PHONY: build demo demo-pytorch simulate test test-k8s bench dataset python-deps clean image compose-demo test-containers
+.PHONY: build demo demo-pytorch simulate test test-k8s bench dataset python-deps clean image postgres-image compose-demo test-containers
 
 # The container image (see deploy/image/Dockerfile and docs/DEPLOY.md).
 IMAGE        ?= cloister:dev
@@ -94,10 +94,19 @@ image:
 test-containers: image
 	CLOISTER_CONTAINER_TESTS=1 CLOISTER_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./deploy/containertest
 
-# compose-demo runs a federation of a coordinator and three sites in
-# containers (deploy/compose) and verifies every audit log.
-compose-demo: image dataset
-	deploy/compose/demo.sh
+# postgres-image builds the coordinator's PostgreSQL store image for
+# compose (deploy/postgres/build.sh): Debian's postgresql-15 in a root
+# filesystem made by debootstrap and docker import; nothing is pulled from
+# a registry. Needs root and debootstrap (installed here if missing).
+POSTGRES_IMAGE ?= cloister-postgres:15
+postgres-image:
+	@command -v debootstrap >/dev/null || { apt-get update && apt-get install -y debootstrap; }
+	OUT=$(OUT) sh deploy/postgres/build.sh $(POSTGRES_IMAGE)
+
+# compose-demo runs a federation of a coordinator, its PostgreSQL store and
+# three sites in containers (deploy/compose) and verifies every audit log.
+compose-demo: image postgres-image dataset
+	CLOISTER_POSTGRES_IMAGE=$(POSTGRES_IMAGE) deploy/compose/demo.sh
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...

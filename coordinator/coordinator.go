@@ -405,7 +405,24 @@ func (c *Coordinator) closeFiles() {
 			c.alog.Close()
 		}
 		if c.db != nil {
-			c.db.Close()
+			c.closeStore()
 		}
 	})
+}
+
+// storeCloseWait bounds how long closing the store may wait for the queries
+// in flight: database/sql's Close waits for them, and a query on a
+// connection to a store that was cut off (a blackhole, not a reset) never
+// ends on its own (TestFailoverStoreCut).
+const storeCloseWait = 5 * time.Second
+
+// closeStore closes the store, abandoning it after storeCloseWait.
+func (c *Coordinator) closeStore() {
+	done := make(chan struct{})
+	go func() { defer close(done); c.db.Close() }()
+	select {
+	case <-done:
+	case <-time.After(storeCloseWait):
+		c.log.Warn("the store did not close: abandoning the queries in flight", "store", c.db.String(), "after_s", storeCloseWait.Seconds())
+	}
 }

@@ -185,7 +185,7 @@ func (c *Coordinator) drain(ctx context.Context) error {
 		c.dropRemoved()
 		c.log.Debug("ready", "state_bytes", len(b.State), "persist_audit_s", t1.Sub(t0).Seconds(), "audit", len(entries),
 			"messages", len(rd.Messages), "send_s", time.Since(t1).Seconds())
-		c.hist.report(context.Background()) // the rounds that ended, now stored and audited
+		c.hist.report(c.lead.ctx) // the rounds that ended, now stored and audited (its reads end with the lead: a store cut off mid-read must not hold the loop)
 		c.rc.Advance()
 		for _, id := range failed {
 			c.rc.Unreachable(id)

@@ -94,7 +94,9 @@ func (c *Coordinator) hello1(from fl.NodeID, m Message, wasLive bool) error {
 			_, pledged := c.pledges[from]
 			switch {
 			case !c.inCohort(from) || c.uploads[from] != nil || c.declined[from]:
-			case c.st.Pledges == nil && !pledged:
+			case c.st.Pledges == nil && !pledged && !(wasLive && m.Round == c.st.Round):
+				// Not to a member that says, on the stream that
+				// carried it, that it is training this round.
 				c.sendTrain(from)
 			case c.st.Pledges != nil && slices.Contains(nodesOf(c.st.Pledges), from):
 				c.sendPledges(from)

@@ -19,7 +19,7 @@ const (
 	KindUnknown Kind = iota
 
 	// Admission.
-	KindHello   // N→C: Evidence; Epoch is the key epoch the node holds (0: none)
+	KindHello   // N→C: Evidence; Epoch is the key epoch the node holds (0: none); Round the round it is training (0: none)
 	KindWelcome // C→N: Epoch, Round; Evidences of the other members; the sealed group key (Dealer, Sealed, Target) when there is one
 	KindPeer    // C→N: Evidences of members that (re)joined
 

@@ -277,8 +277,15 @@ func (n *Node) dropVerdict(id fl.NodeID) {
 	n.out.changed()
 }
 
+// hello says Hello. While the node trains, the Hello names the round
+// (Round), so that an idle Hello on a live stream does not fetch that
+// round's Train, and its model, again; otherwise Round is 0.
 func (n *Node) hello() {
-	n.send(Message{Kind: KindHello, Epoch: max(n.st.Epoch, n.setupEpoch), Serial: n.cfg.Serial, Evidence: n.cfg.Evidence})
+	var training fl.Round
+	if n.step == stepTraining {
+		training = n.st.Round
+	}
+	n.send(Message{Kind: KindHello, Epoch: max(n.st.Epoch, n.setupEpoch), Round: training, Serial: n.cfg.Serial, Evidence: n.cfg.Evidence})
 }
 
 // Reconnect tells the node that its connection to the coordinator was

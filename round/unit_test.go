@@ -423,3 +423,59 @@ func TestRestartCoordinatorNeedsModel(t *testing.T) {
 		t.Fatalf("restart with it: %v", err)
 	}
 }
+
+// TestIdleHelloWhileTraining: a member that trains longer than its idle
+// period says Hello naming the round it trains; on its live stream that
+// fetches nothing (the coordinator re-sent the round's Train, and its
+// model, at every idle Hello, which the node then refused as a duplicate).
+// A member that comes back on a new stream gets the Train again.
+func TestIdleHelloWhileTraining(t *testing.T) {
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2})
+	f.show = "none"
+	slow := f.byID["n1"]
+	slow.hold = true
+	f.runUntil(PhaseCollect, 1)
+	f.run(func() bool { return len(slow.held) > 0 })
+	if len(slow.held) != 1 || slow.held[0].Kind != TaskTrain {
+		t.Fatalf("n1 holds %v, want one training task", slow.held)
+	}
+	trains := func() int {
+		n := 0
+		for _, e := range f.inflight {
+			if e.to == "n1" && e.m.Kind == KindTrain {
+				n++
+			}
+		}
+		return n
+	}
+	if n := trains(); n != 0 {
+		t.Fatalf("%d Train in flight to n1 before its Hello", n)
+	}
+	for range slow.n.dl.Idle {
+		slow.n.Tick()
+	}
+	rd := slow.n.Ready()
+	i := slices.IndexFunc(rd.Messages, func(m Message) bool { return m.Kind == KindHello })
+	if i < 0 || rd.Messages[i].Round != 1 {
+		t.Fatalf("n1's idle Hello while training: %v, want one naming round 1", rd.Messages)
+	}
+	if err := f.c.Step("n1", rd.Messages[i]); err != nil {
+		t.Fatal(err)
+	}
+	slow.n.Advance()
+	f.drain()
+	if n := trains(); n != 0 {
+		t.Fatalf("the coordinator sent %d Train to a member training on a live stream, want none", n)
+	}
+	// Positive control: the same Hello after its stream ended (a restarted
+	// member that lost the task) fetches the Train.
+	f.c.Unreachable("n1")
+	f.drain()
+	if err := f.c.Step("n1", Message{Kind: KindHello, Session: f.cfg.Session, Epoch: f.c.st.Epoch, Evidence: []byte("evidence:n1")}); err != nil {
+		t.Fatal(err)
+	}
+	f.drain()
+	if n := trains(); n != 1 {
+		t.Fatalf("the coordinator sent %d Train to a member back on a new stream, want 1", n)
+	}
+}

@@ -322,7 +322,11 @@ func TestFailoverStoreCut(t *testing.T) {
 	t0 := time.Now()
 	px.cut()
 	stopped := f.waitLog(f.a, "the coordinator stops acting")
-	<-f.proc(f.a.name).done
+	select {
+	case <-f.proc(f.a.name).done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the cut-off leader has not exited a minute after it stopped acting\n%s", tail(f.logPath(f.a.name), 20))
+	}
 	if err := f.proc(f.a.name).err; err == nil {
 		t.Error("the cut-off leader exited without an error")
 	}

@@ -6,16 +6,21 @@
 #     (cloister ca init), the signed manifest and one kit per party
 #     (cloister init --ca), the CA's revocation list (cloister ca crl), an
 #     observer certificate for the dashboard (cloister ca issue --role
-#     observer), and each site's at-rest key (store.key) in its kit;
-#  2. starts docker-compose.yml: the coordinator, then the three nodes;
+#     observer), each site's at-rest key (store.key) in its kit, and the
+#     password of the coordinator's PostgreSQL store (for the server, and
+#     as the coordinator's passfile);
+#  2. starts docker-compose.yml: PostgreSQL, the coordinator, then the
+#     three nodes;
 #  3. waits for every node to finish (the session is over) and checks the
 #     coordinator's /status and /rounds over HTTPS with the observer
 #     certificate: every round committed;
-#  4. stops the coordinator and runs cloister audit verify on every log.
+#  4. stops the coordinator, checks that every round is in the PostgreSQL
+#     store, and runs cloister audit verify on every log.
 #
 # It exits non-zero on any failure, after printing the containers' logs.
 #
-# Environment: CLOISTER_IMAGE (cloister:dev), CLOISTER (the host's cloister
+# Environment: CLOISTER_IMAGE (cloister:dev), CLOISTER_POSTGRES_IMAGE
+# (cloister-postgres:15, make postgres-image), CLOISTER (the host's cloister
 # binary; default: the one make image built), ROUNDS (3), TIMEOUT (seconds,
 # 900), FMNIST_DIR (/usr/share/datasets/fashion-mnist).
 set -euo pipefail
@@ -26,6 +31,7 @@ cd "$here"
 run=$here/run
 project=cloister-demo
 export CLOISTER_IMAGE=${CLOISTER_IMAGE:-cloister:dev}
+export CLOISTER_POSTGRES_IMAGE=${CLOISTER_POSTGRES_IMAGE:-cloister-postgres:15}
 cloister=${CLOISTER:-$repo/out/image/rootfs/usr/local/bin/cloister}
 rounds=${ROUNDS:-3}
 timeout=${TIMEOUT:-900}
@@ -49,6 +55,7 @@ for tool in curl jq; do
 done
 docker info >/dev/null 2>&1 || fail "the Docker engine does not answer (docker info)"
 docker image inspect "$CLOISTER_IMAGE" >/dev/null 2>&1 || fail "no image $CLOISTER_IMAGE: run make image"
+docker image inspect "$CLOISTER_POSTGRES_IMAGE" >/dev/null 2>&1 || fail "no image $CLOISTER_POSTGRES_IMAGE: run make postgres-image"
 [ -x "$cloister" ] || fail "no cloister binary at $cloister: run make image, or set CLOISTER"
 [ -f "$fmnist/train-images-idx3-ubyte.gz" ] || fail "no Fashion-MNIST in $fmnist: apt-get install dataset-fashion-mnist"
 
@@ -76,7 +83,7 @@ cleanup() {
 # ── 1. Provision ─────────────────────────────────────────────────────────────
 "${compose[@]}" down --volumes --remove-orphans >/dev/null 2>&1 || true
 rm -rf "$run"
-mkdir -p "$run/crl"
+mkdir -p "$run/crl" "$run/postgres" "$run/store"
 mkdir -m 0700 -p "$run/state/coordinator" "$run/state/node-1" "$run/state/node-2" "$run/state/node-3"
 trap cleanup EXIT
 say "provisioning $run (rounds: $rounds)"
@@ -95,12 +102,31 @@ cp "$run/ca/crl.der" "$run/crl/crl.der"
 for i in 1 2 3; do
 	(umask 077 && head -c 32 /dev/urandom >"$run/fed/node-$i/store.key")
 done
+# The store's password: the server's first start sets it (the image's user
+# postgres, 100:102, reads it), and the coordinator reads it from its
+# passfile (hex: no ':' or '\' to escape).
+pgpw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+(umask 077 && echo "$pgpw" >"$run/postgres/password" && echo "postgres:5432:cloister:cloister:$pgpw" >"$run/store/pgpass")
 if [ "$(id -u)" = 0 ]; then
-	chown -R "$CLOISTER_UID:$CLOISTER_GID" "$run/fed" "$run/crl" "$run/state"
+	chown -R "$CLOISTER_UID:$CLOISTER_GID" "$run/fed" "$run/crl" "$run/state" "$run/store"
+	chown -R 100:102 "$run/postgres"
+else
+	# The server runs as another user: it must be able to read the file.
+	chmod 0755 "$run/postgres" && chmod 0644 "$run/postgres/password"
 fi
 
 # ── 2. Run ───────────────────────────────────────────────────────────────────
 start=$(date +%s)
+"${compose[@]}" up -d postgres
+pg=$("${compose[@]}" ps -q postgres)
+for _ in $(seq 120); do
+	[ "$(docker inspect -f '{{.State.Health.Status}}' "$pg")" = healthy ] && break
+	[ "$(docker inspect -f '{{.State.Running}}' "$pg")" = true ] || fail "PostgreSQL exited"
+	sleep 0.5
+done
+[ "$(docker inspect -f '{{.State.Health.Status}}' "$pg")" = healthy ] ||
+	fail "PostgreSQL is not ready after 60 s"
+say "PostgreSQL up (the coordinator's store, on the store network only)"
 "${compose[@]}" up -d coordinator
 port=$("${compose[@]}" port coordinator 9464 | sed 's/.*://')
 [ -n "$port" ] || fail "the coordinator's metrics port is not published"
@@ -159,7 +185,11 @@ say "federation finished in ${elapsed}s: $commits of $rounds rounds committed, e
 # ── 4. Audit ─────────────────────────────────────────────────────────────────
 "${compose[@]}" stop -t 20 coordinator >/dev/null
 mkdir -p "$run/logs"
-for s in coordinator node-1 node-2 node-3; do
+stored=$("${compose[@]}" exec -T postgres psql -q -At -d cloister -c \
+	"SELECT count(*) FROM rounds WHERE outcome = 1" 2>&1) || fail "cannot read the store: $stored"
+[ "$stored" = "$rounds" ] || fail "$stored committed rounds in the PostgreSQL store, want $rounds"
+say "the PostgreSQL store holds the $stored committed rounds"
+for s in postgres coordinator node-1 node-2 node-3; do
 	"${compose[@]}" logs --no-color "$s" >"$run/logs/$s.txt" 2>&1 || true
 done
 say "cloister audit verify $run/state"
