@@ -85,12 +85,12 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // key, and its log is scanned with the aggregator's (the harness's logs are
 // one buffer), which must hold no plaintext either.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModeTEE} {
+	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModePaillier, federation.ModeTEE} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
 					Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
-				if mode == federation.ModeMHE {
+				if mode == federation.ModeMHE || mode == federation.ModePaillier {
 					opts.Preset = "InsecureTest"
 				}
 				if mode == federation.ModeTEE {

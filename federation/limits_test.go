@@ -226,7 +226,7 @@ func TestMessageSizesRefuses(t *testing.T) {
 	}{
 		"model too large for the preset": {func(m *federation.Manifest) { m.Model.Inputs = 1 << 18 }, protect.ErrRange},
 		"too many members":               {func(m *federation.Manifest) { m.Members = make([]federation.Principal, 1001) }, protect.ErrRange},
-		"unknown mode":                   {func(m *federation.Manifest) { m.Mode = "paillier" }, federation.ErrUnsupported},
+		"unknown mode":                   {func(m *federation.Manifest) { m.Mode = "nonesuch" }, federation.ErrUnsupported},
 		"bad model":                      {func(m *federation.Manifest) { m.Model.Classes = 1 }, nil},
 		"bad strategy":                   {func(m *federation.Manifest) { m.Training.Strategy = "scaffold" }, federation.ErrInvalidManifest},
 	} {

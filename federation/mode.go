@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/protect/tee"
@@ -19,14 +20,14 @@ var ErrUnsupported = errors.New("federation: aggregation mode not implemented by
 // Scheme returns the scheme of the named mode; preset names the HE
 // parameters for mode "mhe" and the masking preset for mode "secagg"
 // ("secagg32", the default, "secagg64", with "-kK" for a ring of K
-// neighbours), and is ignored otherwise.
+// neighbours), the key size of mode "paillier" ("paillier2048", the
+// default), and is ignored otherwise.
 //
 // For mode "tee" it is the coordinator's side, which knows no aggregator
 // key and cannot open anything (package protect/tee): its sizes give the
-// message limits. A node's scheme needs the aggregator's attested key and
-// the aggregator's its identity; the daemons of this build do not make
-// them (cloister aggregator is not built, docs/PROTOCOL.md) and refuse
-// mode tee unless they are handed a scheme (tests).
+// message limits. A node's scheme reads the aggregator's attested key from
+// its keyring, and the aggregator's holds its identity (packages node and
+// aggregator).
 func Scheme(name, preset string) (protect.Scheme, error) {
 	switch name {
 	case ModeMHE:
@@ -41,12 +42,18 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 			return nil, fmt.Errorf("mode %s: %w", name, err)
 		}
 		return secagg.New(p)
+	case ModePaillier:
+		p, err := paillier.PresetByName(preset)
+		if err != nil {
+			return nil, fmt.Errorf("mode %s: %w", name, err)
+		}
+		return paillier.New(p)
 	case ModePlain:
 		return plain.Scheme{}, nil
 	case ModeTEE:
 		return tee.Scheme{}, nil
 	}
-	return nil, fmt.Errorf("%w: %q (this build has %s, %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModeTEE, ModePlain)
+	return nil, fmt.Errorf("%w: %q (this build has %s, %s, %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePaillier, ModeTEE, ModePlain)
 }
 
 // RoundConfig returns the engine configuration the manifest implies: the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/secagg"
 )
@@ -28,7 +29,9 @@ func TestScheme(t *testing.T) {
 		{"secagg", "secagg16", "", secagg.ErrUnknownPreset},
 		{"secagg", "secagg32-k2", "", secagg.ErrUnknownPreset},
 		{"tee", "", "tee", nil},
-		{"paillier", "", "", federation.ErrUnsupported},
+		{"paillier", "", "paillier", nil},
+		{"paillier", "InsecureTest", "paillier", nil},
+		{"paillier", "paillier1024", "", paillier.ErrUnknownPreset},
 		{"", "", "", federation.ErrUnsupported},
 	} {
 		s, err := federation.Scheme(tc.mode, tc.preset)

@@ -52,7 +52,7 @@ func (m *Manifest) validateRule() error {
 		return nil
 	}
 	switch {
-	case m.Mode == ModeMHE || m.Mode == ModeSecAgg:
+	case m.Mode == ModeMHE || m.Mode == ModeSecAgg || m.Mode == ModePaillier:
 		return invalid("rule %q in mode %s: nobody sees an individual update under %s, so no robust rule can run; only the clip (dp.clip) bounds a malicious member: leave the rule out (the mean), or use mode %s",
 			truncate(m.Rule), m.Mode, m.Mode, strings.Join(RuleModes, ", "))
 	case !slices.Contains(RuleModes, m.Mode):

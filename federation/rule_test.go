@@ -83,7 +83,7 @@ func TestValidateRule(t *testing.T) {
 	}{
 		"in mhe":      {func(m *Manifest) { m.Mode, m.Preset, m.Rule = ModeMHE, "test", "median:f=2" }, "only the clip"},
 		"in secagg":   {func(m *Manifest) { m.Mode, m.Rule = ModeSecAgg, "krum:f=1" }, "only the clip"},
-		"in paillier": {func(m *Manifest) { m.Mode, m.Rule = ModePaillier, "krum:f=1" }, "modes plain, tee only"},
+		"in paillier": {func(m *Manifest) { m.Mode, m.Rule = ModePaillier, "krum:f=1" }, "only the clip"},
 		"with noise": {func(m *Manifest) {
 			m.Rule, m.DP = "median:f=2", DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5}
 		}, "noise shares"},

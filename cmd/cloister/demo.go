@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,11 @@ import (
 // and nodes as processes of this binary, prints each round as the
 // coordinator records it (its /rounds and /status), and sums the run up.
 func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	for i, a := range args {
+		if a == "--vertical" || a == "-vertical" {
+			return runVerticalDemo(slices.Delete(slices.Clone(args), i, i+1), stdout, stderr)
+		}
+	}
 	var d demoFlags
 	opts, err := d.parse(args, stderr)
 	if err != nil {
@@ -103,8 +109,9 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&ff.minCohort, "min-cohort", 0, "fewest updates a round may aggregate, and the k of each node's DP noise share σC/√k (0: the threshold)")
 	fs.IntVar(&ff.rounds, "rounds", 20, "rounds")
-	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, tee (an attested aggregator process, on the simulated TEE, applies --rule) or plain")
-	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg32 (the default) or secagg64")
+	fs.Bool("vertical", false, "run vertical learning instead (Fashion-MNIST split by image halves, PSI, hetero logistic regression under threshold Paillier; cloister demo --vertical -h for its flags)")
+	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator process, on the simulated TEE, applies --rule) or plain")
+	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default) or InsecureTest")
 	fs.IntVar(&ff.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours instead of every member (0: every member)")
 	fs.Uint64Var(&d.seed, "seed", 1, "seed of the partition, the initial model and local shuffling")
 	fs.StringVar(&d.jsonPath, "json", "", "write the results as JSON to this file")

@@ -22,6 +22,7 @@ import (
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/mhe"
+	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/secagg"
@@ -55,8 +56,8 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.nodes, "nodes", 5, "number of member sites")
 	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
-	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, tee (an attested aggregator applies --rule; needs --aggregator-tee) or plain (plain protects nothing)")
-	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg32 (the default) or secagg64")
+	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator applies --rule; needs --aggregator-tee) or plain (plain protects nothing)")
+	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default), or InsecureTest for tests")
 	fs.IntVar(&f.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours (Flower's num_shares, the member included) instead of every member (0: every member, the safe default)")
 	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
 	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
@@ -202,9 +203,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		o.Preset = f.preset
 	}
 	switch f.mode {
-	case federation.ModeMHE, federation.ModePlain, federation.ModeSecAgg, federation.ModeTEE:
+	case federation.ModeMHE, federation.ModePlain, federation.ModeSecAgg, federation.ModePaillier, federation.ModeTEE:
 	default:
-		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE), --mode secagg (SecAgg+ masking), --mode tee (an attested aggregator, --aggregator-tee) or --mode plain (no protection)")
+		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE), --mode secagg (SecAgg+ masking), --mode paillier (threshold Paillier), --mode tee (an attested aggregator, --aggregator-tee) or --mode plain (no protection)")
 	}
 	if f.neighbours != 0 && f.mode != federation.ModeSecAgg {
 		return o, withHint(fmt.Errorf("--neighbours %d is for mode secagg, not %s", f.neighbours, f.mode), "drop --neighbours, or use --mode secagg")
@@ -222,6 +223,17 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 			if p, err = secagg.WithNeighbours(p, f.neighbours); err != nil {
 				return o, withHint(fmt.Errorf("--neighbours %d: %w", f.neighbours, err), "use 3 or more (odd, as Flower's num_shares), or 0 for every member")
 			}
+		}
+		o.Preset = p.Name()
+	}
+	if f.mode == federation.ModePaillier {
+		name := f.preset
+		if name == pki.DefaultPreset {
+			name = paillier.P2048.Name()
+		}
+		p, err := paillier.PresetByName(name)
+		if err != nil {
+			return o, withHint(fmt.Errorf("--preset %q is not a known paillier preset: %w", f.preset, err), "use paillier2048 (the default), or InsecureTest (a 512-bit key, tests only)")
 		}
 		o.Preset = p.Name()
 	}

@@ -46,6 +46,7 @@ func init() {
 		"audit":       {"audit verify: check the audit logs under a directory", runAudit},
 		"demo":        {"run a local federation of real processes on Fashion-MNIST", runDemo},
 		"privacy":     {"differential privacy: the ε of a training run, or the noise for a target ε", runPrivacy},
+		"vertical":    {"vertical FL: psi, train, predict (PSI, then hetero logistic regression under threshold Paillier)", runVertical},
 		"trainer":     {"trainer describe: the parameter layout of an external trainer (bring your own model)", runTrainer},
 	}
 }

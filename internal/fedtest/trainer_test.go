@@ -33,6 +33,7 @@ type goTrainer struct {
 	fault func(r fl.Round) string // "", "hang", "nan", "crash"
 	conn  net.Conn
 	mu    sync.Mutex
+	prox  atomic.Uint64 // math.Float64bits of the FedProx μ of the last training task
 }
 
 func (g *goTrainer) handle(ctx context.Context, r *trainer.Request) (*trainer.Reply, error) {
@@ -58,6 +59,7 @@ func (g *goTrainer) handle(ctx context.Context, r *trainer.Request) (*trainer.Re
 		v, _ := r.Weights[0].Values()
 		return &trainer.Reply{Examples: 40, Metrics: map[string]float64{"accuracy": math.Min(1, math.Abs(v[0])), "loss": math.Abs(1 - v[0])}}, nil
 	}
+	g.prox.Store(math.Float64bits(r.Config.ProxMu))
 	time.Sleep(time.Second) // the trainer's work, on the fake clock
 	switch g.fault(r.Round) {
 	case "hang":
@@ -111,34 +113,8 @@ func TestExternalTrainerFaults(t *testing.T) {
 			Model:    federation.ModelSpec{Kind: federation.ModelExternal, Params: goLayout.Len(), Layout: digest},
 			Training: federation.Training{Rounds: 5, LocalEpochs: 2, Batch: 8, LearningRate: 0.1, Strategy: "fedadam"}})
 		faults := map[string]map[fl.Round]string{"node-1": {4: "crash"}, "node-2": {2: "hang"}, "node-3": {3: "nan"}}
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		hosts := map[string]*trainer.Host{}
-		restarts := map[string]*atomic.Int32{}
-		f.NodeConfig = func(name string, c *node.Config) {
-			c.Trainer = hosts[name]
-			c.TrainerTimeout = 5 * time.Second
-		}
-		f.StartCoordinator()
-		for _, name := range fedtest.NodeNames(3) {
-			sock := new(fedtest.Network)
-			h := trainer.NewHost(trainer.HostConfig{Layout: digest, Params: goLayout.Len(), Logger: f.Log.With("who", name+"/trainer-api")})
-			hosts[name], restarts[name] = h, new(atomic.Int32)
-			l := sock.Listen()
-			g := &goTrainer{fault: func(r fl.Round) string { return faults[name][r] }}
-			wg.Add(2)
-			go func() { defer wg.Done(); h.Serve(l) }()
-			go func() { defer wg.Done(); g.supervise(ctx, sock, restarts[name]) }()
-			f.StartNode(name, nil, nil)
-		}
-		f.WaitDone(5, 10*time.Minute)
-		f.StopCoordinator()
-		cancel()
-		for _, h := range hosts {
-			h.Close()
-		}
-		wg.Wait()
-
+		run := runExternal(t, f, digest, 5, faults)
+		hosts, restarts := run.hosts, run.restarts
 		logs := f.Logs.String()
 		for name, want := range map[string]string{
 			"node-1": "trainer: the trainer went away",
@@ -182,4 +158,109 @@ func TestExternalTrainerFaults(t *testing.T) {
 			t.Errorf("exported %s model of %d parameters, layout %q", exp.Kind, exp.Params, exp.Layout)
 		}
 	})
+}
+
+// runExternal runs f, a federation of len(NodeNames(3)) external trainers
+// (goTrainer, each on an in-memory socket, restarted when its stream ends),
+// until rounds commits, and stops it; faults[node][round] makes a trainer
+// fail in a round.
+func runExternal(t *testing.T, f *fedtest.Fed, digest string, rounds int, faults map[string]map[fl.Round]string) externalRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	hosts := map[string]*trainer.Host{}
+	restarts := map[string]*atomic.Int32{}
+	trainers := map[string]*goTrainer{}
+	f.NodeConfig = func(name string, c *node.Config) {
+		c.Trainer = hosts[name]
+		c.TrainerTimeout = 5 * time.Second
+	}
+	f.StartCoordinator()
+	for _, name := range fedtest.NodeNames(3) {
+		sock := new(fedtest.Network)
+		h := trainer.NewHost(trainer.HostConfig{Layout: digest, Params: goLayout.Len(), Logger: f.Log.With("who", name+"/trainer-api")})
+		hosts[name], restarts[name] = h, new(atomic.Int32)
+		l := sock.Listen()
+		g := &goTrainer{fault: func(r fl.Round) string { return faults[name][r] }}
+		trainers[name] = g
+		wg.Add(2)
+		go func() { defer wg.Done(); h.Serve(l) }()
+		go func() { defer wg.Done(); g.supervise(ctx, sock, restarts[name]) }()
+		f.StartNode(name, nil, nil)
+	}
+	f.WaitDone(rounds, 10*time.Minute)
+	f.StopCoordinator()
+	cancel()
+	for _, h := range hosts {
+		h.Close()
+	}
+	wg.Wait()
+	return externalRun{hosts: hosts, restarts: restarts, trainers: trainers}
+}
+
+// externalRun is what runExternal ran: each node's trainer host, how many
+// times its trainer attached again, and the trainer.
+type externalRun struct {
+	hosts    map[string]*trainer.Host
+	restarts map[string]*atomic.Int32
+	trainers map[string]*goTrainer
+}
+
+// TestExternalTrainerModes runs the same federation of external trainers
+// in every aggregation mode, with FedProx (mu goes to the trainer in its
+// configuration) and each update clipped by the node: every mode commits
+// every round and ends on the model of mode plain (to secagg's fixed point
+// and mhe's approximate arithmetic), so the trainer path does not depend on
+// the mode.
+func TestExternalTrainerModes(t *testing.T) {
+	digest, err := goLayout.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 3
+	models := map[string]fl.Vector{}
+	for _, mode := range []string{federation.ModePlain, federation.ModeSecAgg, federation.ModeMHE} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{Clip: 10},
+					Model:    federation.ModelSpec{Kind: federation.ModelExternal, Params: goLayout.Len(), Layout: digest},
+					Training: federation.Training{Rounds: rounds, LocalEpochs: 1, Batch: 8, LearningRate: 0.1, ProxMu: 0.01}}
+				if mode == federation.ModeMHE {
+					opts.Preset = "InsecureTest"
+				}
+				f := fedtest.New(t, opts)
+				run := runExternal(t, f, digest, rounds, nil)
+				f.VerifyAudit(rounds, 4)
+				for name, g := range run.trainers {
+					if mu := math.Float64frombits(g.prox.Load()); mu != 0.01 {
+						t.Errorf("%s's trainer was given FedProx μ %v, want 0.01", name, mu)
+					}
+				}
+				exp := f.Export("node-1")
+				if exp.Round != rounds || exp.Kind != federation.ModelExternal {
+					t.Fatalf("exported the %s model of round %d, want the external model of round %d", exp.Kind, exp.Round, rounds)
+				}
+				models[mode] = exp.Model
+			})
+		})
+	}
+	want := models[federation.ModePlain]
+	// Each trainer moves every weight a tenth of the way to 1 from the
+	// global model, which starts at 0: 1 − 0.9^rounds after FedAvg.
+	for i, x := range want {
+		if math.Abs(x-(1-math.Pow(0.9, rounds))) > 1e-6 {
+			t.Fatalf("plain: weight %d is %v, want %v", i, x, 1-math.Pow(0.9, rounds))
+		}
+	}
+	for mode, tol := range map[string]float64{federation.ModeSecAgg: 1e-4, federation.ModeMHE: 1e-3} {
+		got := models[mode]
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d weights, want %d", mode, len(got), len(want))
+		}
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > tol {
+				t.Errorf("%s: weight %d is %v, plain's %v (tolerance %g)", mode, i, got[i], want[i], tol)
+			}
+		}
+	}
 }

@@ -1,0 +1,493 @@
+package paillier
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// Name is the mode's name in a federation manifest.
+const Name = "paillier"
+
+// Fixed body sizes (after the header), and the variable parts' units.
+const (
+	nonceLen        = 32
+	keyLen          = 32          // X25519 keys
+	boxOverhead     = keyLen + 16 // ephemeral key, GCM tag
+	maxIndex        = 1<<31 - 1   // largest count or index on the wire
+	announcementLen = hashLen + 4 + nonceLen
+	setupFixed      = hashLen + hashLen               // group, transcript; then n
+	publicFixed     = hashLen + 4 + hashLen + 1       // group, dealer, transcript, is-dealer; then n
+	privateFixed    = hashLen + 4 + 4 + hashLen       // group, dealer, recipient, transcript; then n, S
+	protectedFixed  = hashLen + 8 + 4 + 4             // group, round, member, dim; then n, ciphertexts
+	aggregateFixed  = hashLen + 8 + 4 + 4             // group, round, dim, included; then members, n, ciphertexts
+	shareFixed      = hashLen + 8 + 4 + 3*hashLen + 4 // group, round, revealer, digest, set, target, dim; then box
+	targetLen       = keyLen
+	partyStateFixed = hashLen + 4 + hashLen // group, self, transcript; then n, S
+)
+
+// Scheme is the paillier mode: threshold Paillier with packed plaintexts.
+type Scheme struct {
+	p *Preset
+}
+
+var _ protect.Scheme = (*Scheme)(nil)
+
+// New returns the scheme of preset p.
+func New(p *Preset) (*Scheme, error) {
+	if p == nil {
+		return nil, errors.New("paillier: nil preset")
+	}
+	return &Scheme{p: p}, nil
+}
+
+// Name returns "paillier".
+func (s *Scheme) Name() string { return Name }
+
+// Preset returns the scheme's preset.
+func (s *Scheme) Preset() *Preset { return s.p }
+
+// Capacity returns the preset's capacity.
+func (s *Scheme) Capacity() protect.Capacity { return s.p.caps }
+
+// Sizes returns the largest payload sizes for vectors of d values in a
+// group of n members; they are exact except the result, which is sized
+// for t = n revealers.
+func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
+	c := s.p.caps
+	if d < 1 || d > c.MaxDim {
+		return protect.Sizes{}, fmt.Errorf("paillier: sizes for %d values, at most %d: %w", d, c.MaxDim, protect.ErrRange)
+	}
+	if n < 1 || n > c.MaxParties {
+		return protect.Sizes{}, fmt.Errorf("paillier: sizes for %d members, at most %d: %w", n, c.MaxParties, protect.ErrRange)
+	}
+	ks, ct := s.p.keySize(), 2*s.p.keySize()
+	k := s.p.ciphertexts(d)
+	box := boxOverhead + k*ct
+	return protect.Sizes{
+		Announcement:   headerLen + announcementLen,
+		PublicDealing:  headerLen + publicFixed + ks,
+		PrivateDealing: headerLen + privateFixed + ks + ct,
+		Setup:          headerLen + setupFixed + ks,
+		Update:         headerLen + protectedFixed + ks + k*ct,
+		Aggregate:      headerLen + aggregateFixed + 4*n + ks + k*ct,
+		Share:          headerLen + shareFixed + box,
+		Result:         headerLen + resultLen(ks, n, box),
+		TargetPublic:   headerLen + targetLen,
+		TargetSecret:   headerLen + targetLen,
+	}, nil
+}
+
+// resultLen is the body of a result with t boxes: target, group, digest,
+// set, round, dim, members, threshold, n, then t × (revealer, box).
+func resultLen(keySize, t, box int) int {
+	return 4*hashLen + 8 + 4 + 4 + 4 + keySize + t*(4+box)
+}
+
+// NewParty returns member self's party for group g; rand supplies every
+// secret it draws (the dealer's key among them).
+func (s *Scheme) NewParty(g protect.Group, self fl.NodeID, rand io.Reader) (protect.Party, error) {
+	sess, idx, err := s.newSession(g, self)
+	if err != nil {
+		return nil, err
+	}
+	if rand == nil {
+		return nil, errors.New("paillier: nil random source")
+	}
+	return &party{sch: s, sess: sess, self: idx, rand: rand}, nil
+}
+
+// LoadParty restores a party from its MarshalBinary state.
+func (s *Scheme) LoadParty(g protect.Group, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
+	sess, idx, err := s.newSession(g, self)
+	if err != nil {
+		return nil, err
+	}
+	if rand == nil {
+		return nil, errors.New("paillier: nil random source")
+	}
+	what := fmt.Sprintf("state of party %s", self)
+	ks := s.p.keySize()
+	r, err := openFixed(state, kindPartyState, partyStateFixed+ks+2*ks, what)
+	if err != nil {
+		return nil, err
+	}
+	sess.checkSession(r)
+	stateSelf, transcript := sess.member(r), r.hash()
+	nb, sb := r.take(ks), r.take(2*ks)
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	if stateSelf != idx {
+		return nil, foreign(what, "belongs to member %s", sess.name(stateSelf))
+	}
+	share, err := s.share(what, sess, idx, nb, sb)
+	if err != nil {
+		return nil, err
+	}
+	return &party{sch: s, sess: sess, self: idx, rand: rand, dealt: true, ready: true, transcript: transcript, share: share}, nil
+}
+
+// share builds member idx's key share from the encodings of n and S.
+func (s *Scheme) share(what string, sess *session, idx int, nb, sb []byte) (*KeyShare, error) {
+	tk, err := s.thresholdKey(what, sess, nb)
+	if err != nil {
+		return nil, err
+	}
+	ks := &KeyShare{Key: tk, Index: idx + 1, S: new(big.Int).SetBytes(sb)}
+	if ks.S.Sign() == 0 || ks.S.Cmp(tk.N2) >= 0 {
+		return nil, malformed(what, "key share outside (0, n²)")
+	}
+	return ks, nil
+}
+
+// thresholdKey reads n: exactly KeyBits bits, odd.
+func (s *Scheme) thresholdKey(what string, sess *session, nb []byte) (*ThresholdKey, error) {
+	n := new(big.Int).SetBytes(nb)
+	if n.BitLen() != s.p.lit.KeyBits || n.Bit(0) == 0 {
+		return nil, malformed(what, "the modulus has %d bits (odd: %v), want an odd %d-bit number", n.BitLen(), n.Bit(0) == 1, s.p.lit.KeyBits)
+	}
+	tk, err := NewThresholdKey(n, sess.t, len(sess.members))
+	if err != nil {
+		return nil, malformed(what, "%v", err)
+	}
+	return tk, nil
+}
+
+// NewHelper returns the coordinator side for group g.
+func (s *Scheme) NewHelper(g protect.Group) (protect.Helper, error) {
+	sess, _, err := s.newSession(g, "")
+	if err != nil {
+		return nil, err
+	}
+	return &helper{sch: s, sess: sess}, nil
+}
+
+// NewTarget draws an X25519 target key pair from rand.
+func (s *Scheme) NewTarget(rand io.Reader) (protect.Target, error) {
+	if rand == nil {
+		return nil, errors.New("paillier: nil random source")
+	}
+	sk := make([]byte, keyLen)
+	if _, err := io.ReadFull(rand, sk); err != nil {
+		return nil, fmt.Errorf("paillier: drawing the target key: %w", err)
+	}
+	return newTarget(s.p, sk)
+}
+
+// LoadTarget restores a target from Target.MarshalBinary.
+func (s *Scheme) LoadTarget(secret []byte) (protect.Target, error) {
+	r, err := openFixed(secret, kindTargetSecret, targetLen, "target secret key")
+	if err != nil {
+		return nil, err
+	}
+	sk := r.take(keyLen)
+	if err := r.done(); err != nil {
+		return nil, err
+	}
+	return newTarget(s.p, sk)
+}
+
+// session is a checked protect.Group.
+type session struct {
+	digest  [hashLen]byte
+	members []fl.NodeID // sorted
+	t       int
+}
+
+func (s *Scheme) newSession(g protect.Group, self fl.NodeID) (*session, int, error) {
+	if err := g.Validate(); err != nil {
+		return nil, 0, fmt.Errorf("paillier: %w", err)
+	}
+	if len(g.Members) > s.p.caps.MaxParties {
+		return nil, 0, fmt.Errorf("paillier: group of %d members, at most %d: %w", len(g.Members), s.p.caps.MaxParties, protect.ErrRange)
+	}
+	sess := &session{members: g.Sorted(), t: g.Threshold}
+	var b []byte
+	b = append(b, s.p.lit.Name...)
+	b = append(b, 0)
+	b = appendU32(b, len(g.ID))
+	b = append(b, g.ID...)
+	b = appendU32(b, g.Threshold)
+	b = appendU32(b, len(sess.members))
+	for _, m := range sess.members {
+		b = appendU32(b, len(m))
+		b = append(b, m...)
+	}
+	sess.digest = hashOf("group", b)
+	idx := -1
+	if self != "" {
+		var err error
+		if idx, err = sess.index(self, "self"); err != nil {
+			return nil, 0, err
+		}
+	}
+	return sess, idx, nil
+}
+
+func (s *session) index(id fl.NodeID, role string) (int, error) {
+	i, ok := slices.BinarySearch(s.members, id)
+	if !ok {
+		return 0, fmt.Errorf("paillier: %s %q: %w", role, id, protect.ErrNotMember)
+	}
+	return i, nil
+}
+
+func (s *session) name(i int) fl.NodeID { return s.members[i] }
+
+func (s *session) member(r *reader) int {
+	i := r.u32()
+	if r.err == nil && i >= len(s.members) {
+		r.err = malformed(r.what, "member index %d, the group has %d members", i, len(s.members))
+	}
+	return i
+}
+
+func (s *session) checkSession(r *reader) {
+	d := r.hash()
+	if r.err == nil && d != s.digest {
+		r.err = foreign(r.what, "for another group")
+	}
+}
+
+// keys returns the keys of m, sorted, or ErrNotMember.
+func (s *session) keys(m map[fl.NodeID][]byte, role string) ([]fl.NodeID, error) {
+	ids := make([]fl.NodeID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if _, err := s.index(id, role); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// transcript checks one announcement per member and returns their hash.
+func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
+	if _, err := s.keys(anns, "announcement from"); err != nil {
+		return [hashLen]byte{}, err
+	}
+	parts := [][]byte{s.digest[:]}
+	for i, m := range s.members {
+		b, ok := anns[m]
+		if !ok {
+			return [hashLen]byte{}, fmt.Errorf("paillier: no announcement from member %q", m)
+		}
+		what := fmt.Sprintf("announcement from %s", m)
+		r, err := openFixed(b, kindAnnouncement, announcementLen, what)
+		if err != nil {
+			return [hashLen]byte{}, err
+		}
+		s.checkSession(r)
+		who := s.member(r)
+		r.take(nonceLen)
+		if err := r.done(); err != nil {
+			return [hashLen]byte{}, err
+		}
+		if who != i {
+			return [hashLen]byte{}, foreign(what, "made by %s", s.name(who))
+		}
+		parts = append(parts, b)
+	}
+	return hashOf("transcript", parts...), nil
+}
+
+// revealers checks a revealer set: exactly t distinct members. It returns
+// their indices, sorted, and the set's hash.
+func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
+	if len(list) != s.t {
+		return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer set has %d members, the threshold is %d: %w", len(list), s.t, protect.ErrMalformed)
+	}
+	idx := make([]int, len(list))
+	for i, id := range list {
+		var err error
+		if idx[i], err = s.index(id, "revealer"); err != nil {
+			return nil, [hashLen]byte{}, err
+		}
+	}
+	slices.Sort(idx)
+	var b []byte
+	for i, x := range idx {
+		if i > 0 && idx[i-1] == x {
+			return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer %q listed twice: %w", s.name(x), protect.ErrMalformed)
+		}
+		b = appendU32(b, x)
+	}
+	return idx, hashOf("revealers", b), nil
+}
+
+// aggregate is a decoded aggregate.
+type aggregate struct {
+	round    fl.Round
+	dim      int
+	included []int
+	n        []byte
+	cts      []*big.Int
+}
+
+// parseCiphertexts reads k ciphertexts under n, each checked.
+func parseCiphertexts(r *reader, pk *PublicKey, k int) []*big.Int {
+	if r.err != nil {
+		return nil
+	}
+	ct := pk.CiphertextSize()
+	if len(r.b) < k*ct {
+		r.err = malformed(r.what, "declares %d ciphertexts of %d bytes, %d bytes follow", k, ct, len(r.b))
+		return nil
+	}
+	out := make([]*big.Int, k)
+	for i := range out {
+		c, err := pk.ParseCiphertext(r.take(ct))
+		if err != nil {
+			r.err = malformed(r.what, "ciphertext %d: %v", i, err)
+			return nil
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// dim reads a vector length and checks it against MaxDim.
+func (s *Scheme) dim(r *reader) int {
+	d := r.u32()
+	if r.err == nil && (d < 1 || d > s.p.caps.MaxDim) {
+		r.err = malformed(r.what, "vector of %d values, want 1 to %d", d, s.p.caps.MaxDim)
+	}
+	return d
+}
+
+// publicKey reads n.
+func (s *Scheme) publicKey(r *reader, sess *session) (*ThresholdKey, []byte) {
+	nb := r.take(s.p.keySize())
+	if r.err != nil {
+		return nil, nil
+	}
+	tk, err := s.thresholdKey(r.what, sess, nb)
+	if err != nil {
+		r.err = err
+		return nil, nil
+	}
+	return tk, nb
+}
+
+func (s *Scheme) parseAggregate(sess *session, b []byte, what string) (aggregate, *ThresholdKey, error) {
+	r, err := open(b, kindAggregate, what)
+	if err != nil {
+		return aggregate{}, nil, err
+	}
+	sess.checkSession(r)
+	var a aggregate
+	a.round = fl.Round(r.u64())
+	a.dim = s.dim(r)
+	k := r.u32()
+	if r.err == nil && (k < 1 || k > len(sess.members)) {
+		r.err = malformed(what, "sums %d inputs, the group has %d members", k, len(sess.members))
+	}
+	nct := s.p.ciphertexts(a.dim)
+	if want := 4*k + s.p.keySize() + nct*2*s.p.keySize(); r.err == nil && len(r.b) != want {
+		r.err = malformed(what, "%d inputs and %d values take %d bytes, %d follow", k, a.dim, want, len(r.b))
+	}
+	if r.err != nil {
+		return aggregate{}, nil, r.err
+	}
+	a.included = make([]int, k)
+	for i := range a.included {
+		a.included[i] = sess.member(r)
+		if r.err == nil && i > 0 && a.included[i] <= a.included[i-1] {
+			r.err = malformed(what, "included members not in ascending order")
+		}
+	}
+	tk, nb := s.publicKey(r, sess)
+	a.n = nb
+	if r.err == nil {
+		a.cts = parseCiphertexts(r, &tk.PublicKey, nct)
+	}
+	if err := r.done(); err != nil {
+		return aggregate{}, nil, err
+	}
+	return a, tk, nil
+}
+
+// request is a checked protect.RevealRequest.
+type request struct {
+	agg       aggregate
+	key       *ThresholdKey
+	digest    [hashLen]byte
+	target    targetPublic
+	revealers []int
+	set       [hashLen]byte
+}
+
+func (s *Scheme) checkRequest(sess *session, req protect.RevealRequest) (request, error) {
+	what := fmt.Sprintf("aggregate of round %d", req.Round)
+	a, tk, err := s.parseAggregate(sess, req.Aggregate, what)
+	if err != nil {
+		return request{}, err
+	}
+	if a.round != req.Round {
+		return request{}, foreign(what, "for round %d", a.round)
+	}
+	tgt, err := parseTargetPublic(req.Target, "reveal request target")
+	if err != nil {
+		return request{}, err
+	}
+	idx, set, err := sess.revealers(req.Revealers)
+	if err != nil {
+		return request{}, err
+	}
+	return request{agg: a, key: tk, digest: req.Digest(), target: tgt, revealers: idx, set: set}, nil
+}
+
+// boxAD is what a reveal share's box binds besides the keys.
+func boxAD(group [hashLen]byte, round fl.Round, revealer int, digest, set, target [hashLen]byte) []byte {
+	b := append([]byte("cloister/paillier/v1 box"), group[:]...)
+	b = appendU64(b, uint64(round))
+	b = appendU32(b, revealer)
+	b = append(b, digest[:]...)
+	b = append(b, set[:]...)
+	return append(b, target[:]...)
+}
+
+// parallel runs f(i) for i in [0, n) on all cores; the first error wins.
+func parallel(n int, f func(i int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			if err := f(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				errs[i] = f(i)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
