@@ -59,8 +59,8 @@ func TestLimitsDemo(t *testing.T) {
 		if strategy == "scaffold" {
 			cts, dim = 25, 2*s.Params // the model joined with the control variate
 		}
-		if want := 76 + cts*(4+2*8192*120/8); s.Payload.Update != want || s.Dim != dim {
-			t.Errorf("update of %d bytes for vectors of %d, want %d Agg128 ciphertexts (%d bytes) for %d", s.Payload.Update, s.Dim, cts, want, dim)
+		if want := 76 + cts*(4+8192*120/8); s.Payload.Update != want || s.Dim != dim {
+			t.Errorf("update of %d bytes for vectors of %d, want %d Agg128 one-polynomial ciphertexts (%d bytes) for %d", s.Payload.Update, s.Dim, cts, want, dim)
 		}
 		if s.Kinds[s.Largest] != s.Need || s.MaxMessage < s.Need+s.Need/federation.Margin {
 			t.Errorf("need %d (%s), limit %d: want the largest kind and a %d%% margin", s.Need, s.Largest, s.MaxMessage, 100/federation.Margin)
@@ -255,8 +255,8 @@ func ExampleMessageSizes() {
 	fmt.Println(s.Params, "parameters; an update takes", s.Payload.Update, "bytes")
 	fmt.Println("largest message:", s.Largest, s.Need, "bytes; limit", s.MaxMessage)
 	// Output:
-	// 101770 parameters; an update takes 3195008 bytes
-	// largest message: RevealRequest 19486553 bytes; limit 24379392
+	// 101770 parameters; an update takes 1597568 bytes
+	// largest message: RevealRequest 9901913 bytes; limit 12386304
 }
 
 // In mode tee the aggregator's answer, a KindShare, carries the sealed

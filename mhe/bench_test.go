@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,7 +83,7 @@ func BenchmarkProtect(b *testing.B) {
 			var out []byte
 			for b.Loop() {
 				var err error
-				if out, err = pa.Protect(1, v, 1); err != nil {
+				if out, err = pa.Protect(nextBenchRound(), v, 1); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -136,11 +137,18 @@ func BenchmarkRawEncrypt(b *testing.B) {
 	}
 }
 
-// updates returns n valid updates of dimension d for round 1: one real
-// encryption, copied with each sender's index (the aggregation cost does
-// not depend on the plaintexts).
-func updates(b *testing.B, f *fixture, n, d int) map[fl.NodeID][]byte {
-	one, err := f.parties[f.sess.Members[0]].Protect(1, benchVector(d, 2), 1)
+// nextBenchRound returns a fresh round: a party protects once per round,
+// and the benchmarks share their fixtures.
+func nextBenchRound() fl.Round { return fl.Round(benchRound.Add(1)) }
+
+var benchRound atomic.Uint64
+
+// updates returns n valid updates of dimension d for a fresh round, and
+// the round: one real encryption, copied with each sender's index (the
+// aggregation cost does not depend on the plaintexts).
+func updates(b *testing.B, f *fixture, n, d int) (map[fl.NodeID][]byte, fl.Round) {
+	r := nextBenchRound()
+	one, err := f.parties[f.sess.Members[0]].Protect(r, benchVector(d, 2), 1)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -151,7 +159,7 @@ func updates(b *testing.B, f *fixture, n, d int) map[fl.NodeID][]byte {
 		binary.LittleEndian.PutUint16(c[10:], uint16(ss.index[m]))
 		up[m] = c
 	}
-	return up
+	return up, r
 }
 
 func BenchmarkAggregate(b *testing.B) {
@@ -159,9 +167,9 @@ func BenchmarkAggregate(b *testing.B) {
 		f := benchFixture(b, n)
 		for _, d := range benchDims {
 			b.Run(fmt.Sprintf("n=%d/d=%d", n, d), func(b *testing.B) {
-				up := updates(b, f, n, d)
+				up, r := updates(b, f, n, d)
 				for b.Loop() {
-					if _, err := f.helper.Aggregate(1, up); err != nil {
+					if _, err := f.helper.Aggregate(r, up); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -200,12 +208,13 @@ type revealKit struct {
 
 func newRevealKit(b *testing.B, f *fixture, d int) revealKit {
 	n := len(f.sess.Members)
-	agg, err := f.helper.Aggregate(1, updates(b, f, n, d))
+	up, r := updates(b, f, n, d)
+	agg, err := f.helper.Aggregate(r, up)
 	if err != nil {
 		b.Fatal(err)
 	}
 	rev := f.sess.Members[:f.sess.Threshold]
-	k := revealKit{req: protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: rev, Target: f.target.Public()}, shares: map[fl.NodeID][]byte{}}
+	k := revealKit{req: protect.RevealRequest{Round: r, Aggregate: agg, Revealers: rev, Target: f.target.Public()}, shares: map[fl.NodeID][]byte{}}
 	for _, m := range rev {
 		if k.shares[m], err = f.parties[m].Reveal(k.req, &protect.MemLedger{}); err != nil {
 			b.Fatal(err)
@@ -314,7 +323,7 @@ func BenchmarkPrecision(b *testing.B) {
 					want.Add(1, in[m])
 					wantW++
 				}
-				sum, _ := f.round(b, 1, in, w, f.sess.Members[:f.sess.Threshold])
+				sum, _ := f.round(b, nextBenchRound(), in, w, f.sess.Members[:f.sess.Threshold])
 				worst = max(worst, maxErr(b, sum, want, wantW))
 			}
 			b.ReportMetric(-math.Log2(worst), "bits")
@@ -342,7 +351,7 @@ func BenchmarkProtectSpeedup(b *testing.B) {
 				raw(b, v)
 				r := time.Since(start)
 				start = time.Now()
-				if _, err := pa.Protect(1, v, 1); err != nil {
+				if _, err := pa.Protect(nextBenchRound(), v, 1); err != nil {
 					b.Fatal(err)
 				}
 				o := time.Since(start)

@@ -89,7 +89,7 @@ func TestCandidates(t *testing.T) {
 	for range reps {
 		for _, c := range cs {
 			start := time.Now()
-			up, err := c.pa.Protect(1, c.v, 1)
+			up, err := c.pa.Protect(nextBenchRound(), c.v, 1)
 			if err != nil {
 				t.Fatal(err)
 			}

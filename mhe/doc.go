@@ -3,11 +3,14 @@
 // multiparty package. It implements [protect.Scheme], [protect.Party],
 // [protect.Helper] and [protect.Target].
 //
-// Nodes encrypt their updates under a collective public key whose secret
-// no one holds; the coordinator adds the ciphertexts; any t members turn
-// the sum into a ciphertext under the federation's group key (the
+// Each node encrypts its update under its own additive share s_i of a
+// secret no one holds, as one polynomial c0 = −a·s_i + e + m with a common
+// polynomial a derived from the round (wire version 2); the coordinator
+// adds them, which gives a ciphertext (Σc0, a) under s_S = Σ_{i∈S} s_i for
+// the included set S; any t members, holding Shamir shares of every s_j,
+// turn the sum into a ciphertext under the federation's group key (the
 // [protect.Target]), adding flooding noise so that what is published says
-// nothing about the secret key beyond the sum.
+// nothing about the secret keys beyond the sum.
 //
 // # Getting started
 //
@@ -43,21 +46,25 @@
 //     s_i per member (multiparty.Thresholdizer, threshold t).
 //   - Helper.Setup relays every member's key share. Accept recomputes the
 //     collective key pk = (Σ(−a·s_i + e_i), a) itself, checks that its own
-//     share is there unchanged, and sums its Shamir shares into its
-//     threshold share S(α_i).
+//     share is there unchanged, and keeps the Shamir share P_j(α_i) each
+//     dealer j dealt it, per dealer.
 //   - Protect puts v ‖ weight in the coefficients of ⌈(d+1)/N⌉ plaintexts
-//     at scale Δ and encrypts them under pk, one ciphertext per worker. The
-//     ciphertexts stay in the coefficient domain (three NTTs each instead
-//     of four).
-//   - Helper.Aggregate checks every update, adds them, and moves the sum to
-//     the NTT domain.
-//   - Reveal records (round, digest) in the ledger, turns S(α_i) into an
-//     additive share for the fixed revealer set (multiparty.Combiner), and
-//     returns its public-key-switch share towards the target key with
-//     flooding noise of σ = Preset.FloodSigma()
-//     (multiparty.PublicKeySwitchProtocol.GenShare).
-//   - Helper.Open sums exactly t shares (AggregateShares), applies them
-//     (KeySwitch) and rescales the result to the first prime.
+//     at scale Δ and encrypts each under s_i with the round's common
+//     polynomial a (a PRG on H(session ‖ round ‖ chunk)): one polynomial
+//     c0 = NTT(m + e) − a·s_i per ciphertext, one NTT. A party protects at
+//     most once per round (protect.ErrProtected).
+//   - Helper.Aggregate checks every update and adds them: Σc0.
+//   - Reveal records (round, digest) in the ledger, sums its shares
+//     P_j(α_i) of the included members j ∈ S into a share of s_S, turns it
+//     into an additive share for the fixed revealer set
+//     (multiparty.Combiner), and returns its public-key-switch share of
+//     (Σc0, a) towards the target key with flooding noise of σ =
+//     Preset.FloodSigma() (multiparty.PublicKeySwitchProtocol.GenShare).
+//     Precompute makes the share's randomness and flooding ahead, off the
+//     round's critical path: Reveal then adds s·a.
+//   - Each revealer rescales its share to the first prime; Helper.Open
+//     sums exactly t shares (AggregateShares), rescales Σc0 the same way
+//     and adds them (KeySwitch at level 0).
 //   - Target.Decrypt decrypts and decodes with DecodePublic at DecodePrec
 //     fractional bits.
 //
@@ -78,9 +85,15 @@
 //     Preset.FloodSecurity and README.md) to a value that depends on the
 //     secret key only through the sum, against the target holder, the
 //     coordinator and t−1 revealers together.
+//   - One upload per round: two uploads of a member under one round's a
+//     disclose the difference of the updates. Protect refuses a second one
+//     (the round is in Party.MarshalBinary), and the round engine never
+//     asks for one, also across restarts (README.md, "One-polynomial
+//     uploads").
 //   - Randomness: the secret key shares, the Shamir polynomials, the target
 //     secret and the nonces come from the injected io.Reader (through
-//     Lattigo's keyed BLAKE2b PRNG). Lattigo v6.2.0 offers no way to inject
+//     Lattigo's keyed BLAKE2b PRNG); an upload's noise from AES-256-CTR
+//     keyed from it. Lattigo v6.2.0 offers no way to inject
 //     the PRNG of its encryptor, collective-key-share and key-switch
 //     samplers: their ephemeral noise comes from Lattigo's own
 //     crypto/rand-backed PRNG.

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
-	"github.com/tuneinsight/lattigo/v6/multiparty"
 	"github.com/tuneinsight/lattigo/v6/ring"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -116,7 +115,11 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.unpackCiphertext("aggregate", elems[1], agg); err != nil {
+	// The aggregate is (Σc0, a) under s_S, here S = all members: s_S = s.
+	if err := p.unpackPoly("aggregate", elems[1], agg.Value[0], level); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.uploadA(f.parties[f.sess.Members[0]].(*Party).sess, 1, 0, agg.Value[1]); err != nil {
 		t.Fatal(err)
 	}
 
@@ -137,8 +140,10 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 	}
 
 	// 2. The strongest view: the coordinator and the target holder collude
-	// and decrypt the key-switched aggregate before the rescale. What they
-	// get is c0 + c1·s + flooding, not c0 + c1·s.
+	// and decrypt the key-switched aggregate (Open's result, shares and
+	// aggregate rescaled to the first prime) before decoding. Lifted back
+	// by q1, what they get is c0 + c1·s + flooding (+ rescale rounding),
+	// not c0 + c1·s.
 	tgt := f.target.(*Target)
 	shares := map[fl.NodeID][]byte{}
 	for _, m := range req.Revealers {
@@ -146,38 +151,36 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+	res, err := f.helper.Open(req, shares)
 	if err != nil {
 		t.Fatal(err)
 	}
-	acc, tmp := pcks.AllocateShare(level), pcks.AllocateShare(level)
-	half := p.polySize(level)
-	for i, m := range req.Revealers {
-		_, es, err := parse("share", shares[m], maxCiphertexts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dst := &acc
-		if i > 0 {
-			dst = &tmp
-		}
-		if err := p.unpackPoly("share", es[0][:half], dst.Value[0], level); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.unpackPoly("share", es[0][half:], dst.Value[1], level); err != nil {
-			t.Fatal(err)
-		}
-		if i > 0 {
-			if err := pcks.AggregateShares(acc, tmp, &acc); err != nil {
-				t.Fatal(err)
-			}
-		}
+	_, es, err := parse("result", res, maxCiphertexts)
+	if err != nil {
+		t.Fatal(err)
 	}
-	switched := p.newCiphertext(level)
-	pcks.KeySwitch(agg, acc, switched)
-	raw := rlwe.NewPlaintext(p.params, level)
-	rlwe.NewDecryptor(p.params, tgt.sk).Decrypt(switched, raw)
-	got = recoverKey(p.params.RingQ(), raw.Value, agg.Value[0], agg.Value[1])
+	switched := p.newCiphertext(0)
+	if err := p.unpackCiphertext("result", es[0], switched); err != nil {
+		t.Fatal(err)
+	}
+	raw0 := rlwe.NewPlaintext(p.params, 0)
+	rlwe.NewDecryptor(p.params, tgt.sk).Decrypt(switched, raw0)
+	r := p.params.RingQ()
+	r0 := r.AtLevel(0)
+	r0.INTT(raw0.Value, raw0.Value)
+	lifted := make([]*big.Int, N)
+	for i := range lifted {
+		lifted[i] = new(big.Int)
+	}
+	r0.PolyToBigintCentered(raw0.Value, 1, lifted)
+	q1 := new(big.Int).SetUint64(p.lit.Q[1])
+	for _, c := range lifted {
+		c.Mul(c, q1)
+	}
+	raw := r.NewPoly()
+	r.SetCoefficientsBigint(lifted, raw)
+	r.NTT(raw, raw)
+	got = recoverKey(r, raw, agg.Value[0], agg.Value[1])
 	if n := agree(got, s); n > N/1000+1 {
 		t.Errorf("flooded raw plaintext: the attack recovered %d of %d key coefficients", n, N)
 	} else {
@@ -185,7 +188,6 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 	}
 
 	// The residual pt − (c0 + c1·s) is the flooding: measure its size.
-	r := p.params.RingQ()
 	exact := rlwe.NewPlaintext(p.params, level)
 	skc := rlwe.NewSecretKey(p.params)
 	for _, m := range f.sess.Members {
@@ -193,7 +195,7 @@ func TestFloodingDefeatsKeyRecovery(t *testing.T) {
 	}
 	rlwe.NewDecryptor(p.params, skc).Decrypt(agg, exact)
 	diff := r.NewPoly()
-	r.Sub(raw.Value, exact.Value, diff)
+	r.Sub(raw, exact.Value, diff)
 	r.INTT(diff, diff)
 	coeffs := make([]*big.Int, N)
 	for i := range coeffs {

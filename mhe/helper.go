@@ -6,7 +6,7 @@ import (
 
 	"github.com/tuneinsight/lattigo/v6/core/rlwe"
 	"github.com/tuneinsight/lattigo/v6/multiparty"
-	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+	"github.com/tuneinsight/lattigo/v6/ring"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -89,7 +89,7 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 		return nil, fmt.Errorf("mhe: %d inputs, at most %d: %w", len(protected), p.lit.MaxParties, protect.ErrRange)
 	}
 	level := p.params.MaxLevel()
-	size := p.ctSize(level)
+	size := p.polySize(level)
 	round := uint64(r)
 	inputs := make([][][]byte, 0, len(protected))
 	bitmap := make([]byte, (ss.n+7)/8)
@@ -106,7 +106,7 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 			return nil, err
 		}
 		sender := uint16(i)
-		if err := (expect{kind: kindUpdate, preset: p, session: &ss.hash, round: &round, sender: &sender, level: level, degree: 1}).check(what, h); err != nil {
+		if err := (expect{kind: kindUpdate, preset: p, session: &ss.hash, round: &round, sender: &sender, level: level, degree: 0}).check(what, h); err != nil {
 			return nil, err
 		}
 		if h.bind != [16]byte{} {
@@ -137,7 +137,7 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 	}
 
 	k := p.ciphertexts(dim)
-	h := p.header(kindAggregate, level, 1)
+	h := p.header(kindAggregate, level, 0)
 	h.session, h.round, h.aux = ss.hash, round, uint32(dim)
 	lengths := make([]int, k+1)
 	lengths[0] = len(bitmap)
@@ -149,16 +149,16 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 	body := out[len(out) : len(out)+k*size]
 	out = out[:len(out)+k*size]
 
-	type worker struct{ acc, tmp *rlwe.Ciphertext }
+	type worker struct{ acc, tmp ring.Poly }
 	ws := make([]*worker, hp.sch.workersFor(k))
 	for i := range ws {
-		ws[i] = &worker{acc: p.newUpdateCiphertext(level), tmp: p.newUpdateCiphertext(level)}
+		ws[i] = &worker{acc: p.params.RingQ().NewPoly(), tmp: p.params.RingQ().NewPoly()}
 	}
 	ringQ := p.params.RingQ().AtLevel(level)
 	// Stream: each worker sums ciphertext i over all inputs, so memory stays
-	// at two ciphertexts per worker whatever the number of inputs. Updates
-	// are in the coefficient domain (encryptVector); the sum moves to the
-	// NTT domain once, here, for the reveal and Open.
+	// at two polynomials per worker whatever the number of inputs. Each
+	// input is c0 = −a·s_j + e_j + m_j in the NTT domain, all with the
+	// round's a: the sum is the c0 of (Σc0, a) under Σ s_j.
 	err := parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
 		for j, in := range inputs {
@@ -166,21 +166,14 @@ func (hp *Helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte,
 			if j > 0 {
 				dst = wk.tmp
 			}
-			if err := p.unpackCiphertext("update", in[i], dst); err != nil {
+			if err := p.unpackPoly("update", in[i], dst, level); err != nil {
 				return fmt.Errorf("mhe: input %d: %w", j, err)
 			}
 			if j > 0 {
-				// The sum of ciphertexts of one preset, level and scale
-				// (checked above): the residues add modulo each prime.
-				ringQ.Add(wk.acc.Value[0], wk.tmp.Value[0], wk.acc.Value[0])
-				ringQ.Add(wk.acc.Value[1], wk.tmp.Value[1], wk.acc.Value[1])
+				ringQ.Add(wk.acc, wk.tmp, wk.acc)
 			}
 		}
-		ringQ.NTT(wk.acc.Value[0], wk.acc.Value[0])
-		ringQ.NTT(wk.acc.Value[1], wk.acc.Value[1])
-		wk.acc.IsNTT = true
-		p.packCiphertext(body[i*size:i*size:(i+1)*size], wk.acc)
-		wk.acc.IsNTT = false
+		p.packPoly(body[i*size:i*size:(i+1)*size], wk.acc, level)
 		return nil
 	})
 	if err != nil {
@@ -217,7 +210,7 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 		return nil, fmt.Errorf("mhe: %d reveal shares, %d needed: %w", len(shares), ss.t, protect.ErrNotEnoughShares)
 	}
 	level := p.params.MaxLevel()
-	size := p.ctSize(level)
+	size := p.ctSize(0)
 	k := len(rv.cts)
 	round := uint64(req.Round)
 	in := make([][][]byte, len(rv.revealers))
@@ -229,7 +222,7 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 			return nil, err
 		}
 		sender := uint16(j)
-		if err := (expect{kind: kindRevealShare, preset: p, session: &ss.hash, round: &round, sender: &sender, level: level, degree: 1, bind: &rv.bind}).check(what, h); err != nil {
+		if err := (expect{kind: kindRevealShare, preset: p, session: &ss.hash, round: &round, sender: &sender, level: 0, degree: 1, bind: &rv.bind}).check(what, h); err != nil {
 			return nil, err
 		}
 		if h.aux != rv.dim || len(elems) != k {
@@ -253,21 +246,24 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 	out = out[:len(out)+k*outSize]
 
 	type worker struct {
-		pcks     multiparty.PublicKeySwitchProtocol
-		eval     *ckks.Evaluator
-		acc, tmp multiparty.PublicKeySwitchShare
-		ct, res  *rlwe.Ciphertext
+		acc, tmp multiparty.PublicKeySwitchShare // level 0
+		c0       ring.Poly                       // top level
+		res      *rlwe.Ciphertext                // level 0
+	}
+	pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+	if err != nil {
+		return nil, fmt.Errorf("mhe: key switch: %w", err)
 	}
 	ws := make([]*worker, hp.sch.workersFor(k))
 	for i := range ws {
-		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
-		if err != nil {
-			return nil, fmt.Errorf("mhe: key switch: %w", err)
-		}
-		ws[i] = &worker{pcks: pcks, eval: ckks.NewEvaluator(p.params, nil), acc: pcks.AllocateShare(level),
-			tmp: pcks.AllocateShare(level), ct: p.newCiphertext(level), res: p.newCiphertext(level)}
+		ws[i] = &worker{acc: pcks.AllocateShare(0), tmp: pcks.AllocateShare(0), c0: p.params.RingQ().NewPoly(), res: p.newCiphertext(0)}
 	}
-	half := p.polySize(level)
+	half := p.polySize(0)
+	ring0 := p.params.RingQ().AtLevel(0)
+	// Each share comes rescaled to the first prime (Reveal); the aggregate
+	// Σc0 is rescaled here, and the switched ciphertext is
+	// (Σc0' + Σh0', Σh1') under the target key, at level 0
+	// (PublicKeySwitchProtocol.KeySwitch after the rescale).
 	err = parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
 		for x, elems := range in {
@@ -276,28 +272,24 @@ func (hp *Helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) (
 				dst = &wk.tmp
 			}
 			what := fmt.Sprintf("reveal share from %s", ss.sorted[rv.revealers[x]])
-			if err := p.unpackPoly(what, elems[i][:half], dst.Value[0], level); err != nil {
+			if err := p.unpackPoly(what, elems[i][:half], dst.Value[0], 0); err != nil {
 				return err
 			}
-			if err := p.unpackPoly(what, elems[i][half:], dst.Value[1], level); err != nil {
+			if err := p.unpackPoly(what, elems[i][half:], dst.Value[1], 0); err != nil {
 				return err
 			}
 			if x > 0 {
-				if err := wk.pcks.AggregateShares(wk.acc, wk.tmp, &wk.acc); err != nil {
+				if err := pcks.AggregateShares(wk.acc, wk.tmp, &wk.acc); err != nil {
 					return fmt.Errorf("mhe: %s: %w", what, err)
 				}
 			}
 		}
-		if err := p.unpackCiphertext("aggregate", rv.cts[i], wk.ct); err != nil {
+		if err := p.unpackPoly("aggregate", rv.cts[i], wk.c0, level); err != nil {
 			return err
 		}
-		wk.res.Resize(1, level)
-		wk.pcks.KeySwitch(wk.ct, wk.acc, wk.res)
-		for wk.res.Level() > 0 {
-			if err := wk.eval.Rescale(wk.res, wk.res); err != nil {
-				return fmt.Errorf("mhe: rescale: %w", err)
-			}
-		}
+		p.rescale(wk.c0)
+		ring0.Add(wk.c0, wk.acc.Value[0], wk.res.Value[0])
+		wk.res.Value[1].CopyLvl(0, wk.acc.Value[1])
 		p.packCiphertext(body[i*outSize:i*outSize:(i+1)*outSize], wk.res)
 		return nil
 	})

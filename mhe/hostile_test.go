@@ -223,7 +223,8 @@ func TestHostile(t *testing.T) {
 				{"another ring degree", withByte(valid, 6, valid[6]+1), new(*ParamsMismatchError)},
 				{"another level", withByte(valid, 7, valid[7]^1), new(*ParamsMismatchError)},
 				{"another degree", withByte(valid, 8, valid[8]^1), new(*ParamsMismatchError)},
-				{"an unknown version", withByte(valid, 4, 2), new(*FormatError)},
+				{"an unknown version", withByte(valid, 4, 3), new(*FormatError)},
+				{"wire version 1 (public-key uploads)", withByte(valid, 4, 1), new(*ParamsMismatchError)},
 				{"another kind", withByte(valid, 5, valid[5]%11+1), new(*ParamsMismatchError)},
 				{"an out-of-range residue", badResidue, nil},
 			} {

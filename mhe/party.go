@@ -29,16 +29,21 @@ type Party struct {
 	self int
 	rand io.Reader
 
-	mu        sync.Mutex
-	stage     stage
-	nonce     [32]byte
-	sk        *rlwe.SecretKey               // additive share s_i of the collective key
-	crsSeed   [32]byte                      // from Deal
-	ownPublic [32]byte                      // SHA-256 of our public dealing's key share
-	tsk       *multiparty.ShamirSecretShare // S(α_i), our threshold share
-	pk        *rlwe.PublicKey               // the collective public key
+	mu         sync.Mutex
+	stage      stage
+	nonce      [32]byte
+	sk         *rlwe.SecretKey                // additive share s_i of the collective key
+	crsSeed    [32]byte                       // from Deal
+	ownPublic  [32]byte                       // SHA-256 of our public dealing's key share
+	tshares    []multiparty.ShamirSecretShare // P_j(α_self): our Shamir share of every dealer j's s_j, in sorted member order
+	pk         *rlwe.PublicKey                // the collective public key (only the baseline ProtectPublicKey uses it)
+	protected  fl.Round                       // the newest round protected, if didProtect
+	didProtect bool
+
+	pre *precomputed // reveal randomness made ahead (Precompute), used once; never persisted
 
 	pw []*protectWorker // kept across calls
+	bw []*baselineWorker
 	rw []*revealWorker
 }
 
@@ -172,7 +177,8 @@ func (pa *Party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 
 // Accept completes the setup. It recomputes the collective public key from
 // every member's key share in setup (checking that ours is there, unchanged)
-// and sums the Shamir shares dealt to it into its threshold secret share.
+// and keeps the Shamir share dealt to it by each member, per dealer (a reveal
+// combines those of the included set).
 // private must hold exactly one payload per member, made in this setup run.
 func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	pa.mu.Lock()
@@ -212,7 +218,7 @@ func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 
 	bind := crsBinding(pa.crsSeed)
 	thr := multiparty.NewThresholdizer(params)
-	acc, sh := thr.AllocateThresholdSecretShare(), thr.AllocateThresholdSecretShare()
+	tshares := make([]multiparty.ShamirSecretShare, pa.sess.n)
 	for id, b := range private {
 		i, err := pa.sess.member("private dealing", id)
 		if err != nil {
@@ -236,12 +242,11 @@ func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		if h.round != 0 || len(elems) != 1 {
 			return malformed(what, "want one share and zero round")
 		}
+		sh := thr.AllocateThresholdSecretShare()
 		if err := p.unpackPoly(what, elems[0], sh.Q, level); err != nil {
 			return err
 		}
-		if err := thr.AggregateShares(acc, sh, &acc); err != nil {
-			return fmt.Errorf("mhe: %s: %w", what, err)
-		}
+		tshares[i] = sh
 	}
 	if len(private) != pa.sess.n {
 		for _, m := range pa.sess.sorted {
@@ -250,7 +255,9 @@ func (pa *Party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 			}
 		}
 	}
-	pa.pk, pa.tsk, pa.stage = pk, &acc, stageReady
+	// Each dealer's share is kept on its own: a reveal combines those of
+	// the round's included set (see Reveal).
+	pa.pk, pa.tshares, pa.stage = pk, tshares, stageReady
 	return nil
 }
 
@@ -277,37 +284,103 @@ func readSetup(p *Preset, ss *session, b []byte, bind [16]byte) ([][]byte, error
 	return elems, nil
 }
 
-// Protect encrypts v ‖ weight under the collective public key for round r:
-// value i goes to slot i mod Slots of ciphertext i / Slots, the weight to
-// slot d. It refuses values that are not finite or exceed MaxAbs, and
-// weights outside [0, MaxAbs] (ErrRange).
+// Protect encrypts v ‖ weight for round r under this party's own key share
+// s_i, as one polynomial per ciphertext: c0 = −a·s_i + e + m, with the
+// round's common polynomial a (uploadA: fixed by the session, the round and
+// the ciphertext's index, so the coordinator's sum over the included set S
+// is (Σc0, a) under s_S = Σ_{i∈S} s_i) and fresh Gaussian noise e from the
+// party's secret randomness. Value i goes to slot i mod Slots of ciphertext
+// i / Slots, the weight to slot d. It refuses values that are not finite or
+// exceed MaxAbs, and weights outside [0, MaxAbs] (ErrRange), and a round at
+// or below one it already protected (protect.ErrProtected): a second upload under
+// the same a would disclose the difference of the two updates.
 func (pa *Party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
 	pa.mu.Lock()
 	defer pa.mu.Unlock()
+	if err := pa.checkProtect(v, weight); err != nil {
+		return nil, err
+	}
+	if pa.didProtect && r <= pa.protected {
+		return nil, fmt.Errorf("mhe: Protect for round %d, this party protected round %d (a second upload under the round's common polynomial would disclose the difference): %w", r, pa.protected, protect.ErrProtected)
+	}
+	p := pa.p
+	h := p.header(kindUpdate, p.params.MaxLevel(), 0)
+	h.session, h.sender, h.round, h.aux = pa.sess.hash, uint16(pa.self), uint64(r), uint32(len(v))
+	out, err := pa.encryptSecret(h, r, v, weight)
+	if err != nil {
+		return nil, err
+	}
+	pa.protected, pa.didProtect = r, true
+	return out, nil
+}
+
+// checkProtect checks the stage and the inputs of a Protect.
+func (pa *Party) checkProtect(v fl.Vector, weight float64) error {
 	if pa.stage != stageReady {
-		return nil, fmt.Errorf("mhe: Protect: %w", protect.ErrNotReady)
+		return fmt.Errorf("mhe: Protect: %w", protect.ErrNotReady)
 	}
 	p := pa.p
 	if len(v) > p.lit.MaxDim {
-		return nil, fmt.Errorf("mhe: vector of %d values, at most %d: %w", len(v), p.lit.MaxDim, protect.ErrRange)
+		return fmt.Errorf("mhe: vector of %d values, at most %d: %w", len(v), p.lit.MaxDim, protect.ErrRange)
 	}
 	for i, x := range v {
 		if !(math.Abs(x) <= p.lit.MaxAbs) {
-			return nil, fmt.Errorf("mhe: value %d is %v, outside ±%v: %w", i, x, p.lit.MaxAbs, protect.ErrRange)
+			return fmt.Errorf("mhe: value %d is %v, outside ±%v: %w", i, x, p.lit.MaxAbs, protect.ErrRange)
 		}
 	}
 	if !(weight >= 0 && weight <= p.lit.MaxAbs) {
-		return nil, fmt.Errorf("mhe: weight %v outside [0, %v]: %w", weight, p.lit.MaxAbs, protect.ErrRange)
+		return fmt.Errorf("mhe: weight %v outside [0, %v]: %w", weight, p.lit.MaxAbs, protect.ErrRange)
 	}
+	return nil
+}
+
+// ProtectPublicKey is the wire version 1 upload, kept as a benchmark
+// baseline only (mhebench): v ‖ weight encrypted under the collective
+// public key, two polynomials per ciphertext. Helper.Aggregate refuses its
+// payloads (degree 1); it does not count as the round's upload.
+func (pa *Party) ProtectPublicKey(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	if err := pa.checkProtect(v, weight); err != nil {
+		return nil, err
+	}
+	p := pa.p
 	h := p.header(kindUpdate, p.params.MaxLevel(), 1)
 	h.session, h.sender, h.round, h.aux = pa.sess.hash, uint16(pa.self), uint64(r), uint32(len(v))
-	return pa.encryptVector(h, v, weight)
+	return pa.encryptPublic(h, v, weight)
+}
+
+// uploadA writes into a the common polynomial of ciphertext chunk of round
+// r's uploads, in the NTT domain: Lattigo's uniform sampler on AES-256-CTR
+// keyed with H(session hash ‖ round ‖ chunk) (ctrPRNG). The session
+// hash covers the preset, the group ID (the session and key epoch for the
+// round engine), the threshold and the members, so a never repeats for
+// one key share s_i and round.
+func (p *Preset) uploadA(ss *session, r fl.Round, chunk int, a ring.Poly) error {
+	h := sha256.New()
+	h.Write([]byte("cloister/mhe upload a v2\x00"))
+	h.Write(ss.hash[:])
+	h.Write(be64(uint64(r)))
+	h.Write(be64(uint64(chunk)))
+	prng, err := newCTRPRNG([32]byte(h.Sum(nil)))
+	if err != nil {
+		return err
+	}
+	ring.NewUniformSampler(prng, p.params.RingQ()).AtLevel(p.params.MaxLevel()).Read(a)
+	return nil
 }
 
 // protectWorker holds one worker's Lattigo objects for Protect; they are
 // not safe for concurrent use. A party keeps them across calls (its methods
 // are serialized).
 type protectWorker struct {
+	enc   *encoder
+	xe    ring.Sampler // the encryption noise, on AES-CTR keyed from the party's randomness
+	a, c0 ring.Poly
+}
+
+// baselineWorker holds one worker's objects for ProtectPublicKey.
+type baselineWorker struct {
 	enc  *encoder
 	encr *rlwe.Encryptor
 	ct   *rlwe.Ciphertext
@@ -321,12 +394,32 @@ type revealWorker struct {
 }
 
 // protectWorkers returns at least n workers (up to the scheme's limit).
-func (pa *Party) protectWorkers(n int) []*protectWorker {
+func (pa *Party) protectWorkers(n int) ([]*protectWorker, error) {
 	p := pa.p
 	for len(pa.pw) < pa.sch.workersFor(n) {
-		pa.pw = append(pa.pw, &protectWorker{enc: p.newEncoder(), encr: rlwe.NewEncryptor(p.params, pa.pk), ct: p.newUpdateCiphertext(p.params.MaxLevel())})
+		var key [32]byte
+		if _, err := io.ReadFull(pa.rand, key[:]); err != nil {
+			return nil, fmt.Errorf("mhe: reading randomness: %w", err)
+		}
+		prng, err := newCTRPRNG(key)
+		if err != nil {
+			return nil, err
+		}
+		xe, err := ring.NewSampler(prng, p.params.RingQ(), p.params.Xe(), false)
+		if err != nil {
+			return nil, fmt.Errorf("mhe: noise sampler: %w", err)
+		}
+		pa.pw = append(pa.pw, &protectWorker{enc: p.newEncoder(), xe: xe, a: p.params.RingQ().NewPoly(), c0: p.params.RingQ().NewPoly()})
 	}
-	return pa.pw[:pa.sch.workersFor(n)]
+	return pa.pw[:pa.sch.workersFor(n)], nil
+}
+
+func (pa *Party) baselineWorkers(n int) []*baselineWorker {
+	p := pa.p
+	for len(pa.bw) < pa.sch.workersFor(n) {
+		pa.bw = append(pa.bw, &baselineWorker{enc: p.newEncoder(), encr: rlwe.NewEncryptor(p.params, pa.pk), ct: p.newUpdateCiphertext(p.params.MaxLevel())})
+	}
+	return pa.bw[:pa.sch.workersFor(n)]
 }
 
 func (pa *Party) revealWorkers(n int) ([]*revealWorker, error) {
@@ -342,41 +435,83 @@ func (pa *Party) revealWorkers(n int) ([]*revealWorker, error) {
 	return pa.rw[:pa.sch.workersFor(n)], nil
 }
 
-// encryptVector encrypts v ‖ weight under the collective key into a
-// payload with header h, one ciphertext per worker at a time.
-//
-// Updates stay in the coefficient domain: a public-key encryption there
-// takes three NTTs (u, and back for u·pk0 and u·pk1, with the errors added
-// in place) instead of four in the NTT domain (u, e0, e1 and the
-// plaintext). The helper sums updates in the coefficient domain and moves
-// only the sum to the NTT domain (Aggregate), once per round instead of
-// once per party.
-func (pa *Party) encryptVector(h header, v fl.Vector, weight float64) ([]byte, error) {
-	p := pa.p
-	level := p.params.MaxLevel()
-	k := p.ciphertexts(len(v))
-	size := p.ctSize(level)
+// payload allocates a payload of k elements of size bytes each after the
+// header h, and returns it with its body.
+func payload(h header, k, size int) (out, body []byte) {
 	lengths := make([]int, k)
 	for i := range lengths {
 		lengths[i] = size
 	}
-	out := appendHeader(make([]byte, 0, headerSize+4*k+k*size), h, lengths)
-	body := out[len(out) : len(out)+k*size]
-	out = out[:len(out)+k*size]
+	out = appendHeader(make([]byte, 0, headerSize+4*k+k*size), h, lengths)
+	body = out[len(out) : len(out)+k*size]
+	return out[:len(out)+k*size], body
+}
 
-	ws := pa.protectWorkers(k)
+// fill copies the values of chunk i of v ‖ weight into vals.
+func (p *Preset) fill(vals []float64, v fl.Vector, weight float64, i int) {
 	S := p.slots
+	clear(vals)
+	lo, hi := i*S, min((i+1)*S, len(v))
+	if lo < hi {
+		copy(vals, v[lo:hi])
+	}
+	if d := len(v); d >= lo && d < lo+S {
+		vals[d-lo] = weight
+	}
+}
+
+// encryptSecret encrypts v ‖ weight under the party's key share, one
+// polynomial per ciphertext, in the NTT domain: c0 = NTT(m + e) − a·s_i.
+// One NTT per ciphertext (the public-key encryption took three), no
+// ternary u, one Gaussian instead of two; the helper adds the uploads as
+// they are.
+func (pa *Party) encryptSecret(h header, r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
+	p := pa.p
+	level := p.params.MaxLevel()
+	ringQ := p.params.RingQ().AtLevel(level)
+	k := p.ciphertexts(len(v))
+	size := p.polySize(level)
+	out, body := payload(h, k, size)
+	ws, err := pa.protectWorkers(k)
+	if err != nil {
+		return nil, err
+	}
+	err = parallel(len(ws), k, func(w, i int) error {
+		wk := ws[w]
+		p.fill(wk.enc.vals, v, weight, i)
+		pt, err := wk.enc.encode(level, false)
+		if err != nil {
+			return err
+		}
+		wk.xe.AtLevel(level).Read(wk.c0)
+		ringQ.Add(wk.c0, pt.Value, wk.c0)
+		ringQ.NTT(wk.c0, wk.c0)
+		if err := p.uploadA(pa.sess, r, i, wk.a); err != nil {
+			return err
+		}
+		ringQ.MulCoeffsMontgomeryThenSub(wk.a, pa.sk.Value.Q, wk.c0)
+		p.packPoly(body[i*size:i*size:(i+1)*size], wk.c0, level)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// encryptPublic encrypts v ‖ weight under the collective public key (the
+// wire version 1 upload, ProtectPublicKey), in the coefficient domain:
+// three NTTs per ciphertext (u, and back for u·pk0 and u·pk1).
+func (pa *Party) encryptPublic(h header, v fl.Vector, weight float64) ([]byte, error) {
+	p := pa.p
+	level := p.params.MaxLevel()
+	k := p.ciphertexts(len(v))
+	size := p.ctSize(level)
+	out, body := payload(h, k, size)
+	ws := pa.baselineWorkers(k)
 	err := parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
-		vals := wk.enc.vals
-		clear(vals)
-		lo, hi := i*S, min((i+1)*S, len(v))
-		if lo < hi {
-			copy(vals, v[lo:hi])
-		}
-		if d := len(v); d >= lo && d < lo+S {
-			vals[d-lo] = weight
-		}
+		p.fill(wk.enc.vals, v, weight, i)
 		pt, err := wk.enc.encode(level, false)
 		if err != nil {
 			return err
@@ -384,8 +519,7 @@ func (pa *Party) encryptVector(h header, v fl.Vector, weight float64) ([]byte, e
 		if err := wk.encr.Encrypt(pt, wk.ct); err != nil {
 			return fmt.Errorf("mhe: encrypting: %w", err)
 		}
-		dst := body[i*size : i*size : (i+1)*size]
-		p.packCiphertext(dst, wk.ct)
+		p.packCiphertext(body[i*size:i*size:(i+1)*size], wk.ct)
 		return nil
 	})
 	if err != nil {
@@ -445,14 +579,18 @@ func (e *encoder) encode(level int, ntt bool) (*rlwe.Plaintext, error) {
 }
 
 // Reveal returns this party's share of the public key switch
-// (multiparty.PublicKeySwitchProtocol) that moves req.Aggregate from the
-// collective key to req.Target, flooded with discrete Gaussian noise of σ =
-// Preset.FloodSigma(). With t < n the party first turns its threshold share
-// into an additive share for exactly req.Revealers (multiparty.Combiner).
+// (multiparty.PublicKeySwitchProtocol) that moves req.Aggregate, the
+// ciphertexts (Σc0, a) under s_S for the aggregate's included set S, to
+// req.Target, flooded with discrete Gaussian noise of σ =
+// Preset.FloodSigma(). The party adds the Shamir shares it holds of the
+// members of S into its share of s_S and turns that into an additive share
+// for exactly req.Revealers (multiparty.Combiner).
 //
 // Every input is validated first. Then (req.Round, req.Digest()) is recorded
 // in l; if that fails (ErrRevealed for a second reveal in a round) Reveal
-// returns the error and no share. Only then is the share computed.
+// returns the error and no share. Only then is the share computed, with the
+// randomness Precompute made, if any (taken, used for this share and
+// erased, whatever happens), and fresh randomness for the rest.
 func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, error) {
 	pa.mu.Lock()
 	defer pa.mu.Unlock()
@@ -471,46 +609,77 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 		return nil, fmt.Errorf("mhe: %s is not among the revealers: %w", ss.sorted[pa.self], protect.ErrForeign)
 	}
 
+	// Σc0's residues are range-checked before the ledger records the
+	// reveal: a request it rejects records nothing (protect.Party), so one
+	// malformed aggregate cannot spend the revealer's one reveal of the
+	// round. The share itself reads only a.
+	level := p.params.MaxLevel()
+	scratch := p.params.RingQ().AtLevel(level).NewPoly()
+	for _, c := range rv.cts {
+		if err := p.unpackPoly("aggregate", c, scratch, level); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.Record(req.Round, req.Digest()); err != nil {
 		return nil, fmt.Errorf("mhe: recording the reveal of round %d: %w", req.Round, err)
 	}
+	pre := pa.pre
+	pa.pre = nil
+	defer pre.erase()
 
+	thr := multiparty.NewThresholdizer(p.params)
+	tsk := thr.AllocateThresholdSecretShare()
+	for _, j := range rv.included {
+		if err := thr.AggregateShares(tsk, pa.tshares[j], &tsk); err != nil {
+			return nil, fmt.Errorf("mhe: combining the threshold shares of the included set: %w", err)
+		}
+	}
 	points := make([]multiparty.ShamirPublicPoint, len(rv.revealers))
 	for i, j := range rv.revealers {
 		points[i] = point(j)
 	}
 	cmb := multiparty.NewCombiner(p.params, point(pa.self), points, ss.t)
 	sk := rlwe.NewSecretKey(p.params)
-	if err := cmb.GenAdditiveShare(points, point(pa.self), *pa.tsk, sk); err != nil {
+	err = cmb.GenAdditiveShare(points, point(pa.self), tsk, sk)
+	tsk.Q.Zero()
+	if err != nil {
 		return nil, fmt.Errorf("mhe: combining the threshold share: %w", err)
 	}
+	defer sk.Value.Q.Zero()
 
-	level := p.params.MaxLevel()
 	k := len(rv.cts)
-	size := p.ctSize(level)
-	h := p.header(kindRevealShare, level, 1)
+	size := p.ctSize(0)
+	h := p.header(kindRevealShare, 0, 1)
 	h.session, h.sender, h.round, h.aux, h.bind = ss.hash, uint16(pa.self), uint64(req.Round), rv.dim, rv.bind
-	lengths := make([]int, k)
-	for i := range lengths {
-		lengths[i] = size
-	}
-	out := appendHeader(make([]byte, 0, headerSize+4*k+k*size), h, lengths)
-	body := out[len(out) : len(out)+k*size]
-	out = out[:len(out)+k*size]
-
+	out, body := payload(h, k, size)
 	ws, err := pa.revealWorkers(k)
 	if err != nil {
 		return nil, err
 	}
+	ringQ := p.params.RingQ().AtLevel(level)
+	usable := pre.usable(rv.targetID)
 	err = parallel(len(ws), k, func(w, i int) error {
 		wk := ws[w]
-		if err := p.unpackCiphertext("aggregate", rv.cts[i], wk.ct); err != nil {
+		// The share reads only a (Value[1]); Σc0 was range-checked above.
+		if err := p.uploadA(ss, req.Round, i, wk.ct.Value[1]); err != nil {
 			return err
 		}
-		wk.pcks.GenShare(sk, rv.target, wk.ct, &wk.share)
+		share := &wk.share
+		if i < usable {
+			// The precomputed share of the zero key: u·pk + flooding.
+			// What is left is s·a, one product and one addition.
+			share = &pre.shares[i]
+			ringQ.MulCoeffsMontgomeryThenAdd(wk.ct.Value[1], sk.Value.Q, share.Value[0])
+		} else {
+			wk.pcks.GenShare(sk, rv.target, wk.ct, share)
+		}
 		dst := body[i*size : i*size : (i+1)*size]
-		dst = p.packPoly(dst, wk.share.Value[0], level)
-		p.packPoly(dst, wk.share.Value[1], level)
+		// Rescaled to the first prime, as Open rescales the switched
+		// sum: half the bytes, and a public function of the share.
+		p.rescale(share.Value[0])
+		p.rescale(share.Value[1])
+		dst = p.packPoly(dst, share.Value[0], 0)
+		p.packPoly(dst, share.Value[1], 0)
 		return nil
 	})
 	if err != nil {
@@ -519,9 +688,131 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	return out, nil
 }
 
+// rescale divides pol (NTT domain, top level) by the primes above the first,
+// rounding, as ckks.Evaluator.Rescale does; the result is pol's residues
+// at level 0. Rescaling each share and the aggregate apart and adding them
+// equals rescaling their sum up to one rounding per term (≤ 1/2 each,
+// times the target key for the c1 parts): ≈ 2^-40 of the result's scale
+// for t ≤ 1000, against the flooding's 2^-20.
+func (p *Preset) rescale(pol ring.Poly) {
+	for l := p.params.MaxLevel(); l > 0; l-- {
+		p.params.RingQ().AtLevel(l).DivRoundByLastModulusNTT(pol, pol)
+	}
+}
+
+// precomputed holds the part of one reveal's key-switch shares that does not
+// depend on the aggregate: for each of the first len(shares) ciphertexts,
+// Lattigo's PublicKeySwitchProtocol.GenShare with the zero secret key, i.e.
+// (u·pk0 + e0 + flooding, u·pk1 + e1) under the target key. Used by one
+// Reveal, then erased; it is never marshaled, so a restarted party has none.
+type precomputed struct {
+	target [16]byte
+	shares []multiparty.PublicKeySwitchShare
+}
+
+// usable returns how many leading ciphertexts pc covers for the target.
+func (pc *precomputed) usable(target [16]byte) int {
+	if pc == nil || pc.target != target {
+		return 0
+	}
+	return len(pc.shares)
+}
+
+// erase zeroes every polynomial of pc.
+func (pc *precomputed) erase() {
+	if pc == nil {
+		return
+	}
+	for i := range pc.shares {
+		pc.shares[i].Value[0].Zero()
+		pc.shares[i].Value[1].Zero()
+	}
+	pc.shares = nil
+}
+
+// DefaultPrecomputeLimit bounds the memory of Precompute: 64 MiB, the reveal
+// randomness of 256 ciphertexts of Agg128 (2 million values).
+const DefaultPrecomputeLimit = 64 << 20
+
+// Precompute makes, ahead of the next Reveal, the randomness of its shares
+// for vectors of d values revealed to target (Target.Public()): the
+// encryption randomness of the switch and the flooding, which do not depend
+// on the aggregate (protect.Precomputer). A runtime calls it while it waits
+// for a round's reveal request, from another goroutine if it likes: the
+// work runs outside the party's lock. At most the scheme's PrecomputeLimit
+// bytes are kept; the ciphertexts beyond are computed in Reveal as before.
+// The next Reveal takes what Precompute made, uses it for its share and
+// erases it; a second Precompute replaces (and erases) the first. Nothing
+// of it is persisted: Party.MarshalBinary leaves it out.
+func (pa *Party) Precompute(target []byte, d int) error {
+	return pa.precompute(target, d, pa.sch.precompute)
+}
+
+var _ protect.Precomputer = (*Party)(nil)
+
+func (pa *Party) precompute(target []byte, d, limit int) error {
+	pa.mu.Lock()
+	ready := pa.stage == stageReady
+	pa.mu.Unlock()
+	if !ready {
+		return fmt.Errorf("mhe: Precompute: %w", protect.ErrNotReady)
+	}
+	p := pa.p
+	if d < 1 || d > p.lit.MaxDim {
+		return fmt.Errorf("mhe: Precompute for %d values, 1..%d: %w", d, p.lit.MaxDim, protect.ErrRange)
+	}
+	pk, err := readTargetPublic(p, target)
+	if err != nil {
+		return fmt.Errorf("mhe: Precompute: %w", err)
+	}
+	level := p.params.MaxLevel()
+	per := 2 * (level + 1) * p.params.N() * 8
+	k := min(p.ciphertexts(d), limit/per)
+	if k < 1 {
+		return fmt.Errorf("mhe: Precompute limit of %d bytes is below one ciphertext's %d: %w", limit, per, protect.ErrRange)
+	}
+	pc := &precomputed{target: targetID(target), shares: make([]multiparty.PublicKeySwitchShare, k)}
+	type worker struct {
+		pcks multiparty.PublicKeySwitchProtocol
+		ct   *rlwe.Ciphertext
+	}
+	ws := make([]*worker, pa.sch.workersFor(k))
+	for i := range ws {
+		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+		if err != nil {
+			return fmt.Errorf("mhe: key switch: %w", err)
+		}
+		ws[i] = &worker{pcks: pcks, ct: p.newCiphertext(level)}
+	}
+	zero := rlwe.NewSecretKey(p.params) // GenShare adds a·0: only u·pk and the noise remain
+	err = parallel(len(ws), k, func(w, i int) error {
+		pc.shares[i] = ws[w].pcks.AllocateShare(level)
+		ws[w].pcks.GenShare(zero, pk, ws[w].ct, &pc.shares[i])
+		return nil
+	})
+	if err != nil {
+		pc.erase()
+		return err
+	}
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	pa.pre.erase()
+	pa.pre = pc
+	return nil
+}
+
+// Precomputed reports how many ciphertexts' reveal randomness the party
+// holds for target (0 if none): for tests and metrics.
+func (pa *Party) Precomputed(target []byte) int {
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	return pa.pre.usable(targetID(target))
+}
+
 // request is a validated RevealRequest.
 type request struct {
 	revealers []int           // indices, in the order of req.Revealers
+	included  []int           // the aggregate's included set S, ascending
 	target    *rlwe.PublicKey // the key the result is switched to
 	targetID  [16]byte        // binding of the result to the target
 	dim       uint32          // vector length
@@ -546,13 +837,13 @@ func readRequest(p *Preset, ss *session, req protect.RevealRequest) (*request, e
 		return nil, err
 	}
 	round := uint64(req.Round)
-	if err := (expect{kind: kindAggregate, preset: p, session: &ss.hash, round: &round, level: level, degree: 1}).check("aggregate", h); err != nil {
+	if err := (expect{kind: kindAggregate, preset: p, session: &ss.hash, round: &round, level: level, degree: 0}).check("aggregate", h); err != nil {
 		return nil, err
 	}
 	if h.sender != noSender || h.bind != [16]byte{} {
 		return nil, malformed("aggregate", "nonzero sender or binding")
 	}
-	if _, err := checkAggregateFrame(p, ss, h, elems); err != nil {
+	if rv.included, err = checkAggregateFrame(p, ss, h, elems); err != nil {
 		return nil, err
 	}
 	rv.dim, rv.cts = h.aux, elems[1:]
@@ -572,35 +863,36 @@ func readRequest(p *Preset, ss *session, req protect.RevealRequest) (*request, e
 }
 
 // checkAggregateFrame checks the included-member bitmap (element 0) and
-// the ciphertext count and sizes; it returns the number of summed inputs.
-func checkAggregateFrame(p *Preset, ss *session, h header, elems [][]byte) (int, error) {
+// the ciphertext count and sizes (one polynomial each); it returns the
+// indices of the summed inputs, ascending.
+func checkAggregateFrame(p *Preset, ss *session, h header, elems [][]byte) ([]int, error) {
 	if int64(h.aux) > int64(p.lit.MaxDim) {
-		return 0, malformed("aggregate", "vector length %d above %d", h.aux, p.lit.MaxDim)
+		return nil, malformed("aggregate", "vector length %d above %d", h.aux, p.lit.MaxDim)
 	}
 	k := p.ciphertexts(int(h.aux))
 	if len(elems) != k+1 {
-		return 0, malformed("aggregate", "%d elements for a vector of %d values, want %d", len(elems), h.aux, k+1)
+		return nil, malformed("aggregate", "%d elements for a vector of %d values, want %d", len(elems), h.aux, k+1)
 	}
 	bm := elems[0]
 	if len(bm) != (ss.n+7)/8 {
-		return 0, malformed("aggregate", "member bitmap of %d bytes, want %d", len(bm), (ss.n+7)/8)
+		return nil, malformed("aggregate", "member bitmap of %d bytes, want %d", len(bm), (ss.n+7)/8)
 	}
-	count := 0
+	var included []int
 	for i := range len(bm) * 8 {
 		if bm[i/8]>>(i%8)&1 != 0 {
 			if i >= ss.n {
-				return 0, malformed("aggregate", "bitmap names member %d of %d", i, ss.n)
+				return nil, malformed("aggregate", "bitmap names member %d of %d", i, ss.n)
 			}
-			count++
+			included = append(included, i)
 		}
 	}
-	if count < 1 || count > p.lit.MaxParties {
-		return 0, malformed("aggregate", "%d summed inputs", count)
+	if len(included) < 1 || len(included) > p.lit.MaxParties {
+		return nil, malformed("aggregate", "%d summed inputs", len(included))
 	}
-	if err := checkLengths("aggregate", elems[1:], p.ctSize(p.params.MaxLevel())); err != nil {
-		return 0, err
+	if err := checkLengths("aggregate", elems[1:], p.polySize(p.params.MaxLevel())); err != nil {
+		return nil, err
 	}
-	return count, nil
+	return included, nil
 }
 
 func be64(v uint64) []byte {

@@ -306,14 +306,13 @@ func NewPresetFromLiteral(lit PresetLiteral) (*Preset, error) {
 		MaxDim:     lit.MaxDim,
 	}
 
-	// Key-dependent noise of an aggregate of MaxParties fresh public-key
-	// encryptions, per coefficient: u·e_pk + e0 + e1·s with s and e_pk sums
-	// of MaxParties secrets and errors: Var ≈ σe²(1 + 4/3·N·n) per input.
+	// Key-dependent noise of an aggregate of MaxParties fresh uploads, per
+	// coefficient: each is a secret-key encryption c0 = −a·s_i + e_i + m_i
+	// (wire version 2), so the sum carries Σe_i: Var = n·σe². (Public-key
+	// uploads carried u·e_pk + e0 + e1·s, Var ≈ σe²(1 + 4/3·N·n) per input:
+	// about 12 bits more for n = 1000, N = 2^13.)
 	se := rlwe.DefaultNoise
-	sdCt := math.Sqrt(n * se * se * (1 + 4.0/3.0*N*n))
-	if lit.Ring == ring.ConjugateInvariant {
-		sdCt *= math.Sqrt2 // products in Z[X+X^-1] have two terms per monomial
-	}
+	sdCt := math.Sqrt(n) * se
 	// Statistical distance of N(0,σ²) and N(B,σ²) is ≤ B/(σ·sqrt(2π)).
 	p.floodBits = -math.Log2(tailSigmasKey * sdCt / (sigma * math.Sqrt(2*math.Pi)))
 

@@ -1,6 +1,8 @@
 package mhe
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -23,8 +25,9 @@ import (
 
 // Scheme is the mhe aggregation mode: it implements protect.Scheme.
 type Scheme struct {
-	p       *Preset
-	workers int
+	p          *Preset
+	workers    int
+	precompute int // bytes Party.Precompute may keep
 }
 
 // Option configures a Scheme.
@@ -41,12 +44,23 @@ func Workers(n int) Option {
 	}
 }
 
+// PrecomputeLimit bounds the memory Party.Precompute keeps, in bytes (the
+// default is DefaultPrecomputeLimit). The ciphertexts beyond it are
+// computed in Reveal.
+func PrecomputeLimit(bytes int) Option {
+	return func(s *Scheme) {
+		if bytes > 0 {
+			s.precompute = bytes
+		}
+	}
+}
+
 // New returns the scheme for preset p (Agg128 in production).
 func New(p *Preset, opts ...Option) (*Scheme, error) {
 	if p == nil || p.hash == [16]byte{} {
 		return nil, errors.New("mhe: no preset")
 	}
-	s := &Scheme{p: p, workers: runtime.GOMAXPROCS(0)}
+	s := &Scheme{p: p, workers: runtime.GOMAXPROCS(0), precompute: DefaultPrecomputeLimit}
 	for _, o := range opts {
 		o(s)
 	}
@@ -222,6 +236,27 @@ func keyedPRNG(rand io.Reader) (*sampling.KeyedPRNG, error) {
 	return prng, nil
 }
 
+// ctrPRNG is AES-256-CTR's keystream as a PRNG (a CTR_DRBG without
+// reseeding, NIST SP 800-90A): for the samplers on Protect's path, where
+// Lattigo's BLAKE2b XOF took over half the time of an upload. One key
+// drives one stream; the counter starts at zero.
+type ctrPRNG struct{ s cipher.Stream }
+
+func newCTRPRNG(key [32]byte) (*ctrPRNG, error) {
+	b, err := aes.NewCipher(key[:])
+	if err != nil {
+		return nil, fmt.Errorf("mhe: PRNG: %w", err)
+	}
+	return &ctrPRNG{s: cipher.NewCTR(b, make([]byte, aes.BlockSize))}, nil
+}
+
+// Read fills p with the next len(p) bytes of the keystream.
+func (c *ctrPRNG) Read(p []byte) (int, error) {
+	clear(p)
+	c.s.XORKeyStream(p, p)
+	return len(p), nil
+}
+
 // sampleSecretKey samples a secret key from the parameters' secret
 // distribution with Lattigo's sampler driven by prng, in the form
 // rlwe.KeyGenerator.GenSecretKey produces (NTT, Montgomery). The key
@@ -354,9 +389,10 @@ func checkLengths(what string, elems [][]byte, size int) error {
 // Sizes returns the exact payload sizes for vectors of d values in a
 // session of n members: with k = ⌈(d+1)/slots⌉ ciphertexts (the weight
 // takes one more slot) and P the packed size of one polynomial at the top
-// level, an update, an aggregate and a reveal share are k ciphertexts of 2P
-// bytes, a result k ciphertexts at level 0, a setup n polynomials; each
-// payload adds the 76-byte header and 4 bytes per element.
+// level, an update and an aggregate are k polynomials of P bytes (the c0 of
+// each ciphertext; a is derived from the round), a reveal share and a
+// result k pairs of polynomials at level 0, a setup n polynomials;
+// each payload adds the 76-byte header and 4 bytes per element.
 func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 	p := s.p
 	if d < 1 || d > p.limits.MaxDim {
@@ -366,7 +402,7 @@ func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		return protect.Sizes{}, fmt.Errorf("mhe: sizes for %d members, preset %s allows 1..%d: %w", n, p.lit.Name, p.lit.MaxParties, protect.ErrRange)
 	}
 	level := p.params.MaxLevel()
-	poly, ct := p.polySize(level), p.ctSize(level)
+	poly := p.polySize(level)
 	k := p.ciphertexts(d)
 	elems := func(count, size int) int { return headerSize + count*(4+size) }
 	return protect.Sizes{
@@ -374,9 +410,9 @@ func (s *Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		PublicDealing:  elems(1, poly),
 		PrivateDealing: elems(1, poly),
 		Setup:          elems(n, poly),
-		Update:         elems(k, ct),
-		Aggregate:      elems(k, ct) + 4 + (n+7)/8,
-		Share:          elems(k, ct),
+		Update:         elems(k, poly),
+		Aggregate:      elems(k, poly) + 4 + (n+7)/8,
+		Share:          elems(k, p.ctSize(0)),
 		Result:         elems(k, p.ctSize(0)),
 		TargetPublic:   elems(2, poly),
 		TargetSecret:   elems(3, poly),

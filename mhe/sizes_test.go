@@ -54,8 +54,8 @@ func TestSizesExact(t *testing.T) {
 				}
 				exact("update of "+string(m), up[m], sz.Update)
 			}
-			if want := headerSize + p.ciphertexts(d)*(4+p.ctSize(p.params.MaxLevel())); sz.Update != want {
-				t.Errorf("Sizes.Update %d, want ⌈(d+1)/slots⌉ = %d ciphertexts: %d", sz.Update, p.ciphertexts(d), want)
+			if want := headerSize + p.ciphertexts(d)*(4+p.polySize(p.params.MaxLevel())); sz.Update != want {
+				t.Errorf("Sizes.Update %d, want ⌈(d+1)/slots⌉ = %d polynomials: %d", sz.Update, p.ciphertexts(d), want)
 			}
 			agg, err := f.helper.Aggregate(r, up)
 			if err != nil {

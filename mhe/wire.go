@@ -11,11 +11,12 @@ import (
 	"github.com/cloisterfl/cloister/protect"
 )
 
-// The wire format (version 1). Every payload is
+// The wire format (version 2). Every payload is
 //
 //	offset size field
 //	0      4    magic "CLMH"
-//	4      1    version (1)
+//	4      1    version (2; version 1 sent updates and aggregates as
+//	            public-key ciphertexts of two polynomials, and is refused)
 //	5      1    kind
 //	6      1    log2 N of the polynomials in the body (0 if none)
 //	7      1    level of the polynomials (number of primes − 1; 0xff if none)
@@ -41,7 +42,7 @@ import (
 // them allocate without bound.
 
 const (
-	wireVersion    = 1
+	wireVersion    = 2
 	headerSize     = 76
 	noSender       = 0xffff
 	noLevel        = 0xff
@@ -189,6 +190,10 @@ func parse(what string, b []byte, maxCount int) (header, [][]byte, error) {
 	}
 	if [4]byte(b[0:4]) != magic {
 		return h, nil, malformed(what, "bad magic %q", b[0:4])
+	}
+	if b[4] == 1 {
+		return h, nil, mismatch(what, "wire version", "2 (one-polynomial uploads under each member's key share)",
+			"1 (an older cloister's public-key uploads, or a party state or group key it saved: its key shares cannot be converted, so a federation that upgrades starts a new session: cloister init, new state directories)")
 	}
 	if b[4] != wireVersion {
 		return h, nil, malformed(what, "unknown version %d", b[4])

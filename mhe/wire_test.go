@@ -14,7 +14,7 @@ func TestKnownAnswers(t *testing.T) {
 		h.preset[i], h.session[i], h.bind[i] = byte(i), byte(0x10+i), byte(0x20+i)
 	}
 	got := hex.EncodeToString(appendHeader(nil, h, []int{5, 7}))
-	want := "434c4d4801050d010100" + "0300" +
+	want := "434c4d4802050d010100" + "0300" +
 		"000102030405060708090a0b0c0d0e0f" + "101112131415161718191a1b1c1d1e1f" +
 		"0807060504030201" + "e8030000" + "202122232425262728292a2b2c2d2e2f" +
 		"02000000" + "05000000" + "07000000"

@@ -64,6 +64,14 @@ func (n *Node) work(ctx context.Context, tasks <-chan round.Task, results chan<-
 			n.log.Info("evaluated", "round", t.Round, "accuracy", m.Accuracy, "loss", m.Loss, "examples", m.Examples,
 				"eval_s", secs)
 			res = round.Message{Kind: round.KindEvaluated, Round: t.Round, Metrics: m}
+		case round.TaskPrecompute:
+			start := n.now()
+			if err := t.Precompute(); err != nil {
+				n.log.Warn("could not precompute the reveal's randomness; a reveal makes it itself", "round", t.Round, "err", err)
+				continue
+			}
+			n.log.Info("precomputed the reveal's randomness", "round", t.Round, "precompute_s", n.now().Sub(start).Seconds())
+			continue
 		default:
 			continue
 		}

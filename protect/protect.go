@@ -88,6 +88,9 @@ var (
 	ErrNotReady = errors.New("protect: key setup has not completed")
 	// ErrRange: an input outside the scheme's Capacity.
 	ErrRange = errors.New("protect: value out of range")
+	// ErrProtected: this party already protected an update in that round
+	// (or a later one), and the scheme makes one upload per round at most.
+	ErrProtected = errors.New("protect: already protected an update in this round")
 )
 
 // Group fixes who takes part in a key setup.
@@ -232,7 +235,11 @@ type Party interface {
 	// Protect hides v and its weight for round r. The result is uploaded.
 	// It returns ErrNotReady before Accept has succeeded, and an error
 	// wrapping ErrRange if v is longer than Capacity.MaxDim, or if v or weight
-	// holds a value that is not finite or exceeds Capacity.MaxAbs.
+	// holds a value that is not finite or exceeds Capacity.MaxAbs. A scheme
+	// may refuse a second Protect for a round, or for a round before the
+	// newest it protected, with an error wrapping ErrProtected (mhe does:
+	// its uploads of one round share a common polynomial, and two of them
+	// would disclose their difference); the runtime never asks for one.
 	Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	// Reveal returns this party's reveal share for req. It first checks req
 	// completely (the aggregate belongs to this group and req.Round, the
@@ -289,6 +296,19 @@ func Check(h Helper, r fl.Round, from fl.NodeID, protected []byte) error {
 	}
 	_, err := h.Aggregate(r, map[fl.NodeID][]byte{from: protected})
 	return err
+}
+
+// Precomputer is a Party that can make ahead of time what its next reveal
+// share needs and the aggregate does not (mhe: the key switch's encryption
+// randomness and its noise flooding), so that Reveal costs less on the
+// round's critical path. The runtime calls it while it waits for the
+// round's reveal request, from another goroutine if it likes: it is safe
+// alongside the party's other methods. What it makes serves one Reveal
+// only, is erased after it and is never persisted.
+type Precomputer interface {
+	// Precompute prepares the next Reveal for vectors of d values
+	// revealed to target (Target.Public()).
+	Precompute(target []byte, d int) error
 }
 
 // Target is the key pair an aggregate is revealed to: the federation's group

@@ -76,13 +76,15 @@ type fed struct {
 	byID     map[fl.NodeID]*simNode
 	inflight []flight
 	sent     []flight // every delivered message, for replays
-	w        *strings.Builder
-	show     string // "all", "audit" or "none"
-	caudit   []Event
-	errs     []error
-	agg      *Aggregator // mode tee's aggregator; nil: none (or crashed)
-	aaudit   []Event
-	aggCut   bool // messages to and from the aggregator are lost
+	// precomputed counts the TaskPrecompute tasks run.
+	precomputed int
+	w           *strings.Builder
+	show        string // "all", "audit" or "none"
+	caudit      []Event
+	errs        []error
+	agg         *Aggregator // mode tee's aggregator; nil: none (or crashed)
+	aaudit      []Event
+	aggCut      bool // messages to and from the aggregator are lost
 }
 
 type fedOptions struct {
@@ -273,6 +275,12 @@ func (f *fed) runTask(sn *simNode, t Task) {
 	}
 	var m Message
 	switch t.Kind {
+	case TaskPrecompute:
+		f.precomputed++
+		if err := t.Precompute(); err != nil {
+			f.errs = append(f.errs, err)
+		}
+		return
 	case TaskTrain:
 		sn.trains[t.Round] = t.Model.Clone()
 		d := sn.delta.Clone()

@@ -69,6 +69,7 @@ type Node struct {
 	step       nodeStep
 	uploaded   Digest
 	upload     []byte // the protected update pledged in st.Round, until the pledge set comes
+	dim        int    // the length of the update protected last (0: none since the start), for TaskPrecompute
 	evalRound  fl.Round
 	lastCommit *Message // the Commit this node sent for st.Led, resent if asked again
 }

@@ -148,6 +148,7 @@ func (n *Node) trained(m Message) error {
 		return fmt.Errorf("round: signing the pledge: %w", err)
 	}
 	n.st.Protected, n.st.Uploaded, n.st.Pledged = u.Round, d, nil
+	n.dim = len(u.Delta)
 	n.step, n.uploaded, n.upload = stepPledged, d, p
 	n.out.changed()
 	n.send(Message{Kind: KindPledge, Round: u.Round, Included: []Contribution{{Node: n.cfg.Self, Digest: d, Signature: sig}}})
@@ -188,6 +189,12 @@ func (n *Node) pledges(m Message) error {
 	n.out.changed()
 	n.emit(Event{Kind: EventUploaded, Round: r, Node: n.cfg.Self, Digest: n.uploaded})
 	n.send(Message{Kind: KindUpload, Round: r, Payload: p, Signature: sig})
+	if pc, ok := n.party.(protect.Precomputer); ok && len(n.keys.Target) > 0 && n.dim > 0 {
+		// This node may be a revealer of the round: its party makes the
+		// share's randomness while the others upload.
+		target, d := bytes.Clone(n.keys.Target), n.dim
+		n.out.tasks = append(n.out.tasks, Task{Kind: TaskPrecompute, Round: r, Precompute: func() error { return pc.Precompute(target, d) }})
+	}
 	return nil
 }
 

@@ -105,6 +105,11 @@ const (
 	// TaskEvaluate: evaluate Model on local validation data, then step a
 	// KindEvaluated message with Round and Metrics.
 	TaskEvaluate
+	// TaskPrecompute: call Precompute (it touches only the party, which
+	// is safe alongside the engine) while the round's reveal request is on
+	// its way; nothing is stepped back. Made after this node's upload, if
+	// its scheme's party is a protect.Precomputer.
+	TaskPrecompute
 )
 
 func (k TaskKind) String() string {
@@ -113,6 +118,8 @@ func (k TaskKind) String() string {
 		return "train"
 	case TaskEvaluate:
 		return "evaluate"
+	case TaskPrecompute:
+		return "precompute"
 	}
 	return "unknown"
 }
@@ -123,6 +130,8 @@ type Task struct {
 	Round  fl.Round
 	Model  fl.Vector // the global model, plaintext: it never leaves the node
 	Config []byte    // TaskTrain: Config.TrainConfig as the coordinator sent it
+	// Precompute prepares the party's reveal share of Round (TaskPrecompute).
+	Precompute func() error
 }
 
 // outbox accumulates output between Ready and Advance.

@@ -257,6 +257,11 @@ func TestExcludeMHE(t *testing.T) {
 	if st := f.c.Status(); st.Phase != PhaseDone || st.Commits != 3 || st.Epoch != 2 || len(st.Participants) != 3 {
 		t.Fatalf("status %+v", st)
 	}
+	// Every upload under mhe is followed by the precomputation of the
+	// uploader's reveal share (TaskPrecompute).
+	if f.precomputed == 0 {
+		t.Error("no TaskPrecompute ran under mhe")
+	}
 	want := fl.Vector{1, 2, 3}
 	_ = want.Add(1, all)
 	_ = want.Add(2, rest)

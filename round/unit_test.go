@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/mhe"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 )
@@ -477,5 +478,66 @@ func TestIdleHelloWhileTraining(t *testing.T) {
 	f.drain()
 	if n := trains(); n != 1 {
 		t.Fatalf("the coordinator sent %d Train to a member back on a new stream, want 1", n)
+	}
+}
+
+// TestNoSecondProtectAfterRestart: a node protects at most one update per
+// round, also across a restart. Under mhe this is what keeps the round's
+// common polynomial a from being used twice with one key share (two
+// uploads under one a disclose the difference of the updates). The
+// restarted node's party comes from the keys persisted at setup, which know
+// nothing of the round: the engine's durable NodeState.Protected refuses
+// the round's Train again, and a Trained for it, and nothing leaves.
+func TestNoSecondProtectAfterRestart(t *testing.T) {
+	s, err := mhe.New(mhe.InsecureTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFed(t, fedOptions{nodes: 3, t: 2, min: 2, rounds: 2, init: fl.Vector{1, 2, 3}, scheme: s})
+	f.show = "none"
+	for _, sn := range f.nodes {
+		sn.delta = fl.Vector{1, 0, -1}
+	}
+	sn := f.nodes[0]
+	protected := func() (NodeState, bool) {
+		var st NodeState
+		if sn.state == nil {
+			return st, false
+		}
+		if err := st.UnmarshalBinary(sn.state); err != nil {
+			t.Fatal(err)
+		}
+		return st, st.Protected == 1
+	}
+	f.run(func() bool { _, ok := protected(); return ok })
+	st, ok := protected()
+	if !ok {
+		t.Fatalf("%s never protected round 1", sn.id)
+	}
+	var train Message
+	for _, e := range f.sent {
+		if e.to == sn.id && e.m.Kind == KindTrain && e.m.Round == 1 {
+			train = e.m
+		}
+	}
+	if train.Kind != KindTrain {
+		t.Fatal("no Train of round 1 was delivered")
+	}
+	n, err := RestartNode(sn.cfg, st, sn.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Ready()
+	n.Advance()
+	if err := n.Step(coordID, train); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("the Train of round 1 again after a restart: %v, want ErrDuplicate", err)
+	}
+	up := Message{Kind: KindTrained, Update: fl.Update{Node: sn.id, Round: 1, Delta: fl.Vector{5, 5, 5}, Weight: 1}}
+	if err := n.Step(sn.id, up); err == nil {
+		t.Fatal("a Trained of round 1 after a restart was protected")
+	}
+	rd := n.Ready()
+	if len(rd.Tasks) > 0 || slices.ContainsFunc(rd.Messages, func(m Message) bool { return m.Kind == KindPledge || m.Kind == KindUpload }) {
+		t.Fatalf("after a restart in round 1: tasks %v, messages %v", rd.Tasks, rd.Messages)
 	}
 }

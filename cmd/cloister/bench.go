@@ -53,13 +53,17 @@ func runBench(args []string, in io.Reader, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "key setup (n=%d, t=%d)          %8.3f s\n", rep.Nodes, rep.Threshold, rep.SetupS)
 	fmt.Fprintf(stdout, "encrypt per party              %8.3f s per 1M params (raw Lattigo, 1 thread: %.3f s; speedup %.2f× on %d cores)\n",
 		rep.EncryptSPerMillion, rep.RawLattigoEncryptSPerMillion, rep.EncryptSpeedup, rep.Cores)
+	fmt.Fprintf(stdout, "  public-key upload (wire v1)  %8.3f s per 1M params (one-polynomial upload / public-key: %.2f×)\n",
+		rep.PublicKeyEncryptSPerMillion, rep.EncryptVsPublicKey)
 	fmt.Fprintf(stdout, "aggregate per added party      %8.3f ms per 1M params (raw Lattigo add: %.3f ms)\n",
 		rep.AggregateMsPerPartyPerMillion, rep.RawLattigoAddMsPerMillion)
-	fmt.Fprintf(stdout, "reveal share per party         %8.3f s per 1M params (raw Lattigo key-switch share: %.3f s)\n",
-		rep.RevealSPerPartyPerMillion, rep.RawLattigoRevealSPerMillion)
+	fmt.Fprintf(stdout, "reveal share per party         %8.3f s per 1M params on the critical path, randomness precomputed (%.3f s off it)\n",
+		rep.RevealSPerPartyPerMillion, rep.PrecomputeSPerPartyPerMillion)
+	fmt.Fprintf(stdout, "  without precomputation       %8.3f s per 1M params (precomputed / not: %.2f×; raw Lattigo key-switch share: %.3f s)\n",
+		rep.RevealInlineSPerPartyPerMillion, rep.RevealVsInline, rep.RawLattigoRevealSPerMillion)
 	fmt.Fprintf(stdout, "open (combine t shares)        %8.3f s per 1M params\n", rep.OpenSPerMillion)
 	fmt.Fprintf(stdout, "decrypt (group key)            %8.3f s per 1M params\n", rep.DecryptSPerMillion)
-	fmt.Fprintf(stdout, "upload                         %8.2f bytes per parameter\n", rep.BytesPerParam)
+	fmt.Fprintf(stdout, "upload                         %8.2f bytes per parameter (public-key upload: %.2f)\n", rep.BytesPerParam, rep.PublicKeyBytesPerParam)
 	fmt.Fprintf(stdout, "precision                      %8.1f bits (max abs error %.3g, bound %.3g)\n", rep.PrecisionBits, rep.MaxAbsError, rep.MaxErrorBound)
 	if *jsonPath != "" {
 		data, err := json.MarshalIndent(rep, "", "  ")

@@ -10,10 +10,12 @@
 //	rep, err := mhebench.Run(mhebench.Config{Params: 1_000_000, Nodes: 10})
 //	b, _ := json.Marshal(rep)
 //
-// Timings on a shared machine drift; compare each mhe figure with its raw
-// Lattigo baseline from the same report (raw_lattigo_encrypt_s_per_million,
-// raw_lattigo_reveal_s_per_million, raw_lattigo_add_ms_per_million), never
-// with figures from another run.
+// Timings on a shared machine drift; compare each mhe figure with its
+// baseline from the same report (the public-key upload of wire version 1,
+// public_key_encrypt_s_per_million; the reveal without precomputation,
+// reveal_inline_s_per_party_per_million; raw Lattigo:
+// raw_lattigo_encrypt_s_per_million, raw_lattigo_reveal_s_per_million,
+// raw_lattigo_add_ms_per_million), never with figures from another run.
 package mhebench
 
 import (
@@ -88,6 +90,22 @@ type Report struct {
 	ResultBytesPerParam             float64 `json:"result_bytes_per_param"`
 	SetupBytes                      int     `json:"setup_bytes"`
 	PrivateDealingBytesPerRecipient int     `json:"private_dealing_bytes_per_recipient"`
+
+	// The public-key upload of wire version 1 (Party.ProtectPublicKey),
+	// timed right after Protect on the same vector: the baseline of the
+	// one-polynomial upload. EncryptVsPublicKey is the median over members
+	// of Protect / ProtectPublicKey.
+	PublicKeyEncryptSPerMillion float64 `json:"public_key_encrypt_s_per_million"`
+	PublicKeyBytesPerParam      float64 `json:"public_key_bytes_per_param"`
+	EncryptVsPublicKey          float64 `json:"encrypt_vs_public_key"`
+	// RevealSPerPartyPerMillion is the reveal's critical path with the
+	// randomness precomputed (Party.Precompute, timed apart as
+	// PrecomputeSPerPartyPerMillion); RevealInlineSPerPartyPerMillion the
+	// same Reveal without it, as every reveal was before. RevealVsInline is
+	// the median over revealers of the two, timed back to back.
+	RevealInlineSPerPartyPerMillion float64 `json:"reveal_inline_s_per_party_per_million"`
+	PrecomputeSPerPartyPerMillion   float64 `json:"precompute_s_per_party_per_million"`
+	RevealVsInline                  float64 `json:"reveal_vs_inline"`
 }
 
 // Run measures one session and one round; see Report.
@@ -154,8 +172,9 @@ func Run(cfg Config) (Report, error) {
 	up := make(map[fl.NodeID][]byte, n)
 	want := make(fl.Vector, d)
 	var wantW float64
-	var encT, rawT time.Duration
+	var encT, rawT, pkT time.Duration
 	ratios := make([]float64, 0, n)
+	pkRatios := make([]float64, 0, n)
 	for _, m := range sess.Members {
 		v := clipped(rng, d)
 		w := 1.0
@@ -165,17 +184,48 @@ func Run(cfg Config) (Report, error) {
 		if err != nil {
 			return Report{}, err
 		}
-		start := time.Now()
-		b, err := parties[m].Protect(1, v, w)
-		if err != nil {
+		pa, ok := parties[m].(*mhe.Party)
+		if !ok {
+			return Report{}, fmt.Errorf("mhebench: party of type %T", parties[m])
+		}
+		// Protect and the public-key upload back to back, in alternating
+		// order, so that neither always runs first (warm caches, load).
+		var b, pkb []byte
+		var dt, pdt time.Duration
+		protectNew := func() error {
+			start := time.Now()
+			var err error
+			b, err = pa.Protect(1, v, w)
+			dt = time.Since(start)
+			return err
+		}
+		protectPK := func() error {
+			start := time.Now()
+			var err error
+			pkb, err = pa.ProtectPublicKey(1, v, w)
+			pdt = time.Since(start)
+			return err
+		}
+		first, second := protectNew, protectPK
+		if len(ratios)%2 == 1 {
+			first, second = protectPK, protectNew
+		}
+		if err := first(); err != nil {
 			return Report{}, err
 		}
-		dt := time.Since(start)
+		if err := second(); err != nil {
+			return Report{}, err
+		}
 		encT += dt
 		rawT += r
+		pkT += pdt
 		ratios = append(ratios, r.Seconds()/dt.Seconds())
+		pkRatios = append(pkRatios, dt.Seconds()/pdt.Seconds())
 		up[m] = b
+		rep.PublicKeyBytesPerParam = float64(len(pkb)) / float64(d)
 	}
+	rep.PublicKeyEncryptSPerMillion = perM(pkT) / float64(n)
+	rep.EncryptVsPublicKey = median(pkRatios)
 	rep.EncryptSPerMillion = perM(encT) / float64(n)
 	rep.RawLattigoEncryptSPerMillion = perM(rawT) / float64(n)
 	rep.EncryptSpeedup = median(ratios)
@@ -192,16 +242,36 @@ func Run(cfg Config) (Report, error) {
 
 	// Reveal by the first t members.
 	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: sess.Members[:t], Target: target.Public()}
+	// Each revealer reveals twice, with a fresh ledger each time (a bench
+	// only: a node's ledger refuses the second): first with nothing
+	// precomputed, then after Precompute. The second share goes to Open.
 	shares := make(map[fl.NodeID][]byte, t)
-	var revT time.Duration
+	var revT, inlineT, preT time.Duration
+	revRatios := make([]float64, 0, t)
 	for _, m := range req.Revealers {
 		start := time.Now()
+		if _, err = parties[m].Reveal(req, &protect.MemLedger{}); err != nil {
+			return Report{}, err
+		}
+		it := time.Since(start)
+		start = time.Now()
+		if err := parties[m].(*mhe.Party).Precompute(target.Public(), d); err != nil {
+			return Report{}, err
+		}
+		preT += time.Since(start)
+		start = time.Now()
 		if shares[m], err = parties[m].Reveal(req, &protect.MemLedger{}); err != nil {
 			return Report{}, err
 		}
-		revT += time.Since(start)
+		rt := time.Since(start)
+		revT += rt
+		inlineT += it
+		revRatios = append(revRatios, rt.Seconds()/it.Seconds())
 	}
 	rep.RevealSPerPartyPerMillion = perM(revT) / float64(t)
+	rep.RevealInlineSPerPartyPerMillion = perM(inlineT) / float64(t)
+	rep.PrecomputeSPerPartyPerMillion = perM(preT) / float64(t)
+	rep.RevealVsInline = median(revRatios)
 	if rep.RawLattigoRevealSPerMillion, err = rawReveal(p, rep.Ciphertexts, d); err != nil {
 		return Report{}, err
 	}

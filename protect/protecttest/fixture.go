@@ -304,7 +304,7 @@ func (f *fixture) decrypt(target protect.Target, res []byte) protect.Sum {
 // runRound runs a whole round: the members of included protect updates of
 // the given scale, revealers reveal with their own ledgers, and the result
 // must be the sum of the included updates.
-func (f *fixture) runRound(what string, included, revealers []fl.NodeID, scale float64) {
+func (f *fixture) runRound(what string, included, revealers []fl.NodeID, scale float64) []byte {
 	f.t.Helper()
 	r := f.nextRound()
 	in := f.inputs(included, scale)
@@ -312,6 +312,20 @@ func (f *fixture) runRound(what string, included, revealers []fl.NodeID, scale f
 	req := f.request(r, agg, revealers)
 	res := f.open(req, f.reveal(req, f.parties, f.own))
 	checkSum(f.t, fmt.Sprintf("%s (round %d)", what, r), f.decrypt(f.target, res), in, f.e.cfg.Dim, f.e.tol)
+	return agg
+}
+
+// another returns another aggregate of round r, from the uploads prot of
+// that round without one of them, or nil if prot has a single upload: a
+// party makes at most one upload per round (ErrProtected), so a second
+// aggregate of a round is a sum over another included set.
+func (f *fixture) another(r fl.Round, prot map[fl.NodeID][]byte) []byte {
+	f.t.Helper()
+	if len(prot) < 2 {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(prot))
+	return f.aggregate(r, withoutKey(prot, ids[len(ids)-1]))
 }
 
 // kit is the payloads of one round, for tests that mix and spoil them.

@@ -95,6 +95,7 @@
 package protecttest
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -308,17 +309,17 @@ func testThreshold(t *testing.T, e *env) {
 	}
 
 	// Made for another request.
-	other := f.inputs(e.ids[:max(1, len(e.ids)-1)], e.scale(1))
-	agg2 := f.aggregate(k.r, f.protect(k.r, other, f.parties))
-	shares := f.reveal(f.request(k.r, agg2, R), f.parties, scratch)
-	open(fmt.Sprintf("%s's share made for another aggregate of the same round", R[0]), k.req, replace(R[0], shares[R[0]]), rejected...)
+	if agg2 := f.another(k.r, k.prot); agg2 != nil {
+		shares := f.reveal(f.request(k.r, agg2, R), f.parties, scratch)
+		open(fmt.Sprintf("%s's share made for another aggregate of the same round", R[0]), k.req, replace(R[0], shares[R[0]]), rejected...)
+	}
 	k3 := f.kit(f.nextRound(), R)
 	open(fmt.Sprintf("%s's share made for round %d", R[0], k3.r), k.req, replace(R[0], k3.shares[R[0]]), rejected...)
 	var t2 protect.Target
 	must(t, "Scheme.NewTarget", try(func() (err error) { t2, err = e.s.NewTarget(e.reader("second target")); return err }))
 	req2 := k.req
 	req2.Target = t2.Public()
-	shares = f.reveal(req2, f.parties, scratch)
+	shares := f.reveal(req2, f.parties, scratch)
 	open(fmt.Sprintf("%s's share made for another target", R[0]), k.req, replace(R[0], shares[R[0]]), rejected...)
 
 	// Malformed revealer sets: Reveal refuses them without recording, Open
@@ -390,8 +391,9 @@ func testRevealOnce(t *testing.T, e *env) {
 		}
 	}
 	again(fmt.Sprintf("round %d: a second Party(%s).Reveal of the same aggregate", r, p), req, l, protect.ErrRevealed)
-	req2 := f.request(r, f.aggregate(r, f.protect(r, f.inputs(e.ids, e.scale(1)), f.parties)), R)
-	again(fmt.Sprintf("round %d: a second Party(%s).Reveal, of another aggregate", r, p), req2, l, protect.ErrRevealed)
+	if agg2 := f.another(r, prot); agg2 != nil {
+		again(fmt.Sprintf("round %d: a second Party(%s).Reveal, of another aggregate", r, p), f.request(r, agg2, R), l, protect.ErrRevealed)
+	}
 	prior := &protect.MemLedger{}
 	must(t, "MemLedger.Record", prior.Record(r, [32]byte{1}))
 	again(fmt.Sprintf("round %d: Party(%s).Reveal with a ledger that already holds a reveal for the round", r, p), req, prior, protect.ErrRevealed)
@@ -469,6 +471,19 @@ func testProtect(t *testing.T, e *env) {
 		t.Logf("not testing a vector of MaxDim+1 = %d values: more than 2²⁴ is too large to allocate in a test", e.lim.MaxDim+1)
 	}
 
+	// A second Protect in a round (and one for an earlier round) is either
+	// made or refused with ErrProtected; a refused one changes nothing.
+	{
+		r := f.nextRound()
+		must(t, fmt.Sprintf("round %d: Party.Protect", r), try(func() error { _, err := q.Protect(r, v, 1); return err }))
+		for _, x := range []fl.Round{r, r - 1} {
+			err := try(func() error { _, err := q.Protect(x, v, 1); return err })
+			if err != nil && !errors.Is(err, protect.ErrProtected) {
+				t.Errorf("round %d: a second Party.Protect for round %d: %v, want nil or ErrProtected", r, x, err)
+			}
+		}
+	}
+
 	// Aggregate refuses inputs of different lengths, and no inputs.
 	if e.cfg.N > 1 {
 		r := f.nextRound()
@@ -540,7 +555,7 @@ func testNonMember(t *testing.T, e *env) {
 func testPersist(t *testing.T, e *env) {
 	f := newFixture(t, e, "persist")
 	R := f.pick(e.ids, e.cfg.T)
-	f.runRound("before the restart", e.ids, R, e.scale(0))
+	revealedAgg := f.runRound("before the restart", e.ids, R, e.scale(0))
 	revealed := f.round
 
 	// The revealers of that round and every other party restart.
@@ -573,7 +588,7 @@ func testPersist(t *testing.T, e *env) {
 	checkSum(t, fmt.Sprintf("round %d, after parties and the target were restored", r), f.decrypt(target, res), in, e.cfg.Dim, e.tol)
 
 	p := R[0] // restored, and revealed in round revealed
-	old := f.request(revealed, f.aggregate(revealed, f.protect(revealed, f.inputs(e.ids, e.scale(1)), restored)), R)
+	old := f.request(revealed, revealedAgg, R)
 	expect(t, fmt.Sprintf("restored Party(%s).Reveal in round %d, which its ledger holds", p, revealed), try(func() error {
 		_, err := restored[p].Reveal(old, f.ledgers[p])
 		return err
