@@ -69,7 +69,7 @@ func (c *Coordinator) issueNonce() ([]byte, error) {
 
 // connected records the nonce and keying material of a member's new stream.
 func (c *Coordinator) connected(ev transport.Event) {
-	if c.tee == nil {
+	if c.tee == nil && !c.isAggregator(ev.Node) {
 		return
 	}
 	a := c.att[ev.Node]
@@ -91,7 +91,7 @@ func (c *Coordinator) connected(ev transport.Event) {
 
 // challenged records a nonce issued at a member's request.
 func (c *Coordinator) challenged(ev transport.Event) {
-	if a := c.att[ev.Node]; a != nil && c.tee != nil {
+	if a := c.att[ev.Node]; a != nil && (c.tee != nil || c.isAggregator(ev.Node)) {
 		a.nonce = ev.Nonce
 		a.gen++
 	}
@@ -100,6 +100,9 @@ func (c *Coordinator) challenged(ev transport.Event) {
 // admit checks a member's Hello before the engine sees it. It returns false
 // if the Hello must not reach the engine.
 func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
+	if c.isAggregator(id) {
+		return c.admitAggregator(id, m)
+	}
 	if c.tee == nil {
 		return true
 	}
@@ -143,7 +146,7 @@ func (c *Coordinator) admit(id fl.NodeID, m round.Message) bool {
 // TLS session, so a process outside the TEE that holds the member's
 // certificate cannot speak for it on a stream of its own).
 func (c *Coordinator) attested(id fl.NodeID) bool {
-	if c.tee == nil {
+	if c.tee == nil && !c.isAggregator(id) {
 		return true
 	}
 	a := c.att[id]

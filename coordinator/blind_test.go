@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
@@ -78,15 +79,22 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // control that shows the scan can see. In mode secagg it also looks for the
 // fixed-point encodings (secagg32: 20 fractional bits, 4-byte words) of each
 // update and of each round's exact sum of quantized updates, which is what
-// Helper.Open would hold without the group mask.
+// Helper.Open would hold without the group mask. In mode tee the
+// aggregator is a daemon of its own: the coordinator stores and relays
+// sealed updates, their concatenation and the result sealed to the group
+// key, and its log is scanned with the aggregator's (the harness's logs are
+// one buffer), which must hold no plaintext either.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModePaillier} {
+	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModePaillier, federation.ModeTEE} {
 		t.Run(mode, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
 					Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
 				if mode == federation.ModeMHE || mode == federation.ModePaillier {
 					opts.Preset = "InsecureTest"
+				}
+				if mode == federation.ModeTEE {
+					opts.AggregatorAttestation = simPolicy([48]byte{0xa6}, time.Hour)
 				}
 				f := fed{fedtest.New(t, opts)}
 				var mu sync.Mutex
@@ -100,6 +108,9 @@ func TestBlind(t *testing.T) {
 					updates[u.Round][u.Node] = u
 				}
 				f.StartCoordinator()
+				if mode == federation.ModeTEE {
+					f.StartAggregator(attest.NewSimTEE(aggregatorImage, ""))
+				}
 				f.StartNodes(3)
 				f.WaitNodes(2 * time.Minute)
 				f.StopCoordinator()

@@ -211,6 +211,7 @@ type Coordinator struct {
 	hist   *history
 	leader fl.NodeID
 	tee    *attest.Verifier // nil: the manifest requires no attestation
+	aggTEE *attest.Verifier // mode tee: the aggregator's policy; nil in other modes
 	att    map[fl.NodeID]*attestation
 	lim    *limiter
 	rev    revocation
@@ -296,6 +297,17 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	var nonce func() ([]byte, error)
+	if agg := c.manifest().Aggregator; agg != nil {
+		// Mode tee: the aggregator attests under its own policy, on every
+		// stream, whether or not the members do.
+		if c.aggTEE, err = attest.NewVerifier(c.manifest().AggregatorAttestation, cfg.Roots); err != nil {
+			return nil, fmt.Errorf("coordinator: the manifest's aggregator attestation policy: %w", err)
+		}
+		for _, w := range c.manifest().AggregatorAttestation.Warnings() {
+			c.log.Warn("aggregator: " + w)
+		}
+		nonce = c.issueNonce
+	}
 	if c.manifest().AttestationRequired() {
 		if c.tee, err = attest.NewVerifier(c.manifest().Attestation, cfg.Roots); err != nil {
 			return nil, fmt.Errorf("coordinator: the manifest's attestation policy: %w", err)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/cloisterfl/cloister/audit"
+	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
 )
@@ -74,6 +75,9 @@ func (c *Coordinator) open() error {
 		seed = rand.Uint64()
 	}
 	rc := round.CoordinatorConfig{Config: c.rcfg, Scheme: c.scheme, Verifier: keys, Rand: rand.New(rand.NewPCG(seed, 0x636f6f7264))}
+	if agg := c.manifest().Aggregator; agg != nil {
+		rc.Aggregator = fl.NodeID(agg.Name)
+	}
 	c.hist = newHistory(c)
 	if saved != nil {
 		if c.rc, err = round.RestartCoordinator(rc, st, model, key); err != nil {

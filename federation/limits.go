@@ -130,6 +130,11 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 		round.KindPledge:        pledge,
 		round.KindPledges:       n * pledge,
 	}
+	if man.Mode == ModeTEE {
+		// The aggregator answers a reveal request with the round's result,
+		// sealed to the group key, in a KindShare (round.Aggregator).
+		s.Kinds[round.KindShare] = int64(max(p.Share, p.Result))
+	}
 	for _, k := range slices.Sorted(maps.Keys(s.Kinds)) {
 		s.Kinds[k] += MessageOverhead + n*MemberOverhead
 		if s.Kinds[k] > s.Need {

@@ -226,7 +226,7 @@ func TestMessageSizesRefuses(t *testing.T) {
 	}{
 		"model too large for the preset": {func(m *federation.Manifest) { m.Model.Inputs = 1 << 18 }, protect.ErrRange},
 		"too many members":               {func(m *federation.Manifest) { m.Members = make([]federation.Principal, 1001) }, protect.ErrRange},
-		"unknown mode":                   {func(m *federation.Manifest) { m.Mode = "tee" }, federation.ErrUnsupported},
+		"unknown mode":                   {func(m *federation.Manifest) { m.Mode = "nonesuch" }, federation.ErrUnsupported},
 		"bad model":                      {func(m *federation.Manifest) { m.Model.Classes = 1 }, nil},
 		"bad strategy":                   {func(m *federation.Manifest) { m.Training.Strategy = "scaffold" }, federation.ErrInvalidManifest},
 	} {
@@ -257,4 +257,27 @@ func ExampleMessageSizes() {
 	// Output:
 	// 101770 parameters; an update takes 1597568 bytes
 	// largest message: RevealRequest 9901913 bytes; limit 12386304
+}
+
+// In mode tee the aggregator's answer, a KindShare, carries the sealed
+// result: its bound covers the scheme's result, where a member's share is
+// a few hundred bytes.
+func TestLimitsTEE(t *testing.T) {
+	man := demoManifest(t, "")
+	man.Mode, man.Preset = federation.ModeTEE, ""
+	s, err := federation.MessageSizes(man, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Kinds[round.KindShare] < int64(s.Payload.Result) {
+		t.Errorf("KindShare ≤ %d B in mode tee, the sealed result takes %d B", s.Kinds[round.KindShare], s.Payload.Result)
+	}
+	man.Mode, man.Preset = federation.ModePlain, ""
+	p, err := federation.MessageSizes(man, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Kinds[round.KindShare] >= int64(p.Payload.Result) {
+		t.Errorf("KindShare ≤ %d B in mode plain: a member's share is not a result", p.Kinds[round.KindShare])
+	}
 }

@@ -112,6 +112,17 @@ type Manifest struct {
 	// off: nodes then join on their certificate and audit key alone; see
 	// [Manifest.AttestationRequired].
 	Attestation attest.Policy `json:"attestation"`
+	// Aggregator is mode tee's attested aggregator (cloister aggregator):
+	// its name, certificate and audit key. It is not a member: it is in no
+	// cohort, never a revealer or a leader. Required in mode tee, absent
+	// otherwise.
+	Aggregator *Principal `json:"aggregator,omitempty"`
+	// AggregatorAttestation is the policy the aggregator's evidence must
+	// meet, which may differ from the members' (another image, so other
+	// measurements). Mode tee requires one with formats: every node
+	// verifies the aggregator's evidence against it before sealing
+	// anything to it.
+	AggregatorAttestation attest.Policy `json:"aggregator_attestation,omitzero"`
 }
 
 // Principal is a federation member or the coordinator: a name, its

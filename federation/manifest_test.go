@@ -352,3 +352,56 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 type fixture struct{ ca *testCA }
 
 func newFixture(t *testing.T) fixture { return fixture{ca: newTestCA(t, "Test federation CA")} }
+
+// withAggregator makes m a manifest of mode tee, with an aggregator and
+// its attestation policy (another measurement than the members').
+func withAggregator(m *Manifest) *Manifest {
+	key := make(ed25519.PublicKey, ed25519.PublicKeySize)
+	key[0] = 0xee
+	m.Mode, m.Preset = ModeTEE, ""
+	m.Aggregator = &Principal{Name: "aggregator", Fingerprint: strings.Repeat("e", 64), AuditKey: key}
+	m.AggregatorAttestation = attest.Policy{Formats: []string{"sim"}, AllowSim: true, MaxAge: attest.Duration(time.Hour),
+		Measurements: map[string][]string{"sim": {strings.Repeat("cd", 48)}}}
+	return m
+}
+
+// TestValidateAggregator: mode tee needs an aggregator, distinct from every
+// party, with an attestation policy that has formats; other modes have none.
+func TestValidateAggregator(t *testing.T) {
+	if err := withAggregator(testManifest(5, 3)).Validate(); err != nil {
+		t.Fatalf("a tee manifest: %v", err)
+	}
+	b, err := withAggregator(testManifest(5, 3)).Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"aggregator":{"name":"aggregator"`) || !strings.Contains(string(b), `"aggregator_attestation":{`) {
+		t.Errorf("the canonical JSON lacks the aggregator: %s", b)
+	}
+	if b, _ := testManifest(5, 3).Canonical(); strings.Contains(string(b), "aggregator") {
+		t.Errorf("an mhe manifest names an aggregator: %s", b)
+	}
+	for name, c := range map[string]struct {
+		edit func(m *Manifest)
+		says string
+	}{
+		"no aggregator":     {func(m *Manifest) { m.Aggregator = nil }, "needs an aggregator"},
+		"no policy":         {func(m *Manifest) { m.AggregatorAttestation = attest.Policy{} }, "needs aggregator_attestation with formats"},
+		"a member's name":   {func(m *Manifest) { m.Aggregator.Name = "node-2" }, "name of a member"},
+		"the coordinator":   {func(m *Manifest) { m.Aggregator.Name = "coordinator" }, "reserved for the coordinator"},
+		"a member's cert":   {func(m *Manifest) { m.Aggregator.Fingerprint = m.Members[0].Fingerprint }, "fingerprint"},
+		"a member's key":    {func(m *Manifest) { m.Aggregator.AuditKey = m.Members[1].AuditKey }, "audit key"},
+		"bad policy":        {func(m *Manifest) { m.AggregatorAttestation.MaxAge = 0 }, "aggregator_attestation"},
+		"in mhe":            {func(m *Manifest) { m.Mode, m.Preset = ModeMHE, "test" }, "for mode tee only"},
+		"policy in plain":   {func(m *Manifest) { m.Mode, m.Aggregator = ModePlain, nil }, "for mode tee only"},
+		"bad name":          {func(m *Manifest) { m.Aggregator.Name = "a b" }, "aggregator"},
+		"short fingerprint": {func(m *Manifest) { m.Aggregator.Fingerprint = "ab" }, "fingerprint"},
+	} {
+		m := withAggregator(testManifest(5, 3))
+		c.edit(m)
+		err := m.Validate()
+		if !errors.Is(err, ErrInvalidManifest) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: Validate() = %v, want ErrInvalidManifest saying %q", name, err, c.says)
+		}
+	}
+}

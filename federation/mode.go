@@ -9,6 +9,7 @@ import (
 	"github.com/cloisterfl/cloister/paillier"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/secagg"
 )
@@ -21,6 +22,12 @@ var ErrUnsupported = errors.New("federation: aggregation mode not implemented by
 // ("secagg32", the default, "secagg64", with "-kK" for a ring of K
 // neighbours), the key size of mode "paillier" ("paillier2048", the
 // default), and is ignored otherwise.
+//
+// For mode "tee" it is the coordinator's side, which knows no aggregator
+// key and cannot open anything (package protect/tee): its sizes give the
+// message limits. A node's scheme reads the aggregator's attested key from
+// its keyring, and the aggregator's holds its identity (packages node and
+// aggregator).
 func Scheme(name, preset string) (protect.Scheme, error) {
 	switch name {
 	case ModeMHE:
@@ -43,8 +50,10 @@ func Scheme(name, preset string) (protect.Scheme, error) {
 		return paillier.New(p)
 	case ModePlain:
 		return plain.Scheme{}, nil
+	case ModeTEE:
+		return tee.Scheme{}, nil
 	}
-	return nil, fmt.Errorf("%w: %q (this build has %s, %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePaillier, ModePlain)
+	return nil, fmt.Errorf("%w: %q (this build has %s, %s, %s, %s and %s)", ErrUnsupported, name, ModeMHE, ModeSecAgg, ModePaillier, ModeTEE, ModePlain)
 }
 
 // RoundConfig returns the engine configuration the manifest implies: the

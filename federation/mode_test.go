@@ -28,10 +28,10 @@ func TestScheme(t *testing.T) {
 		{"secagg", "secagg64-k7", "secagg", nil},
 		{"secagg", "secagg16", "", secagg.ErrUnknownPreset},
 		{"secagg", "secagg32-k2", "", secagg.ErrUnknownPreset},
+		{"tee", "", "tee", nil},
 		{"paillier", "", "paillier", nil},
 		{"paillier", "InsecureTest", "paillier", nil},
 		{"paillier", "paillier1024", "", paillier.ErrUnknownPreset},
-		{"tee", "", "", federation.ErrUnsupported},
 		{"", "", "", federation.ErrUnsupported},
 	} {
 		s, err := federation.Scheme(tc.mode, tc.preset)

@@ -2,18 +2,20 @@ package federation
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/robust"
 )
 
 // RuleModes are the modes that can apply a robust rule: those in which
-// something sees the individual updates. Under mhe and secagg nobody does,
-// so the only defence against a malicious member is the clip (DP.Clip),
-// applied on every node.
-var RuleModes = []string{ModePlain}
+// something sees the individual updates (in mode tee, only the attested
+// aggregator). Under mhe and secagg nobody does, so the only defence
+// against a malicious member is the clip (DP.Clip), applied on every node.
+var RuleModes = []string{ModePlain, ModeTEE}
 
 // Robust reports whether the manifest names a robust rule (anything but
 // the mean).
@@ -53,8 +55,8 @@ func (m *Manifest) validateRule() error {
 	case m.Mode == ModeMHE || m.Mode == ModeSecAgg || m.Mode == ModePaillier:
 		return invalid("rule %q in mode %s: nobody sees an individual update under %s, so no robust rule can run; only the clip (dp.clip) bounds a malicious member: leave the rule out (the mean), or use mode %s",
 			truncate(m.Rule), m.Mode, m.Mode, strings.Join(RuleModes, ", "))
-	case m.Mode != ModePlain:
-		return invalid("rule %q in mode %s: this build applies robust rules in mode %s only", truncate(m.Rule), m.Mode, strings.Join(RuleModes, ", "))
+	case !slices.Contains(RuleModes, m.Mode):
+		return invalid("rule %q in mode %s: this build applies robust rules in modes %s only", truncate(m.Rule), m.Mode, strings.Join(RuleModes, ", "))
 	case m.DP.NoiseMultiplier > 0:
 		return invalid("rule %q with dp.noise_multiplier %v: the privacy accounting assumes the noise shares are summed, which a robust rule does not do; use dp.clip alone", truncate(m.Rule), m.DP.NoiseMultiplier)
 	}
@@ -78,10 +80,15 @@ func SchemeOf(m *Manifest) (protect.Scheme, error) {
 	if err != nil || !m.Robust() {
 		return s, err
 	}
-	if _, ok := s.(plain.Scheme); !ok {
-		return nil, fmt.Errorf("%w: rule %q in mode %s", ErrInvalidManifest, truncate(m.Rule), m.Mode)
+	switch s := s.(type) {
+	case plain.Scheme:
+		s.Rule = m.Rule
+		return s, nil
+	case tee.Scheme:
+		s.Rule = m.Rule
+		return s, nil
 	}
-	return plain.Scheme{Rule: m.Rule}, nil
+	return nil, fmt.Errorf("%w: rule %q in mode %s", ErrInvalidManifest, truncate(m.Rule), m.Mode)
 }
 
 // WarnInsecureAttacks is what every daemon and the command line say when the

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/robust"
 )
 
@@ -64,6 +65,7 @@ func TestValidateRule(t *testing.T) {
 		"median":      func(m *Manifest) { m.Rule = "median:f=2" },
 		"mean spelt":  func(m *Manifest) { m.Rule = "mean" },
 		"bulyan at 7": func(m *Manifest) { m.MinCohort, m.Rule = 7, "bulyan:f=1" },
+		"krum in tee": func(m *Manifest) { withAggregator(m).Rule = "krum:f=1" },
 		"mean in mhe": func(m *Manifest) {
 			m.Mode, m.Preset, m.DP = ModeMHE, "test", DP{NoiseMultiplier: 1.1, Clip: 1, Epsilon: 8, Delta: 1e-5}
 		},
@@ -79,9 +81,9 @@ func TestValidateRule(t *testing.T) {
 		edit func(m *Manifest)
 		says string
 	}{
-		"in mhe":    {func(m *Manifest) { m.Mode, m.Preset, m.Rule = ModeMHE, "test", "median:f=2" }, "only the clip"},
-		"in secagg": {func(m *Manifest) { m.Mode, m.Rule = ModeSecAgg, "krum:f=1" }, "only the clip"},
-		"in tee":    {func(m *Manifest) { m.Mode, m.Rule = ModeTEE, "krum:f=1" }, "mode plain only"},
+		"in mhe":      {func(m *Manifest) { m.Mode, m.Preset, m.Rule = ModeMHE, "test", "median:f=2" }, "only the clip"},
+		"in secagg":   {func(m *Manifest) { m.Mode, m.Rule = ModeSecAgg, "krum:f=1" }, "only the clip"},
+		"in paillier": {func(m *Manifest) { m.Mode, m.Rule = ModePaillier, "krum:f=1" }, "only the clip"},
 		"with noise": {func(m *Manifest) {
 			m.Rule, m.DP = "median:f=2", DP{NoiseMultiplier: 1, Clip: 1, Epsilon: 8, Delta: 1e-5}
 		}, "noise shares"},
@@ -119,5 +121,11 @@ func TestSchemeOf(t *testing.T) {
 	m.Rule = ""
 	if s, err = SchemeOf(m); err != nil || s != (plain.Scheme{}) {
 		t.Errorf("SchemeOf(plain, mean) = %#v, %v; want plain.Scheme{}", s, err)
+	}
+	m.Mode, m.Rule = ModeTEE, "median:f=2"
+	if s, err = SchemeOf(m); err != nil {
+		t.Fatal(err)
+	} else if p, ok := s.(tee.Scheme); !ok || p.Rule != m.Rule || p.Key != nil || p.Identity != nil {
+		t.Errorf("SchemeOf(tee, median:f=2) = %#v, want the coordinator's tee.Scheme{Rule: %q}", s, m.Rule)
 	}
 }

@@ -93,7 +93,48 @@ func (m *Manifest) Validate() error {
 		return invalid("training.strategy %q with model kind %q: SCAFFOLD's control variates need its drift-corrected local steps, which the trainer API does not carry; use fedavg, fedadam, fedyogi or fedadagrad (and prox_mu for FedProx)",
 			truncate(m.Training.Strategy), ModelExternal)
 	}
+	if err := m.validateAggregator(names, fps, keys); err != nil {
+		return err
+	}
 	return validateAttestation(m.Attestation)
+}
+
+// validateAggregator checks mode tee's aggregator: present with an
+// attestation policy in mode tee (distinct from every party), absent in
+// every other mode.
+func (m *Manifest) validateAggregator(names map[string]bool, fps, keys map[string]string) error {
+	zero := len(m.AggregatorAttestation.Formats) == 0 && validateAttestation(m.AggregatorAttestation) == nil
+	if m.Mode != ModeTEE {
+		if m.Aggregator != nil || !zero {
+			return invalid("aggregator and aggregator_attestation are for mode %s only, the mode is %s", ModeTEE, m.Mode)
+		}
+		return nil
+	}
+	p := m.Aggregator
+	if p == nil {
+		return invalid("mode %s needs an aggregator (cloister init --mode tee writes its kit)", ModeTEE)
+	}
+	what := fmt.Sprintf("aggregator %q", truncate(p.Name))
+	if err := fl.ValidateNodeID(fl.NodeID(p.Name)); err != nil {
+		return invalid("%s: %v", what, err)
+	}
+	if err := validatePrincipal(what, *p); err != nil {
+		return err
+	}
+	switch {
+	case names[p.Name]:
+		return invalid("%s: name of a member or of the coordinator", what)
+	case fps[p.Fingerprint] != "":
+		return invalid("%s: certificate fingerprint %s is also %s's", what, p.Fingerprint, fps[p.Fingerprint])
+	case keys[string(p.AuditKey)] != "":
+		return invalid("%s: audit key is also %s's", what, keys[string(p.AuditKey)])
+	case len(m.AggregatorAttestation.Formats) == 0:
+		return invalid("%s: mode %s needs aggregator_attestation with formats: a node seals its updates only to an aggregator whose evidence it verified", what, ModeTEE)
+	}
+	if err := m.AggregatorAttestation.Validate(); err != nil {
+		return invalid("aggregator_attestation: %v", err)
+	}
+	return nil
 }
 
 // ValidateID checks a federation ID: 1 to 128 characters from

@@ -136,6 +136,7 @@ type Ring struct {
 	// failed: the newest issue time of a member's signed evidence whose TEE
 	// evidence failed: evidence issued before it is not taken again.
 	failed map[fl.NodeID]time.Time
+	agg    *aggregator // mode tee's aggregator; nil: none (see RequireAggregator)
 }
 
 // New returns the keyring of member self, whose own keys are own;
@@ -185,7 +186,8 @@ func (kr *Ring) Own() *Keys {
 	return kr.own
 }
 
-// VerifyPeer checks member id's relayed evidence: it must decode, name id
+// VerifyPeer checks member id's relayed evidence (or, for the
+// aggregator's name, the aggregator's: VerifyAggregator): it must decode, name id
 // and this session, carry a valid HPKE key, and be signed by id's audit key
 // from the manifest (pki.VerifyHello). When the manifest requires a TEE,
 // the envelope's TEE evidence must pass the policy and bind exactly the
@@ -201,7 +203,11 @@ func (kr *Ring) Own() *Keys {
 func (kr *Ring) VerifyPeer(id fl.NodeID, b []byte) error {
 	kr.mu.Lock()
 	pub, ok := kr.audit[id]
+	isAgg := kr.agg != nil && kr.agg.name == id
 	kr.mu.Unlock()
+	if isAgg {
+		return kr.VerifyAggregator(b)
+	}
 	if !ok {
 		return fmt.Errorf("%w: %s is not a member", pki.ErrHello, id)
 	}

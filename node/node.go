@@ -97,6 +97,7 @@ import (
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
+	"github.com/cloisterfl/cloister/protect/tee"
 	"github.com/cloisterfl/cloister/round"
 	"github.com/cloisterfl/cloister/store"
 	"github.com/cloisterfl/cloister/transport"
@@ -452,6 +453,16 @@ func (n *Node) engineConfig() (round.NodeConfig, error) {
 	if err := n.setupTEE(); err != nil {
 		return round.NodeConfig{}, err
 	}
+	if err := n.setupAggregator(); err != nil {
+		return round.NodeConfig{}, err
+	}
+	var aggregator fl.NodeID
+	if agg := n.manifest().Aggregator; agg != nil {
+		aggregator = fl.NodeID(agg.Name)
+		if s, ok := n.scheme.(tee.Scheme); ok && n.cfg.Scheme == nil {
+			n.scheme = teeScheme{Scheme: s, ring: n.keys, now: n.now}
+		}
+	}
 	// Until it is connected (and has a nonce to answer), the node's
 	// evidence carries no TEE evidence; it is never sent.
 	evidence := sk.Evidence(n.session, n.self, n.cfg.Kit.AuditKey, n.keysIssued, nil)
@@ -463,7 +474,7 @@ func (n *Node) engineConfig() (round.NodeConfig, error) {
 		Config: n.rcfg, Self: n.self, Coordinator: fl.NodeID(n.manifest().Coordinator.Name), Scheme: n.scheme,
 		Sealer: n.keys, Box: keyring.Box{}, Signer: keyring.Signer{Key: n.cfg.Kit.AuditKey}, Verifier: memberKeys{n},
 		Ledger: n.sn, Optimizer: opt, Init: n.tr.initial, Rand: n.cfg.Random, Evidence: evidence,
-		VerifyPeer: n.verifyPeer, MayTrain: n.mayTrain, Amend: n.checkAmendment,
+		VerifyPeer: n.verifyPeer, MayTrain: n.mayTrain, Amend: n.checkAmendment, Aggregator: aggregator,
 	}, nil
 }
 

@@ -45,6 +45,10 @@ type InitOptions struct {
 	// InsecureAttacks marks the manifest as allowing Byzantine members
 	// (cloister node --insecure-attack): tests and research only.
 	InsecureAttacks bool
+	// AggregatorAttestation is the policy mode tee's aggregator must meet
+	// (required in mode tee, with formats); InitFederation then writes the
+	// aggregator's kit too, named DefaultAggregator.
+	AggregatorAttestation *attest.Policy
 }
 
 // manifest fills the defaults and returns the manifest template, without
@@ -121,6 +125,14 @@ func (o InitOptions) manifest(random io.Reader) (*federation.Manifest, error) {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
 	m.InsecureAttacks = o.InsecureAttacks
+	switch {
+	case m.Mode == federation.ModeTEE && o.AggregatorAttestation == nil:
+		return nil, fmt.Errorf("pki: mode %s needs the aggregator's attestation policy (--aggregator-tee): nodes seal their updates only to an attested aggregator", federation.ModeTEE)
+	case m.Mode != federation.ModeTEE && o.AggregatorAttestation != nil:
+		return nil, fmt.Errorf("pki: an aggregator attestation policy is for mode %s, the mode is %s", federation.ModeTEE, m.Mode)
+	case o.AggregatorAttestation != nil:
+		m.AggregatorAttestation = clonePolicy(*o.AggregatorAttestation)
+	}
 	return m, nil
 }
 
@@ -130,6 +142,7 @@ func (o InitOptions) manifest(random io.Reader) (*federation.Manifest, error) {
 //	dir/ca/            ca.pem, ca-key.pem (0600): keep offline
 //	dir/coordinator/   the coordinator's kit (whatever its name)
 //	dir/node-1/ …      one kit per node, named after it (see Kit)
+//	dir/aggregator/    in mode tee, the aggregator's kit
 //
 // Every kit holds the same manifest, signed by the new CA, listing every
 // party's certificate fingerprint and audit key. The whole tree is built
@@ -198,6 +211,15 @@ func InitFederation(dir string, opts InitOptions, now time.Time, random io.Reade
 		}
 		kits = append(kits, k)
 		m.Members = append(m.Members, k.Party())
+	}
+	if m.Mode == federation.ModeTEE {
+		k, err := newKit(RoleNode, DefaultAggregator, nil)
+		if err != nil {
+			return err
+		}
+		kits = append(kits, k)
+		p := k.Party()
+		m.Aggregator = &p
 	}
 	signed, err := federation.Sign(m, ca, random)
 	if err != nil {

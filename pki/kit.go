@@ -132,8 +132,8 @@ func (k *Kit) listed(m *federation.Manifest) error {
 	var ok bool
 	if k.Config.Role == RoleCoordinator {
 		got, ok = m.Coordinator, m.Coordinator.Name == want.Name
-	} else {
-		got, ok = m.Member(fl.NodeID(want.Name))
+	} else if got, ok = m.Member(fl.NodeID(want.Name)); !ok && m.Aggregator != nil && m.Aggregator.Name == want.Name {
+		got, ok = *m.Aggregator, true // mode tee's aggregator holds a node certificate
 	}
 	if !ok {
 		return fmt.Errorf("%w: manifest serial %d does not list %s", ErrNotMember, m.Serial, k.Identity())
@@ -148,8 +148,8 @@ func (k *Kit) listed(m *federation.Manifest) error {
 }
 
 // Admit checks that cert is the certificate the manifest m lists for the
-// identity it carries: a member's for a node certificate, the
-// coordinator's for a coordinator certificate. Use it as
+// identity it carries: a member's (or mode tee's aggregator's) for a node
+// certificate, the coordinator's for a coordinator certificate. Use it as
 // [Options.Authorize] (as [Kit.TLSConfig] does). It returns an error wrapping [ErrNotMember] (or an
 // identity error) otherwise.
 func Admit(m *federation.Manifest, cert *x509.Certificate) error {
@@ -161,7 +161,9 @@ func Admit(m *federation.Manifest, cert *x509.Certificate) error {
 	var ok bool
 	switch id.Role {
 	case RoleNode:
-		p, ok = m.Member(fl.NodeID(id.Name))
+		if p, ok = m.Member(fl.NodeID(id.Name)); !ok && m.Aggregator != nil && m.Aggregator.Name == id.Name {
+			p, ok = *m.Aggregator, true // mode tee's aggregator holds a node certificate
+		}
 	case RoleCoordinator:
 		p, ok = m.Coordinator, m.Coordinator.Name == id.Name
 	}
@@ -314,7 +316,10 @@ const (
 const (
 	DefaultCAName      = "Cloister federation CA"
 	DefaultCoordinator = "coordinator"
-	DefaultAddress     = "127.0.0.1:7443"
+	// DefaultAggregator is the name (and kit directory) of mode tee's
+	// aggregator.
+	DefaultAggregator = "aggregator"
+	DefaultAddress    = "127.0.0.1:7443"
 	// DefaultPreset is the HE preset name written for mode mhe when none is
 	// given: package mhe's 128-bit production preset.
 	DefaultPreset = "Agg128"

@@ -3,10 +3,12 @@
 // The round engine never sees a key, a ciphertext or a mask: it moves opaque
 // byte payloads between a [Party] on each node and a [Helper] on the
 // coordinator, in the order below. Every mode reads alike, after age's
-// Recipient/Identity pair and Lattigo's multiparty verbs. Three modes exist:
+// Recipient/Identity pair and Lattigo's multiparty verbs. Four modes exist:
 // mhe (package mhe, threshold multiparty CKKS, the default), secagg
-// (package secagg, SecAgg+ masking with dropout recovery) and plain
-// (package protect/plain, no protection, for baselines). How to add one is
+// (package secagg, SecAgg+ masking with dropout recovery), tee (package
+// protect/tee, updates sealed to an attested aggregator, whose Open runs
+// in that aggregator and applies a robust rule) and plain (package
+// protect/plain, no protection, for baselines). How to add one is
 // in docs/ARCHITECTURE.md ("Where to add a mode").
 //
 // # The group

@@ -215,3 +215,31 @@ var (
 	_ Weighted = (*Mean)(nil)
 	_ Weighted = (*MultiKrum)(nil)
 )
+
+// TestAggregateWeighted: the rule runs on the unweighted Δᵢ and the result
+// is scaled by Σwᵢ; an input of weight 0 counts as malformed.
+func TestAggregateWeighted(t *testing.T) {
+	med, err := NewMedian(3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scaled := []fl.Vector{{2, 4}, {3, 3}, {400, 400}} // Δ = (1,2), (1,1), (100,100)
+	weights := []float64{2, 3, 4}
+	got, err := AggregateWeighted(med, scaled, weights)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (fl.Vector{9, 18}); got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("got %v, want 9·median(Δ) = %v", got, want)
+	}
+	if scaled[0][0] != 2 {
+		t.Errorf("the input was modified: %v", scaled[0])
+	}
+	// Weight 0 on one input: median:f=1 of 3 withstands it.
+	if _, err := AggregateWeighted(med, scaled, []float64{2, 3, 0}); err != nil {
+		t.Errorf("one weightless input: %v", err)
+	}
+	if _, err := AggregateWeighted(med, scaled, weights[:2]); err == nil {
+		t.Error("3 updates and 2 weights: no error")
+	}
+}

@@ -416,3 +416,34 @@ func sortFloats(xs []float64) {
 		xs[j] = x
 	}
 }
+
+// AggregateWeighted applies r to updates that arrive weighted, as they do
+// in a federation: input i is wᵢΔᵢ with weight wᵢ (weights[i]). It returns
+// W·r(Δ₁, …, Δₖ), Δᵢ = (wᵢΔᵢ)/wᵢ, W = Σwᵢ: the rule runs on the Δᵢ
+// unweighted, and a runtime that divides the result by W, as it does for a
+// sum, gets the rule's output. An input of weight 0 has no Δ: the rule sees
+// it as malformed (its first value NaN), which counts against f. scaled is
+// not modified.
+func AggregateWeighted(r Rule, scaled []fl.Vector, weights []float64) (fl.Vector, error) {
+	if len(scaled) != len(weights) {
+		return nil, fmt.Errorf("robust: %d updates and %d weights", len(scaled), len(weights))
+	}
+	var total float64
+	deltas := make([]fl.Vector, len(scaled))
+	for i, v := range scaled {
+		total += weights[i]
+		d := v.Clone()
+		if weights[i] > 0 {
+			d.Scale(1 / weights[i])
+		} else if len(d) > 0 {
+			d[0] = math.NaN() // no Δ: malformed for the rule
+		}
+		deltas[i] = d
+	}
+	out, err := r.Aggregate(deltas)
+	if err != nil {
+		return nil, err
+	}
+	out.Scale(total)
+	return out, nil
+}

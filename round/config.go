@@ -165,6 +165,17 @@ type CoordinatorConfig struct {
 	Verifier Verifier
 	// Rand samples cohorts. It is not a secret source.
 	Rand *rand.Rand
+	// Aggregator, if set, is mode tee's attested aggregator (package
+	// protect/tee): not a member, in no cohort, never a revealer or a
+	// leader. The coordinator's helper cannot open a round then; instead
+	// the coordinator sends the aggregator each key epoch's setup
+	// (KindSetup: Epoch, Participants, Payload), and, once the t reveal
+	// shares are in, a KindRevealRequest whose Payloads are the shares, by
+	// revealer. The aggregator answers with KindShare (Payload: the result,
+	// sealed to the group key), which the coordinator takes as Open's
+	// result, or KindRefuse (Reason), which aborts the round; the reveal
+	// deadline covers the wait. See [Aggregator].
+	Aggregator fl.NodeID
 }
 
 func (c CoordinatorConfig) validate() error {
@@ -180,6 +191,8 @@ func (c CoordinatorConfig) validate() error {
 		return errors.New("round: coordinator has no verifier")
 	case c.Rand == nil:
 		return errors.New("round: coordinator has no random source")
+	case c.Aggregator != "" && slices.Contains(c.Members, c.Aggregator):
+		return fmt.Errorf("round: the aggregator %q is a member", c.Aggregator)
 	}
 	return nil
 }
@@ -215,6 +228,12 @@ type NodeConfig struct {
 	// whose evidence fails is distrusted: the node refuses a key setup with it
 	// and refuses to reveal an aggregate that includes it.
 	VerifyPeer func(id fl.NodeID, evidence []byte) error
+	// Aggregator, if set, is mode tee's aggregator (not a member): its
+	// relayed evidence goes to VerifyPeer under this name too (audited as
+	// EventPeerVerified or EventPeerFailed), and a key setup whose
+	// SetupStart relays aggregator evidence that fails is refused with the
+	// reason. The scheme reads the verified key when it makes the party.
+	Aggregator fl.NodeID
 	// MayTrain, if set, is asked before each training task with the round
 	// number: a non-nil error makes the node refuse the round (a KindRefuse
 	// answer and an EventRefused whose Detail is the error). It is site

@@ -65,8 +65,17 @@ type Coordinator struct {
 	declined  map[fl.NodeID]bool
 	aggregate []byte
 	shares    map[fl.NodeID][]byte
-	expected  map[fl.NodeID]bool // evaluation: who was sent the model
-	reported  map[fl.NodeID]bool
+	// awaitAggregator: the shares are in and the reveal request went to
+	// the aggregator (Config.Aggregator), whose answer is awaited.
+	awaitAggregator bool
+	// aggEvidence is the aggregator's last Hello evidence, relayed to the
+	// members; aggLive says its stream is up; aggRekey, if not empty, is
+	// why the next round boundary re-keys (its evidence changed).
+	aggEvidence []byte
+	aggLive     bool
+	aggRekey    string
+	expected    map[fl.NodeID]bool // evaluation: who was sent the model
+	reported    map[fl.NodeID]bool
 }
 
 // Status is a read-only summary of a coordinator, for dashboards and tests.

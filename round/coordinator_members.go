@@ -14,6 +14,13 @@ import (
 // to id. The member is down until it says Hello again; the current step
 // stops waiting for it.
 func (c *Coordinator) Unreachable(id fl.NodeID) {
+	if id == c.cfg.Aggregator && id != "" {
+		c.aggLive = false
+		if c.st.Phase == PhaseReveal && c.awaitAggregator {
+			c.abort(fmt.Sprintf("reveal abandoned: the aggregator %s is unreachable", id))
+		}
+		return
+	}
 	if !c.live[id] {
 		return
 	}
@@ -201,6 +208,9 @@ func (c *Coordinator) needRekey() string {
 	var why []string
 	if c.amendRekey != "" {
 		why = append(why, c.amendRekey)
+	}
+	if c.aggRekey != "" {
+		why = append(why, c.aggRekey)
 	}
 	for _, m := range c.st.Participants {
 		if !c.isMember[m] {

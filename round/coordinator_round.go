@@ -3,6 +3,7 @@ package round
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 
@@ -16,6 +17,7 @@ func (c *Coordinator) resetRound() {
 	c.declined = make(map[fl.NodeID]bool)
 	c.aggregate = nil
 	c.shares = make(map[fl.NodeID][]byte)
+	c.awaitAggregator = false
 	c.expected = make(map[fl.NodeID]bool)
 	c.reported = make(map[fl.NodeID]bool)
 	c.pledges = make(map[fl.NodeID]Contribution)
@@ -348,11 +350,97 @@ func (c *Coordinator) share(from fl.NodeID, m Message) error {
 	if len(c.shares) < len(c.st.Revealers) {
 		return nil
 	}
+	if c.cfg.Aggregator != "" {
+		// Mode tee: the attested aggregator opens, not this helper.
+		c.awaitAggregator = true
+		c.elapsed = 0
+		c.emit(Event{Kind: EventRevealRequested, Round: c.st.Round, Nodes: []fl.NodeID{c.cfg.Aggregator}, Digest: c.st.Aggregate,
+			Detail: "to the aggregator"})
+		c.send(c.cfg.Aggregator, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: c.aggregate,
+			Revealers: c.st.Revealers, Target: c.gk.Target, Payloads: maps.Clone(c.shares)})
+		return nil
+	}
 	res, err := c.helper.Open(c.revealRequest(), c.shares)
 	if err != nil {
 		c.abort(fmt.Sprintf("Helper.Open: %v", err))
 		return nil
 	}
+	c.opened(res)
+	return nil
+}
+
+// aggregatorStep handles a message from mode tee's aggregator: its answer
+// to the current round's reveal request.
+func (c *Coordinator) aggregatorStep(m Message) error {
+	switch {
+	case m.Kind != KindShare && m.Kind != KindRefuse && m.Kind != KindHello:
+		return fmt.Errorf("%w: the aggregator does not send %s", ErrForged, m.Kind)
+	case !bytes.Equal(m.Session, c.cfg.Session):
+		return fmt.Errorf("%w: %x", ErrWrongSession, m.Session)
+	case m.Kind == KindHello:
+		return c.aggregatorHello(m)
+	}
+	if err := c.checkEpoch(m.Epoch); err != nil {
+		return err
+	}
+	if err := c.checkRound(m.Round); err != nil {
+		return err
+	}
+	if err := c.wantPhase(PhaseReveal); err != nil {
+		return err
+	}
+	if !c.awaitAggregator {
+		return fmt.Errorf("%w: the reveal shares of round %d are not all in", ErrWrongPhase, c.st.Round)
+	}
+	if m.Kind == KindShare && len(m.Payload) == 0 {
+		return fmt.Errorf("%w: the aggregator's result: %v", ErrMalformed, errNoPayload)
+	}
+	c.awaitAggregator = false
+	if m.Kind == KindRefuse {
+		reason := m.Reason
+		if len(reason) > 200 {
+			reason = reason[:200]
+		}
+		c.emit(Event{Kind: EventRefused, Round: m.Round, Node: c.cfg.Aggregator, Detail: reason})
+		c.abort(fmt.Sprintf("the aggregator refused to open: %s", reason))
+		return nil
+	}
+	c.opened(bytes.Clone(m.Payload))
+	return nil
+}
+
+// aggregatorHello admits the aggregator: its evidence goes to every live
+// member, which verifies it itself before sealing anything to its key. New
+// evidence after a key setup (a new connection, new keys) re-keys at the
+// next round boundary, so that the members seal to the keys it holds now.
+func (c *Coordinator) aggregatorHello(m Message) error {
+	if len(m.Evidence) == 0 || len(m.Evidence) > MaxEvidence {
+		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
+	}
+	if c.aggEvidence != nil && !bytes.Equal(c.aggEvidence, m.Evidence) && c.st.Epoch > 0 {
+		c.aggRekey = fmt.Sprintf("the aggregator %s has new evidence", c.cfg.Aggregator)
+	}
+	c.aggEvidence, c.aggLive = bytes.Clone(m.Evidence), true
+	c.emit(Event{Kind: EventAdmitted, Node: c.cfg.Aggregator, Digest: DigestOf(m.Evidence), Detail: "the aggregator"})
+	for _, id := range c.members {
+		if c.live[id] {
+			c.send(id, Message{Kind: KindPeer, Evidences: map[fl.NodeID][]byte{c.cfg.Aggregator: bytes.Clone(m.Evidence)}})
+		}
+	}
+	switch c.st.Phase {
+	case PhaseJoin:
+		c.maybeStartSetup()
+	case PhaseWait:
+		c.maybeStartFromWait()
+	case PhaseDone:
+		c.send(c.cfg.Aggregator, Message{Kind: KindDone, Round: c.st.Round})
+	}
+	return nil
+}
+
+// opened takes res, the open result of the current round, and hands it to
+// the leader.
+func (c *Coordinator) opened(res []byte) {
 	c.st.Result = res
 	c.st.Phase = PhaseCommit
 	c.elapsed = 0
@@ -364,7 +452,6 @@ func (c *Coordinator) share(from fl.NodeID, m Message) error {
 	} else {
 		c.nextLeader(fmt.Sprintf("leader %s is down", leader))
 	}
-	return nil
 }
 
 func (c *Coordinator) sendDecrypt(to fl.NodeID) {
@@ -484,6 +571,9 @@ func (c *Coordinator) finish(why string) {
 	c.emit(Event{Kind: EventDone, Round: c.st.Round, Detail: why})
 	for _, m := range c.sortedSet(c.live) {
 		c.send(m, Message{Kind: KindDone, Round: c.st.Round})
+	}
+	if c.aggLive {
+		c.send(c.cfg.Aggregator, Message{Kind: KindDone, Round: c.st.Round})
 	}
 }
 

@@ -171,6 +171,9 @@ func (c *Coordinator) welcome(id fl.NodeID, relay bool) {
 			ev[m] = c.evidence[m]
 		}
 	}
+	if c.aggEvidence != nil {
+		ev[c.cfg.Aggregator] = c.aggEvidence
+	}
 	w := Message{Kind: KindWelcome, Round: c.st.Round, Evidences: ev}
 	if s := c.gk.Sealed[id]; s != nil {
 		w.Dealer, w.Sealed, w.Target = c.st.Dealer, s, c.gk.Target
@@ -203,6 +206,9 @@ func (c *Coordinator) maybeStartSetup() {
 	}
 	if !c.allEligibleLive() && c.elapsed < c.dl.Join {
 		return
+	}
+	if c.cfg.Aggregator != "" && !c.aggLive {
+		return // mode tee: the members seal to the aggregator's key, relayed in SetupStart
 	}
 	dealer := c.pickDealer(eligible)
 	if dealer == "" {
@@ -261,12 +267,15 @@ func (c *Coordinator) startSetup(participants []fl.NodeID, dealer fl.NodeID) {
 	c.st.Dealer = dealer
 	c.elapsed, c.joining = 0, false
 	c.readmitted = make(map[fl.NodeID]bool)
-	c.amendRekey = ""
+	c.amendRekey, c.aggRekey = "", ""
 	c.changed()
 	c.emit(Event{Kind: EventSetupStarted, Nodes: c.st.Participants, Detail: c.joinWhy})
-	ev := make(map[fl.NodeID][]byte, len(participants))
+	ev := make(map[fl.NodeID][]byte, len(participants)+1)
 	for _, m := range participants {
 		ev[m] = c.evidence[m]
+	}
+	if c.aggEvidence != nil {
+		ev[c.cfg.Aggregator] = c.aggEvidence
 	}
 	for _, m := range participants {
 		c.send(m, Message{Kind: KindSetupStart, Evidences: ev, Participants: c.st.Participants})
@@ -404,6 +413,9 @@ func (c *Coordinator) deal(from fl.NodeID, m Message) error {
 			}
 		}
 		c.send(to, Message{Kind: KindSetup, Payload: setup, Payloads: priv})
+	}
+	if c.cfg.Aggregator != "" {
+		c.send(c.cfg.Aggregator, Message{Kind: KindSetup, Payload: setup, Participants: slices.Clone(c.st.Participants)})
 	}
 	return nil
 }

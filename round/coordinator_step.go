@@ -27,7 +27,9 @@ func (c *Coordinator) Tick() {
 			c.closeCollect(true)
 		}
 	case PhaseReveal:
-		if c.elapsed >= c.dl.Reveal {
+		if c.elapsed >= c.dl.Reveal && c.awaitAggregator {
+			c.abort(fmt.Sprintf("reveal abandoned: the aggregator %s did not answer by the deadline", c.cfg.Aggregator))
+		} else if c.elapsed >= c.dl.Reveal {
 			var missing []fl.NodeID
 			for _, r := range c.st.Revealers {
 				if c.shares[r] == nil {
@@ -67,6 +69,8 @@ func (c *Coordinator) Step(from fl.NodeID, m Message) error {
 
 func (c *Coordinator) step(from fl.NodeID, m Message) error {
 	switch {
+	case from == c.cfg.Aggregator && from != "":
+		return c.aggregatorStep(m)
 	case !c.isMember[from] && m.Kind == KindHello && c.pendingMember(from) && bytes.Equal(m.Session, c.cfg.Session):
 		return c.pendingHello(from, m)
 	case !c.isMember[from]:

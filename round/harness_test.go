@@ -16,7 +16,10 @@ import (
 // testScheme is the scheme the engine's tests run on.
 var testScheme protect.Scheme = plain.Scheme{}
 
-const coordID fl.NodeID = "c"
+const (
+	coordID fl.NodeID = "c"
+	aggID   fl.NodeID = "agg" // mode tee's aggregator, when fedOptions.aggregator is set
+)
 
 // recLedger is a MemLedger that remembers what it recorded.
 type recLedger struct {
@@ -79,6 +82,9 @@ type fed struct {
 	show        string // "all", "audit" or "none"
 	caudit      []Event
 	errs        []error
+	agg         *Aggregator // mode tee's aggregator; nil: none (or crashed)
+	aaudit      []Event
+	aggCut      bool // messages to and from the aggregator are lost
 }
 
 type fedOptions struct {
@@ -91,6 +97,11 @@ type fedOptions struct {
 	seed                  uint64
 	badEvidence           []fl.NodeID    // members whose evidence fails everyone's VerifyPeer
 	scheme                protect.Scheme // testScheme if nil
+	// nodeScheme, if set, is the members' scheme (scheme is then the
+	// coordinator's); aggregator, if set, makes an Aggregator named aggID
+	// with that scheme, and the coordinator sends it the reveals.
+	nodeScheme protect.Scheme
+	aggregator AggregatorScheme
 }
 
 func newFed(tb testing.TB, o fedOptions) *fed {
@@ -109,6 +120,18 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 	}
 	f := &fed{tb: tb, cfg: cfg, byID: map[fl.NodeID]*simNode{}, w: &strings.Builder{}, show: "all"}
 	f.ccfg = CoordinatorConfig{Config: cfg, Scheme: o.scheme, Verifier: fakeVerifier{}, Rand: rand.New(rand.NewPCG(o.seed, 1))}
+	if o.aggregator != nil {
+		f.ccfg.Aggregator = aggID
+		a, err := NewAggregator(AggregatorConfig{Session: cfg.Session, Threshold: cfg.Threshold, Coordinator: coordID, Scheme: o.aggregator})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f.agg = a
+		a.Hello([]byte("evidence:" + aggID))
+	}
+	if o.nodeScheme == nil {
+		o.nodeScheme = o.scheme
+	}
 	c, err := NewCoordinator(f.ccfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -130,10 +153,10 @@ func newFed(tb testing.TB, o fedOptions) *fed {
 		sn := &simNode{id: id, ledger: &recLedger{}, weight: 1, delta: fl.Vector{k, -k}, evals: map[fl.Round]fl.Vector{},
 			trains: map[fl.Round]fl.Vector{}}
 		sn.cfg = NodeConfig{
-			Config: cfg, Self: id, Coordinator: coordID, Scheme: o.scheme,
+			Config: cfg, Self: id, Coordinator: coordID, Scheme: o.nodeScheme,
 			Sealer: fakeSealer{id}, Box: fakeBox{}, Signer: fakeSigner{id}, Verifier: fakeVerifier{},
 			Ledger: sn.ledger, Optimizer: opt, Init: func() fl.Vector { return init.Clone() },
-			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id),
+			Rand: rand.NewChaCha8([32]byte{byte(i), 7}), Evidence: []byte("evidence:" + id), Aggregator: f.ccfg.Aggregator,
 			VerifyPeer: func(peer fl.NodeID, ev []byte) error {
 				// Re-attested evidence is "evidence:ID#k".
 				e, want := string(ev), "evidence:"+string(peer)
@@ -192,6 +215,20 @@ func (f *fed) drain() bool {
 			f.inflight = append(f.inflight, flight{coordID, m.To, m})
 		}
 		f.c.Advance()
+	}
+	if f.agg != nil && f.agg.HasReady() {
+		did = true
+		rd := f.agg.Ready()
+		for _, e := range rd.Audit {
+			f.aaudit = append(f.aaudit, e)
+			if f.show == "all" {
+				f.printf("%s: %s", aggID, e)
+			}
+		}
+		for _, m := range rd.Messages {
+			f.inflight = append(f.inflight, flight{aggID, coordID, m})
+		}
+		f.agg.Advance()
 	}
 	for _, sn := range f.nodes {
 		if sn.n == nil || !sn.n.HasReady() {
@@ -272,6 +309,10 @@ func (f *fed) deliverOne() bool {
 	switch {
 	case e.to == coordID && f.c == nil:
 		lost = "coordinator down"
+	case e.to == aggID || e.from == aggID:
+		if f.agg == nil || f.aggCut {
+			lost = "aggregator down"
+		}
 	case e.to != coordID && (f.byID[e.to] == nil || f.byID[e.to].n == nil):
 		lost = "node down"
 	case f.byID[e.from] != nil && f.byID[e.from].cut, f.byID[e.to] != nil && f.byID[e.to].cut:
@@ -298,6 +339,8 @@ func (f *fed) deliverOne() bool {
 	var err error
 	if e.to == coordID {
 		err = f.c.Step(e.from, e.m)
+	} else if e.to == aggID {
+		err = f.agg.Step(e.from, e.m)
 	} else {
 		err = f.byID[e.to].n.Step(e.from, e.m)
 	}

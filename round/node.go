@@ -470,6 +470,20 @@ func (n *Node) checkPeers(evs map[fl.NodeID][]byte) (map[fl.NodeID]error, error)
 	verdicts := make(map[fl.NodeID]error)
 	for _, id := range slices.Sorted(maps.Keys(evs)) {
 		ev := evs[id]
+		if id == n.cfg.Aggregator && id != "" {
+			// Mode tee's aggregator: checked, audited; not a member, so no
+			// verdict on a member (the scheme reads the verified key).
+			if n.cfg.VerifyPeer != nil {
+				err := n.cfg.VerifyPeer(id, ev)
+				verdicts[id] = err
+				if err != nil {
+					n.emit(Event{Kind: EventPeerFailed, Node: id, Digest: DigestOf(ev), Detail: err.Error()})
+				} else {
+					n.emit(Event{Kind: EventPeerVerified, Node: id, Digest: DigestOf(ev)})
+				}
+			}
+			continue
+		}
 		if !n.isMember[id] {
 			return nil, fmt.Errorf("%w: evidence of non-member %q", ErrMalformed, id)
 		}

@@ -23,13 +23,19 @@ func (n *Node) setupStart(m Message) error {
 	}
 	evs := make(map[fl.NodeID][]byte, len(parts))
 	for id, ev := range m.Evidences {
-		if slices.Contains(parts, id) {
+		if slices.Contains(parts, id) || id == n.cfg.Aggregator && id != "" {
 			evs[id] = ev
 		}
 	}
 	verdicts, err := n.checkPeers(evs)
 	if err != nil {
 		return err
+	}
+	if agg := n.cfg.Aggregator; agg != "" {
+		if err := verdicts[agg]; err != nil {
+			return n.refuse(m.Epoch, 0, nil, "the aggregator %s failed attestation: %v", agg, err)
+		}
+		delete(evs, agg)
 	}
 	if !slices.Contains(parts, n.cfg.Self) {
 		return n.refuse(m.Epoch, 0, nil, "not a participant of key setup %d %v", m.Epoch, parts)

@@ -110,7 +110,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.minCohort, "min-cohort", 0, "fewest updates a round may aggregate, and the k of each node's DP noise share σC/√k (0: the threshold)")
 	fs.IntVar(&ff.rounds, "rounds", 20, "rounds")
 	fs.Bool("vertical", false, "run vertical learning instead (Fashion-MNIST split by image halves, PSI, hetero logistic regression under threshold Paillier; cloister demo --vertical -h for its flags)")
-	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier or plain")
+	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator process, on the simulated TEE, applies --rule) or plain")
 	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default) or InsecureTest")
 	fs.IntVar(&ff.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours instead of every member (0: every member)")
 	fs.Uint64Var(&d.seed, "seed", 1, "seed of the partition, the initial model and local shuffling")
@@ -137,7 +137,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&ff.delta, "delta", 1e-5, "with --dp-noise: δ")
 	fs.StringVar(&ff.tee, "tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
 	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their process keys and re-attest this often")
-	fs.StringVar(&ff.rule, "rule", "mean", "aggregation rule: mean, or in mode plain median, trimmed:β, krum, multikrum:m, bulyan or cclip (f: the most the rule tolerates with --min-cohort updates, unless given)")
+	fs.StringVar(&ff.rule, "rule", "mean", "aggregation rule: mean, or in modes tee and plain median, trimmed:β, krum, multikrum:m, bulyan or cclip (f: the most the rule tolerates with --min-cohort updates, unless given)")
 	fs.StringVar(&d.attack, "insecure-attack", "", "INSECURE, research only: node-1 … node-F (--byzantine) run this attack (sign-flip, scale, gaussian, label-flip, alie, ipm, backdoor); the manifest then allows attacks")
 	fs.IntVar(&d.byzantine, "byzantine", 1, "with --insecure-attack: how many nodes attack")
 	fs.StringVar(&d.trainer, "trainer", "", "bring your own model: every node starts this external trainer, as \"python3 examples/pytorch-fmnist/train.py\" (the demo describes its layout, the manifest pins it, each node deals it its share of --data by --partition)")
@@ -164,6 +164,9 @@ func (d *demoFlags) parse(args []string, stderr io.Writer) (pki.InitOptions, err
 	}
 	d.fed.address = pki.DefaultAddress
 	d.fed.attestMaxAge = max(2*time.Hour, 2*d.attestEvery)
+	if d.fed.mode == federation.ModeTEE {
+		d.fed.aggTEE = attest.FormatSim // the demo runs on this machine: a simulated TEE measuring this binary
+	}
 	opts, err := d.fed.options()
 	if err != nil {
 		return pki.InitOptions{}, err
@@ -216,6 +219,10 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 		f.nodeArgs = append(f.nodeArgs, "--trainer", d.trainer, "--trainer-timeout", d.trainerTimeout.String())
 	}
 	f.dumpUpdates = d.dump
+	if opts.AggregatorAttestation != nil {
+		f.aggregatorArgs = []string{"--tee", attest.FormatSim, "--log-level", d.logLevel}
+		fmt.Fprintf(stdout, "WARNING: mode tee's aggregator runs on a SIMULATED TEE (--tee sim): its evidence proves nothing. Development only.\n")
+	}
 	if d.attack != "" {
 		f.argsOf = map[string][]string{}
 		for i := 1; i <= d.byzantine; i++ {
@@ -321,6 +328,11 @@ func (f *localFed) startDaemons(w io.Writer, n int) ([]string, error) {
 		return nil, err
 	}
 	fmt.Fprintf(w, "dashboard: http://%s/ (while the demo runs; JSON at /status and /rounds)\n", f.metrics)
+	if f.aggregatorArgs != nil {
+		if err := f.startAggregator(); err != nil {
+			return nil, err
+		}
+	}
 	var names []string
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("node-%d", i)

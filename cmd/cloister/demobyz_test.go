@@ -35,3 +35,26 @@ func TestDemoByzantine(t *testing.T) {
 		t.Errorf("mean: final accuracy %.3f against the median's %.3f: the attacker should drag the mean down", mean.FinalAccuracy, median.FinalAccuracy)
 	}
 }
+
+// TestDemoModeTEE runs real processes in mode tee: the demo spawns the
+// aggregator (cloister aggregator on the simulated TEE) beside the
+// coordinator and 3 nodes, of which node-1 sends sign-flipped updates
+// (×10); the aggregator's median learns.
+func TestDemoModeTEE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a federation of real processes")
+	}
+	out, res := runTinyDemo(t, "--mode", "tee", "--min-cohort", "3", "--rounds", "5", "--dp-noise", "0",
+		"--insecure-attack", "sign-flip:scale=10", "--rule", "median")
+	for _, want := range []string{"mode tee", "rule median:f=1", "aggregator runs on a SIMULATED TEE"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if res.Rounds != 5 || res.Rule != "median:f=1" {
+		t.Errorf("JSON: %d rounds, rule %q", res.Rounds, res.Rule)
+	}
+	if res.FinalAccuracy < 0.8 {
+		t.Errorf("median in mode tee: final accuracy %.3f, want ≥ 0.8 on separable blobs", res.FinalAccuracy)
+	}
+}

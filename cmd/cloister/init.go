@@ -44,6 +44,8 @@ type federationFlags struct {
 	address, federation         string
 	tee, teeMeasurements        string
 	teeMinTCB                   string
+	aggTEE, aggMeasurements     string // mode tee: the aggregator's policy
+	aggMinTCB                   string
 	attestMaxAge                time.Duration
 	rule                        string
 	insecureAttacks             bool
@@ -54,7 +56,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.nodes, "nodes", 5, "number of member sites")
 	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
-	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier or plain (plain protects nothing)")
+	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator applies --rule; needs --aggregator-tee) or plain (plain protects nothing)")
 	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default), or InsecureTest for tests")
 	fs.IntVar(&f.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours (Flower's num_shares, the member included) instead of every member (0: every member, the safe default)")
 	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
@@ -73,7 +75,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.classes, "classes", 0, "number of classes (0: from --data)")
 	fs.Float64Var(&f.dpNoise, "dp-noise", pki.DefaultDP.NoiseMultiplier, "DP noise multiplier σ of the summed noise (0: no DP)")
 	fs.Float64Var(&f.dpClip, "dp-clip", pki.DefaultDP.Clip, "L2 clipping norm C of each update; with --dp-noise 0 it clips without DP when given (the only defence against a malicious site under mhe and secagg)")
-	fs.StringVar(&f.rule, "rule", "mean", "aggregation rule: mean, or in mode plain a robust rule: median, trimmed:β, krum, multikrum:m, bulyan or cclip, each with f=F Byzantine sites tolerated (default: the most the rule tolerates with --min-cohort updates)")
+	fs.StringVar(&f.rule, "rule", "mean", "aggregation rule: mean, or in modes tee and plain a robust rule: median, trimmed:β, krum, multikrum:m, bulyan or cclip, each with f=F Byzantine sites tolerated (default: the most the rule tolerates with --min-cohort updates)")
 	fs.BoolVar(&f.insecureAttacks, "insecure-allow-attacks", false, "INSECURE, tests and research only: let members run as Byzantine attackers (cloister node --insecure-attack)")
 	f.flags = fs
 	fs.Float64Var(&f.eps, "epsilon", pki.DefaultDP.Epsilon, "total privacy budget ε")
@@ -83,40 +85,66 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tee, "tee", "", "require TEE evidence of this format: sim (INSECURE, development: allows this binary's measurement), sev-snp, tdx or nitro; empty: attestation off")
 	fs.StringVar(&f.teeMeasurements, "tee-measurement", "", "allowed measurements, comma-separated (default for sim: this binary's, as 'cloister attest measure' prints it)")
 	fs.StringVar(&f.teeMinTCB, "tee-min-tcb", "", "minimum TCB version, comma-separated components (default for sim: 2)")
-	fs.DurationVar(&f.attestMaxAge, "attest-max-age", 2*time.Hour, "oldest TEE evidence accepted: nodes must re-attest more often (cloister node --attest-every)")
+	fs.DurationVar(&f.attestMaxAge, "attest-max-age", 2*time.Hour, "oldest TEE evidence accepted: nodes must re-attest more often (cloister node --attest-every); the aggregator's too")
+	fs.StringVar(&f.aggTEE, "aggregator-tee", "", "mode tee: the TEE format the aggregator must attest in (required): sim (INSECURE, development: allows this binary's measurement), sev-snp, tdx or nitro")
+	fs.StringVar(&f.aggMeasurements, "aggregator-measurement", "", "mode tee: the aggregator image's allowed measurements, comma-separated (default for sim: this binary's)")
+	fs.StringVar(&f.aggMinTCB, "aggregator-min-tcb", "", "mode tee: the aggregator's minimum TCB version (default for sim: 2)")
 }
 
 // policy returns the attestation policy of the --tee flags: nil (off)
 // without --tee.
 func (f *federationFlags) policy() (*attest.Policy, error) {
-	if f.tee == "" {
-		if f.teeMeasurements != "" || f.teeMinTCB != "" {
-			return nil, withHint(errors.New("--tee-measurement and --tee-min-tcb need --tee"), "cloister init --tee sim …")
+	return teePolicy("tee", f.tee, f.teeMeasurements, f.teeMinTCB, f.attestMaxAge)
+}
+
+// aggregatorPolicy returns the aggregator's policy of the --aggregator-tee
+// flags: required in mode tee, refused in the others.
+func (f *federationFlags) aggregatorPolicy() (*attest.Policy, error) {
+	if f.mode != federation.ModeTEE {
+		if f.aggTEE != "" || f.aggMeasurements != "" || f.aggMinTCB != "" {
+			return nil, withHint(fmt.Errorf("--aggregator-tee and its flags are for mode tee, the mode is %s", f.mode), "drop them, or use --mode tee")
 		}
 		return nil, nil
 	}
-	if !slices.Contains(attest.Formats, f.tee) {
-		return nil, withHint(fmt.Errorf("--tee %q is not a known TEE", f.tee), "use sim, sev-snp, tdx or nitro")
+	if f.aggTEE == "" {
+		return nil, withHint(errors.New("--mode tee needs --aggregator-tee: the members seal their updates only to an attested aggregator"),
+			"cloister init --mode tee --aggregator-tee sim (development) or sev-snp|tdx|nitro with --aggregator-measurement")
 	}
-	p := &attest.Policy{Formats: []string{f.tee}, MaxAge: attest.Duration(f.attestMaxAge), AllowSim: f.tee == attest.FormatSim,
+	return teePolicy("aggregator", f.aggTEE, f.aggMeasurements, f.aggMinTCB, f.attestMaxAge)
+}
+
+// teePolicy returns the policy of one set of TEE flags (--tee or
+// --aggregator-tee, named by prefix): nil (off) without a format.
+func teePolicy(prefix, format, measurements, minTCB string, maxAge time.Duration) (*attest.Policy, error) {
+	fl := func(s string) string { return "--" + prefix + s }
+	if format == "" {
+		if measurements != "" || minTCB != "" {
+			return nil, withHint(fmt.Errorf("%s and %s need %s", fl("-measurement"), fl("-min-tcb"), fl("")), "cloister init "+fl("")+" sim …")
+		}
+		return nil, nil
+	}
+	if !slices.Contains(attest.Formats, format) {
+		return nil, withHint(fmt.Errorf("%s %q is not a known TEE", fl(""), format), "use sim, sev-snp, tdx or nitro")
+	}
+	p := &attest.Policy{Formats: []string{format}, MaxAge: attest.Duration(maxAge), AllowSim: format == attest.FormatSim,
 		Measurements: map[string][]string{}}
-	for _, m := range strings.Split(f.teeMeasurements, ",") {
+	for _, m := range strings.Split(measurements, ",") {
 		if m = strings.TrimSpace(m); m != "" {
-			p.Measurements[f.tee] = append(p.Measurements[f.tee], m)
+			p.Measurements[format] = append(p.Measurements[format], m)
 		}
 	}
-	if f.tee == attest.FormatSim && len(p.Measurements[f.tee]) == 0 {
+	if format == attest.FormatSim && len(p.Measurements[format]) == 0 {
 		m, err := attest.MeasureSelf(nil)
 		if err != nil {
 			return nil, err
 		}
-		p.Measurements[f.tee] = []string{hex.EncodeToString(m[:])}
+		p.Measurements[format] = []string{hex.EncodeToString(m[:])}
 	}
-	if len(p.Measurements[f.tee]) == 0 {
-		return nil, withHint(fmt.Errorf("--tee %s needs --tee-measurement", f.tee), "see 'go doc attest' (# Measurements) for how to compute them from the reproducible image")
+	if len(p.Measurements[format]) == 0 {
+		return nil, withHint(fmt.Errorf("%s %s needs %s", fl(""), format, fl("-measurement")), "see 'go doc attest' (# Measurements) for how to compute them from the reproducible image")
 	}
-	tcb := f.teeMinTCB
-	if tcb == "" && f.tee == attest.FormatSim {
+	tcb := minTCB
+	if tcb == "" && format == attest.FormatSim {
 		tcb = strconv.Itoa(attest.DefaultSimTCB)
 	}
 	if tcb != "" {
@@ -124,14 +152,14 @@ func (f *federationFlags) policy() (*attest.Policy, error) {
 		for _, c := range strings.Split(tcb, ",") {
 			v, err := strconv.ParseUint(strings.TrimSpace(c), 10, 32)
 			if err != nil {
-				return nil, fmt.Errorf("--tee-min-tcb %q: %q is not a version number", tcb, c)
+				return nil, fmt.Errorf("%s %q: %q is not a version number", fl("-min-tcb"), tcb, c)
 			}
 			t = append(t, uint32(v))
 		}
-		p.MinTCB = map[string]attest.TCB{f.tee: t}
+		p.MinTCB = map[string]attest.TCB{format: t}
 	}
 	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("--tee flags: %w", err)
+		return nil, fmt.Errorf("%s flags: %w", fl(""), err)
 	}
 	return p, nil
 }
@@ -175,9 +203,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		o.Preset = f.preset
 	}
 	switch f.mode {
-	case federation.ModeMHE, federation.ModePlain, federation.ModeSecAgg, federation.ModePaillier:
+	case federation.ModeMHE, federation.ModePlain, federation.ModeSecAgg, federation.ModePaillier, federation.ModeTEE:
 	default:
-		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE), --mode secagg (SecAgg+ masking), --mode paillier (threshold Paillier) or --mode plain (no protection)")
+		return o, withHint(fmt.Errorf("--mode %q is not implemented by this build", f.mode), "use --mode mhe (threshold HE), --mode secagg (SecAgg+ masking), --mode paillier (threshold Paillier), --mode tee (an attested aggregator, --aggregator-tee) or --mode plain (no protection)")
 	}
 	if f.neighbours != 0 && f.mode != federation.ModeSecAgg {
 		return o, withHint(fmt.Errorf("--neighbours %d is for mode secagg, not %s", f.neighbours, f.mode), "drop --neighbours, or use --mode secagg")
@@ -228,6 +256,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	if o.Attestation, err = f.policy(); err != nil {
 		return o, err
 	}
+	if o.AggregatorAttestation, err = f.aggregatorPolicy(); err != nil {
+		return o, err
+	}
 	if f.dpNoise == 0 {
 		o.DP = &federation.DP{}
 		if f.explicit("dp-clip") {
@@ -247,9 +278,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	if o.Rule, err = federation.CanonicalRule(f.rule, minCohort); err != nil {
 		return o, withHint(fmt.Errorf("--rule: %w", err), "use mean, median, trimmed:0.2, krum, multikrum:m=M, bulyan or cclip, with f=F at most what --min-cohort allows (e.g. bulyan needs min-cohort ≥ 4f+3)")
 	}
-	if o.Rule != "" && f.mode != federation.ModePlain {
+	if o.Rule != "" && f.mode != federation.ModePlain && f.mode != federation.ModeTEE {
 		return o, withHint(fmt.Errorf("--rule %s in mode %s: nobody sees an individual update under %s, so only the clip (--dp-clip) applies", o.Rule, f.mode, f.mode),
-			"drop --rule (the mean) and bound each update with --dp-clip, or use --mode plain (no protection, research only)")
+			"drop --rule (the mean) and bound each update with --dp-clip, or use --mode tee (an attested aggregator applies the rule) or --mode plain (no protection, research only)")
 	}
 	if o.Rule != "" && f.dpNoise > 0 {
 		return o, withHint(fmt.Errorf("--rule %s with --dp-noise %g: the privacy accounting assumes the noise shares are summed, which a robust rule does not do", o.Rule, f.dpNoise),
@@ -355,6 +386,14 @@ func runInit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	for _, p := range m.Members {
 		fmt.Fprintf(stdout, "  %s  %s's kit\n", filepath.Join(*dir, p.Name), p.Name)
 	}
+	if a := m.Aggregator; a != nil {
+		fmt.Fprintf(stdout, "  %s  the aggregator's kit (cloister aggregator): it sees every update, inside its TEE\n", filepath.Join(*dir, a.Name))
+		fmt.Fprintf(stdout, "  aggregator attestation: %s, measurements %v, evidence at most %s old\n", strings.Join(m.AggregatorAttestation.Formats, ","),
+			m.AggregatorAttestation.Measurements[m.AggregatorAttestation.Formats[0]], m.AggregatorAttestation.MaxAge)
+		for _, w := range m.AggregatorAttestation.Warnings() {
+			fmt.Fprintf(stderr, "cloister: warning: aggregator: %s\n", w)
+		}
+	}
 	if m.Mode == federation.ModePlain {
 		fmt.Fprintf(stderr, "cloister: warning: %s\n", plain.Warning)
 	}
@@ -451,6 +490,17 @@ func initWithCA(dir, caDir string, o pki.InitOptions, now time.Time) error {
 		}
 		kits = append(kits, k)
 		m.Members = append(m.Members, k.Party())
+	}
+	m.Rule, m.InsecureAttacks = o.Rule, o.InsecureAttacks
+	if o.AggregatorAttestation != nil {
+		m.AggregatorAttestation = *o.AggregatorAttestation
+		k, err := newKit(pki.RoleNode, pki.DefaultAggregator, nil)
+		if err != nil {
+			return err
+		}
+		kits = append(kits, k)
+		p := k.Party()
+		m.Aggregator = &p
 	}
 	signed, err := federation.Sign(m, ca, nil)
 	if err != nil {

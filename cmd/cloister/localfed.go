@@ -34,7 +34,10 @@ type localFed struct {
 	metrics   string // the coordinator's /metrics, /rounds, /status
 	nodeArgs  []string
 	coordArgs []string
-	env       []string
+	// aggregatorArgs, if not nil, are mode tee's aggregator's flags: the
+	// demo runs it as process "aggregator".
+	aggregatorArgs []string
+	env            []string
 
 	setup       float64             // seconds from the processes' start to round 1
 	dumpUpdates bool                // nodes write their plaintext updates under DIR/updates/NAME (tests)
@@ -150,6 +153,12 @@ func (f *localFed) startCoordinator() error {
 			return fmt.Errorf("the coordinator did not come up in 30s\n%s", tail(f.logPath("coordinator"), 20))
 		}
 	}
+}
+
+// startAggregator starts mode tee's aggregator (cloister aggregator).
+func (f *localFed) startAggregator() error {
+	args := append([]string{"aggregator", "--kit", f.kit(pki.DefaultAggregator), "--coordinator", f.addr, "--log-format", "json"}, f.aggregatorArgs...)
+	return f.start(pki.DefaultAggregator, args...)
 }
 
 func (f *localFed) startNode(name string) error {

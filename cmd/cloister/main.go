@@ -39,6 +39,7 @@ func init() {
 		"init":        {"provision a federation: CA, signed manifest, one kit per party", runInit},
 		"ca":          {"federation CA by hand: ca init, ca issue (add a member)", runCA},
 		"coordinator": {"run the coordinator daemon", runCoordinator},
+		"aggregator":  {"run mode tee's attested aggregator daemon", runAggregator},
 		"node":        {"run a member node daemon", runNode},
 		"kit":         {"kit install: copy a kit from a read-only mount (a Kubernetes Secret) into a private directory", runKit},
 		"model":       {"model export: write the current global model in plaintext (on a node)", runModel},

@@ -42,6 +42,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloisterfl/cloister/aggregator"
+	"github.com/cloisterfl/cloister/attest"
 	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/dataset"
@@ -88,6 +90,9 @@ type Fed struct {
 	// evidence age) nor the harness's waits get a turn. A test that needs
 	// time to pass while rounds go on sets it.
 	TrainTime time.Duration
+	// AggregatorDone receives the aggregator's Run result (StartAggregator).
+	AggregatorDone <-chan error
+	stopAggregator context.CancelFunc
 }
 
 // Running is a node the harness started.
@@ -127,7 +132,11 @@ func New(t testing.TB, opts pki.InitOptions) *Fed {
 			t.Logf("logs:\n%s", f.Logs.String())
 		}
 	})
-	for _, name := range append([]string{"coordinator"}, NodeNames(opts.Nodes)...) {
+	names := append([]string{"coordinator"}, NodeNames(opts.Nodes)...)
+	if opts.AggregatorAttestation != nil {
+		names = append(names, pki.DefaultAggregator)
+	}
+	for _, name := range names {
 		k, err := pki.LoadKit(filepath.Join(dir, "fed", name))
 		if err != nil {
 			t.Fatal(err)
@@ -321,8 +330,32 @@ func (f *Fed) status() any {
 	return f.Coord.Status()
 }
 
+// StartAggregator starts mode tee's aggregator on its TEE; it dials the
+// coordinator through the Network. AggregatorDone has Run's result.
+func (f *Fed) StartAggregator(tee attest.Attester) *aggregator.Aggregator {
+	f.T.Helper()
+	a, err := aggregator.New(aggregator.Config{Kit: f.Kits[pki.DefaultAggregator], TEE: tee, Logger: f.Log.With("who", pki.DefaultAggregator),
+		Backoff: struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond}, Dial: f.Net.Dial})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	f.AggregatorDone, f.stopAggregator = done, cancel
+	go func() { done <- a.Run(ctx, Address) }()
+	return a
+}
+
 // stopAll stops what a test left running, so that the bubble can end.
 func (f *Fed) stopAll() {
+	if f.stopAggregator != nil {
+		f.stopAggregator()
+		select { // Run's result, unless the test took it
+		case <-f.AggregatorDone:
+		case <-time.After(10 * time.Second):
+		}
+		f.stopAggregator = nil
+	}
 	for name := range f.Nodes {
 		f.StopNode(string(name))
 	}

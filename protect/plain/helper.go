@@ -2,7 +2,6 @@ package plain
 
 import (
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -155,23 +154,16 @@ func (h *helper) applyRule(r fl.Round, inputs []input, total float64) (fl.Vector
 	if err != nil {
 		return nil, fmt.Errorf("plain: aggregate of round %d: rule %q on %d updates: %w", r, h.rule, k, err)
 	}
-	deltas := make([]fl.Vector, k)
+	scaled, weights := make([]fl.Vector, k), make([]float64, k)
 	for i, in := range inputs {
-		v := decodeValues(in.raw)
-		if in.weight > 0 {
-			v.Scale(1 / in.weight)
-		} else if len(v) > 0 {
-			v[0] = math.NaN() // no Δ: malformed for the rule
-		}
-		deltas[i] = v
+		scaled[i], weights[i] = decodeValues(in.raw), in.weight
 	}
-	out, err := rule.Aggregate(deltas)
+	out, err := robust.AggregateWeighted(rule, scaled, weights)
 	if err != nil {
 		return nil, fmt.Errorf("plain: aggregate of round %d: %s on %d updates: %w", r, rule, k, err)
 	}
 	bound := float64(k) * limitMaxAbs
 	for j := range out {
-		out[j] *= total
 		if !finiteWithin(out[j], bound) {
 			return nil, fmt.Errorf("plain: aggregate of round %d: %s times the weight %v is %v at value %d, outside ±%v: %w",
 				r, rule, total, out[j], j, bound, protect.ErrRange)

@@ -1,0 +1,124 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/federation"
+	"github.com/cloisterfl/cloister/internal/fedtest"
+	"github.com/cloisterfl/cloister/node"
+	"github.com/cloisterfl/cloister/pki"
+)
+
+// aggregatorImage is the sim measurement the tests' aggregator policy
+// allows: another image than the members'.
+var aggregatorImage = [48]byte{0xa6}
+
+// teeRun runs a federation of 5 real daemons in mode tee for 6 rounds with
+// the aggregator a daemon of its own (cloister aggregator's code) on a sim
+// TEE of measurement image: node-1 runs the attack spec ("" for an honest
+// run). It returns the final accuracy the members report (-1 if no round
+// committed), and the logs.
+func teeRun(t *testing.T, rule, spec string, image [48]byte) (acc float64, logs string) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 5, Threshold: 3, MinCohort: 5, Mode: federation.ModeTEE, DP: &federation.DP{},
+			Rule: rule, InsecureAttacks: true, AggregatorAttestation: simPolicy(aggregatorImage, time.Hour),
+			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 6, LocalEpochs: 1, Batch: 16, LearningRate: 0.05}})}
+		f.NodeConfig = func(name string, c *node.Config) {
+			if name == "node-1" {
+				c.InsecureAttack = spec
+			}
+		}
+		f.StartCoordinator()
+		f.StartAggregator(attest.NewSimTEE(image, ""))
+		f.StartNodes(5)
+		acc = -1
+		if image != aggregatorImage {
+			// The coordinator refuses the aggregator's evidence; no key
+			// setup starts, nothing is sealed. Give it a while.
+			time.Sleep(2 * time.Minute)
+			synctest.Wait()
+			logs = f.Logs.String()
+			f.StopCoordinator()
+			f.VerifyAudit(0, 6)
+			return
+		}
+		f.WaitDone(6, 5*time.Minute)
+		if err := <-f.AggregatorDone; err != nil {
+			t.Errorf("the aggregator: %v", err)
+		}
+		h, err := f.Coord.History(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var trace []string
+		for _, r := range h.History {
+			trace = append(trace, fmt.Sprintf("%d:%s:%.3f", r.Round, r.Outcome, deref(r.Accuracy)))
+		}
+		last := h.History[len(h.History)-1]
+		if last.Accuracy == nil {
+			t.Fatalf("no accuracy after the last round: %v", trace)
+		}
+		acc, logs = *last.Accuracy, f.Logs.String()
+		t.Logf("mode tee, rule %q, attack %q: accuracy by round %v", rule, spec, trace)
+		f.StopCoordinator()
+		f.VerifyAudit(6, 6) // the coordinator's log and the members', aggregator events included
+	})
+	return acc, logs
+}
+
+// TestAggregatorTEE: mode tee with the aggregator in its own daemon. The
+// coordinator's helper cannot open anything, so every committed round was
+// opened by the attested aggregator; the honest run learns as in mode
+// plain (TestByzantineRule); one sign-flip attacker ruins the mean and not
+// the median or Krum.
+func TestAggregatorTEE(t *testing.T) {
+	honest, logs := teeRun(t, "", "", aggregatorImage)
+	if honest < 0.9 {
+		t.Fatalf("honest run: accuracy %.3f, want ≥ 0.9", honest)
+	}
+	if strings.Contains(logs, "cannot record an audit event") {
+		t.Error("an aggregator event did not map to an audit record")
+	}
+	for _, want := range []string{"the aggregator's attestation verified", "attested", "event=opened"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the logs do not say %q", want)
+		}
+	}
+	const attack = "sign-flip:scale=10"
+	if mean, _ := teeRun(t, "", attack, aggregatorImage); mean > honest-0.3 {
+		t.Errorf("mean with one %s attacker: accuracy %.3f, honest %.3f: the positive control should be hurt", attack, mean, honest)
+	}
+	for _, rule := range []string{"median", "krum"} {
+		if acc, _ := teeRun(t, rule, attack, aggregatorImage); acc < honest-0.05 {
+			t.Errorf("%s with one %s attacker: accuracy %.3f, honest %.3f", rule, attack, acc, honest)
+		}
+	}
+}
+
+// TestAggregatorRefused: an aggregator on an image its policy does not
+// allow is refused by the coordinator, with the reason, audited; no key
+// setup starts, so no member seals anything to it.
+func TestAggregatorRefused(t *testing.T) {
+	acc, logs := teeRun(t, "", "", [48]byte{0xbb})
+	if acc != -1 {
+		t.Errorf("a round committed with a refused aggregator")
+	}
+	if strings.Contains(logs, "cannot record an audit event") {
+		t.Error("an aggregator event did not map to an audit record")
+	}
+	for _, want := range []string{"refused the aggregator's evidence", "measurement"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the logs do not say %q", want)
+		}
+	}
+	if strings.Contains(logs, "setup-started") || strings.Contains(logs, "event=opened") {
+		t.Error("a key setup started, or a round opened, with a refused aggregator")
+	}
+}

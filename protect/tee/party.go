@@ -1,0 +1,277 @@
+package tee
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// party is the node side. Its setup runs Announce → Deal → Accept.
+type party struct {
+	sess      *session
+	self      int
+	rand      io.Reader
+	key       hpke.PublicKey // the aggregator's attested key
+	keyDigest [hashLen]byte
+
+	mu           sync.Mutex
+	announcement []byte             // set by Announce
+	seed         [seedLen]byte      // set by Announce: the signing key's seed
+	sign         ed25519.PrivateKey // set by Announce
+	dealt        bool               // set by Deal
+	transcript   [hashLen]byte      // set by Deal
+	ready        bool               // set by Accept
+}
+
+func (p *party) String() string { return string(p.sess.name(p.self)) }
+
+// Announce draws the party's nonce and signing key, and names the
+// aggregator key it will seal to. Later calls return the same
+// announcement.
+func (p *party) Announce() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ready {
+		return nil, fmt.Errorf("tee: %s: setup has already completed", p)
+	}
+	if p.announcement == nil {
+		var nonce [nonceLen]byte
+		if _, err := io.ReadFull(p.rand, nonce[:]); err != nil {
+			return nil, fmt.Errorf("tee: %s: drawing the announcement nonce: %w", p, err)
+		}
+		if _, err := io.ReadFull(p.rand, p.seed[:]); err != nil {
+			return nil, fmt.Errorf("tee: %s: drawing the signing key: %w", p, err)
+		}
+		p.sign = ed25519.NewKeyFromSeed(p.seed[:])
+		b := newPayload(kindAnnouncement, announcementLen)
+		b = append(b, p.sess.digest[:]...)
+		b = appendU32(b, p.self)
+		b = append(b, nonce[:]...)
+		b = append(b, p.keyDigest[:]...)
+		p.announcement = append(b, p.sign.Public().(ed25519.PublicKey)...)
+	}
+	return bytes.Clone(p.announcement), nil
+}
+
+// Deal checks every member's announcement (its own must be the one it
+// made, and all must name the aggregator key this party seals to) and binds
+// its dealing to their transcript. It may be called again until Accept
+// succeeds.
+func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ready {
+		return protect.Dealing{}, fmt.Errorf("tee: %s: setup has already completed", p)
+	}
+	if p.announcement == nil {
+		return protect.Dealing{}, fmt.Errorf("tee: %s: Deal before Announce: %w", p, protect.ErrNotReady)
+	}
+	transcript, info, err := p.sess.transcript(anns)
+	if err != nil {
+		return protect.Dealing{}, err
+	}
+	if !bytes.Equal(anns[p.sess.name(p.self)], p.announcement) {
+		return protect.Dealing{}, foreign(fmt.Sprintf("announcement from %s", p), "not the one this party made")
+	}
+	if info.keyDigest != p.keyDigest { // unreachable: p's own announcement names p.keyDigest
+		return protect.Dealing{}, foreign("announcements", "seal to another aggregator key than %s's", p)
+	}
+	p.dealt, p.transcript = true, transcript
+
+	d := protect.Dealing{Private: make(map[fl.NodeID][]byte, len(p.sess.members))}
+	d.Public = newPayload(kindPublic, dealingLen)
+	d.Public = append(d.Public, p.sess.digest[:]...)
+	d.Public = appendU32(d.Public, p.self)
+	d.Public = append(d.Public, transcript[:]...)
+	for i, m := range p.sess.members {
+		b := newPayload(kindPrivate, privateLen)
+		b = append(b, p.sess.digest[:]...)
+		b = appendU32(b, p.self)
+		b = appendU32(b, i)
+		d.Private[m] = append(b, transcript[:]...)
+	}
+	return d, nil
+}
+
+// Accept checks that the setup holds the announcements the party dealt on,
+// and that one private dealing from every member is bound to them.
+func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ready {
+		return fmt.Errorf("tee: %s: setup has already completed", p)
+	}
+	if !p.dealt {
+		return fmt.Errorf("tee: %s: Accept before Deal: %w", p, protect.ErrNotReady)
+	}
+	transcript, _, err := p.sess.parseSetup(setup)
+	if err != nil {
+		return err
+	}
+	if transcript != p.transcript {
+		return foreign("setup", "for other announcements than %s dealt on", p)
+	}
+	if _, err := p.sess.keys(private, "private dealing from"); err != nil {
+		return err
+	}
+	for i, m := range p.sess.members {
+		b, ok := private[m]
+		if !ok {
+			return fmt.Errorf("tee: %s: no private dealing from member %q", p, m)
+		}
+		what := fmt.Sprintf("private dealing from %s", m)
+		r, err := openFixed(b, kindPrivate, privateLen, what)
+		if err != nil {
+			return err
+		}
+		p.sess.checkSession(r)
+		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.hash()
+		if err := r.done(); err != nil {
+			return err
+		}
+		switch {
+		case dealer != i:
+			return foreign(what, "dealt by %s", p.sess.name(dealer))
+		case recipient != p.self:
+			return foreign(what, "dealt to %s", p.sess.name(recipient))
+		case transcript != p.transcript:
+			return foreign(what, "for other announcements than %s dealt on", p)
+		}
+	}
+	p.ready = true
+	return nil
+}
+
+// Protect seals v and weight to the aggregator's key. The cleartext
+// envelope (session, transcript, round, member, aggregator key, count) is
+// the HPKE info, so a sealed update opens only for that aggregator, in that
+// session and setup, round and member.
+func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
+	p.mu.Lock()
+	ready, transcript := p.ready, p.transcript
+	p.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("tee: %s: Protect before setup: %w", p, protect.ErrNotReady)
+	}
+	if err := checkInput(r, v, weight); err != nil {
+		return nil, fmt.Errorf("tee: %s: %w", p, err)
+	}
+	b := newPayload(kindProtected, protectedFixed+sealedLen(len(v)))
+	b = append(b, p.sess.digest[:]...)
+	b = append(b, transcript[:]...)
+	b = appendU64(b, uint64(r))
+	b = appendU32(b, p.self)
+	b = append(b, p.keyDigest[:]...)
+	b = appendU32(b, len(v))
+	pt := make([]byte, 0, 8+8*len(v))
+	pt = appendF64(pt, weight)
+	pt = appendVector(pt, v)
+	ct, err := hpke.Seal(p.key, kdf(), aead(), b, pt)
+	clear(pt)
+	if err != nil {
+		return nil, fmt.Errorf("tee: %s: sealing the update of round %d: %w", p, r, err)
+	}
+	return append(b, ct...), nil
+}
+
+// checkInput checks Protect's arguments against the limits.
+func checkInput(r fl.Round, v fl.Vector, weight float64) error {
+	if r == 0 {
+		return fmt.Errorf("round 0: rounds start at 1: %w", protect.ErrRange)
+	}
+	if len(v) > limitMaxDim {
+		return fmt.Errorf("vector of %d values, at most %d allowed: %w", len(v), limitMaxDim, protect.ErrRange)
+	}
+	if i := slices.IndexFunc(v, func(x float64) bool { return !finiteWithin(x, limitMaxAbs) }); i >= 0 {
+		return fmt.Errorf("value %d is %v, outside ±2⁵³: %w", i, v[i], protect.ErrRange)
+	}
+	if !finiteWithin(weight, limitMaxAbs) || weight < 0 {
+		return fmt.Errorf("weight %v outside [0, 2⁵³]: %w", weight, protect.ErrRange)
+	}
+	return nil
+}
+
+// Reveal checks req, records it in l and returns a share, signed with the
+// party's announced key, that binds the round, the aggregate, the revealer
+// set and the target: the aggregator opens the aggregate only for a target
+// that t members signed, so the coordinator cannot have it sealed to a key
+// of its own.
+func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, error) {
+	p.mu.Lock()
+	ready, sign := p.ready, p.sign
+	p.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("tee: %s: Reveal before setup: %w", p, protect.ErrNotReady)
+	}
+	if l == nil {
+		return nil, errors.New("tee: Reveal with a nil ledger")
+	}
+	q, err := p.sess.checkRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := slices.BinarySearch(q.revealers, p.self); !ok {
+		return nil, foreign(fmt.Sprintf("reveal request for round %d", req.Round), "does not name %s as a revealer", p)
+	}
+	b := newPayload(kindShare, shareLen)
+	b = append(b, p.sess.digest[:]...)
+	b = appendU64(b, uint64(req.Round))
+	b = appendU32(b, p.self)
+	b = append(b, q.digest[:]...)
+	b = append(b, q.set[:]...)
+	b = append(b, q.target[:]...)
+	b = append(b, ed25519.Sign(sign, b)...)
+	if err := l.Record(req.Round, q.digest); err != nil {
+		return nil, fmt.Errorf("tee: %s: recording the reveal for round %d: %w", p, req.Round, err)
+	}
+	return b, nil
+}
+
+// MarshalBinary returns the party's state after setup, signing key
+// included.
+func (p *party) MarshalBinary() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ready {
+		return nil, fmt.Errorf("tee: %s: MarshalBinary before setup: %w", p, protect.ErrNotReady)
+	}
+	b := newPayload(kindPartyState, partyStateLen)
+	b = append(b, p.sess.digest[:]...)
+	b = appendU32(b, p.self)
+	b = append(b, p.transcript[:]...)
+	b = append(b, p.keyDigest[:]...)
+	return append(b, p.seed[:]...), nil
+}
+
+// load restores the state MarshalBinary wrote.
+func (p *party) load(state []byte) error {
+	what := fmt.Sprintf("state of party %s", p)
+	r, err := openFixed(state, kindPartyState, partyStateLen, what)
+	if err != nil {
+		return err
+	}
+	p.sess.checkSession(r)
+	self, transcript, keyDigest := p.sess.member(r), r.hash(), r.hash()
+	seed := r.take(seedLen)
+	if err := r.done(); err != nil {
+		return err
+	}
+	switch {
+	case self != p.self:
+		return foreign(what, "belongs to member %s", p.sess.name(self))
+	case keyDigest != p.keyDigest:
+		return foreign(what, "seals to aggregator key %x, this scheme's is %x", keyDigest[:6], p.keyDigest[:6])
+	}
+	copy(p.seed[:], seed)
+	p.sign = ed25519.NewKeyFromSeed(p.seed[:])
+	p.transcript, p.dealt, p.ready = transcript, true, true
+	return nil
+}

@@ -1,0 +1,265 @@
+package tee
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// The wire format. Every payload is a 6-byte header (magic, version, kind)
+// followed by a body whose length is fixed by the kind, the session's
+// member count and the counts it declares; see the package documentation
+// for the layouts.
+const (
+	magic     = "CLTE"
+	version   = 1
+	headerLen = len(magic) + 2
+	hashLen   = sha256.Size
+)
+
+type kind byte
+
+const (
+	kindAnnouncement kind = 1 + iota
+	kindPublic
+	kindPrivate
+	kindSetup
+	kindProtected
+	kindAggregate
+	kindShare
+	kindResult
+	kindTargetPublic
+	kindTargetSecret
+	kindPartyState
+	kindEnd // first unknown kind
+)
+
+var kindNames = [...]string{
+	kindAnnouncement: "announcement",
+	kindPublic:       "public dealing",
+	kindPrivate:      "private dealing",
+	kindSetup:        "setup",
+	kindProtected:    "sealed update",
+	kindAggregate:    "aggregate",
+	kindShare:        "reveal share",
+	kindResult:       "result",
+	kindTargetPublic: "target public key",
+	kindTargetSecret: "target secret key",
+	kindPartyState:   "party state",
+}
+
+func (k kind) String() string {
+	if k >= 1 && k < kindEnd {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind %d", byte(k))
+}
+
+// The HPKE suite: ML-KEM-768 + X25519, HKDF-SHA256, AES-256-GCM, as for
+// every other sealed payload of Cloister (package keyring).
+const (
+	encLen    = 1088 + 32 // MLKEM768X25519 encapsulated key
+	tagLen    = 16        // AES-256-GCM
+	publicLen = 1184 + 32 // MLKEM768X25519 public key
+	seedLen   = 32        // target secret and signing seed
+	sigLen    = 64        // Ed25519
+	signPub   = 32        // Ed25519 public key
+	nonceLen  = 32
+	maxIndex  = 1<<31 - 1 // largest count or index on the wire
+)
+
+// sealedLen is the length of an HPKE ciphertext of a weight and count values.
+func sealedLen(count int) int { return encLen + 8 + 8*count + tagLen }
+
+// Fixed body sizes (after the header).
+const (
+	announcementLen = hashLen + 4 + nonceLen + hashLen + signPub       // session, member, nonce, aggregator key, signing key
+	dealingLen      = hashLen + 4 + hashLen                            // session, dealer, transcript
+	privateLen      = hashLen + 4 + 4 + hashLen                        // session, dealer, recipient, transcript
+	setupFixed      = hashLen + hashLen                                // session, transcript; then n announcements
+	protectedFixed  = hashLen + hashLen + 8 + 4 + hashLen + 4          // session, transcript, round, member, aggregator key, count
+	aggregateFixed  = hashLen + 8 + 4 + 4                              // session, round, count, k; then k sealed updates
+	shareSigned     = hashLen + 8 + 4 + 3*hashLen                      // session, round, revealer, digest, revealer set, target
+	shareLen        = shareSigned + sigLen                             // … and the revealer's signature
+	resultFixed     = hashLen + 4                                      // target, count; then the sealed sum
+	partyStateLen   = hashLen + 4 + hashLen + hashLen + seedLen        // session, self, transcript, aggregator key, signing seed
+	targetPublicLen = publicLen                                        // HPKE public key
+	targetSecretLen = seedLen                                          // HPKE key seed
+	updateLenFixed  = headerLen + protectedFixed + encLen + 8 + tagLen // a sealed update of 0 values
+	setupPer        = headerLen + announcementLen                      // one announcement in the setup
+	infoLen         = headerLen + protectedFixed                       // a sealed update's envelope: its HPKE info
+)
+
+// updateLen is the length of a sealed update of count values.
+func updateLen(count int) int { return updateLenFixed + 8*count }
+
+func malformed(what, format string, args ...any) error {
+	return fmt.Errorf("tee: %s: %s: %w", what, fmt.Sprintf(format, args...), protect.ErrMalformed)
+}
+
+func foreign(what, format string, args ...any) error {
+	return fmt.Errorf("tee: %s: %s: %w", what, fmt.Sprintf(format, args...), protect.ErrForeign)
+}
+
+// newPayload starts a payload of kind k with room for a body of n bytes.
+func newPayload(k kind, n int) []byte {
+	b := make([]byte, 0, headerLen+n)
+	b = append(b, magic...)
+	return append(b, version, byte(k))
+}
+
+func appendU32(b []byte, v int) []byte    { return binary.BigEndian.AppendUint32(b, uint32(v)) }
+func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+func appendF64(b []byte, v float64) []byte {
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
+}
+
+func appendVector(b []byte, v fl.Vector) []byte {
+	for _, x := range v {
+		b = appendF64(b, x)
+	}
+	return b
+}
+
+// reader decodes one payload. Reads past the end set a sticky error and
+// return zero values; callers check err before they trust what they read.
+type reader struct {
+	what string // names the input in errors
+	b    []byte
+	err  error
+}
+
+// open checks the header of b and returns a reader for a body of kind want.
+// A well-formed header of another kind is ErrForeign; anything else wrong is
+// ErrMalformed.
+func open(b []byte, want kind, what string) (*reader, error) {
+	switch {
+	case len(b) == 0:
+		return nil, malformed(what, "empty")
+	case len(b) < headerLen:
+		return nil, malformed(what, "%d bytes, shorter than the %d-byte header", len(b), headerLen)
+	case string(b[:len(magic)]) != magic:
+		return nil, malformed(what, "not a tee payload (starts %x)", b[:len(magic)])
+	case b[len(magic)] != version:
+		return nil, malformed(what, "format version %d, want %d", b[len(magic)], version)
+	}
+	k := kind(b[len(magic)+1])
+	if k < 1 || k >= kindEnd {
+		return nil, malformed(what, "unknown payload kind %d", byte(k))
+	}
+	if k != want {
+		return nil, foreign(what, "a %v, want a %v", k, want)
+	}
+	return &reader{what: what, b: b[headerLen:]}, nil
+}
+
+// openFixed is open for kinds whose body has a fixed length.
+func openFixed(b []byte, want kind, bodyLen int, what string) (*reader, error) {
+	r, err := open(b, want, what)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.b) != bodyLen {
+		return nil, malformed(what, "a %v body has %d bytes, got %d", want, bodyLen, len(r.b))
+	}
+	return r, nil
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(r.b) {
+		r.err = malformed(r.what, "truncated: need %d more bytes, have %d", n, len(r.b))
+		return nil
+	}
+	p := r.b[:n:n]
+	r.b = r.b[n:]
+	return p
+}
+
+// u32 reads a count or index. Values above 2³¹−1 are malformed, so counts
+// are non-negative ints on every platform.
+func (r *reader) u32() int {
+	p := r.take(4)
+	if p == nil {
+		return 0
+	}
+	v := binary.BigEndian.Uint32(p)
+	if v > maxIndex {
+		r.err = malformed(r.what, "count or index %d out of range", v)
+		return 0
+	}
+	return int(v)
+}
+
+func (r *reader) u64() uint64 {
+	p := r.take(8)
+	if p == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(p)
+}
+
+func (r *reader) hash() (h [hashLen]byte) {
+	copy(h[:], r.take(hashLen))
+	return h
+}
+
+// count reads a vector length and checks it against MaxDim.
+func (r *reader) count() int {
+	n := r.u32()
+	if r.err == nil && n > limitMaxDim {
+		r.err = malformed(r.what, "declares %d values, more than the %d allowed", n, limitMaxDim)
+	}
+	return n
+}
+
+// done reports the sticky error, or trailing bytes.
+func (r *reader) done() error {
+	if r.err != nil {
+		return r.err
+	}
+	if len(r.b) != 0 {
+		return malformed(r.what, "%d trailing bytes", len(r.b))
+	}
+	return nil
+}
+
+// decodeSum decodes an opened weight and count values, each finite and at
+// most bound in absolute value, the weight non-negative.
+func decodeSum(pt []byte, count int, bound float64, what string) (protect.Sum, error) {
+	if len(pt) != 8+8*count {
+		return protect.Sum{}, malformed(what, "opens to %d bytes, want %d", len(pt), 8+8*count)
+	}
+	w := math.Float64frombits(binary.BigEndian.Uint64(pt))
+	if !finiteWithin(w, bound) || w < 0 {
+		return protect.Sum{}, malformed(what, "weight %v outside [0, %v]", w, bound)
+	}
+	v := make(fl.Vector, count)
+	for i := range v {
+		v[i] = math.Float64frombits(binary.BigEndian.Uint64(pt[8+8*i:]))
+		if !finiteWithin(v[i], bound) {
+			return protect.Sum{}, malformed(what, "value %d is %v, outside ±%v", i, v[i], bound)
+		}
+	}
+	return protect.Sum{Vector: v, Weight: w}, nil
+}
+
+func finiteWithin(x, bound float64) bool { return math.Abs(x) <= bound } // false for NaN
+
+// hashOf is a domain-separated SHA-256.
+func hashOf(domain string, parts ...[]byte) [hashLen]byte {
+	h := sha256.New()
+	h.Write([]byte("cloister/protect/tee/v1/" + domain + "\x00"))
+	for _, p := range parts {
+		h.Write(p)
+	}
+	var out [hashLen]byte
+	h.Sum(out[:0])
+	return out
+}
