@@ -62,7 +62,7 @@ func runTinyDemo(t *testing.T, extra ...string) ([]byte, demoResult) {
 	jsonPath := filepath.Join(t.TempDir(), "demo.json")
 	args := append([]string{"cloister", "demo", "--nodes", "3", "--threshold", "2", "--preset", "InsecureTest",
 		"--model", "softmax", "--local-epochs", "1", "--data", "csv:" + csv + ":label=y", "--partition", "iid",
-		"--json", jsonPath}, extra...)
+		"--json", jsonPath, "--timeout", "5m"}, extra...) // a stuck demo fails the test, not the package's timeout
 	cmd := exec.Cmd{Path: exe, Args: args}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
