@@ -21,7 +21,6 @@ const (
 	nonceLen        = 32
 	keyLen          = 32          // X25519 keys
 	boxOverhead     = keyLen + 16 // ephemeral key, GCM tag
-	maxIndex        = 1<<31 - 1   // largest count or index on the wire
 	announcementLen = hashLen + 4 + nonceLen
 	setupFixed      = hashLen + hashLen               // group, transcript; then n
 	publicFixed     = hashLen + 4 + hashLen + 1       // group, dealer, transcript, is-dealer; then n

@@ -40,7 +40,7 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		g, dealer, t := r.hash(), h.sess.member(r), r.hash()
+		g, dealer, t := r.Hash(), h.sess.member(r), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
 		}
@@ -74,11 +74,11 @@ func (s *session) parseProtected(b []byte, what string) (upload, error) {
 		return upload{}, err
 	}
 	var u upload
-	g := r.hash()
-	u.transcript = r.hash()
-	u.round, u.member, u.words = r.u64(), s.member(r), r.u32()
-	if r.err != nil {
-		return upload{}, r.err
+	g := r.Hash()
+	u.transcript = r.Hash()
+	u.round, u.member, u.words = r.U64(), s.member(r), r.U32()
+	if r.Err != nil {
+		return upload{}, r.Err
 	}
 	w := s.p.width()
 	if u.words < 2 || u.words > s.p.caps.MaxDim+1 {
@@ -87,7 +87,7 @@ func (s *session) parseProtected(b []byte, what string) (upload, error) {
 	if want := s.n()*s.shareBlock() + u.words*w; r.left() != want {
 		return upload{}, malformed(what, "body of %d bytes after its header, want %d for %d words", r.left(), want, u.words)
 	}
-	u.shares, u.packed = r.take(s.n()*s.shareBlock()), r.take(u.words*w)
+	u.shares, u.packed = r.Take(s.n()*s.shareBlock()), r.Take(u.words*w)
 	if err := r.done(); err != nil {
 		return upload{}, err
 	}
@@ -186,12 +186,12 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 		return aggregate{}, err
 	}
 	var a aggregate
-	g := r.hash()
-	a.transcript = r.hash()
-	a.round, a.words = r.u64(), r.u32()
-	k := r.u32()
-	if r.err != nil {
-		return aggregate{}, r.err
+	g := r.Hash()
+	a.transcript = r.Hash()
+	a.round, a.words = r.U64(), r.U32()
+	k := r.U32()
+	if r.Err != nil {
+		return aggregate{}, r.Err
 	}
 	w := s.p.width()
 	switch {
@@ -205,18 +205,18 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	a.in = make([]bool, s.n())
 	for range k {
 		i := s.member(r)
-		if r.err == nil && len(a.inc) > 0 && i <= a.inc[len(a.inc)-1] {
+		if r.Err == nil && len(a.inc) > 0 && i <= a.inc[len(a.inc)-1] {
 			return aggregate{}, malformed(what, "included members not ascending at index %d", i)
 		}
 		a.inc = append(a.inc, i)
-		if r.err == nil {
+		if r.Err == nil {
 			a.in[i] = true
 		}
 	}
 	for range k {
-		a.digests = append(a.digests, r.hash())
+		a.digests = append(a.digests, r.Hash())
 	}
-	a.packed = r.take(a.words * w)
+	a.packed = r.Take(a.words * w)
 	if err := r.done(); err != nil {
 		return aggregate{}, err
 	}
@@ -279,18 +279,18 @@ func (s *session) parseShare(b []byte, what string) (share, error) {
 		return share{}, err
 	}
 	var sh share
-	g := r.hash()
-	sh.round, sh.revealer = r.u64(), s.member(r)
-	sh.digest, sh.revSet, sh.target = r.hash(), r.hash(), r.hash()
-	sh.box = r.take(boxLen)
-	k, p := r.u32(), r.u32()
-	if r.err != nil {
-		return share{}, r.err
+	g := r.Hash()
+	sh.round, sh.revealer = r.U64(), s.member(r)
+	sh.digest, sh.revSet, sh.target = r.Hash(), r.Hash(), r.Hash()
+	sh.box = r.Take(boxLen)
+	k, p := r.U32(), r.U32()
+	if r.Err != nil {
+		return share{}, r.Err
 	}
 	if k > s.n() || p > s.n()*s.deg || r.left() != (k+p)*seedLen {
 		return share{}, malformed(what, "%d self and %d pair shares in %d bytes", k, p, r.left())
 	}
-	sh.self, sh.pairs = r.take(k*seedLen), r.take(p*seedLen)
+	sh.self, sh.pairs = r.Take(k*seedLen), r.Take(p*seedLen)
 	if err := r.done(); err != nil {
 		return share{}, err
 	}
@@ -436,10 +436,10 @@ func ShareCounts(b []byte) (self, pairs int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	r.take(shareFixed - 8)
-	self, pairs = r.u32(), r.u32()
-	if r.err != nil {
-		return 0, 0, r.err
+	r.Take(shareFixed - 8)
+	self, pairs = r.U32(), r.U32()
+	if r.Err != nil {
+		return 0, 0, r.Err
 	}
 	if r.left() != (self+pairs)*seedLen {
 		return 0, 0, malformed("reveal share", "%d self and %d pair shares in %d bytes", self, pairs, r.left())

@@ -94,7 +94,7 @@ func (s *session) parseAnnouncements(anns map[fl.NodeID][]byte) ([][]byte, [32]b
 		if err != nil {
 			return nil, tr, err
 		}
-		g, m, pub := r.hash(), s.member(r), r.take(keyLen)
+		g, m, pub := r.Hash(), s.member(r), r.Take(keyLen)
 		if err := r.done(); err != nil {
 			return nil, tr, err
 		}
@@ -181,7 +181,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	if err != nil {
 		return err
 	}
-	g, tr := r.hash(), r.hash()
+	g, tr := r.Hash(), r.Hash()
 	if err := r.done(); err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		if err != nil {
 			return err
 		}
-		g, dealer, to, tr, c := r.hash(), p.sess.member(r), p.sess.member(r), r.hash(), r.take(keyLen)
+		g, dealer, to, tr, c := r.Hash(), p.sess.member(r), p.sess.member(r), r.Hash(), r.Take(keyLen)
 		if err := r.done(); err != nil {
 			return err
 		}
@@ -448,10 +448,10 @@ func loadParty(sess *session, self int, state []byte, rand io.Reader) (*party, e
 	if err != nil {
 		return nil, err
 	}
-	g, who, tr, km := r.hash(), sess.member(r), r.hash(), r.hash()
+	g, who, tr, km := r.Hash(), sess.member(r), r.Hash(), r.Hash()
 	pairs := make([][32]byte, sess.n())
 	for i := range pairs {
-		pairs[i] = r.hash()
+		pairs[i] = r.Hash()
 	}
 	if err := r.done(); err != nil {
 		return nil, err

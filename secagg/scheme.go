@@ -155,9 +155,9 @@ func (s *session) n() int { return len(s.members) }
 
 // member reads a member index and checks it.
 func (s *session) member(r *reader) int {
-	i := r.u32()
-	if r.err == nil && i >= s.n() {
-		r.err = malformed(r.what, "member index %d, the group has %d", i, s.n())
+	i := r.U32()
+	if r.Err == nil && i >= s.n() {
+		r.Err = malformed(r.What, "member index %d, the group has %d", i, s.n())
 	}
 	return i
 }

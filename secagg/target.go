@@ -47,7 +47,7 @@ func parseTargetPublic(b []byte, what string) (targetPublic, error) {
 	if err != nil {
 		return targetPublic{}, err
 	}
-	pub := r.take(keyLen)
+	pub := r.Take(keyLen)
 	if err := r.done(); err != nil {
 		return targetPublic{}, err
 	}
@@ -88,7 +88,7 @@ func (s *Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	sk := r.take(keyLen)
+	sk := r.Take(keyLen)
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -192,10 +192,10 @@ func (t *target) words(result []byte) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	tid, group, round := r.hash(), r.hash(), r.u64()
-	words, k := r.u32(), r.u32()
-	if r.err != nil {
-		return nil, r.err
+	tid, group, round := r.Hash(), r.Hash(), r.U64()
+	words, k := r.U32(), r.U32()
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	if tid != t.pub.id {
 		return nil, foreign(what, "opened to another target")
@@ -207,23 +207,23 @@ func (t *target) words(result []byte) ([]uint64, error) {
 	}
 	inc := make([]int, k)
 	for i := range inc {
-		inc[i] = r.u32()
-		if r.err == nil && i > 0 && inc[i] <= inc[i-1] {
+		inc[i] = r.U32()
+		if r.Err == nil && i > 0 && inc[i] <= inc[i-1] {
 			return nil, malformed(what, "included members not ascending")
 		}
 	}
-	nb := r.u32()
-	if r.err != nil {
-		return nil, r.err
+	nb := r.U32()
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	if nb < 1 || nb > r.left()/boxEntryLen {
 		return nil, malformed(what, "%d boxes in %d bytes", nb, r.left())
 	}
 	var rk [32]byte
 	for i := range nb {
-		rev, box := r.u32(), r.take(boxLen)
-		if r.err != nil {
-			return nil, r.err
+		rev, box := r.U32(), r.Take(boxLen)
+		if r.Err != nil {
+			return nil, r.Err
 		}
 		key, err := t.open(box, group, round, rev)
 		if err != nil {
@@ -238,7 +238,7 @@ func (t *target) words(result []byte) ([]uint64, error) {
 	if words > t.p.caps.MaxDim+1 || r.left() != words*width {
 		return nil, malformed(what, "%d bytes for %d words of %d bytes", r.left(), words, width)
 	}
-	packed := r.take(words * width)
+	packed := r.Take(words * width)
 	if err := r.done(); err != nil {
 		return nil, err
 	}

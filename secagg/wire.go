@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -19,7 +20,6 @@ const (
 	hashLen   = sha256.Size
 	keyLen    = 32 // X25519 keys, contributions, pair and round keys
 	boxLen    = keyLen + keyLen + 16
-	maxCount  = 1<<31 - 1
 )
 
 type kind byte
@@ -123,97 +123,35 @@ func readWords(b []byte, width int) []uint64 {
 	return w
 }
 
-// reader decodes one payload. Reads past the end set a sticky error and
-// return zero values; callers check err before they trust what they read.
-type reader struct {
-	what string
-	b    []byte
-	err  error
-}
-
-// open checks the header of b. A well-formed header of another kind is
-// ErrForeign; anything else wrong is ErrMalformed.
-func open(b []byte, want kind, what string) (*reader, error) {
-	switch {
-	case len(b) == 0:
-		return nil, malformed(what, "empty")
-	case len(b) < headerLen:
-		return nil, malformed(what, "%d bytes, shorter than the %d-byte header", len(b), headerLen)
-	case string(b[:len(magic)]) != magic:
-		return nil, malformed(what, "bad magic %q", b[:len(magic)])
-	case b[len(magic)] != version:
-		return nil, malformed(what, "version %d, want %d", b[len(magic)], version)
-	}
-	k := kind(b[len(magic)+1])
-	switch {
-	case k < 1 || k >= kindEnd:
-		return nil, malformed(what, "unknown kind %d", byte(k))
-	case k != want:
-		return nil, foreign(what, "a %s, want a %s", k, want)
-	}
-	return &reader{what: what, b: b[headerLen:]}, nil
-}
-
-// openFixed opens a payload whose body has exactly n bytes.
-func openFixed(b []byte, want kind, n int, what string) (*reader, error) {
-	r, err := open(b, want, what)
-	if err != nil {
-		return nil, err
-	}
-	if len(r.b) != n {
-		return nil, malformed(what, "body of %d bytes, want %d", len(r.b), n)
-	}
-	return r, nil
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(r.b) {
-		r.err = malformed(r.what, "truncated: %d bytes needed, %d left", n, len(r.b))
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) u32() int {
-	b := r.take(4)
-	if b == nil {
-		return 0
-	}
-	v := binary.BigEndian.Uint32(b)
-	if v > maxCount {
-		r.err = malformed(r.what, "count or index %d out of range", v)
-		return 0
-	}
-	return int(v)
-}
-
-func (r *reader) u64() uint64 {
-	b := r.take(8)
-	if b == nil {
-		return 0
-	}
-	return binary.BigEndian.Uint64(b)
-}
-
-func (r *reader) hash() (h [32]byte) {
-	copy(h[:], r.take(32))
-	return h
-}
-
 // left returns how many bytes remain.
-func (r *reader) left() int { return len(r.b) }
+func (r *reader) left() int { return len(r.B) }
 
 func (r *reader) done() error {
-	if r.err != nil {
-		return r.err
+	if r.Err != nil {
+		return r.Err
 	}
-	if len(r.b) != 0 {
-		return malformed(r.what, "%d trailing bytes", len(r.b))
+	if len(r.B) != 0 {
+		return malformed(r.What, "%d trailing bytes", len(r.B))
 	}
 	return nil
+}
+
+// format is this mode's payload header (internal/payload).
+var format = payload.Format{Name: "secagg", Magic: magic, Version: version, Kinds: byte(kindEnd),
+	Malformed: malformed, Foreign: foreign, KindName: func(k byte) string { return kind(k).String() }}
+
+// reader reads one payload's body (payload.Reader), with this mode's
+// own fields.
+type reader struct{ *payload.Reader }
+
+// open checks the header of b and returns a reader for a body of kind want.
+func open(b []byte, want kind, what string) (*reader, error) {
+	r, err := format.Open(b, byte(want), what)
+	return &reader{r}, err
+}
+
+// openFixed is open for kinds whose body has a fixed length.
+func openFixed(b []byte, want kind, bodyLen int, what string) (*reader, error) {
+	r, err := format.OpenFixed(b, byte(want), bodyLen, what)
+	return &reader{r}, err
 }

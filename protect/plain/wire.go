@@ -73,7 +73,6 @@ const (
 	resultFixed     = hashLen + 4 + 8             // target, count, weight
 	nonceLen        = 32                          // announcement nonce
 	idLen           = 32                          // target id
-	maxIndex        = 1<<31 - 1                   // largest count or index on the wire
 )
 
 func malformed(what, format string, args ...any) error {
