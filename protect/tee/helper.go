@@ -52,7 +52,7 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 			return nil, err
 		}
 		h.sess.checkSession(r)
-		dealer, t := h.sess.member(r), r.hash()
+		dealer, t := h.sess.member(r), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
 		}
@@ -94,15 +94,15 @@ func (s *session) parseUpdate(b []byte, what string) (envelope, error) {
 	}
 	s.checkSession(r)
 	var e envelope
-	e.transcript = r.hash()
-	e.round = fl.Round(r.u64())
+	e.transcript = r.Hash()
+	e.round = fl.Round(r.U64())
 	e.member = s.member(r)
-	e.keyDigest = r.hash()
+	e.keyDigest = r.Hash()
 	e.count = r.count()
-	if r.err == nil && len(r.b) != sealedLen(e.count) {
-		r.err = malformed(what, "declares %d values, whose sealing takes %d bytes, but %d bytes follow", e.count, sealedLen(e.count), len(r.b))
+	if r.Err == nil && len(r.B) != sealedLen(e.count) {
+		r.Err = malformed(what, "declares %d values, whose sealing takes %d bytes, but %d bytes follow", e.count, sealedLen(e.count), len(r.B))
 	}
-	e.sealed = r.take(sealedLen(e.count))
+	e.sealed = r.Take(sealedLen(e.count))
 	if err := r.done(); err != nil {
 		return envelope{}, err
 	}
@@ -208,21 +208,21 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	}
 	s.checkSession(r)
 	var a aggregate
-	a.round = fl.Round(r.u64())
+	a.round = fl.Round(r.U64())
 	a.count = r.count()
-	k := r.u32()
-	if r.err == nil && (k < 1 || k > len(s.members)) {
-		r.err = malformed(what, "holds %d updates, the session has %d members", k, len(s.members))
+	k := r.U32()
+	if r.Err == nil && (k < 1 || k > len(s.members)) {
+		r.Err = malformed(what, "holds %d updates, the session has %d members", k, len(s.members))
 	}
-	if r.err == nil && len(r.b) != k*updateLen(a.count) {
-		r.err = malformed(what, "declares %d updates of %d values, which take %d bytes, but %d bytes follow", k, a.count, k*updateLen(a.count), len(r.b))
+	if r.Err == nil && len(r.B) != k*updateLen(a.count) {
+		r.Err = malformed(what, "declares %d updates of %d values, which take %d bytes, but %d bytes follow", k, a.count, k*updateLen(a.count), len(r.B))
 	}
-	if r.err != nil {
-		return aggregate{}, r.err
+	if r.Err != nil {
+		return aggregate{}, r.Err
 	}
 	a.updates = make([]envelope, k)
 	for i := range a.updates {
-		e, err := s.parseUpdate(r.take(updateLen(a.count)), fmt.Sprintf("%s: update %d", what, i))
+		e, err := s.parseUpdate(r.Take(updateLen(a.count)), fmt.Sprintf("%s: update %d", what, i))
 		if err != nil {
 			return aggregate{}, err
 		}
@@ -313,9 +313,9 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 			return nil, err
 		}
 		h.sess.checkSession(r)
-		round, revealer := fl.Round(r.u64()), h.sess.member(r)
-		digest, set, target := r.hash(), r.hash(), r.hash()
-		sig := r.take(sigLen)
+		round, revealer := fl.Round(r.U64()), h.sess.member(r)
+		digest, set, target := r.Hash(), r.Hash(), r.Hash()
+		sig := r.Take(sigLen)
 		if err := r.done(); err != nil {
 			return nil, err
 		}

@@ -133,7 +133,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 			return err
 		}
 		p.sess.checkSession(r)
-		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.hash()
+		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.Hash()
 		if err := r.done(); err != nil {
 			return err
 		}
@@ -259,8 +259,8 @@ func (p *party) load(state []byte) error {
 		return err
 	}
 	p.sess.checkSession(r)
-	self, transcript, keyDigest := p.sess.member(r), r.hash(), r.hash()
-	seed := r.take(seedLen)
+	self, transcript, keyDigest := p.sess.member(r), r.Hash(), r.Hash()
+	seed := r.Take(seedLen)
 	if err := r.done(); err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 		return nil, err
 	}
 	var seed [seedLen]byte
-	copy(seed[:], r.take(seedLen))
+	copy(seed[:], r.Take(seedLen))
 	if err := r.done(); err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func parseTargetPublic(b []byte) ([hashLen]byte, hpke.PublicKey, error) {
 	if err != nil {
 		return [hashLen]byte{}, nil, err
 	}
-	raw := r.take(publicLen)
+	raw := r.Take(publicLen)
 	if err := r.done(); err != nil {
 		return [hashLen]byte{}, nil, err
 	}
@@ -101,12 +101,12 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 	if err != nil {
 		return protect.Sum{}, err
 	}
-	tgt := r.hash()
+	tgt := r.Hash()
 	count := r.count()
-	if r.err == nil && len(r.b) != sealedLen(count) {
-		r.err = malformed("result", "declares %d values, whose sealing takes %d bytes, but %d bytes follow", count, sealedLen(count), len(r.b))
+	if r.Err == nil && len(r.B) != sealedLen(count) {
+		r.Err = malformed("result", "declares %d values, whose sealing takes %d bytes, but %d bytes follow", count, sealedLen(count), len(r.B))
 	}
-	sealed := r.take(sealedLen(count))
+	sealed := r.Take(sealedLen(count))
 	if err := r.done(); err != nil {
 		return protect.Sum{}, err
 	}

@@ -272,18 +272,18 @@ func (s *session) name(i int) fl.NodeID { return s.members[i] }
 
 // member reads a member index and checks it is in range.
 func (s *session) member(r *reader) int {
-	i := r.u32()
-	if r.err == nil && i >= len(s.members) {
-		r.err = malformed(r.what, "member index %d, the session has %d members", i, len(s.members))
+	i := r.U32()
+	if r.Err == nil && i >= len(s.members) {
+		r.Err = malformed(r.What, "member index %d, the session has %d members", i, len(s.members))
 	}
 	return i
 }
 
 // checkSession reads the session field of a payload.
 func (s *session) checkSession(r *reader) {
-	d := r.hash()
-	if r.err == nil && d != s.digest {
-		r.err = foreign(r.what, "for another session")
+	d := r.Hash()
+	if r.Err == nil && d != s.digest {
+		r.Err = foreign(r.What, "for another session")
 	}
 }
 
@@ -327,10 +327,10 @@ func (s *session) parseAnnouncement(b []byte, i int) (announcement, error) {
 	}
 	s.checkSession(r)
 	who := s.member(r)
-	r.take(nonceLen)
+	r.Take(nonceLen)
 	var a announcement
-	a.keyDigest = r.hash()
-	copy(a.sign[:], r.take(signPub))
+	a.keyDigest = r.Hash()
+	copy(a.sign[:], r.Take(signPub))
 	if err := r.done(); err != nil {
 		return announcement{}, err
 	}
@@ -381,10 +381,10 @@ func (s *session) parseSetup(b []byte) ([hashLen]byte, setupInfo, error) {
 		return [hashLen]byte{}, setupInfo{}, err
 	}
 	s.checkSession(r)
-	transcript := r.hash()
+	transcript := r.Hash()
 	anns := make(map[fl.NodeID][]byte, len(s.members))
 	for _, m := range s.members {
-		anns[m] = r.take(setupPer)
+		anns[m] = r.Take(setupPer)
 	}
 	if err := r.done(); err != nil {
 		return [hashLen]byte{}, setupInfo{}, err

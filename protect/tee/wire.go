@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -69,7 +70,6 @@ const (
 	sigLen    = 64        // Ed25519
 	signPub   = 32        // Ed25519 public key
 	nonceLen  = 32
-	maxIndex  = 1<<31 - 1 // largest count or index on the wire
 )
 
 // sealedLen is the length of an HPKE ciphertext of a weight and count values.
@@ -125,107 +125,22 @@ func appendVector(b []byte, v fl.Vector) []byte {
 	return b
 }
 
-// reader decodes one payload. Reads past the end set a sticky error and
-// return zero values; callers check err before they trust what they read.
-type reader struct {
-	what string // names the input in errors
-	b    []byte
-	err  error
-}
-
-// open checks the header of b and returns a reader for a body of kind want.
-// A well-formed header of another kind is ErrForeign; anything else wrong is
-// ErrMalformed.
-func open(b []byte, want kind, what string) (*reader, error) {
-	switch {
-	case len(b) == 0:
-		return nil, malformed(what, "empty")
-	case len(b) < headerLen:
-		return nil, malformed(what, "%d bytes, shorter than the %d-byte header", len(b), headerLen)
-	case string(b[:len(magic)]) != magic:
-		return nil, malformed(what, "not a tee payload (starts %x)", b[:len(magic)])
-	case b[len(magic)] != version:
-		return nil, malformed(what, "format version %d, want %d", b[len(magic)], version)
-	}
-	k := kind(b[len(magic)+1])
-	if k < 1 || k >= kindEnd {
-		return nil, malformed(what, "unknown payload kind %d", byte(k))
-	}
-	if k != want {
-		return nil, foreign(what, "a %v, want a %v", k, want)
-	}
-	return &reader{what: what, b: b[headerLen:]}, nil
-}
-
-// openFixed is open for kinds whose body has a fixed length.
-func openFixed(b []byte, want kind, bodyLen int, what string) (*reader, error) {
-	r, err := open(b, want, what)
-	if err != nil {
-		return nil, err
-	}
-	if len(r.b) != bodyLen {
-		return nil, malformed(what, "a %v body has %d bytes, got %d", want, bodyLen, len(r.b))
-	}
-	return r, nil
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(r.b) {
-		r.err = malformed(r.what, "truncated: need %d more bytes, have %d", n, len(r.b))
-		return nil
-	}
-	p := r.b[:n:n]
-	r.b = r.b[n:]
-	return p
-}
-
-// u32 reads a count or index. Values above 2³¹−1 are malformed, so counts
-// are non-negative ints on every platform.
-func (r *reader) u32() int {
-	p := r.take(4)
-	if p == nil {
-		return 0
-	}
-	v := binary.BigEndian.Uint32(p)
-	if v > maxIndex {
-		r.err = malformed(r.what, "count or index %d out of range", v)
-		return 0
-	}
-	return int(v)
-}
-
-func (r *reader) u64() uint64 {
-	p := r.take(8)
-	if p == nil {
-		return 0
-	}
-	return binary.BigEndian.Uint64(p)
-}
-
-func (r *reader) hash() (h [hashLen]byte) {
-	copy(h[:], r.take(hashLen))
-	return h
-}
-
 // count reads a vector length and checks it against MaxDim.
 func (r *reader) count() int {
-	n := r.u32()
-	if r.err == nil && n > limitMaxDim {
-		r.err = malformed(r.what, "declares %d values, more than the %d allowed", n, limitMaxDim)
+	n := r.U32()
+	if r.Err == nil && n > limitMaxDim {
+		r.Err = malformed(r.What, "declares %d values, more than the %d allowed", n, limitMaxDim)
 	}
 	return n
 }
 
 // done reports the sticky error, or trailing bytes.
 func (r *reader) done() error {
-	if r.err != nil {
-		return r.err
+	if r.Err != nil {
+		return r.Err
 	}
-	if len(r.b) != 0 {
-		return malformed(r.what, "%d trailing bytes", len(r.b))
+	if len(r.B) != 0 {
+		return malformed(r.What, "%d trailing bytes", len(r.B))
 	}
 	return nil
 }
@@ -262,4 +177,24 @@ func hashOf(domain string, parts ...[]byte) [hashLen]byte {
 	var out [hashLen]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// format is this mode's payload header (internal/payload).
+var format = payload.Format{Name: "tee", Magic: magic, Version: version, Kinds: byte(kindEnd),
+	Malformed: malformed, Foreign: foreign, KindName: func(k byte) string { return kind(k).String() }}
+
+// reader reads one payload's body (payload.Reader), with this mode's
+// own fields.
+type reader struct{ *payload.Reader }
+
+// open checks the header of b and returns a reader for a body of kind want.
+func open(b []byte, want kind, what string) (*reader, error) {
+	r, err := format.Open(b, byte(want), what)
+	return &reader{r}, err
+}
+
+// openFixed is open for kinds whose body has a fixed length.
+func openFixed(b []byte, want kind, bodyLen int, what string) (*reader, error) {
+	r, err := format.OpenFixed(b, byte(want), bodyLen, what)
+	return &reader{r}, err
 }
