@@ -17,7 +17,7 @@ type helper struct {
 	sess *session
 }
 
-func (h *helper) Needed() int { return h.sess.t }
+func (h *helper) Needed() int { return h.sess.T }
 
 // Setup checks the announcements and every member's public dealing: the
 // dealer's carries the modulus, the others none; all are bound to the
@@ -27,12 +27,12 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := h.sess.keys(publics, "public dealing from"); err != nil {
+	if _, err := h.sess.Keys(publics, "public dealing from"); err != nil {
 		return nil, err
 	}
 	ks := h.sch.p.keySize()
 	var n []byte
-	for i, m := range h.sess.members {
+	for i, m := range h.sess.Sorted {
 		b, ok := publics[m]
 		if !ok {
 			return nil, fmt.Errorf("paillier: no public dealing from member %q", m)
@@ -42,8 +42,8 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(r)
-		who, t := h.sess.member(r), r.Hash()
+		h.sess.CheckDigest(r.Reader)
+		who, t := h.sess.Member(r.Reader), r.Hash()
 		flag := r.Take(1)
 		var nb []byte
 		if r.Err == nil && flag[0] == 1 && i == dealer {
@@ -56,20 +56,20 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		}
 		switch {
 		case who != i:
-			return nil, foreign(what, "dealt by %s", h.sess.name(who))
+			return nil, foreign(what, "dealt by %s", h.sess.Name(who))
 		case t != transcript:
 			return nil, foreign(what, "for other announcements")
 		case i == dealer && flag[0] != 1:
 			return nil, malformed(what, "the dealer dealt no key")
 		case i != dealer && (flag[0] != 0 || !allZero(nb)):
-			return nil, malformed(what, "only %s deals a key", h.sess.name(dealer))
+			return nil, malformed(what, "only %s deals a key", h.sess.Name(dealer))
 		}
 		if i == dealer {
 			n = nb
 		}
 	}
 	b := newPayload(kindSetup, setupFixed+ks)
-	b = append(b, h.sess.digest[:]...)
+	b = append(b, h.sess.Digest[:]...)
 	b = append(b, transcript[:]...)
 	return append(b, n...), nil
 }
@@ -85,7 +85,7 @@ type input struct {
 }
 
 func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
-	idx, err := h.sess.index(id, "protected update from")
+	idx, err := h.sess.Index(id, "protected update from")
 	if err != nil {
 		return input{}, err
 	}
@@ -94,8 +94,8 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	if err != nil {
 		return input{}, err
 	}
-	h.sess.checkSession(rd)
-	round, member, dim := fl.Round(rd.U64()), h.sess.member(rd), h.sch.dim(rd)
+	h.sess.CheckDigest(rd.Reader)
+	round, member, dim := fl.Round(rd.U64()), h.sess.Member(rd.Reader), h.sch.dim(rd)
 	k := h.sch.p.ciphertexts(dim)
 	if want := h.sch.p.keySize() * (1 + 2*k); rd.Err == nil && len(rd.B) != want {
 		rd.Err = malformed(what, "%d values take %d bytes, %d follow", dim, want, len(rd.B))
@@ -112,7 +112,7 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	case round != r:
 		return input{}, foreign(what, "for round %d, want %d", round, r)
 	case member != idx:
-		return input{}, foreign(what, "made by %s", h.sess.name(member))
+		return input{}, foreign(what, "made by %s", h.sess.Name(member))
 	}
 	return input{member: idx, dim: dim, key: tk, n: nb, cts: cts}, nil
 }
@@ -124,7 +124,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	if len(protected) == 0 {
 		return nil, fmt.Errorf("paillier: aggregate of round %d: no inputs", r)
 	}
-	ids, err := h.sess.keys(protected, "protected update from")
+	ids, err := h.sess.Keys(protected, "protected update from")
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 			return nil, fmt.Errorf("paillier: protected update from %s: %d values, others have %d: %w: %w", id, in.dim, first.dim,
 				fl.ErrDimension, protect.ErrMalformed)
 		case !bytes.Equal(in.n, first.n):
-			return nil, foreign(fmt.Sprintf("protected update from %s", id), "under another key than %s's", h.sess.name(first.member))
+			return nil, foreign(fmt.Sprintf("protected update from %s", id), "under another key than %s's", h.sess.Name(first.member))
 		default:
 			for i := range sum {
 				first.key.Add(sum[i], sum[i], in.cts[i])
@@ -154,7 +154,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	pk := &first.key.PublicKey
 	ks := h.sch.p.keySize()
 	b := newPayload(kindAggregate, aggregateFixed+4*len(included)+ks+len(sum)*pk.CiphertextSize())
-	b = append(b, h.sess.digest[:]...)
+	b = append(b, h.sess.Digest[:]...)
 	b = appendU64(b, uint64(r))
 	b = appendU32(b, first.dim)
 	b = appendU32(b, len(included))
@@ -176,12 +176,12 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	if err != nil {
 		return nil, err
 	}
-	ids, err := h.sess.keys(shares, "reveal share from")
+	ids, err := h.sess.Keys(shares, "reveal share from")
 	if err != nil {
 		return nil, err
 	}
 	for _, id := range ids {
-		i, _ := h.sess.index(id, "")
+		i, _ := h.sess.Index(id, "")
 		if _, ok := slices.BinarySearch(q.revealers, i); !ok {
 			return nil, foreign(fmt.Sprintf("reveal share from %s", id), "not a revealer of round %d", req.Round)
 		}
@@ -193,23 +193,23 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	boxLen := boxOverhead + len(q.agg.cts)*ct
 	b := newPayload(kindResult, resultLen(ks, len(q.revealers), boxLen))
 	b = append(b, q.target.id[:]...)
-	b = append(b, h.sess.digest[:]...)
+	b = append(b, h.sess.Digest[:]...)
 	b = append(b, q.digest[:]...)
 	b = append(b, q.set[:]...)
 	b = appendU64(b, uint64(req.Round))
 	b = appendU32(b, q.agg.dim)
-	b = appendU32(b, len(h.sess.members))
+	b = appendU32(b, len(h.sess.Sorted))
 	b = appendU32(b, len(q.revealers))
 	b = append(b, q.agg.n...)
 	for _, i := range q.revealers {
-		id := h.sess.name(i)
+		id := h.sess.Name(i)
 		what := fmt.Sprintf("reveal share from %s", id)
 		r, err := openFixed(shares[id], kindShare, shareFixed+boxLen, what)
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(r)
-		round, who, digest, set, tgt, dim := fl.Round(r.U64()), h.sess.member(r), r.Hash(), r.Hash(), r.Hash(), r.U32()
+		h.sess.CheckDigest(r.Reader)
+		round, who, digest, set, tgt, dim := fl.Round(r.U64()), h.sess.Member(r.Reader), r.Hash(), r.Hash(), r.Hash(), r.U32()
 		box := r.Take(boxLen)
 		if err := r.done(); err != nil {
 			return nil, err
@@ -218,7 +218,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		case round != req.Round:
 			return nil, foreign(what, "for round %d", round)
 		case who != i:
-			return nil, foreign(what, "made by %s", h.sess.name(who))
+			return nil, foreign(what, "made by %s", h.sess.Name(who))
 		case digest != q.digest:
 			return nil, foreign(what, "for another aggregate")
 		case set != q.set:

@@ -34,7 +34,7 @@ type party struct {
 	share        *KeyShare
 }
 
-func (p *party) String() string { return string(p.sess.name(p.self)) }
+func (p *party) String() string { return string(p.sess.Name(p.self)) }
 
 // Announce draws the party's nonce. Later calls return the same
 // announcement.
@@ -50,7 +50,7 @@ func (p *party) Announce() ([]byte, error) {
 			return nil, fmt.Errorf("paillier: %s: drawing the announcement nonce: %w", p, err)
 		}
 		b := newPayload(kindAnnouncement, announcementLen)
-		b = append(b, p.sess.digest[:]...)
+		b = append(b, p.sess.Digest[:]...)
 		b = appendU32(b, p.self)
 		p.announcement = append(b, nonce[:]...)
 	}
@@ -75,7 +75,7 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	if err != nil {
 		return protect.Dealing{}, err
 	}
-	if !bytes.Equal(anns[p.sess.name(p.self)], p.announcement) {
+	if !bytes.Equal(anns[p.sess.Name(p.self)], p.announcement) {
 		return protect.Dealing{}, foreign(fmt.Sprintf("announcement from %s", p), "not the one this party made")
 	}
 	if p.dealt && p.transcript == transcript && p.dealing != nil {
@@ -83,7 +83,7 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	}
 	ks := p.sch.p.keySize()
 	pub := newPayload(kindPublic, publicFixed+ks)
-	pub = append(pub, p.sess.digest[:]...)
+	pub = append(pub, p.sess.Digest[:]...)
 	pub = appendU32(pub, p.self)
 	pub = append(pub, transcript[:]...)
 	d := protect.Dealing{Private: map[fl.NodeID][]byte{}}
@@ -97,7 +97,7 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	if err != nil {
 		return protect.Dealing{}, fmt.Errorf("paillier: %s: generating the key: %w", p, err)
 	}
-	_, shares, err := Deal(sk, p.sess.t, len(p.sess.members), p.rand)
+	_, shares, err := Deal(sk, p.sess.T, len(p.sess.Sorted), p.rand)
 	sk.erase()
 	if err != nil {
 		return protect.Dealing{}, fmt.Errorf("paillier: %s: dealing the key: %w", p, err)
@@ -106,9 +106,9 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	sk.N.FillBytes(nb)
 	pub = append(pub, 1)
 	d.Public = append(pub, nb...)
-	for i, m := range p.sess.members {
+	for i, m := range p.sess.Sorted {
 		b := newPayload(kindPrivate, privateFixed+3*ks)
-		b = append(b, p.sess.digest[:]...)
+		b = append(b, p.sess.Digest[:]...)
 		b = appendU32(b, p.self)
 		b = appendU32(b, i)
 		b = append(b, transcript[:]...)
@@ -157,7 +157,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	if err != nil {
 		return err
 	}
-	p.sess.checkSession(r)
+	p.sess.CheckDigest(r.Reader)
 	transcript := r.Hash()
 	tk, nb := p.sch.publicKey(r, p.sess)
 	if err := r.done(); err != nil {
@@ -166,11 +166,11 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	if transcript != p.transcript {
 		return foreign("setup", "for other announcements than %s dealt on", p)
 	}
-	ids, err := p.sess.keys(private, "private dealing from")
+	ids, err := p.sess.Keys(private, "private dealing from")
 	if err != nil {
 		return err
 	}
-	dname := p.sess.name(dealer)
+	dname := p.sess.Name(dealer)
 	for _, id := range ids {
 		if id != dname {
 			return foreign(fmt.Sprintf("private dealing from %s", id), "only %s deals", dname)
@@ -185,17 +185,17 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	if err != nil {
 		return err
 	}
-	p.sess.checkSession(r)
-	from, to, t2 := p.sess.member(r), p.sess.member(r), r.Hash()
+	p.sess.CheckDigest(r.Reader)
+	from, to, t2 := p.sess.Member(r.Reader), p.sess.Member(r.Reader), r.Hash()
 	nb2, sb := r.Take(ks), r.Take(2*ks)
 	if err := r.done(); err != nil {
 		return err
 	}
 	switch {
 	case from != dealer:
-		return foreign(what, "dealt by %s", p.sess.name(from))
+		return foreign(what, "dealt by %s", p.sess.Name(from))
 	case to != p.self:
-		return foreign(what, "dealt to %s", p.sess.name(to))
+		return foreign(what, "dealt to %s", p.sess.Name(to))
 	case t2 != p.transcript:
 		return foreign(what, "for other announcements than %s dealt on", p)
 	case !bytes.Equal(nb, nb2):
@@ -227,7 +227,7 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	if len(v) < 1 || len(v) > pr.caps.MaxDim {
 		return nil, fmt.Errorf("paillier: vector of %d values, want 1 to %d: %w", len(v), pr.caps.MaxDim, protect.ErrRange)
 	}
-	lim := pr.caps.MaxAbs / float64(len(p.sess.members))
+	lim := pr.caps.MaxAbs / float64(len(p.sess.Sorted))
 	if i := slices.IndexFunc(v, func(x float64) bool { return !(math.Abs(x) <= lim) }); i >= 0 {
 		return nil, fmt.Errorf("paillier: value %d is %v, outside ±%v (MaxAbs/members): %w", i, v[i], lim, protect.ErrRange)
 	}
@@ -241,7 +241,7 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	}
 	ks := pr.keySize()
 	b := newPayload(kindProtected, protectedFixed+ks+len(cts)*pk.CiphertextSize())
-	b = append(b, p.sess.digest[:]...)
+	b = append(b, p.sess.Digest[:]...)
 	b = appendU64(b, uint64(r))
 	b = appendU32(b, p.self)
 	b = appendU32(b, len(v))
@@ -319,7 +319,7 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("paillier: %s: decryption share: %w", p, err)
 	}
-	ad := boxAD(p.sess.digest, req.Round, p.self, q.digest, q.set, q.target.id)
+	ad := boxAD(p.sess.Digest, req.Round, p.self, q.digest, q.set, q.target.id)
 	if err := l.Record(req.Round, q.digest); err != nil {
 		return nil, fmt.Errorf("paillier: %s: recording the reveal for round %d: %w", p, req.Round, err)
 	}
@@ -329,7 +329,7 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 		return nil, fmt.Errorf("paillier: %s: %w", p, err)
 	}
 	b := newPayload(kindShare, shareFixed+len(box))
-	b = append(b, p.sess.digest[:]...)
+	b = append(b, p.sess.Digest[:]...)
 	b = appendU64(b, uint64(req.Round))
 	b = appendU32(b, p.self)
 	b = append(b, q.digest[:]...)
@@ -348,7 +348,7 @@ func (p *party) MarshalBinary() ([]byte, error) {
 	}
 	ks := p.sch.p.keySize()
 	b := newPayload(kindPartyState, partyStateFixed+3*ks)
-	b = append(b, p.sess.digest[:]...)
+	b = append(b, p.sess.Digest[:]...)
 	b = appendU32(b, p.self)
 	b = append(b, p.transcript[:]...)
 	off := len(b)

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -118,14 +119,14 @@ func (s *Scheme) LoadParty(g protect.Group, self fl.NodeID, state []byte, rand i
 	if err != nil {
 		return nil, err
 	}
-	sess.checkSession(r)
-	stateSelf, transcript := sess.member(r), r.Hash()
+	sess.CheckDigest(r.Reader)
+	stateSelf, transcript := sess.Member(r.Reader), r.Hash()
 	nb, sb := r.Take(ks), r.Take(2*ks)
 	if err := r.done(); err != nil {
 		return nil, err
 	}
 	if stateSelf != idx {
-		return nil, foreign(what, "belongs to member %s", sess.name(stateSelf))
+		return nil, foreign(what, "belongs to member %s", sess.Name(stateSelf))
 	}
 	share, err := s.share(what, sess, idx, nb, sb)
 	if err != nil {
@@ -153,7 +154,7 @@ func (s *Scheme) thresholdKey(what string, sess *session, nb []byte) (*Threshold
 	if n.BitLen() != s.p.lit.KeyBits || n.Bit(0) == 0 {
 		return nil, malformed(what, "the modulus has %d bits (odd: %v), want an odd %d-bit number", n.BitLen(), n.Bit(0) == 1, s.p.lit.KeyBits)
 	}
-	tk, err := NewThresholdKey(n, sess.t, len(sess.members))
+	tk, err := NewThresholdKey(n, sess.T, len(sess.Sorted))
 	if err != nil {
 		return nil, malformed(what, "%v", err)
 	}
@@ -194,12 +195,8 @@ func (s *Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	return newTarget(s.p, sk)
 }
 
-// session is a checked protect.Group.
-type session struct {
-	digest  [hashLen]byte
-	members []fl.NodeID // sorted
-	t       int
-}
+// session is a checked protect.Group (payload.Members).
+type session struct{ payload.Members }
 
 func (s *Scheme) newSession(g protect.Group, self fl.NodeID) (*session, int, error) {
 	if err := g.Validate(); err != nil {
@@ -208,76 +205,36 @@ func (s *Scheme) newSession(g protect.Group, self fl.NodeID) (*session, int, err
 	if len(g.Members) > s.p.caps.MaxParties {
 		return nil, 0, fmt.Errorf("paillier: group of %d members, at most %d: %w", len(g.Members), s.p.caps.MaxParties, protect.ErrRange)
 	}
-	sess := &session{members: g.Sorted(), t: g.Threshold}
+	sess := &session{payload.Members{Sorted: g.Sorted(), T: g.Threshold, Mode: "paillier", Noun: "group", Malformed: malformed, Foreign: foreign}}
 	var b []byte
 	b = append(b, s.p.lit.Name...)
 	b = append(b, 0)
 	b = appendU32(b, len(g.ID))
 	b = append(b, g.ID...)
 	b = appendU32(b, g.Threshold)
-	b = appendU32(b, len(sess.members))
-	for _, m := range sess.members {
+	b = appendU32(b, len(sess.Sorted))
+	for _, m := range sess.Sorted {
 		b = appendU32(b, len(m))
 		b = append(b, m...)
 	}
-	sess.digest = hashOf("group", b)
+	sess.Digest = hashOf("group", b)
 	idx := -1
 	if self != "" {
 		var err error
-		if idx, err = sess.index(self, "self"); err != nil {
+		if idx, err = sess.Index(self, "self"); err != nil {
 			return nil, 0, err
 		}
 	}
 	return sess, idx, nil
 }
 
-func (s *session) index(id fl.NodeID, role string) (int, error) {
-	i, ok := slices.BinarySearch(s.members, id)
-	if !ok {
-		return 0, fmt.Errorf("paillier: %s %q: %w", role, id, protect.ErrNotMember)
-	}
-	return i, nil
-}
-
-func (s *session) name(i int) fl.NodeID { return s.members[i] }
-
-func (s *session) member(r *reader) int {
-	i := r.U32()
-	if r.Err == nil && i >= len(s.members) {
-		r.Err = malformed(r.What, "member index %d, the group has %d members", i, len(s.members))
-	}
-	return i
-}
-
-func (s *session) checkSession(r *reader) {
-	d := r.Hash()
-	if r.Err == nil && d != s.digest {
-		r.Err = foreign(r.What, "for another group")
-	}
-}
-
-// keys returns the keys of m, sorted, or ErrNotMember.
-func (s *session) keys(m map[fl.NodeID][]byte, role string) ([]fl.NodeID, error) {
-	ids := make([]fl.NodeID, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if _, err := s.index(id, role); err != nil {
-			return nil, err
-		}
-	}
-	return ids, nil
-}
-
 // transcript checks one announcement per member and returns their hash.
 func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
-	if _, err := s.keys(anns, "announcement from"); err != nil {
+	if _, err := s.Keys(anns, "announcement from"); err != nil {
 		return [hashLen]byte{}, err
 	}
-	parts := [][]byte{s.digest[:]}
-	for i, m := range s.members {
+	parts := [][]byte{s.Digest[:]}
+	for i, m := range s.Sorted {
 		b, ok := anns[m]
 		if !ok {
 			return [hashLen]byte{}, fmt.Errorf("paillier: no announcement from member %q", m)
@@ -287,14 +244,14 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 		if err != nil {
 			return [hashLen]byte{}, err
 		}
-		s.checkSession(r)
-		who := s.member(r)
+		s.CheckDigest(r.Reader)
+		who := s.Member(r.Reader)
 		r.Take(nonceLen)
 		if err := r.done(); err != nil {
 			return [hashLen]byte{}, err
 		}
 		if who != i {
-			return [hashLen]byte{}, foreign(what, "made by %s", s.name(who))
+			return [hashLen]byte{}, foreign(what, "made by %s", s.Name(who))
 		}
 		parts = append(parts, b)
 	}
@@ -304,13 +261,13 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 // revealers checks a revealer set: exactly t distinct members. It returns
 // their indices, sorted, and the set's hash.
 func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
-	if len(list) != s.t {
-		return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer set has %d members, the threshold is %d: %w", len(list), s.t, protect.ErrMalformed)
+	if len(list) != s.T {
+		return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer set has %d members, the threshold is %d: %w", len(list), s.T, protect.ErrMalformed)
 	}
 	idx := make([]int, len(list))
 	for i, id := range list {
 		var err error
-		if idx[i], err = s.index(id, "revealer"); err != nil {
+		if idx[i], err = s.Index(id, "revealer"); err != nil {
 			return nil, [hashLen]byte{}, err
 		}
 	}
@@ -318,7 +275,7 @@ func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
 	var b []byte
 	for i, x := range idx {
 		if i > 0 && idx[i-1] == x {
-			return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer %q listed twice: %w", s.name(x), protect.ErrMalformed)
+			return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
 		}
 		b = appendU32(b, x)
 	}
@@ -384,13 +341,13 @@ func (s *Scheme) parseAggregate(sess *session, b []byte, what string) (aggregate
 	if err != nil {
 		return aggregate{}, nil, err
 	}
-	sess.checkSession(r)
+	sess.CheckDigest(r.Reader)
 	var a aggregate
 	a.round = fl.Round(r.U64())
 	a.dim = s.dim(r)
 	k := r.U32()
-	if r.Err == nil && (k < 1 || k > len(sess.members)) {
-		r.Err = malformed(what, "sums %d inputs, the group has %d members", k, len(sess.members))
+	if r.Err == nil && (k < 1 || k > len(sess.Sorted)) {
+		r.Err = malformed(what, "sums %d inputs, the group has %d members", k, len(sess.Sorted))
 	}
 	nct := s.p.ciphertexts(a.dim)
 	if want := 4*k + s.p.keySize() + nct*2*s.p.keySize(); r.Err == nil && len(r.B) != want {
@@ -401,7 +358,7 @@ func (s *Scheme) parseAggregate(sess *session, b []byte, what string) (aggregate
 	}
 	a.included = make([]int, k)
 	for i := range a.included {
-		a.included[i] = sess.member(r)
+		a.included[i] = sess.Member(r.Reader)
 		if r.Err == nil && i > 0 && a.included[i] <= a.included[i-1] {
 			r.Err = malformed(what, "included members not in ascending order")
 		}

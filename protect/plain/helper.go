@@ -22,10 +22,10 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := h.sess.keys(publics, "public dealing from"); err != nil {
+	if _, err := h.sess.Keys(publics, "public dealing from"); err != nil {
 		return nil, err
 	}
-	for i, m := range h.sess.members {
+	for i, m := range h.sess.Sorted {
 		b, ok := publics[m]
 		if !ok {
 			return nil, fmt.Errorf("plain: no public dealing from member %q", m)
@@ -35,20 +35,20 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(r)
-		dealer, t := h.sess.member(r), r.Hash()
+		h.sess.CheckDigest(r.Reader)
+		dealer, t := h.sess.Member(r.Reader), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
 		}
 		if dealer != i {
-			return nil, foreign(what, "dealt by %s", h.sess.name(dealer))
+			return nil, foreign(what, "dealt by %s", h.sess.Name(dealer))
 		}
 		if t != transcript {
 			return nil, foreign(what, "for other announcements")
 		}
 	}
 	b := newPayload(kindSetup, setupLen)
-	b = append(b, h.sess.digest[:]...)
+	b = append(b, h.sess.Digest[:]...)
 	return append(b, transcript[:]...), nil
 }
 
@@ -58,7 +58,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	if len(protected) == 0 {
 		return nil, fmt.Errorf("plain: aggregate of round %d: no inputs", r)
 	}
-	ids, err := h.sess.keys(protected, "protected update from")
+	ids, err := h.sess.Keys(protected, "protected update from")
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +94,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 		}
 	}
 	b := newPayload(kindAggregate, aggregateFixed+4*len(included)+8*len(sum))
-	b = append(b, h.sess.digest[:]...)
+	b = append(b, h.sess.Digest[:]...)
 	b = appendU64(b, uint64(r))
 	b = appendU32(b, len(sum))
 	b = appendU32(b, len(included))
@@ -115,7 +115,7 @@ type input struct {
 
 // decode checks the protected update b of member id for round r.
 func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
-	idx, err := h.sess.index(id, "protected update from")
+	idx, err := h.sess.Index(id, "protected update from")
 	if err != nil {
 		return input{}, err
 	}
@@ -124,8 +124,8 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	if err != nil {
 		return input{}, err
 	}
-	h.sess.checkSession(rd)
-	round, member, count := fl.Round(rd.U64()), h.sess.member(rd), rd.count()
+	h.sess.CheckDigest(rd.Reader)
+	round, member, count := fl.Round(rd.U64()), h.sess.Member(rd.Reader), rd.count()
 	w := rd.weight(limitMaxAbs)
 	raw := rd.values(count, limitMaxAbs)
 	if err := rd.done(); err != nil {
@@ -135,7 +135,7 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	case round != r:
 		return input{}, foreign(what, "for round %d, want %d", round, r)
 	case member != idx:
-		return input{}, foreign(what, "made by %s", h.sess.name(member))
+		return input{}, foreign(what, "made by %s", h.sess.Name(member))
 	}
 	return input{member: idx, count: count, weight: w, raw: raw}, nil
 }
@@ -173,7 +173,7 @@ func (h *helper) applyRule(r fl.Round, inputs []input, total float64) (fl.Vector
 }
 
 // Needed returns the threshold t.
-func (h *helper) Needed() int { return h.sess.t }
+func (h *helper) Needed() int { return h.sess.T }
 
 // Open checks the share of every revealer and copies the sum into a result
 // for the target.
@@ -182,12 +182,12 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	if err != nil {
 		return nil, err
 	}
-	ids, err := h.sess.keys(shares, "reveal share from")
+	ids, err := h.sess.Keys(shares, "reveal share from")
 	if err != nil {
 		return nil, err
 	}
 	for _, id := range ids {
-		idx, _ := h.sess.index(id, "")
+		idx, _ := h.sess.Index(id, "")
 		what := fmt.Sprintf("reveal share from %s", id)
 		if _, ok := slices.BinarySearch(q.revealers, idx); !ok {
 			return nil, foreign(what, "%s is not among the round's revealers", id)
@@ -196,8 +196,8 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(r)
-		round, revealer := fl.Round(r.U64()), h.sess.member(r)
+		h.sess.CheckDigest(r.Reader)
+		round, revealer := fl.Round(r.U64()), h.sess.Member(r.Reader)
 		digest, set, target := r.Hash(), r.Hash(), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
@@ -206,7 +206,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		case round != req.Round:
 			return nil, foreign(what, "for round %d, want %d", round, req.Round)
 		case revealer != idx:
-			return nil, foreign(what, "made by %s", h.sess.name(revealer))
+			return nil, foreign(what, "made by %s", h.sess.Name(revealer))
 		case digest != q.digest:
 			return nil, foreign(what, "for another aggregate")
 		case set != q.set:
@@ -215,8 +215,8 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 			return nil, foreign(what, "for another target key")
 		}
 	}
-	if len(ids) < h.sess.t {
-		return nil, fmt.Errorf("plain: open for round %d: %d of the %d shares: %w", req.Round, len(ids), h.sess.t, protect.ErrNotEnoughShares)
+	if len(ids) < h.sess.T {
+		return nil, fmt.Errorf("plain: open for round %d: %d of the %d shares: %w", req.Round, len(ids), h.sess.T, protect.ErrNotEnoughShares)
 	}
 	a := q.agg
 	b := newPayload(kindResult, resultFixed+len(a.values))

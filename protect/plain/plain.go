@@ -112,6 +112,7 @@ import (
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/robust"
 )
@@ -208,15 +209,15 @@ func (Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.R
 	if err != nil {
 		return nil, err
 	}
-	digest, stateSelf, transcript := r.Hash(), sess.member(r), r.Hash()
+	digest, stateSelf, transcript := r.Hash(), sess.Member(r.Reader), r.Hash()
 	if err := r.done(); err != nil {
 		return nil, err
 	}
-	if digest != sess.digest {
+	if digest != sess.Digest {
 		return nil, foreign(what, "for another session")
 	}
 	if stateSelf != idx {
-		return nil, foreign(what, "belongs to member %s", sess.name(stateSelf))
+		return nil, foreign(what, "belongs to member %s", sess.Name(stateSelf))
 	}
 	return &party{sess: sess, self: idx, rand: rand, dealt: true, ready: true, transcript: transcript}, nil
 }
@@ -231,8 +232,8 @@ func (sc Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
 	}
 	h := &helper{sess: sess}
 	if sc.Rule != "" && sc.Rule != "mean" {
-		if _, err := robust.Parse(sc.Rule, len(sess.members)); err != nil {
-			return nil, fmt.Errorf("plain: rule %q with the session's %d members: %w", sc.Rule, len(sess.members), err)
+		if _, err := robust.Parse(sc.Rule, len(sess.Sorted)); err != nil {
+			return nil, fmt.Errorf("plain: rule %q with the session's %d members: %w", sc.Rule, len(sess.Sorted), err)
 		}
 		h.rule = sc.Rule
 	}
@@ -266,12 +267,8 @@ func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	return &t, nil
 }
 
-// session is a checked protect.Group.
-type session struct {
-	digest  [hashLen]byte // binds every payload
-	members []fl.NodeID   // sorted
-	t       int
-}
+// session is a checked protect.Group (payload.Members).
+type session struct{ payload.Members }
 
 // newSession checks s and, unless self is empty, that self is a member,
 // whose index it returns.
@@ -282,79 +279,35 @@ func newSession(s protect.Group, self fl.NodeID) (*session, int, error) {
 	if len(s.Members) > limitMaxParties {
 		return nil, 0, fmt.Errorf("plain: session has %d members, at most %d allowed: %w", len(s.Members), limitMaxParties, protect.ErrRange)
 	}
-	sess := &session{members: s.Sorted(), t: s.Threshold}
+	sess := &session{payload.Members{Sorted: s.Sorted(), T: s.Threshold, Mode: "plain", Noun: "session", Malformed: malformed, Foreign: foreign}}
 	var b []byte
 	b = appendU32(b, len(s.ID))
 	b = append(b, s.ID...)
 	b = appendU32(b, s.Threshold)
-	b = appendU32(b, len(sess.members))
-	for _, m := range sess.members {
+	b = appendU32(b, len(sess.Sorted))
+	for _, m := range sess.Sorted {
 		b = appendU32(b, len(m))
 		b = append(b, m...)
 	}
-	sess.digest = hashOf("session", b)
+	sess.Digest = hashOf("session", b)
 	idx := -1
 	if self != "" {
 		var err error
-		if idx, err = sess.index(self, "self"); err != nil {
+		if idx, err = sess.Index(self, "self"); err != nil {
 			return nil, 0, err
 		}
 	}
 	return sess, idx, nil
 }
 
-// index returns the position of id among the sorted members, or ErrNotMember.
-func (s *session) index(id fl.NodeID, role string) (int, error) {
-	i, ok := slices.BinarySearch(s.members, id)
-	if !ok {
-		return 0, fmt.Errorf("plain: %s %q: %w", role, id, protect.ErrNotMember)
-	}
-	return i, nil
-}
-
-// name names the member at index i, which the caller has checked.
-func (s *session) name(i int) fl.NodeID { return s.members[i] }
-
-// member reads a member index and checks it is in range.
-func (s *session) member(r *reader) int {
-	i := r.U32()
-	if r.Err == nil && i >= len(s.members) {
-		r.Err = malformed(r.What, "member index %d, the session has %d members", i, len(s.members))
-	}
-	return i
-}
-
-// checkSession reads the session field of a payload.
-func (s *session) checkSession(r *reader) {
-	d := r.Hash()
-	if r.Err == nil && d != s.digest {
-		r.Err = foreign(r.What, "for another session")
-	}
-}
-
-// keys returns the keys of m that are members, sorted, or ErrNotMember.
-func (s *session) keys(m map[fl.NodeID][]byte, role string) ([]fl.NodeID, error) {
-	ids := make([]fl.NodeID, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if _, err := s.index(id, role); err != nil {
-			return nil, err
-		}
-	}
-	return ids, nil
-}
-
 // transcript checks one announcement per member and returns their hash.
 func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
-	if _, err := s.keys(anns, "announcement from"); err != nil {
+	if _, err := s.Keys(anns, "announcement from"); err != nil {
 		return [hashLen]byte{}, err
 	}
-	parts := make([][]byte, 0, 1+len(s.members))
-	parts = append(parts, s.digest[:])
-	for i, m := range s.members {
+	parts := make([][]byte, 0, 1+len(s.Sorted))
+	parts = append(parts, s.Digest[:])
+	for i, m := range s.Sorted {
 		b, ok := anns[m]
 		if !ok {
 			return [hashLen]byte{}, fmt.Errorf("plain: no announcement from member %q", m)
@@ -364,14 +317,14 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 		if err != nil {
 			return [hashLen]byte{}, err
 		}
-		s.checkSession(r)
-		who := s.member(r)
+		s.CheckDigest(r.Reader)
+		who := s.Member(r.Reader)
 		r.Take(nonceLen)
 		if err := r.done(); err != nil {
 			return [hashLen]byte{}, err
 		}
 		if who != i {
-			return [hashLen]byte{}, foreign(what, "made by %s", s.name(who))
+			return [hashLen]byte{}, foreign(what, "made by %s", s.Name(who))
 		}
 		parts = append(parts, b)
 	}
@@ -381,13 +334,13 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 // revealers checks a revealer set: exactly t distinct members. It returns
 // their indices, sorted, and the set's hash.
 func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
-	if len(list) != s.t {
-		return nil, [hashLen]byte{}, fmt.Errorf("plain: revealer set has %d members, the threshold is %d: %w", len(list), s.t, protect.ErrMalformed)
+	if len(list) != s.T {
+		return nil, [hashLen]byte{}, fmt.Errorf("plain: revealer set has %d members, the threshold is %d: %w", len(list), s.T, protect.ErrMalformed)
 	}
 	idx := make([]int, len(list))
 	for i, id := range list {
 		var err error
-		if idx[i], err = s.index(id, "revealer"); err != nil {
+		if idx[i], err = s.Index(id, "revealer"); err != nil {
 			return nil, [hashLen]byte{}, err
 		}
 	}
@@ -395,7 +348,7 @@ func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
 	var b []byte
 	for i, x := range idx {
 		if i > 0 && idx[i-1] == x {
-			return nil, [hashLen]byte{}, fmt.Errorf("plain: revealer %q listed twice: %w", s.name(x), protect.ErrMalformed)
+			return nil, [hashLen]byte{}, fmt.Errorf("plain: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
 		}
 		b = appendU32(b, x)
 	}
@@ -416,13 +369,13 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	if err != nil {
 		return aggregate{}, err
 	}
-	s.checkSession(r)
+	s.CheckDigest(r.Reader)
 	var a aggregate
 	a.round = fl.Round(r.U64())
 	a.count = r.count()
 	k := r.U32()
-	if r.Err == nil && (k < 1 || k > len(s.members)) {
-		r.Err = malformed(what, "sums %d inputs, the session has %d members", k, len(s.members))
+	if r.Err == nil && (k < 1 || k > len(s.Sorted)) {
+		r.Err = malformed(what, "sums %d inputs, the session has %d members", k, len(s.Sorted))
 	}
 	a.weight = r.weight(float64(k) * limitMaxAbs)
 	if r.Err == nil && len(r.B) != 4*k+8*a.count {
@@ -433,7 +386,7 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	}
 	a.included = make([]int, k)
 	for i := range a.included {
-		a.included[i] = s.member(r)
+		a.included[i] = s.Member(r.Reader)
 		if r.Err == nil && i > 0 && a.included[i] <= a.included[i-1] {
 			r.Err = malformed(what, "included members not in ascending order")
 		}

@@ -38,10 +38,10 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 	if h.hasKey && info.keyDigest != h.keyDigest {
 		return nil, foreign("announcements", "seal to aggregator key %x, this session's is %x", info.keyDigest[:6], h.keyDigest[:6])
 	}
-	if _, err := h.sess.keys(publics, "public dealing from"); err != nil {
+	if _, err := h.sess.Keys(publics, "public dealing from"); err != nil {
 		return nil, err
 	}
-	for i, m := range h.sess.members {
+	for i, m := range h.sess.Sorted {
 		b, ok := publics[m]
 		if !ok {
 			return nil, fmt.Errorf("tee: no public dealing from member %q", m)
@@ -51,22 +51,22 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(r)
-		dealer, t := h.sess.member(r), r.Hash()
+		h.sess.CheckDigest(r.Reader)
+		dealer, t := h.sess.Member(r.Reader), r.Hash()
 		if err := r.done(); err != nil {
 			return nil, err
 		}
 		if dealer != i {
-			return nil, foreign(what, "dealt by %s", h.sess.name(dealer))
+			return nil, foreign(what, "dealt by %s", h.sess.Name(dealer))
 		}
 		if t != transcript {
 			return nil, foreign(what, "for other announcements")
 		}
 	}
-	b := newPayload(kindSetup, setupFixed+len(h.sess.members)*setupPer)
-	b = append(b, h.sess.digest[:]...)
+	b := newPayload(kindSetup, setupFixed+len(h.sess.Sorted)*setupPer)
+	b = append(b, h.sess.Digest[:]...)
 	b = append(b, transcript[:]...)
-	for _, m := range h.sess.members {
+	for _, m := range h.sess.Sorted {
 		b = append(b, anns[m]...)
 	}
 	h.mu.Lock()
@@ -92,11 +92,11 @@ func (s *session) parseUpdate(b []byte, what string) (envelope, error) {
 	if err != nil {
 		return envelope{}, err
 	}
-	s.checkSession(r)
+	s.CheckDigest(r.Reader)
 	var e envelope
 	e.transcript = r.Hash()
 	e.round = fl.Round(r.U64())
-	e.member = s.member(r)
+	e.member = s.Member(r.Reader)
 	e.keyDigest = r.Hash()
 	e.count = r.count()
 	if r.Err == nil && len(r.B) != sealedLen(e.count) {
@@ -113,7 +113,7 @@ func (s *session) parseUpdate(b []byte, what string) (envelope, error) {
 // check checks the envelope of member idx's sealed update for round r,
 // against this helper's aggregator key and setups when it knows them.
 func (h *helper) check(r fl.Round, idx int, b []byte) (envelope, error) {
-	what := fmt.Sprintf("sealed update from %s", h.sess.name(idx))
+	what := fmt.Sprintf("sealed update from %s", h.sess.Name(idx))
 	e, err := h.sess.parseUpdate(b, what)
 	if err != nil {
 		return envelope{}, err
@@ -122,7 +122,7 @@ func (h *helper) check(r fl.Round, idx int, b []byte) (envelope, error) {
 	case e.round != r:
 		return envelope{}, foreign(what, "for round %d, want %d (a replay)", e.round, r)
 	case e.member != idx:
-		return envelope{}, foreign(what, "made by %s (a replay)", h.sess.name(e.member))
+		return envelope{}, foreign(what, "made by %s (a replay)", h.sess.Name(e.member))
 	case h.hasKey && e.keyDigest != h.keyDigest:
 		return envelope{}, foreign(what, "sealed to aggregator key %x, this session's is %x", e.keyDigest[:6], h.keyDigest[:6])
 	}
@@ -143,14 +143,14 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	if len(protected) == 0 {
 		return nil, fmt.Errorf("tee: aggregate of round %d: no inputs", r)
 	}
-	ids, err := h.sess.keys(protected, "sealed update from")
+	ids, err := h.sess.Keys(protected, "sealed update from")
 	if err != nil {
 		return nil, err
 	}
 	var first envelope
 	size := 0
 	for i, id := range ids {
-		idx, _ := h.sess.index(id, "")
+		idx, _ := h.sess.Index(id, "")
 		e, err := h.check(r, idx, protected[id])
 		if err != nil {
 			return nil, err
@@ -171,7 +171,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 		size += len(protected[id])
 	}
 	b := newPayload(kindAggregate, aggregateFixed+size)
-	b = append(b, h.sess.digest[:]...)
+	b = append(b, h.sess.Digest[:]...)
 	b = appendU64(b, uint64(r))
 	b = appendU32(b, first.count)
 	b = appendU32(b, len(ids))
@@ -183,7 +183,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 
 // Check checks the envelope of member from's sealed update for round r alone.
 func (h *helper) Check(r fl.Round, from fl.NodeID, protected []byte) error {
-	idx, err := h.sess.index(from, "sealed update from")
+	idx, err := h.sess.Index(from, "sealed update from")
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func (h *helper) Check(r fl.Round, from fl.NodeID, protected []byte) error {
 }
 
 // Needed returns the threshold t.
-func (h *helper) Needed() int { return h.sess.t }
+func (h *helper) Needed() int { return h.sess.T }
 
 // aggregate is a decoded aggregate payload.
 type aggregate struct {
@@ -206,13 +206,13 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	if err != nil {
 		return aggregate{}, err
 	}
-	s.checkSession(r)
+	s.CheckDigest(r.Reader)
 	var a aggregate
 	a.round = fl.Round(r.U64())
 	a.count = r.count()
 	k := r.U32()
-	if r.Err == nil && (k < 1 || k > len(s.members)) {
-		r.Err = malformed(what, "holds %d updates, the session has %d members", k, len(s.members))
+	if r.Err == nil && (k < 1 || k > len(s.Sorted)) {
+		r.Err = malformed(what, "holds %d updates, the session has %d members", k, len(s.Sorted))
 	}
 	if r.Err == nil && len(r.B) != k*updateLen(a.count) {
 		r.Err = malformed(what, "declares %d updates of %d values, which take %d bytes, but %d bytes follow", k, a.count, k*updateLen(a.count), len(r.B))
@@ -297,12 +297,12 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	if !known {
 		return nil, foreign(fmt.Sprintf("aggregate of round %d", req.Round), "of a setup run this aggregator has not loaded")
 	}
-	ids, err := h.sess.keys(shares, "reveal share from")
+	ids, err := h.sess.Keys(shares, "reveal share from")
 	if err != nil {
 		return nil, err
 	}
 	for _, id := range ids {
-		idx, _ := h.sess.index(id, "")
+		idx, _ := h.sess.Index(id, "")
 		what := fmt.Sprintf("reveal share from %s", id)
 		if _, ok := slices.BinarySearch(q.revealers, idx); !ok {
 			return nil, foreign(what, "%s is not among the round's revealers", id)
@@ -312,8 +312,8 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		if err != nil {
 			return nil, err
 		}
-		h.sess.checkSession(r)
-		round, revealer := fl.Round(r.U64()), h.sess.member(r)
+		h.sess.CheckDigest(r.Reader)
+		round, revealer := fl.Round(r.U64()), h.sess.Member(r.Reader)
 		digest, set, target := r.Hash(), r.Hash(), r.Hash()
 		sig := r.Take(sigLen)
 		if err := r.done(); err != nil {
@@ -323,7 +323,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		case round != req.Round:
 			return nil, foreign(what, "for round %d, want %d", round, req.Round)
 		case revealer != idx:
-			return nil, foreign(what, "made by %s", h.sess.name(revealer))
+			return nil, foreign(what, "made by %s", h.sess.Name(revealer))
 		case digest != q.digest:
 			return nil, foreign(what, "for another aggregate")
 		case set != q.set:
@@ -334,8 +334,8 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 			return nil, foreign(what, "not signed by %s's announced key", id)
 		}
 	}
-	if len(ids) < h.sess.t {
-		return nil, fmt.Errorf("tee: open for round %d: %d of the %d shares: %w", req.Round, len(ids), h.sess.t, protect.ErrNotEnoughShares)
+	if len(ids) < h.sess.T {
+		return nil, fmt.Errorf("tee: open for round %d: %d of the %d shares: %w", req.Round, len(ids), h.sess.T, protect.ErrNotEnoughShares)
 	}
 	own := KeyDigest(h.identity.PublicKey().Bytes())
 	inputs := make([]protect.Sum, len(q.agg.updates))
@@ -348,7 +348,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		}
 	}()
 	for i, e := range q.agg.updates {
-		what := fmt.Sprintf("sealed update from %s", h.sess.name(e.member))
+		what := fmt.Sprintf("sealed update from %s", h.sess.Name(e.member))
 		if e.keyDigest != own {
 			return nil, foreign(what, "sealed to aggregator key %x, this aggregator's is %x", e.keyDigest[:6], own[:6])
 		}

@@ -31,7 +31,7 @@ type party struct {
 	ready        bool               // set by Accept
 }
 
-func (p *party) String() string { return string(p.sess.name(p.self)) }
+func (p *party) String() string { return string(p.sess.Name(p.self)) }
 
 // Announce draws the party's nonce and signing key, and names the
 // aggregator key it will seal to. Later calls return the same
@@ -52,7 +52,7 @@ func (p *party) Announce() ([]byte, error) {
 		}
 		p.sign = ed25519.NewKeyFromSeed(p.seed[:])
 		b := newPayload(kindAnnouncement, announcementLen)
-		b = append(b, p.sess.digest[:]...)
+		b = append(b, p.sess.Digest[:]...)
 		b = appendU32(b, p.self)
 		b = append(b, nonce[:]...)
 		b = append(b, p.keyDigest[:]...)
@@ -78,7 +78,7 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	if err != nil {
 		return protect.Dealing{}, err
 	}
-	if !bytes.Equal(anns[p.sess.name(p.self)], p.announcement) {
+	if !bytes.Equal(anns[p.sess.Name(p.self)], p.announcement) {
 		return protect.Dealing{}, foreign(fmt.Sprintf("announcement from %s", p), "not the one this party made")
 	}
 	if info.keyDigest != p.keyDigest { // unreachable: p's own announcement names p.keyDigest
@@ -86,14 +86,14 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	}
 	p.dealt, p.transcript = true, transcript
 
-	d := protect.Dealing{Private: make(map[fl.NodeID][]byte, len(p.sess.members))}
+	d := protect.Dealing{Private: make(map[fl.NodeID][]byte, len(p.sess.Sorted))}
 	d.Public = newPayload(kindPublic, dealingLen)
-	d.Public = append(d.Public, p.sess.digest[:]...)
+	d.Public = append(d.Public, p.sess.Digest[:]...)
 	d.Public = appendU32(d.Public, p.self)
 	d.Public = append(d.Public, transcript[:]...)
-	for i, m := range p.sess.members {
+	for i, m := range p.sess.Sorted {
 		b := newPayload(kindPrivate, privateLen)
-		b = append(b, p.sess.digest[:]...)
+		b = append(b, p.sess.Digest[:]...)
 		b = appendU32(b, p.self)
 		b = appendU32(b, i)
 		d.Private[m] = append(b, transcript[:]...)
@@ -119,10 +119,10 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	if transcript != p.transcript {
 		return foreign("setup", "for other announcements than %s dealt on", p)
 	}
-	if _, err := p.sess.keys(private, "private dealing from"); err != nil {
+	if _, err := p.sess.Keys(private, "private dealing from"); err != nil {
 		return err
 	}
-	for i, m := range p.sess.members {
+	for i, m := range p.sess.Sorted {
 		b, ok := private[m]
 		if !ok {
 			return fmt.Errorf("tee: %s: no private dealing from member %q", p, m)
@@ -132,16 +132,16 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 		if err != nil {
 			return err
 		}
-		p.sess.checkSession(r)
-		dealer, recipient, transcript := p.sess.member(r), p.sess.member(r), r.Hash()
+		p.sess.CheckDigest(r.Reader)
+		dealer, recipient, transcript := p.sess.Member(r.Reader), p.sess.Member(r.Reader), r.Hash()
 		if err := r.done(); err != nil {
 			return err
 		}
 		switch {
 		case dealer != i:
-			return foreign(what, "dealt by %s", p.sess.name(dealer))
+			return foreign(what, "dealt by %s", p.sess.Name(dealer))
 		case recipient != p.self:
-			return foreign(what, "dealt to %s", p.sess.name(recipient))
+			return foreign(what, "dealt to %s", p.sess.Name(recipient))
 		case transcript != p.transcript:
 			return foreign(what, "for other announcements than %s dealt on", p)
 		}
@@ -165,7 +165,7 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 		return nil, fmt.Errorf("tee: %s: %w", p, err)
 	}
 	b := newPayload(kindProtected, protectedFixed+sealedLen(len(v)))
-	b = append(b, p.sess.digest[:]...)
+	b = append(b, p.sess.Digest[:]...)
 	b = append(b, transcript[:]...)
 	b = appendU64(b, uint64(r))
 	b = appendU32(b, p.self)
@@ -222,7 +222,7 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 		return nil, foreign(fmt.Sprintf("reveal request for round %d", req.Round), "does not name %s as a revealer", p)
 	}
 	b := newPayload(kindShare, shareLen)
-	b = append(b, p.sess.digest[:]...)
+	b = append(b, p.sess.Digest[:]...)
 	b = appendU64(b, uint64(req.Round))
 	b = appendU32(b, p.self)
 	b = append(b, q.digest[:]...)
@@ -244,7 +244,7 @@ func (p *party) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("tee: %s: MarshalBinary before setup: %w", p, protect.ErrNotReady)
 	}
 	b := newPayload(kindPartyState, partyStateLen)
-	b = append(b, p.sess.digest[:]...)
+	b = append(b, p.sess.Digest[:]...)
 	b = appendU32(b, p.self)
 	b = append(b, p.transcript[:]...)
 	b = append(b, p.keyDigest[:]...)
@@ -258,15 +258,15 @@ func (p *party) load(state []byte) error {
 	if err != nil {
 		return err
 	}
-	p.sess.checkSession(r)
-	self, transcript, keyDigest := p.sess.member(r), r.Hash(), r.Hash()
+	p.sess.CheckDigest(r.Reader)
+	self, transcript, keyDigest := p.sess.Member(r.Reader), r.Hash(), r.Hash()
 	seed := r.Take(seedLen)
 	if err := r.done(); err != nil {
 		return err
 	}
 	switch {
 	case self != p.self:
-		return foreign(what, "belongs to member %s", p.sess.name(self))
+		return foreign(what, "belongs to member %s", p.sess.Name(self))
 	case keyDigest != p.keyDigest:
 		return foreign(what, "seals to aggregator key %x, this scheme's is %x", keyDigest[:6], p.keyDigest[:6])
 	}

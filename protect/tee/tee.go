@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/robust"
 )
@@ -188,8 +189,8 @@ func (sc Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
 		h.keyDigest, h.hasKey = KeyDigest(key), true
 	}
 	if sc.Rule != "" && sc.Rule != "mean" {
-		if _, err := robust.Parse(sc.Rule, len(sess.members)); err != nil {
-			return nil, fmt.Errorf("tee: rule %q with the session's %d members: %w", sc.Rule, len(sess.members), err)
+		if _, err := robust.Parse(sc.Rule, len(sess.Sorted)); err != nil {
+			return nil, fmt.Errorf("tee: rule %q with the session's %d members: %w", sc.Rule, len(sess.Sorted), err)
 		}
 		h.rule = sc.Rule
 	}
@@ -221,12 +222,8 @@ func (sc Scheme) NewAggregator(s protect.Group, setup []byte) (protect.Helper, e
 	return h, nil
 }
 
-// session is a checked protect.Group.
-type session struct {
-	digest  [hashLen]byte // binds every payload
-	members []fl.NodeID   // sorted
-	t       int
-}
+// session is a checked protect.Group (payload.Members).
+type session struct{ payload.Members }
 
 // newSession checks s and, unless self is empty, that self is a member,
 // whose index it returns.
@@ -237,69 +234,25 @@ func newSession(s protect.Group, self fl.NodeID) (*session, int, error) {
 	if len(s.Members) > limitMaxParties {
 		return nil, 0, fmt.Errorf("tee: session has %d members, at most %d allowed: %w", len(s.Members), limitMaxParties, protect.ErrRange)
 	}
-	sess := &session{members: s.Sorted(), t: s.Threshold}
+	sess := &session{payload.Members{Sorted: s.Sorted(), T: s.Threshold, Mode: "tee", Noun: "session", Malformed: malformed, Foreign: foreign}}
 	var b []byte
 	b = appendU32(b, len(s.ID))
 	b = append(b, s.ID...)
 	b = appendU32(b, s.Threshold)
-	b = appendU32(b, len(sess.members))
-	for _, m := range sess.members {
+	b = appendU32(b, len(sess.Sorted))
+	for _, m := range sess.Sorted {
 		b = appendU32(b, len(m))
 		b = append(b, m...)
 	}
-	sess.digest = hashOf("session", b)
+	sess.Digest = hashOf("session", b)
 	idx := -1
 	if self != "" {
 		var err error
-		if idx, err = sess.index(self, "self"); err != nil {
+		if idx, err = sess.Index(self, "self"); err != nil {
 			return nil, 0, err
 		}
 	}
 	return sess, idx, nil
-}
-
-// index returns the position of id among the sorted members, or ErrNotMember.
-func (s *session) index(id fl.NodeID, role string) (int, error) {
-	i, ok := slices.BinarySearch(s.members, id)
-	if !ok {
-		return 0, fmt.Errorf("tee: %s %q: %w", role, id, protect.ErrNotMember)
-	}
-	return i, nil
-}
-
-// name names the member at index i, which the caller has checked.
-func (s *session) name(i int) fl.NodeID { return s.members[i] }
-
-// member reads a member index and checks it is in range.
-func (s *session) member(r *reader) int {
-	i := r.U32()
-	if r.Err == nil && i >= len(s.members) {
-		r.Err = malformed(r.What, "member index %d, the session has %d members", i, len(s.members))
-	}
-	return i
-}
-
-// checkSession reads the session field of a payload.
-func (s *session) checkSession(r *reader) {
-	d := r.Hash()
-	if r.Err == nil && d != s.digest {
-		r.Err = foreign(r.What, "for another session")
-	}
-}
-
-// keys returns the keys of m that are members, sorted, or ErrNotMember.
-func (s *session) keys(m map[fl.NodeID][]byte, role string) ([]fl.NodeID, error) {
-	ids := make([]fl.NodeID, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if _, err := s.index(id, role); err != nil {
-			return nil, err
-		}
-	}
-	return ids, nil
 }
 
 // ed25519Key is a member's public signing key.
@@ -320,13 +273,13 @@ type announcement struct {
 
 // parseAnnouncement checks the announcement b of member i.
 func (s *session) parseAnnouncement(b []byte, i int) (announcement, error) {
-	what := fmt.Sprintf("announcement from %s", s.name(i))
+	what := fmt.Sprintf("announcement from %s", s.Name(i))
 	r, err := openFixed(b, kindAnnouncement, announcementLen, what)
 	if err != nil {
 		return announcement{}, err
 	}
-	s.checkSession(r)
-	who := s.member(r)
+	s.CheckDigest(r.Reader)
+	who := s.Member(r.Reader)
 	r.Take(nonceLen)
 	var a announcement
 	a.keyDigest = r.Hash()
@@ -335,7 +288,7 @@ func (s *session) parseAnnouncement(b []byte, i int) (announcement, error) {
 		return announcement{}, err
 	}
 	if who != i {
-		return announcement{}, foreign(what, "made by %s", s.name(who))
+		return announcement{}, foreign(what, "made by %s", s.Name(who))
 	}
 	return a, nil
 }
@@ -344,14 +297,14 @@ func (s *session) parseAnnouncement(b []byte, i int) (announcement, error) {
 // aggregator key, and returns their hash and the members' signing keys in
 // member order.
 func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, setupInfo, error) {
-	if _, err := s.keys(anns, "announcement from"); err != nil {
+	if _, err := s.Keys(anns, "announcement from"); err != nil {
 		return [hashLen]byte{}, setupInfo{}, err
 	}
-	parts := make([][]byte, 0, 1+len(s.members))
-	parts = append(parts, s.digest[:])
-	keys := make([]ed25519Key, len(s.members))
+	parts := make([][]byte, 0, 1+len(s.Sorted))
+	parts = append(parts, s.Digest[:])
+	keys := make([]ed25519Key, len(s.Sorted))
 	var first announcement
-	for i, m := range s.members {
+	for i, m := range s.Sorted {
 		b, ok := anns[m]
 		if !ok {
 			return [hashLen]byte{}, setupInfo{}, fmt.Errorf("tee: no announcement from member %q", m)
@@ -365,7 +318,7 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, setupInf
 		} else if a.keyDigest != first.keyDigest {
 			return [hashLen]byte{}, setupInfo{}, foreign(fmt.Sprintf("announcement from %s", m),
 				"seals to aggregator key %x, %s seals to %x: the members must all seal to the same attested aggregator",
-				a.keyDigest[:6], s.name(0), first.keyDigest[:6])
+				a.keyDigest[:6], s.Name(0), first.keyDigest[:6])
 		}
 		keys[i] = a.sign
 		parts = append(parts, b)
@@ -376,14 +329,14 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, setupInf
 // parseSetup checks a setup: its announcements must hash to its
 // transcript. It returns the transcript and the members' signing keys.
 func (s *session) parseSetup(b []byte) ([hashLen]byte, setupInfo, error) {
-	r, err := openFixed(b, kindSetup, setupFixed+len(s.members)*setupPer, "setup")
+	r, err := openFixed(b, kindSetup, setupFixed+len(s.Sorted)*setupPer, "setup")
 	if err != nil {
 		return [hashLen]byte{}, setupInfo{}, err
 	}
-	s.checkSession(r)
+	s.CheckDigest(r.Reader)
 	transcript := r.Hash()
-	anns := make(map[fl.NodeID][]byte, len(s.members))
-	for _, m := range s.members {
+	anns := make(map[fl.NodeID][]byte, len(s.Sorted))
+	for _, m := range s.Sorted {
 		anns[m] = r.Take(setupPer)
 	}
 	if err := r.done(); err != nil {
@@ -402,13 +355,13 @@ func (s *session) parseSetup(b []byte) ([hashLen]byte, setupInfo, error) {
 // revealers checks a revealer set: exactly t distinct members. It returns
 // their indices, sorted, and the set's hash.
 func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
-	if len(list) != s.t {
-		return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer set has %d members, the threshold is %d: %w", len(list), s.t, protect.ErrMalformed)
+	if len(list) != s.T {
+		return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer set has %d members, the threshold is %d: %w", len(list), s.T, protect.ErrMalformed)
 	}
 	idx := make([]int, len(list))
 	for i, id := range list {
 		var err error
-		if idx[i], err = s.index(id, "revealer"); err != nil {
+		if idx[i], err = s.Index(id, "revealer"); err != nil {
 			return nil, [hashLen]byte{}, err
 		}
 	}
@@ -416,7 +369,7 @@ func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
 	var b []byte
 	for i, x := range idx {
 		if i > 0 && idx[i-1] == x {
-			return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer %q listed twice: %w", s.name(x), protect.ErrMalformed)
+			return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
 		}
 		b = appendU32(b, x)
 	}

@@ -1,0 +1,67 @@
+package payload
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/protect"
+)
+
+// Members is a checked group as a mode's decoders see it: its members,
+// sorted, whose indices payloads carry, its threshold, and the digest that
+// binds every payload to it. Mode and Noun ("session" or "group") name it in
+// errors.
+type Members struct {
+	Sorted    []fl.NodeID
+	T         int
+	Digest    [32]byte
+	Mode      string
+	Noun      string
+	Malformed Errf
+	Foreign   Errf
+}
+
+// Index returns the position of id among the members, or ErrNotMember.
+func (m *Members) Index(id fl.NodeID, role string) (int, error) {
+	i, ok := slices.BinarySearch(m.Sorted, id)
+	if !ok {
+		return 0, fmt.Errorf("%s: %s %q: %w", m.Mode, role, id, protect.ErrNotMember)
+	}
+	return i, nil
+}
+
+// Name names the member at index i, which the caller has checked.
+func (m *Members) Name(i int) fl.NodeID { return m.Sorted[i] }
+
+// Member reads a member index and checks that it is in range.
+func (m *Members) Member(r *Reader) int {
+	i := r.U32()
+	if r.Err == nil && i >= len(m.Sorted) {
+		r.Err = m.Malformed(r.What, "member index %d, the %s has %d members", i, m.Noun, len(m.Sorted))
+	}
+	return i
+}
+
+// CheckDigest reads the digest field of a payload: another one is Foreign.
+func (m *Members) CheckDigest(r *Reader) {
+	d := r.Hash()
+	if r.Err == nil && d != m.Digest {
+		r.Err = m.Foreign(r.What, "for another %s", m.Noun)
+	}
+}
+
+// Keys returns the keys of ms that are members, sorted, or ErrNotMember.
+func (m *Members) Keys(ms map[fl.NodeID][]byte, role string) ([]fl.NodeID, error) {
+	ids := make([]fl.NodeID, 0, len(ms))
+	for id := range ms {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if _, err := m.Index(id, role); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
