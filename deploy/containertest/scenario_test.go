@@ -47,7 +47,10 @@ func TestSitePaused(t *testing.T) {
 	// The deadline passes before the keepalive (a ping after 4 s without a
 	// frame from the node, 4 s for its answer) drops the connection.
 	const collect = 5 * time.Second
-	f := provision(t, fedOptions{rounds: 10, localEpochs: 600, coordArgs: []string{"--keepalive=4s", "--collect-timeout=" + collect.String()}})
+	// 30 rounds: on a quiet machine a round takes half a second, and the
+	// unpaused node redials with a backoff of up to 5 s; with 10 rounds the
+	// session ended before it was back.
+	f := provision(t, fedOptions{rounds: 30, localEpochs: 600, coordArgs: []string{"--keepalive=4s", "--collect-timeout=" + collect.String()}})
 	f.start()
 	s := f.wait(3*time.Minute, "round 2 collecting", func(s status) bool { return s.Round == 2 && s.Phase == "collect" })
 	victim, _ := f.victim(s)
