@@ -5,8 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"strconv"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -57,7 +58,7 @@ type Payload interface {
 type Encoder interface {
 	// Encode compresses v, reading any randomness from rng. It does not
 	// modify v.
-	Encode(v fl.Vector, rng *rand.Rand) (Payload, error)
+	Encode(v fl.Vector, rng *mrand.Rand) (Payload, error)
 }
 
 // Scheme is a parsed compression spec; see the package documentation.
@@ -132,6 +133,103 @@ func (s Scheme) NewEncoder() Encoder {
 		return Q8{Bucket: s.bucket}
 	}
 	return denseEncoder{}
+}
+
+// IsNone reports whether s is "none", dense float32.
+func (s Scheme) IsNone() bool { return s.kind == "" }
+
+// WireSize returns the exact length of every payload s encodes for a
+// vector of d values: 5 + 4d for none, 9 + 8k with k = ⌈F·d⌉ for topk:F
+// (an encoder always sends exactly k), 9 + d + 8⌈d/B⌉ for q8:B. A receiver
+// that knows d and s accepts no other length.
+func (s Scheme) WireSize(d int) int {
+	switch s.kind {
+	case "topk":
+		return 9 + 8*(&TopK{frac: s.frac}).K(d)
+	case "q8":
+		return 9 + d + 8*buckets(d, s.bucket)
+	}
+	return 5 + 4*d
+}
+
+// Stream is one sender's compression of its successive updates, in
+// binary form: a Scheme's encoder within a limit ([Scheme.NewEncoderWithin]),
+// started afresh when the updates' length changes (a top-k residual of
+// another length does not apply). It is not safe for concurrent use.
+type Stream struct {
+	scheme Scheme
+	limit  float64
+	enc    Encoder
+	dim    int
+}
+
+// NewStream returns a stream of s's payloads whose values stay within
+// limit.
+func (s Scheme) NewStream(limit float64) *Stream {
+	return &Stream{scheme: s, limit: limit}
+}
+
+// Marshal encodes v and returns the payload's bytes, exactly
+// s.WireSize(len(v)) of them. q8's stochastic rounding reads its
+// randomness from a ChaCha8 stream seeded with 32 bytes of rand. On error
+// the stream is as it was (a TopK keeps its residual).
+func (st *Stream) Marshal(v fl.Vector, rand io.Reader) ([]byte, error) {
+	enc := st.enc
+	if enc == nil || st.dim != len(v) {
+		enc = st.scheme.NewEncoderWithin(st.limit)
+	}
+	var seed [32]byte
+	if _, err := io.ReadFull(rand, seed[:]); err != nil {
+		return nil, fmt.Errorf("compress: drawing the rounding seed: %w", err)
+	}
+	p, err := enc.Encode(v, mrand.New(mrand.NewChaCha8(seed)))
+	if err != nil {
+		return nil, err
+	}
+	b, err := p.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	if want := st.scheme.WireSize(len(v)); len(b) != want {
+		return nil, fmt.Errorf("%w: a %s encoder made %d bytes for %d values, want %d", ErrFormat, st.scheme, len(b), len(v), want)
+	}
+	st.enc, st.dim = enc, len(v)
+	return b, nil
+}
+
+// Decode reads a payload that s encoded for a vector of d values: of s's
+// kind (and bucket size, for q8), of exactly [Scheme.WireSize] bytes. It
+// checks the length before it allocates anything.
+func (s Scheme) Decode(data []byte, d int) (fl.Vector, error) {
+	if d < 0 || d > MaxLen {
+		return nil, fmt.Errorf("%w: expected length %d outside [0, %d]", ErrFormat, d, MaxLen)
+	}
+	if want := s.WireSize(d); len(data) != want {
+		return nil, fmt.Errorf("%w: %s payload of %d values has %d bytes, want %d", ErrFormat, s, d, len(data), want)
+	}
+	tag := map[string]byte{"": tagDense, "topk": tagSparse, "q8": tagQuantized}[s.kind]
+	if data[0] != tag {
+		return nil, fmt.Errorf("%w: tag %#x is not a %s payload", ErrFormat, data[0], s)
+	}
+	if s.kind == "q8" {
+		if b := int(binary.LittleEndian.Uint32(data[5:9])); b != s.bucket {
+			return nil, fmt.Errorf("%w: q8 payload with buckets of %d values, want %d", ErrFormat, b, s.bucket)
+		}
+	}
+	return Decode(data, d)
+}
+
+// NewEncoderWithin is NewEncoder for a receiver that takes no value
+// beyond limit: a TopK refuses (ErrRange, its residual unchanged) an
+// update that, added to its residual, exceeds limit anywhere, so that
+// what it sends never does. Inputs within limit encode to values within
+// limit under none and topk, within limit plus one bucket's step under q8.
+func (s Scheme) NewEncoderWithin(limit float64) Encoder {
+	e := s.NewEncoder()
+	if t, ok := e.(*TopK); ok {
+		t.limit = limit
+	}
+	return e
 }
 
 // Decode reads a binary payload of any kind and returns the vector it
@@ -221,7 +319,7 @@ type Dense struct {
 
 type denseEncoder struct{}
 
-func (denseEncoder) Encode(v fl.Vector, _ *rand.Rand) (Payload, error) {
+func (denseEncoder) Encode(v fl.Vector, _ *mrand.Rand) (Payload, error) {
 	if err := checkFloat32(v); err != nil {
 		return nil, err
 	}

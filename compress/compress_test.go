@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -106,6 +107,78 @@ func TestWireSizes(t *testing.T) {
 	}
 	if r := float64(q.WireSize()) / float64(4*len(v)); r > 0.27 || r < 0.25 {
 		t.Errorf("q8 ratio %.3f", r)
+	}
+}
+
+// A Scheme's Decode takes exactly its own payloads, of exactly WireSize
+// bytes, and gives back what the payload encodes.
+func TestSchemeDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	specs := []string{"none", "topk:0.01", "topk:1", "q8", "q8:64"}
+	for _, d := range []int{1, 255, 1007} {
+		v := randVec(rng, d, 3)
+		payloads := make(map[string][]byte)
+		for _, spec := range specs {
+			s, err := Parse(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := s.NewEncoder().Encode(v, rng)
+			if err != nil {
+				t.Fatalf("%s: %v", spec, err)
+			}
+			b, _ := p.MarshalBinary()
+			if len(b) != s.WireSize(d) {
+				t.Errorf("%s, d=%d: payload of %d bytes, WireSize says %d", spec, d, len(b), s.WireSize(d))
+			}
+			got, err := s.Decode(b, d)
+			if err != nil {
+				t.Errorf("%s, d=%d: Decode of its own payload: %v", spec, d, err)
+			} else if want := p.Vector(); !slices.Equal(got, want) {
+				t.Errorf("%s, d=%d: Decode differs from the payload's vector", spec, d)
+			}
+			if _, err := s.Decode(b[:len(b)-1], d); !errors.Is(err, ErrFormat) {
+				t.Errorf("%s, d=%d: truncated payload: %v", spec, d, err)
+			}
+			if _, err := s.Decode(b, d+1); !errors.Is(err, ErrFormat) {
+				t.Errorf("%s, d=%d: payload for d+1: %v", spec, d, err)
+			}
+			payloads[spec] = b
+		}
+		for _, spec := range specs {
+			s, _ := Parse(spec)
+			for other, b := range payloads {
+				if other == spec || (spec == "topk:1" || other == "topk:1") && d == 1 && (spec == "topk:0.01" || other == "topk:0.01") {
+					continue // ⌈0.01⌉ = 1 = d: the same payload
+				}
+				if _, err := s.Decode(b, d); !errors.Is(err, ErrFormat) {
+					t.Errorf("%s, d=%d: accepted a %s payload: %v", spec, d, other, err)
+				}
+			}
+		}
+	}
+}
+
+// A top-k encoder made within a limit refuses an update that would take
+// update plus residual beyond it, and keeps its residual as it was.
+func TestTopKLimit(t *testing.T) {
+	s, _ := Parse("topk:0.5")
+	e := s.NewEncoderWithin(10).(*TopK)
+	p, err := e.Encode(fl.Vector{6, 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Vector(); !slices.Equal(got, fl.Vector{6, 0}) {
+		t.Fatalf("sent %v, want [6 0]", got)
+	}
+	if _, err := e.Encode(fl.Vector{0, 9.5}, nil); !errors.Is(err, ErrRange) {
+		t.Errorf("update taking the residual to 10.5 beyond 10: %v", err)
+	}
+	if r := e.Residual(); !slices.Equal(r, fl.Vector{0, 1}) {
+		t.Errorf("residual %v after the refusal, want [0 1]", r)
+	}
+	if _, err := e.Encode(fl.Vector{0, 9}, nil); err != nil {
+		t.Errorf("update taking the residual to 10: %v", err)
 	}
 }
 

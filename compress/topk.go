@@ -86,6 +86,7 @@ func (s *Sparse) UnmarshalBinary(data []byte) error {
 // the rest as the next residual. One TopK belongs to one node.
 type TopK struct {
 	frac     float64
+	limit    float64 // bound on |residual + update|; 0: float32's range
 	residual fl.Vector
 }
 
@@ -127,6 +128,11 @@ func (t *TopK) Encode(v fl.Vector, _ *rand.Rand) (Payload, error) {
 		acc.Add(1, t.residual)
 		if err := checkFloat32(acc); err != nil {
 			return nil, fmt.Errorf("top-k: update plus residual: %w", err)
+		}
+	}
+	if t.limit > 0 {
+		if i := slices.IndexFunc(acc, func(x float64) bool { return math.Abs(x) > t.limit }); i >= 0 {
+			return nil, fmt.Errorf("%w: top-k: update plus residual is %g at element %d, beyond %g", ErrRange, acc[i], i, t.limit)
 		}
 	}
 	k := t.K(len(acc))
