@@ -160,6 +160,15 @@ type Capacity struct {
 	MaxParties int
 	// MaxDim is the longest vector Protect accepts.
 	MaxDim int
+	// Lossy names the compression a scheme applies to its inputs before
+	// they leave the party (package compress: "topk:0.01", "q8"), or is
+	// empty. A lossy scheme's sum is the exact sum of what its parties
+	// sent, which is not the sum of their inputs: q8 is unbiased and off
+	// by up to a bucket's step per input; top-k sends only the largest
+	// coordinates and keeps the rest for the party's later rounds (error
+	// feedback). MaxError then bounds only the scheme's own encoding, on
+	// top of the compression's loss.
+	Lossy string
 }
 
 // Sizes are the largest byte lengths of a scheme's payloads, for vectors of

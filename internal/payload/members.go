@@ -2,6 +2,7 @@ package payload
 
 import (
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -64,4 +65,25 @@ func (m *Members) Keys(ms map[fl.NodeID][]byte, role string) ([]fl.NodeID, error
 		}
 	}
 	return ids, nil
+}
+
+// CheckInput checks Protect's arguments for a mode that carries float64
+// values: a round from 1, at most maxDim values, each finite and at most
+// maxAbs in absolute value, a weight in [0, maxAbs]. Errors wrap
+// protect.ErrRange.
+func CheckInput(r fl.Round, v fl.Vector, weight float64, maxDim int, maxAbs float64) error {
+	if r == 0 {
+		return fmt.Errorf("round 0: rounds start at 1: %w", protect.ErrRange)
+	}
+	if len(v) > maxDim {
+		return fmt.Errorf("vector of %d values, at most %d allowed: %w", len(v), maxDim, protect.ErrRange)
+	}
+	within := func(x float64) bool { return math.Abs(x) <= maxAbs } // false for NaN
+	if i := slices.IndexFunc(v, func(x float64) bool { return !within(x) }); i >= 0 {
+		return fmt.Errorf("value %d is %v, outside ±%v: %w", i, v[i], maxAbs, protect.ErrRange)
+	}
+	if !within(weight) || weight < 0 {
+		return fmt.Errorf("weight %v outside [0, %v]: %w", weight, maxAbs, protect.ErrRange)
+	}
+	return nil
 }

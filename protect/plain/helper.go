@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/robust"
@@ -11,8 +12,9 @@ import (
 
 // helper is the coordinator side. It is immutable.
 type helper struct {
-	sess *session
-	rule string // a robust.Parse spec; "": the sum
+	sess     *session
+	rule     string          // a robust.Parse spec; "": the sum
+	compress compress.Scheme // how the updates come
 }
 
 // Setup checks every announcement and that every member's public dealing is
@@ -81,7 +83,7 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 				fl.ErrDimension, protect.ErrMalformed)
 		}
 		if h.rule == "" {
-			addValues(sum, in.raw)
+			in.addTo(sum)
 		} else {
 			inputs = append(inputs, in)
 		}
@@ -105,29 +107,61 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	return appendVector(b, sum), nil
 }
 
-// input is a checked protected update.
+// input is a checked protected update: raw float64 values, or the
+// decoded vector of a compressed one.
 type input struct {
 	member int
 	count  int
 	weight float64
-	raw    []byte // count checked float64s
+	raw    []byte    // count checked float64s, uncompressed
+	vec    fl.Vector // count checked values, decompressed
 }
 
-// decode checks the protected update b of member id for round r.
+// addTo adds the input's values to sum.
+func (in input) addTo(sum fl.Vector) {
+	if in.vec != nil {
+		sum.Add(1, in.vec)
+		return
+	}
+	addValues(sum, in.raw)
+}
+
+// vector returns the input's values.
+func (in input) vector() fl.Vector {
+	if in.vec != nil {
+		return in.vec
+	}
+	return decodeValues(in.raw)
+}
+
+// decode checks the protected update b of member id for round r, of the
+// kind the helper's compression implies.
 func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	idx, err := h.sess.Index(id, "protected update from")
 	if err != nil {
 		return input{}, err
 	}
 	what := fmt.Sprintf("protected update from %s", id)
-	rd, err := open(b, kindProtected, what)
+	k := kindProtected
+	if !h.compress.IsNone() {
+		k = kindCompressed
+	}
+	rd, err := open(b, k, what)
 	if err != nil {
 		return input{}, err
 	}
 	h.sess.CheckDigest(rd.Reader)
 	round, member, count := fl.Round(rd.U64()), h.sess.Member(rd.Reader), rd.count()
 	w := rd.weight(limitMaxAbs)
-	raw := rd.values(count, limitMaxAbs)
+	var (
+		raw []byte
+		vec fl.Vector
+	)
+	if k == kindProtected {
+		raw = rd.values(count, limitMaxAbs)
+	} else {
+		vec = rd.compressed(h.compress, count, limitMaxAbs)
+	}
 	if err := rd.done(); err != nil {
 		return input{}, err
 	}
@@ -137,7 +171,7 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	case member != idx:
 		return input{}, foreign(what, "made by %s", h.sess.Name(member))
 	}
-	return input{member: idx, count: count, weight: w, raw: raw}, nil
+	return input{member: idx, count: count, weight: w, raw: raw, vec: vec}, nil
 }
 
 // Check checks the protected update of member from for round r alone.
@@ -156,7 +190,7 @@ func (h *helper) applyRule(r fl.Round, inputs []input, total float64) (fl.Vector
 	}
 	scaled, weights := make([]fl.Vector, k), make([]float64, k)
 	for i, in := range inputs {
-		scaled[i], weights[i] = decodeValues(in.raw), in.weight
+		scaled[i], weights[i] = in.vector(), in.weight
 	}
 	out, err := robust.AggregateWeighted(rule, scaled, weights)
 	if err != nil {

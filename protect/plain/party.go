@@ -8,7 +8,9 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -17,6 +19,8 @@ type party struct {
 	sess *session
 	self int
 	rand io.Reader
+	cmp  compress.Scheme
+	enc  *compress.Stream // nil without compression; under mu (a top-k residual)
 
 	mu           sync.Mutex
 	announcement []byte        // set by Announce
@@ -138,6 +142,14 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	return nil
 }
 
+// maxAbs is the largest input the party takes (Capacity.MaxAbs).
+func (p *party) maxAbs() float64 {
+	if p.enc != nil {
+		return limitCompressed
+	}
+	return limitMaxAbs
+}
+
 // Protect writes v and weight as they are: plain hides nothing.
 func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
 	p.mu.Lock()
@@ -146,8 +158,11 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	if !ready {
 		return nil, fmt.Errorf("plain: %s: Protect before setup: %w", p, protect.ErrNotReady)
 	}
-	if err := checkInput(r, v, weight); err != nil {
+	if err := payload.CheckInput(r, v, weight, limitMaxDim, p.maxAbs()); err != nil {
 		return nil, fmt.Errorf("plain: %s: %w", p, err)
+	}
+	if p.enc != nil {
+		return p.protectCompressed(r, v, weight)
 	}
 	b := newPayload(kindProtected, protectedFixed+8*len(v))
 	b = append(b, p.sess.Digest[:]...)
@@ -158,21 +173,21 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	return appendVector(b, v), nil
 }
 
-// checkInput checks Protect's arguments against the limits.
-func checkInput(r fl.Round, v fl.Vector, weight float64) error {
-	if r == 0 {
-		return fmt.Errorf("round 0: rounds start at 1: %w", protect.ErrRange)
+// protectCompressed writes the weight as it is and v compressed.
+func (p *party) protectCompressed(r fl.Round, v fl.Vector, weight float64) ([]byte, error) {
+	p.mu.Lock()
+	body, err := p.enc.Marshal(v, p.rand)
+	p.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("plain: %s: compressing the update of round %d (%s): %w: %w", p, r, p.cmp, err, protect.ErrRange)
 	}
-	if len(v) > limitMaxDim {
-		return fmt.Errorf("vector of %d values, at most %d allowed: %w", len(v), limitMaxDim, protect.ErrRange)
-	}
-	if i := slices.IndexFunc(v, func(x float64) bool { return !finiteWithin(x, limitMaxAbs) }); i >= 0 {
-		return fmt.Errorf("value %d is %v, outside ±2⁵³: %w", i, v[i], protect.ErrRange)
-	}
-	if !finiteWithin(weight, limitMaxAbs) || weight < 0 {
-		return fmt.Errorf("weight %v outside [0, 2⁵³]: %w", weight, protect.ErrRange)
-	}
-	return nil
+	b := newPayload(kindCompressed, protectedFixed+len(body))
+	b = append(b, p.sess.Digest[:]...)
+	b = appendU64(b, uint64(r))
+	b = appendU32(b, p.self)
+	b = appendU32(b, len(v))
+	b = appendF64(b, weight)
+	return append(b, body...), nil
 }
 
 // Reveal checks req, records it in l and returns a share that binds the

@@ -66,6 +66,22 @@
 // Aggregating one update alone is then no longer a way to check it: the
 // helper is a [protect.Checker].
 //
+// # Compression
+//
+// A Scheme with Compress (package compress: "topk:F" or "q8") has each
+// party compress its weighted update wᵢΔᵢ before it leaves: top-k sends the
+// ⌈F·d⌉ coordinates of largest magnitude and keeps the rest in the party,
+// added to its next update (error feedback; the residual lives in the
+// party's memory, so a restarted or re-keyed party starts a new one); q8
+// sends 8-bit codes with unbiased stochastic rounding, seeded from the
+// party's random source. The weight travels as it is. The helper
+// decompresses every update, then sums it or applies the rule to it, so
+// aggregates, shares and results keep their formats. The sum is exactly the
+// sum of what was sent, not of the inputs: [protect.Capacity.Lossy] names
+// the compression. The update's size is exact for d values
+// (compress.Scheme.WireSize), and a helper takes only updates of its own
+// compression.
+//
 // # Capacity
 //
 // Values are carried as float64. A single input is at most 2⁵³ in absolute
@@ -94,6 +110,7 @@
 //	9     target public key  id[32]
 //	10    target secret key  id[32]
 //	11    party state        session, self u32, transcript
+//	12    compressed update  session, round u64, member u32, count u32, weight f64, compress payload (its own format)
 //
 // The session hash covers the session ID, the threshold and the sorted
 // members; the aggregate digest is [protect.RevealRequest.Digest]. Every
@@ -111,6 +128,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
@@ -126,7 +144,11 @@ const Warning = "plain: WARNING: aggregation mode \"plain\" protects nothing: " 
 const Name = "plain"
 
 const (
-	limitMaxAbs     = 1 << 53 // integers up to 2⁵³ are exact in float64
+	limitMaxAbs = 1 << 53 // integers up to 2⁵³ are exact in float64
+	// limitCompressed bounds the inputs of a compressing scheme: a top-k
+	// residual may grow to many rounds' worth of them, and the encoder
+	// refuses beyond limitMaxAbs, which the helper checks.
+	limitCompressed = 1 << 43
 	limitMaxParties = 1 << 20
 	limitMaxDim     = 1 << 24 // 128 MiB of float64 per payload
 )
@@ -138,6 +160,9 @@ type Scheme struct {
 	// "krum:f=1", …; see the section Robust rules). Give f explicitly:
 	// without it, f would follow the number of updates each round.
 	Rule string
+	// Compress, if not none, is how each party compresses its update
+	// before it leaves (see the section Compression).
+	Compress compress.Scheme
 }
 
 var _ protect.Scheme = Scheme{}
@@ -146,21 +171,26 @@ var _ protect.Scheme = Scheme{}
 func (Scheme) Name() string { return Name }
 
 // Capacity returns plain's capacity: inputs up to 2⁵³, no encoding error, up to
-// 2²⁰ parties and 2²⁴ values.
-func (Scheme) Capacity() protect.Capacity {
-	return protect.Capacity{
+// 2²⁰ parties and 2²⁴ values; Lossy names the compression, if any.
+func (sc Scheme) Capacity() protect.Capacity {
+	c := protect.Capacity{
 		MaxAbs:     limitMaxAbs,
 		MaxError:   0,
 		MaxParties: limitMaxParties,
 		MaxDim:     limitMaxDim,
 	}
+	if !sc.Compress.IsNone() {
+		c.MaxAbs, c.Lossy = limitCompressed, sc.Compress.String()
+	}
+	return c
 }
 
 // Sizes returns the exact payload sizes for vectors of d values in a
 // session of n members: fixed for the setup, reveal shares and target keys,
-// 8 bytes per value for an update, an aggregate (which also lists its
-// included members, 4 bytes each) and a result.
-func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
+// 8 bytes per value for an update (or the compressed payload's exact size,
+// compress.Scheme.WireSize), an aggregate (which also lists its included
+// members, 4 bytes each) and a result.
+func (sc Scheme) Sizes(d, n int) (protect.Sizes, error) {
 	if d < 1 || d > limitMaxDim {
 		return protect.Sizes{}, fmt.Errorf("plain: sizes for %d values, at most %d: %w", d, limitMaxDim, protect.ErrRange)
 	}
@@ -172,7 +202,7 @@ func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		PublicDealing:  headerLen + publicLen,
 		PrivateDealing: headerLen + privateLen,
 		Setup:          headerLen + setupLen,
-		Update:         headerLen + protectedFixed + 8*d,
+		Update:         sc.updateLen(d),
 		Aggregate:      headerLen + aggregateFixed + 4*n + 8*d,
 		Share:          headerLen + shareLen,
 		Result:         headerLen + resultFixed + 8*d,
@@ -181,9 +211,18 @@ func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
 	}, nil
 }
 
+// updateLen is the length of a protected update of d values.
+func (sc Scheme) updateLen(d int) int {
+	if sc.Compress.IsNone() {
+		return headerLen + protectedFixed + 8*d
+	}
+	return headerLen + protectedFixed + sc.Compress.WireSize(d)
+}
+
 // NewParty returns member self's party for session s. rand supplies the
-// announcement nonce.
-func (Scheme) NewParty(s protect.Group, self fl.NodeID, rand io.Reader) (protect.Party, error) {
+// announcement nonce (and, under q8 compression, each update's seed for
+// its stochastic rounding).
+func (sc Scheme) NewParty(s protect.Group, self fl.NodeID, rand io.Reader) (protect.Party, error) {
 	sess, idx, err := newSession(s, self)
 	if err != nil {
 		return nil, err
@@ -191,12 +230,22 @@ func (Scheme) NewParty(s protect.Group, self fl.NodeID, rand io.Reader) (protect
 	if rand == nil {
 		return nil, errors.New("plain: nil random source")
 	}
-	return &party{sess: sess, self: idx, rand: rand}, nil
+	return &party{sess: sess, self: idx, rand: rand, cmp: sc.Compress, enc: sc.encoder()}, nil
+}
+
+// encoder returns a fresh encoder of the scheme's compression (an empty
+// top-k residual), or nil for none.
+func (sc Scheme) encoder() *compress.Stream {
+	if sc.Compress.IsNone() {
+		return nil
+	}
+	return sc.Compress.NewStream(limitMaxAbs)
 }
 
 // LoadParty restores a party from its MarshalBinary state. The state must
-// be for the same session and member.
-func (Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
+// be for the same session and member. A top-k residual is not part of the
+// state: a restored party starts with an empty one.
+func (sc Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.Reader) (protect.Party, error) {
 	sess, idx, err := newSession(s, self)
 	if err != nil {
 		return nil, err
@@ -219,7 +268,7 @@ func (Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand io.R
 	if stateSelf != idx {
 		return nil, foreign(what, "belongs to member %s", sess.Name(stateSelf))
 	}
-	return &party{sess: sess, self: idx, rand: rand, dealt: true, ready: true, transcript: transcript}, nil
+	return &party{sess: sess, self: idx, rand: rand, cmp: sc.Compress, enc: sc.encoder(), dealt: true, ready: true, transcript: transcript}, nil
 }
 
 // NewHelper returns the coordinator side for session s. It refuses a Rule
@@ -230,7 +279,7 @@ func (sc Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &helper{sess: sess}
+	h := &helper{sess: sess, compress: sc.Compress}
 	if sc.Rule != "" && sc.Rule != "mean" {
 		if _, err := robust.Parse(sc.Rule, len(sess.Sorted)); err != nil {
 			return nil, fmt.Errorf("plain: rule %q with the session's %d members: %w", sc.Rule, len(sess.Sorted), err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
@@ -43,7 +44,12 @@ type group struct {
 // a fixed stream.
 func newGroup(tb testing.TB, id string, t int, members ...fl.NodeID) *group {
 	tb.Helper()
-	s := plain.Scheme{}
+	return newGroupOf(tb, plain.Scheme{}, id, t, members...)
+}
+
+// newGroupOf is newGroup for the scheme s.
+func newGroupOf(tb testing.TB, s plain.Scheme, id string, t int, members ...fl.NodeID) *group {
+	tb.Helper()
 	g := &group{
 		sess:    protect.Group{ID: []byte(id), Members: members, Threshold: t},
 		parties: make(map[fl.NodeID]protect.Party),
@@ -224,6 +230,19 @@ func FuzzEntryPoints(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// The compressed updates' decoders (package compress, inside plain's
+	// kind 12): a q8 and a top-k session of the same members.
+	compressed := make(map[string]*group)
+	for _, spec := range []string{"q8:2", "topk:0.5"} {
+		c, _ := compress.Parse(spec)
+		cg := newGroupOf(f, plain.Scheme{Compress: c}, "fuzz", 2, "a", "b", "c")
+		b, err := cg.parties["a"].Protect(r, fl.Vector{1, -2, 3}, 4)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		compressed[spec] = cg
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		with := func(m map[fl.NodeID][]byte, id fl.NodeID) map[fl.NodeID][]byte {
 			c := maps.Clone(m)
@@ -236,6 +255,8 @@ func FuzzEntryPoints(f *testing.F) {
 			"Aggregate":         func() error { _, err := g.helper.Aggregate(r, with(in, "a")); return err },
 			"Aggregate(median)": func() error { _, err := median.Aggregate(r, with(in, "a")); return err },
 			"Check":             func() error { return protect.Check(median, r, "a", b) },
+			"Check(q8)":         func() error { return protect.Check(compressed["q8:2"].helper, r, "a", b) },
+			"Check(topk)":       func() error { return protect.Check(compressed["topk:0.5"].helper, r, "a", b) },
 			"Reveal(aggregate)": func() error {
 				_, err := g.parties["a"].Reveal(reqAgg, &protect.MemLedger{})
 				return err

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
@@ -35,6 +37,7 @@ const (
 	kindTargetPublic
 	kindTargetSecret
 	kindPartyState
+	kindCompressed
 	kindEnd // first unknown kind
 )
 
@@ -50,6 +53,7 @@ var kindNames = [...]string{
 	kindTargetPublic: "target public key",
 	kindTargetSecret: "target secret key",
 	kindPartyState:   "party state",
+	kindCompressed:   "compressed update",
 }
 
 func (k kind) String() string {
@@ -134,6 +138,30 @@ func (r *reader) values(count int, bound float64) []byte {
 		}
 	}
 	return raw
+}
+
+// compressed decodes the rest of the body, a payload of scheme c for
+// count values (exactly c.WireSize(count) bytes, checked before anything
+// is allocated), and checks that every value is at most bound in absolute
+// value.
+func (r *reader) compressed(c compress.Scheme, count int, bound float64) fl.Vector {
+	if r.Err != nil {
+		return nil
+	}
+	if want := c.WireSize(count); len(r.B) != want {
+		r.Err = malformed(r.What, "declares %d values, which %s takes %d bytes for, but %d bytes follow", count, c, want, len(r.B))
+		return nil
+	}
+	v, err := c.Decode(r.Take(len(r.B)), count)
+	if err != nil {
+		r.Err = malformed(r.What, "%v", err)
+		return nil
+	}
+	if i := slices.IndexFunc(v, func(x float64) bool { return !finiteWithin(x, bound) }); i >= 0 {
+		r.Err = malformed(r.What, "value %d is %v, outside ±%v", i, v[i], bound)
+		return nil
+	}
+	return v
 }
 
 // count reads a vector length and checks it against MaxDim.

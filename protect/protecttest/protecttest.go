@@ -124,7 +124,9 @@ type Config struct {
 	Rand func() io.Reader
 	// Tolerance is the absolute error allowed in each decrypted coordinate
 	// and in the summed weight, on top of float64 summation rounding. Zero
-	// means the scheme's Capacity().MaxError.
+	// means the scheme's Capacity().MaxError; a lossy scheme
+	// (Capacity().Lossy) must give it, since its sums are not within
+	// MaxError of its inputs' (its own tests check them).
 	Tolerance float64
 	// HeaderLen is the number of leading bytes of every payload that the
 	// scheme checks exactly (magic, version, kind, …): each is flipped and
@@ -186,6 +188,8 @@ func newEnv(s protect.Scheme, cfg Config) (*env, error) {
 		return nil, fmt.Errorf("Capacity().MaxError %v: want a non-negative finite number", lim.MaxError)
 	case cfg.Tolerance < 0 || math.IsNaN(cfg.Tolerance):
 		return nil, fmt.Errorf("Config.Tolerance %v: want ≥ 0", cfg.Tolerance)
+	case lim.Lossy != "" && cfg.Tolerance == 0:
+		return nil, fmt.Errorf("the scheme compresses its inputs (%s): Capacity().MaxError does not bound its sums; give Config.Tolerance", lim.Lossy)
 	}
 	e := &env{s: s, cfg: cfg, lim: lim, tol: cfg.Tolerance}
 	if e.tol == 0 {

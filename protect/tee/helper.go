@@ -99,10 +99,10 @@ func (s *session) parseUpdate(b []byte, what string) (envelope, error) {
 	e.member = s.Member(r.Reader)
 	e.keyDigest = r.Hash()
 	e.count = r.count()
-	if r.Err == nil && len(r.B) != sealedLen(e.count) {
-		r.Err = malformed(what, "declares %d values, whose sealing takes %d bytes, but %d bytes follow", e.count, sealedLen(e.count), len(r.B))
+	if n := updateSealedLen(s.cmp, e.count); r.Err == nil && len(r.B) != n {
+		r.Err = malformed(what, "declares %d values, whose sealing takes %d bytes, but %d bytes follow", e.count, n, len(r.B))
 	}
-	e.sealed = r.Take(sealedLen(e.count))
+	e.sealed = r.Take(updateSealedLen(s.cmp, e.count))
 	if err := r.done(); err != nil {
 		return envelope{}, err
 	}
@@ -214,15 +214,15 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 	if r.Err == nil && (k < 1 || k > len(s.Sorted)) {
 		r.Err = malformed(what, "holds %d updates, the session has %d members", k, len(s.Sorted))
 	}
-	if r.Err == nil && len(r.B) != k*updateLen(a.count) {
-		r.Err = malformed(what, "declares %d updates of %d values, which take %d bytes, but %d bytes follow", k, a.count, k*updateLen(a.count), len(r.B))
+	if n := updateLen(s.cmp, a.count); r.Err == nil && len(r.B) != k*n {
+		r.Err = malformed(what, "declares %d updates of %d values, which take %d bytes, but %d bytes follow", k, a.count, k*n, len(r.B))
 	}
 	if r.Err != nil {
 		return aggregate{}, r.Err
 	}
 	a.updates = make([]envelope, k)
 	for i := range a.updates {
-		e, err := s.parseUpdate(r.Take(updateLen(a.count)), fmt.Sprintf("%s: update %d", what, i))
+		e, err := s.parseUpdate(r.Take(updateLen(s.cmp, a.count)), fmt.Sprintf("%s: update %d", what, i))
 		if err != nil {
 			return aggregate{}, err
 		}
@@ -356,7 +356,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		if err != nil {
 			return nil, foreign(what, "does not open with this aggregator's key (sealed for another session, round, member or key, or altered)")
 		}
-		inputs[i], err = decodeSum(pt, e.count, limitMaxAbs, what)
+		inputs[i], err = decodeSum(h.sess.cmp, pt, e.count, limitMaxAbs, what)
 		clear(pt)
 		if err != nil {
 			return nil, err

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -21,6 +23,7 @@ type party struct {
 	rand      io.Reader
 	key       hpke.PublicKey // the aggregator's attested key
 	keyDigest [hashLen]byte
+	enc       *compress.Stream // nil without compression; under mu (a top-k residual)
 
 	mu           sync.Mutex
 	announcement []byte             // set by Announce
@@ -150,6 +153,14 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	return nil
 }
 
+// maxAbs is the largest input the party takes (Capacity.MaxAbs).
+func (p *party) maxAbs() float64 {
+	if p.enc != nil {
+		return limitCompressed
+	}
+	return limitMaxAbs
+}
+
 // Protect seals v and weight to the aggregator's key. The cleartext
 // envelope (session, transcript, round, member, aggregator key, count) is
 // the HPKE info, so a sealed update opens only for that aggregator, in that
@@ -161,42 +172,36 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	if !ready {
 		return nil, fmt.Errorf("tee: %s: Protect before setup: %w", p, protect.ErrNotReady)
 	}
-	if err := checkInput(r, v, weight); err != nil {
+	if err := payload.CheckInput(r, v, weight, limitMaxDim, p.maxAbs()); err != nil {
 		return nil, fmt.Errorf("tee: %s: %w", p, err)
 	}
-	b := newPayload(kindProtected, protectedFixed+sealedLen(len(v)))
+	b := newPayload(kindProtected, protectedFixed+updateSealedLen(p.sess.cmp, len(v)))
 	b = append(b, p.sess.Digest[:]...)
 	b = append(b, transcript[:]...)
 	b = appendU64(b, uint64(r))
 	b = appendU32(b, p.self)
 	b = append(b, p.keyDigest[:]...)
 	b = appendU32(b, len(v))
-	pt := make([]byte, 0, 8+8*len(v))
+	pt := make([]byte, 0, 8+bodyLen(p.sess.cmp, len(v)))
 	pt = appendF64(pt, weight)
-	pt = appendVector(pt, v)
+	if p.enc == nil {
+		pt = appendVector(pt, v)
+	} else {
+		p.mu.Lock()
+		body, err := p.enc.Marshal(v, p.rand)
+		p.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("tee: %s: compressing the update of round %d (%s): %w: %w", p, r, p.sess.cmp, err, protect.ErrRange)
+		}
+		pt = append(pt, body...)
+		clear(body)
+	}
 	ct, err := hpke.Seal(p.key, kdf(), aead(), b, pt)
 	clear(pt)
 	if err != nil {
 		return nil, fmt.Errorf("tee: %s: sealing the update of round %d: %w", p, r, err)
 	}
 	return append(b, ct...), nil
-}
-
-// checkInput checks Protect's arguments against the limits.
-func checkInput(r fl.Round, v fl.Vector, weight float64) error {
-	if r == 0 {
-		return fmt.Errorf("round 0: rounds start at 1: %w", protect.ErrRange)
-	}
-	if len(v) > limitMaxDim {
-		return fmt.Errorf("vector of %d values, at most %d allowed: %w", len(v), limitMaxDim, protect.ErrRange)
-	}
-	if i := slices.IndexFunc(v, func(x float64) bool { return !finiteWithin(x, limitMaxAbs) }); i >= 0 {
-		return fmt.Errorf("value %d is %v, outside ±2⁵³: %w", i, v[i], protect.ErrRange)
-	}
-	if !finiteWithin(weight, limitMaxAbs) || weight < 0 {
-		return fmt.Errorf("weight %v outside [0, 2⁵³]: %w", weight, protect.ErrRange)
-	}
-	return nil
 }
 
 // Reveal checks req, records it in l and returns a share, signed with the

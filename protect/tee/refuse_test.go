@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/blindscan"
 	"github.com/cloisterfl/cloister/protect"
@@ -28,6 +29,7 @@ type group struct {
 	setup      []byte
 	coord, agg protect.Helper
 	target     protect.Target
+	cmp        compress.Scheme // the updates' compression on every side
 }
 
 func identity(t testing.TB, seed byte) hpke.PrivateKey {
@@ -41,13 +43,19 @@ func identity(t testing.TB, seed byte) hpke.PrivateKey {
 
 func newGroup(t testing.TB, name string, th int, id hpke.PrivateKey, rule string, members ...fl.NodeID) *group {
 	t.Helper()
+	return newGroupOf(t, compress.Scheme{}, name, th, id, rule, members...)
+}
+
+// newGroupOf is newGroup with updates compressed by cmp.
+func newGroupOf(t testing.TB, cmp compress.Scheme, name string, th int, id hpke.PrivateKey, rule string, members ...fl.NodeID) *group {
+	t.Helper()
 	key := id.PublicKey().Bytes()
 	g := &group{sess: protect.Group{ID: []byte(name), Members: members, Threshold: th}, id: id,
-		parties: make(map[fl.NodeID]protect.Party)}
+		parties: make(map[fl.NodeID]protect.Party), cmp: cmp}
 	rng := rand.NewChaCha8([32]byte{1})
-	node := tee.Scheme{Key: key}
+	node := tee.Scheme{Key: key, Compress: cmp}
 	var err error
-	if g.coord, err = (tee.Scheme{Rule: rule}).NewHelper(g.sess); err != nil {
+	if g.coord, err = (tee.Scheme{Rule: rule, Compress: cmp}).NewHelper(g.sess); err != nil {
 		t.Fatal(err)
 	}
 	if g.target, err = node.NewTarget(rng); err != nil {
@@ -92,7 +100,9 @@ func newGroup(t testing.TB, name string, th int, id hpke.PrivateKey, rule string
 }
 
 // teeScheme is the aggregator's scheme of g, with rule.
-func teeScheme(g *group, rule string) tee.Scheme { return tee.Scheme{Identity: g.id, Rule: rule} }
+func teeScheme(g *group, rule string) tee.Scheme {
+	return tee.Scheme{Identity: g.id, Rule: rule, Compress: g.cmp}
+}
 
 // seal has every member of in seal its weighted update for round r.
 func (g *group) seal(t *testing.T, r fl.Round, in map[fl.NodeID]update) map[fl.NodeID][]byte {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -119,5 +120,5 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 		return protect.Sum{}, malformed("result", "does not open with this target's key (altered)")
 	}
 	defer clear(pt)
-	return decodeSum(pt, count, limitMaxParties*limitMaxAbs, "result")
+	return decodeSum(compress.Scheme{}, pt, count, limitMaxParties*limitMaxAbs, "result")
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
@@ -18,7 +19,10 @@ import (
 const Name = "tee"
 
 const (
-	limitMaxAbs     = 1 << 53 // integers up to 2⁵³ are exact in float64
+	limitMaxAbs = 1 << 53 // integers up to 2⁵³ are exact in float64
+	// limitCompressed bounds the inputs of a compressing scheme, as in
+	// package protect/plain.
+	limitCompressed = 1 << 43
 	limitMaxParties = 1 << 16
 	limitMaxDim     = 1 << 24 // 128 MiB of float64 per update
 )
@@ -44,6 +48,11 @@ type Scheme struct {
 	// applies instead of the sum: a spec of package robust ("median:f=1",
 	// "krum:f=1", …), as in package protect/plain. Give f explicitly.
 	Rule string
+	// Compress, if not none, is how each party compresses its update
+	// inside the seal (package compress: "topk:F" or "q8", as in package
+	// protect/plain); the aggregator decompresses after it opens them.
+	// Every side of a session must have the same.
+	Compress compress.Scheme
 }
 
 var _ protect.Scheme = Scheme{}
@@ -91,14 +100,18 @@ func (Scheme) Name() string { return Name }
 
 // Capacity returns tee's capacity: inputs up to 2⁵³, no encoding error, up
 // to 2¹⁶ parties and 2²⁴ values.
-func (Scheme) Capacity() protect.Capacity {
-	return protect.Capacity{MaxAbs: limitMaxAbs, MaxError: 0, MaxParties: limitMaxParties, MaxDim: limitMaxDim}
+func (sc Scheme) Capacity() protect.Capacity {
+	c := protect.Capacity{MaxAbs: limitMaxAbs, MaxError: 0, MaxParties: limitMaxParties, MaxDim: limitMaxDim}
+	if !sc.Compress.IsNone() {
+		c.MaxAbs, c.Lossy = limitCompressed, sc.Compress.String()
+	}
+	return c
 }
 
 // Sizes returns the exact payload sizes for vectors of d values in a
 // session of n members. An aggregate holds every included sealed update,
 // so it is n times an update and a few bytes.
-func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
+func (sc Scheme) Sizes(d, n int) (protect.Sizes, error) {
 	if d < 1 || d > limitMaxDim {
 		return protect.Sizes{}, fmt.Errorf("tee: sizes for %d values, at most %d: %w", d, limitMaxDim, protect.ErrRange)
 	}
@@ -110,8 +123,8 @@ func (Scheme) Sizes(d, n int) (protect.Sizes, error) {
 		PublicDealing:  headerLen + dealingLen,
 		PrivateDealing: headerLen + privateLen,
 		Setup:          headerLen + setupFixed + n*setupPer,
-		Update:         updateLen(d),
-		Aggregate:      headerLen + aggregateFixed + n*updateLen(d),
+		Update:         updateLen(sc.Compress, d),
+		Aggregate:      headerLen + aggregateFixed + n*updateLen(sc.Compress, d),
 		Share:          headerLen + shareLen,
 		Result:         headerLen + resultFixed + sealedLen(d),
 		TargetPublic:   headerLen + targetPublicLen,
@@ -134,7 +147,17 @@ func (sc Scheme) NewParty(s protect.Group, self fl.NodeID, rand io.Reader) (prot
 	if err != nil {
 		return nil, err
 	}
-	return &party{sess: sess, self: idx, rand: rand, key: key, keyDigest: KeyDigest(key.Bytes())}, nil
+	sess.cmp = sc.Compress
+	return &party{sess: sess, self: idx, rand: rand, key: key, keyDigest: KeyDigest(key.Bytes()), enc: sc.encoder()}, nil
+}
+
+// encoder returns a fresh encoder of the scheme's compression (an empty
+// top-k residual), or nil for none.
+func (sc Scheme) encoder() *compress.Stream {
+	if sc.Compress.IsNone() {
+		return nil
+	}
+	return sc.Compress.NewStream(limitMaxAbs)
 }
 
 func (sc Scheme) partyKey() (hpke.PublicKey, error) {
@@ -162,7 +185,8 @@ func (sc Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand i
 	if err != nil {
 		return nil, err
 	}
-	p := &party{sess: sess, self: idx, rand: rand, key: key, keyDigest: KeyDigest(key.Bytes())}
+	sess.cmp = sc.Compress
+	p := &party{sess: sess, self: idx, rand: rand, key: key, keyDigest: KeyDigest(key.Bytes()), enc: sc.encoder()}
 	if err := p.load(state); err != nil {
 		return nil, err
 	}
@@ -184,6 +208,7 @@ func (sc Scheme) NewHelper(s protect.Group) (protect.Helper, error) {
 	if err != nil {
 		return nil, err
 	}
+	sess.cmp = sc.Compress
 	h := &helper{sess: sess, identity: sc.Identity, setups: make(map[[hashLen]byte]setupInfo)}
 	if key != nil {
 		h.keyDigest, h.hasKey = KeyDigest(key), true
@@ -222,8 +247,12 @@ func (sc Scheme) NewAggregator(s protect.Group, setup []byte) (protect.Helper, e
 	return h, nil
 }
 
-// session is a checked protect.Group (payload.Members).
-type session struct{ payload.Members }
+// session is a checked protect.Group (payload.Members), with the
+// compression its updates travel under.
+type session struct {
+	payload.Members
+	cmp compress.Scheme
+}
 
 // newSession checks s and, unless self is empty, that self is a member,
 // whose index it returns.
@@ -234,7 +263,7 @@ func newSession(s protect.Group, self fl.NodeID) (*session, int, error) {
 	if len(s.Members) > limitMaxParties {
 		return nil, 0, fmt.Errorf("tee: session has %d members, at most %d allowed: %w", len(s.Members), limitMaxParties, protect.ErrRange)
 	}
-	sess := &session{payload.Members{Sorted: s.Sorted(), T: s.Threshold, Mode: "tee", Noun: "session", Malformed: malformed, Foreign: foreign}}
+	sess := &session{Members: payload.Members{Sorted: s.Sorted(), T: s.Threshold, Mode: "tee", Noun: "session", Malformed: malformed, Foreign: foreign}}
 	var b []byte
 	b = appendU32(b, len(s.ID))
 	b = append(b, s.ID...)

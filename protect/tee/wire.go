@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
@@ -94,8 +95,24 @@ const (
 	infoLen         = headerLen + protectedFixed                       // a sealed update's envelope: its HPKE info
 )
 
-// updateLen is the length of a sealed update of count values.
-func updateLen(count int) int { return updateLenFixed + 8*count }
+// bodyLen is the length of count values in a sealed update under the
+// compression c: 8 bytes each, or c's exact payload size.
+func bodyLen(c compress.Scheme, count int) int {
+	if c.IsNone() {
+		return 8 * count
+	}
+	return c.WireSize(count)
+}
+
+// updateLen is the length of a sealed update of count values under the
+// compression c.
+func updateLen(c compress.Scheme, count int) int { return updateLenFixed + bodyLen(c, count) }
+
+// updateSealedLen is the length of the HPKE ciphertext in a sealed update
+// of count values under the compression c.
+func updateSealedLen(c compress.Scheme, count int) int {
+	return encLen + 8 + bodyLen(c, count) + tagLen
+}
 
 func malformed(what, format string, args ...any) error {
 	return fmt.Errorf("tee: %s: %s: %w", what, fmt.Sprintf(format, args...), protect.ErrMalformed)
@@ -145,20 +162,32 @@ func (r *reader) done() error {
 	return nil
 }
 
-// decodeSum decodes an opened weight and count values, each finite and at
-// most bound in absolute value, the weight non-negative.
-func decodeSum(pt []byte, count int, bound float64, what string) (protect.Sum, error) {
-	if len(pt) != 8+8*count {
-		return protect.Sum{}, malformed(what, "opens to %d bytes, want %d", len(pt), 8+8*count)
+// decodeSum decodes an opened weight and count values under the
+// compression c (a sum is never compressed), each finite and at most bound
+// in absolute value, the weight non-negative.
+func decodeSum(c compress.Scheme, pt []byte, count int, bound float64, what string) (protect.Sum, error) {
+	if want := 8 + bodyLen(c, count); len(pt) != want {
+		return protect.Sum{}, malformed(what, "opens to %d bytes, want %d", len(pt), want)
 	}
 	w := math.Float64frombits(binary.BigEndian.Uint64(pt))
 	if !finiteWithin(w, bound) || w < 0 {
 		return protect.Sum{}, malformed(what, "weight %v outside [0, %v]", w, bound)
 	}
-	v := make(fl.Vector, count)
+	var v fl.Vector
+	if c.IsNone() {
+		v = make(fl.Vector, count)
+		for i := range v {
+			v[i] = math.Float64frombits(binary.BigEndian.Uint64(pt[8+8*i:]))
+		}
+	} else {
+		var err error
+		if v, err = c.Decode(pt[8:], count); err != nil {
+			return protect.Sum{}, malformed(what, "%v", err)
+		}
+	}
 	for i := range v {
-		v[i] = math.Float64frombits(binary.BigEndian.Uint64(pt[8+8*i:]))
 		if !finiteWithin(v[i], bound) {
+			clear(v)
 			return protect.Sum{}, malformed(what, "value %d is %v, outside ±%v", i, v[i], bound)
 		}
 	}
