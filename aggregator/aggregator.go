@@ -110,8 +110,12 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, err
 	}
 	a.issued = cfg.Now()
-	a.engine, err = round.NewAggregator(round.AggregatorConfig{Session: a.session, Threshold: m.Threshold, Coordinator: a.coord,
-		Scheme: tee.Scheme{Identity: a.keys.PrivateHPKE(), Rule: m.Rule}})
+	scheme, ok := fed.Scheme.(tee.Scheme) // with the manifest's rule and compression
+	if !ok {
+		return nil, fmt.Errorf("aggregator: manifest %s's scheme is %s, not %s", m.Federation, fed.Scheme.Name(), tee.Name)
+	}
+	scheme.Identity = a.keys.PrivateHPKE()
+	a.engine, err = round.NewAggregator(round.AggregatorConfig{Session: a.session, Threshold: m.Threshold, Coordinator: a.coord, Scheme: scheme})
 	if err != nil {
 		return nil, err
 	}

@@ -92,10 +92,18 @@ type Manifest struct {
 	// ("median:f=2", "trimmed:beta=0.2,f=1", "krum:f=1",
 	// "multikrum:m=4,f=1", "bulyan:f=1", "cclip:tau=0,iters=3,f=2"). It
 	// must be feasible for a cohort of MinCohort updates, the smallest a
-	// round can aggregate ([CanonicalRule]). Only mode plain applies a
-	// robust rule: under mhe and secagg nobody sees an individual update
-	// and only the clip (DP.Clip) bounds a malicious member.
+	// round can aggregate ([CanonicalRule]). Only modes plain and tee apply
+	// a robust rule ([RuleModes]): under mhe, secagg and paillier nobody
+	// sees an individual update and only the clip (DP.Clip) bounds a
+	// malicious member.
 	Rule string `json:"rule,omitempty"`
+	// Compress is how members compress their updates before they leave,
+	// in canonical form (package compress): empty for none, "topk:F" (the
+	// fraction F of coordinates of largest magnitude, the rest kept for
+	// later rounds) or "q8" / "q8:B" (8-bit stochastic quantization in
+	// buckets of B values). Only modes plain and tee carry compressed
+	// updates ([CompressModes]); secagg's quantization width is its preset.
+	Compress string `json:"compress,omitempty"`
 	// InsecureAttacks lets members run as Byzantine attackers (cloister node
 	// --insecure-attack): for tests and research on robust rules only. A
 	// node refuses an attack switch unless it is set, and every daemon

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/protect/plain"
 	"github.com/cloisterfl/cloister/protect/tee"
@@ -73,22 +74,70 @@ func (m *Manifest) validateRule() error {
 	return nil
 }
 
+// CompressModes are the modes whose updates may travel compressed (the
+// manifest's Compress): those whose payloads carry the update's values as
+// such, in the clear or sealed to the aggregator. mhe encrypts them, secagg
+// and paillier encode them as fixed-point integers whose width is the
+// preset's.
+var CompressModes = []string{ModePlain, ModeTEE}
+
+// CanonicalCompress returns the canonical form of a compression spec of
+// package compress: "" for none ("" or "none"), else what its String
+// returns ("topk:0.01", "q8", "q8:64").
+func CanonicalCompress(spec string) (string, error) {
+	c, err := compress.Parse(strings.TrimSpace(spec))
+	if err != nil {
+		return "", fmt.Errorf("compression %q: %w", truncate(spec), err)
+	}
+	if c.IsNone() {
+		return "", nil
+	}
+	return c.String(), nil
+}
+
+// validateCompress checks the manifest's compression: canonical, in a
+// mode that carries compressed updates.
+func (m *Manifest) validateCompress() error {
+	if m.Compress == "" {
+		return nil
+	}
+	canon, err := CanonicalCompress(m.Compress)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	if canon != m.Compress {
+		return invalid("compression %q is not in canonical form: write %q", truncate(m.Compress), canon)
+	}
+	if !slices.Contains(CompressModes, m.Mode) {
+		return invalid("compression %q in mode %s: only modes %s carry compressed updates (secagg's quantization width is its preset: secagg32 or secagg64)",
+			truncate(m.Compress), m.Mode, strings.Join(CompressModes, ", "))
+	}
+	return nil
+}
+
 // SchemeOf returns the scheme of the manifest's mode ([Scheme]) set to
-// apply the manifest's rule.
+// apply the manifest's rule and compression.
 func SchemeOf(m *Manifest) (protect.Scheme, error) {
 	s, err := Scheme(m.Mode, m.Preset)
-	if err != nil || !m.Robust() {
+	if err != nil || (!m.Robust() && m.Compress == "") {
 		return s, err
+	}
+	c, err := compress.Parse(m.Compress)
+	if err != nil {
+		return nil, fmt.Errorf("%w: compression %q: %v", ErrInvalidManifest, truncate(m.Compress), err)
 	}
 	switch s := s.(type) {
 	case plain.Scheme:
-		s.Rule = m.Rule
+		s.Rule, s.Compress = m.Rule, c
 		return s, nil
 	case tee.Scheme:
-		s.Rule = m.Rule
+		s.Rule, s.Compress = m.Rule, c
 		return s, nil
 	}
-	return nil, fmt.Errorf("%w: rule %q in mode %s", ErrInvalidManifest, truncate(m.Rule), m.Mode)
+	if m.Robust() {
+		return nil, fmt.Errorf("%w: rule %q in mode %s", ErrInvalidManifest, truncate(m.Rule), m.Mode)
+	}
+	return nil, fmt.Errorf("%w: compression %q in mode %s", ErrInvalidManifest, truncate(m.Compress), m.Mode)
 }
 
 // WarnInsecureAttacks is what every daemon and the command line say when the

@@ -80,6 +80,9 @@ func (m *Manifest) Validate() error {
 	if err := m.DP.validate(); err != nil {
 		return err
 	}
+	if err := m.validateCompress(); err != nil {
+		return err
+	}
 	if err := m.validateRule(); err != nil {
 		return err
 	}

@@ -42,6 +42,10 @@ type InitOptions struct {
 	// "trimmed:0.1"); "" means the mean. f, unless given, is the largest the
 	// rule tolerates with MinCohort updates (federation.CanonicalRule).
 	Rule string
+	// Compress is how members compress their updates, any spec package
+	// compress reads ("topk:0.01", "q8"); "" or "none" means none. Modes
+	// plain and tee only.
+	Compress string
 	// InsecureAttacks marks the manifest as allowing Byzantine members
 	// (cloister node --insecure-attack): tests and research only.
 	InsecureAttacks bool
@@ -122,6 +126,9 @@ func (o InitOptions) manifest(random io.Reader) (*federation.Manifest, error) {
 		m.Attestation = clonePolicy(*o.Attestation)
 	}
 	if m.Rule, err = federation.CanonicalRule(o.Rule, m.MinCohort); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if m.Compress, err = federation.CanonicalCompress(o.Compress); err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
 	m.InsecureAttacks = o.InsecureAttacks

@@ -75,7 +75,7 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	st := f.stopCoordinator()
 	res := summarize(h, f.nodeReportTimes(names), opts, d.seed, d.partition, total)
 	res.SetupSeconds = f.setup
-	res.Rule = opts.Rule
+	res.Rule, res.Compress = opts.Rule, opts.Compress
 	if d.attack != "" {
 		res.Attack, res.Byzantine = d.attack, d.byzantine
 	}
@@ -137,6 +137,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&ff.delta, "delta", 1e-5, "with --dp-noise: δ")
 	fs.StringVar(&ff.tee, "tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
 	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their process keys and re-attest this often")
+	fs.StringVar(&ff.compress, "compress", "none", compressUsage)
 	fs.StringVar(&ff.rule, "rule", "mean", "aggregation rule: mean, or in modes tee and plain median, trimmed:β, krum, multikrum:m, bulyan or cclip (f: the most the rule tolerates with --min-cohort updates, unless given)")
 	fs.StringVar(&d.attack, "insecure-attack", "", "INSECURE, research only: node-1 … node-F (--byzantine) run this attack (sign-flip, scale, gaussian, label-flip, alie, ipm, backdoor); the manifest then allows attacks")
 	fs.IntVar(&d.byzantine, "byzantine", 1, "with --insecure-attack: how many nodes attack")
@@ -274,6 +275,9 @@ func (d *demoFlags) announce(w io.Writer, opts pki.InitOptions, dir string) {
 		d.fed.nodes, d.fed.threshold, d.fed.rounds, what, opts.Model, d.fed.data, d.partition, opts.Training.Strategy, d.seed)
 	if d.fed.mode == federation.ModePlain {
 		fmt.Fprintf(w, "WARNING: mode plain protects nothing: the coordinator sees every update. Baseline only.\n")
+	}
+	if opts.Compress != "" {
+		fmt.Fprintf(w, "updates compressed with %s\n", opts.Compress)
 	}
 	if opts.Rule != "" {
 		fmt.Fprintf(w, "rule %s\n", opts.Rule)

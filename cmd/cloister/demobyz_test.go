@@ -36,6 +36,40 @@ func TestDemoByzantine(t *testing.T) {
 	}
 }
 
+// TestDemoCompressed runs real processes in modes plain and tee with
+// compressed updates (top-k with error feedback, and q8 inside the seal
+// under tee, where the aggregator decompresses and applies the median):
+// each learns, and uploads less than the same federation uncompressed.
+func TestDemoCompressed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs federations of real processes")
+	}
+	for _, c := range []struct{ mode, compress, rule string }{
+		{"plain", "topk:0.3", ""},
+		{"tee", "q8", "median"},
+	} {
+		args := []string{"--mode", c.mode, "--min-cohort", "3", "--rounds", "6", "--dp-noise", "0"}
+		if c.rule != "" {
+			args = append(args, "--rule", c.rule)
+		}
+		_, dense := runTinyDemo(t, args...)
+		out, res := runTinyDemo(t, append(args, "--compress", c.compress)...)
+		if !strings.Contains(string(out), "updates compressed with "+c.compress) || res.Compress != c.compress || dense.Compress != "" {
+			t.Errorf("%s, %s: the output or the JSON (%q) lacks the compression", c.mode, c.compress, res.Compress)
+		}
+		if res.Rounds != 6 || res.FinalAccuracy < 0.8 {
+			t.Errorf("%s, %s: %d rounds, final accuracy %.3f, want 6 and ≥ 0.8 on separable blobs", c.mode, c.compress, res.Rounds, res.FinalAccuracy)
+		}
+		for i, up := range res.BytesUpPerRound {
+			if i < len(dense.BytesUpPerRound) && up >= dense.BytesUpPerRound[i] {
+				t.Errorf("%s, %s: round %d uploaded %d bytes, uncompressed %d", c.mode, c.compress, i+1, up, dense.BytesUpPerRound[i])
+			}
+		}
+		t.Logf("%s, %s: final accuracy %.3f (uncompressed %.3f), bytes up per round %v (uncompressed %v)", c.mode, c.compress,
+			res.FinalAccuracy, dense.FinalAccuracy, res.BytesUpPerRound, dense.BytesUpPerRound)
+	}
+}
+
 // TestDemoModeTEE runs real processes in mode tee: the demo spawns the
 // aggregator (cloister aggregator on the simulated TEE) beside the
 // coordinator and 3 nodes, of which node-1 sends sign-flipped updates

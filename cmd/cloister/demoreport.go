@@ -28,6 +28,7 @@ type demoResult struct {
 	Partition          string    `json:"partition"`
 	Strategy           string    `json:"strategy"`
 	Rule               string    `json:"rule,omitempty"`      // the manifest's rule ("": the mean)
+	Compress           string    `json:"compress,omitempty"`  // the manifest's compression ("": none)
 	Attack             string    `json:"attack,omitempty"`    // --insecure-attack
 	Byzantine          int       `json:"byzantine,omitempty"` // attackers (--byzantine)
 	SecondsPerRound    []float64 `json:"seconds_per_round"`

@@ -48,6 +48,7 @@ type federationFlags struct {
 	aggMinTCB                   string
 	attestMaxAge                time.Duration
 	rule                        string
+	compress                    string
 	insecureAttacks             bool
 	flags                       *flag.FlagSet // to tell flags given from defaults
 }
@@ -76,6 +77,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.dpNoise, "dp-noise", pki.DefaultDP.NoiseMultiplier, "DP noise multiplier σ of the summed noise (0: no DP)")
 	fs.Float64Var(&f.dpClip, "dp-clip", pki.DefaultDP.Clip, "L2 clipping norm C of each update; with --dp-noise 0 it clips without DP when given (the only defence against a malicious site under mhe and secagg)")
 	fs.StringVar(&f.rule, "rule", "mean", "aggregation rule: mean, or in modes tee and plain a robust rule: median, trimmed:β, krum, multikrum:m, bulyan or cclip, each with f=F Byzantine sites tolerated (default: the most the rule tolerates with --min-cohort updates)")
+	fs.StringVar(&f.compress, "compress", "none", compressUsage)
 	fs.BoolVar(&f.insecureAttacks, "insecure-allow-attacks", false, "INSECURE, tests and research only: let members run as Byzantine attackers (cloister node --insecure-attack)")
 	f.flags = fs
 	fs.Float64Var(&f.eps, "epsilon", pki.DefaultDP.Epsilon, "total privacy budget ε")
@@ -271,6 +273,16 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 		o.DP = &federation.DP{NoiseMultiplier: f.dpNoise, Clip: f.dpClip, Epsilon: f.eps, Delta: f.delta}
 	}
 	o.InsecureAttacks = f.insecureAttacks
+	if o.Compress, err = federation.CanonicalCompress(f.compress); err != nil {
+		return o, withHint(fmt.Errorf("--compress: %w", err), "use none, topk:F with F in (0, 1] (topk:0.01 sends 1% of the coordinates), or q8")
+	}
+	if o.Compress != "" && !slices.Contains(federation.CompressModes, f.mode) {
+		hint := "drop --compress, or use --mode tee or --mode plain"
+		if f.mode == federation.ModeSecAgg {
+			hint = "secagg's quantization width is its preset: --preset secagg32 (4 bytes a value, the default) or secagg64"
+		}
+		return o, withHint(fmt.Errorf("--compress %s in mode %s: only modes %s carry compressed updates", o.Compress, f.mode, strings.Join(federation.CompressModes, ", ")), hint)
+	}
 	minCohort := f.minCohort
 	if minCohort == 0 {
 		minCohort = f.threshold
@@ -288,6 +300,9 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	}
 	return o, nil
 }
+
+// compressUsage documents --compress for init and demo.
+const compressUsage = "how members compress their updates before they leave, in modes tee and plain: none, topk:F (the fraction F of coordinates of largest magnitude; the rest is sent in later rounds) or q8 (8-bit stochastic quantization); secagg's width is its --preset"
 
 // explicit reports whether the flag name was given on the command line.
 func (f *federationFlags) explicit(name string) bool {
