@@ -78,6 +78,11 @@ func runDemo(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	res.Rule, res.Compress = opts.Rule, opts.Compress
 	if d.attack != "" {
 		res.Attack, res.Byzantine = d.attack, d.byzantine
+		f.stopAll() // the nodes' stores, closed, for the export
+		// node-1 … node-F attack; the last node is honest.
+		if res.BackdoorSuccess, err = d.backdoorSuccess(ctx, f, names[len(names)-1]); err != nil {
+			return fmt.Errorf("measuring the backdoor's success: %w", err)
+		}
 	}
 	res.Messages = st.Messages
 	if d.keep != "" {

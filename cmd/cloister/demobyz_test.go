@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -90,5 +92,42 @@ func TestDemoModeTEE(t *testing.T) {
 	}
 	if res.FinalAccuracy < 0.8 {
 		t.Errorf("median in mode tee: final accuracy %.3f, want ≥ 0.8 on separable blobs", res.FinalAccuracy)
+	}
+}
+
+// TestDemoBackdoorSuccess runs real processes on a slice of Fashion-MNIST
+// in which node-1 of 3 plants a boosted backdoor: the demo exports the final
+// model from an honest node and measures how often it answers the target
+// on triggered test images. Under the mean the backdoor takes over; the
+// median (f=1) keeps it near what an honest model answers.
+func TestDemoBackdoorSuccess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two federations of real processes")
+	}
+	if _, err := os.Stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); err != nil {
+		t.Skip("dataset-fashion-mnist is not installed")
+	}
+	data := filepath.Join(t.TempDir(), "fmnist")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]uint32{"train-images-idx3-ubyte": 3000, "train-labels-idx1-ubyte": 3000,
+		"t10k-images-idx3-ubyte": 1000, "t10k-labels-idx1-ubyte": 1000} {
+		idxPrefix(t, "/usr/share/datasets/fashion-mnist/"+name+".gz", filepath.Join(data, name), n)
+	}
+	args := []string{"--mode", "plain", "--data", "fashion-mnist:" + data, "--min-cohort", "3", "--rounds", "4",
+		"--lr", "0.02", "--dp-noise", "0", "--insecure-attack", "backdoor", "--byzantine", "1"}
+	out, mean := runTinyDemo(t, args...)
+	if !strings.Contains(string(out), "backdoor success") || mean.BackdoorSuccess == nil {
+		t.Fatalf("the demo did not measure the backdoor (JSON %v)", mean.BackdoorSuccess)
+	}
+	_, median := runTinyDemo(t, append(args, "--rule", "median")...)
+	if median.BackdoorSuccess == nil {
+		t.Fatal("the median's run did not measure the backdoor")
+	}
+	m, md := *mean.BackdoorSuccess, *median.BackdoorSuccess
+	t.Logf("backdoor success: mean %.3f (accuracy %.3f), median %.3f (accuracy %.3f)", m, mean.FinalAccuracy, md, median.FinalAccuracy)
+	if m < 0.5 || md > 0.3 || m < md+0.3 {
+		t.Errorf("backdoor success: mean %.3f, median %.3f; want the mean taken over (≥ 0.5) and the median not (≤ 0.3)", m, md)
 	}
 }

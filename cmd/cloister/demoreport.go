@@ -16,21 +16,25 @@ import (
 
 // demoResult is what `cloister demo --json` writes.
 type demoResult struct {
-	FinalAccuracy      float64   `json:"final_accuracy"`
-	FinalLoss          float64   `json:"final_loss"`
-	Rounds             int       `json:"rounds"`
-	Mode               string    `json:"mode"`
-	Preset             string    `json:"preset,omitempty"`
-	Nodes              int       `json:"nodes"`
-	Threshold          int       `json:"threshold"`
-	Seed               uint64    `json:"seed"`
-	Model              string    `json:"model"`
-	Partition          string    `json:"partition"`
-	Strategy           string    `json:"strategy"`
-	Rule               string    `json:"rule,omitempty"`      // the manifest's rule ("": the mean)
-	Compress           string    `json:"compress,omitempty"`  // the manifest's compression ("": none)
-	Attack             string    `json:"attack,omitempty"`    // --insecure-attack
-	Byzantine          int       `json:"byzantine,omitempty"` // attackers (--byzantine)
+	FinalAccuracy float64 `json:"final_accuracy"`
+	FinalLoss     float64 `json:"final_loss"`
+	Rounds        int     `json:"rounds"`
+	Mode          string  `json:"mode"`
+	Preset        string  `json:"preset,omitempty"`
+	Nodes         int     `json:"nodes"`
+	Threshold     int     `json:"threshold"`
+	Seed          uint64  `json:"seed"`
+	Model         string  `json:"model"`
+	Partition     string  `json:"partition"`
+	Strategy      string  `json:"strategy"`
+	Rule          string  `json:"rule,omitempty"`      // the manifest's rule ("": the mean)
+	Compress      string  `json:"compress,omitempty"`  // the manifest's compression ("": none)
+	Attack        string  `json:"attack,omitempty"`    // --insecure-attack
+	Byzantine     int     `json:"byzantine,omitempty"` // attackers (--byzantine)
+	// BackdoorSuccess is, with --insecure-attack backdoor, the fraction of
+	// triggered test images outside the target class that the final model
+	// classifies as the target.
+	BackdoorSuccess    *float64  `json:"backdoor_success,omitempty"`
 	SecondsPerRound    []float64 `json:"seconds_per_round"`
 	MedianRoundSeconds float64   `json:"median_round_seconds"`
 	BytesUpPerRound    []uint64  `json:"bytes_up_per_round"`
@@ -151,6 +155,9 @@ func printSummary(w io.Writer, r demoResult) {
 	}
 	fmt.Fprintf(w, ", %d nodes, t=%d\n", r.Nodes, r.Threshold)
 	fmt.Fprintf(w, "  final accuracy %.4f, loss %.4f\n", r.FinalAccuracy, r.FinalLoss)
+	if r.BackdoorSuccess != nil {
+		fmt.Fprintf(w, "  backdoor success %.4f: the final model answers the target on that fraction of the triggered test images outside the target class\n", *r.BackdoorSuccess)
+	}
 	if p := r.DP; p != nil {
 		fmt.Fprintf(w, "  privacy: ε = %.4g at δ = %g after %d rounds (budget %g, σ = %g, C = %g)\n",
 			r.EpsilonTotal, p.Delta, r.Rounds, p.Budget, p.NoiseMultiplier, p.Clip)
