@@ -7,18 +7,42 @@
 // node certificate its kit holds (the manifest lists it as its
 // aggregator, not as a member), and says Hello with evidence that binds
 // its process keys to that TLS session: its HPKE key, which every member
-// seals to, is made when the process starts and never leaves it. The
-// coordinator checks the evidence against the manifest's aggregator
-// policy and relays it to the members, each of which verifies it itself
-// before sealing anything to that key. The protocol is round.Aggregator's:
-// the aggregator answers each round once, keeps only the newest key
-// epoch's setup, and keeps no plaintext beyond one Open.
+// seals to, is made in the process and never leaves it. The coordinator
+// checks the evidence against the manifest's aggregator policy and relays
+// it to the members, each of which verifies it itself before sealing
+// anything to that key. The protocol is round.Aggregator's: the
+// aggregator answers each round once, keeps only the newest key epoch's
+// setup, and keeps no plaintext beyond one Open.
 //
-// A new process has new keys: the coordinator then re-keys the members at
-// the next round boundary. This build does not re-attest a running
-// aggregator: its evidence must stay younger than the policy's max_age
-// for the session (members refuse to make parties sealing to older
-// evidence); restart it to attest again.
+// # Re-attestation
+//
+// Every Config.AttestEvery the aggregator makes new process keys (a new
+// HPKE identity) and attests them with fresh evidence, bound to a fresh
+// nonce from the coordinator and to the TLS session, as a member does
+// (node's re-attestation): it asks for the nonce on the live stream
+// (transport.Conn.Challenge), rotates its engine to the new identity
+// (round.Aggregator.Rotate: the previous private key and the epoch's
+// helper that held it are dropped) and says Hello again on the same
+// stream. The coordinator checks the evidence, relays it, and re-keys the
+// members at its next round boundary, since the aggregator's evidence
+// changed; the rounds after that seal to the new key. A new process, or a
+// new connection, attests too (the same keys, fresh evidence).
+//
+// Members seal each round of a key epoch to the key they verified when
+// the epoch's setup began, so a rotation in the middle of a round would
+// cost that round (the aggregator could no longer open it, and refuses it
+// with the reason). So a rotation that falls due waits for a round
+// boundary: it happens right after the aggregator answered a round (its
+// Hello then reaches the coordinator while that round commits, before the
+// next one starts), at once if it holds no key epoch (nothing sealed to it
+// can be opened yet), and at the latest half a period late, so that a
+// session with no rounds still gets fresh evidence. This is the simplest
+// sound choice: the engine and the coordinator already take a re-Hello on
+// a live stream, nothing is ever opened with a key the members did not
+// verify, and in the usual case no round is lost. Its evidence is at most
+// 1.5 × AttestEvery old, which must stay below the policy's max_age: the
+// coordinator starts no round or key setup on older evidence, and members
+// make no party sealing to it (New warns).
 package aggregator
 
 import (
@@ -28,6 +52,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
@@ -60,7 +85,15 @@ type Config struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Now is the clock of its evidence; nil means time.Now.
 	Now func() time.Time
+	// AttestEvery is how often the aggregator makes new process keys and
+	// attests them (see Re-attestation); 0 means DefaultAttestEvery.
+	AttestEvery time.Duration
 }
+
+// DefaultAttestEvery is how often the aggregator rotates its process keys
+// and re-attests when Config.AttestEvery is 0: as often as a member
+// (node.DefaultAttestEvery).
+const DefaultAttestEvery = time.Hour
 
 // Aggregator is mode tee's aggregator daemon.
 type Aggregator struct {
@@ -68,10 +101,15 @@ type Aggregator struct {
 	log     *slog.Logger
 	self    fl.NodeID
 	session []byte
-	keys    *keyring.Keys
+	rule    tee.Scheme // the manifest's rule; no identity
 	issued  time.Time
 	engine  *round.Aggregator
 	coord   fl.NodeID
+	sched   schedule
+	rotated int // rotations of the process keys
+
+	mu   sync.Mutex // guards keys, which Key reads
+	keys *keyring.Keys
 }
 
 // New checks the kit and makes the aggregator's process keys.
@@ -95,27 +133,47 @@ func New(cfg Config) (*Aggregator, error) {
 	if cfg.Backoff == (transport.Backoff{}) {
 		cfg.Backoff = transport.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 	}
-	a := &Aggregator{cfg: cfg, self: fl.NodeID(cfg.Kit.Config.Name), coord: fl.NodeID(m.Coordinator.Name), log: cfg.Logger}
+	switch {
+	case cfg.AttestEvery < 0:
+		return nil, fmt.Errorf("aggregator: attest every %v: must not be negative", cfg.AttestEvery)
+	case cfg.AttestEvery == 0:
+		cfg.AttestEvery = DefaultAttestEvery
+	}
+	a := &Aggregator{cfg: cfg, self: fl.NodeID(cfg.Kit.Config.Name), coord: fl.NodeID(m.Coordinator.Name), log: cfg.Logger,
+		rule: tee.Scheme{Rule: m.Rule}, sched: schedule{every: cfg.AttestEvery}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.log = a.log.With("aggregator", a.self)
+	if maxAge := time.Duration(m.AggregatorAttestation.MaxAge); a.sched.latest() >= maxAge {
+		a.log.Warn("the aggregator re-attests less often than its policy's maximum evidence age: the coordinator will hold "+
+			"rounds back, and members refuse key setups, between re-attestations", "attest_every", cfg.AttestEvery,
+			"latest", a.sched.latest(), "max_age", maxAge)
+	}
 	fed, err := federation.Resolve(m, federation.Overrides{MaxMessage: cfg.Limits.MaxMessage})
 	if err != nil {
 		return nil, err
 	}
 	a.cfg.Limits.MaxMessage = fed.MaxMessage
 	a.session = fed.Round.Session
-	if a.keys, err = keyring.NewKeys(nil); err != nil {
+	keys, err := keyring.NewKeys(nil)
+	if err != nil {
 		return nil, err
 	}
-	a.issued = cfg.Now()
+	a.keys, a.issued = keys, cfg.Now()
 	a.engine, err = round.NewAggregator(round.AggregatorConfig{Session: a.session, Threshold: m.Threshold, Coordinator: a.coord,
-		Scheme: tee.Scheme{Identity: a.keys.PrivateHPKE(), Rule: m.Rule}})
+		Scheme: a.scheme(keys)})
 	if err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// scheme is the engine's scheme with keys' identity.
+func (a *Aggregator) scheme(keys *keyring.Keys) tee.Scheme {
+	s := a.rule
+	s.Identity = keys.PrivateHPKE()
+	return s
 }
 
 func containsFormat(formats []string, f string) bool {
@@ -127,22 +185,41 @@ func containsFormat(formats []string, f string) bool {
 	return false
 }
 
-// Key returns the aggregator's HPKE public key: what the members seal to.
-func (a *Aggregator) Key() []byte { return a.keys.PrivateHPKE().PublicKey().Bytes() }
+// Key returns the aggregator's current HPKE public key: what the members
+// seal to, until its next re-attestation.
+func (a *Aggregator) Key() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.keys.PrivateHPKE().PublicKey().Bytes()
+}
 
 // Run dials the coordinator at addr and serves until the session is over
 // (nil) or ctx ends. It reconnects with backoff, attesting on every new
-// connection.
+// connection, and re-attests with new keys every Config.AttestEvery.
 func (a *Aggregator) Run(ctx context.Context, addr string) error {
 	tc, err := a.cfg.Kit.TLSConfig(pki.Options{})
 	if err != nil {
 		return err
 	}
 	m := a.cfg.Kit.Manifest
-	a.log.Info("aggregator starting", "federation", m.Federation, "rule", ruleName(m.Rule), "tee", a.cfg.TEE.Format(), "coordinator", addr)
+	a.log.Info("aggregator starting", "federation", m.Federation, "rule", ruleName(m.Rule), "tee", a.cfg.TEE.Format(), "coordinator", addr,
+		"attest_every", a.cfg.AttestEvery)
 	rng := mrand.New(mrand.NewPCG(uint64(a.cfg.Now().UnixNano()), 11))
 	metrics := new(transport.Metrics)
+	timer := time.NewTimer(a.sched.every)
+	defer timer.Stop()
 	for attempt := 0; ctx.Err() == nil; {
+		select {
+		case <-timer.C: // not connected
+			if rotate, wait := a.sched.fired(a.engine.Keyed()); !rotate {
+				timer.Reset(wait)
+			} else if err := a.rotate(timer); err != nil {
+				a.log.Error("cannot make new process keys; keeping the current ones", "err", err)
+			} else {
+				a.log.Info("rotated the process keys; they are attested on the next connection", "rotations", a.rotated)
+			}
+		default:
+		}
 		conn, err := transport.Dial(ctx, addr, transport.ClientConfig{TLS: tc, Limits: a.cfg.Limits, Logger: a.log, Metrics: metrics, Dial: a.cfg.Dial})
 		if err != nil {
 			if errors.Is(err, transport.ErrConfig) {
@@ -154,7 +231,7 @@ func (a *Aggregator) Run(ctx context.Context, addr string) error {
 			continue
 		}
 		attempt = 0
-		done, err := a.serve(ctx, conn)
+		done, err := a.serve(ctx, conn, timer)
 		conn.Close()
 		if done {
 			a.log.Info("the session is over")
@@ -172,40 +249,131 @@ func (a *Aggregator) Run(ctx context.Context, addr string) error {
 	return ctx.Err()
 }
 
-// serve attests on conn, then feeds the engine until the stream ends.
-func (a *Aggregator) serve(ctx context.Context, conn *transport.Conn) (done bool, err error) {
-	ev, err := a.evidence(conn)
+// serve attests on conn, then feeds the engine until the stream ends,
+// re-attesting with new keys when timer (AttestEvery) and the schedule say.
+func (a *Aggregator) serve(ctx context.Context, conn *transport.Conn, timer *time.Timer) (done bool, err error) {
+	ev, err := a.evidence(conn, conn.Nonce())
 	if err != nil {
 		return false, err
 	}
 	a.engine.Hello(ev)
-	if err := a.drain(ctx, conn); err != nil {
+	if _, err := a.drain(ctx, conn); err != nil {
 		return false, err
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, ended := make(chan round.Message), make(chan error, 1)
+	go func() {
+		for {
+			m, err := conn.Recv(rctx)
+			if err != nil {
+				ended <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-rctx.Done():
+				ended <- rctx.Err()
+				return
+			}
+		}
+	}()
 	for {
-		m, err := conn.Recv(ctx)
-		if err != nil {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case err := <-ended:
 			return false, err
-		}
-		start := time.Now()
-		if err := a.engine.Step(conn.Coordinator(), m); err != nil {
-			a.log.Warn("rejected a message", "kind", m.Kind.String(), "round", m.Round, "err", err)
-		} else {
-			a.log.Debug("step", "kind", m.Kind.String(), "round", m.Round, "step_s", time.Since(start).Seconds())
-		}
-		if err := a.drain(ctx, conn); err != nil {
-			return false, err
-		}
-		if a.engine.Done() {
-			return true, nil
+		case <-timer.C:
+			rotate, wait := a.sched.fired(a.engine.Keyed())
+			if !rotate {
+				a.log.Debug("re-attestation due: waiting for a round boundary", "at_most", wait)
+				timer.Reset(wait)
+				continue
+			}
+			if err := a.reattest(ctx, conn, timer); err != nil {
+				return false, err
+			}
+		case m := <-msgs:
+			start := time.Now()
+			if err := a.engine.Step(conn.Coordinator(), m); err != nil {
+				a.log.Warn("rejected a message", "kind", m.Kind.String(), "round", m.Round, "err", err)
+			} else {
+				a.log.Debug("step", "kind", m.Kind.String(), "round", m.Round, "step_s", time.Since(start).Seconds())
+			}
+			answered, err := a.drain(ctx, conn)
+			if err != nil {
+				return false, err
+			}
+			if a.engine.Done() {
+				return true, nil
+			}
+			if answered && a.sched.answered() {
+				if err := a.reattest(ctx, conn, timer); err != nil {
+					return false, err
+				}
+			}
 		}
 	}
 }
 
+// challengeTimeout bounds the wait for a fresh nonce.
+const challengeTimeout = time.Minute
+
+// reattest asks the coordinator for a fresh nonce on conn, makes new
+// process keys, rotates the engine to them, and says Hello with their
+// evidence, bound to that nonce and conn's TLS session. An error ends the
+// stream: the aggregator reconnects and attests there, and the rotation,
+// still due, happens at the next round boundary.
+func (a *Aggregator) reattest(ctx context.Context, conn *transport.Conn, timer *time.Timer) error {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, challengeTimeout)
+	nonce, err := conn.Challenge(cctx)
+	cancel()
+	if err != nil {
+		timer.Reset(a.sched.failed())
+		return fmt.Errorf("aggregator: re-attesting: %w", err)
+	}
+	if err := a.rotate(timer); err != nil {
+		a.log.Error("cannot make new process keys; keeping the current ones", "err", err)
+		return nil
+	}
+	ev, err := a.evidence(conn, nonce)
+	if err != nil {
+		return err
+	}
+	a.engine.Hello(ev)
+	key := tee.KeyDigest(a.Key())
+	a.log.Info("re-attested: new process keys, new evidence", "format", a.cfg.TEE.Format(), "key", fmt.Sprintf("%x", key[:6]),
+		"rotations", a.rotated, "reattest_s", time.Since(start).Seconds())
+	_, err = a.drain(ctx, conn)
+	return err
+}
+
+// rotate makes new process keys and rotates the engine to them: the
+// previous identity is dropped. The schedule starts a new period, also
+// when it fails (the current keys stay until the next).
+func (a *Aggregator) rotate(timer *time.Timer) error {
+	timer.Reset(a.sched.rotated())
+	keys, err := keyring.NewKeys(nil)
+	if err != nil {
+		return err
+	}
+	if err := a.engine.Rotate(a.scheme(keys)); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.keys = keys
+	a.mu.Unlock()
+	a.issued = a.cfg.Now()
+	a.rotated++
+	return nil
+}
+
 // evidence makes the Hello evidence of the aggregator's keys on conn: TEE
-// evidence bound to the stream's nonce and TLS keying material.
-func (a *Aggregator) evidence(conn *transport.Conn) ([]byte, error) {
-	nonce := conn.Nonce()
+// evidence bound to nonce (the stream's, or a fresh one) and the stream's
+// TLS keying material.
+func (a *Aggregator) evidence(conn *transport.Conn, nonce []byte) ([]byte, error) {
 	if len(nonce) == 0 {
 		return nil, errors.New("aggregator: the coordinator issued no attestation nonce")
 	}
@@ -214,16 +382,20 @@ func (a *Aggregator) evidence(conn *transport.Conn) ([]byte, error) {
 		return nil, err
 	}
 	start := time.Now()
-	te, err := attest.Attest(a.cfg.TEE, a.keys.Binding(nonce, ekm), a.cfg.Now())
+	a.mu.Lock()
+	keys := a.keys
+	a.mu.Unlock()
+	te, err := attest.Attest(a.cfg.TEE, keys.Binding(nonce, ekm), a.cfg.Now())
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: attesting: %w", err)
 	}
 	a.log.Info("attested", "format", a.cfg.TEE.Format(), "evidence_bytes", len(te), "attest_s", time.Since(start).Seconds())
-	return a.keys.Evidence(a.session, a.self, a.cfg.Kit.AuditKey, a.issued, te), nil
+	return keys.Evidence(a.session, a.self, a.cfg.Kit.AuditKey, a.issued, te), nil
 }
 
-// drain logs the engine's audit events, then sends its messages.
-func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) error {
+// drain logs the engine's audit events, then sends its messages. It
+// reports whether it sent an answer to a round (a result or a refusal).
+func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) (answered bool, err error) {
 	for a.engine.HasReady() {
 		rd := a.engine.Ready()
 		for _, e := range rd.Audit {
@@ -236,12 +408,13 @@ func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) error {
 		for _, m := range rd.Messages {
 			m.To = "" // to the coordinator, whose name is not a NodeID
 			if err := conn.Send(ctx, m); err != nil {
-				return err
+				return answered, err
 			}
+			answered = answered || m.Kind == round.KindShare || m.Kind == round.KindRefuse
 		}
 		a.engine.Advance()
 	}
-	return nil
+	return answered, nil
 }
 
 func ruleName(r string) string {
