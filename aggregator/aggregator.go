@@ -19,30 +19,37 @@
 // Every Config.AttestEvery the aggregator makes new process keys (a new
 // HPKE identity) and attests them with fresh evidence, bound to a fresh
 // nonce from the coordinator and to the TLS session, as a member does
-// (node's re-attestation): it asks for the nonce on the live stream
+// (package node): it asks for the nonce on the live stream
 // (transport.Conn.Challenge), rotates its engine to the new identity
-// (round.Aggregator.Rotate: the previous private key and the epoch's
-// helper that held it are dropped) and says Hello again on the same
-// stream. The coordinator checks the evidence, relays it, and re-keys the
-// members at its next round boundary, since the aggregator's evidence
-// changed; the rounds after that seal to the new key. A new process, or a
-// new connection, attests too (the same keys, fresh evidence).
+// (round.Aggregator.Rotate: the previous private key, and the epoch's
+// helper that held it, are dropped) and says Hello again on the same
+// stream. The coordinator checks the evidence as at the start, relays it
+// to the members, and, since the aggregator's evidence changed, re-keys
+// them at its next round boundary: the rounds after that are sealed to
+// the new key, and the previous one opens none of them. A new connection
+// attests too (the same keys, fresh evidence), and a new process has new
+// keys.
 //
-// Members seal each round of a key epoch to the key they verified when
-// the epoch's setup began, so a rotation in the middle of a round would
-// cost that round (the aggregator could no longer open it, and refuses it
-// with the reason). So a rotation that falls due waits for a round
-// boundary: it happens right after the aggregator answered a round (its
-// Hello then reaches the coordinator while that round commits, before the
-// next one starts), at once if it holds no key epoch (nothing sealed to it
-// can be opened yet), and at the latest half a period late, so that a
-// session with no rounds still gets fresh evidence. This is the simplest
-// sound choice: the engine and the coordinator already take a re-Hello on
-// a live stream, nothing is ever opened with a key the members did not
-// verify, and in the usual case no round is lost. Its evidence is at most
-// 1.5 × AttestEvery old, which must stay below the policy's max_age: the
-// coordinator starts no round or key setup on older evidence, and members
-// make no party sealing to it (New warns).
+// The members seal every round of a key epoch to the key they verified
+// when its setup began, so a rotation in the middle of a round would cost
+// that round: the aggregator could no longer open it, and would refuse it
+// with the reason. So a rotation that falls due waits for a round
+// boundary. The aggregator asks for its nonce at once, and rotates right
+// before it sends its answer to a round: its Hello is on the stream right
+// behind the answer, ahead of the leader's commit of that round, so the
+// coordinator has it when it would start the next round, and re-keys
+// first. It rotates at once if it holds
+// no key epoch (nothing sealed to its key can be opened then), and at the
+// latest half a period late, so that a session in which no round ends
+// still gets fresh evidence. This is the simplest sound mechanism: the
+// engines and the coordinator already take a re-Hello on a live stream
+// (members re-attest the same way), nothing sealed to a key is opened
+// after the key is dropped, and in the usual case no round is lost. A
+// rotation at once may still cost a round, or a key setup, that was under
+// way. Evidence is thus at most 1.5 × AttestEvery old, which must stay
+// below the aggregator policy's max_age (New warns): past it the
+// coordinator starts no round and no key setup until the next
+// re-attestation, and members make no party sealing to the key.
 package aggregator
 
 import (
@@ -211,7 +218,7 @@ func (a *Aggregator) Run(ctx context.Context, addr string) error {
 	for attempt := 0; ctx.Err() == nil; {
 		select {
 		case <-timer.C: // not connected
-			if rotate, wait := a.sched.fired(a.engine.Keyed()); !rotate {
+			if wait := a.sched.fired(a.engine.Keyed()); wait > 0 {
 				timer.Reset(wait)
 			} else if err := a.rotate(timer); err != nil {
 				a.log.Error("cannot make new process keys; keeping the current ones", "err", err)
@@ -257,9 +264,6 @@ func (a *Aggregator) serve(ctx context.Context, conn *transport.Conn, timer *tim
 		return false, err
 	}
 	a.engine.Hello(ev)
-	if _, err := a.drain(ctx, conn); err != nil {
-		return false, err
-	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	msgs, ended := make(chan round.Message), make(chan error, 1)
@@ -278,40 +282,56 @@ func (a *Aggregator) serve(ctx context.Context, conn *transport.Conn, timer *tim
 			}
 		}
 	}()
+	nonces := make(chan challenged, 1)
+	var nonce []byte // a fresh nonce for the rotation that is due
+	asking := false  // a Challenge is in flight
 	for {
+		// A rotation that is due asks for its nonce at once, and happens
+		// once it is in hand: at once, or right before an answer to a
+		// round leaves, so that the Hello follows the answer on the stream
+		// and reaches the coordinator before it starts the next round.
+		if a.sched.wants() {
+			switch {
+			case nonce == nil && !asking:
+				asking = true
+				go challenge(rctx, conn, nonces)
+			case nonce != nil && a.sched.rotateNow(a.answering()):
+				if err := a.reattest(conn, nonce, timer); err != nil {
+					return false, err
+				}
+				nonce = nil
+			}
+		}
+		if err := a.drain(ctx, conn); err != nil {
+			return false, err
+		}
+		if a.engine.Done() {
+			return true, nil
+		}
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
 		case err := <-ended:
 			return false, err
 		case <-timer.C:
-			rotate, wait := a.sched.fired(a.engine.Keyed())
-			if !rotate {
-				a.log.Debug("re-attestation due: waiting for a round boundary", "at_most", wait)
+			if wait := a.sched.fired(a.engine.Keyed()); wait > 0 {
+				a.log.Debug("re-attestation due: at the next round boundary", "at_most", wait)
 				timer.Reset(wait)
+			}
+		case ch := <-nonces:
+			asking = false
+			if ch.err != nil {
+				a.log.Warn("cannot re-attest: no fresh nonce from the coordinator; retrying", "err", ch.err)
+				timer.Reset(a.sched.failed())
 				continue
 			}
-			if err := a.reattest(ctx, conn, timer); err != nil {
-				return false, err
-			}
+			nonce = ch.nonce
 		case m := <-msgs:
 			start := time.Now()
 			if err := a.engine.Step(conn.Coordinator(), m); err != nil {
 				a.log.Warn("rejected a message", "kind", m.Kind.String(), "round", m.Round, "err", err)
 			} else {
 				a.log.Debug("step", "kind", m.Kind.String(), "round", m.Round, "step_s", time.Since(start).Seconds())
-			}
-			answered, err := a.drain(ctx, conn)
-			if err != nil {
-				return false, err
-			}
-			if a.engine.Done() {
-				return true, nil
-			}
-			if answered && a.sched.answered() {
-				if err := a.reattest(ctx, conn, timer); err != nil {
-					return false, err
-				}
 			}
 		}
 	}
@@ -320,20 +340,37 @@ func (a *Aggregator) serve(ctx context.Context, conn *transport.Conn, timer *tim
 // challengeTimeout bounds the wait for a fresh nonce.
 const challengeTimeout = time.Minute
 
-// reattest asks the coordinator for a fresh nonce on conn, makes new
-// process keys, rotates the engine to them, and says Hello with their
-// evidence, bound to that nonce and conn's TLS session. An error ends the
-// stream: the aggregator reconnects and attests there, and the rotation,
-// still due, happens at the next round boundary.
-func (a *Aggregator) reattest(ctx context.Context, conn *transport.Conn, timer *time.Timer) error {
-	start := time.Now()
+// challenged is a fresh nonce the coordinator sent, or why none came.
+type challenged struct {
+	nonce []byte
+	err   error
+}
+
+// challenge asks the coordinator for a fresh nonce on conn.
+func challenge(ctx context.Context, conn *transport.Conn, out chan<- challenged) {
 	cctx, cancel := context.WithTimeout(ctx, challengeTimeout)
+	defer cancel()
 	nonce, err := conn.Challenge(cctx)
-	cancel()
-	if err != nil {
-		timer.Reset(a.sched.failed())
-		return fmt.Errorf("aggregator: re-attesting: %w", err)
+	out <- challenged{nonce, err} // buffered; one Challenge at a time
+}
+
+// answering reports whether the engine's pending output answers a round
+// (a result or a refusal).
+func (a *Aggregator) answering() bool {
+	for _, m := range a.engine.Ready().Messages {
+		if m.Kind == round.KindShare || m.Kind == round.KindRefuse {
+			return true
+		}
 	}
+	return false
+}
+
+// reattest makes new process keys, rotates the engine to them, and says
+// Hello with their evidence, bound to nonce (fresh from the coordinator)
+// and conn's TLS session; the next drain sends it. An error ends the
+// stream: the aggregator reconnects and attests its new keys there.
+func (a *Aggregator) reattest(conn *transport.Conn, nonce []byte, timer *time.Timer) error {
+	start := time.Now()
 	if err := a.rotate(timer); err != nil {
 		a.log.Error("cannot make new process keys; keeping the current ones", "err", err)
 		return nil
@@ -346,8 +383,7 @@ func (a *Aggregator) reattest(ctx context.Context, conn *transport.Conn, timer *
 	key := tee.KeyDigest(a.Key())
 	a.log.Info("re-attested: new process keys, new evidence", "format", a.cfg.TEE.Format(), "key", fmt.Sprintf("%x", key[:6]),
 		"rotations", a.rotated, "reattest_s", time.Since(start).Seconds())
-	_, err = a.drain(ctx, conn)
-	return err
+	return nil
 }
 
 // rotate makes new process keys and rotates the engine to them: the
@@ -393,9 +429,8 @@ func (a *Aggregator) evidence(conn *transport.Conn, nonce []byte) ([]byte, error
 	return keys.Evidence(a.session, a.self, a.cfg.Kit.AuditKey, a.issued, te), nil
 }
 
-// drain logs the engine's audit events, then sends its messages. It
-// reports whether it sent an answer to a round (a result or a refusal).
-func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) (answered bool, err error) {
+// drain logs the engine's audit events, then sends its messages.
+func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) error {
 	for a.engine.HasReady() {
 		rd := a.engine.Ready()
 		for _, e := range rd.Audit {
@@ -408,13 +443,12 @@ func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) (answered 
 		for _, m := range rd.Messages {
 			m.To = "" // to the coordinator, whose name is not a NodeID
 			if err := conn.Send(ctx, m); err != nil {
-				return answered, err
+				return err
 			}
-			answered = answered || m.Kind == round.KindShare || m.Kind == round.KindRefuse
 		}
 		a.engine.Advance()
 	}
-	return answered, nil
+	return nil
 }
 
 func ruleName(r string) string {

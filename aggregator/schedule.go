@@ -4,44 +4,52 @@ import "time"
 
 // schedule decides when the aggregator re-attests with new keys (see
 // Re-attestation in the package documentation): every period, at the next
-// round boundary, at most half a period late. The daemon owns it, and sets
-// its timer to the durations it returns.
+// round boundary, at most half a period late. The daemon owns it, sets its
+// timer to the durations it returns, and asks for a fresh nonce as soon as
+// a rotation is due (wants), so that the rotation waits for nothing else
+// when its moment comes.
 type schedule struct {
 	every time.Duration
-	due   bool // a rotation waits for a round boundary
+	due   bool // a rotation is due: at the next round boundary
+	now   bool // a rotation is due at once, as soon as its nonce is in hand
 }
 
-// fired is the timer. It reports whether to rotate now: when the engine
-// holds no key epoch (keyed false), nothing sealed to the current key can
-// be opened, and a rotation due for half a period already waits no
-// longer. If not, the rotation is due, and wait is when the timer must fire
-// next.
-func (s *schedule) fired(keyed bool) (rotate bool, wait time.Duration) {
+// fired is the timer. keyed says whether the engine holds a key epoch:
+// without one, nothing sealed to the current key can be opened, and the
+// rotation is due at once; so it is when it was due for half a period
+// already. Otherwise it is due at the next round boundary, and wait is
+// when the timer must fire next; 0 means not before the rotation.
+func (s *schedule) fired(keyed bool) (wait time.Duration) {
 	if s.due || !keyed {
-		return true, 0
+		s.due, s.now = true, true
+		return 0
 	}
 	s.due = true
-	return false, s.every / 2
+	return s.every / 2
 }
 
-// answered reports, once the aggregator has answered a round (a round
-// boundary), whether a due rotation happens now.
-func (s *schedule) answered() bool { return s.due }
+// wants reports whether a rotation is due.
+func (s *schedule) wants() bool { return s.due }
 
-// failed notes that a due rotation could not happen (no fresh nonce): it
-// stays due, and the timer fires next when it waits no longer.
+// rotateNow reports whether a due rotation happens now, its nonce in hand:
+// answering says whether the aggregator is about to answer a round (a
+// round boundary).
+func (s *schedule) rotateNow(answering bool) bool { return s.now || s.due && answering }
+
+// failed notes that no fresh nonce came: the rotation stays due, and the
+// timer fires next when it waits no longer.
 func (s *schedule) failed() time.Duration {
-	s.due = true
+	s.due, s.now = true, false
 	return s.every / 2
 }
 
 // rotated starts a new period (after a rotation, or a failed attempt that
 // waits for the next one): it returns when the timer fires next.
 func (s *schedule) rotated() time.Duration {
-	s.due = false
+	s.due, s.now = false, false
 	return s.every
 }
 
 // latest is the longest the aggregator's keys go without re-attestation
-// on a live stream.
+// on a live stream (a nonce's round trip aside).
 func (s *schedule) latest() time.Duration { return s.every + s.every/2 }

@@ -8,20 +8,25 @@ import (
 
 // TestSchedule drives the re-attestation schedule through the daemon's
 // events: "fire" (its timer), with "+" if the engine holds a key epoch and
-// "-" if not, "answer" (it answered a round), "fail" (no fresh nonce) and
-// "rotate" (the keys were rotated), and checks what it does: rotate now
-// ("rotate"), wait for the timer ("wait D"), or nothing ("-").
+// "-" if not; "step" and "answer" (the engine is about to send something,
+// or an answer to a round), each asking whether to rotate with the nonce in
+// hand; "fail" (no fresh nonce); "rotate" (the keys were rotated). It
+// checks what the daemon does: for fire, wait for the timer ("wait D") or
+// rotate as soon as the nonce is in hand ("asap"); for step and answer,
+// rotate ("rotate") or not ("-"), and "idle" when no rotation is due (no
+// nonce asked for); for fail and rotate, the timer's next period.
 func TestSchedule(t *testing.T) {
 	for _, c := range []struct {
 		name, events, want string
 	}{
-		{"no key epoch: at once", "fire- rotate", "rotate 4s"},
-		{"keyed: at the next round boundary", "fire+ answer rotate", "wait 2s rotate 4s"},
-		{"no round ends: half a period late", "fire+ fire+ rotate", "wait 2s rotate 4s"},
-		{"a round boundary before it is due: nothing", "answer fire+ answer", "- wait 2s rotate"},
-		{"the epoch ends while it waits", "fire+ fire- rotate", "wait 2s rotate 4s"},
-		{"no nonce: still due, half a period at most", "fire+ answer fail answer rotate", "wait 2s rotate wait 2s rotate 4s"},
-		{"after a rotation a round boundary is no reason", "fire- rotate answer", "rotate 4s -"},
+		{"no key epoch: at once", "fire- step rotate", "asap rotate 4s"},
+		{"keyed: at the next round boundary", "fire+ step answer rotate", "wait 2s - rotate 4s"},
+		{"no round ends: half a period late", "fire+ step fire+ step rotate", "wait 2s - asap rotate 4s"},
+		{"a round boundary before it is due: nothing", "answer fire+ answer", "idle wait 2s rotate"},
+		{"the epoch ends while it waits", "fire+ fire- step rotate", "wait 2s asap rotate 4s"},
+		{"no nonce: still due, half a period at most", "fire+ fail answer rotate", "wait 2s 2s rotate 4s"},
+		{"no nonce while late: at the next boundary, or later", "fire+ fire+ fail step fire+ step", "wait 2s asap 2s - asap rotate"},
+		{"after a rotation nothing is due", "fire- rotate answer step", "asap 4s idle idle"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := schedule{every: 4 * time.Second}
@@ -29,19 +34,22 @@ func TestSchedule(t *testing.T) {
 			for _, ev := range strings.Fields(c.events) {
 				switch ev {
 				case "fire+", "fire-":
-					if rotate, wait := s.fired(ev == "fire+"); rotate {
-						got = append(got, "rotate")
-					} else {
+					if wait := s.fired(ev == "fire+"); wait > 0 {
 						got = append(got, "wait "+wait.String())
-					}
-				case "answer":
-					if s.answered() {
-						got = append(got, "rotate")
 					} else {
+						got = append(got, "asap")
+					}
+				case "step", "answer":
+					switch {
+					case !s.wants():
+						got = append(got, "idle")
+					case s.rotateNow(ev == "answer"):
+						got = append(got, "rotate")
+					default:
 						got = append(got, "-")
 					}
 				case "fail":
-					got = append(got, "wait "+s.failed().String())
+					got = append(got, s.failed().String())
 				case "rotate":
 					got = append(got, s.rotated().String())
 				default:
