@@ -220,7 +220,7 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 	}
 	f.dumpUpdates = d.dump
 	if opts.AggregatorAttestation != nil {
-		f.aggregatorArgs = []string{"--tee", attest.FormatSim, "--log-level", d.logLevel}
+		f.aggregatorArgs = []string{"--tee", attest.FormatSim, "--log-level", d.logLevel, "--attest-every", d.attestEvery.String()}
 		fmt.Fprintf(stdout, "WARNING: mode tee's aggregator runs on a SIMULATED TEE (--tee sim): its evidence proves nothing. Development only.\n")
 	}
 	if d.attack != "" {
