@@ -108,7 +108,7 @@ type Aggregator struct {
 	log     *slog.Logger
 	self    fl.NodeID
 	session []byte
-	rule    tee.Scheme // the manifest's rule; no identity
+	scheme  tee.Scheme // the manifest's, without an identity
 	issued  time.Time
 	engine  *round.Aggregator
 	coord   fl.NodeID
@@ -147,7 +147,7 @@ func New(cfg Config) (*Aggregator, error) {
 		cfg.AttestEvery = DefaultAttestEvery
 	}
 	a := &Aggregator{cfg: cfg, self: fl.NodeID(cfg.Kit.Config.Name), coord: fl.NodeID(m.Coordinator.Name), log: cfg.Logger,
-		rule: tee.Scheme{Rule: m.Rule}, sched: schedule{every: cfg.AttestEvery}}
+		sched: schedule{every: cfg.AttestEvery}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -163,22 +163,26 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	a.cfg.Limits.MaxMessage = fed.MaxMessage
 	a.session = fed.Round.Session
-	keys, err := keyring.NewKeys(nil)
-	if err != nil {
+	if a.keys, err = keyring.NewKeys(nil); err != nil {
 		return nil, err
 	}
-	a.keys, a.issued = keys, cfg.Now()
+	a.issued = cfg.Now()
+	scheme, ok := fed.Scheme.(tee.Scheme) // with the manifest's rule
+	if !ok {
+		return nil, fmt.Errorf("aggregator: manifest %s's scheme is %s, not %s", m.Federation, fed.Scheme.Name(), tee.Name)
+	}
+	a.scheme = scheme
 	a.engine, err = round.NewAggregator(round.AggregatorConfig{Session: a.session, Threshold: m.Threshold, Coordinator: a.coord,
-		Scheme: a.scheme(keys)})
+		Scheme: a.schemeOf(a.keys)})
 	if err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// scheme is the engine's scheme with keys' identity.
-func (a *Aggregator) scheme(keys *keyring.Keys) tee.Scheme {
-	s := a.rule
+// schemeOf is the engine's scheme: the manifest's, with keys' identity.
+func (a *Aggregator) schemeOf(keys *keyring.Keys) tee.Scheme {
+	s := a.scheme
 	s.Identity = keys.PrivateHPKE()
 	return s
 }
@@ -395,7 +399,7 @@ func (a *Aggregator) rotate(timer *time.Timer) error {
 	if err != nil {
 		return err
 	}
-	if err := a.engine.Rotate(a.scheme(keys)); err != nil {
+	if err := a.engine.Rotate(a.schemeOf(keys)); err != nil {
 		return err
 	}
 	a.mu.Lock()
