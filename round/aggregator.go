@@ -98,7 +98,7 @@ func (a *Aggregator) Advance() { a.audit, a.messages = nil, nil }
 // Keyed reports whether the aggregator holds a key epoch's helper: it
 // took a setup, and neither the session's end nor Rotate dropped it since.
 // The daemon rotates at once when it does not (nothing sealed to the
-// current key can be open then).
+// current key can be opened then).
 func (a *Aggregator) Keyed() bool { return a.helper != nil }
 
 // Rotate replaces the scheme, the aggregator's identity, with scheme (the
