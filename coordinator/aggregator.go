@@ -19,6 +19,17 @@ import (
 // again itself. A refused Hello is audited (the engine's rejected event)
 // and logged; the engine then starts no key setup, so nothing is sealed to
 // an aggregator whose evidence failed.
+//
+// The aggregator re-attests on its stream with new keys (a fresh nonce it
+// asks for, then a Hello), which the coordinator checks the same way; the
+// engine then re-keys the members at its next round boundary. Evidence
+// the engine holds that gets older than the aggregator policy's max_age
+// expires: logged, audited (node-refused, "aggregator attestation
+// expired"), counted (attestations_total{result="expired"}), and the
+// engine starts no round and no key setup until the aggregator's next
+// Hello passes (round.Coordinator.AggregatorExpired). It is checked before
+// every input the loop hands the engine, so no round starts on expired
+// evidence.
 
 // isAggregator reports whether id is the manifest's aggregator, whose
 // messages the engine takes.
@@ -51,7 +62,34 @@ func (c *Coordinator) admitAggregator(id fl.NodeID, m round.Message) bool {
 	a.evidence, a.claims, a.verified, a.lastErr = m.Evidence, claims, now, ""
 	a.okGen, a.okStream = a.gen, a.stream
 	a.count++
+	c.aggAttested = claims.Time
 	return true
+}
+
+// expireAggregator tells the engine once the aggregator's evidence that
+// it holds (the newest that passed) is older than the aggregator policy's
+// MaxAge at now: it did not re-attest in time.
+func (c *Coordinator) expireAggregator(now time.Time) {
+	if c.aggTEE == nil || c.aggAttested.IsZero() {
+		return
+	}
+	maxAge := time.Duration(c.aggTEE.Policy().MaxAge)
+	if now.Sub(c.aggAttested) <= maxAge {
+		return
+	}
+	id := fl.NodeID(c.manifest().Aggregator.Name)
+	err := &attest.AgeError{Time: c.aggAttested, Now: now, MaxAge: maxAge}
+	c.aggAttested = time.Time{}
+	if c.rc.Status().Phase == round.PhaseDone {
+		return
+	}
+	reason := "aggregator attestation expired: " + err.Error()
+	c.log.Warn("the aggregator's evidence expired: no round or key setup starts until it re-attests", "aggregator", id, "err", err)
+	if a := c.att[id]; a != nil {
+		a.lastErr, a.failed = reason, now
+	}
+	c.rc.AggregatorExpired(reason) // audited
+	c.met.attestations.WithLabelValues("expired").Inc()
 }
 
 // verifyAggregatorHello checks the aggregator's Hello evidence: its

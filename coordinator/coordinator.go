@@ -219,6 +219,9 @@ type Coordinator struct {
 	// removed are the members an amendment in force removed, whose streams
 	// are dropped once the amendment has been sent to them.
 	removed []fl.NodeID
+	// aggAttested is when the TEE evidence of the aggregator's newest
+	// Hello that passed was made; zero once it expired (aggregator.go).
+	aggAttested time.Time
 
 	startOnce sync.Once
 	loopDone  chan struct{}

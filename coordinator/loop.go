@@ -64,8 +64,10 @@ func (c *Coordinator) loop(ctx context.Context) error {
 			if !ok {
 				return ctx.Err()
 			}
+			c.expireAggregator(c.cfg.Now()) // before the engine acts on it
 			c.handle(ev)
 		case <-ticker.C:
+			c.expireAggregator(c.cfg.Now())
 			c.rc.Tick()
 			if now := c.cfg.Now(); now.Sub(lastExpiry) >= time.Second {
 				lastExpiry = now

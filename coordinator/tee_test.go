@@ -3,13 +3,18 @@ package coordinator_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/cloisterfl/cloister/aggregator"
 	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/federation"
+	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/fedtest"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -121,4 +126,101 @@ func TestAggregatorRefused(t *testing.T) {
 	if strings.Contains(logs, "setup-started") || strings.Contains(logs, "event=opened") {
 		t.Error("a key setup started, or a round opened, with a refused aggregator")
 	}
+}
+
+// recordsOf returns the records of recs of kind, for node if not empty,
+// whose reason contains s.
+func recordsOf(recs []audit.Record, kind audit.Kind, node fl.NodeID, s string) []audit.Record {
+	var out []audit.Record
+	for _, r := range recs {
+		if r.Kind == kind && (node == "" || r.Data.Node == node) && strings.Contains(r.Data.Reason, s) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestAggregatorExpiry: the aggregator's evidence may be at most 4s old,
+// and it re-attests every 6s, half a period late at the most while no
+// round ends (its start warns that this is too seldom). Each time its
+// evidence gets older than 4s, the coordinator says so in its log and
+// audit log, lets the round under way end, and starts no round and no key
+// setup until the aggregator's re-attestation (new keys, fresh evidence,
+// 5s later); it then re-keys the members to the new key and the session
+// goes on, to its 40 commits.
+func TestAggregatorExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 3, Threshold: 2, MinCohort: 3, Mode: federation.ModeTEE, DP: &federation.DP{},
+			AggregatorAttestation: simPolicy(aggregatorImage, 4*time.Second), Model: federation.ModelSpec{Kind: "softmax"},
+			Training: federation.Training{Rounds: 40, LocalEpochs: 1, Batch: 16, LearningRate: 0.05}})}
+		f.TrainTime = 250 * time.Millisecond // rounds take time, so that evidence ages while they go on
+		f.AggregatorConfig = func(c *aggregator.Config) { c.AttestEvery = 6 * time.Second }
+		f.StartCoordinator()
+		f.StartAggregator(attest.NewSimTEE(aggregatorImage, ""))
+		f.StartNodes(3)
+		f.WaitDone(40, 5*time.Minute)
+		if err := <-f.AggregatorDone; err != nil {
+			t.Errorf("the aggregator: %v", err)
+		}
+		metric := f.Metric(`cloister_coordinator_attestations_total{result="expired"}`)
+		h, err := f.Coord.History(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.StopCoordinator()
+		f.VerifyAudit(40, 4)
+		logs := f.Logs.String()
+		for _, want := range []string{"re-attests less often than its policy's maximum evidence age",
+			"the aggregator's evidence expired: no round or key setup starts until it re-attests",
+			"re-attested: new process keys, new evidence"} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("the logs do not say %q", want)
+			}
+		}
+
+		recs := auditRecords(t, filepath.Join(f.Dir, "coordinator-state", "audit.log"))
+		expired := recordsOf(recs, audit.NodeRefused, pki.DefaultAggregator, "aggregator attestation expired")
+		if len(expired) == 0 || metric != float64(len(expired)) {
+			t.Fatalf("%d node-refused records of the aggregator's expired evidence, attestations_total{result=\"expired\"} = %v: "+
+				"want at least one, and as many", len(expired), metric)
+		}
+		// In the audit log's order (the fake clock stands still while the
+		// daemons compute): after each expiry, the aggregator's next Hello
+		// admitted, with no round started or key setup begun in between,
+		// and a re-key for its new evidence after it.
+		admitted := recordsOf(recs, audit.NodeAdmitted, pki.DefaultAggregator, "")
+		started := recordsOf(recs, audit.RoundStarted, "", "")
+		rekeys := recordsOf(recs, audit.KeyRotated, "", "")
+		for _, e := range expired {
+			i := slices.IndexFunc(admitted, func(r audit.Record) bool { return r.Seq > e.Seq })
+			if i < 0 {
+				t.Fatalf("no Hello of the aggregator admitted after its evidence expired (record %d)", e.Seq)
+			}
+			fresh := admitted[i]
+			t.Logf("the aggregator's evidence expired at %v, it re-attested at %v", e.Time.Sub(h.History[0].Started),
+				fresh.Time.Sub(h.History[0].Started))
+			if fresh.Time.Sub(e.Time) < time.Second {
+				t.Errorf("expired at %v, re-attested at %v: want a wait between", e.Time, fresh.Time)
+			}
+			for _, r := range append(slices.Clone(started), rekeys...) {
+				if r.Seq > e.Seq && r.Seq < fresh.Seq {
+					t.Errorf("%s (round %d, epoch %d) at %v, on the aggregator's expired evidence (expired at %v, fresh at %v)",
+						r.Kind, r.Data.Round, r.Data.Epoch, r.Time, e.Time, fresh.Time)
+				}
+			}
+			if !slices.ContainsFunc(rekeys, func(r audit.Record) bool {
+				return r.Seq > fresh.Seq && strings.Contains(r.Data.Reason, "the aggregator aggregator has new evidence")
+			}) {
+				t.Errorf("no re-key for the aggregator's fresh evidence (record %d)", fresh.Seq)
+			}
+		}
+		for _, r := range h.History {
+			if r.Outcome != "committed" {
+				t.Errorf("round %d: %s (%s)", r.Round, r.Outcome, r.Reason)
+			}
+		}
+		if last := started[len(started)-1]; last.Seq < expired[0].Seq {
+			t.Error("no round after the aggregator's evidence expired")
+		}
+	})
 }

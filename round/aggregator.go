@@ -50,8 +50,8 @@ type Aggregator struct {
 	epoch    uint64
 	helper   protect.Helper // of epoch; nil before the first setup
 	answered fl.Round       // the last round answered or refused
-	// refused is why the newest setup (of epoch refusedEpoch) was refused:
-	// the rounds of that epoch are refused with it.
+	// refused is why the rounds of epoch refusedEpoch are refused: its
+	// setup was refused, or Rotate dropped its helper.
 	refused      string
 	refusedEpoch uint64
 	audit        []Event
@@ -95,10 +95,37 @@ func (a *Aggregator) HasReady() bool { return len(a.audit) > 0 || len(a.messages
 // Advance acknowledges the output of the last Ready.
 func (a *Aggregator) Advance() { a.audit, a.messages = nil, nil }
 
+// Keyed reports whether the aggregator holds a key epoch's helper: it
+// took a setup, and neither the session's end nor Rotate dropped it since.
+// The daemon rotates at once when it does not (nothing sealed to the
+// current key can be opened then).
+func (a *Aggregator) Keyed() bool { return a.helper != nil }
+
+// Rotate replaces the scheme, the aggregator's identity, with scheme (the
+// daemon's new process keys, before it says Hello with their evidence). It
+// drops the current epoch's helper and with it the previous identity: a
+// round of that epoch is refused from then on (the members seal to the
+// previous key until the coordinator, which has the new evidence, re-keys
+// at its next round boundary), and the next setup must name the new key.
+// What the aggregator answered stays: it still takes no setup of an epoch
+// and answers no round older than one it took before.
+func (a *Aggregator) Rotate(scheme AggregatorScheme) error {
+	if scheme == nil {
+		return errors.New("round: aggregator rotated to no scheme")
+	}
+	a.cfg.Scheme = scheme
+	if a.helper != nil {
+		a.helper = nil
+		a.refused, a.refusedEpoch = fmt.Sprintf("its keys were rotated after its setup of epoch %d", a.epoch), a.epoch
+	}
+	return nil
+}
+
 // Hello says Hello to the coordinator with evidence: the aggregator's
 // Hello evidence (its process keys, signed with its audit key, and TEE
 // evidence bound to this connection), which the coordinator relays to
-// every member. The daemon calls it on every new connection.
+// every member. The daemon calls it on every new connection, and after
+// Rotate on the live one.
 func (a *Aggregator) Hello(evidence []byte) {
 	a.send(Message{Kind: KindHello, Evidence: bytes.Clone(evidence), Epoch: a.epoch})
 }

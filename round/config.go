@@ -174,7 +174,9 @@ type CoordinatorConfig struct {
 	// revealer. The aggregator answers with KindShare (Payload: the result,
 	// sealed to the group key), which the coordinator takes as Open's
 	// result, or KindRefuse (Reason), which aborts the round; the reveal
-	// deadline covers the wait. See [Aggregator].
+	// deadline covers the wait. Its evidence comes in its Hellos, which the
+	// application verified; see [Aggregator] and
+	// [Coordinator.AggregatorExpired].
 	Aggregator fl.NodeID
 }
 

@@ -70,10 +70,13 @@ type Coordinator struct {
 	awaitAggregator bool
 	// aggEvidence is the aggregator's last Hello evidence, relayed to the
 	// members; aggLive says its stream is up; aggRekey, if not empty, is
-	// why the next round boundary re-keys (its evidence changed).
+	// why the next round boundary re-keys (its evidence changed);
+	// aggExpired, if not empty, is why no round or key setup starts until
+	// its next Hello (AggregatorExpired).
 	aggEvidence []byte
 	aggLive     bool
 	aggRekey    string
+	aggExpired  string
 	expected    map[fl.NodeID]bool // evaluation: who was sent the model
 	reported    map[fl.NodeID]bool
 }

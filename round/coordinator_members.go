@@ -28,6 +28,28 @@ func (c *Coordinator) Unreachable(id fl.NodeID) {
 	c.stopWaitingFor(id, fmt.Sprintf("%s is unreachable", id))
 }
 
+// AggregatorExpired tells the coordinator that the evidence of mode tee's
+// aggregator, from its last Hello, is older than the aggregator policy's
+// maximum age (the application reads evidence; the engine does not): an
+// [EventRejected] event of the aggregator for reason. Until the
+// aggregator's next Hello, whose fresh evidence the application verified,
+// no round and no key setup starts: the coordinator waits (PhaseWait, or
+// PhaseJoin for a re-key) rather than have the members seal updates to a
+// key that only stale evidence vouches for (they refuse to make parties
+// for it themselves). A round or a key setup under way goes on: its
+// parties were made on fresh evidence. Expiring evidence already expired
+// changes nothing; without an aggregator it is ignored.
+func (c *Coordinator) AggregatorExpired(reason string) {
+	if c.cfg.Aggregator == "" || c.aggExpired != "" {
+		return
+	}
+	if len(reason) > 200 {
+		reason = reason[:200]
+	}
+	c.aggExpired = reason
+	c.emit(Event{Kind: EventRejected, Round: c.roundIfRunning(), Node: c.cfg.Aggregator, Detail: reason})
+}
+
 // stopWaitingFor ends the current step's wait for id, which cannot answer
 // (down, or without a key share of the current epoch).
 func (c *Coordinator) stopWaitingFor(id fl.NodeID, why string) {

@@ -38,7 +38,9 @@ func (c *Coordinator) startRound() {
 		return
 	}
 	live := c.liveKeyed()
-	if need := max(c.cfg.MinCohort, c.cfg.Threshold); len(live) < need {
+	// Mode tee: no round on the aggregator's expired evidence; its next
+	// Hello ends the wait.
+	if need := max(c.cfg.MinCohort, c.cfg.Threshold); len(live) < need || c.aggExpired != "" {
 		if c.st.Phase != PhaseWait {
 			c.st.Phase = PhaseWait
 			c.elapsed = 0
@@ -411,8 +413,10 @@ func (c *Coordinator) aggregatorStep(m Message) error {
 
 // aggregatorHello admits the aggregator: its evidence goes to every live
 // member, which verifies it itself before sealing anything to its key. New
-// evidence after a key setup (a new connection, new keys) re-keys at the
-// next round boundary, so that the members seal to the keys it holds now.
+// evidence after a key setup (a new connection, a re-attestation with new
+// keys) re-keys at the next round boundary, so that the members seal to the
+// keys it holds now; it also ends the wait for fresh evidence that
+// AggregatorExpired started.
 func (c *Coordinator) aggregatorHello(m Message) error {
 	if len(m.Evidence) == 0 || len(m.Evidence) > MaxEvidence {
 		return fmt.Errorf("%w: %d bytes of evidence", ErrMalformed, len(m.Evidence))
@@ -420,7 +424,7 @@ func (c *Coordinator) aggregatorHello(m Message) error {
 	if c.aggEvidence != nil && !bytes.Equal(c.aggEvidence, m.Evidence) && c.st.Epoch > 0 {
 		c.aggRekey = fmt.Sprintf("the aggregator %s has new evidence", c.cfg.Aggregator)
 	}
-	c.aggEvidence, c.aggLive = bytes.Clone(m.Evidence), true
+	c.aggEvidence, c.aggLive, c.aggExpired = bytes.Clone(m.Evidence), true, ""
 	c.emit(Event{Kind: EventAdmitted, Node: c.cfg.Aggregator, Digest: DigestOf(m.Evidence), Detail: "the aggregator"})
 	for _, id := range c.members {
 		if c.live[id] {

@@ -207,8 +207,8 @@ func (c *Coordinator) maybeStartSetup() {
 	if !c.allEligibleLive() && c.elapsed < c.dl.Join {
 		return
 	}
-	if c.cfg.Aggregator != "" && !c.aggLive {
-		return // mode tee: the members seal to the aggregator's key, relayed in SetupStart
+	if c.cfg.Aggregator != "" && (!c.aggLive || c.aggExpired != "") {
+		return // mode tee: the members seal to the aggregator's key, relayed in SetupStart, on fresh evidence only
 	}
 	dealer := c.pickDealer(eligible)
 	if dealer == "" {

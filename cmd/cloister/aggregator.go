@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/cloisterfl/cloister/aggregator"
 	"github.com/cloisterfl/cloister/attest"
@@ -15,7 +16,7 @@ import (
 )
 
 // runAggregator runs mode tee's aggregator: `cloister aggregator --kit
-// fed/aggregator --tee sim`.
+// fed/aggregator --tee sim [--attest-every D]`.
 func runAggregator(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("aggregator", stderr)
 	kitDir := fs.String("kit", "", "the aggregator's kit directory (cloister init --mode tee writes fed/aggregator)")
@@ -23,6 +24,8 @@ func runAggregator(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	teeFormat := fs.String("tee", "", "the TEE the aggregator runs in: sim (INSECURE, development), sev-snp, tdx or nitro (required: members seal only to an attested aggregator)")
 	simState := fs.String("tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
 	maxMsg := fs.Int64("max-message", 0, "transport message limit in bytes (0: the limit the manifest implies)")
+	attestEvery := fs.Duration("attest-every", aggregator.DefaultAttestEvery, "rotate the process keys and re-attest this often, "+
+		"at the next round boundary (at most half this late): keep 1.5 times it below the manifest's aggregator max_age")
 	var lf logFlags
 	lf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -42,6 +45,9 @@ func runAggregator(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *addr == "" {
 		*addr = kit.Config.CoordinatorAddress
 	}
+	if *attestEvery < 100*time.Millisecond {
+		return fmt.Errorf("--attest-every %s: at least 100ms", *attestEvery)
+	}
 	if *teeFormat == "" {
 		if *simState != "" {
 			return errors.New("--tee-sim-state needs --tee sim")
@@ -58,7 +64,7 @@ func runAggregator(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *teeFormat == attest.FormatSim {
 		log.Warn("running on a SIMULATED TEE (--tee sim): its evidence proves nothing; development only")
 	}
-	cfg := aggregator.Config{Kit: kit, TEE: att, Logger: log}
+	cfg := aggregator.Config{Kit: kit, TEE: att, Logger: log, AttestEvery: *attestEvery}
 	cfg.Limits.MaxMessage = *maxMsg
 	a, err := aggregator.New(cfg)
 	if err != nil {

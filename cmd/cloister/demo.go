@@ -141,7 +141,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&ff.eps, "epsilon", 8, "with --dp-noise: the federation's ε budget; the coordinator stops at the last round within it")
 	fs.Float64Var(&ff.delta, "delta", 1e-5, "with --dp-noise: δ")
 	fs.StringVar(&ff.tee, "tee", "", "run the nodes on a TEE and require its evidence: sim (INSECURE simulated TEE, measuring this binary); empty: attestation off")
-	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their process keys and re-attest this often")
+	fs.DurationVar(&d.attestEvery, "attest-every", node.DefaultAttestEvery, "with --tee: nodes rotate their process keys and re-attest this often; in mode tee, the aggregator too")
 	fs.StringVar(&ff.compress, "compress", "none", compressUsage)
 	fs.StringVar(&ff.rule, "rule", "mean", "aggregation rule: mean, or in modes tee and plain median, trimmed:β, krum, multikrum:m, bulyan or cclip (f: the most the rule tolerates with --min-cohort updates, unless given)")
 	fs.StringVar(&d.attack, "insecure-attack", "", "INSECURE, research only: node-1 … node-F (--byzantine) run this attack (sign-flip, scale, gaussian, label-flip, alie, ipm, backdoor); the manifest then allows attacks")
@@ -226,7 +226,7 @@ func (d *demoFlags) provision(dir string, opts pki.InitOptions, stdout io.Writer
 	}
 	f.dumpUpdates = d.dump
 	if opts.AggregatorAttestation != nil {
-		f.aggregatorArgs = []string{"--tee", attest.FormatSim, "--log-level", d.logLevel}
+		f.aggregatorArgs = []string{"--tee", attest.FormatSim, "--log-level", d.logLevel, "--attest-every", d.attestEvery.String()}
 		fmt.Fprintf(stdout, "WARNING: mode tee's aggregator runs on a SIMULATED TEE (--tee sim): its evidence proves nothing. Development only.\n")
 	}
 	if d.attack != "" {

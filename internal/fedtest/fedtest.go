@@ -90,6 +90,9 @@ type Fed struct {
 	// evidence age) nor the harness's waits get a turn. A test that needs
 	// time to pass while rounds go on sets it.
 	TrainTime time.Duration
+	// AggregatorConfig, if set, adjusts mode tee's aggregator's
+	// configuration (StartAggregator).
+	AggregatorConfig func(c *aggregator.Config)
 	// AggregatorDone receives the aggregator's Run result (StartAggregator).
 	AggregatorDone <-chan error
 	stopAggregator context.CancelFunc
@@ -334,8 +337,12 @@ func (f *Fed) status() any {
 // coordinator through the Network. AggregatorDone has Run's result.
 func (f *Fed) StartAggregator(tee attest.Attester) *aggregator.Aggregator {
 	f.T.Helper()
-	a, err := aggregator.New(aggregator.Config{Kit: f.Kits[pki.DefaultAggregator], TEE: tee, Logger: f.Log.With("who", pki.DefaultAggregator),
-		Backoff: struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond}, Dial: f.Net.Dial})
+	cfg := aggregator.Config{Kit: f.Kits[pki.DefaultAggregator], TEE: tee, Logger: f.Log.With("who", pki.DefaultAggregator),
+		Backoff: struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond}, Dial: f.Net.Dial}
+	if f.AggregatorConfig != nil {
+		f.AggregatorConfig(&cfg)
+	}
+	a, err := aggregator.New(cfg)
 	if err != nil {
 		f.T.Fatal(err)
 	}
