@@ -12,7 +12,9 @@
 // it to the members, each of which verifies it itself before sealing
 // anything to that key. The protocol is round.Aggregator's: the
 // aggregator answers each round once, keeps only the newest key epoch's
-// setup, and keeps no plaintext beyond one Open.
+// setup, and keeps no plaintext beyond one Open. With Config.StateDir it
+// keeps a signed audit log of its own (AuditFile): each key setup it took,
+// each round it opened and each refusal, on disk before its answer leaves.
 //
 // # Re-attestation
 //
@@ -63,6 +65,7 @@ import (
 	"time"
 
 	"github.com/cloisterfl/cloister/attest"
+	"github.com/cloisterfl/cloister/audit"
 	"github.com/cloisterfl/cloister/federation"
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/keyring"
@@ -95,6 +98,11 @@ type Config struct {
 	// AttestEvery is how often the aggregator makes new process keys and
 	// attests them (see Re-attestation); 0 means DefaultAttestEvery.
 	AttestEvery time.Duration
+	// StateDir, if set, holds the aggregator's audit log (AuditFile),
+	// signed with its kit's audit key: the key setups it took, the rounds
+	// it opened and what it refused. Empty: those events go to the
+	// process log only.
+	StateDir string
 }
 
 // DefaultAttestEvery is how often the aggregator rotates its process keys
@@ -117,6 +125,8 @@ type Aggregator struct {
 
 	mu   sync.Mutex // guards keys, which Key reads
 	keys *keyring.Keys
+
+	alog *audit.Log // nil without Config.StateDir
 }
 
 // New checks the kit and makes the aggregator's process keys.
@@ -215,6 +225,12 @@ func (a *Aggregator) Run(ctx context.Context, addr string) error {
 	m := a.cfg.Kit.Manifest
 	a.log.Info("aggregator starting", "federation", m.Federation, "rule", ruleName(m.Rule), "tee", a.cfg.TEE.Format(), "coordinator", addr,
 		"attest_every", a.cfg.AttestEvery)
+	if err := a.openAudit(); err != nil {
+		return err
+	}
+	if a.alog != nil {
+		defer a.alog.Close()
+	}
 	rng := mrand.New(mrand.NewPCG(uint64(a.cfg.Now().UnixNano()), 11))
 	metrics := new(transport.Metrics)
 	timer := time.NewTimer(a.sched.every)
@@ -250,6 +266,9 @@ func (a *Aggregator) Run(ctx context.Context, addr string) error {
 		}
 		if errors.Is(err, transport.ErrReplaced) {
 			return fmt.Errorf("aggregator: another process connected as %s: %w", a.self, err)
+		}
+		if errors.Is(err, errAudit) {
+			return err
 		}
 		if ctx.Err() != nil {
 			break
@@ -433,7 +452,8 @@ func (a *Aggregator) evidence(conn *transport.Conn, nonce []byte) ([]byte, error
 	return keys.Evidence(a.session, a.self, a.cfg.Kit.AuditKey, a.issued, te), nil
 }
 
-// drain logs the engine's audit events, then sends its messages.
+// drain logs and audits the engine's events (the audit log on disk
+// first), then sends its messages.
 func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) error {
 	for a.engine.HasReady() {
 		rd := a.engine.Ready()
@@ -443,6 +463,9 @@ func (a *Aggregator) drain(ctx context.Context, conn *transport.Conn) error {
 				lvl = slog.LevelWarn
 			}
 			a.log.Log(ctx, lvl, "audit", "event", e.Kind.String(), "epoch", e.Epoch, "round", e.Round, "digest", e.Digest.String(), "detail", e.Detail)
+			if err := a.record(e); err != nil {
+				return err
+			}
 		}
 		for _, m := range rd.Messages {
 			m.To = "" // to the coordinator, whose name is not a NodeID

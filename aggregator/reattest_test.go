@@ -74,8 +74,23 @@ func TestReattest(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.StopCoordinator()
-		f.VerifyAudit(30, 4)
+		res := f.VerifyAudit(30, 5) // the coordinator's, the 3 members' and the aggregator's own
 		logs := f.Logs.String()
+		// The aggregator's log: every round it opened, once, and a key
+		// setup for every epoch, each re-key after a rotation included.
+		var agg, coord map[audit.Kind]int
+		for _, r := range res {
+			switch r.Summary.State.Actor {
+			case pki.DefaultAggregator:
+				agg = r.Summary.Kinds
+			case "coordinator":
+				coord = r.Summary.Kinds
+			}
+		}
+		t.Logf("the aggregator's audit log: %v; the coordinator's key setups: %d", agg, coord[audit.KeySetup])
+		if agg[audit.Revealed] != 30 || agg[audit.SessionStarted] != 1 || agg[audit.KeySetup] < 2 || agg[audit.KeySetup] != coord[audit.KeySetup] {
+			t.Errorf("the aggregator's audit log: %v; want 30 rounds opened, and a key setup for each of the coordinator's %d", agg, coord[audit.KeySetup])
+		}
 
 		if bytes.Equal(a.Key(), first) {
 			t.Error("the aggregator's key is the one it started with")

@@ -135,3 +135,19 @@ func TestCoordinatorCommitsCosigned(t *testing.T) {
 		t.Errorf("a member's uncosigned commit: %v", err)
 	}
 }
+
+// TestAggregatorNeverCosigns: mode tee's aggregator writes a log of its own
+// with a key of the federation, but it is never a round's leader: a
+// coordinator's commit naming it as the leader, with its cosignature, fails
+// under a Federation that names it.
+func TestAggregatorNeverCosigns(t *testing.T) {
+	commit := Data{Round: 2, Digest: d("record-2"), Leader: "node-3", Session: "fed-test"}
+	path := coordinatorCommit(t, "node-3", cosignOf(t, node3.key, "node-3", commit))
+	if _, err := Verify(path, Federation{Keys: keys, Coordinator: coord.name}); err != nil {
+		t.Fatalf("a commit cosigned by its leader node-3: %v", err)
+	}
+	_, err := Verify(path, Federation{Keys: keys, Coordinator: coord.name, Aggregator: "node-3"})
+	if !errors.Is(err, ErrNotCosigned) || !strings.Contains(err.Error(), "cosigned by the aggregator node-3, which is never a leader") {
+		t.Errorf("a commit cosigned by the aggregator: %v, want ErrNotCosigned naming it", err)
+	}
+}

@@ -45,9 +45,14 @@ func (k Keys) PublicKey(name string) (ed25519.PublicKey, error) {
 // member's committed records need none: a member records a commit whose
 // leader-signed round record it verified itself. With a bare [Keys],
 // cosignatures are checked where present and required nowhere.
+//
+// Aggregator names mode tee's aggregator, if any: it writes a log of its
+// own (Keys holds its audit key), but it is never a round's leader, so a
+// cosignature of its is refused wherever it appears.
 type Federation struct {
 	Keys        Keys
 	Coordinator string // the coordinator's name in the manifest
+	Aggregator  string // mode tee's aggregator's name; "" without one
 }
 
 // PublicKey implements KeyResolver.
@@ -56,6 +61,9 @@ func (f Federation) PublicKey(name string) (ed25519.PublicKey, error) { return f
 // requireCosign applies the Federation's rule to a record whose writer's
 // signature verified.
 func (f Federation) requireCosign(r *Record) error {
+	if f.Aggregator != "" && r.Cosign != nil && string(r.Cosign.Signer) == f.Aggregator {
+		return fmt.Errorf("%w: %s record of round %d cosigned by the aggregator %s, which is never a leader", ErrNotCosigned, r.Kind, r.Data.Round, f.Aggregator)
+	}
 	if r.Kind != Committed || r.Actor != f.Coordinator {
 		return nil
 	}

@@ -51,7 +51,7 @@ func teeRun(t *testing.T, rule, spec string, image [48]byte) (acc float64, logs 
 			synctest.Wait()
 			logs = f.Logs.String()
 			f.StopCoordinator()
-			f.VerifyAudit(0, 6)
+			f.VerifyAudit(0, 7)
 			return
 		}
 		f.WaitDone(6, 5*time.Minute)
@@ -73,7 +73,7 @@ func teeRun(t *testing.T, rule, spec string, image [48]byte) (acc float64, logs 
 		acc, logs = *last.Accuracy, f.Logs.String()
 		t.Logf("mode tee, rule %q, attack %q: accuracy by round %v", rule, spec, trace)
 		f.StopCoordinator()
-		f.VerifyAudit(6, 6) // the coordinator's log and the members', aggregator events included
+		f.VerifyAudit(6, 7) // the coordinator's log (aggregator events included), the members' and the aggregator's
 	})
 	return acc, logs
 }
@@ -168,7 +168,7 @@ func TestAggregatorExpiry(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.StopCoordinator()
-		f.VerifyAudit(40, 4)
+		f.VerifyAudit(40, 5)
 		logs := f.Logs.String()
 		for _, want := range []string{"re-attests less often than its policy's maximum evidence age",
 			"the aggregator's evidence expired: no round or key setup starts until it re-attests",

@@ -322,6 +322,25 @@ func (m *Manifest) AuditKeys() map[string]ed25519.PublicKey {
 	return keys
 }
 
+// LogKeys returns the audit keys of every party that writes an audit log,
+// by name: AuditKeys' and, in mode tee, the aggregator's (which writes a
+// log of its own and cosigns nothing).
+func (m *Manifest) LogKeys() map[string]ed25519.PublicKey {
+	keys := m.AuditKeys()
+	if a := m.Aggregator; a != nil {
+		keys[a.Name] = a.AuditKey
+	}
+	return keys
+}
+
+// AggregatorName returns mode tee's aggregator's name, or "".
+func (m *Manifest) AggregatorName() string {
+	if m.Aggregator == nil {
+		return ""
+	}
+	return m.Aggregator.Name
+}
+
 // Canonical returns the manifest's canonical JSON encoding: the bytes that
 // are signed and hashed.
 func (m *Manifest) Canonical() ([]byte, error) {

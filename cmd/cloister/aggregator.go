@@ -23,6 +23,7 @@ func runAggregator(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	addr := fs.String("coordinator", "", "the coordinator's host:port (default: the kit's)")
 	teeFormat := fs.String("tee", "", "the TEE the aggregator runs in: sim (INSECURE, development), sev-snp, tdx or nitro (required: members seal only to an attested aggregator)")
 	simState := fs.String("tee-sim-state", "", "with --tee sim: a JSON file {\"tcb\": N, \"debug\": false} read at every attestation (simulated platform firmware)")
+	state := fs.String("state", "", "state directory for the aggregator's signed audit log (audit.log: the key setups it took, the rounds it opened, what it refused; cloister audit verify reads it); empty: those events go to the process log only")
 	maxMsg := fs.Int64("max-message", 0, "transport message limit in bytes (0: the limit the manifest implies)")
 	attestEvery := fs.Duration("attest-every", aggregator.DefaultAttestEvery, "rotate the process keys and re-attest this often, "+
 		"at the next round boundary (at most half this late): keep 1.5 times it below the manifest's aggregator max_age")
@@ -64,7 +65,12 @@ func runAggregator(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if *teeFormat == attest.FormatSim {
 		log.Warn("running on a SIMULATED TEE (--tee sim): its evidence proves nothing; development only")
 	}
-	cfg := aggregator.Config{Kit: kit, TEE: att, Logger: log, AttestEvery: *attestEvery}
+	if *state != "" {
+		if err := os.MkdirAll(*state, 0o700); err != nil {
+			return fmt.Errorf("--state: %w", err)
+		}
+	}
+	cfg := aggregator.Config{Kit: kit, TEE: att, Logger: log, AttestEvery: *attestEvery, StateDir: *state}
 	cfg.Limits.MaxMessage = *maxMsg
 	a, err := aggregator.New(cfg)
 	if err != nil {

@@ -60,7 +60,7 @@ func runAudit(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, err := audit.VerifyDir(dir, audit.Federation{Keys: keys, Coordinator: man.Coordinator.Name})
+	res, err := audit.VerifyDir(dir, audit.Federation{Keys: keys, Coordinator: man.Coordinator.Name, Aggregator: man.AggregatorName()})
 	bad := 0
 	for _, r := range res {
 		if r.Err != nil {
@@ -104,7 +104,7 @@ func federationKeys(dir string, kit *pki.Kit) (audit.Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys := audit.Keys(kit.Manifest.AuditKeys())
+	keys := audit.Keys(kit.Manifest.LogKeys())
 	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() != pki.ManifestFile {
 			return err
@@ -120,7 +120,7 @@ func federationKeys(dir string, kit *pki.Kit) (audit.Keys, error) {
 		if s, err := m.SessionID(); err != nil || !bytes.Equal(s, sid) {
 			return nil
 		}
-		for name, k := range m.AuditKeys() {
+		for name, k := range m.LogKeys() {
 			if old, ok := keys[name]; ok && !bytes.Equal(old, k) {
 				return fmt.Errorf("%s lists another audit key for %s than the other manifests of the session", path, name)
 			}

@@ -80,8 +80,9 @@ func TestDemoModeTEE(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a federation of real processes")
 	}
+	keep := filepath.Join(t.TempDir(), "demo")
 	out, res := runTinyDemo(t, "--mode", "tee", "--min-cohort", "3", "--rounds", "5", "--dp-noise", "0",
-		"--insecure-attack", "sign-flip:scale=10", "--rule", "median")
+		"--insecure-attack", "sign-flip:scale=10", "--rule", "median", "--keep", keep)
 	for _, want := range []string{"mode tee", "rule median:f=1", "aggregator runs on a SIMULATED TEE"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q", want)
@@ -92,6 +93,21 @@ func TestDemoModeTEE(t *testing.T) {
 	}
 	if res.FinalAccuracy < 0.8 {
 		t.Errorf("median in mode tee: final accuracy %.3f, want ≥ 0.8 on separable blobs", res.FinalAccuracy)
+	}
+	// The aggregator's own signed audit log verifies with the others and
+	// holds the 5 rounds it opened.
+	var stdout, stderr strings.Builder
+	if err := run([]string{"audit", "verify", "--kit", filepath.Join(keep, "fed", "coordinator"), filepath.Join(keep, "state")}, nil, &stdout, &stderr); err != nil {
+		t.Fatalf("audit verify: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	line := ""
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if strings.Contains(l, filepath.Join(keep, "state", "aggregator", "audit.log")+": ") {
+			line = l
+		}
+	}
+	if !strings.HasPrefix(line, "ok ") || !strings.Contains(line, " 5 reveals") {
+		t.Errorf("audit verify did not verify the aggregator's log with its 5 rounds opened:\n%s", stdout.String())
 	}
 }
 

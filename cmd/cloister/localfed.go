@@ -26,6 +26,7 @@ import (
 //	DIR/fed/                 the federation (cloister init)
 //	DIR/state/coordinator/   the coordinator's state (coordinator.db, audit.log)
 //	DIR/state/node-i/        each node's state (node.db, audit.log)
+//	DIR/state/aggregator/    mode tee's aggregator's audit.log
 //	DIR/logs/*.txt           each process's stdout and stderr (JSON records)
 type localFed struct {
 	dir       string
@@ -157,7 +158,8 @@ func (f *localFed) startCoordinator() error {
 
 // startAggregator starts mode tee's aggregator (cloister aggregator).
 func (f *localFed) startAggregator() error {
-	args := append([]string{"aggregator", "--kit", f.kit(pki.DefaultAggregator), "--coordinator", f.addr, "--log-format", "json"}, f.aggregatorArgs...)
+	args := append([]string{"aggregator", "--kit", f.kit(pki.DefaultAggregator), "--coordinator", f.addr, "--state", f.state(pki.DefaultAggregator),
+		"--log-format", "json"}, f.aggregatorArgs...)
 	return f.start(pki.DefaultAggregator, args...)
 }
 

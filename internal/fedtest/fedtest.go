@@ -35,6 +35,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -158,7 +159,8 @@ func NodeNames(n int) []string {
 	return s
 }
 
-// StateDir is the state directory of a daemon ("coordinator" or a node).
+// StateDir is the state directory of a daemon ("coordinator", a node or
+// mode tee's aggregator).
 func (f *Fed) StateDir(name string) string { return filepath.Join(f.Dir, name+"-state") }
 
 // StartCoordinator starts the coordinator on the Network (resuming from its
@@ -337,8 +339,12 @@ func (f *Fed) status() any {
 // coordinator through the Network. AggregatorDone has Run's result.
 func (f *Fed) StartAggregator(tee attest.Attester) *aggregator.Aggregator {
 	f.T.Helper()
+	state := f.StateDir(pki.DefaultAggregator)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		f.T.Fatal(err)
+	}
 	cfg := aggregator.Config{Kit: f.Kits[pki.DefaultAggregator], TEE: tee, Logger: f.Log.With("who", pki.DefaultAggregator),
-		Backoff: struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond}, Dial: f.Net.Dial}
+		Backoff: struct{ Min, Max time.Duration }{50 * time.Millisecond, 500 * time.Millisecond}, Dial: f.Net.Dial, StateDir: state}
 	if f.AggregatorConfig != nil {
 		f.AggregatorConfig(&cfg)
 	}
@@ -428,7 +434,7 @@ func (f *Fed) WaitMetric(name string, want float64) {
 func (f *Fed) VerifyAudit(commits, logs int) []audit.FileResult {
 	f.T.Helper()
 	man := f.Kits["coordinator"].Manifest
-	fed := audit.Federation{Keys: audit.Keys(man.AuditKeys()), Coordinator: man.Coordinator.Name}
+	fed := audit.Federation{Keys: audit.Keys(man.LogKeys()), Coordinator: man.Coordinator.Name, Aggregator: man.AggregatorName()}
 	res, err := audit.VerifyDir(f.Dir, fed)
 	if err != nil {
 		f.T.Fatalf("audit verify: %v", err)
