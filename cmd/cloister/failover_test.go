@@ -182,6 +182,22 @@ func (f *failoverFed) lastCommitted() fl.Round {
 // together; only the rounds caught by a failover aborted; every log
 // verifies; every node holds the same final model. It returns the rounds
 // aborted.
+// allBack waits until every node is connected to leader again, while the
+// session still runs: a node that was backing off (up to 5 s) when the last
+// failover ended would otherwise miss the final rounds, and with them the
+// final model that check compares. The tests plan 30 rounds more than
+// their failovers need for that (0.2 s each here).
+func (f *failoverFed) allBack(leader *coordProc) {
+	f.t.Helper()
+	f.metrics = leader.metrics
+	f.wait(4*time.Minute, "every node connected to the leader after the last failover", func(s fedStatus) bool {
+		if s.Phase == "done" {
+			f.t.Fatalf("the session ended with only %v connected: a node still backing off misses the final model", s.Connected)
+		}
+		return len(s.Connected) == len(f.names)
+	})
+}
+
 func (f *failoverFed) check(leader *coordProc, caught []fl.Round) []fl.Round {
 	t := f.t
 	t.Helper()
@@ -256,7 +272,7 @@ func (f *failoverFed) check(leader *coordProc, caught []fl.Round) []fl.Round {
 // (docs/BENCHMARKS.md).
 func TestFailoverKillLeader(t *testing.T) {
 	kills := *failoverKills
-	f := newFailoverFed(t, 3*kills+4)
+	f := newFailoverFed(t, 3*kills+30) // 30 for allBack
 	f.startAll()
 	leader, standby := f.a, f.b
 	var times []time.Duration
@@ -283,6 +299,7 @@ func TestFailoverKillLeader(t *testing.T) {
 		f.startCoord(leader) // back, as the standby
 		leader, standby = standby, leader
 	}
+	f.allBack(leader)
 	aborted := f.check(leader, caught)
 	lease, err := f.sc.Lease(context.Background())
 	if err != nil || lease.Token < uint64(kills+1) {
@@ -308,7 +325,7 @@ func TestFailoverKillLeader(t *testing.T) {
 // training goes on, no round is committed twice. The nodes still reach the
 // old leader throughout: only its store is cut.
 func TestFailoverStoreCut(t *testing.T) {
-	f := newFailoverFed(t, 6)
+	f := newFailoverFed(t, 36) // 30 for allBack
 	u, err := url.Parse(f.loc)
 	if err != nil {
 		t.Fatal(err)
@@ -342,6 +359,7 @@ func TestFailoverStoreCut(t *testing.T) {
 	s := f.wait(4*time.Minute, "the next commit after the cut", func(x fedStatus) bool { return x.LastCommitted > base })
 	t.Logf("store cut in round %d: the leader stopped acting %.2f s later, the standby took the lead %.2f s later and committed round %d %.2f s after the cut",
 		base+1, stopped.Sub(t0).Seconds(), took.Sub(t0).Seconds(), s.LastCommitted, time.Since(t0).Seconds())
+	f.allBack(f.b)
 	aborted := f.check(f.b, []fl.Round{base + 1})
 	t.Logf("aborted rounds %v", aborted)
 }
