@@ -238,6 +238,8 @@ func fixedDiff(a, b *Manifest) string {
 	eq("coordinator", a.Coordinator, b.Coordinator)
 	eq("mode", a.Mode, b.Mode)
 	eq("he_preset", a.Preset, b.Preset)
+	eq("rule", a.Rule, b.Rule)
+	eq("compress", a.Compress, b.Compress)
 	eq("dp", DP{a.DP.NoiseMultiplier, a.DP.Clip, 0, a.DP.Delta}, DP{b.DP.NoiseMultiplier, b.DP.Clip, 0, b.DP.Delta})
 	eq("model", a.Model, b.Model)
 	ta, tb := a.Training, b.Training

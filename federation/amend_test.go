@@ -62,6 +62,7 @@ func TestAmendRefused(t *testing.T) {
 		{"mode", func(m *Manifest) { m.Mode = ModePlain }, "changes mode"},
 		{"noise", func(m *Manifest) { m.DP.NoiseMultiplier = 0.5 }, "changes dp"},
 		{"model", func(m *Manifest) { m.Model.Hidden = []int{8} }, "changes model"},
+		{"compress", func(m *Manifest) { m.Mode, m.Compress = ModePlain, "q8" }, "changes mode, compress"},
 		{"attestation", func(m *Manifest) { m.Attestation.AllowDebug = true }, "changes attestation"},
 		{"fewer rounds", func(m *Manifest) { m.Training.Rounds = 2 }, "rounds can only be added"},
 		{"min cohort under DP", func(m *Manifest) { m.MinCohort = 4 }, "privacy accounting"},
