@@ -51,7 +51,7 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		} else {
 			nb = r.Take(ks)
 		}
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return nil, err
 		}
 		switch {
@@ -105,7 +105,7 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	if rd.Err == nil {
 		cts = parseCiphertexts(rd, &tk.PublicKey, k)
 	}
-	if err := rd.done(); err != nil {
+	if err := rd.Done(); err != nil {
 		return input{}, err
 	}
 	switch {
@@ -211,7 +211,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		h.sess.CheckDigest(r.Reader)
 		round, who, digest, set, tgt, dim := fl.Round(r.U64()), h.sess.Member(r.Reader), r.Hash(), r.Hash(), r.Hash(), r.U32()
 		box := r.Take(boxLen)
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return nil, err
 		}
 		switch {

@@ -160,7 +160,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	p.sess.CheckDigest(r.Reader)
 	transcript := r.Hash()
 	tk, nb := p.sch.publicKey(r, p.sess)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return err
 	}
 	if transcript != p.transcript {
@@ -188,7 +188,7 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	p.sess.CheckDigest(r.Reader)
 	from, to, t2 := p.sess.Member(r.Reader), p.sess.Member(r.Reader), r.Hash()
 	nb2, sb := r.Take(ks), r.Take(2*ks)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return err
 	}
 	switch {

@@ -122,7 +122,7 @@ func (s *Scheme) LoadParty(g protect.Group, self fl.NodeID, state []byte, rand i
 	sess.CheckDigest(r.Reader)
 	stateSelf, transcript := sess.Member(r.Reader), r.Hash()
 	nb, sb := r.Take(ks), r.Take(2*ks)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	if stateSelf != idx {
@@ -189,7 +189,7 @@ func (s *Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 		return nil, err
 	}
 	sk := r.Take(keyLen)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	return newTarget(s.p, sk)
@@ -247,7 +247,7 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 		s.CheckDigest(r.Reader)
 		who := s.Member(r.Reader)
 		r.Take(nonceLen)
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return [hashLen]byte{}, err
 		}
 		if who != i {
@@ -368,7 +368,7 @@ func (s *Scheme) parseAggregate(sess *session, b []byte, what string) (aggregate
 	if r.Err == nil {
 		a.cts = parseCiphertexts(r, &tk.PublicKey, nct)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return aggregate{}, nil, err
 	}
 	return a, tk, nil

@@ -44,7 +44,7 @@ func parseTargetPublic(b []byte, what string) (targetPublic, error) {
 		return targetPublic{}, err
 	}
 	pub := r.Take(keyLen)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return targetPublic{}, err
 	}
 	t, err := newTargetPublic(pub)
@@ -194,7 +194,7 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 		}
 		clear(pt)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return protect.Sum{}, err
 	}
 	digits := make([]int64, dim+1)

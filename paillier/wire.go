@@ -75,17 +75,6 @@ func newPayload(k kind, n int) []byte {
 func appendU32(b []byte, v int) []byte    { return binary.BigEndian.AppendUint32(b, uint32(v)) }
 func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
-// done reports the sticky error, or trailing bytes.
-func (r *reader) done() error {
-	if r.Err != nil {
-		return r.Err
-	}
-	if len(r.B) != 0 {
-		return malformed(r.What, "%d trailing bytes", len(r.B))
-	}
-	return nil
-}
-
 // hashOf is a domain-separated SHA-256.
 func hashOf(domain string, parts ...[]byte) [hashLen]byte {
 	h := sha256.New()

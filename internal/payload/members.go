@@ -87,3 +87,41 @@ func CheckInput(r fl.Round, v fl.Vector, weight float64, maxDim int, maxAbs floa
 	}
 	return nil
 }
+
+// AcceptPrivate checks the private dealings a party received in a setup
+// whose dealings are bound to a transcript (protect/plain, protect/tee):
+// one from every member, each opened by open (the mode's header, kind and
+// fixed length), whose body is the group's digest, the dealer, the
+// recipient and the transcript: dealt by that member, to self, on
+// transcript. party names the receiving party in errors.
+func (m *Members) AcceptPrivate(private map[fl.NodeID][]byte, self int, transcript [32]byte, party string,
+	open func(b []byte, what string) (*Reader, error)) error {
+	if _, err := m.Keys(private, "private dealing from"); err != nil {
+		return err
+	}
+	for i, id := range m.Sorted {
+		b, ok := private[id]
+		if !ok {
+			return fmt.Errorf("%s: %s: no private dealing from member %q", m.Mode, party, id)
+		}
+		what := fmt.Sprintf("private dealing from %s", id)
+		r, err := open(b, what)
+		if err != nil {
+			return err
+		}
+		m.CheckDigest(r)
+		dealer, recipient, t := m.Member(r), m.Member(r), r.Hash()
+		if err := r.Done(); err != nil {
+			return err
+		}
+		switch {
+		case dealer != i:
+			return m.Foreign(what, "dealt by %s", m.Name(dealer))
+		case recipient != self:
+			return m.Foreign(what, "dealt to %s", m.Name(recipient))
+		case t != transcript:
+			return m.Foreign(what, "for other announcements than %s dealt on", party)
+		}
+	}
+	return nil
+}

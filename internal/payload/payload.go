@@ -86,6 +86,17 @@ type Reader struct {
 	Malformed Errf
 }
 
+// Done reports the sticky error, or bytes left after the last field.
+func (r *Reader) Done() error {
+	if r.Err != nil {
+		return r.Err
+	}
+	if len(r.B) != 0 {
+		return r.Malformed(r.What, "%d trailing bytes", len(r.B))
+	}
+	return nil
+}
+
 // Take returns the next n bytes (capacity n), or nil past the end.
 func (r *Reader) Take(n int) []byte {
 	if r.Err != nil {

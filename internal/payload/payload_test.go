@@ -74,3 +74,23 @@ func TestTruncated(t *testing.T) {
 		t.Fatal("Take(-1) did not fail")
 	}
 }
+
+// Done: the sticky error first, then any byte left after the last field.
+func TestDone(t *testing.T) {
+	b := append(testFormat.Append(nil, 1), 0, 0, 0, 7, 9)
+	r, err := testFormat.Open(b, 1, "input")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.U32(); r.Done() == nil || !errors.Is(r.Done(), errMalformed) {
+		t.Errorf("one trailing byte: Done() = %v, want malformed", r.Done())
+	}
+	r.Take(1)
+	if err := r.Done(); err != nil {
+		t.Errorf("all read: Done() = %v", err)
+	}
+	r.Take(1)
+	if err := r.Done(); !errors.Is(err, errMalformed) {
+		t.Errorf("read past the end: Done() = %v, want the sticky error", err)
+	}
+}

@@ -39,7 +39,7 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		}
 		h.sess.CheckDigest(r.Reader)
 		dealer, t := h.sess.Member(r.Reader), r.Hash()
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return nil, err
 		}
 		if dealer != i {
@@ -162,7 +162,7 @@ func (h *helper) decode(r fl.Round, id fl.NodeID, b []byte) (input, error) {
 	} else {
 		vec = rd.compressed(h.compress, count, limitMaxAbs)
 	}
-	if err := rd.done(); err != nil {
+	if err := rd.Done(); err != nil {
 		return input{}, err
 	}
 	switch {
@@ -233,7 +233,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		h.sess.CheckDigest(r.Reader)
 		round, revealer := fl.Round(r.U64()), h.sess.Member(r.Reader)
 		digest, set, target := r.Hash(), r.Hash(), r.Hash()
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return nil, err
 		}
 		switch {

@@ -259,7 +259,7 @@ func (sc Scheme) LoadParty(s protect.Group, self fl.NodeID, state []byte, rand i
 		return nil, err
 	}
 	digest, stateSelf, transcript := r.Hash(), sess.Member(r.Reader), r.Hash()
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	if digest != sess.Digest {
@@ -310,7 +310,7 @@ func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	}
 	var t target
 	copy(t.id[:], r.Take(idLen))
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	return &t, nil
@@ -369,7 +369,7 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 		s.CheckDigest(r.Reader)
 		who := s.Member(r.Reader)
 		r.Take(nonceLen)
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return [hashLen]byte{}, err
 		}
 		if who != i {
@@ -441,7 +441,7 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 		}
 	}
 	a.values = r.values(a.count, float64(k)*limitMaxAbs)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return aggregate{}, err
 	}
 	return a, nil

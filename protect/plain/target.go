@@ -31,7 +31,7 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 	count := r.count()
 	weight := r.weight(limitMaxParties * limitMaxAbs)
 	raw := r.values(count, limitMaxParties*limitMaxAbs)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return protect.Sum{}, err
 	}
 	if want, _ := targetHash(t.Public()); tgt != want {
@@ -48,7 +48,7 @@ func targetHash(public []byte) ([hashLen]byte, error) {
 		return [hashLen]byte{}, err
 	}
 	r.Take(idLen)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return [hashLen]byte{}, err
 	}
 	return hashOf("target", public), nil

@@ -107,17 +107,6 @@ func appendVector(b []byte, v fl.Vector) []byte {
 	return b
 }
 
-// done reports the sticky error, or trailing bytes.
-func (r *reader) done() error {
-	if r.Err != nil {
-		return r.Err
-	}
-	if len(r.B) != 0 {
-		return malformed(r.What, "%d trailing bytes", len(r.B))
-	}
-	return nil
-}
-
 // values checks that exactly count float64 values remain, each finite and
 // at most bound in absolute value, and returns their raw bytes. It allocates
 // nothing.

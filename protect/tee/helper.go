@@ -53,7 +53,7 @@ func (h *helper) Setup(anns, publics map[fl.NodeID][]byte) ([]byte, error) {
 		}
 		h.sess.CheckDigest(r.Reader)
 		dealer, t := h.sess.Member(r.Reader), r.Hash()
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return nil, err
 		}
 		if dealer != i {
@@ -103,7 +103,7 @@ func (s *session) parseUpdate(b []byte, what string) (envelope, error) {
 		r.Err = malformed(what, "declares %d values, whose sealing takes %d bytes, but %d bytes follow", e.count, n, len(r.B))
 	}
 	e.sealed = r.Take(updateSealedLen(s.cmp, e.count))
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return envelope{}, err
 	}
 	e.info = b[:infoLen:infoLen]
@@ -240,7 +240,7 @@ func (s *session) parseAggregate(b []byte, what string) (aggregate, error) {
 		}
 		a.updates[i] = e
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return aggregate{}, err
 	}
 	return a, nil
@@ -316,7 +316,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		round, revealer := fl.Round(r.U64()), h.sess.Member(r.Reader)
 		digest, set, target := r.Hash(), r.Hash(), r.Hash()
 		sig := r.Take(sigLen)
-		if err := r.done(); err != nil {
+		if err := r.Done(); err != nil {
 			return nil, err
 		}
 		switch {

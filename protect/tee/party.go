@@ -122,32 +122,12 @@ func (p *party) Accept(setup []byte, private map[fl.NodeID][]byte) error {
 	if transcript != p.transcript {
 		return foreign("setup", "for other announcements than %s dealt on", p)
 	}
-	if _, err := p.sess.Keys(private, "private dealing from"); err != nil {
-		return err
-	}
-	for i, m := range p.sess.Sorted {
-		b, ok := private[m]
-		if !ok {
-			return fmt.Errorf("tee: %s: no private dealing from member %q", p, m)
-		}
-		what := fmt.Sprintf("private dealing from %s", m)
+	open := func(b []byte, what string) (*payload.Reader, error) {
 		r, err := openFixed(b, kindPrivate, privateLen, what)
-		if err != nil {
-			return err
-		}
-		p.sess.CheckDigest(r.Reader)
-		dealer, recipient, transcript := p.sess.Member(r.Reader), p.sess.Member(r.Reader), r.Hash()
-		if err := r.done(); err != nil {
-			return err
-		}
-		switch {
-		case dealer != i:
-			return foreign(what, "dealt by %s", p.sess.Name(dealer))
-		case recipient != p.self:
-			return foreign(what, "dealt to %s", p.sess.Name(recipient))
-		case transcript != p.transcript:
-			return foreign(what, "for other announcements than %s dealt on", p)
-		}
+		return r.Reader, err
+	}
+	if err := p.sess.AcceptPrivate(private, p.self, p.transcript, p.String(), open); err != nil {
+		return err
 	}
 	p.ready = true
 	return nil
@@ -266,7 +246,7 @@ func (p *party) load(state []byte) error {
 	p.sess.CheckDigest(r.Reader)
 	self, transcript, keyDigest := p.sess.Member(r.Reader), r.Hash(), r.Hash()
 	seed := r.Take(seedLen)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return err
 	}
 	switch {

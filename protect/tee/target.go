@@ -39,7 +39,7 @@ func (Scheme) LoadTarget(secret []byte) (protect.Target, error) {
 	}
 	var seed [seedLen]byte
 	copy(seed[:], r.Take(seedLen))
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return nil, err
 	}
 	return newTarget(seed)
@@ -62,7 +62,7 @@ func parseTargetPublic(b []byte) ([hashLen]byte, hpke.PublicKey, error) {
 		return [hashLen]byte{}, nil, err
 	}
 	raw := r.Take(publicLen)
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return [hashLen]byte{}, nil, err
 	}
 	key, err := kem().NewPublicKey(raw)
@@ -108,7 +108,7 @@ func (t *target) Decrypt(result []byte) (protect.Sum, error) {
 		r.Err = malformed("result", "declares %d values, whose sealing takes %d bytes, but %d bytes follow", count, sealedLen(count), len(r.B))
 	}
 	sealed := r.Take(sealedLen(count))
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return protect.Sum{}, err
 	}
 	if tgt != t.hash {

@@ -313,7 +313,7 @@ func (s *session) parseAnnouncement(b []byte, i int) (announcement, error) {
 	var a announcement
 	a.keyDigest = r.Hash()
 	copy(a.sign[:], r.Take(signPub))
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return announcement{}, err
 	}
 	if who != i {
@@ -368,7 +368,7 @@ func (s *session) parseSetup(b []byte) ([hashLen]byte, setupInfo, error) {
 	for _, m := range s.Sorted {
 		anns[m] = r.Take(setupPer)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return [hashLen]byte{}, setupInfo{}, err
 	}
 	t, info, err := s.transcript(anns)

@@ -151,17 +151,6 @@ func (r *reader) count() int {
 	return n
 }
 
-// done reports the sticky error, or trailing bytes.
-func (r *reader) done() error {
-	if r.Err != nil {
-		return r.Err
-	}
-	if len(r.B) != 0 {
-		return malformed(r.What, "%d trailing bytes", len(r.B))
-	}
-	return nil
-}
-
 // decodeSum decodes an opened weight and count values under the
 // compression c (a sum is never compressed), each finite and at most bound
 // in absolute value, the weight non-negative.
