@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -155,11 +156,11 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	ks := h.sch.p.keySize()
 	b := newPayload(kindAggregate, aggregateFixed+4*len(included)+ks+len(sum)*pk.CiphertextSize())
 	b = append(b, h.sess.Digest[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, first.dim)
-	b = appendU32(b, len(included))
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, first.dim)
+	b = payload.AppendU32(b, len(included))
 	for _, i := range included {
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, i)
 	}
 	b = append(b, first.n...)
 	for _, c := range sum {
@@ -196,10 +197,10 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	b = append(b, h.sess.Digest[:]...)
 	b = append(b, q.digest[:]...)
 	b = append(b, q.set[:]...)
-	b = appendU64(b, uint64(req.Round))
-	b = appendU32(b, q.agg.dim)
-	b = appendU32(b, len(h.sess.Sorted))
-	b = appendU32(b, len(q.revealers))
+	b = payload.AppendU64(b, uint64(req.Round))
+	b = payload.AppendU32(b, q.agg.dim)
+	b = payload.AppendU32(b, len(h.sess.Sorted))
+	b = payload.AppendU32(b, len(q.revealers))
 	b = append(b, q.agg.n...)
 	for _, i := range q.revealers {
 		id := h.sess.Name(i)
@@ -228,7 +229,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 		case dim != q.agg.dim:
 			return nil, malformed(what, "for %d values, the aggregate has %d", dim, q.agg.dim)
 		}
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, i)
 		b = append(b, box...)
 	}
 	return b, nil

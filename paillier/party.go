@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -51,7 +52,7 @@ func (p *party) Announce() ([]byte, error) {
 		}
 		b := newPayload(kindAnnouncement, announcementLen)
 		b = append(b, p.sess.Digest[:]...)
-		b = appendU32(b, p.self)
+		b = payload.AppendU32(b, p.self)
 		p.announcement = append(b, nonce[:]...)
 	}
 	return bytes.Clone(p.announcement), nil
@@ -84,7 +85,7 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	ks := p.sch.p.keySize()
 	pub := newPayload(kindPublic, publicFixed+ks)
 	pub = append(pub, p.sess.Digest[:]...)
-	pub = appendU32(pub, p.self)
+	pub = payload.AppendU32(pub, p.self)
 	pub = append(pub, transcript[:]...)
 	d := protect.Dealing{Private: map[fl.NodeID][]byte{}}
 	if p.self != dealer {
@@ -109,8 +110,8 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	for i, m := range p.sess.Sorted {
 		b := newPayload(kindPrivate, privateFixed+3*ks)
 		b = append(b, p.sess.Digest[:]...)
-		b = appendU32(b, p.self)
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, p.self)
+		b = payload.AppendU32(b, i)
 		b = append(b, transcript[:]...)
 		b = append(b, nb...)
 		sb := make([]byte, 2*ks)
@@ -242,9 +243,9 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	ks := pr.keySize()
 	b := newPayload(kindProtected, protectedFixed+ks+len(cts)*pk.CiphertextSize())
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, p.self)
-	b = appendU32(b, len(v))
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, p.self)
+	b = payload.AppendU32(b, len(v))
 	b = append(b, make([]byte, ks)...)
 	pk.N.FillBytes(b[len(b)-ks:])
 	for _, c := range cts {
@@ -330,12 +331,12 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 	}
 	b := newPayload(kindShare, shareFixed+len(box))
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU64(b, uint64(req.Round))
-	b = appendU32(b, p.self)
+	b = payload.AppendU64(b, uint64(req.Round))
+	b = payload.AppendU32(b, p.self)
 	b = append(b, q.digest[:]...)
 	b = append(b, q.set[:]...)
 	b = append(b, q.target.id[:]...)
-	b = appendU32(b, q.agg.dim)
+	b = payload.AppendU32(b, q.agg.dim)
 	return append(b, box...), nil
 }
 
@@ -349,7 +350,7 @@ func (p *party) MarshalBinary() ([]byte, error) {
 	ks := p.sch.p.keySize()
 	b := newPayload(kindPartyState, partyStateFixed+3*ks)
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU32(b, p.self)
+	b = payload.AppendU32(b, p.self)
 	b = append(b, p.transcript[:]...)
 	off := len(b)
 	b = append(b, make([]byte, 3*ks)...)

@@ -209,12 +209,12 @@ func (s *Scheme) newSession(g protect.Group, self fl.NodeID) (*session, int, err
 	var b []byte
 	b = append(b, s.p.lit.Name...)
 	b = append(b, 0)
-	b = appendU32(b, len(g.ID))
+	b = payload.AppendU32(b, len(g.ID))
 	b = append(b, g.ID...)
-	b = appendU32(b, g.Threshold)
-	b = appendU32(b, len(sess.Sorted))
+	b = payload.AppendU32(b, g.Threshold)
+	b = payload.AppendU32(b, len(sess.Sorted))
 	for _, m := range sess.Sorted {
-		b = appendU32(b, len(m))
+		b = payload.AppendU32(b, len(m))
 		b = append(b, m...)
 	}
 	sess.Digest = hashOf("group", b)
@@ -277,7 +277,7 @@ func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
 		if i > 0 && idx[i-1] == x {
 			return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
 		}
-		b = appendU32(b, x)
+		b = payload.AppendU32(b, x)
 	}
 	return idx, hashOf("revealers", b), nil
 }
@@ -407,8 +407,8 @@ func (s *Scheme) checkRequest(sess *session, req protect.RevealRequest) (request
 // boxAD is what a reveal share's box binds besides the keys.
 func boxAD(group [hashLen]byte, round fl.Round, revealer int, digest, set, target [hashLen]byte) []byte {
 	b := append([]byte("cloister/paillier/v1 box"), group[:]...)
-	b = appendU64(b, uint64(round))
-	b = appendU32(b, revealer)
+	b = payload.AppendU64(b, uint64(round))
+	b = payload.AppendU32(b, revealer)
 	b = append(b, digest[:]...)
 	b = append(b, set[:]...)
 	return append(b, target[:]...)

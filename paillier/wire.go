@@ -2,7 +2,6 @@ package paillier
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/cloisterfl/cloister/internal/payload"
@@ -71,9 +70,6 @@ func newPayload(k kind, n int) []byte {
 	b = append(b, magic...)
 	return append(b, version, byte(k))
 }
-
-func appendU32(b []byte, v int) []byte    { return binary.BigEndian.AppendUint32(b, uint32(v)) }
-func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 
 // hashOf is a domain-separated SHA-256.
 func hashOf(domain string, parts ...[]byte) [hashLen]byte {

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -147,11 +148,11 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	b := newPayload(kindAggregate, aggregateFixed+len(ids)*(4+hashLen)+len(sum)*w)
 	b = append(b, h.sess.id[:]...)
 	b = append(b, tr[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, len(sum))
-	b = appendU32(b, len(ids))
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, len(sum))
+	b = payload.AppendU32(b, len(ids))
 	for _, i := range ids {
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, i)
 	}
 	b = append(b, digests...)
 	return appendWords(b, sum, w), nil
@@ -399,15 +400,15 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	b := newPayload(kindResult, resultFixed+4*len(agg.inc)+len(rev)*boxEntryLen+len(sum)*s.p.width())
 	b = append(b, tgt.id[:]...)
 	b = append(b, s.id[:]...)
-	b = appendU64(b, agg.round)
-	b = appendU32(b, len(sum))
-	b = appendU32(b, len(agg.inc))
+	b = payload.AppendU64(b, agg.round)
+	b = payload.AppendU32(b, len(sum))
+	b = payload.AppendU32(b, len(agg.inc))
 	for _, i := range agg.inc {
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, i)
 	}
-	b = appendU32(b, len(rev))
+	b = payload.AppendU32(b, len(rev))
 	for j, i := range rev {
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, i)
 		b = append(b, parsed[j].box...)
 	}
 	return appendWords(b, sum, s.p.width()), nil

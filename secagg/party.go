@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -65,7 +66,7 @@ func (p *party) Announce() ([]byte, error) {
 	}
 	b := newPayload(kindAnnouncement, announcementLen)
 	b = append(b, p.sess.id[:]...)
-	b = appendU32(b, p.self)
+	b = payload.AppendU32(b, p.self)
 	b = append(b, k.PublicKey().Bytes()...)
 	p.sk, p.ann = sk, b
 	return bytes.Clone(b), nil
@@ -153,14 +154,14 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	}
 	pub := newPayload(kindPublic, publicLen)
 	pub = append(pub, p.sess.id[:]...)
-	pub = appendU32(pub, p.self)
+	pub = payload.AppendU32(pub, p.self)
 	pub = append(pub, tr[:]...)
 	priv := make(map[fl.NodeID][]byte, p.sess.n())
 	for j, id := range p.sess.members {
 		b := newPayload(kindPrivate, privateLen)
 		b = append(b, p.sess.id[:]...)
-		b = appendU32(b, p.self)
-		b = appendU32(b, j)
+		b = payload.AppendU32(b, p.self)
+		b = payload.AppendU32(b, j)
 		b = append(b, tr[:]...)
 		priv[id] = append(b, contrib[:]...)
 	}
@@ -295,9 +296,9 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	out := newPayload(kindProtected, protectedFixed+n*block+len(words)*p.sess.p.width())
 	out = append(out, p.sess.id[:]...)
 	out = append(out, p.transcript[:]...)
-	out = appendU64(out, uint64(r))
-	out = appendU32(out, p.self)
-	out = appendU32(out, len(words))
+	out = payload.AppendU64(out, uint64(r))
+	out = payload.AppendU32(out, p.self)
+	out = payload.AppendU32(out, len(words))
 	off := len(out)
 	out = append(out, make([]byte, n*block)...)
 	shares := out[off:]
@@ -404,15 +405,15 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 	digest := req.Digest()
 	b := newPayload(kindShare, shareFixed+len(selfShares)+len(pairShares))
 	b = append(b, p.sess.id[:]...)
-	b = appendU64(b, agg.round)
-	b = appendU32(b, p.self)
+	b = payload.AppendU64(b, agg.round)
+	b = payload.AppendU32(b, p.self)
 	b = append(b, digest[:]...)
 	rs := p.sess.revealerSet(rev)
 	b = append(b, rs[:]...)
 	b = append(b, tgt.id[:]...)
 	b = append(b, box...)
-	b = appendU32(b, len(selfShares)/seedLen)
-	b = appendU32(b, len(pairShares)/seedLen)
+	b = payload.AppendU32(b, len(selfShares)/seedLen)
+	b = payload.AppendU32(b, len(pairShares)/seedLen)
 	b = append(b, selfShares...)
 	b = append(b, pairShares...)
 	if err := l.Record(req.Round, digest); err != nil {
@@ -431,7 +432,7 @@ func (p *party) MarshalBinary() ([]byte, error) {
 	}
 	b := newPayload(kindPartyState, partyStateLen(p.sess.n()))
 	b = append(b, p.sess.id[:]...)
-	b = appendU32(b, p.self)
+	b = payload.AppendU32(b, p.self)
 	b = append(b, p.transcript[:]...)
 	b = append(b, p.km[:]...)
 	for _, k := range p.pairs {

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -130,13 +131,13 @@ func (s *Scheme) session(g protect.Group, self fl.NodeID) (*session, int, error)
 	sess := &session{p: s.p, members: g.Sorted(), index: make(map[fl.NodeID]int, n), t: g.Threshold, deg: s.p.degree(n)}
 	h := sha256.New()
 	h.Write([]byte("cloister/secagg/v1 group"))
-	h.Write(appendU32(nil, len(g.ID)))
+	h.Write(payload.AppendU32(nil, len(g.ID)))
 	h.Write(g.ID)
 	l := s.p.lit
 	h.Write(fmt.Appendf(nil, "%d/%d/%g/%d/%d", l.Bits, l.Frac, l.MaxAbs, l.Neighbours, g.Threshold))
 	for i, m := range sess.members {
 		sess.index[m] = i
-		h.Write(appendU32(nil, len(m)))
+		h.Write(payload.AppendU32(nil, len(m)))
 		h.Write([]byte(m))
 	}
 	h.Sum(sess.id[:0])
@@ -170,7 +171,7 @@ func (s *session) revealerSet(rev []int) [32]byte {
 	h := sha256.New()
 	h.Write([]byte("cloister/secagg/v1 revealers"))
 	for _, i := range rev {
-		h.Write(appendU32(nil, i))
+		h.Write(payload.AppendU32(nil, i))
 	}
 	var d [32]byte
 	h.Sum(d[:0])

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -109,8 +110,8 @@ func (t *target) MarshalBinary() ([]byte, error) {
 // the revealer.
 func boxAD(group [32]byte, round uint64, revealer int) []byte {
 	b := append([]byte("cloister/secagg/v1 box"), group[:]...)
-	b = appendU64(b, round)
-	return appendU32(b, revealer)
+	b = payload.AppendU64(b, round)
+	return payload.AppendU32(b, revealer)
 }
 
 func boxAEAD(shared, eph []byte, to targetPublic) (cipher.AEAD, error) {

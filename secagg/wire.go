@@ -88,9 +88,6 @@ func newPayload(k kind, n int) []byte {
 	return append(b, version, byte(k))
 }
 
-func appendU32(b []byte, v int) []byte    { return binary.BigEndian.AppendUint32(b, uint32(v)) }
-func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
-
 // appendWords packs w at width bytes a word (little-endian), reducing
 // modulo 2^(8·width).
 func appendWords(b []byte, w []uint64, width int) []byte {

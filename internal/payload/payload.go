@@ -1,5 +1,5 @@
 // Package payload reads the framed payloads of the aggregation modes that
-// frame their own (protect/plain, paillier, secagg): a header of a magic,
+// frame their own (protect/plain, protect/tee, paillier, secagg): a header of a magic,
 // a version and a kind, then a body read field by field with a sticky
 // error, so that a decoder checks one error after its reads and never
 // indexes past the end of hostile bytes.
@@ -141,4 +141,23 @@ func (r *Reader) F64() float64 { return math.Float64frombits(r.U64()) }
 func (r *Reader) Hash() (h [32]byte) {
 	copy(h[:], r.Take(32))
 	return h
+}
+
+// AppendU32 appends v as a big-endian uint32 (a count or member index).
+func AppendU32(b []byte, v int) []byte { return binary.BigEndian.AppendUint32(b, uint32(v)) }
+
+// AppendU64 appends v big-endian.
+func AppendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+// AppendF64 appends v as a big-endian IEEE 754 binary64.
+func AppendF64(b []byte, v float64) []byte {
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
+}
+
+// AppendF64s appends each value of v with AppendF64.
+func AppendF64s(b []byte, v []float64) []byte {
+	for _, x := range v {
+		b = AppendF64(b, x)
+	}
+	return b
 }

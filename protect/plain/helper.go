@@ -6,6 +6,7 @@ import (
 
 	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/robust"
 )
@@ -97,14 +98,14 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	}
 	b := newPayload(kindAggregate, aggregateFixed+4*len(included)+8*len(sum))
 	b = append(b, h.sess.Digest[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, len(sum))
-	b = appendU32(b, len(included))
-	b = appendF64(b, weight)
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, len(sum))
+	b = payload.AppendU32(b, len(included))
+	b = payload.AppendF64(b, weight)
 	for _, i := range included {
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, i)
 	}
-	return appendVector(b, sum), nil
+	return payload.AppendF64s(b, sum), nil
 }
 
 // input is a checked protected update: raw float64 values, or the
@@ -255,7 +256,7 @@ func (h *helper) Open(req protect.RevealRequest, shares map[fl.NodeID][]byte) ([
 	a := q.agg
 	b := newPayload(kindResult, resultFixed+len(a.values))
 	b = append(b, q.target[:]...)
-	b = appendU32(b, a.count)
-	b = appendF64(b, a.weight)
+	b = payload.AppendU32(b, a.count)
+	b = payload.AppendF64(b, a.weight)
 	return append(b, a.values...), nil
 }

@@ -46,7 +46,7 @@ func (p *party) Announce() ([]byte, error) {
 		}
 		b := newPayload(kindAnnouncement, announcementLen)
 		b = append(b, p.sess.Digest[:]...)
-		b = appendU32(b, p.self)
+		b = payload.AppendU32(b, p.self)
 		p.announcement = append(b, nonce[:]...)
 	}
 	return bytes.Clone(p.announcement), nil
@@ -76,13 +76,13 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	d := protect.Dealing{Private: make(map[fl.NodeID][]byte, len(p.sess.Sorted))}
 	d.Public = newPayload(kindPublic, publicLen)
 	d.Public = append(d.Public, p.sess.Digest[:]...)
-	d.Public = appendU32(d.Public, p.self)
+	d.Public = payload.AppendU32(d.Public, p.self)
 	d.Public = append(d.Public, transcript[:]...)
 	for i, m := range p.sess.Sorted {
 		b := newPayload(kindPrivate, privateLen)
 		b = append(b, p.sess.Digest[:]...)
-		b = appendU32(b, p.self)
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, p.self)
+		b = payload.AppendU32(b, i)
 		d.Private[m] = append(b, transcript[:]...)
 	}
 	return d, nil
@@ -146,11 +146,11 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	}
 	b := newPayload(kindProtected, protectedFixed+8*len(v))
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, p.self)
-	b = appendU32(b, len(v))
-	b = appendF64(b, weight)
-	return appendVector(b, v), nil
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, p.self)
+	b = payload.AppendU32(b, len(v))
+	b = payload.AppendF64(b, weight)
+	return payload.AppendF64s(b, v), nil
 }
 
 // protectCompressed writes the weight as it is and v compressed.
@@ -163,10 +163,10 @@ func (p *party) protectCompressed(r fl.Round, v fl.Vector, weight float64) ([]by
 	}
 	b := newPayload(kindCompressed, protectedFixed+len(body))
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, p.self)
-	b = appendU32(b, len(v))
-	b = appendF64(b, weight)
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, p.self)
+	b = payload.AppendU32(b, len(v))
+	b = payload.AppendF64(b, weight)
 	return append(b, body...), nil
 }
 
@@ -191,8 +191,8 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 	}
 	b := newPayload(kindShare, shareLen)
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU64(b, uint64(req.Round))
-	b = appendU32(b, p.self)
+	b = payload.AppendU64(b, uint64(req.Round))
+	b = payload.AppendU32(b, p.self)
 	b = append(b, q.digest[:]...)
 	b = append(b, q.set[:]...)
 	b = append(b, q.target[:]...)
@@ -211,6 +211,6 @@ func (p *party) MarshalBinary() ([]byte, error) {
 	}
 	b := newPayload(kindPartyState, partyStateLen)
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU32(b, p.self)
+	b = payload.AppendU32(b, p.self)
 	return append(b, p.transcript[:]...), nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cloisterfl/cloister/fl"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 	"github.com/cloisterfl/cloister/robust"
 )
@@ -172,9 +173,9 @@ func (h *helper) Aggregate(r fl.Round, protected map[fl.NodeID][]byte) ([]byte, 
 	}
 	b := newPayload(kindAggregate, aggregateFixed+size)
 	b = append(b, h.sess.Digest[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, first.count)
-	b = appendU32(b, len(ids))
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, first.count)
+	b = payload.AppendU32(b, len(ids))
 	for _, id := range ids {
 		b = append(b, protected[id]...)
 	}

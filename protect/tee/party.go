@@ -56,7 +56,7 @@ func (p *party) Announce() ([]byte, error) {
 		p.sign = ed25519.NewKeyFromSeed(p.seed[:])
 		b := newPayload(kindAnnouncement, announcementLen)
 		b = append(b, p.sess.Digest[:]...)
-		b = appendU32(b, p.self)
+		b = payload.AppendU32(b, p.self)
 		b = append(b, nonce[:]...)
 		b = append(b, p.keyDigest[:]...)
 		p.announcement = append(b, p.sign.Public().(ed25519.PublicKey)...)
@@ -92,13 +92,13 @@ func (p *party) Deal(anns map[fl.NodeID][]byte) (protect.Dealing, error) {
 	d := protect.Dealing{Private: make(map[fl.NodeID][]byte, len(p.sess.Sorted))}
 	d.Public = newPayload(kindPublic, dealingLen)
 	d.Public = append(d.Public, p.sess.Digest[:]...)
-	d.Public = appendU32(d.Public, p.self)
+	d.Public = payload.AppendU32(d.Public, p.self)
 	d.Public = append(d.Public, transcript[:]...)
 	for i, m := range p.sess.Sorted {
 		b := newPayload(kindPrivate, privateLen)
 		b = append(b, p.sess.Digest[:]...)
-		b = appendU32(b, p.self)
-		b = appendU32(b, i)
+		b = payload.AppendU32(b, p.self)
+		b = payload.AppendU32(b, i)
 		d.Private[m] = append(b, transcript[:]...)
 	}
 	return d, nil
@@ -158,14 +158,14 @@ func (p *party) Protect(r fl.Round, v fl.Vector, weight float64) ([]byte, error)
 	b := newPayload(kindProtected, protectedFixed+updateSealedLen(p.sess.cmp, len(v)))
 	b = append(b, p.sess.Digest[:]...)
 	b = append(b, transcript[:]...)
-	b = appendU64(b, uint64(r))
-	b = appendU32(b, p.self)
+	b = payload.AppendU64(b, uint64(r))
+	b = payload.AppendU32(b, p.self)
 	b = append(b, p.keyDigest[:]...)
-	b = appendU32(b, len(v))
+	b = payload.AppendU32(b, len(v))
 	pt := make([]byte, 0, 8+bodyLen(p.sess.cmp, len(v)))
-	pt = appendF64(pt, weight)
+	pt = payload.AppendF64(pt, weight)
 	if p.enc == nil {
-		pt = appendVector(pt, v)
+		pt = payload.AppendF64s(pt, v)
 	} else {
 		p.mu.Lock()
 		body, err := p.enc.Marshal(v, p.rand)
@@ -208,8 +208,8 @@ func (p *party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, err
 	}
 	b := newPayload(kindShare, shareLen)
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU64(b, uint64(req.Round))
-	b = appendU32(b, p.self)
+	b = payload.AppendU64(b, uint64(req.Round))
+	b = payload.AppendU32(b, p.self)
 	b = append(b, q.digest[:]...)
 	b = append(b, q.set[:]...)
 	b = append(b, q.target[:]...)
@@ -230,7 +230,7 @@ func (p *party) MarshalBinary() ([]byte, error) {
 	}
 	b := newPayload(kindPartyState, partyStateLen)
 	b = append(b, p.sess.Digest[:]...)
-	b = appendU32(b, p.self)
+	b = payload.AppendU32(b, p.self)
 	b = append(b, p.transcript[:]...)
 	b = append(b, p.keyDigest[:]...)
 	return append(b, p.seed[:]...), nil

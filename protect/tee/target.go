@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/cloisterfl/cloister/compress"
+	"github.com/cloisterfl/cloister/internal/payload"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -84,10 +85,10 @@ func (t *target) MarshalBinary() ([]byte, error) {
 func sealResult(tgt [hashLen]byte, key hpke.PublicKey, sum protect.Sum) ([]byte, error) {
 	b := newPayload(kindResult, resultFixed+sealedLen(len(sum.Vector)))
 	b = append(b, tgt[:]...)
-	b = appendU32(b, len(sum.Vector))
+	b = payload.AppendU32(b, len(sum.Vector))
 	pt := make([]byte, 0, 8+8*len(sum.Vector))
-	pt = appendF64(pt, sum.Weight)
-	pt = appendVector(pt, sum.Vector)
+	pt = payload.AppendF64(pt, sum.Weight)
+	pt = payload.AppendF64s(pt, sum.Vector)
 	ct, err := hpke.Seal(key, kdf(), aead(), b, pt)
 	clear(pt)
 	if err != nil {

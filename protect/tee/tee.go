@@ -265,12 +265,12 @@ func newSession(s protect.Group, self fl.NodeID) (*session, int, error) {
 	}
 	sess := &session{Members: payload.Members{Sorted: s.Sorted(), T: s.Threshold, Mode: "tee", Noun: "session", Malformed: malformed, Foreign: foreign}}
 	var b []byte
-	b = appendU32(b, len(s.ID))
+	b = payload.AppendU32(b, len(s.ID))
 	b = append(b, s.ID...)
-	b = appendU32(b, s.Threshold)
-	b = appendU32(b, len(sess.Sorted))
+	b = payload.AppendU32(b, s.Threshold)
+	b = payload.AppendU32(b, len(sess.Sorted))
 	for _, m := range sess.Sorted {
-		b = appendU32(b, len(m))
+		b = payload.AppendU32(b, len(m))
 		b = append(b, m...)
 	}
 	sess.Digest = hashOf("session", b)
@@ -400,7 +400,7 @@ func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
 		if i > 0 && idx[i-1] == x {
 			return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
 		}
-		b = appendU32(b, x)
+		b = payload.AppendU32(b, x)
 	}
 	return idx, hashOf("revealers", b), nil
 }

@@ -129,19 +129,6 @@ func newPayload(k kind, n int) []byte {
 	return append(b, version, byte(k))
 }
 
-func appendU32(b []byte, v int) []byte    { return binary.BigEndian.AppendUint32(b, uint32(v)) }
-func appendU64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
-func appendF64(b []byte, v float64) []byte {
-	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
-}
-
-func appendVector(b []byte, v fl.Vector) []byte {
-	for _, x := range v {
-		b = appendF64(b, x)
-	}
-	return b
-}
-
 // count reads a vector length and checks it against MaxDim.
 func (r *reader) count() int {
 	n := r.U32()
