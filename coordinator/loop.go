@@ -169,6 +169,11 @@ func (c *Coordinator) drain(ctx context.Context) error {
 				return err
 			}
 		}
+		for _, e := range rd.Audit {
+			if e.Kind == round.EventAborted {
+				c.rev.soon = true // its members may have refused it for a revocation they read first
+			}
+		}
 		entries := c.auditEntries(rd.Audit, rd.Commits)
 		for _, e := range entries {
 			if err := audit.ValidateData(e.kind, e.data); err != nil {

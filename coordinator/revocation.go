@@ -35,6 +35,7 @@ type revocation struct {
 
 	// Owned by the loop.
 	last    time.Time // the last poll
+	soon    bool      // a round aborted: read the CRL at the next tick, not a CRLPoll after the last
 	audited map[fl.NodeID]time.Time
 }
 
@@ -64,13 +65,15 @@ func (c *Coordinator) revoked(id fl.NodeID) bool {
 	return ok && c.cfg.CRL.RevokedFingerprint(p.Fingerprint)
 }
 
-// checkRevocations re-reads the CRL file (every CRLPoll), excludes the
-// members it revokes and audits refused handshakes.
+// checkRevocations re-reads the CRL file (every CRLPoll, and at the next
+// tick after a round aborted: members that read a new CRL before the
+// coordinator refuse rounds that include the member it revokes), excludes
+// the members it revokes and audits refused handshakes.
 func (c *Coordinator) checkRevocations(now time.Time) {
-	if c.cfg.CRL == nil || now.Sub(c.rev.last) < CRLPoll {
+	if c.cfg.CRL == nil || (now.Sub(c.rev.last) < CRLPoll && !c.rev.soon) {
 		return
 	}
-	c.rev.last = now
+	c.rev.last, c.rev.soon = now, false
 	l, err := c.cfg.CRL.Reload()
 	if err != nil {
 		c.log.Error("revocation list refused", "file", c.cfg.CRL.Path(), "err", err)
