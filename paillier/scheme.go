@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/big"
 	"runtime"
-	"slices"
 	"sync"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -230,30 +229,13 @@ func (s *Scheme) newSession(g protect.Group, self fl.NodeID) (*session, int, err
 
 // transcript checks one announcement per member and returns their hash.
 func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
-	if _, err := s.Keys(anns, "announcement from"); err != nil {
-		return [hashLen]byte{}, err
-	}
-	parts := [][]byte{s.Digest[:]}
-	for i, m := range s.Sorted {
-		b, ok := anns[m]
-		if !ok {
-			return [hashLen]byte{}, fmt.Errorf("paillier: no announcement from member %q", m)
-		}
-		what := fmt.Sprintf("announcement from %s", m)
+	open := func(b []byte, what string) (*payload.Reader, error) {
 		r, err := openFixed(b, kindAnnouncement, announcementLen, what)
-		if err != nil {
-			return [hashLen]byte{}, err
-		}
-		s.CheckDigest(r.Reader)
-		who := s.Member(r.Reader)
-		r.Take(nonceLen)
-		if err := r.Done(); err != nil {
-			return [hashLen]byte{}, err
-		}
-		if who != i {
-			return [hashLen]byte{}, foreign(what, "made by %s", s.Name(who))
-		}
-		parts = append(parts, b)
+		return r.Reader, err
+	}
+	parts, err := s.Announcements(anns, open, func(_ int, r *payload.Reader) { r.Take(nonceLen) })
+	if err != nil {
+		return [hashLen]byte{}, err
 	}
 	return hashOf("transcript", parts...), nil
 }
@@ -261,23 +243,9 @@ func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, error) {
 // revealers checks a revealer set: exactly t distinct members. It returns
 // their indices, sorted, and the set's hash.
 func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
-	if len(list) != s.T {
-		return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer set has %d members, the threshold is %d: %w", len(list), s.T, protect.ErrMalformed)
-	}
-	idx := make([]int, len(list))
-	for i, id := range list {
-		var err error
-		if idx[i], err = s.Index(id, "revealer"); err != nil {
-			return nil, [hashLen]byte{}, err
-		}
-	}
-	slices.Sort(idx)
-	var b []byte
-	for i, x := range idx {
-		if i > 0 && idx[i-1] == x {
-			return nil, [hashLen]byte{}, fmt.Errorf("paillier: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
-		}
-		b = payload.AppendU32(b, x)
+	idx, b, err := s.Revealers(list)
+	if err != nil {
+		return nil, [hashLen]byte{}, err
 	}
 	return idx, hashOf("revealers", b), nil
 }

@@ -125,3 +125,64 @@ func (m *Members) AcceptPrivate(private map[fl.NodeID][]byte, self int, transcri
 	}
 	return nil
 }
+
+// Revealers checks a revealer set: exactly T distinct members. It returns
+// their indices, sorted, and their encoding (AppendU32 each), which the
+// mode hashes under its own domain.
+func (m *Members) Revealers(list []fl.NodeID) ([]int, []byte, error) {
+	if len(list) != m.T {
+		return nil, nil, fmt.Errorf("%s: revealer set has %d members, the threshold is %d: %w", m.Mode, len(list), m.T, protect.ErrMalformed)
+	}
+	idx := make([]int, len(list))
+	for i, id := range list {
+		var err error
+		if idx[i], err = m.Index(id, "revealer"); err != nil {
+			return nil, nil, err
+		}
+	}
+	slices.Sort(idx)
+	var b []byte
+	for i, x := range idx {
+		if i > 0 && idx[i-1] == x {
+			return nil, nil, fmt.Errorf("%s: revealer %q listed twice: %w", m.Mode, m.Name(x), protect.ErrMalformed)
+		}
+		b = AppendU32(b, x)
+	}
+	return idx, b, nil
+}
+
+// Announcements checks one announcement per member, each opened by open
+// (the mode's header, kind and fixed length), whose body starts with the
+// group's digest and the member's index; rest reads the rest of member i's
+// body (and may set r.Err). It returns what the mode hashes into its
+// transcript: the group's digest, then the announcements in member order.
+func (m *Members) Announcements(anns map[fl.NodeID][]byte, open func(b []byte, what string) (*Reader, error),
+	rest func(i int, r *Reader)) ([][]byte, error) {
+	if _, err := m.Keys(anns, "announcement from"); err != nil {
+		return nil, err
+	}
+	parts := make([][]byte, 0, 1+len(m.Sorted))
+	parts = append(parts, m.Digest[:])
+	for i, id := range m.Sorted {
+		b, ok := anns[id]
+		if !ok {
+			return nil, fmt.Errorf("%s: no announcement from member %q", m.Mode, id)
+		}
+		what := fmt.Sprintf("announcement from %s", id)
+		r, err := open(b, what)
+		if err != nil {
+			return nil, err
+		}
+		m.CheckDigest(r)
+		who := m.Member(r)
+		rest(i, r)
+		if err := r.Done(); err != nil {
+			return nil, err
+		}
+		if who != i {
+			return nil, m.Foreign(what, "made by %s", m.Name(who))
+		}
+		parts = append(parts, b)
+	}
+	return parts, nil
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/cloisterfl/cloister/compress"
 	"github.com/cloisterfl/cloister/fl"
@@ -294,65 +293,34 @@ type setupInfo struct {
 	keys      []ed25519Key
 }
 
-// announcement is a decoded announcement.
-type announcement struct {
-	keyDigest [hashLen]byte // the aggregator key its member seals to
-	sign      ed25519Key    // its member's signing key for reveal shares
-}
-
-// parseAnnouncement checks the announcement b of member i.
-func (s *session) parseAnnouncement(b []byte, i int) (announcement, error) {
-	what := fmt.Sprintf("announcement from %s", s.Name(i))
-	r, err := openFixed(b, kindAnnouncement, announcementLen, what)
-	if err != nil {
-		return announcement{}, err
-	}
-	s.CheckDigest(r.Reader)
-	who := s.Member(r.Reader)
-	r.Take(nonceLen)
-	var a announcement
-	a.keyDigest = r.Hash()
-	copy(a.sign[:], r.Take(signPub))
-	if err := r.Done(); err != nil {
-		return announcement{}, err
-	}
-	if who != i {
-		return announcement{}, foreign(what, "made by %s", s.Name(who))
-	}
-	return a, nil
-}
-
 // transcript checks one announcement per member, all naming the same
 // aggregator key, and returns their hash and the members' signing keys in
 // member order.
 func (s *session) transcript(anns map[fl.NodeID][]byte) ([hashLen]byte, setupInfo, error) {
-	if _, err := s.Keys(anns, "announcement from"); err != nil {
+	keys := make([]ed25519Key, len(s.Sorted))
+	var first [hashLen]byte
+	open := func(b []byte, what string) (*payload.Reader, error) {
+		r, err := openFixed(b, kindAnnouncement, announcementLen, what)
+		return r.Reader, err
+	}
+	rest := func(i int, r *payload.Reader) {
+		r.Take(nonceLen)
+		digest := r.Hash()
+		copy(keys[i][:], r.Take(signPub))
+		switch {
+		case r.Err != nil:
+		case i == 0:
+			first = digest
+		case digest != first:
+			r.Err = foreign(r.What, "seals to aggregator key %x, %s seals to %x: the members must all seal to the same attested aggregator",
+				digest[:6], s.Name(0), first[:6])
+		}
+	}
+	parts, err := s.Announcements(anns, open, rest)
+	if err != nil {
 		return [hashLen]byte{}, setupInfo{}, err
 	}
-	parts := make([][]byte, 0, 1+len(s.Sorted))
-	parts = append(parts, s.Digest[:])
-	keys := make([]ed25519Key, len(s.Sorted))
-	var first announcement
-	for i, m := range s.Sorted {
-		b, ok := anns[m]
-		if !ok {
-			return [hashLen]byte{}, setupInfo{}, fmt.Errorf("tee: no announcement from member %q", m)
-		}
-		a, err := s.parseAnnouncement(b, i)
-		if err != nil {
-			return [hashLen]byte{}, setupInfo{}, err
-		}
-		if i == 0 {
-			first = a
-		} else if a.keyDigest != first.keyDigest {
-			return [hashLen]byte{}, setupInfo{}, foreign(fmt.Sprintf("announcement from %s", m),
-				"seals to aggregator key %x, %s seals to %x: the members must all seal to the same attested aggregator",
-				a.keyDigest[:6], s.Name(0), first.keyDigest[:6])
-		}
-		keys[i] = a.sign
-		parts = append(parts, b)
-	}
-	return hashOf("transcript", parts...), setupInfo{keyDigest: first.keyDigest, keys: keys}, nil
+	return hashOf("transcript", parts...), setupInfo{keyDigest: first, keys: keys}, nil
 }
 
 // parseSetup checks a setup: its announcements must hash to its
@@ -384,23 +352,9 @@ func (s *session) parseSetup(b []byte) ([hashLen]byte, setupInfo, error) {
 // revealers checks a revealer set: exactly t distinct members. It returns
 // their indices, sorted, and the set's hash.
 func (s *session) revealers(list []fl.NodeID) ([]int, [hashLen]byte, error) {
-	if len(list) != s.T {
-		return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer set has %d members, the threshold is %d: %w", len(list), s.T, protect.ErrMalformed)
-	}
-	idx := make([]int, len(list))
-	for i, id := range list {
-		var err error
-		if idx[i], err = s.Index(id, "revealer"); err != nil {
-			return nil, [hashLen]byte{}, err
-		}
-	}
-	slices.Sort(idx)
-	var b []byte
-	for i, x := range idx {
-		if i > 0 && idx[i-1] == x {
-			return nil, [hashLen]byte{}, fmt.Errorf("tee: revealer %q listed twice: %w", s.Name(x), protect.ErrMalformed)
-		}
-		b = payload.AppendU32(b, x)
+	idx, b, err := s.Revealers(list)
+	if err != nil {
+		return nil, [hashLen]byte{}, err
 	}
 	return idx, hashOf("revealers", b), nil
 }
