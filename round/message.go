@@ -58,6 +58,10 @@ const (
 	KindPledge  // N→C: Round, Included = this node's pledge: the digest of its protected update, signed
 	KindPledges // C→N: Round, Included = every cohort member's pledge: the set the round's uploads must match
 
+	// Relay (vertical sessions: the coordinator carries messages between
+	// members and reads none; see package relay). Never a round engine's.
+	KindRelay // N→C: To, Payload (sealed for To); C→N: To, Dealer = the sender the coordinator authenticated, Payload
+
 	kindEnd
 )
 
@@ -69,7 +73,7 @@ var kindNames = [...]string{
 	KindTrain: "Train", KindUpload: "Upload", KindRevealRequest: "RevealRequest", KindShare: "Share",
 	KindDecrypt: "Decrypt", KindCommit: "Commit", KindModel: "Model", KindMetrics: "Metrics",
 	KindRefuse: "Refuse", KindDone: "Done", KindTrained: "Trained", KindEvaluated: "Evaluated",
-	KindAmend: "Amend", KindPledge: "Pledge", KindPledges: "Pledges",
+	KindAmend: "Amend", KindPledge: "Pledge", KindPledges: "Pledges", KindRelay: "Relay",
 }
 
 func (k Kind) String() string {

@@ -63,6 +63,7 @@ var kinds = [...]struct {
 	{round.KindAmend, pb.Kind_KIND_AMEND},
 	{round.KindPledge, pb.Kind_KIND_PLEDGE},
 	{round.KindPledges, pb.Kind_KIND_PLEDGES},
+	{round.KindRelay, pb.Kind_KIND_RELAY},
 }
 
 func kindToPB(k round.Kind) (pb.Kind, bool) {

@@ -60,6 +60,7 @@ const (
 	Kind_KIND_AMEND          Kind = 26
 	Kind_KIND_PLEDGE         Kind = 27
 	Kind_KIND_PLEDGES        Kind = 28
+	Kind_KIND_RELAY          Kind = 29
 )
 
 // Enum value maps for Kind.
@@ -94,6 +95,7 @@ var (
 		26: "KIND_AMEND",
 		27: "KIND_PLEDGE",
 		28: "KIND_PLEDGES",
+		29: "KIND_RELAY",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":    0,
@@ -125,6 +127,7 @@ var (
 		"KIND_AMEND":          26,
 		"KIND_PLEDGE":         27,
 		"KIND_PLEDGES":        28,
+		"KIND_RELAY":          29,
 	}
 )
 
@@ -1063,7 +1066,7 @@ const file_federation_proto_rawDesc = "" +
 	"\aMetrics\x12\x1a\n" +
 	"\baccuracy\x18\x01 \x01(\x01R\baccuracy\x12\x12\n" +
 	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12\x1a\n" +
-	"\bexamples\x18\x03 \x01(\x03R\bexamples*\x99\x04\n" +
+	"\bexamples\x18\x03 \x01(\x03R\bexamples*\xa9\x04\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1100,7 +1103,9 @@ const file_federation_proto_rawDesc = "" +
 	"\n" +
 	"KIND_AMEND\x10\x1a\x12\x0f\n" +
 	"\vKIND_PLEDGE\x10\x1b\x12\x10\n" +
-	"\fKIND_PLEDGES\x10\x1c2C\n" +
+	"\fKIND_PLEDGES\x10\x1c\x12\x0e\n" +
+	"\n" +
+	"KIND_RELAY\x10\x1d2C\n" +
 	"\n" +
 	"Federation\x125\n" +
 	"\aConnect\x12\x12.cloister.v1.Frame\x1a\x12.cloister.v1.Frame(\x010\x01B6Z4github.com/cloisterfl/cloister/transport/internal/pbb\x06proto3"
