@@ -27,7 +27,8 @@
 // row i of every party's table is the same person.
 //
 // What each party learns: the hub learns the other parties' set sizes
-// and the intersection; a feature party learns the hub's set size and the
+// and, for each, which of the hub's IDs it holds (hence the
+// intersection); a feature party learns the hub's set size and the
 // intersection of all parties (not its pairwise overlap with the hub, and
 // nothing about anyone's other IDs). Blinded points are pseudorandom to
 // whoever lacks the scalar (decisional Diffie–Hellman in ristretto255); a
@@ -36,6 +37,37 @@
 // intersection. The parties are assumed to follow the protocol
 // (honest-but-curious); a party may lie about its own set, which PSI
 // cannot prevent.
+//
+// # Over a relay
+//
+// [Run] hosts every party in one process. [Hub] and [Member] run the same
+// protocol, with the same blinding and results, each party in its own
+// process, talking only through a [relay.Link]: messages sealed end to
+// end, read in the order each sender sent them. Per sender (the index of
+// a message is its batch):
+//
+//	hub → member: psi/sizes, psi/hub[0…], psi/ack[0…], psi/rows
+//	member → hub: psi/sizes, psi/reblinded[0…], psi/points[0…]
+//
+// Each side first sends its number of IDs and its batch size, which the
+// other checks (1 to 2^31−1 IDs) before reading any batch. The hub blinds
+// each batch once and sends it to every member, at most a few batches
+// ahead of their doubly blinded replies (steps 2 and 3); then each member
+// sends its own blinded points (step 1), at most a few batches ahead of
+// the hub's acks, so no queue holds more than a few batches of the other
+// side's points. Last, the hub sends each member its positions, 4 bytes
+// each, in the aligned order; or none, if the intersection is empty, and
+// every party gets [ErrNoOverlap] (a member whose points the hub has not
+// read yet is stopped by its next ack instead).
+//
+// The parties learn what they learn from [Run]; a member stopped early
+// also learns that some party shares no ID with the hub. The relay sees
+// who sends how many bytes to whom, and when: every party's set size
+// (from the bytes of points) and the size of the intersection (from the
+// bytes of positions), not the IDs nor which are shared. A batch of the
+// wrong length, bytes that are not points, sizes or positions out of
+// range, and positions repeated are errors wrapping [ErrMalformed] that
+// name the party that sent them.
 //
 // # Streaming and cores
 //

@@ -23,7 +23,8 @@ const domain = "cloister/psi/v1 hash-to-ristretto255"
 // Sentinel errors callers branch on.
 var (
 	// ErrMalformed: bytes that are not a list of canonical, non-identity
-	// ristretto255 encodings.
+	// ristretto255 encodings; from another party over a relay, also a
+	// message of the wrong length or with sizes or positions out of range.
 	ErrMalformed = errors.New("psi: malformed blinded points")
 	// ErrDuplicate: an ID listed twice in one party's set.
 	ErrDuplicate = errors.New("psi: duplicate ID")

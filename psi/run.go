@@ -51,18 +51,12 @@ func Run(hub Party, others []Party, o Options) (*Result, error) {
 	all := append([]Party{hub}, others...)
 	names := make(map[string]bool)
 	for _, p := range all {
-		if p.Key == nil {
-			return nil, fmt.Errorf("psi: party %q has no key", p.Name)
-		}
 		if names[p.Name] {
 			return nil, fmt.Errorf("psi: party %q listed twice", p.Name)
 		}
 		names[p.Name] = true
-		if err := CheckIDs(p.IDs); err != nil {
-			return nil, fmt.Errorf("psi: party %q: %w", p.Name, err)
-		}
-		if len(p.IDs) > 1<<31-1 {
-			return nil, fmt.Errorf("psi: party %q has %d IDs, at most 2^31-1", p.Name, len(p.IDs))
+		if err := checkParty(p); err != nil {
+			return nil, err
 		}
 	}
 	var bytes int64
@@ -114,11 +108,44 @@ func Run(hub Party, others []Party, o Options) (*Result, error) {
 		}
 		matchers[j] = Matcher{}
 	}
-	// The intersection of all, in sorted order.
+	res, err := intersect(hub.IDs, pair)
+	if err != nil {
+		return nil, err
+	}
+	// The final lists: 4 bytes per shared position, to each party.
+	bytes += int64(len(others)) * 4 * int64(len(res.Shared))
+	res.Bytes = bytes
+	return res, nil
+}
+
+// maxIDs bounds a party's set: positions travel as 32-bit integers and
+// are held as int32.
+const maxIDs = 1<<31 - 1
+
+// checkParty checks one party's own input: a key and a valid set of at
+// most maxIDs IDs.
+func checkParty(p Party) error {
+	if p.Key == nil {
+		return fmt.Errorf("psi: party %q has no key", p.Name)
+	}
+	if err := CheckIDs(p.IDs); err != nil {
+		return fmt.Errorf("psi: party %q: %w", p.Name, err)
+	}
+	if len(p.IDs) > maxIDs {
+		return fmt.Errorf("psi: party %q has %d IDs, at most 2^31-1", p.Name, len(p.IDs))
+	}
+	return nil
+}
+
+// intersect turns the pairwise matches into the aligned order: pair[j][h]
+// is the position in party j's list (j counting the parties after the
+// hub) of the hub's ID h, or -1. It returns Shared and Rows (not Bytes),
+// or ErrNoOverlap if no hub ID is held by every party.
+func intersect(hubIDs []string, pair [][]int32) (*Result, error) {
 	var shared []int32
-	for h := range hub.IDs {
+	for h := range hubIDs {
 		in := true
-		for j := range others {
+		for j := range pair {
 			if pair[j][h] < 0 {
 				in = false
 				break
@@ -129,27 +156,24 @@ func Run(hub Party, others []Party, o Options) (*Result, error) {
 		}
 	}
 	if len(shared) == 0 {
-		return nil, fmt.Errorf("%w: no ID is held by all %d parties", ErrNoOverlap, len(all))
+		return nil, fmt.Errorf("%w: no ID is held by all %d parties", ErrNoOverlap, len(pair)+1)
 	}
 	slices.SortFunc(shared, func(a, b int32) int {
-		if hub.IDs[a] < hub.IDs[b] {
+		if hubIDs[a] < hubIDs[b] {
 			return -1
 		}
 		return 1
 	})
-	res := &Result{Shared: make([]string, len(shared)), Rows: make([][]int, len(all))}
+	res := &Result{Shared: make([]string, len(shared)), Rows: make([][]int, len(pair)+1)}
 	for i := range res.Rows {
 		res.Rows[i] = make([]int, len(shared))
 	}
 	for r, h := range shared {
-		res.Shared[r] = hub.IDs[h]
+		res.Shared[r] = hubIDs[h]
 		res.Rows[0][r] = int(h)
-		for j := range others {
+		for j := range pair {
 			res.Rows[j+1][r] = int(pair[j][h])
 		}
 	}
-	// The final lists: 4 bytes per shared position, to each party.
-	bytes += int64(len(others)) * 4 * int64(len(shared))
-	res.Bytes = bytes
 	return res, nil
 }
