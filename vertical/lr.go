@@ -36,6 +36,9 @@ const (
 	MaxBatch = 1 << 12
 	// MaxHosts bounds the feature parties.
 	MaxHosts = 15
+	// minKeyBits is the shortest Paillier modulus accepted (2048 for real
+	// data): three 62-bit slots and the check bits.
+	minKeyBits = 256
 )
 
 // Config sets the training.
@@ -56,9 +59,16 @@ type Config struct {
 }
 
 func (c Config) validate() error {
+	if c.KeyBits < minKeyBits || c.KeyBits%16 != 0 {
+		return fmt.Errorf("vertical: key of %d bits, want a multiple of 16, at least %d (2048 for real data)", c.KeyBits, minKeyBits)
+	}
+	return c.validateSteps()
+}
+
+// validateSteps checks the settings of gradient descent (all but KeyBits,
+// which only the in-process Train uses).
+func (c Config) validateSteps() error {
 	switch {
-	case c.KeyBits < 256 || c.KeyBits%16 != 0:
-		return fmt.Errorf("vertical: key of %d bits, want a multiple of 16, at least 256 (2048 for real data)", c.KeyBits)
 	case c.Epochs < 1:
 		return fmt.Errorf("vertical: %d epochs, want at least 1", c.Epochs)
 	case c.Batch < 1 || c.Batch > MaxBatch:
@@ -93,8 +103,11 @@ type Model struct {
 // Stats are what a run measured.
 type Stats struct {
 	Rows, Batches int
-	Bytes         int64 // ciphertexts and decryption shares the parties sent each other
-	Time          time.Duration
+	// Bytes counts the ciphertexts and decryption shares the parties sent
+	// each other (Train, Predict), or the message bodies this party sent
+	// (TrainParty, PredictParty).
+	Bytes int64
+	Time  time.Duration
 }
 
 // Standardize returns the per-column mean and standard deviation of t
@@ -141,6 +154,7 @@ func features(t *Table, mean, std []float64) []float64 {
 // party is one party's private state during training.
 type party struct {
 	name  string
+	label bool      // the label party: it has the labels and the intercept
 	k     int       // columns
 	x     []float64 // standardized, row-major
 	qx    []int64   // round(x·2^fracX), row-major
@@ -157,6 +171,25 @@ func newParty(t *Table, mean, std []float64, share *paillier.KeyShare) *party {
 		p.qx[i] = int64(math.Round(x * (1 << fracX)))
 	}
 	return p
+}
+
+// modelParty standardizes t and returns its part of the model (weights to
+// come) and its training state.
+func modelParty(t *Table, label bool, share *paillier.KeyShare) (PartyModel, *party) {
+	mean, std := Standardize(t, t.Raw)
+	pm := PartyModel{Name: t.Name, Columns: t.Columns, Mean: mean, Std: std, Label: label, Classes: t.Classes}
+	p := newParty(t, mean, std, share)
+	p.label = label
+	return pm, p
+}
+
+// cols is the number of values in the party's gradient: one per column,
+// and the intercept's at the label party.
+func (p *party) cols() int {
+	if p.label {
+		return p.k + 1
+	}
+	return p.k
 }
 
 // u returns the party's clipped partial predictor of row i, quantized.
@@ -207,32 +240,22 @@ func Train(label *Table, hosts []*Table, c Config, rnd io.Reader) (*Model, Stats
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	m := &Model{}
+	m := &Model{Parties: make([]PartyModel, len(all))}
 	ps := make([]*party, len(all))
 	for i, t := range all {
-		mean, std := Standardize(t, t.Raw)
-		m.Parties = append(m.Parties, PartyModel{Name: t.Name, Columns: t.Columns, Mean: mean, Std: std, Label: i == 0, Classes: t.Classes})
-		ps[i] = newParty(t, mean, std, shares[i])
+		m.Parties[i], ps[i] = modelParty(t, i == 0, shares[i])
 	}
-	tk := shares[0].Key
-	ct := int64(tk.CiphertextSize())
 	n := label.Rows()
-	order := make([]int, n)
-	for i := range order {
-		order[i] = i
-	}
-	rng := rand.New(rand.NewPCG(c.Seed, 0x7665727469))
-	var st Stats
-	st.Rows = n
-	for range c.Epochs {
-		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
-		for lo := 0; lo < n; lo += c.Batch {
-			batch := order[lo:min(lo+c.Batch, n)]
-			if err := step(ps, batch, c, rnd, &st, ct); err != nil {
-				return nil, st, err
-			}
-			st.Batches++
+	st := Stats{Rows: n}
+	err = forBatches(n, c, func(batch []int) error {
+		if err := step(ps, batch, c, rnd, &st); err != nil {
+			return err
 		}
+		st.Batches++
+		return nil
+	})
+	if err != nil {
+		return nil, st, err
 	}
 	for i, p := range ps {
 		m.Parties[i].Weights = p.w
@@ -253,74 +276,126 @@ func dealKey(keyBits, l int, rnd io.Reader) ([]*paillier.KeyShare, error) {
 	return shares, err
 }
 
-// step runs one minibatch of the protocol.
-func step(ps []*party, batch []int, c Config, rnd io.Reader, st *Stats, ct int64) error {
-	tk := ps[0].share.Key
-	pk := &tk.PublicKey
-	B := len(batch)
-	// 1. Feature parties encrypt their partial predictors.
-	enc := make([][]*big.Int, len(ps))
-	for h := 1; h < len(ps); h++ {
-		vals := make([]*big.Int, B)
-		for k, i := range batch {
-			vals[k] = signed(ps[h].u(i), pk.N)
-		}
-		var err error
-		if enc[h], err = encryptAll(pk, vals, rnd, c.Workers); err != nil {
-			return err
-		}
-		st.Bytes += int64(B) * ct
+// forBatches calls f with the rows of each minibatch of n rows, epoch
+// after epoch, in the order Config.Seed draws: every party, given the
+// same n and Config, visits the same batches.
+func forBatches(n int, c Config, f func(batch []int) error) error {
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
 	}
-	// 2. The label party: [[4d]] = [[u_G − 2y]] · Π [[u_h]].
-	g := ps[0]
-	vals := make([]*big.Int, B)
-	for k, i := range batch {
-		y := int64(2*g.y[i] - 1)
-		vals[k] = signed(g.u(i)-2*y<<fracU, pk.N)
-	}
-	d, err := encryptAll(pk, vals, rnd, c.Workers)
-	if err != nil {
-		return err
-	}
-	for h := 1; h < len(ps); h++ {
-		for k := range d {
-			pk.Add(d[k], d[k], enc[h][k])
-		}
-	}
-	st.Bytes += int64(len(ps)-1) * int64(B) * ct
-	// 3. Every party's encrypted gradient, packed and threshold-decrypted.
-	scale := 1 / (4 * float64(B) * math.Ldexp(1, fracU+fracX))
-	for pi, p := range ps {
-		cols := p.k
-		if pi == 0 {
-			cols++ // the intercept: x = 1 at scale 2^fracX
-		}
-		gct := make([]*big.Int, cols)
-		err := parallelFor(cols, c.Workers, func(j int) error {
-			gct[j] = columnProduct(pk, d, batch, func(i int) int64 {
-				if j == p.k {
-					return 1 << fracX
-				}
-				return p.qx[i*p.k+j]
-			})
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		grad, bytes, err := decryptPacked(ps, pi, gct, c.Workers)
-		if err != nil {
-			return fmt.Errorf("vertical: party %q's gradient: %w", p.name, err)
-		}
-		st.Bytes += bytes
-		for j := range p.k {
-			p.w[j] -= c.LearningRate * (float64(grad[j])*scale + c.L2*p.w[j])
-		}
-		if pi == 0 {
-			p.b -= c.LearningRate * float64(grad[p.k]) * scale
+	rng := rand.New(rand.NewPCG(c.Seed, 0x7665727469))
+	for range c.Epochs {
+		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for lo := 0; lo < n; lo += c.Batch {
+			if err := f(order[lo:min(lo+c.Batch, n)]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// step runs one minibatch of the protocol, every party in this process.
+func step(ps []*party, batch []int, c Config, rnd io.Reader, st *Stats) error {
+	pk := &ps[0].share.Key.PublicKey
+	ct := int64(pk.CiphertextSize())
+	B := int64(len(batch))
+	// 1. Feature parties encrypt their partial predictors.
+	enc := make([][]*big.Int, 0, len(ps)-1)
+	for _, h := range ps[1:] {
+		u, err := h.partials(pk, batch, rnd, c.Workers)
+		if err != nil {
+			return err
+		}
+		enc = append(enc, u)
+		st.Bytes += B * ct
+	}
+	// 2. The label party: [[4d]] = [[u_G − 2y]] · Π [[u_h]].
+	d, err := ps[0].residuals(pk, batch, rnd, c.Workers)
+	if err != nil {
+		return err
+	}
+	addCiphertexts(pk, d, enc...)
+	st.Bytes += int64(len(ps)-1) * B * ct
+	// 3. Every party's encrypted gradient, packed and threshold-decrypted.
+	for _, p := range ps {
+		packed, err := p.gradient(pk, d, batch, c.Workers)
+		if err != nil {
+			return err
+		}
+		grad, err := decryptPacked(ps, packed, p.cols(), c.Workers)
+		if err != nil {
+			return fmt.Errorf("vertical: party %q's gradient: %w", p.name, err)
+		}
+		st.Bytes += 2 * int64(len(ps)-1) * int64(len(packed)) * ct
+		p.descend(grad, len(batch), c)
+	}
+	return nil
+}
+
+// partials encrypts a feature party's partial predictors [[u_h,i]] of the
+// batch's rows (step 1).
+func (p *party) partials(pk *paillier.PublicKey, batch []int, rnd io.Reader, workers int) ([]*big.Int, error) {
+	vals := make([]*big.Int, len(batch))
+	for k, i := range batch {
+		vals[k] = signed(p.u(i), pk.N)
+	}
+	return encryptAll(pk, vals, rnd, workers)
+}
+
+// residuals encrypts the label party's part of the batch's residuals,
+// [[u_G,i − 2y_i]] (y in ±1); with the feature parties' partial predictors
+// added (addCiphertexts), they are [[4d_i]] (step 2).
+func (p *party) residuals(pk *paillier.PublicKey, batch []int, rnd io.Reader, workers int) ([]*big.Int, error) {
+	vals := make([]*big.Int, len(batch))
+	for k, i := range batch {
+		y := int64(2*p.y[i] - 1)
+		vals[k] = signed(p.u(i)-2*y<<fracU, pk.N)
+	}
+	return encryptAll(pk, vals, rnd, workers)
+}
+
+// addCiphertexts adds each of terms into acc, element by element (they
+// have acc's length).
+func addCiphertexts(pk *paillier.PublicKey, acc []*big.Int, terms ...[]*big.Int) {
+	for _, t := range terms {
+		for k := range acc {
+			pk.Add(acc[k], acc[k], t[k])
+		}
+	}
+}
+
+// gradient returns the party's encrypted gradient over the batch,
+// Σ_i x_i·[[4d_i]] per column (and the intercept's, x = 1, at the label
+// party), packed (step 3).
+func (p *party) gradient(pk *paillier.PublicKey, d []*big.Int, batch []int, workers int) ([]*big.Int, error) {
+	gct := make([]*big.Int, p.cols())
+	err := parallelFor(len(gct), workers, func(j int) error {
+		gct[j] = columnProduct(pk, d, batch, func(i int) int64 {
+			if j == p.k {
+				return 1 << fracX // the intercept
+			}
+			return p.qx[i*p.k+j]
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return packCiphertexts(pk, gct, workers), nil
+}
+
+// descend takes the gradient step of a batch of B rows, given the
+// decrypted gradient (p.cols() values, scaled by 4·2^(fracU+fracX)).
+func (p *party) descend(grad []int64, B int, c Config) {
+	scale := 1 / (4 * float64(B) * math.Ldexp(1, fracU+fracX))
+	for j := range p.k {
+		p.w[j] -= c.LearningRate * (float64(grad[j])*scale + c.L2*p.w[j])
+	}
+	if p.label {
+		p.b -= c.LearningRate * float64(grad[p.k]) * scale
+	}
 }
 
 // signed encodes v mod n.
@@ -399,36 +474,59 @@ func packCiphertexts(pk *paillier.PublicKey, cts []*big.Int, workers int) []*big
 	return out
 }
 
-// decryptPacked packs owner's encrypted values, collects a decryption
-// share of each packed ciphertext from every party (the owner's own
-// included), combines them at the owner and unpacks. It returns the
-// values and the bytes sent (packed ciphertexts out, shares back).
-func decryptPacked(ps []*party, owner int, cts []*big.Int, workers int) ([]int64, int64, error) {
-	pk := &ps[owner].share.Key.PublicKey
-	packed := packCiphertexts(pk, cts, workers)
-	ctLen := int64(pk.CiphertextSize())
-	bytes := 2 * int64(len(ps)-1) * int64(len(packed)) * ctLen
-	s := slots(pk)
+// decryptPacked decrypts count values packed in ciphertexts with a
+// decryption share of each from every party, all in this process.
+func decryptPacked(ps []*party, packed []*big.Int, count, workers int) ([]int64, error) {
+	parts := make(map[int][]*big.Int, len(ps))
+	for _, p := range ps {
+		sh, err := decryptionShares(p.share, packed, workers)
+		if err != nil {
+			return nil, err
+		}
+		parts[p.share.Index] = sh
+	}
+	return combinePacked(ps[0].share.Key, parts, count, workers)
+}
+
+// decryptionShares returns share's decryption share of each ciphertext.
+func decryptionShares(share *paillier.KeyShare, cts []*big.Int, workers int) ([]*big.Int, error) {
+	out := make([]*big.Int, len(cts))
+	err := parallelFor(len(cts), workers, func(o int) error {
+		var err error
+		out[o], err = share.Decrypt(cts[o])
+		return err
+	})
+	return out, err
+}
+
+// combinePacked combines the decryption shares of packed ciphertexts,
+// parts[index][o] the share of party index (the share's Index) for
+// ciphertext o, and unpacks the count values they hold (slots per
+// ciphertext). A wrong share gives a plaintext that does not unpack.
+func combinePacked(tk *paillier.ThresholdKey, parts map[int][]*big.Int, count, workers int) ([]int64, error) {
+	s := slots(&tk.PublicKey)
 	pack := paillier.Packing{SlotBits: slotBits, Slots: s}
 	bound := new(big.Int).Lsh(big.NewInt(1), slotBits-1)
-	out := make([]int64, len(cts))
-	err := parallelFor(len(packed), workers, func(o int) error {
-		parts := make(map[int]*big.Int, len(ps))
-		for _, p := range ps {
-			sh, err := p.share.Decrypt(packed[o])
-			if err != nil {
-				return err
-			}
-			parts[p.share.Index] = sh
+	k := (count + s - 1) / s
+	for i, sh := range parts {
+		if len(sh) != k {
+			return nil, fmt.Errorf("vertical: %d decryption shares of party %d for %d packed ciphertexts", len(sh), i, k)
 		}
-		m, err := ps[owner].share.Key.Combine(parts)
+	}
+	out := make([]int64, count)
+	err := parallelFor(k, workers, func(o int) error {
+		shares := make(map[int]*big.Int, len(parts))
+		for i, sh := range parts {
+			shares[i] = sh[o]
+		}
+		m, err := tk.Combine(shares)
 		if err != nil {
 			return err
 		}
-		lo, hi := o*s, min((o+1)*s, len(cts))
-		return pack.Unpack(m, pk.N, hi-lo, bound, out[lo:hi])
+		lo, hi := o*s, min((o+1)*s, count)
+		return pack.Unpack(m, tk.N, hi-lo, bound, out[lo:hi])
 	})
-	return out, bytes, err
+	return out, err
 }
 
 func parallelFor(n, workers int, f func(i int) error) error {

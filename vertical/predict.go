@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"math/big"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -28,12 +27,8 @@ func Predict(m *Model, label *Table, hosts []*Table, keyBits int, rnd io.Reader)
 		return nil, Stats{}, fmt.Errorf("vertical: the model has %d parties, %d tables given", len(m.Parties), len(all))
 	}
 	for i, t := range all {
-		pm := m.Parties[i]
-		if !slices.Equal(t.Columns, pm.Columns) {
-			return nil, Stats{}, fmt.Errorf("vertical: party %q's columns %q are not the model's %q", t.Name, t.Columns, pm.Columns)
-		}
-		if len(pm.Weights) != len(pm.Columns) || len(pm.Mean) != len(pm.Columns) || len(pm.Std) != len(pm.Columns) {
-			return nil, Stats{}, fmt.Errorf("vertical: the model of party %q is malformed", pm.Name)
+		if err := checkModel(&m.Parties[i], t); err != nil {
+			return nil, Stats{}, err
 		}
 		if i > 0 && !slices.Equal(t.IDs, label.IDs) {
 			return nil, Stats{}, fmt.Errorf("vertical: party %q's rows are not aligned with the label party's (run PSI first)", t.Name)
@@ -45,82 +40,90 @@ func Predict(m *Model, label *Table, hosts []*Table, keyBits int, rnd io.Reader)
 	}
 	ps := make([]*party, len(all))
 	for i, t := range all {
-		pm := m.Parties[i]
-		ps[i] = newParty(t, pm.Mean, pm.Std, shares[i])
-		ps[i].w, ps[i].b = pm.Weights, pm.Intercept
+		ps[i] = scoringParty(&m.Parties[i], t, shares[i])
 	}
 	pk := &shares[0].Key.PublicKey
-	s := slots(pk)
-	pack := paillier.Packing{SlotBits: slotBits, Slots: s}
+	ct := int64(pk.CiphertextSize())
 	n := label.Rows()
-	k := (n + s - 1) / s
-	var st Stats
-	st.Rows = n
-	quant := func(p *party, lo, hi int) []int64 {
-		q := make([]int64, hi-lo)
-		for i := lo; i < hi; i++ {
-			q[i-lo] = p.u(i)
-		}
-		return q
-	}
+	st := Stats{Rows: n}
 	// The feature parties' packed, encrypted partial predictors, summed.
-	sum := make([]*big.Int, k)
-	for h := 1; h < len(ps); h++ {
-		pts := make([]*big.Int, k)
-		for o := range k {
-			pts[o] = pack.Pack(quant(ps[h], o*s, min((o+1)*s, n)), pk.N)
-		}
-		cts, err := encryptAll(pk, pts, rnd, 0)
+	var sum []*big.Int
+	for _, h := range ps[1:] {
+		cts, err := encryptAll(pk, h.packedPredictors(pk, n), rnd, 0)
 		if err != nil {
 			return nil, st, err
 		}
-		for o := range k {
-			if sum[o] == nil {
-				sum[o] = cts[o]
-			} else {
-				pk.Add(sum[o], sum[o], cts[o])
-			}
+		if sum == nil {
+			sum = cts
+		} else {
+			addCiphertexts(pk, sum, cts)
 		}
-		st.Bytes += int64(k * pk.CiphertextSize())
+		st.Bytes += int64(len(cts)) * ct
 	}
-	// The label party adds its own: c·(1 + m·n) mod n².
-	for o := range k {
-		mg := pack.Pack(quant(ps[0], o*s, min((o+1)*s, n)), pk.N)
-		mg.Mul(mg, pk.N)
-		mg.Add(mg, big.NewInt(1))
-		pk.Add(sum[o], sum[o], mg)
-	}
-	out := make([]int64, n)
-	bound := new(big.Int).Lsh(big.NewInt(1), slotBits-1)
-	err = parallelFor(k, 0, func(o int) error {
-		parts := map[int]*big.Int{}
-		for _, p := range ps {
-			sh, err := p.share.Decrypt(sum[o])
-			if err != nil {
-				return err
-			}
-			parts[p.share.Index] = sh
-		}
-		mm, err := pk2tk(ps).Combine(parts)
-		if err != nil {
-			return err
-		}
-		lo, hi := o*s, min((o+1)*s, n)
-		return pack.Unpack(mm, pk.N, hi-lo, bound, out[lo:hi])
-	})
+	// The label party adds its own.
+	addPlaintexts(pk, sum, ps[0].packedPredictors(pk, n))
+	out, err := decryptPacked(ps, sum, n, 0)
 	if err != nil {
 		return nil, st, fmt.Errorf("vertical: decrypting the scores: %w", err)
 	}
-	st.Bytes += 2 * int64(len(ps)-1) * int64(k*pk.CiphertextSize())
-	scores := make([]float64, n)
-	for i, v := range out {
-		scores[i] = float64(v) / (1 << fracU)
-	}
+	st.Bytes += 2 * int64(len(ps)-1) * int64(len(sum)) * ct
 	st.Time = time.Since(start)
-	return scores, st, nil
+	return unscale(out), st, nil
 }
 
-func pk2tk(ps []*party) *paillier.ThresholdKey { return ps[0].share.Key }
+// checkModel checks that pm is a well-formed model of t's columns.
+func checkModel(pm *PartyModel, t *Table) error {
+	if !slices.Equal(t.Columns, pm.Columns) {
+		return fmt.Errorf("vertical: party %q's columns %q are not the model's %q", t.Name, t.Columns, pm.Columns)
+	}
+	if len(pm.Weights) != len(pm.Columns) || len(pm.Mean) != len(pm.Columns) || len(pm.Std) != len(pm.Columns) {
+		return fmt.Errorf("vertical: the model of party %q is malformed", pm.Name)
+	}
+	return nil
+}
+
+// scoringParty is t's state for prediction with its part of the model.
+func scoringParty(pm *PartyModel, t *Table, share *paillier.KeyShare) *party {
+	p := newParty(t, pm.Mean, pm.Std, share)
+	p.w, p.b = pm.Weights, pm.Intercept
+	return p
+}
+
+// packedPredictors returns the party's partial predictors of its n rows,
+// quantized and packed, slots per plaintext.
+func (p *party) packedPredictors(pk *paillier.PublicKey, n int) []*big.Int {
+	s := slots(pk)
+	pack := paillier.Packing{SlotBits: slotBits, Slots: s}
+	out := make([]*big.Int, (n+s-1)/s)
+	for o := range out {
+		lo, hi := o*s, min((o+1)*s, n)
+		q := make([]int64, hi-lo)
+		for i := range q {
+			q[i] = p.u(lo + i)
+		}
+		out[o] = pack.Pack(q, pk.N)
+	}
+	return out
+}
+
+// addPlaintexts adds plaintexts into ciphertexts without randomness:
+// c·(1 + m·n) mod n².
+func addPlaintexts(pk *paillier.PublicKey, cts, pts []*big.Int) {
+	for o, m := range pts {
+		g := new(big.Int).Mul(m, pk.N)
+		g.Add(g, big.NewInt(1))
+		pk.Add(cts[o], cts[o], g)
+	}
+}
+
+// unscale turns quantized scores into float64.
+func unscale(q []int64) []float64 {
+	out := make([]float64, len(q))
+	for i, v := range q {
+		out[i] = float64(v) / (1 << fracU)
+	}
+	return out
+}
 
 // Accuracy is the share of rows whose score has the label's sign.
 func Accuracy(scores []float64, y []int) float64 {
@@ -149,54 +152,43 @@ func Central(label *Table, hosts []*Table, c Config, taylor bool) (*Model, error
 		return nil, errors.New("vertical: the label party's table has no labels")
 	}
 	all := append([]*Table{label}, hosts...)
-	m := &Model{}
+	m := &Model{Parties: make([]PartyModel, len(all))}
 	ps := make([]*party, len(all))
 	for i, t := range all {
-		mean, std := Standardize(t, t.Raw)
-		m.Parties = append(m.Parties, PartyModel{Name: t.Name, Columns: t.Columns, Mean: mean, Std: std, Label: i == 0, Classes: t.Classes})
-		ps[i] = newParty(t, mean, std, nil)
+		m.Parties[i], ps[i] = modelParty(t, i == 0, nil)
 	}
-	n := label.Rows()
-	order := make([]int, n)
-	for i := range order {
-		order[i] = i
-	}
-	rng := rand.New(rand.NewPCG(c.Seed, 0x7665727469))
-	for range c.Epochs {
-		rng.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
-		for lo := 0; lo < n; lo += c.Batch {
-			batch := order[lo:min(lo+c.Batch, n)]
-			res := make([]float64, len(batch))
-			for k, i := range batch {
-				var u float64
-				for _, p := range ps {
-					u += float64(p.u(i)) / (1 << fracU) // the same clipping
-				}
-				y := float64(label.Y[i])
-				if taylor {
-					res[k] = 0.25*u - 0.5*(2*y-1)
-				} else {
-					res[k] = 1/(1+math.Exp(-u)) - y
-				}
+	forBatches(label.Rows(), c, func(batch []int) error { // f never fails
+		res := make([]float64, len(batch))
+		for k, i := range batch {
+			var u float64
+			for _, p := range ps {
+				u += float64(p.u(i)) / (1 << fracU) // the same clipping
 			}
-			B := float64(len(batch))
-			for pi, p := range ps {
-				grad := make([]float64, p.k+1)
-				for k, i := range batch {
-					for j, x := range p.x[i*p.k : (i+1)*p.k] {
-						grad[j] += x * res[k]
-					}
-					grad[p.k] += res[k]
-				}
-				for j := range p.k {
-					p.w[j] -= c.LearningRate * (grad[j]/B + c.L2*p.w[j])
-				}
-				if pi == 0 {
-					p.b -= c.LearningRate * grad[p.k] / B
-				}
+			y := float64(label.Y[i])
+			if taylor {
+				res[k] = 0.25*u - 0.5*(2*y-1)
+			} else {
+				res[k] = 1/(1+math.Exp(-u)) - y
 			}
 		}
-	}
+		B := float64(len(batch))
+		for _, p := range ps {
+			grad := make([]float64, p.k+1)
+			for k, i := range batch {
+				for j, x := range p.x[i*p.k : (i+1)*p.k] {
+					grad[j] += x * res[k]
+				}
+				grad[p.k] += res[k]
+			}
+			for j := range p.k {
+				p.w[j] -= c.LearningRate * (grad[j]/B + c.L2*p.w[j])
+			}
+			if p.label {
+				p.b -= c.LearningRate * grad[p.k] / B
+			}
+		}
+		return nil
+	})
 	for i, p := range ps {
 		m.Parties[i].Weights = p.w
 		m.Parties[i].Intercept = p.b
@@ -211,8 +203,7 @@ func Scores(m *Model, all []*Table) []float64 {
 	out := make([]float64, n)
 	for pi, t := range all {
 		pm := m.Parties[pi]
-		p := newParty(t, pm.Mean, pm.Std, nil)
-		p.w, p.b = pm.Weights, pm.Intercept
+		p := scoringParty(&pm, t, nil)
 		for i := range n {
 			out[i] += float64(p.u(i)) / (1 << fracU)
 		}
