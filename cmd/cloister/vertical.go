@@ -21,16 +21,22 @@ import (
 	"github.com/cloisterfl/cloister/vertical"
 )
 
-const verticalUsage = `Usage: cloister vertical psi|train|predict [flags]
+const verticalUsage = `Usage: cloister vertical deal|relay|psi|train|predict [flags]
 
+  deal     the admin deals the parties' threshold Paillier key into their kits
+  relay    the coordinator's relay: carries the parties' sealed messages
   psi      find the IDs all parties share (ECDH-PSI), write the aligned order
-  train    PSI, then hetero logistic regression under threshold Paillier;
-           compare with the same model trained centrally
+  train    PSI, then hetero logistic regression under threshold Paillier
   predict  PSI, then secure scoring with a trained model
 
-Every party is given with --data csv:PATH:id=COLUMN[:label=COLUMN][:columns=A,B]
-(repeat --data; the first is the label party, the only one with label=).
-All parties run in this process, each with its own keys; see docs/VERTICAL.md.
+Each party runs in its own process with --kit (its node kit), --parties (every
+party's node name, the label party first, the same on every party) and one
+--data csv:PATH:id=COLUMN[:label=COLUMN][:columns=A,B], its own table; the
+label party's has label=. They talk through the relay, which reads nothing.
+
+Without --kit, every party runs in this process: repeat --data, the label
+party first; train then also compares with the model trained centrally.
+See docs/VERTICAL.md.
 `
 
 func runVertical(args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -42,6 +48,10 @@ func runVertical(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	}
 	switch args[0] {
+	case "deal":
+		return verticalDeal(args[1:], stdout, stderr)
+	case "relay":
+		return verticalRelay(args[1:], stdout, stderr)
 	case "psi":
 		return verticalPSI(args[1:], stdout, stderr)
 	case "train":
@@ -49,7 +59,19 @@ func runVertical(args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	case "predict":
 		return verticalPredict(args[1:], stdout, stderr)
 	}
-	return withHint(fmt.Errorf("vertical: unknown subcommand %q", args[0]), "use cloister vertical psi, train or predict")
+	return withHint(fmt.Errorf("vertical: unknown subcommand %q", args[0]), "use cloister vertical deal, relay, psi, train or predict")
+}
+
+// netFlags are a party's flags when each party runs in its own process.
+type netFlags struct {
+	kit, parties string
+	timeout      time.Duration
+}
+
+func (f *netFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.kit, "kit", "", "this party's node kit: run this party alone, talking to the others through the relay")
+	fs.StringVar(&f.parties, "parties", "", "with --kit: every party's node name, the label party (PSI's hub) first, the same on every party")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Minute, "with --kit: give up when the session has not ended by then")
 }
 
 // dataFlags collects repeated --data selectors.
@@ -135,8 +157,13 @@ func verticalPSI(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&data, "data", "a party's table, csv:PATH:id=COLUMN (repeat; the first is the hub)")
 	out := fs.String("out", "", "write the shared IDs, one a line in the aligned order, to this new file")
 	session := fs.String("session", "cloister-vertical", "the session string every party binds its points to")
+	var nf netFlags
+	nf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if nf.kit != "" {
+		return netPSI(nf.kit, nf.parties, data, *out, nf.timeout, stdout)
 	}
 	ts, err := loadTables(data, false, true)
 	if err != nil {
@@ -254,8 +281,13 @@ func verticalTrain(args []string, stdout, stderr io.Writer) error {
 	jsonOut := fs.String("json", "", "write the accuracies and costs as JSON to this new file")
 	var tf trainFlags
 	tf.register(fs, 10, 64, 0.1, true)
+	var nf netFlags
+	nf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if nf.kit != "" {
+		return netTrain(nf.kit, nf.parties, data, tf, *model, *jsonOut, nf.timeout, stdout)
 	}
 	ts, err := loadParties(data, true)
 	if err != nil {
@@ -300,8 +332,13 @@ func verticalPredict(args []string, stdout, stderr io.Writer) error {
 	modelPath := fs.String("model", "", "the model written by cloister vertical train")
 	out := fs.String("out", "", "write id,score,probability for each shared ID to this new CSV file")
 	keyBits := fs.Int("key-bits", 2048, "Paillier modulus bits of the scoring session")
+	var nf netFlags
+	nf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if nf.kit != "" {
+		return netPredict(nf.kit, nf.parties, data, *modelPath, *out, nf.timeout, stdout)
 	}
 	if *modelPath == "" {
 		return withHint(errors.New("vertical predict: no --model"), "give the file cloister vertical train --model wrote")
@@ -331,16 +368,19 @@ func verticalPredict(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "accuracy %.4f\n", vertical.Accuracy(scores, aligned[0].Y))
 	}
 	if *out != "" {
-		var sb strings.Builder
-		sb.WriteString("id,score,probability\n")
-		for i, s := range scores {
-			fmt.Fprintf(&sb, "%s,%.6f,%.6f\n", res.Shared[i], s, 1/(1+math.Exp(-s)))
-		}
-		if err := atomicfile.Create(*out, []byte(sb.String()), 0o600); err != nil {
-			return err
-		}
+		return writeScores(*out, res.Shared, scores)
 	}
 	return nil
+}
+
+// writeScores writes id,score,probability for each aligned row.
+func writeScores(path string, ids []string, scores []float64) error {
+	var sb strings.Builder
+	sb.WriteString("id,score,probability\n")
+	for i, s := range scores {
+		fmt.Fprintf(&sb, "%s,%.6f,%.6f\n", ids[i], s, 1/(1+math.Exp(-s)))
+	}
+	return atomicfile.Create(path, []byte(sb.String()), 0o600)
 }
 
 // runVerticalDemo is demo --vertical: Fashion-MNIST, T-shirt/top against
