@@ -258,3 +258,17 @@ func TestSealed(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+func TestAbort(t *testing.T) {
+	ss := relaytest.Sessions(t, "a", "b", "c")
+	c := ctx(t)
+	if err := ss["a"].Abort(c, "the CSV on line 17 is broken"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"b", "c"} {
+		_, err := ss[n].Recv(c, "a", "step", 3)
+		if !errors.Is(err, relay.ErrAborted) || !strings.Contains(err.Error(), `a: "the CSV on line 17 is broken"`) {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
+}

@@ -33,6 +33,8 @@ var (
 	ErrOrder = errors.New("relay: message out of step")
 	// ErrClosed: the session was closed.
 	ErrClosed = errors.New("relay: session closed")
+	// ErrAborted: another party gave up (Abort) and said why.
+	ErrAborted = errors.New("relay: another party gave up")
 )
 
 // Carrier moves opaque messages between named parties: the transport to
@@ -80,6 +82,8 @@ const (
 	maxName     = 255
 	maxTag      = 255
 	helloDomain = "cloister/relay/hello/v1"
+	abortTag    = "relay/abort"
+	maxReason   = 1 << 10
 	keyDomain   = "cloister/relay/key/v1"
 )
 
@@ -355,6 +359,9 @@ func (s *Session) Recv(ctx context.Context, from, tag string, index uint64) ([]b
 		return nil, fmt.Errorf("%w: message %d said to come from %s does not authenticate", ErrForged, seq, from)
 	}
 	pr.recvSeq++
+	if gotTag == abortTag && gotTag != tag {
+		return nil, fmt.Errorf("%w: %s: %q", ErrAborted, from, body[:min(len(body), maxReason)])
+	}
 	if gotTag != tag || gotIndex != index {
 		return nil, fmt.Errorf("%w: %s sent %s[%d] where %s[%d] was due", ErrOrder, from, gotTag, gotIndex, tag, index)
 	}
@@ -418,6 +425,26 @@ func (s *Session) read(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
+}
+
+// Abort tells every other party that this one gives up, and why: their
+// next Recv from it fails with [ErrAborted] and the reason, instead of
+// waiting. It returns the first failure to send; the session stays open
+// until Close.
+func (s *Session) Abort(ctx context.Context, reason string) error {
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
+	}
+	var first error
+	for _, p := range s.cfg.Parties {
+		if p == s.cfg.Self {
+			continue
+		}
+		if err := s.Send(ctx, p, abortTag, 0, []byte(reason)); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // Bytes returns the bytes this party sent and received, hellos included.

@@ -54,21 +54,25 @@ func (t *Table) Select(rows []int) *Table {
 
 // Spec is a parsed data selector:
 //
-//	csv:PATH:id=COL[:label=COL][:columns=A,B,C]
+//	csv:PATH:id=COL[:label=COL][:columns=A,B,C][:scale=none]
 //
 // id names the ID column; label (at the label party only) the binary
-// label column; columns the feature columns (default: every other column).
+// label column; columns the feature columns (default: every other column);
+// scale=none keeps features as they are, for columns already in a fixed
+// range such as pixels in [0, 1] (default scale=standard: each column
+// standardized to mean 0 and deviation 1).
 type Spec struct {
 	Path    string
 	ID      string
 	Label   string
 	Columns []string
+	Raw     bool
 }
 
 // ParseSpec reads a selector. PATH may contain colons: the options are
 // the trailing ":key=value" parts.
 func ParseSpec(s string) (Spec, error) {
-	const form = "csv:PATH:id=COLUMN[:label=COLUMN][:columns=A,B,C]"
+	const form = "csv:PATH:id=COLUMN[:label=COLUMN][:columns=A,B,C][:scale=none]"
 	rest, ok := strings.CutPrefix(s, "csv:")
 	if !ok {
 		return Spec{}, fmt.Errorf("data selector %q: want %s", s, form)
@@ -80,13 +84,18 @@ func ParseSpec(s string) (Spec, error) {
 			break
 		}
 		key, val, ok := strings.Cut(rest[i+1:], "=")
-		if !ok || (key != "id" && key != "label" && key != "columns") {
+		if !ok || (key != "id" && key != "label" && key != "columns" && key != "scale") {
 			break
 		}
 		if val == "" {
 			return Spec{}, fmt.Errorf("data selector %q: %s= names no column", s, key)
 		}
 		switch key {
+		case "scale":
+			if val != "none" && val != "standard" {
+				return Spec{}, fmt.Errorf("data selector %q: scale=%s, want none or standard", s, val)
+			}
+			sp.Raw = val == "none"
 		case "id":
 			if sp.ID != "" {
 				return Spec{}, fmt.Errorf("data selector %q: id= given twice", s)
@@ -205,7 +214,7 @@ func read(name string, sp Spec, r io.Reader, idsOnly bool) (*Table, error) {
 			return nil, perr(1, c, "a feature column cannot be the ID or label column")
 		}
 	}
-	t := &Table{Name: name, Columns: cols}
+	t := &Table{Name: name, Columns: cols, Raw: sp.Raw}
 	var labels []string
 	seen := map[string]int{}
 	for line := 2; ; line++ {

@@ -103,7 +103,10 @@ func TestParseSpec(t *testing.T) {
 	if err != nil || sp.Path != "/data/a:b.csv" || sp.ID != "pid" || sp.Label != "dx" || strings.Join(sp.Columns, "|") != "x|y" {
 		t.Fatalf("%+v %v", sp, err)
 	}
-	for _, bad := range []string{"csv:a.csv", "tsv:a.csv:id=x", "csv::id=x", "csv:a.csv:id=", "csv:a.csv:id=x:id=y", "csv:a.csv:id=x:columns=a,,b"} {
+	if sp, err := ParseSpec("csv:px.csv:id=i:scale=none"); err != nil || !sp.Raw || sp.Path != "px.csv" {
+		t.Fatalf("scale=none: %+v %v", sp, err)
+	}
+	for _, bad := range []string{"csv:a.csv", "tsv:a.csv:id=x", "csv::id=x", "csv:a.csv:id=", "csv:a.csv:id=x:id=y", "csv:a.csv:id=x:columns=a,,b", "csv:a.csv:id=x:scale=log"} {
 		if _, err := ParseSpec(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -392,6 +392,8 @@ func runVerticalDemo(args []string, stdout, stderr io.Writer) error {
 	rows := fs.Int("rows", 2000, "training images of the two classes to use (of 12,000)")
 	missing := fs.Float64("missing", 0.2, "share of the IDs each party lacks")
 	jsonOut := fs.String("json", "", "write the results as JSON to this new file")
+	inProcess := fs.Bool("in-process", false, "run both parties in this process instead of as two processes talking through a relay")
+	keep := fs.String("keep", "", "keep the federation, the parties' CSV files, models and logs in this new directory (default: a temporary directory, removed)")
 	var tf trainFlags
 	tf.register(fs, 5, 64, 0.02, false)
 	if err := parse(fs, args); err != nil {
@@ -457,11 +459,28 @@ func runVerticalDemo(args []string, stdout, stderr io.Writer) error {
 		}
 		return []*vertical.Table{left, right}
 	}
-	train, _, err := align(split(sp.Train, "train", *rows), "cloister-demo-vertical-train", stdout)
+	trainTabs, testTabs := split(sp.Train, "train", *rows), split(sp.Test, "test", 0)
+	if !*inProcess {
+		d := demoFlags{keep: *keep}
+		work, remove, err := d.workDir()
+		if err != nil {
+			return err
+		}
+		defer remove()
+		r, err := verticalDemoProcesses(work, trainTabs, testTabs, tf, stdout)
+		if err != nil {
+			if *keep == "" {
+				return withHint(err, "run with --keep DIR to keep the parties' logs (DIR/logs)")
+			}
+			return withHint(err, "the parties' logs are in "+filepath.Join(*keep, "logs"))
+		}
+		return writeOutputs("", nil, *jsonOut, r, stdout)
+	}
+	train, _, err := align(trainTabs, "cloister-demo-vertical-train", stdout)
 	if err != nil {
 		return err
 	}
-	test, _, err := align(split(sp.Test, "test", 0), "cloister-demo-vertical-test", stdout)
+	test, _, err := align(testTabs, "cloister-demo-vertical-test", stdout)
 	if err != nil {
 		return err
 	}

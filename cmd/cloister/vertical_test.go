@@ -124,8 +124,9 @@ func TestDemoPaillier(t *testing.T) {
 }
 
 // TestDemoVertical runs demo --vertical on a few hundred Fashion-MNIST
-// images at a small key (NOT SECURE, for speed): the encrypted model's
-// test accuracy equals the central Taylor model's.
+// images at a small key (NOT SECURE, for speed), each party a process
+// talking through the relay: the encrypted model's test accuracy equals
+// the central Taylor model's.
 func TestDemoVertical(t *testing.T) {
 	if testing.Short() {
 		t.Skip("Fashion-MNIST")
@@ -140,6 +141,9 @@ func TestDemoVertical(t *testing.T) {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}
 	t.Logf("%s", out.String())
+	if !strings.Contains(out.String(), "vertical (encrypted, 2 processes): test accuracy") || !strings.Contains(out.String(), "relay  | relayed node-2 → node-1") {
+		t.Errorf("the demo did not run the parties as processes through the relay")
+	}
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
 		t.Fatal(err)
