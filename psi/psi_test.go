@@ -2,6 +2,7 @@ package psi
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"flag"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gtank/ristretto255"
+
+	"github.com/cloisterfl/cloister/relay/relaytest"
 )
 
 func newKey(t testing.TB, seed uint64) *Key {
@@ -213,7 +216,44 @@ var benchN = flag.Int("psi.n", 100_000, "IDs per party in BenchmarkPSI (50% over
 // own IDs and the other's), on the same workers. It reports the run's
 // time, the floor's, their ratio (floor/run, 1 is the floor) and the
 // bytes the parties exchanged.
+// BenchmarkPSI runs Run, every message passed in memory.
 func BenchmarkPSI(b *testing.B) {
+	benchPSI(b, func(hub Party, f Party) (*Result, error) { return Run(hub, []Party{f}, Options{}) })
+}
+
+// BenchmarkPSIRelay runs the hub and the other party as Hub and Member,
+// concurrently, over relay sessions in memory: every message sealed and
+// opened (AES-GCM) as between two processes, without the sockets.
+func BenchmarkPSIRelay(b *testing.B) {
+	benchPSI(b, func(hub Party, f Party) (*Result, error) {
+		ss := relaytest.Sessions(b, "hub", "f")
+		ctx := context.Background()
+		var mr *MemberResult
+		var merr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			mr, merr = Member(ctx, ss["f"], f, "hub", Options{})
+		}()
+		res, err := Hub(ctx, ss["hub"], hub, []string{"f"}, Options{})
+		<-done
+		if err == nil {
+			err = merr
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(mr.Rows, res.Rows[1]) {
+			return nil, errors.New("the member's rows are not the hub's")
+		}
+		sent, _ := ss["hub"].Bytes()
+		fsent, _ := ss["f"].Bytes()
+		res.Bytes = sent + fsent // on the wire, sealed
+		return res, nil
+	})
+}
+
+func benchPSI(b *testing.B, runPSI func(hub, f Party) (*Result, error)) {
 	n := *benchN
 	hubIDs := make([]string, n)
 	fIDs := make([]string, n)
@@ -240,7 +280,7 @@ func BenchmarkPSI(b *testing.B) {
 		// after, so that a change of load on a shared machine hits both.
 		floor := floorTime(2 * n)
 		start := time.Now()
-		res, err := Run(Party{"hub", hubIDs, newKey(b, 1)}, []Party{{"f", fIDs, newKey(b, 2)}}, Options{})
+		res, err := runPSI(Party{"hub", hubIDs, newKey(b, 1)}, Party{"f", fIDs, newKey(b, 2)})
 		if err != nil {
 			b.Fatal(err)
 		}
