@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gtank/ristretto255"
 )
@@ -63,13 +65,17 @@ func NewKey(session []byte, rand io.Reader) (*Key, error) {
 // Hash maps id to the group for session: FromUniformBytes of SHA-512 over
 // the domain separator, the session's length and bytes, and the ID.
 func Hash(session []byte, id string) *ristretto255.Element {
-	h := sha512.New()
+	return hashInto(sha512.New(), ristretto255.NewElement(), session, id)
+}
+
+// hashInto is Hash with the hash state and the element reused.
+func hashInto(h hash.Hash, e *ristretto255.Element, session []byte, id string) *ristretto255.Element {
+	h.Reset()
 	h.Write([]byte(domain))
 	h.Write([]byte{byte(len(session))})
 	h.Write(session)
 	h.Write([]byte(id))
 	var sum [64]byte
-	e := ristretto255.NewElement()
 	e.FromUniformBytes(h.Sum(sum[:0]))
 	return e
 }
@@ -79,9 +85,9 @@ func Hash(session []byte, id string) *ristretto255.Element {
 func (k *Key) Blind(ids []string, workers int) []byte {
 	out := make([]byte, len(ids)*PointSize)
 	parallel(len(ids), workers, func(lo, hi int) error {
-		e := ristretto255.NewElement()
+		e, p, h := ristretto255.NewElement(), ristretto255.NewElement(), sha512.New()
 		for i := lo; i < hi; i++ {
-			e.ScalarMult(&k.k, Hash(k.session, ids[i]))
+			e.ScalarMult(&k.k, hashInto(h, p, k.session, ids[i]))
 			e.Encode(out[i*PointSize : i*PointSize])
 		}
 		return nil
@@ -131,8 +137,10 @@ func (e *pointError) Error() string {
 }
 func (e *pointError) Unwrap() error { return ErrMalformed }
 
-// parallel runs f over [0, n) split into up to workers contiguous ranges
-// and returns the error of the lowest range that failed.
+// parallel runs f over [0, n) in contiguous chunks that up to workers
+// goroutines take in turn (so that a core slowed by something else does
+// not leave the others idle at the end), and returns the error of the
+// lowest chunk that failed.
 func parallel(n, workers int, f func(lo, hi int) error) error {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -141,11 +149,21 @@ func parallel(n, workers int, f func(lo, hi int) error) error {
 	if workers <= 1 {
 		return f(0, n)
 	}
-	errs := make([]error, workers)
+	chunk := max(64, n/(16*workers))
+	chunks := (n + chunk - 1) / chunk
+	errs := make([]error, chunks)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Go(func() { errs[w] = f(lo, hi) })
+	for range workers {
+		wg.Go(func() {
+			for {
+				c := int(next.Add(1) - 1)
+				if c >= chunks {
+					return
+				}
+				errs[c] = f(c*chunk, min((c+1)*chunk, n))
+			}
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
