@@ -66,6 +66,13 @@ func Deal(sk *PrivateKey, t, l int, rand io.Reader) (*ThresholdKey, []*KeyShare,
 		return nil, nil, errors.New("paillier: p'q' not invertible mod n")
 	}
 	coeffs := []*big.Int{new(big.Int).Mul(m, minv)}
+	// The polynomial and the factors of p'q' are the private key too:
+	// overwritten before Deal returns (best effort in Go's memory).
+	defer func() {
+		for _, x := range append(coeffs, pp, qq, m, nm, minv) {
+			clear(x.Bits())
+		}
+	}()
 	for range t - 1 {
 		a, err := randInt(rand, nm)
 		if err != nil {

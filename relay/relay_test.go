@@ -174,7 +174,7 @@ func TestRelayCannotForge(t *testing.T) {
 		}, relay.ErrForged, "does not authenticate"},
 		{"dropped", func(n *int) func(string, []byte) (string, []byte, bool) {
 			return func(f string, m []byte) (string, []byte, bool) { *n++; return f, m, *n != 1 }
-		}, relay.ErrForged, "message 1 from a where 0 was due"},
+		}, relay.ErrForged, "message 2 from a where 1 was due"}, // 0 is the key confirmation
 		{"replayed", func(n *int) func(string, []byte) (string, []byte, bool) {
 			var first []byte
 			return func(f string, m []byte) (string, []byte, bool) {
@@ -187,7 +187,7 @@ func TestRelayCannotForge(t *testing.T) {
 				}
 				return f, m, true
 			}
-		}, relay.ErrForged, "message 0 from a where 1 was due"},
+		}, relay.ErrForged, "message 1 from a where 2 was due"},
 		{"relabelled tag", func(n *int) func(string, []byte) (string, []byte, bool) {
 			return func(f string, m []byte) (string, []byte, bool) {
 				m = bytes.Clone(m)
@@ -270,5 +270,100 @@ func TestAbort(t *testing.T) {
 		if !errors.Is(err, relay.ErrAborted) || !strings.Contains(err.Error(), `a: "the CSV on line 17 is broken"`) {
 			t.Fatalf("%s: %v", n, err)
 		}
+	}
+}
+
+// A peer that sends faster than its messages are read fails the session
+// once the bound is passed, naming it, instead of filling the memory.
+func TestQueueBound(t *testing.T) {
+	p := newParties(t, "a", "b")
+	sa, sb, _, err := open(t, p, func(c relay.Config) relay.Config { c.MaxBody = 1024; return c })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	body := make([]byte, 1024)
+	for i := range uint64(1100) { // 1.1 MB > 8·1024 + 1 MiB
+		if err := sa.Send(c, "b", "x", i, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err2 error
+	for i := range uint64(1100) {
+		if _, err2 = sb.Recv(c, "a", "x", i); err2 != nil {
+			break
+		}
+	}
+	if !errors.Is(err2, relay.ErrMalformed) || !strings.Contains(err2.Error(), "a has more than") {
+		t.Fatalf("flooded: %v", err2)
+	}
+}
+
+// A body above the receiver's MaxBody is refused before it is opened.
+func TestMaxBody(t *testing.T) {
+	p := newParties(t, "a", "b")
+	sa, sb, _, err := open(t, p, func(c relay.Config) relay.Config { c.MaxBody = 1024; return c })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	if err := sa.Send(c, "b", "x", 0, make([]byte, 2000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sb.Recv(c, "a", "x", 0); !errors.Is(err, relay.ErrMalformed) || !strings.Contains(err.Error(), "at most 1024") {
+		t.Fatalf("a body of 2000 bytes: %v", err)
+	}
+	// The session with a is over: later calls fail the same way.
+	if _, err := sb.Recv(c, "a", "x", 1); !errors.Is(err, relay.ErrMalformed) {
+		t.Fatalf("after the failure: %v", err)
+	}
+}
+
+type failOnce struct {
+	relay.Carrier
+	fail  bool
+	sends int
+}
+
+func (f *failOnce) Send(ctx context.Context, to string, msg []byte) error {
+	f.sends++
+	if f.fail {
+		f.fail = false
+		return errors.New("the stream broke")
+	}
+	return f.Carrier.Send(ctx, to, msg)
+}
+
+// After a failed send, nothing more goes to that peer: a carrier that
+// failed after the bytes left must not make the next message reuse the
+// nonce.
+func TestSendFailureSticks(t *testing.T) {
+	p := newParties(t, "a", "b")
+	cs := relay.Pipe("a", "b")
+	fa := &failOnce{Carrier: cs["a"]}
+	var sb *relay.Session
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		sb, err = relay.Open(ctx(t), cs["b"], p.config("b", "d"))
+		done <- err
+	}()
+	sa, err := relay.Open(ctx(t), fa, p.config("a", "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	fa.fail = true
+	c := ctx(t)
+	if err := sa.Send(c, "b", "x", 0, []byte("one")); err == nil {
+		t.Fatal("the failed send succeeded")
+	}
+	n := fa.sends
+	if err := sa.Send(c, "b", "x", 1, []byte("two")); err == nil || !strings.Contains(err.Error(), "the stream broke") || fa.sends != n {
+		t.Fatalf("after a failure: %v, %d sends", err, fa.sends-n)
 	}
 }

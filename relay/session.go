@@ -83,6 +83,7 @@ const (
 	maxTag      = 255
 	helloDomain = "cloister/relay/hello/v1"
 	abortTag    = "relay/abort"
+	confirmTag  = "relay/confirm"
 	maxReason   = 1 << 10
 	keyDomain   = "cloister/relay/key/v1"
 )
@@ -104,16 +105,19 @@ type Session struct {
 }
 
 type peer struct {
-	name     string
-	seal     cipher.AEAD
-	open     cipher.AEAD
-	sendMu   sync.Mutex
-	sendSeq  uint64
-	recvSeq  uint64
-	mu       sync.Mutex
-	q        [][]byte
-	wake     chan struct{}
-	hello    []byte // the hello it sent us, until the keys are made
+	name    string
+	seal    cipher.AEAD
+	open    cipher.AEAD
+	sendMu  sync.Mutex
+	sendSeq uint64
+	sendErr error // the first failed send: a nonce may have gone out
+	recvSeq uint64
+	recvErr error // the first failed Recv: the peer's stream is out of step
+	mu      sync.Mutex
+	q       [][]byte
+	queued  int // bytes in q
+	wake    chan struct{}
+	// recvLock serializes Recv calls for this peer.
 	recvLock sync.Mutex
 }
 
@@ -189,6 +193,23 @@ func Open(ctx context.Context, c Carrier, cfg Config) (*Session, error) {
 			return nil, err
 		}
 		clear(shared)
+	}
+	// Key confirmation: each party proves it holds its key of this run
+	// (a hello replayed from an earlier run with the same digest gets no
+	// answer that authenticates).
+	for _, p := range cfg.Parties {
+		if p != cfg.Self {
+			if err := s.Send(ctx, p, confirmTag, 0, nil); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, p := range cfg.Parties {
+		if p != cfg.Self {
+			if _, err := s.Recv(ctx, p, confirmTag, 0); err != nil {
+				return nil, fmt.Errorf("relay: confirming the keys with %s: %w", p, err)
+			}
+		}
 	}
 	ok = true
 	return s, nil
@@ -314,15 +335,24 @@ func (s *Session) Send(ctx context.Context, to, tag string, index uint64, body [
 	}
 	pr.sendMu.Lock()
 	defer pr.sendMu.Unlock()
+	if pr.sendErr != nil {
+		return pr.sendErr
+	}
+	// The counter moves before the message leaves: a carrier that fails
+	// after sending must not make the next message reuse its nonce.
+	seq := pr.sendSeq
+	pr.sendSeq++
 	h := append([]byte(magic), version, kindSealed)
-	h = binary.BigEndian.AppendUint64(h, pr.sendSeq)
+	h = binary.BigEndian.AppendUint64(h, seq)
 	h = appendName(h, tag)
 	h = binary.BigEndian.AppendUint64(h, index)
-	msg := pr.seal.Seal(h, nonce(pr.sendSeq), body, s.aad(h, s.cfg.Self, to))
+	msg := pr.seal.Seal(h, nonce(seq), body, s.aad(h, s.cfg.Self, to))
 	if err := s.c.Send(ctx, to, msg); err != nil {
-		return fmt.Errorf("relay: sending %s[%d] to %s: %w", tag, index, to, err)
+		// The peer will miss this message: nothing more can reach it in
+		// this session.
+		pr.sendErr = fmt.Errorf("relay: sending %s[%d] to %s: %w", tag, index, to, err)
+		return pr.sendErr
 	}
-	pr.sendSeq++
 	s.sent.Add(int64(len(msg)))
 	return nil
 }
@@ -336,6 +366,18 @@ func (s *Session) Recv(ctx context.Context, from, tag string, index uint64) ([]b
 	}
 	pr.recvLock.Lock()
 	defer pr.recvLock.Unlock()
+	if pr.recvErr != nil {
+		return nil, pr.recvErr
+	}
+	body, err := s.recv(ctx, pr, tag, index)
+	if err != nil && ctx.Err() == nil {
+		pr.recvErr = err
+	}
+	return body, err
+}
+
+func (s *Session) recv(ctx context.Context, pr *peer, tag string, index uint64) ([]byte, error) {
+	from := pr.name
 	msg, err := s.next(ctx, pr)
 	if err != nil {
 		return nil, fmt.Errorf("relay: waiting for %s[%d] from %s: %w", tag, index, from, err)
@@ -351,6 +393,9 @@ func (s *Session) Recv(ctx context.Context, from, tag string, index uint64) ([]b
 		return nil, fmt.Errorf("%w: message from %s: %d bytes", ErrMalformed, from, len(msg))
 	}
 	h := msg[:len(msg)-len(r.b)]
+	if len(r.b) > s.cfg.MaxBody+pr.open.Overhead() {
+		return nil, fmt.Errorf("%w: a message of %d bytes from %s, at most %d", ErrMalformed, len(r.b), from, s.cfg.MaxBody)
+	}
 	if seq != pr.recvSeq {
 		return nil, fmt.Errorf("%w: message %d from %s where %d was due (the relay dropped, replayed or reordered messages)", ErrForged, seq, from, pr.recvSeq)
 	}
@@ -365,9 +410,6 @@ func (s *Session) Recv(ctx context.Context, from, tag string, index uint64) ([]b
 	if gotTag != tag || gotIndex != index {
 		return nil, fmt.Errorf("%w: %s sent %s[%d] where %s[%d] was due", ErrOrder, from, gotTag, gotIndex, tag, index)
 	}
-	if len(body) > s.cfg.MaxBody {
-		return nil, fmt.Errorf("%w: a message of %d bytes from %s, at most %d", ErrMalformed, len(body), from, s.cfg.MaxBody)
-	}
 	return body, nil
 }
 
@@ -379,6 +421,7 @@ func (s *Session) next(ctx context.Context, pr *peer) ([]byte, error) {
 			m := pr.q[0]
 			pr.q[0] = nil
 			pr.q = pr.q[1:]
+			pr.queued -= len(m)
 			pr.mu.Unlock()
 			return m, nil
 		}
@@ -407,15 +450,23 @@ func (s *Session) read(ctx context.Context) {
 			if pr, ok := s.peers[from]; ok {
 				s.received.Add(int64(len(msg)))
 				pr.mu.Lock()
-				pr.q = append(pr.q, msg)
-				pr.mu.Unlock()
-				select {
-				case pr.wake <- struct{}{}:
-				default:
+				over := pr.queued+len(msg) > s.maxQueued()
+				if !over {
+					pr.q = append(pr.q, msg)
+					pr.queued += len(msg)
 				}
-				continue
+				pr.mu.Unlock()
+				if !over {
+					select {
+					case pr.wake <- struct{}{}:
+					default:
+					}
+					continue
+				}
+				err = fmt.Errorf("%w: %s has more than %d bytes waiting to be read", ErrMalformed, from, s.maxQueued())
+			} else {
+				err = fmt.Errorf("%w: a message from %q, who is not a party of this session", ErrForged, from)
 			}
-			err = fmt.Errorf("%w: a message from %q, who is not a party of this session", ErrForged, from)
 		}
 		if ctx.Err() != nil {
 			err = ErrClosed
@@ -446,6 +497,11 @@ func (s *Session) Abort(ctx context.Context, reason string) error {
 	}
 	return first
 }
+
+// maxQueued bounds the bytes of one peer's messages waiting for Recv: a
+// few of the largest messages (a protocol reads each sender in order, and
+// keeps at most a small window in flight).
+func (s *Session) maxQueued() int { return 8*s.cfg.MaxBody + 1<<20 }
 
 // Bytes returns the bytes this party sent and received, hellos included.
 func (s *Session) Bytes() (sent, received int64) { return s.sent.Load(), s.received.Load() }
@@ -499,7 +555,7 @@ func (r *reader) header(kind byte) error {
 	case h[4] != version:
 		return fmt.Errorf("%w: relay version %d, this build speaks %d", ErrMalformed, h[4], version)
 	case h[5] != kind:
-		return fmt.Errorf("%w: a message of kind %d where %d was due", ErrOrder, h[5], kind)
+		return fmt.Errorf("%w: a message of kind %d where %d was due", ErrMalformed, h[5], kind)
 	}
 	return nil
 }

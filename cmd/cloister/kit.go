@@ -39,6 +39,7 @@ var kitFiles = []struct {
 	{pki.ManifestFile, false},
 	{pki.ConfigFile, false},
 	{store.KeyFile, true},
+	{verticalKeyFile, true}, // a vertical party's key share, when dealt
 }
 
 // maxKitFile bounds each file read from a kit: a manifest of many members
@@ -134,7 +135,7 @@ func readKitFiles(dir string) ([]kitFile, error) {
 	for _, f := range kitFiles {
 		path := filepath.Join(dir, f.name)
 		st, err := os.Stat(path)
-		if errors.Is(err, fs.ErrNotExist) && f.name == store.KeyFile {
+		if errors.Is(err, fs.ErrNotExist) && (f.name == store.KeyFile || f.name == verticalKeyFile) {
 			continue
 		}
 		if err != nil {

@@ -120,6 +120,13 @@ func verticalDeal(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// All the shares together are the private key: overwritten when
+	// written (best effort in Go's memory), on every path.
+	defer func() {
+		for _, sh := range shares {
+			clear(sh.S.Bits())
+		}
+	}()
 	var written []string
 	for i, p := range parties {
 		sb, err := shares[i].MarshalBinary()
@@ -128,11 +135,14 @@ func verticalDeal(args []string, stdout, stderr io.Writer) error {
 			b, err = json.MarshalIndent(verticalKey{Version: 1, Federation: kits[i].Config.Federation, Parties: parties, Index: i + 1, KeyBits: *keyBits, Share: sb}, "", "  ")
 			path := filepath.Join(*dir, p, verticalKeyFile)
 			if err == nil {
-				err = atomicfile.Create(path, append(b, '\n'), 0o600)
+				b = append(b, '\n')
+				err = atomicfile.Create(path, b, 0o600)
 			}
 			if err == nil {
 				written = append(written, path)
 			}
+			clear(b)
+			clear(sb)
 		}
 		if err != nil {
 			for _, w := range written {
@@ -140,10 +150,9 @@ func verticalDeal(args []string, stdout, stderr io.Writer) error {
 			}
 			return fmt.Errorf("vertical deal: %s: %w (no share written)", p, err)
 		}
-		shares[i].S.SetInt64(0)
 	}
 	fp := tk.Fingerprint()
-	fmt.Fprintf(stdout, "dealt a %d-bit all-of-%d threshold Paillier key (%.1fs, key %s) into the kits of %s; this process's copy of the private key is erased\n",
+	fmt.Fprintf(stdout, "dealt a %d-bit all-of-%d threshold Paillier key (%.1fs, key %s) into the kits of %s; this process's copies of the key are overwritten (best effort in Go's memory)\n",
 		*keyBits, len(parties), time.Since(start).Seconds(), hex.EncodeToString(fp[:8]), strings.Join(parties, ", "))
 	return nil
 }
@@ -152,7 +161,11 @@ func verticalDeal(args []string, stdout, stderr io.Writer) error {
 // it is for these parties, in this order.
 func loadVerticalKey(kitDir string, kit *pki.Kit, parties []string) (*paillier.KeyShare, error) {
 	path := filepath.Join(kitDir, verticalKeyFile)
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, withHint(fmt.Errorf("vertical: %s has mode %04o: others can read this party's key share", path, st.Mode().Perm()), "chmod 600 "+path)
+	}
 	b, err := os.ReadFile(path)
+	defer clear(b)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, withHint(fmt.Errorf("vertical: %s has no %s", kitDir, verticalKeyFile), "the admin deals the key first: cloister vertical deal --dir FED --parties "+strings.Join(parties, ","))
 	}
@@ -308,8 +321,10 @@ func (np *netParty) open(ctx context.Context, purpose string, params any, stdout
 func (np *netParty) close(err error) {
 	if np.sess != nil {
 		if err != nil {
+			// The reason stays in this party's log: the others hear only
+			// that it stopped (an error may name local files).
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			np.sess.Abort(ctx, err.Error())
+			np.sess.Abort(ctx, "stopped with an error; its operator has the details")
 			cancel()
 		}
 		np.sess.Close()

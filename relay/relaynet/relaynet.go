@@ -32,8 +32,8 @@ import (
 const DefaultMaxMessage = 64 << 20
 
 // DefaultMaxPending bounds what the server keeps for one member that is
-// not connected.
-const DefaultMaxPending = 1 << 30
+// not connected, or slow to read.
+const DefaultMaxPending = 256 << 20
 
 // ServerConfig configures a [Server].
 type ServerConfig struct {
@@ -76,6 +76,7 @@ type Pair struct {
 type outbox struct {
 	q     []round.Message
 	bytes int64
+	gen   uint64 // counts the streams that ended: a send of an older one pops nothing
 	wake  chan struct{}
 }
 
@@ -142,6 +143,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if ob != nil {
 				dropped = len(ob.q)
 				ob.q, ob.bytes = nil, 0
+				ob.gen++
 			}
 			s.mu.Unlock()
 			s.log.Info("relay: member disconnected", "node", ev.Node, "dropped", dropped, "why", ev.Err)
@@ -213,6 +215,7 @@ func (s *Server) send(ctx context.Context, to fl.NodeID, ob *outbox) {
 		s.mu.Lock()
 		var m round.Message
 		ok := s.online[to] && len(ob.q) > 0
+		gen := ob.gen
 		if ok {
 			m = ob.q[0]
 		}
@@ -229,7 +232,7 @@ func (s *Server) send(ctx context.Context, to fl.NodeID, ob *outbox) {
 		err := s.srv.Send(sctx, to, m)
 		cancel()
 		s.mu.Lock()
-		if err == nil && len(ob.q) > 0 {
+		if err == nil && ob.gen == gen && len(ob.q) > 0 {
 			ob.q[0] = round.Message{}
 			ob.q = ob.q[1:]
 			ob.bytes -= int64(len(m.Payload))
