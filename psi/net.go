@@ -195,10 +195,7 @@ func Hub(ctx context.Context, l relay.Link, hub Party, others []string, o Option
 	// blinds again and matches.
 	pair := make([][]int32, len(others))
 	for j, f := range others {
-		pair[j] = make([]int32, len(hub.IDs))
-		for i := range pair[j] {
-			pair[j][i] = -1
-		}
+		pair[j] = unmatched(len(hub.IDs))
 		found := 0
 		n := theirs[j].batches()
 		for c := range n {

@@ -82,10 +82,7 @@ func Run(hub Party, others []Party, o Options) (*Result, error) {
 	// which blinds them again and matches them.
 	pair := make([][]int32, len(others))
 	for j, f := range others {
-		pair[j] = make([]int32, len(hub.IDs))
-		for i := range pair[j] {
-			pair[j][i] = -1
-		}
+		pair[j] = unmatched(len(hub.IDs))
 		found := 0
 		for lo := 0; lo < len(f.IDs); lo += batch {
 			hi := min(lo+batch, len(f.IDs))
@@ -176,4 +173,13 @@ func intersect(hubIDs []string, pair [][]int32) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// unmatched returns n positions, each -1: no match yet.
+func unmatched(n int) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = -1
+	}
+	return out
 }

@@ -30,14 +30,20 @@
 // sender's messages in the order the sender sent them, and a message out
 // of that order is an error, not something to buffer. Messages from
 // different senders interleave freely; each sender's wait in its own
-// queue.
+// queue, which holds at most eight of the largest messages (Config.MaxBody)
+// and a MiB: a peer that sends more than the protocol lets it have in
+// flight ends the session ([ErrMalformed]).
 //
 // # Format
 //
 // Every message starts with "CLRL", version 1 and a kind byte. A hello
-// (kind 1): digest[32], from, to (u16-length-prefixed names), the X25519
-// key[32], then the Ed25519 signature[64] over "cloister/relay/hello/v1"
-// and all before it. A sealed message (kind 2): seq u64, tag (u16 length),
-// index u64, then the AES-GCM ciphertext of the body, whose additional data
-// is the header and both names.
+// (kind 1): digest[32], the SHA-256 of the ordered party list[32], from,
+// to (u16-length-prefixed names), the X25519 key[32], then the Ed25519
+// signature[64] over "cloister/relay/hello/v1" and all before it. A sealed
+// message (kind 2): seq u64, tag (u16 length), index u64, then the AES-GCM
+// ciphertext of the body, whose additional data is the header and both
+// names. Open ends with a sealed, empty "relay/confirm" message each way,
+// so that a hello replayed from an earlier run of the same session (same
+// digest) goes no further; "relay/abort" carries a party's reason for
+// giving up ([Session.Abort]).
 package relay

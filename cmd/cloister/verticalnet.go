@@ -303,7 +303,9 @@ func (np *netParty) open(ctx context.Context, purpose string, params any, stdout
 	if err != nil {
 		return withHint(fmt.Errorf("vertical: connecting to the relay: %w", err), "start it first: cloister vertical relay --kit FED/coordinator --parties "+strings.Join(parties, ","))
 	}
-	rc := relay.Config{Self: kit.Config.Name, Parties: parties, Digest: digest, Key: kit.AuditKey, Keys: keys}
+	// The largest message is a PSI batch (2 MiB) or the final rows (4 bytes
+	// a shared ID): 32 MiB bounds both, and so what a peer can queue here.
+	rc := relay.Config{Self: kit.Config.Name, Parties: parties, Digest: digest, Key: kit.AuditKey, Keys: keys, MaxBody: 32 << 20}
 	if np.sess, err = relay.Open(ctx, np.carrier, rc); err != nil {
 		np.carrier.Close()
 		np.carrier = nil
@@ -389,6 +391,38 @@ func loadOwnTable(name string, specs []string, labelParty, mustLabel, idsOnly bo
 	return vertical.Load(name, sp)
 }
 
+// partySetup says what a command needs before its party joins the
+// session: the key share, which table columns, and what the session binds.
+type partySetup struct {
+	needKey, idsOnly, mustLabel bool
+	purpose                     string
+	params                      any
+	check                       func(np *netParty) error // before the table is read
+}
+
+// startParty loads this party's kit, key and table, all checked before it
+// connects, then opens the session. The caller closes it with np.close.
+func startParty(ctx context.Context, kitDir, partiesFlag string, data []string, ps partySetup, stdout io.Writer) (*netParty, *vertical.Table, error) {
+	np, err := newNetParty(kitDir, partiesFlag, ps.needKey, stdout)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ps.check != nil {
+		if err := ps.check(np); err != nil {
+			return nil, nil, err
+		}
+	}
+	label := np.self == 0
+	t, err := loadOwnTable(np.name(), data, label, label && ps.mustLabel, ps.idsOnly)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := np.open(ctx, ps.purpose, ps.params, stdout); err != nil {
+		return nil, nil, err
+	}
+	return np, t, nil
+}
+
 func signalCtx(timeout time.Duration) (context.Context, context.CancelFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -399,15 +433,8 @@ func signalCtx(timeout time.Duration) (context.Context, context.CancelFunc) {
 func netPSI(kitDir, partiesFlag string, data []string, out string, timeout time.Duration, stdout io.Writer) (err error) {
 	ctx, cancel := signalCtx(timeout)
 	defer cancel()
-	np, err := newNetParty(kitDir, partiesFlag, false, stdout)
+	np, t, err := startParty(ctx, kitDir, partiesFlag, data, partySetup{idsOnly: true, purpose: "psi"}, stdout)
 	if err != nil {
-		return err
-	}
-	t, err := loadOwnTable(np.name(), data, np.self == 0, false, true)
-	if err != nil {
-		return err
-	}
-	if err := np.open(ctx, "psi", nil, stdout); err != nil {
 		return err
 	}
 	defer func() { np.close(err) }()
@@ -441,15 +468,8 @@ func netTrain(kitDir, partiesFlag string, data []string, tf trainFlags, modelPat
 		Config       vertical.Config
 		TestFraction float64
 	}{c, tf.testFraction}
-	np, err := newNetParty(kitDir, partiesFlag, true, stdout)
+	np, t, err := startParty(ctx, kitDir, partiesFlag, data, partySetup{needKey: true, mustLabel: true, purpose: "train", params: params}, stdout)
 	if err != nil {
-		return err
-	}
-	t, err := loadOwnTable(np.name(), data, np.self == 0, np.self == 0, false)
-	if err != nil {
-		return err
-	}
-	if err := np.open(ctx, "train", params, stdout); err != nil {
 		return err
 	}
 	defer func() { np.close(err) }()
@@ -524,19 +544,14 @@ func netPredict(kitDir, partiesFlag string, data []string, modelPath, out string
 	}
 	ctx, cancel := signalCtx(timeout)
 	defer cancel()
-	np, err := newNetParty(kitDir, partiesFlag, true, stdout)
-	if err != nil {
-		return err
-	}
-	if m.Self != np.name() || !slices.Equal(m.Parties, np.parties) {
-		return fmt.Errorf("vertical predict: %s is %s's part of a model of %q, not %s's of %q", modelPath, m.Self, m.Parties, np.name(), np.parties)
-	}
 	// The label party may score rows without labels.
-	t, err := loadOwnTable(np.name(), data, np.self == 0, false, false)
+	np, t, err := startParty(ctx, kitDir, partiesFlag, data, partySetup{needKey: true, purpose: "predict", check: func(np *netParty) error {
+		if m.Self != np.name() || !slices.Equal(m.Parties, np.parties) {
+			return fmt.Errorf("vertical predict: %s is %s's part of a model of %q, not %s's of %q", modelPath, m.Self, m.Parties, np.name(), np.parties)
+		}
+		return nil
+	}}, stdout)
 	if err != nil {
-		return err
-	}
-	if err := np.open(ctx, "predict", nil, stdout); err != nil {
 		return err
 	}
 	defer func() { np.close(err) }()
