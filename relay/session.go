@@ -35,12 +35,20 @@ var (
 	ErrClosed = errors.New("relay: session closed")
 	// ErrAborted: another party gave up (Abort) and said why.
 	ErrAborted = errors.New("relay: another party gave up")
+	// ErrGone: the relay says a party's connection ended (its process
+	// stopped, or its network): the session cannot finish. A relay can
+	// say so falsely, as it can drop messages.
+	ErrGone = errors.New("relay: a party left the relay")
 )
 
 // Carrier moves opaque messages between named parties: the transport to
 // the coordinator, or memory in tests ([Pipe]). Messages from one sender
 // to one recipient arrive in the order sent, or not at all. Recv is
-// called by one goroutine at a time.
+// called by one goroutine at a time. An empty message from a party is the
+// carrier's notice that the party's connection ended (no party sends an
+// empty one): after that party's hello, [Session.Recv] fails with
+// [ErrGone]; before it, the notice is about an earlier connection and is
+// skipped.
 type Carrier interface {
 	Send(ctx context.Context, to string, msg []byte) error
 	Recv(ctx context.Context) (from string, msg []byte, err error)
@@ -170,9 +178,13 @@ func Open(ctx context.Context, c Carrier, cfg Config) (*Session, error) {
 			continue
 		}
 		pr := s.peers[p]
-		msg, err := s.next(ctx, pr)
-		if err != nil {
-			return nil, fmt.Errorf("relay: waiting for the hello of %s: %w", p, err)
+		var msg []byte
+		for len(msg) == 0 {
+			// An empty message is the relay's word that p's stream ended:
+			// before p's hello, it is about an earlier process of p.
+			if msg, err = s.next(ctx, pr); err != nil {
+				return nil, fmt.Errorf("relay: waiting for the hello of %s: %w", p, err)
+			}
 		}
 		pub, err := s.checkHello(p, msg)
 		if err != nil {
@@ -381,6 +393,9 @@ func (s *Session) recv(ctx context.Context, pr *peer, tag string, index uint64) 
 	msg, err := s.next(ctx, pr)
 	if err != nil {
 		return nil, fmt.Errorf("relay: waiting for %s[%d] from %s: %w", tag, index, from, err)
+	}
+	if len(msg) == 0 {
+		return nil, fmt.Errorf("%w: %s, while this party waited for its %s[%d]", ErrGone, from, tag, index)
 	}
 	r := reader{b: msg}
 	if err := r.header(kindSealed); err != nil {

@@ -151,6 +151,36 @@ func TestVerticalProcesses(t *testing.T) {
 	if _, err := os.Stat(bad); err == nil {
 		t.Errorf("a model was written")
 	}
+
+	// A party killed mid-training: the other stops at once, naming it.
+	if err := f.start("node-2-killed", "vertical", "train", "--kit", f.kit("node-2"), "--parties", parties, "--timeout", "2m", "--data", db, "--epochs", "2000"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.start("node-1-left", "vertical", "train", "--kit", f.kit("node-1"), "--parties", parties, "--timeout", "2m", "--data", da, "--epochs", "2000"); err != nil {
+		t.Fatal(err)
+	}
+	for !strings.Contains(tail(f.logPath("node-2-killed"), 10), "training:") {
+		select {
+		case <-f.proc("node-2-killed").done:
+			t.Fatalf("node-2 ended early:\n%s", tail(f.logPath("node-2-killed"), 20))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := f.kill("node-2-killed"); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	p := f.proc("node-1-left")
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("node-1 still waits 30 s after node-2 was killed")
+	}
+	b, _ = os.ReadFile(f.logPath("node-1-left"))
+	if p.err == nil || !strings.Contains(string(b), "node-2, while this party waited for its") {
+		t.Errorf("node-1 after node-2 was killed: %v\n%s", p.err, b)
+	}
+	t.Logf("node-1 stopped %.1fs after node-2 was killed:\n%s", time.Since(killed).Seconds(), b)
 }
 
 func readJSON(t *testing.T, path string, v any) {

@@ -145,6 +145,16 @@ func (s *Server) Run(ctx context.Context) error {
 				ob.q, ob.bytes = nil, 0
 				ob.gen++
 			}
+			// Tell the members online that ev.Node is gone, behind what it
+			// sent them: an empty message from it (see relay.Carrier).
+			for m := range s.online {
+				if !s.members[ev.Node] {
+					break
+				}
+				o := s.outboxLocked(ctx, m)
+				o.q = append(o.q, round.Message{Kind: round.KindRelay, To: m, Dealer: ev.Node})
+				o.notify()
+			}
 			s.mu.Unlock()
 			s.log.Info("relay: member disconnected", "node", ev.Node, "dropped", dropped, "why", ev.Err)
 		case transport.EventMessage:
@@ -160,6 +170,9 @@ func (s *Server) forward(ctx context.Context, from fl.NodeID, m round.Message) {
 		return
 	case m.Kind != round.KindRelay:
 		s.log.Warn("relay: dropped a message that is not a relay message", "from", from, "kind", m.Kind)
+		return
+	case len(m.Payload) == 0:
+		s.log.Warn("relay: dropped an empty message (only the relay sends those)", "from", from, "to", to)
 		return
 	case !s.members[to] || to == from:
 		s.log.Warn("relay: dropped a message for a party that is not another member", "from", from, "to", to)
@@ -299,7 +312,8 @@ func (c *Carrier) Send(ctx context.Context, to string, msg []byte) error {
 	return c.conn.Send(ctx, round.Message{Kind: round.KindRelay, To: fl.NodeID(to), Payload: msg})
 }
 
-// Recv returns the next relayed message and its sender.
+// Recv returns the next relayed message and its sender; an empty message
+// is the server's notice that the sender's connection ended.
 func (c *Carrier) Recv(ctx context.Context) (string, []byte, error) {
 	for {
 		m, err := c.conn.Recv(ctx)

@@ -2,6 +2,7 @@ package relaynet_test
 
 import (
 	"context"
+	"errors"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"net"
@@ -69,6 +70,7 @@ func TestRelayOverTLS(t *testing.T) {
 	}
 	digest := sha256.Sum256([]byte("test session"))
 	sessions := map[string]*relay.Session{}
+	carriers := map[string]*relaynet.Carrier{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	// node-2 connects late: node-1's hello waits at the server.
@@ -95,7 +97,7 @@ func TestRelayOverTLS(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			sessions[n] = s
+			sessions[n], carriers[n] = s, c
 			mu.Unlock()
 		})
 	}
@@ -125,6 +127,14 @@ func TestRelayOverTLS(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not a member of this relay's session") {
 			t.Fatalf("node-3's stream: %v", err)
 		}
+	}
+
+	// node-2's process ends: node-1 hears it at once, not at its timeout.
+	sessions["node-2"].Close()
+	carriers["node-2"].Close()
+	start := time.Now()
+	if _, err := sessions["node-1"].Recv(ctx, "node-2", "x", 8); !errors.Is(err, relay.ErrGone) || time.Since(start) > 5*time.Second {
+		t.Fatalf("after node-2 left: %v (%s)", err, time.Since(start))
 	}
 
 	var total int64
