@@ -13,12 +13,14 @@
 package relaynet
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -267,7 +269,8 @@ func (s *Server) send(ctx context.Context, to fl.NodeID, ob *outbox) {
 	}
 }
 
-// Stats returns what each member sent each other member so far.
+// Stats returns what each member sent each other member so far, by
+// sender and recipient.
 func (s *Server) Stats() []Pair {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -275,6 +278,9 @@ func (s *Server) Stats() []Pair {
 	for _, p := range s.stats {
 		out = append(out, *p)
 	}
+	slices.SortFunc(out, func(a, b Pair) int {
+		return cmp.Or(cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To))
+	})
 	return out
 }
 
