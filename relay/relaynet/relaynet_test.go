@@ -2,9 +2,9 @@ package relaynet_test
 
 import (
 	"context"
-	"errors"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
