@@ -337,3 +337,36 @@ func TestNetArguments(t *testing.T) {
 		t.Errorf("a silent hub: %v, want the context's deadline", err)
 	}
 }
+
+func FuzzParseSizes(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 10, 0, 0, 0, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := parseSizes(b)
+		if err != nil {
+			return
+		}
+		if got, err := parseSizes(s.encode()); err != nil || got != s {
+			t.Fatalf("%+v does not survive its encoding: %+v %v", s, got, err)
+		}
+	})
+}
+
+func FuzzParseRows(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 3}, uint16(10))
+	f.Fuzz(func(t *testing.T, b []byte, count uint16) {
+		if count == 0 {
+			return
+		}
+		rows, err := parseRows(b, int(count))
+		if err != nil {
+			return
+		}
+		seen := map[int]bool{}
+		for _, r := range rows {
+			if r < 0 || r >= int(count) || seen[r] {
+				t.Fatalf("row %d accepted for %d IDs (or twice)", r, count)
+			}
+			seen[r] = true
+		}
+	})
+}

@@ -297,3 +297,28 @@ func hostile(ctx context.Context, s *relay.Session, pk *paillier.PublicKey, batc
 	}
 	return s.Send(ctx, label, tagGradShares, 0, or(shares, 1))
 }
+
+func FuzzDecodeCiphertexts(f *testing.F) {
+	n, _ := new(big.Int).SetString("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 16)
+	n.SetBit(n, 0, 1)
+	pk, err := paillier.NewPublicKey(n)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(make([]byte, pk.CiphertextSize()), int8(1))
+	f.Add([]byte{1, 2, 3}, int8(-1))
+	f.Fuzz(func(t *testing.T, b []byte, count int8) {
+		cts, err := decodeCiphertexts(pk, b, int(count))
+		if err != nil {
+			return
+		}
+		for i, c := range cts {
+			if c.Sign() <= 0 || c.Cmp(pk.N2) >= 0 {
+				t.Fatalf("ciphertext %d accepted outside (0, n²): %v", i, c)
+			}
+		}
+		if count >= 0 && len(cts) != int(count) {
+			t.Fatalf("%d ciphertexts for a count of %d", len(cts), count)
+		}
+	})
+}
