@@ -304,6 +304,7 @@ func NewPresetFromLiteral(lit PresetLiteral) (*Preset, error) {
 		MaxError:   maxErr,
 		MaxParties: lit.MaxParties,
 		MaxDim:     lit.MaxDim,
+		SetBound:   true,
 	}
 
 	// Key-dependent noise of an aggregate of MaxParties fresh uploads, per

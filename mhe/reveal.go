@@ -10,6 +10,7 @@ import (
 	"github.com/tuneinsight/lattigo/v6/multiparty"
 	"github.com/tuneinsight/lattigo/v6/ring"
 
+	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
 )
 
@@ -45,6 +46,18 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	}
 	if !slices.Contains(rv.revealers, pa.self) {
 		return nil, fmt.Errorf("mhe: %s is not among the revealers: %w", ss.sorted[pa.self], protect.ErrForeign)
+	}
+	// The set is the key: the share switches s_S for the S the aggregate
+	// names, so S must be the set the runtime verified.
+	if req.Included != nil {
+		named := make([]fl.NodeID, len(rv.included))
+		for i, j := range rv.included {
+			named[i] = ss.sorted[j]
+		}
+		want := slices.Sorted(slices.Values(req.Included))
+		if !slices.Equal(named, want) {
+			return nil, fmt.Errorf("mhe: the aggregate is of the set %v, the included set is %v: %w", named, want, protect.ErrForeign)
+		}
 	}
 
 	// Σc0's residues are range-checked before the ledger records the

@@ -169,6 +169,14 @@ type Capacity struct {
 	// feedback). MaxError then bounds only the scheme's own encoding, on
 	// top of the compression's loss.
 	Lossy string
+	// SetBound reports a scheme whose reveal shares depend only on the
+	// round and on the included set its aggregate names (checked against
+	// RevealRequest.Included), never on the aggregate's other bytes, and
+	// under which any aggregate but the true sum reveals nothing of an
+	// honest member's input (mhe: see mhe/README.md, "The included set is
+	// the key"). Its revealers need not re-sum the included uploads, and
+	// reveal requests need not carry them.
+	SetBound bool
 }
 
 // Sizes are the largest byte lengths of a scheme's payloads, for vectors of
@@ -217,6 +225,12 @@ type RevealRequest struct {
 	// in each upload) reads and checks them; mhe and plain ignore them.
 	// Helper.Open does not use them.
 	Uploads map[fl.NodeID][]byte
+	// Included is the included set the runtime verified: each member's
+	// upload signed by it under the round's pledge set. A scheme whose
+	// reveal is keyed by the set its aggregate names (Capacity.SetBound)
+	// refuses a request whose aggregate names another. nil skips that
+	// check: a caller that vouches for the aggregate itself (tests).
+	Included []fl.NodeID
 }
 
 // Digest returns the SHA-256 of the aggregate the request reveals. The ledger

@@ -301,11 +301,16 @@ func (c *Coordinator) closeCollect(deadline bool) {
 
 // sendRevealRequest asks a revealer for its share of the aggregate. The
 // request carries the included uploads: the revealer sums them itself and
-// reveals nothing but their sum.
+// reveals nothing but their sum. Under a scheme whose reveal is keyed by
+// the included set (protect.Capacity.SetBound), the revealer checks the
+// set instead and the uploads stay here.
 func (c *Coordinator) sendRevealRequest(to fl.NodeID) {
-	uploads := make(map[fl.NodeID][]byte, len(c.st.Included))
-	for _, in := range c.st.Included {
-		uploads[in.Node] = c.uploads[in.Node]
+	var uploads map[fl.NodeID][]byte
+	if !c.cfg.Scheme.Capacity().SetBound {
+		uploads = make(map[fl.NodeID][]byte, len(c.st.Included))
+		for _, in := range c.st.Included {
+			uploads[in.Node] = c.uploads[in.Node]
+		}
 	}
 	c.send(to, Message{Kind: KindRevealRequest, Round: c.st.Round, Aggregate: c.aggregate, Revealers: c.st.Revealers,
 		Target: c.gk.Target, Included: c.st.Included, Payloads: uploads})

@@ -377,10 +377,22 @@ func (n *Node) send(m Message) {
 
 // refuse declines a well-formed request: it answers with a Refuse message
 // and returns an error wrapping ErrRefused (and cause).
+// maxRefuseDetail bounds the reason a refusal records and sends.
+const maxRefuseDetail = 1 << 10
+
 func (n *Node) refuse(epoch uint64, r fl.Round, cause error, format string, args ...any) error {
 	reason := fmt.Sprintf(format, args...)
-	n.emit(Event{Kind: EventRefused, Epoch: epoch, Round: r, Detail: reason})
-	n.send(Message{Kind: KindRefuse, Epoch: epoch, Round: r, Reason: reason})
+	// The audit and the coordinator hear the cause too (shortened): "reveal"
+	// alone would not say which check refused.
+	detail := reason
+	if cause != nil {
+		detail = reason + ": " + cause.Error()
+		if len(detail) > maxRefuseDetail {
+			detail = detail[:maxRefuseDetail] + "…"
+		}
+	}
+	n.emit(Event{Kind: EventRefused, Epoch: epoch, Round: r, Detail: detail})
+	n.send(Message{Kind: KindRefuse, Epoch: epoch, Round: r, Reason: detail})
 	if cause != nil {
 		return fmt.Errorf("%w: %s: %w", ErrRefused, reason, cause)
 	}

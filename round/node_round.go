@@ -383,10 +383,17 @@ func (n *Node) revealRequest(m Message) error {
 	if i := slices.IndexFunc(m.Included, func(c Contribution) bool { return c.Node == n.cfg.Self }); i < 0 || m.Included[i].Digest != n.uploaded {
 		return n.refuse(m.Epoch, r, nil, "the included set does not hold this node's upload")
 	}
-	if err := n.checkSum(r, m); err != nil {
+	req := protect.RevealRequest{Round: r, Aggregate: m.Aggregate, Revealers: m.Revealers, Target: m.Target, Uploads: m.Payloads}
+	if n.cfg.Scheme.Capacity().SetBound {
+		// The party checks that the aggregate is of the included set: the
+		// set is its key, and no other aggregate under it reveals more
+		// than the sum (protect.Capacity.SetBound).
+		if !n.cfg.insecureNoSumCheck {
+			req.Included = nodesOf(m.Included)
+		}
+	} else if err := n.checkSum(r, m); err != nil {
 		return n.refuse(m.Epoch, r, err, "the aggregate is not the sum of the included uploads")
 	}
-	req := protect.RevealRequest{Round: r, Aggregate: m.Aggregate, Revealers: m.Revealers, Target: m.Target, Uploads: m.Payloads}
 	share, err := n.party.Reveal(req, n.cfg.Ledger)
 	if err != nil {
 		return n.refuse(m.Epoch, r, err, "reveal")

@@ -12,12 +12,15 @@ import (
 	"github.com/cloisterfl/cloister/protect/plain"
 )
 
-// TestRevealOnlyTheSum is the attack the revealers' sum check stops: the
+// TestRevealOnlyTheSum is the attack the revealers' check stops: the
 // coordinator, colluding with a member that holds the group key, presents
 // one honest site's upload as the round's aggregate, with the true included
 // set and its signatures. Every honest revealer refuses (audited, with the
-// reason). The positive control turns the check off (test-only): the same
-// request then reveals that site's update exactly.
+// reason): under mhe because the aggregate names another set than the
+// included one (the set is the key, protect.Capacity.SetBound), under
+// other schemes because it is not the sum of the included uploads. The
+// positive control turns the check off (test-only): the same request then
+// reveals that site's update exactly.
 func TestRevealOnlyTheSum(t *testing.T) {
 	s, err := mhe.New(mhe.InsecureTest)
 	if err != nil {
@@ -54,12 +57,16 @@ func TestRevealOnlyTheSum(t *testing.T) {
 			mark := len(sn.n.out.audit)
 			err := sn.n.Step(coordID, forged)
 			if check {
-				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not the sum of the included uploads") {
+				why := "not the sum of the included uploads"
+				if s.Capacity().SetBound {
+					why = "the aggregate is of the set"
+				}
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), why) {
 					t.Fatalf("%s revealed a single site's upload as the aggregate: %v", id, err)
 				}
 				refused := false
 				for _, e := range sn.n.out.audit[mark:] {
-					refused = refused || e.Kind == EventRefused && strings.Contains(e.Detail, "not the sum")
+					refused = refused || e.Kind == EventRefused && strings.Contains(e.Detail, why)
 				}
 				if !refused {
 					t.Errorf("%s's refusal is not in its audit events", id)
@@ -308,4 +315,73 @@ func TestOneSetPerRound(t *testing.T) {
 		}
 		t.Logf("pledge checks off (positive control): two included sets of one round reveal n1's update %v", diff)
 	}
+}
+
+// TestRevealSetIsTheKey: under mhe the revealers no longer re-sum the
+// uploads (the request does not carry them); the included set their shares
+// switch is the key. A coordinator that keeps the true set but swaps the
+// aggregate's ciphertexts for one honest site's upload gets shares, and the
+// colluding group-key holder opens them: what comes out is not that site's
+// update (its upload under the set's key is an RLWE sample masked by the
+// other members' secrets), and the true request still reveals the sum.
+func TestRevealSetIsTheKey(t *testing.T) {
+	s, err := mhe.New(mhe.InsecureTest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFed(t, fedOptions{nodes: 4, t: 2, min: 3, rounds: 1, init: fl.Vector{0, 0, 0}, scheme: s})
+	f.show = "none"
+	deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, -4, 0.25}, {-1, 4, 2}}
+	for i, sn := range f.nodes {
+		sn.delta = deltas[i]
+	}
+	f.runUntil(PhaseReveal, 1)
+	c := f.c
+	victim := c.st.Included[0].Node
+	alone, err := c.helper.Aggregate(1, map[fl.NodeID][]byte{victim: c.uploads[victim]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alone) != len(c.aggregate) {
+		t.Fatalf("aggregates of %d and %d bytes", len(alone), len(c.aggregate))
+	}
+	// The victim's ciphertexts under the true aggregate's header and set:
+	// the two differ first in the set's bitmap (one byte for four members).
+	i := 0
+	for alone[i] == c.aggregate[i] {
+		i++
+	}
+	forged := slices.Clone(alone)
+	forged[i] = c.aggregate[i]
+	req := Message{Kind: KindRevealRequest, Session: f.cfg.Session, Epoch: c.st.Epoch, Round: 1, Aggregate: forged,
+		Revealers: c.st.Revealers, Target: c.gk.Target, Included: c.st.Included}
+	shares := map[fl.NodeID][]byte{}
+	var target protect.Target
+	for _, id := range c.st.Revealers {
+		sn := f.byID[id]
+		target = sn.n.target
+		if err := sn.n.Step(coordID, req); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		for _, m := range sn.n.out.messages {
+			if m.Kind == KindShare && m.Round == 1 {
+				shares[id] = m.Payload
+			}
+		}
+	}
+	res, err := c.helper.Open(protect.RevealRequest{Round: 1, Aggregate: forged, Revealers: c.st.Revealers, Target: c.gk.Target}, shares)
+	if err != nil {
+		t.Logf("the forged aggregate does not even open: %v", err)
+		return
+	}
+	got, err := target.Decrypt(res)
+	if err != nil {
+		t.Logf("the forged aggregate does not decrypt: %v", err)
+		return
+	}
+	want := f.byID[victim].delta
+	if closeTo(got.Vector, want, 0.5) {
+		t.Fatalf("the forged aggregate revealed %s's update %v: %v", victim, want, got.Vector)
+	}
+	t.Logf("the forged aggregate under the true set opened to %.3g (weight %.3g), not %s's update %v", got.Vector, got.Weight, victim, want)
 }
