@@ -28,7 +28,7 @@ func ExampleResolve() {
 	fmt.Println("noise multiplier for all", man.Training.Rounds, "rounds:", sigma)
 	// Output:
 	// scheme: mhe threshold: 3 rounds: 30
-	// message limit: 12386304 bytes, for the largest message, RevealRequest
+	// message limit: 3801088 bytes, for the largest message, GroupKey
 	// the budget ε = 8 stops the session after round 21 (ε 7.79)
 	// noise multiplier for all 30 rounds: 3.507
 }

@@ -102,6 +102,10 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 	evidences := n * round.MaxEvidence
 	private := n * int64(p.PrivateDealing+SealOverhead)
 	const pledge = 32 + 64 // a pledge: a digest and an Ed25519 signature (names count in MemberOverhead)
+	revealRequest := int64(p.Aggregate) + int64(p.TargetPublic)
+	if !scheme.Capacity().SetBound {
+		revealRequest += n * int64(p.Update) // with the included uploads, which the revealer sums
+	}
 	s.Kinds = map[round.Kind]int64{
 		round.KindHello:         round.MaxEvidence,
 		round.KindWelcome:       evidences + sealedKey + int64(p.TargetPublic),
@@ -118,7 +122,7 @@ func MessageSizes(man *Manifest, scheme protect.Scheme) (Sizes, error) {
 		round.KindKeyAck:        0,
 		round.KindTrain:         s.Model,
 		round.KindUpload:        int64(p.Update),
-		round.KindRevealRequest: int64(p.Aggregate) + int64(p.TargetPublic) + n*int64(p.Update), // with the included uploads
+		round.KindRevealRequest: revealRequest,
 		round.KindShare:         int64(p.Share),
 		round.KindDecrypt:       s.Model + int64(p.Result) + n*pledge, // with the pledge set
 		round.KindCommit:        s.Model,

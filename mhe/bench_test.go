@@ -214,7 +214,7 @@ func newRevealKit(b *testing.B, f *fixture, d int) revealKit {
 		b.Fatal(err)
 	}
 	rev := f.sess.Members[:f.sess.Threshold]
-	k := revealKit{req: protect.RevealRequest{Round: r, Aggregate: agg, Revealers: rev, Target: f.target.Public()}, shares: map[fl.NodeID][]byte{}}
+	k := revealKit{req: protect.RevealRequest{Round: r, Aggregate: agg, Revealers: rev, Target: f.target.Public(), Included: keysOf(up)}, shares: map[fl.NodeID][]byte{}}
 	for _, m := range rev {
 		if k.shares[m], err = f.parties[m].Reveal(k.req, &protect.MemLedger{}); err != nil {
 			b.Fatal(err)

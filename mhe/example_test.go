@@ -47,7 +47,7 @@ func Example() {
 	}
 	agg, _ := helper.Aggregate(1, up)
 	target, _ := s.NewTarget(rand.Reader)
-	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: []fl.NodeID{"c", "a"}, Target: target.Public()}
+	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: []fl.NodeID{"c", "a"}, Target: target.Public(), Included: sess.Members}
 	shares := map[fl.NodeID][]byte{}
 	for _, m := range req.Revealers {
 		shares[m], _ = parties[m].Reveal(req, &protect.MemLedger{})

@@ -60,7 +60,7 @@ func buildHostileEnv(tb testing.TB) *hostileEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: ids[:2], Target: f.target.Public()}
+	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: ids[:2], Target: f.target.Public(), Included: keysOf(up)}
 	shares := map[fl.NodeID][]byte{}
 	for _, m := range req.Revealers {
 		if shares[m], err = f.parties[m].Reveal(req, &protect.MemLedger{}); err != nil {

@@ -46,7 +46,7 @@ func TestRevealRangeBeforeLedger(t *testing.T) {
 	for i := len(bad) - 16; i < len(bad); i++ { // the last residues of the last prime: above it
 		bad[i] = 0xff
 	}
-	req := protect.RevealRequest{Round: 1, Aggregate: bad, Revealers: f.sess.Members[:2], Target: f.target.Public()}
+	req := protect.RevealRequest{Round: 1, Aggregate: bad, Revealers: f.sess.Members[:2], Target: f.target.Public(), Included: keysOf(up)}
 	l := &countingLedger{}
 	rev := f.parties[f.sess.Members[0]]
 	if _, err := rev.Reveal(req, l); !errors.Is(err, protect.ErrMalformed) {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/cloisterfl/cloister/fl"
@@ -124,7 +126,7 @@ func (f *fixture) round(tb testing.TB, r fl.Round, in map[fl.NodeID]fl.Vector, w
 	if err != nil {
 		tb.Fatalf("Aggregate: %v", err)
 	}
-	req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: revealers, Target: f.target.Public()}
+	req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: revealers, Target: f.target.Public(), Included: keysOf(up)}
 	shares := map[fl.NodeID][]byte{}
 	for _, m := range revealers {
 		s, err := f.parties[m].Reveal(req, &protect.MemLedger{})
@@ -311,4 +313,9 @@ func TestPersistStages(t *testing.T) {
 	if e := maxErr(t, sum, fl.Vector{3, -3}, 6); e > p.Capacity().MaxError {
 		t.Fatalf("error %g after restoring at every stage", e)
 	}
+}
+
+// keysOf is the included set of an aggregate of up (RevealRequest.Included).
+func keysOf(up map[fl.NodeID][]byte) []fl.NodeID {
+	return slices.Sorted(maps.Keys(up))
 }

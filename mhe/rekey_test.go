@@ -52,7 +52,7 @@ func TestRekeyOldShareWorthless(t *testing.T) {
 		t.Fatal(err)
 	}
 	revealers := []fl.NodeID{all[0], all[1], all[2]}
-	req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: revealers, Target: cur.target.Public()}
+	req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: revealers, Target: cur.target.Public(), Included: keysOf(up)}
 	shares := map[fl.NodeID][]byte{}
 	for _, m := range revealers {
 		if shares[m], err = cur.parties[m].Reveal(req, &protect.MemLedger{}); err != nil {
@@ -69,7 +69,7 @@ func TestRekeyOldShareWorthless(t *testing.T) {
 	}
 
 	// The old party refuses the new epoch's aggregate: another session.
-	oldReq := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: []fl.NodeID{all[2], all[3], out}, Target: cur.target.Public()}
+	oldReq := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: []fl.NodeID{all[2], all[3], out}, Target: cur.target.Public(), Included: keysOf(up)}
 	ledger := &protect.MemLedger{}
 	_, err = old.parties[out].Reveal(oldReq, ledger)
 	wantSessionMismatch(t, "old party's Reveal of the new aggregate", err)

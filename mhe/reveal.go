@@ -49,12 +49,15 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 	}
 	// The set is the key: the share switches s_S for the S the aggregate
 	// names, so S must be the set the runtime verified.
-	if req.Included != nil {
-		named := make([]fl.NodeID, len(rv.included))
-		for i, j := range rv.included {
-			named[i] = ss.sorted[j]
-		}
+	named := make([]fl.NodeID, len(rv.included))
+	for i, j := range rv.included {
+		named[i] = ss.sorted[j]
+	}
+	if !req.InsecureTrustAggregateSet {
 		want := slices.Sorted(slices.Values(req.Included))
+		if len(want) == 0 {
+			return nil, fmt.Errorf("mhe: Reveal without the included set the runtime verified (RevealRequest.Included): %w", protect.ErrRange)
+		}
 		if !slices.Equal(named, want) {
 			return nil, fmt.Errorf("mhe: the aggregate is of the set %v, the included set is %v: %w", named, want, protect.ErrForeign)
 		}

@@ -63,7 +63,7 @@ func TestSizesExact(t *testing.T) {
 			}
 			exact("aggregate", agg, sz.Aggregate)
 			rv := f.sess.Members[:thr]
-			req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: rv, Target: f.target.Public()}
+			req := protect.RevealRequest{Round: r, Aggregate: agg, Revealers: rv, Target: f.target.Public(), Included: keysOf(up)}
 			shares := map[fl.NodeID][]byte{}
 			for _, m := range rv {
 				if shares[m], err = f.parties[m].Reveal(req, &protect.MemLedger{}); err != nil {

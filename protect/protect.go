@@ -228,9 +228,12 @@ type RevealRequest struct {
 	// Included is the included set the runtime verified: each member's
 	// upload signed by it under the round's pledge set. A scheme whose
 	// reveal is keyed by the set its aggregate names (Capacity.SetBound)
-	// refuses a request whose aggregate names another. nil skips that
-	// check: a caller that vouches for the aggregate itself (tests).
+	// refuses a request without it, or whose aggregate names another set.
 	Included []fl.NodeID
+	// InsecureTrustAggregateSet makes a SetBound scheme take the set its
+	// aggregate names without checking it: TESTS ONLY (the positive
+	// control of the attack the check stops).
+	InsecureTrustAggregateSet bool
 }
 
 // Digest returns the SHA-256 of the aggregate the request reveals. The ledger

@@ -252,9 +252,9 @@ type NodeConfig struct {
 	Amend func(current, next []byte) (Terms, error)
 
 	// insecureNoSumCheck turns off the revealer's check that the aggregate
-	// is the sum of the included uploads. Tests only (the positive control
-	// of the attack the check stops); nothing outside package round can
-	// set it.
+	// is the sum of the included uploads, or under a SetBound scheme that
+	// it is of the included set. Tests only (the positive control of the
+	// attack the check stops); nothing outside package round can set it.
 	insecureNoSumCheck bool
 	// insecureNoPledgeCheck turns off the revealer's check that each
 	// included upload is the one its sender pledged. Tests only (the

@@ -388,9 +388,8 @@ func (n *Node) revealRequest(m Message) error {
 		// The party checks that the aggregate is of the included set: the
 		// set is its key, and no other aggregate under it reveals more
 		// than the sum (protect.Capacity.SetBound).
-		if !n.cfg.insecureNoSumCheck {
-			req.Included = nodesOf(m.Included)
-		}
+		req.Included = nodesOf(m.Included)
+		req.InsecureTrustAggregateSet = n.cfg.insecureNoSumCheck
 	} else if err := n.checkSum(r, m); err != nil {
 		return n.refuse(m.Epoch, r, err, "the aggregate is not the sum of the included uploads")
 	}

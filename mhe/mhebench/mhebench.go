@@ -241,7 +241,7 @@ func Run(cfg Config) (Report, error) {
 	rep.RawLattigoAddMsPerMillion = rawAdd(p, rep.Ciphertexts, d)
 
 	// Reveal by the first t members.
-	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: sess.Members[:t], Target: target.Public()}
+	req := protect.RevealRequest{Round: 1, Aggregate: agg, Revealers: sess.Members[:t], Target: target.Public(), Included: sess.Members}
 	// Each revealer reveals twice, with a fresh ledger each time (a bench
 	// only: a node's ledger refuses the second): first with nothing
 	// precomputed, then after Precompute. The second share goes to Open.

@@ -260,8 +260,9 @@ func (f *fixture) aggregate(r fl.Round, prot map[fl.NodeID][]byte) []byte {
 // request is the reveal request of agg in round r, with the uploads that
 // Helper.Aggregate summed into agg (RevealRequest.Uploads).
 func (f *fixture) request(r fl.Round, agg []byte, revealers []fl.NodeID) protect.RevealRequest {
+	ups := clone(f.uploads[sha256.Sum256(agg)])
 	return protect.RevealRequest{Round: r, Aggregate: agg, Revealers: slices.Clone(revealers), Target: f.target.Public(),
-		Uploads: clone(f.uploads[sha256.Sum256(agg)])}
+		Uploads: ups, Included: slices.Sorted(maps.Keys(ups))}
 }
 
 // reveal has every revealer of req reveal, with the ledger ledger(id) gives.
