@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/protect"
@@ -375,11 +376,11 @@ func (n *Node) send(m Message) {
 	n.out.messages = append(n.out.messages, m)
 }
 
-// refuse declines a well-formed request: it answers with a Refuse message
-// and returns an error wrapping ErrRefused (and cause).
 // maxRefuseDetail bounds the reason a refusal records and sends.
 const maxRefuseDetail = 1 << 10
 
+// refuse declines a well-formed request: it answers with a Refuse message
+// and returns an error wrapping ErrRefused (and cause).
 func (n *Node) refuse(epoch uint64, r fl.Round, cause error, format string, args ...any) error {
 	reason := fmt.Sprintf(format, args...)
 	// The audit and the coordinator hear the cause too (shortened): "reveal"
@@ -388,7 +389,7 @@ func (n *Node) refuse(epoch uint64, r fl.Round, cause error, format string, args
 	if cause != nil {
 		detail = reason + ": " + cause.Error()
 		if len(detail) > maxRefuseDetail {
-			detail = detail[:maxRefuseDetail] + "…"
+			detail = strings.ToValidUTF8(detail[:maxRefuseDetail], "") + "…"
 		}
 	}
 	n.emit(Event{Kind: EventRefused, Epoch: epoch, Round: r, Detail: detail})
