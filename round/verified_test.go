@@ -27,20 +27,9 @@ func TestRevealOnlyTheSum(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, check := range []bool{true, false} {
-		f := newFed(t, fedOptions{nodes: 4, t: 2, min: 3, rounds: 1, init: fl.Vector{0, 0, 0}, scheme: s})
-		f.show = "none"
-		deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, -4, 0.25}, {-1, 4, 2}}
-		for i, sn := range f.nodes {
-			sn.delta = deltas[i]
-		}
-		f.runUntil(PhaseReveal, 1)
+		f, victim, alone := victimAlone(t, s)
 		c := f.c
-		victim := c.st.Included[0].Node
 		// The forged request: the victim's upload alone, as the aggregate.
-		alone, err := c.helper.Aggregate(1, map[fl.NodeID][]byte{victim: c.uploads[victim]})
-		if err != nil {
-			t.Fatal(err)
-		}
 		forged := Message{Kind: KindRevealRequest, Session: f.cfg.Session, Epoch: c.st.Epoch, Round: 1, Aggregate: alone,
 			Revealers: c.st.Revealers, Target: c.gk.Target, Included: c.st.Included, Payloads: map[fl.NodeID][]byte{}}
 		for _, in := range c.st.Included {
@@ -329,19 +318,8 @@ func TestRevealSetIsTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFed(t, fedOptions{nodes: 4, t: 2, min: 3, rounds: 1, init: fl.Vector{0, 0, 0}, scheme: s})
-	f.show = "none"
-	deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, -4, 0.25}, {-1, 4, 2}}
-	for i, sn := range f.nodes {
-		sn.delta = deltas[i]
-	}
-	f.runUntil(PhaseReveal, 1)
+	f, victim, alone := victimAlone(t, s)
 	c := f.c
-	victim := c.st.Included[0].Node
-	alone, err := c.helper.Aggregate(1, map[fl.NodeID][]byte{victim: c.uploads[victim]})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(alone) != len(c.aggregate) {
 		t.Fatalf("aggregates of %d and %d bytes", len(alone), len(c.aggregate))
 	}
@@ -384,4 +362,24 @@ func TestRevealSetIsTheKey(t *testing.T) {
 		t.Fatalf("the forged aggregate revealed %s's update %v: %v", victim, want, got.Vector)
 	}
 	t.Logf("the forged aggregate under the true set opened to %.3g (weight %.3g), not %s's update %v", got.Vector, got.Weight, victim, want)
+}
+
+// victimAlone runs a four-member federation of scheme s to its first
+// reveal and returns it, the first included member and the aggregate of
+// that member's upload alone: the forgery the reveal tests present.
+func victimAlone(t *testing.T, s protect.Scheme) (*fed, fl.NodeID, []byte) {
+	t.Helper()
+	f := newFed(t, fedOptions{nodes: 4, t: 2, min: 3, rounds: 1, init: fl.Vector{0, 0, 0}, scheme: s})
+	f.show = "none"
+	deltas := []fl.Vector{{1, 0, -1}, {2, 1, 0}, {0.5, -4, 0.25}, {-1, 4, 2}}
+	for i, sn := range f.nodes {
+		sn.delta = deltas[i]
+	}
+	f.runUntil(PhaseReveal, 1)
+	victim := f.c.st.Included[0].Node
+	alone, err := f.c.helper.Aggregate(1, map[fl.NodeID][]byte{victim: f.c.uploads[victim]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, victim, alone
 }
