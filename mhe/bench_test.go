@@ -241,6 +241,24 @@ func BenchmarkReveal(b *testing.B) {
 	}
 }
 
+// BenchmarkPrecompute times Party.Precompute: the key switch's randomness
+// and flooding of a reveal, made ahead (its baseline is
+// BenchmarkRawKeySwitchShare, which makes them inline).
+func BenchmarkPrecompute(b *testing.B) {
+	f := benchFixture(b, 3)
+	pa := f.parties[f.sess.Members[0]].(*Party)
+	for _, d := range benchDims {
+		b.Run(fmt.Sprintf("d=%d", d), func(b *testing.B) {
+			for b.Loop() {
+				if err := pa.Precompute(f.target.Public(), d); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(perM(b, d), "s/Mparam")
+		})
+	}
+}
+
 // BenchmarkRawKeySwitchShare is the baseline of Reveal: Lattigo's
 // PublicKeySwitchProtocol.GenShare with the same flooding, single-threaded.
 func BenchmarkRawKeySwitchShare(b *testing.B) {

@@ -76,15 +76,17 @@ type fed struct {
 	byID     map[fl.NodeID]*simNode
 	inflight []flight
 	sent     []flight // every delivered message, for replays
-	// precomputed counts the TaskPrecompute tasks run.
-	precomputed int
-	w           *strings.Builder
-	show        string // "all", "audit" or "none"
-	caudit      []Event
-	errs        []error
-	agg         *Aggregator // mode tee's aggregator; nil: none (or crashed)
-	aaudit      []Event
-	aggCut      bool // messages to and from the aggregator are lost
+	// precomputed counts the TaskPrecompute tasks run; precomputedBy
+	// names the members that ran one, per round.
+	precomputed   int
+	precomputedBy map[fl.Round][]fl.NodeID
+	w             *strings.Builder
+	show          string // "all", "audit" or "none"
+	caudit        []Event
+	errs          []error
+	agg           *Aggregator // mode tee's aggregator; nil: none (or crashed)
+	aaudit        []Event
+	aggCut        bool // messages to and from the aggregator are lost
 }
 
 type fedOptions struct {
@@ -277,6 +279,10 @@ func (f *fed) runTask(sn *simNode, t Task) {
 	switch t.Kind {
 	case TaskPrecompute:
 		f.precomputed++
+		if f.precomputedBy == nil {
+			f.precomputedBy = make(map[fl.Round][]fl.NodeID)
+		}
+		f.precomputedBy[t.Round] = append(f.precomputedBy[t.Round], sn.id)
 		if err := t.Precompute(); err != nil {
 			f.errs = append(f.errs, err)
 		}

@@ -66,8 +66,10 @@ type Node struct {
 	// The current round (st.Round).
 	step       nodeStep
 	uploaded   Digest
-	upload     []byte // the protected update pledged in st.Round, until the pledge set comes
-	dim        int    // the length of the update protected last (0: none since the start), for TaskPrecompute
+	upload     []byte      // the protected update pledged in st.Round, until the pledge set comes
+	dim        int         // the length of the update protected last (0: none since the start), for TaskPrecompute
+	leader     fl.NodeID   // the leader the Train message of st.Round named ("": unknown, as after a restart)
+	cohort     []fl.NodeID // the cohort it named
 	evalRound  fl.Round
 	lastCommit *Message // the Commit this node sent for st.Led, resent if asked again
 }

@@ -116,7 +116,7 @@ func (n *Node) train(m Message) error {
 	// which only the previous group key opens.
 	n.keep(m.Base, m.Model, true)
 	n.st.Round, n.st.ModelRound = r, m.Base
-	n.step, n.upload = stepTraining, nil
+	n.step, n.upload, n.leader, n.cohort = stepTraining, nil, m.Leader, slices.Clone(m.Cohort)
 	n.out.changed()
 	n.out.tasks = append(n.out.tasks, Task{Kind: TaskTrain, Round: r, Model: v, Config: m.Config})
 	return nil
@@ -152,6 +152,12 @@ func (n *Node) trained(m Message) error {
 	n.step, n.uploaded, n.upload = stepPledged, d, p
 	n.out.changed()
 	n.send(Message{Kind: KindPledge, Round: u.Round, Included: []Contribution{{Node: n.cfg.Self, Digest: d, Signature: sig}}})
+	if pc, ok := n.party.(protect.Precomputer); ok && len(n.keys.Target) > 0 && n.likelyRevealer(n.cohort) {
+		// This node is likely a revealer of the round: its party makes the
+		// share's randomness while the others still train and pledge.
+		target, dim := bytes.Clone(n.keys.Target), n.dim
+		n.out.tasks = append(n.out.tasks, Task{Kind: TaskPrecompute, Round: u.Round, Precompute: func() error { return pc.Precompute(target, dim) }})
+	}
 	return nil
 }
 
@@ -189,13 +195,40 @@ func (n *Node) pledges(m Message) error {
 	n.out.changed()
 	n.emit(Event{Kind: EventUploaded, Round: r, Node: n.cfg.Self, Digest: n.uploaded})
 	n.send(Message{Kind: KindUpload, Round: r, Payload: p, Signature: sig})
-	if pc, ok := n.party.(protect.Precomputer); ok && len(n.keys.Target) > 0 && n.dim > 0 {
-		// This node may be a revealer of the round: its party makes the
-		// share's randomness while the others upload.
-		target, d := bytes.Clone(n.keys.Target), n.dim
-		n.out.tasks = append(n.out.tasks, Task{Kind: TaskPrecompute, Round: r, Precompute: func() error { return pc.Precompute(target, d) }})
-	}
 	return nil
+}
+
+// likelyRevealer tells whether the coordinator, picking revealers as
+// Coordinator.pickRevealers does (the leader, then the included members in
+// rotation order after it, t of them), would pick this node if the whole
+// cohort uploads: only those precompute their reveal share, so that the
+// others leave the cores to the members still training. It is a hint,
+// nothing rests on it: the leader and the cohort are the Train message's
+// claims, and a revealer that did not precompute makes its share when
+// asked (Reveal falls back on fresh randomness). With no leader known,
+// every member precomputes.
+func (n *Node) likelyRevealer(cohort []fl.NodeID) bool {
+	if n.leader == "" || n.cfg.Threshold <= 0 {
+		return true
+	}
+	start := slices.Index(n.members, n.leader)
+	if start < 0 {
+		return true
+	}
+	picked := 0
+	for i := range n.members {
+		m := n.members[(start+i)%len(n.members)]
+		if !slices.Contains(cohort, m) {
+			continue
+		}
+		if m == n.cfg.Self {
+			return true
+		}
+		if picked++; picked == n.cfg.Threshold {
+			return false
+		}
+	}
+	return false
 }
 
 // checkPledges checks a pledge set: sorted distinct trusted participants,

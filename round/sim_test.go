@@ -107,4 +107,19 @@ func TestSimulationMHE(t *testing.T) {
 		t.Fatalf("model %v, want %v within %g", got, want, tol)
 	}
 	t.Logf("mhe: model %v (exact %v)", got, want)
+	// Only the members the coordinator then picked as revealers (the
+	// leader and the next in rotation) made their reveal share ahead; the
+	// fourth left the cores to the others.
+	revealers := make(map[fl.Round][]fl.NodeID)
+	for _, e := range f.caudit {
+		if e.Kind == EventRevealRequested {
+			revealers[e.Round] = slices.Sorted(slices.Values(e.Nodes))
+		}
+	}
+	for r := fl.Round(1); r <= 2; r++ {
+		got := slices.Sorted(slices.Values(f.precomputedBy[r]))
+		if len(revealers[r]) != 3 || !slices.Equal(got, revealers[r]) {
+			t.Errorf("round %d: precomputed by %v, revealers %v", r, got, revealers[r])
+		}
+	}
 }
