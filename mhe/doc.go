@@ -59,7 +59,8 @@
 //     into an additive share for the fixed revealer set
 //     (multiparty.Combiner), and returns its public-key-switch share of
 //     (Σc0, a) towards the target key with flooding noise of σ =
-//     Preset.FloodSigma() (multiparty.PublicKeySwitchProtocol.GenShare).
+//     Preset.FloodSigma() (multiparty.PublicKeySwitchProtocol.GenShare, the
+//     flooding drawn by floodSampler: Lattigo's sampler is a comb at that σ).
 //     Precompute makes the share's randomness and flooding ahead, off the
 //     round's critical path: Reveal then adds s·a.
 //   - Each revealer rescales its share to the first prime; Helper.Open

@@ -387,7 +387,7 @@ type baselineWorker struct {
 
 // revealWorker holds one worker's Lattigo objects for Reveal.
 type revealWorker struct {
-	pcks  multiparty.PublicKeySwitchProtocol
+	ks    *keySwitcher
 	ct    *rlwe.Ciphertext
 	share multiparty.PublicKeySwitchShare
 }
@@ -425,11 +425,11 @@ func (pa *Party) revealWorkers(n int) ([]*revealWorker, error) {
 	p := pa.p
 	level := p.params.MaxLevel()
 	for len(pa.rw) < pa.sch.workersFor(n) {
-		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+		ks, err := p.newKeySwitcher(pa.rand)
 		if err != nil {
-			return nil, fmt.Errorf("mhe: key switch: %w", err)
+			return nil, err
 		}
-		pa.rw = append(pa.rw, &revealWorker{pcks: pcks, ct: p.newCiphertext(level), share: pcks.AllocateShare(level)})
+		pa.rw = append(pa.rw, &revealWorker{ks: ks, ct: p.newCiphertext(level), share: ks.pcks.AllocateShare(level)})
 	}
 	return pa.rw[:pa.sch.workersFor(n)], nil
 }

@@ -261,15 +261,11 @@ func NewPresetFromLiteral(lit PresetLiteral) (*Preset, error) {
 		}
 	}
 
-	// Flooding distribution. Lattigo samples σ > 2^53 with arbitrary
-	// precision (uniform low bits) only when the bound exceeds 2^64; smaller
-	// σ use float64, exact below 2^53. Refuse the gap in between, where the
-	// samples would live on a lattice coarser than 1 and smudge nothing.
+	// Flooding distribution: σ, bounded at 16σ. floodSampler draws it (a
+	// Gaussian of σ/2^k times 2^k plus uniform low bits: see flood.go), not
+	// Lattigo's sampler, whose samples at such σ lie on a coarse lattice.
 	sigma := math.Exp2(lit.LogFlood)
 	p.flood = ring.DiscreteGaussian{Sigma: sigma, Bound: 16 * sigma}
-	if p.flood.Bound > 1<<53 && p.flood.Bound <= 1<<64 {
-		return fail("flooding σ = 2^%v is not sampled exactly by Lattigo (want log2 σ ≤ 49 or > 60)", lit.LogFlood)
-	}
 
 	// Room: MaxAbs·Δ plus the flooding of MaxParties revealers below Q/2,
 	// and MaxAbs·Δ' below q0/2 after the rescale in Open.

@@ -18,7 +18,6 @@ func TestPresetAllowList(t *testing.T) {
 			l.Q = append(l.Q, 1152921504606683137, 1152921504606584833) // 4 × 60 bits = 240
 		}, true},
 		{"insecure without the name prefix", func(l *PresetLiteral) { l.LogN = 10; l.Insecure = true }, false},
-		{"flooding σ in Lattigo's inexact range", func(l *PresetLiteral) { l.LogFlood = 55 }, false},
 		{"MaxAbs·Δ above Q/2", func(l *PresetLiteral) { l.MaxAbs = 8192 }, false},
 		{"flooding σ above 2^100", func(l *PresetLiteral) { l.LogFlood = 101 }, false},
 		{"no parties", func(l *PresetLiteral) { l.MaxParties = 0 }, false},

@@ -20,8 +20,8 @@ import (
 // Reveal returns this party's share of the public key switch
 // (multiparty.PublicKeySwitchProtocol) that moves req.Aggregate, the
 // ciphertexts (Σc0, a) under s_S for the aggregate's included set S, to
-// req.Target, flooded with discrete Gaussian noise of σ =
-// Preset.FloodSigma(). The party adds the Shamir shares it holds of the
+// req.Target, flooded with noise of σ = Preset.FloodSigma() (floodSampler).
+// The party adds the Shamir shares it holds of the
 // members of S into its share of s_S and turns that into an additive share
 // for exactly req.Revealers (multiparty.Combiner).
 //
@@ -125,7 +125,7 @@ func (pa *Party) Reveal(req protect.RevealRequest, l protect.Ledger) ([]byte, er
 			share = &pre.shares[i]
 			ringQ.MulCoeffsMontgomeryThenAdd(wk.ct.Value[1], sk.Value.Q, share.Value[0])
 		} else {
-			wk.pcks.GenShare(sk, rv.target, wk.ct, share)
+			wk.ks.genShare(sk, rv.target, wk.ct, share)
 		}
 		dst := body[i*size : i*size : (i+1)*size]
 		// Rescaled to the first prime, as Open rescales the switched
@@ -156,8 +156,9 @@ func (p *Preset) rescale(pol ring.Poly) {
 
 // precomputed holds the part of one reveal's key-switch shares that does not
 // depend on the aggregate: for each of the first len(shares) ciphertexts,
-// Lattigo's PublicKeySwitchProtocol.GenShare with the zero secret key, i.e.
-// (u·pk0 + e0 + flooding, u·pk1 + e1) under the target key. Used by one
+// Lattigo's PublicKeySwitchProtocol.GenShare with the zero secret key plus
+// the flooding (keySwitcher.genShare), i.e. (u·pk0 + e0 + E, u·pk1 + e1)
+// under the target key. Used by one
 // Reveal, then erased; it is never marshaled, so a restarted party has none.
 type precomputed struct {
 	target [16]byte
@@ -227,21 +228,24 @@ func (pa *Party) precompute(target []byte, d, limit int) error {
 	}
 	pc := &precomputed{target: targetID(target), shares: make([]multiparty.PublicKeySwitchShare, k)}
 	type worker struct {
-		pcks multiparty.PublicKeySwitchProtocol
-		ct   *rlwe.Ciphertext
+		ks *keySwitcher
+		ct *rlwe.Ciphertext
 	}
 	ws := make([]*worker, pa.sch.workersFor(k))
+	pa.mu.Lock() // pa.rand is the party's: Reveal reads it under the lock
 	for i := range ws {
-		pcks, err := multiparty.NewPublicKeySwitchProtocol(p.params, p.flood)
+		ks, err := p.newKeySwitcher(pa.rand)
 		if err != nil {
-			return fmt.Errorf("mhe: key switch: %w", err)
+			pa.mu.Unlock()
+			return err
 		}
-		ws[i] = &worker{pcks: pcks, ct: p.newCiphertext(level)}
+		ws[i] = &worker{ks: ks, ct: p.newCiphertext(level)}
 	}
+	pa.mu.Unlock()
 	zero := rlwe.NewSecretKey(p.params) // GenShare adds a·0: only u·pk and the noise remain
 	err = parallel(len(ws), k, func(w, i int) error {
-		pc.shares[i] = ws[w].pcks.AllocateShare(level)
-		ws[w].pcks.GenShare(zero, pk, ws[w].ct, &pc.shares[i])
+		pc.shares[i] = ws[w].ks.pcks.AllocateShare(level)
+		ws[w].ks.genShare(zero, pk, ws[w].ct, &pc.shares[i])
 		return nil
 	})
 	if err != nil {
