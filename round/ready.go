@@ -107,8 +107,10 @@ const (
 	TaskEvaluate
 	// TaskPrecompute: call Precompute (it touches only the party, which
 	// is safe alongside the engine) while the round's reveal request is on
-	// its way; nothing is stepped back. Made after this node's upload, if
-	// its scheme's party is a protect.Precomputer.
+	// its way; nothing is stepped back. Made after this node's pledge, if
+	// its scheme's party is a protect.Precomputer and the node is likely a
+	// revealer of the round (the leader or the next t−1 cohort members in
+	// rotation).
 	TaskPrecompute
 )
 
