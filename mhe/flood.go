@@ -20,22 +20,24 @@ import (
 // soon as σ exceeds about 2^22. Above 2^53 (with a bound above 2^64) it
 // fills the low bits of |x·σ| with a uniform draw below |x·σ|/2^53, which
 // covers about 2^-22 of each gap: at σ = 2^79 the noise is a comb of teeth
-// about 2^26 wide, 2^48 or more apart. The flooding argument needs the
-// distribution of E and of E + δ to be close for every small δ, and a
+// about 2^26 wide, about 2^48 apart on average. The flooding argument needs
+// the distribution of E and of E + δ to be close for every small δ, and a
 // shift by δ moves a fraction δ/2^26 of each tooth into a gap: a
-// statistical distance of about 2^-13 per coefficient for δ = 2^9, not
-// the 2^-60 of a Gaussian of the same σ.
+// statistical distance of about 2^-12.7 per coefficient for δ = 2^10 (the
+// key-dependent noise of 1000 uploads), not the 2^-70 of a Gaussian of the
+// same σ.
 //
 // floodSampler draws E = G·2^k + U instead: G a discrete Gaussian of σ_G =
 // σ/2^k between 2^8 and 2^9 (from Lattigo's sampler, at a σ where its
-// lattice is 2^-14 fine), U uniform over 2^k consecutive integers around
-// 0 (from AES-256-CTR, in chunks of at most 40 bits). E's density is a
+// lattice is 2^-14 fine), U uniform over the 2^k integers in
+// [−2^(k−1), 2^(k−1)) (from AES-256-CTR, in chunks of at most 40 bits). E's density is a
 // staircase of steps 2^k wide following a Gaussian of σ: a shift by δ <
 // 2^k moves δ/2^k of each step into its neighbour, so the statistical
 // distance is δ/2^k·Σ_g|P(g)−P(g−1)|/2 ≈ δ/(σ·√(2π)), the Gaussian's own
 // bound (the sampler's 2^-14 roughness adds about 2^-14·δ/2^k, below 1/16
-// of it). It is also four times faster than Lattigo's arbitrary-precision
-// path, which allocated big integers for every coefficient.
+// of it). It is also about three times faster than Lattigo's
+// arbitrary-precision path, which allocated big integers for every
+// coefficient.
 
 // floodGaussianLog2 is log2 σ_G at least: G's standard deviation lies in
 // [2^floodGaussianLog2, 2^(floodGaussianLog2+1)).
@@ -57,9 +59,10 @@ type floodSampler struct {
 }
 
 // floodSplit returns k and σ_G for a flooding σ = 2^logSigma: k = 0 (E =
-// G, Lattigo's sampler alone) when σ is small enough for its lattice.
+// G, Lattigo's sampler alone) only when σ is below 2^(floodGaussianLog2+1),
+// where its lattice is fine.
 func floodSplit(logSigma float64) (k int, sigmaG float64) {
-	if logSigma < floodGaussianLog2+12 {
+	if logSigma < floodGaussianLog2+1 {
 		return 0, math.Exp2(logSigma)
 	}
 	k = int(math.Floor(logSigma)) - floodGaussianLog2
@@ -90,15 +93,20 @@ func newFloodSampler(ringQ *ring.Ring, logSigma float64, prng io.Reader) (*flood
 func (f *floodSampler) read(pol ring.Poly) {
 	r := f.ringQ.AtLevel(pol.Level())
 	f.g.AtLevel(pol.Level()).Read(pol)
-	for _, c := range f.chunks {
-		// pol = pol·2^c + (u − 2^(c−1)), u uniform below 2^c.
+	for n, c := range f.chunks {
+		// pol = pol·2^c + u − h, u uniform below 2^c, h = 2^(c−1) for the
+		// first chunk (so that U = Σ chunks lies in [−2^(k−1), 2^(k−1)))
+		// and 0 for the others.
 		for i, s := range r.SubRings[:r.Level()+1] {
 			s.MulScalarMontgomery(pol.Coeffs[i], ring.MForm(uint64(1)<<c%s.Modulus, s.Modulus, s.BRedConstant), pol.Coeffs[i])
 		}
 		if _, err := io.ReadFull(f.prng, f.buf); err != nil {
 			panic(fmt.Sprintf("mhe: flooding randomness: %v", err)) // AES-CTR does not fail
 		}
-		mask, half := uint64(1)<<c-1, int64(1)<<(c-1)
+		mask, half := uint64(1)<<c-1, int64(0)
+		if n == 0 {
+			half = int64(1) << (c - 1)
+		}
 		for j := range r.N() {
 			v := int64(leUint64(f.buf[8*j:])&mask) - half
 			for i, s := range r.SubRings[:r.Level()+1] {
