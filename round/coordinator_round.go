@@ -319,15 +319,23 @@ func (c *Coordinator) sendRevealRequest(to fl.NodeID) {
 // pickRevealers fixes exactly t revealers among the live included members:
 // the leader first if it is one, then in rotation order after the leader.
 func (c *Coordinator) pickRevealers(included []fl.NodeID) []fl.NodeID {
-	leader := c.leader()
-	start := max(slices.Index(c.members, leader), 0)
+	return rotationPick(c.members, c.leader(), c.cfg.Threshold, func(m fl.NodeID) bool {
+		return slices.Contains(included, m) && c.canAnswer(m)
+	})
+}
+
+// rotationPick returns the first t members for which eligible holds, in
+// rotation order from leader (from the first member if leader is none of
+// them): how a round's revealers are picked, by the coordinator
+// (pickRevealers) and, ahead, by the nodes (Node.likelyRevealer).
+func rotationPick(members []fl.NodeID, leader fl.NodeID, t int, eligible func(fl.NodeID) bool) []fl.NodeID {
+	start := max(slices.Index(members, leader), 0)
 	var rs []fl.NodeID
-	n := len(c.members)
-	for i := range n {
-		m := c.members[(start+i)%n]
-		if slices.Contains(included, m) && c.canAnswer(m) {
+	for i := range members {
+		m := members[(start+i)%len(members)]
+		if eligible(m) {
 			rs = append(rs, m)
-			if len(rs) == c.cfg.Threshold {
+			if len(rs) == t {
 				break
 			}
 		}

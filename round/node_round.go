@@ -208,27 +208,11 @@ func (n *Node) pledges(m Message) error {
 // asked (Reveal falls back on fresh randomness). With no leader known,
 // every member precomputes.
 func (n *Node) likelyRevealer(cohort []fl.NodeID) bool {
-	if n.leader == "" || n.cfg.Threshold <= 0 {
+	if n.cfg.Threshold <= 0 || !slices.Contains(n.members, n.leader) {
 		return true
 	}
-	start := slices.Index(n.members, n.leader)
-	if start < 0 {
-		return true
-	}
-	picked := 0
-	for i := range n.members {
-		m := n.members[(start+i)%len(n.members)]
-		if !slices.Contains(cohort, m) {
-			continue
-		}
-		if m == n.cfg.Self {
-			return true
-		}
-		if picked++; picked == n.cfg.Threshold {
-			return false
-		}
-	}
-	return false
+	picked := rotationPick(n.members, n.leader, n.cfg.Threshold, func(m fl.NodeID) bool { return slices.Contains(cohort, m) })
+	return slices.Contains(picked, n.cfg.Self)
 }
 
 // checkPledges checks a pledge set: sorted distinct trusted participants,
