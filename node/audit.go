@@ -56,10 +56,14 @@ func (n *Node) auditEntries(evs []round.Event) []auditEntry {
 		switch e.Kind {
 		case round.EventRejected:
 			out = append(out, auditEntry{audit.NodeRefused, audit.Data{Reason: audit.Reason("rejected from " + string(e.Node) + ": " + e.Detail)}})
-		case round.EventUploaded:
+		case round.EventPledged:
+			// The step that protected the update (Party.Protect) and
+			// pledged it: its time is the encryption's, mostly.
 			n.stats.Protected.Add(1)
 			n.stats.ProtectNanos.Add(uint64(n.stepSecs * 1e9))
 			n.log.Info("protected", "round", e.Round, "protect_s", n.stepSecs, "mode", n.scheme.Name())
+		case round.EventUploaded:
+			n.log.Info("uploaded", "round", e.Round)
 			out = append(out, auditEntry{audit.UpdateAccepted, audit.Data{Round: e.Round, Node: e.Node, Digest: audit.Digest(e.Digest)}})
 		case round.EventRevealed:
 			n.stats.Revealed.Add(1)

@@ -41,7 +41,7 @@ const (
 	EventAttested                   // C: Coordinator.Attested; Node is the member, Digest its evidence's, Detail the format
 	EventAmendmentPending           // C: Coordinator.Amend scheduled new terms; Digest of the signed manifest, Detail the change
 	EventAmended                    // C, N: new terms in force; Nodes the members, Digest of the signed manifest, Detail the change
-	EventPledged                    // C: the round's pledge set is closed; Nodes the pledged members, Digest the set's
+	EventPledged                    // C: the round's pledge set is closed; Nodes the pledged members, Digest the set's. N: this node protected its update and pledged it; Node itself, Digest the upload's
 	eventEnd
 )
 

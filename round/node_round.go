@@ -152,6 +152,7 @@ func (n *Node) trained(m Message) error {
 	n.step, n.uploaded, n.upload = stepPledged, d, p
 	n.out.changed()
 	n.send(Message{Kind: KindPledge, Round: u.Round, Included: []Contribution{{Node: n.cfg.Self, Digest: d, Signature: sig}}})
+	n.emit(Event{Kind: EventPledged, Round: u.Round, Node: n.cfg.Self, Digest: d})
 	if pc, ok := n.party.(protect.Precomputer); ok && len(n.keys.Target) > 0 && n.likelyRevealer(n.cohort) {
 		// This node is likely a revealer of the round: its party makes the
 		// share's randomness while the others still train and pledge.
