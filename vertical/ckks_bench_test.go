@@ -113,6 +113,10 @@ func BenchmarkMinibatch(b *testing.B) {
 		for i := range 2 {
 			tsk[i], tpk[i] = kgen.GenKeyPairNew()
 		}
+		// Lattigo's sampler at σ = 2^79, as mhe flooded before its
+		// floodSampler (mhe/flood.go: Lattigo's samples at this σ form a
+		// comb). A runtime variant would flood with mhe's sampler; for the
+		// cost measured here, Lattigo's is the slower of the two.
 		flood := ring.DiscreteGaussian{Sigma: mhe.Agg128.FloodSigma(), Bound: 8 * mhe.Agg128.FloodSigma()}
 		pcks, err := multiparty.NewPublicKeySwitchProtocol(params, flood)
 		if err != nil {
