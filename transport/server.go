@@ -179,6 +179,7 @@ type serverStream struct {
 	cancel     context.CancelCauseFunc
 	ep         *endpoint
 	readerDone chan struct{} // closed after the stream's Disconnect event is queued
+	accepted   chan struct{} // closed once the header went out (or failed): Send may write
 	// challenging is set while a nonce is on its way to the node: a
 	// request that arrives meanwhile is answered by that nonce.
 	challenging atomic.Bool
@@ -319,6 +320,12 @@ func (s *Server) Send(ctx context.Context, to fl.NodeID, m round.Message) error 
 	s.mu.Unlock()
 	if ss == nil {
 		return fmt.Errorf("sending %s to %s: %w", m.Kind, to, ErrNotConnected)
+	}
+	// A frame ahead of the header would make the node refuse the stream.
+	select {
+	case <-ss.accepted:
+	case <-ctx.Done():
+		return fmt.Errorf("sending %s to %s: %w", m.Kind, to, context.Cause(ctx))
 	}
 	if err := ss.ep.send(ctx, b); err != nil {
 		if errors.Is(err, errStreamEnded) {

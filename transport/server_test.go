@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -609,5 +610,42 @@ func TestCloseWithUnreadMessages(t *testing.T) {
 	}
 	if _, err := c.Recv(bg()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Recv after Close: %v", err)
+	}
+}
+
+// A message the server sends while a node's stream is being accepted goes
+// out after the stream's header, never before it: the relay forwards what
+// it kept for a node the moment it connects, and a frame ahead of the
+// header made the node's Dial fail ("sent a frame before accepting the
+// stream") after the server had counted the message as sent.
+func TestSendWhileAccepting(t *testing.T) {
+	fed := newFederation(t, 2)
+	s, addr := startServer(t, ServerConfig{TLS: fed.coordinator})
+	ctx, cancel := context.WithCancel(bg())
+	defer cancel()
+	var sent atomic.Int64
+	go func() {
+		for ctx.Err() == nil {
+			if s.Send(ctx, "node-1", round.Message{Kind: round.KindDone}) == nil {
+				sent.Add(1)
+			}
+		}
+	}()
+	go func() {
+		for {
+			if _, err := s.Recv(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	for i := range 30 {
+		c, err := Dial(bg(), addr, ClientConfig{TLS: fed.nodes["node-1"]})
+		if err != nil {
+			t.Fatalf("dial %d (%d messages sent so far): %v", i, sent.Load(), err)
+		}
+		if m, err := c.Recv(bg()); err != nil || m.Kind != round.KindDone {
+			t.Fatalf("dial %d: first message %v, %v", i, m, err)
+		}
+		c.Close()
 	}
 }

@@ -51,7 +51,7 @@ func (sv service) Connect(stream pb.Federation_ConnectServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	ss := &serverStream{node: id, addr: addr, ctx: ctx, cancel: cancel, readerDone: make(chan struct{})}
+	ss := &serverStream{node: id, addr: addr, ctx: ctx, cancel: cancel, readerDone: make(chan struct{}), accepted: make(chan struct{})}
 	ss.ep = newEndpoint(stream, s.lim, s.metrics, "", ctx, cancel)
 	if err := s.register(ss); err != nil {
 		return s.endStatus(stream, id, err)
@@ -65,13 +65,16 @@ func (sv service) Connect(stream pb.Federation_ConnectServer) error {
 			md.Append(mdNonce, string(nonce))
 		}
 	}
+	// The header accepts the stream: it goes out before any message (Send
+	// waits for accepted) and before the Connect event.
+	if err := stream.SendHeader(md); err != nil {
+		cancel(err)
+	}
+	close(ss.accepted)
 	s.metrics.Connects.Add(1)
 	s.log.Info("transport: node connected", "node", id, "remote", addr)
 	s.push(Event{Kind: EventConnect, Node: id, Nonce: nonce, TLS: cs})
 	go s.read(ss)
-	if err := stream.SendHeader(md); err != nil {
-		cancel(err)
-	}
 	<-ctx.Done()
 	return s.endStatus(stream, id, context.Cause(ctx))
 }
