@@ -18,6 +18,7 @@ import (
 	"github.com/cloisterfl/cloister/internal/fedtest"
 	"github.com/cloisterfl/cloister/pki"
 	"github.com/cloisterfl/cloister/round"
+	"github.com/cloisterfl/cloister/secagg"
 	"github.com/cloisterfl/cloister/store"
 )
 
@@ -77,21 +78,33 @@ func stateBlobs(t *testing.T, dir string, kit *pki.Kit) []byte {
 // any plaintext update, of any round's sum, or of the final model. In mode
 // plain, the same scan finds the sum in the coordinator's state: the positive
 // control that shows the scan can see. In mode secagg it also looks for the
-// fixed-point encodings (secagg32: 20 fractional bits, 4-byte words) of each
-// update and of each round's exact sum of quantized updates, which is what
+// fixed-point encodings (at the preset's fractional bits and word width:
+// secagg64, the default, and secagg32) of each update and of each round's
+// exact sum of quantized updates, which is what
 // Helper.Open would hold without the group mask. In mode tee the
 // aggregator is a daemon of its own: the coordinator stores and relays
 // sealed updates, their concatenation and the result sealed to the group
 // key, and its log is scanned with the aggregator's (the harness's logs are
 // one buffer), which must hold no plaintext either.
 func TestBlind(t *testing.T) {
-	for _, mode := range []string{federation.ModePlain, federation.ModeMHE, federation.ModeSecAgg, federation.ModePaillier, federation.ModeTEE} {
-		t.Run(mode, func(t *testing.T) {
+	for _, c := range []struct{ mode, preset string }{{federation.ModePlain, ""}, {federation.ModeMHE, "InsecureTest"},
+		{federation.ModeSecAgg, ""}, {federation.ModeSecAgg, secagg.Q32.Name()}, {federation.ModePaillier, "InsecureTest"}, {federation.ModeTEE, ""}} {
+		mode := c.mode
+		name := mode
+		if c.preset != "" && mode == federation.ModeSecAgg {
+			name += "-" + c.preset
+		}
+		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{},
+				opts := pki.InitOptions{Nodes: 3, Threshold: 2, Mode: mode, DP: &federation.DP{}, Preset: c.preset,
 					Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: 2, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}}
-				if mode == federation.ModeMHE || mode == federation.ModePaillier {
-					opts.Preset = "InsecureTest"
+				fixed := secagg.Default.Literal()
+				if mode == federation.ModeSecAgg {
+					p, err := secagg.PresetByName(c.preset)
+					if err != nil {
+						t.Fatal(err)
+					}
+					fixed = p.Literal()
 				}
 				if mode == federation.ModeTEE {
 					opts.AggregatorAttestation = simPolicy([48]byte{0xa6}, time.Hour)
@@ -129,8 +142,8 @@ func TestBlind(t *testing.T) {
 						}
 						sum.Add(1, u.Delta)
 						if mode == federation.ModeSecAgg {
-							q := blindscan.Quantize(u.Delta, 20)
-							blindscan.FixedWindows(q, 4, "fixed-point update of "+string(id)+" round "+itoa(r), wins)
+							q := blindscan.Quantize(u.Delta, fixed.Frac)
+							blindscan.FixedWindows(q, fixed.Bits/8, "fixed-point update of "+string(id)+" round "+itoa(r), wins)
 							for i, x := range q {
 								qsum[i] += x
 							}
@@ -138,7 +151,7 @@ func TestBlind(t *testing.T) {
 					}
 					blindscan.Windows(sum, "sum of round "+itoa(r), sums)
 					if mode == federation.ModeSecAgg {
-						blindscan.FixedWindows(qsum, 4, "fixed-point sum of round "+itoa(r), sums)
+						blindscan.FixedWindows(qsum, fixed.Bits/8, "fixed-point sum of round "+itoa(r), sums)
 					}
 				}
 				exp := f.Export("node-1")

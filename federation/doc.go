@@ -41,8 +41,9 @@
 //   - "mhe": threshold multiparty CKKS (package mhe) with the named preset,
 //     e.g. "Agg128".
 //   - "secagg": SecAgg+ masking with dropout recovery (package secagg)
-//     with the named masking preset, e.g. "secagg32" (the default when
-//     the preset is empty) or "secagg32-k7" (a ring of 7 neighbours).
+//     with the named masking preset, e.g. "secagg64" (the default when
+//     the preset is empty), "secagg32" or "secagg32-k7" (a ring of 7
+//     neighbours).
 //   - "plain": no protection at all (package protect/plain). It exists for
 //     baselines and research; callers print [plain.Warning].
 //

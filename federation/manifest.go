@@ -83,7 +83,7 @@ type Manifest struct {
 	// ModeTEE or ModePlain.
 	Mode string `json:"mode"`
 	// Preset names the mode's parameter preset: the HE preset (required for
-	// ModeMHE), or the masking preset of ModeSecAgg (empty: secagg32). The
+	// ModeMHE), or the masking preset of ModeSecAgg (empty: secagg64). The
 	// mode's package checks that it knows the name.
 	Preset string `json:"he_preset,omitempty"`
 	// Rule is the aggregation rule: empty (or "mean") for the weighted

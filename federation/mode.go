@@ -19,7 +19,7 @@ var ErrUnsupported = errors.New("federation: aggregation mode not implemented by
 
 // Scheme returns the scheme of the named mode; preset names the HE
 // parameters for mode "mhe" and the masking preset for mode "secagg"
-// ("secagg32", the default, "secagg64", with "-kK" for a ring of K
+// ("secagg64", the default, "secagg32", with "-kK" for a ring of K
 // neighbours), the key size of mode "paillier" ("paillier2048", the
 // default), and is ignored otherwise.
 //

@@ -96,9 +96,10 @@
 //
 // # Capacity
 //
-// Presets: [Q32] ("secagg32": 2³², 20 fractional bits, sums within ±1024,
-// 4 bytes a value) and [Q64] ("secagg64": 2⁶⁴, 40 fractional bits, sums
-// within ±2²⁰). [NewPreset] refuses a literal whose modulus could not hold
+// Presets: [Q64] ("secagg64", the [Default]: 2⁶⁴, 40 fractional bits, sums
+// within ±2²⁰, 8 bytes a value, plain's models exactly) and [Q32]
+// ("secagg32": 2³², 20 fractional bits, sums within ±1024, 4 bytes a
+// value). [NewPreset] refuses a literal whose modulus could not hold
 // MaxParties inputs' sum with its rounding, and Protect refuses any value
 // above MaxAbs/n (n the group's members), so no sum of accepted inputs can
 // wrap: checked, not warned.

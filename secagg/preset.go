@@ -95,17 +95,25 @@ var (
 	Q64 = mustPreset(Literal{Name: "secagg64", Bits: 64, Frac: 40, MaxAbs: 1 << 20, MaxParties: 1000, MaxDim: 1<<24 - 1})
 )
 
+// Default is the preset of a federation whose manifest names none:
+// secagg64, whose sums decode to the float64 sums of plain mode (8 bytes a
+// value, as plain's updates), so that masking leaves the federation's
+// models as they would be without it. secagg32 halves the bytes at a
+// rounding of 2^-21 per value, which training amplifies like any other
+// perturbation (docs/BENCHMARKS.md): a federation chooses it by name.
+var Default = Q64
+
 // Presets returns the named presets, the default first.
-func Presets() []*Preset { return []*Preset{Q32, Q64} }
+func Presets() []*Preset { return []*Preset{Q64, Q32} }
 
 // PresetByName returns the preset a manifest names: "secagg32" or
 // "secagg64" for the complete masking graph, or with "-kK" a ring of K
 // neighbours (Flower's num_shares, counting the member itself), as in
-// "secagg32-k7". The empty name is secagg32.
+// "secagg32-k7". The empty name is [Default].
 func PresetByName(name string) (*Preset, error) {
 	base, k, hasK := strings.Cut(name, "-k")
 	if base == "" {
-		base = Q32.Name()
+		base = Default.Name()
 	}
 	var p *Preset
 	var names []string

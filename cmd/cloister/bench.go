@@ -82,7 +82,7 @@ func runBenchSecAgg(args []string, stdout, stderr io.Writer) error {
 	threshold := fs.Int("threshold", 0, "t: shares needed to unmask (default n/2+1)")
 	dropout := fs.Float64("dropout", 0.1, "fraction of members that drop before their upload")
 	neighbours := fs.Int("neighbours", 0, "ring of K neighbours, as Flower's num_shares (0: every member)")
-	preset := fs.String("preset", secagg.Q32.Name(), "masking preset: secagg32 or secagg64")
+	preset := fs.String("preset", secagg.Q32.Name(), "masking preset: secagg32 (the default here: Flower's modulus of 2^32, which the anchor figures use) or secagg64 (federations' default)")
 	seed := fs.Uint64("seed", 1, "seed of the inputs and of who drops")
 	jsonPath := fs.String("json", "", "write the report as JSON to this file")
 	if err := parse(fs, args); err != nil {

@@ -116,7 +116,7 @@ func (d *demoFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.rounds, "rounds", 20, "rounds")
 	fs.Bool("vertical", false, "run vertical learning instead (Fashion-MNIST split by image halves, PSI, hetero logistic regression under threshold Paillier; cloister demo --vertical -h for its flags)")
 	fs.StringVar(&ff.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator process, on the simulated TEE, applies --rule) or plain")
-	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default) or InsecureTest")
+	fs.StringVar(&ff.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128 or InsecureTest; for secagg secagg64 (the default) or secagg32; for paillier paillier2048 (the default) or InsecureTest")
 	fs.IntVar(&ff.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours instead of every member (0: every member)")
 	fs.Uint64Var(&d.seed, "seed", 1, "seed of the partition, the initial model and local shuffling")
 	fs.StringVar(&d.jsonPath, "json", "", "write the results as JSON to this file")

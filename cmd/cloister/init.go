@@ -58,7 +58,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
 	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator applies --rule; needs --aggregator-tee) or plain (plain protects nothing)")
-	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg32 (the default) or secagg64; for paillier paillier2048 (the default), or InsecureTest for tests")
+	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg64 (the default: plain's models exactly, 8 bytes a value) or secagg32 (4 bytes); for paillier paillier2048 (the default), or InsecureTest for tests")
 	fs.IntVar(&f.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours (Flower's num_shares, the member included) instead of every member (0: every member, the safe default)")
 	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
 	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
@@ -215,11 +215,11 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	if f.mode == federation.ModeSecAgg {
 		name := f.preset
 		if name == pki.DefaultPreset {
-			name = secagg.Q32.Name()
+			name = secagg.Default.Name()
 		}
 		p, err := secagg.PresetByName(name)
 		if err != nil {
-			return o, withHint(fmt.Errorf("--preset %q is not a known secagg preset: %w", f.preset, err), "use secagg32 (4 bytes a value) or secagg64 (8 bytes, more precision), and --neighbours for a ring")
+			return o, withHint(fmt.Errorf("--preset %q is not a known secagg preset: %w", f.preset, err), "use secagg64 (8 bytes a value, the default) or secagg32 (4 bytes, coarser), and --neighbours for a ring")
 		}
 		if f.neighbours != 0 {
 			if p, err = secagg.WithNeighbours(p, f.neighbours); err != nil {
@@ -279,7 +279,7 @@ func (f *federationFlags) options() (pki.InitOptions, error) {
 	if o.Compress != "" && !slices.Contains(federation.CompressModes, f.mode) {
 		hint := "drop --compress, or use --mode tee or --mode plain"
 		if f.mode == federation.ModeSecAgg {
-			hint = "secagg's quantization width is its preset: --preset secagg32 (4 bytes a value, the default) or secagg64"
+			hint = "secagg's quantization width is its preset: --preset secagg64 (8 bytes a value, the default) or secagg32 (4 bytes)"
 		}
 		return o, withHint(fmt.Errorf("--compress %s in mode %s: only modes %s carry compressed updates", o.Compress, f.mode, strings.Join(federation.CompressModes, ", ")), hint)
 	}
