@@ -97,7 +97,7 @@
 // # Capacity
 //
 // Presets: [Q64] ("secagg64", the [Default]: 2⁶⁴, 40 fractional bits, sums
-// within ±2²⁰, 8 bytes a value, plain's models exactly) and [Q32]
+// within ±2²⁰, 8 bytes a value, plain's models to within its rounding) and [Q32]
 // ("secagg32": 2³², 20 fractional bits, sums within ±1024, 4 bytes a
 // value). [NewPreset] refuses a literal whose modulus could not hold
 // MaxParties inputs' sum with its rounding, and Protect refuses any value

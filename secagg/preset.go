@@ -96,9 +96,9 @@ var (
 )
 
 // Default is the preset of a federation whose manifest names none:
-// secagg64, whose sums decode to the float64 sums of plain mode (8 bytes a
-// value, as plain's updates), so that masking leaves the federation's
-// models as they would be without it. secagg32 halves the bytes at a
+// secagg64, whose sums are plain mode's float64 sums to within 2^-41 a
+// value (8 bytes a value, as plain's updates), so that masking leaves the
+// federation's models as they would be without it, to that rounding. secagg32 halves the bytes at a
 // rounding of 2^-21 per value, which training amplifies like any other
 // perturbation (docs/BENCHMARKS.md): a federation chooses it by name.
 var Default = Q64

@@ -58,7 +58,7 @@ func (f *federationFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.threshold, "threshold", 3, "t: members needed to reveal an aggregate")
 	fs.IntVar(&f.minCohort, "min-cohort", 0, "fewest updates a round may aggregate (0: the threshold)")
 	fs.StringVar(&f.mode, "mode", federation.ModeMHE, "aggregation mode: mhe, secagg, paillier, tee (an attested aggregator applies --rule; needs --aggregator-tee) or plain (plain protects nothing)")
-	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg64 (the default: plain's models exactly, 8 bytes a value) or secagg32 (4 bytes); for paillier paillier2048 (the default), or InsecureTest for tests")
+	fs.StringVar(&f.preset, "preset", pki.DefaultPreset, "preset of the mode: for mhe Agg128, or InsecureTest for tests; for secagg secagg64 (the default: plain's models to 2^-41, 8 bytes a value) or secagg32 (4 bytes); for paillier paillier2048 (the default), or InsecureTest for tests")
 	fs.IntVar(&f.neighbours, "neighbours", 0, "mode secagg: mask with a ring of K neighbours (Flower's num_shares, the member included) instead of every member (0: every member, the safe default)")
 	fs.IntVar(&f.rounds, "rounds", pki.DefaultTraining.Rounds, "rounds to commit")
 	fs.IntVar(&f.localEpochs, "local-epochs", pki.DefaultTraining.LocalEpochs, "local epochs per round")
