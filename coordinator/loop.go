@@ -77,6 +77,11 @@ func (c *Coordinator) loop(ctx context.Context) error {
 				}
 				c.checkRevocations(now)
 				c.checkAmendment(now)
+			} else if c.rev.soon {
+				// A round aborted: its members may have refused it for a
+				// revocation they read first. Rounds that abort can follow
+				// each other faster than a second.
+				c.checkRevocations(now)
 			}
 		}
 	}
