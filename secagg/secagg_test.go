@@ -153,7 +153,7 @@ func TestDropoutExact(t *testing.T) {
 	if testing.Short() {
 		n = 30
 	}
-	for _, p := range []*Preset{ring(t, "secagg32-k7"), ring(t, "secagg64-k7"), Q32} {
+	for _, p := range []*Preset{ring(t, "secagg32-k7"), ring(t, "secagg64-k7"), Q32, Default} {
 		gr := newGroup(t, p, n, n/3)
 		for i, frac := range []float64{0, 0.1, 0.3} {
 			r := fl.Round(i + 1)
