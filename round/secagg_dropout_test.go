@@ -17,7 +17,7 @@ import (
 // included. The next round goes on without it. (secagg's own tests drop
 // members at every stage against the scheme alone: secagg_test.go.)
 func TestSecAggDropoutAfterUpload(t *testing.T) {
-	sa, err := secagg.New(secagg.Q32)
+	sa, err := secagg.New(secagg.Default)
 	if err != nil {
 		t.Fatal(err)
 	}
