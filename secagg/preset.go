@@ -98,9 +98,10 @@ var (
 // Default is the preset of a federation whose manifest names none:
 // secagg64, whose sums are plain mode's float64 sums to within 2^-41 a
 // value (8 bytes a value, as plain's updates), so that masking leaves the
-// federation's models as they would be without it, to that rounding. secagg32 halves the bytes at a
-// rounding of 2^-21 per value, which training amplifies like any other
-// perturbation (docs/BENCHMARKS.md): a federation chooses it by name.
+// federation's models as they would be without it, to that rounding.
+// secagg32 halves the bytes at a rounding of 2^-21 per value, which
+// training amplifies like any other perturbation (docs/BENCHMARKS.md): a
+// federation chooses it by name.
 var Default = Q64
 
 // Presets returns the named presets, the default first.
