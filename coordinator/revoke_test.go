@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cloisterfl/cloister/coordinator"
 	"github.com/cloisterfl/cloister/federation"
+	"github.com/cloisterfl/cloister/fl"
 	"github.com/cloisterfl/cloister/internal/fedtest"
 	"github.com/cloisterfl/cloister/node"
 	"github.com/cloisterfl/cloister/pki"
@@ -28,45 +30,8 @@ import (
 func TestRevocationMidSession(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const rounds = 16
-		f := fed{fedtest.New(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
-			Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
-		f.TrainTime = 2 * time.Second // a round takes longer than a CRL poll (2 s), as in any real federation
-		caDir := filepath.Join(f.Dir, "fed", pki.CADir)
-		ca, err := pki.LoadCA(caDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		empty, err := ca.CRL(caDir, time.Now()) // the empty CRL the daemons start with
-		if err != nil {
-			t.Fatal(err)
-		}
-		crlPath := filepath.Join(caDir, pki.CRLFile)
-		open := func() *pki.Revocations {
-			rv, err := pki.OpenRevocations(crlPath, ca.Certificate())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return rv
-		}
-		f.CoordinatorConfig = func(c *coordinator.Config) { c.CRL = open() }
-		f.NodeConfig = func(name string, c *node.Config) { c.CRL = open() }
-		f.StartCoordinator()
-		f.StartNodes(4)
-		f.WaitStatus("round 2 committed", func(s round.Status) bool { return s.Commits >= 2 })
-
-		revokedAt := f.Coord.Status()
-		l, err := ca.Revoke(empty, []*x509.Certificate{f.Kits["node-2"].Credential.Cert}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ca.SaveCRL(caDir, l); err != nil {
-			t.Fatal(err)
-		}
-		s := f.WaitStatus("node-2 excluded", func(s round.Status) bool { _, ok := s.Exclusions["node-2"]; return ok })
-		if !strings.Contains(s.Exclusions["node-2"], "certificate revoked") {
-			t.Errorf("node-2 excluded for %q, want the revocation", s.Exclusions["node-2"])
-		}
-		t.Logf("revoked during round %d (epoch %d); excluded in round %d", revokedAt.Round, revokedAt.Epoch, s.Round)
+		// A round takes longer than a CRL poll (2 s), as in any real federation.
+		f, crlPath, l, revokedAt, s := revokeNode2(t, rounds, 2*time.Second)
 		if s.Round > revokedAt.Round+1 {
 			t.Errorf("node-2 excluded in round %d, revoked during round %d", s.Round, revokedAt.Round)
 		}
@@ -118,4 +83,97 @@ func TestRevocationMidSession(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRevocationFastRounds: rounds shorter than a CRL poll. The rounds
+// go on with node-2 until a daemon reads the new CRL (within a poll); the
+// nodes may read it before the coordinator and refuse the rounds that
+// include node-2, which then abort faster than the coordinator's
+// once-a-second checks. After an aborted round the coordinator reads the
+// CRL at its next tick, so at most the refused round and one more abort
+// before node-2 is excluded (reading it only at the one-second checks, 8
+// rounds aborted here), and the session completes without it.
+func TestRevocationFastRounds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rounds = 12
+		start := time.Now()
+		f, _, _, revokedAt, s := revokeNode2(t, rounds, 150*time.Millisecond)
+		h, err := f.Coord.History(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var aborted []fl.Round
+		for _, r := range h.History {
+			if r.Round > revokedAt.Round && r.Round < s.Round && r.Outcome == "aborted" {
+				aborted = append(aborted, r.Round)
+			}
+		}
+		t.Logf("excluded %v after the start, in round %d; rounds aborted before: %v", time.Since(start), s.Round, aborted)
+		if len(aborted) > 2 {
+			t.Errorf("rounds %v aborted before node-2's exclusion: want at most 2", aborted)
+		}
+		if err := f.StopNode("node-2"); err != nil {
+			t.Logf("node-2: %v", err)
+		}
+		f.WaitDone(rounds, 5*time.Minute)
+		h, err = f.Coord.History(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range h.History {
+			if r.Round >= s.Round && r.Outcome == "committed" && slices.Contains(r.Included, "node-2") {
+				t.Errorf("round %d after the exclusion included node-2: %v", r.Round, r.Included)
+			}
+		}
+	})
+}
+
+// revokeNode2 starts a federation of 4 whose daemons read the CA's CRL
+// file, lets it commit 2 rounds with members training for trainTime,
+// revokes node-2 (replacing the file, as `cloister ca revoke` does) and
+// waits until the coordinator excludes it, for the revocation. It returns
+// the federation, the CRL file, the CRL written, the status when it was
+// written and the status that shows the exclusion.
+func revokeNode2(t *testing.T, rounds int, trainTime time.Duration) (fed, string, *pki.RevocationList, round.Status, round.Status) {
+	t.Helper()
+	f := fed{fedtest.New(t, pki.InitOptions{Nodes: 4, Threshold: 2, MinCohort: 2, Mode: federation.ModePlain, DP: &federation.DP{},
+		Model: federation.ModelSpec{Kind: "softmax"}, Training: federation.Training{Rounds: rounds, LocalEpochs: 1, Batch: 16, LearningRate: 0.1}})}
+	f.TrainTime = trainTime
+	caDir := filepath.Join(f.Dir, "fed", pki.CADir)
+	ca, err := pki.LoadCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := ca.CRL(caDir, time.Now()) // the empty CRL the daemons start with
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlPath := filepath.Join(caDir, pki.CRLFile)
+	open := func() *pki.Revocations {
+		rv, err := pki.OpenRevocations(crlPath, ca.Certificate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rv
+	}
+	f.CoordinatorConfig = func(c *coordinator.Config) { c.CRL = open() }
+	f.NodeConfig = func(name string, c *node.Config) { c.CRL = open() }
+	f.StartCoordinator()
+	f.StartNodes(4)
+	f.WaitStatus("round 2 committed", func(s round.Status) bool { return s.Commits >= 2 })
+
+	revokedAt := f.Coord.Status()
+	l, err := ca.Revoke(empty, []*x509.Certificate{f.Kits["node-2"].Credential.Cert}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.SaveCRL(caDir, l); err != nil {
+		t.Fatal(err)
+	}
+	s := f.WaitStatus("node-2 excluded", func(s round.Status) bool { _, ok := s.Exclusions["node-2"]; return ok })
+	if !strings.Contains(s.Exclusions["node-2"], "certificate revoked") {
+		t.Errorf("node-2 excluded for %q, want the revocation", s.Exclusions["node-2"])
+	}
+	t.Logf("revoked during round %d (epoch %d); excluded in round %d", revokedAt.Round, revokedAt.Epoch, s.Round)
+	return f, crlPath, l, revokedAt, s
 }
