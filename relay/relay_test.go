@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cloisterfl/cloister/relay"
@@ -276,27 +277,33 @@ func TestAbort(t *testing.T) {
 // A peer that sends faster than its messages are read fails the session
 // once the bound is passed, naming it, instead of filling the memory.
 func TestQueueBound(t *testing.T) {
-	p := newParties(t, "a", "b")
-	sa, sb, _, err := open(t, p, func(c relay.Config) relay.Config { c.MaxBody = 1024; return c })
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := ctx(t)
-	body := make([]byte, 1024)
-	for i := range uint64(1100) { // 1.1 MB > 8·1024 + 1 MiB
-		if err := sa.Send(c, "b", "x", i, body); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		p := newParties(t, "a", "b")
+		sa, sb, _, err := open(t, p, func(c relay.Config) relay.Config { c.MaxBody = 1024; return c })
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	var err2 error
-	for i := range uint64(1100) {
-		if _, err2 = sb.Recv(c, "a", "x", i); err2 != nil {
-			break
+		c := ctx(t)
+		body := make([]byte, 1024)
+		for i := range uint64(1100) { // 1.1 MB > 8·1024 + 1 MiB
+			if err := sa.Send(c, "b", "x", i, body); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if !errors.Is(err2, relay.ErrMalformed) || !strings.Contains(err2.Error(), "a has more than") {
-		t.Fatalf("flooded: %v", err2)
-	}
+		// b's reader takes in the flood before b reads: reading while it
+		// arrives would drain the queue as it fills, and it might never
+		// exceed the bound.
+		synctest.Wait()
+		var err2 error
+		for i := range uint64(1100) {
+			if _, err2 = sb.Recv(c, "a", "x", i); err2 != nil {
+				break
+			}
+		}
+		if !errors.Is(err2, relay.ErrMalformed) || !strings.Contains(err2.Error(), "a has more than") {
+			t.Fatalf("flooded: %v", err2)
+		}
+	})
 }
 
 // A body above the receiver's MaxBody is refused before it is opened.
